@@ -1,0 +1,13 @@
+"""WebUI install hook: installs only what the WebUI lacks. Never torch, never pins."""
+import importlib.util
+
+try:
+    import launch  # provided by the WebUI
+except ImportError:  # run outside the WebUI
+    launch = None
+
+NEEDED = {"safetensors": "safetensors", "numpy": "numpy", "scipy": "scipy", "tqdm": "tqdm"}
+
+for module, package in NEEDED.items():
+    if importlib.util.find_spec(module) is None and launch is not None:
+        launch.run_pip(f"install {package}", f"{package} for Alloy")

@@ -1,0 +1,89 @@
+"""Block schemas: the one list of blocks per architecture (SPEC §3).
+
+MBW vectors, presets and (later) elemental rules, XYZ pinpoint axes, include/exclude and
+Dice all ask the schema object; no other block list exists in the code base.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lib_merge.arch.registry import UNET
+
+VAE_PREFIX = "first_stage_model."
+VAE_SLOT = "VAE"
+
+_INPUT = re.compile(re.escape(UNET) + r"input_blocks\.(\d+)\.")
+_OUTPUT = re.compile(re.escape(UNET) + r"output_blocks\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class BlockSchema:
+    id: str
+    label: str
+    slots: tuple[str, ...]
+    slot_of: Callable[[str], str | None]  # key -> slot name, VAE_SLOT, or None (not in a block)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def index(self, slot: str) -> int:
+        return self.slots.index(slot)
+
+    def describe(self) -> str:
+        return f"{self.slots[0]}, {self.slots[1]}…{self.slots[-1]}"
+
+    def names_with_vae(self) -> tuple[str, ...]:
+        return self.slots + (VAE_SLOT,)
+
+
+def _sd1_slot(key: str) -> str | None:
+    if key.startswith(UNET):
+        if key.startswith(UNET + "time_embed."):
+            return "IN00"
+        if key.startswith(UNET + "out."):
+            return "OUT11"
+        if key.startswith(UNET + "middle_block."):
+            return "M00"
+        m = _INPUT.match(key) or _OUTPUT.match(key)
+        if m and int(m.group(1)) <= 11:
+            return ("IN" if m.re is _INPUT else "OUT") + f"{int(m.group(1)):02d}"
+        return None
+    if key.startswith(VAE_PREFIX):
+        return VAE_SLOT
+    return "BASE"
+
+
+def _sdxl_slot(key: str) -> str | None:
+    if key.startswith(UNET):
+        if key.startswith((UNET + "time_embed.", UNET + "label_emb.")):
+            return "IN00"
+        if key.startswith(UNET + "out."):
+            return "OUT08"
+        if key.startswith(UNET + "middle_block."):
+            return "M00"
+        m = _INPUT.match(key) or _OUTPUT.match(key)
+        if m and int(m.group(1)) <= 8:
+            return ("IN" if m.re is _INPUT else "OUT") + f"{int(m.group(1)):02d}"
+        return None
+    if key.startswith(VAE_PREFIX):
+        return VAE_SLOT
+    return "BASE"
+
+
+def _names(prefix: str, count: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i:02d}" for i in range(count))
+
+
+SCHEMAS: dict[str, BlockSchema] = {
+    "sd1": BlockSchema("sd1", "SD1", ("BASE",) + _names("IN", 12) + ("M00",) + _names("OUT", 12), _sd1_slot),
+    "sdxl": BlockSchema("sdxl", "SDXL", ("BASE",) + _names("IN", 9) + ("M00",) + _names("OUT", 9), _sdxl_slot),
+}
+
+
+def schema_for(arch_id: str) -> BlockSchema | None:
+    from lib_merge.arch.registry import ARCHITECTURES
+
+    arch = ARCHITECTURES.get(arch_id)
+    return SCHEMAS[arch.schema_id] if arch and arch.schema_id else None

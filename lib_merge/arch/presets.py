@@ -1,0 +1,53 @@
+"""MBW presets (SPEC §3.8): the shipped table plus the user's own file, which wins on a name."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from lib_merge.arch.blocks import BlockSchema
+from lib_merge.errors import PresetError
+from lib_merge.paths import SHIPPED_PRESETS, user_data_dir
+
+# A 26-value vector fits SD1 and, through the 26 -> 20 mapping, SDXL.
+_LENGTHS = {"sd1": (26,), "sdxl": (20, 26)}
+
+
+def read_preset_file(path: Path) -> dict[tuple[str, int], list[float]]:
+    """Parse a preset table; `NAME<TAB>values` and SuperMerger's `NAME:values` both read."""
+    presets: dict[tuple[str, int], list[float]] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#") or line.startswith("preset_name"):
+            continue
+        sep = "\t" if "\t" in line else ":"
+        name, _, values = line.partition(sep)
+        try:
+            numbers = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise PresetError(f"{path}: line {lineno}: preset {name.strip()!r} has a non-number value") from None
+        presets[(name.strip(), len(numbers))] = numbers
+    return presets
+
+
+def load_presets() -> dict[tuple[str, int], list[float]]:
+    presets = read_preset_file(SHIPPED_PRESETS)
+    user_file = user_data_dir() / "mbw_presets.tsv"
+    if user_file.is_file():
+        presets.update(read_preset_file(user_file))
+    return presets
+
+
+def preset_names(schema: BlockSchema) -> list[str]:
+    lengths = _LENGTHS.get(schema.id, (len(schema),))
+    return sorted({name for name, n in load_presets() if n in lengths})
+
+
+def lookup_preset(name: str, schema: BlockSchema) -> list[float]:
+    """The preset's values for this schema: its own length first, then a mappable one."""
+    presets = load_presets()
+    for n in _LENGTHS.get(schema.id, (len(schema),)):
+        if (name, n) in presets:
+            return presets[(name, n)]
+    close = difflib.get_close_matches(name, preset_names(schema), n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise PresetError(f"unknown preset {name!r} for {schema.label}{hint}")

@@ -1,0 +1,133 @@
+"""The architectures Alloy knows: components, detection signatures, modelspec names.
+
+Key lists come from data/<id>.json (facts about public checkpoint layouts). A signature
+is a set of key names with their tensor ranks; absolute sizes are never compared, so a
+miniature model with every large dimension scaled down is recognised like the full one.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATA_DIR = Path(__file__).parent / "data"
+UNET = "model.diffusion_model."
+
+SCHEDULE_BUFFERS = (
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+)
+PREDICTION_MARKERS = ("v_pred", "ztsnr", "edm_vpred.sigma_max", "edm_vpred.sigma_min")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    id: str
+    label: str
+    components: dict[str, str]  # component name -> key prefix
+    schema_id: str | None
+    data_file: str | None  # key list in data/, None when only a signature is known
+    signature_prefix: str = UNET  # keys of the data file under this prefix form the signature
+    extra_signature: dict[str, int] = field(default_factory=dict)  # key -> rank, always required
+    variants: dict[int, str] = field(default_factory=dict)  # UNet input channels -> variant name
+    modelspec: str = ""
+    resolution: str = "512x512"
+
+    @property
+    def keys(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        return arch_keys(self.data_file) if self.data_file else {}
+
+    def signature(self) -> dict[str, int]:
+        sig = {
+            k: len(shape)
+            for k, (shape, _) in self.keys.items()
+            if k.startswith(self.signature_prefix) and not _is_optional(k)
+        }
+        sig.update(self.extra_signature)
+        return sig
+
+    def component_of(self, key: str) -> str | None:
+        for name, prefix in self.components.items():
+            if key.startswith(prefix):
+                return name
+        return None
+
+
+def _is_optional(key: str) -> bool:
+    return key.startswith("model_ema.") or key in SCHEDULE_BUFFERS or key in PREDICTION_MARKERS
+
+
+@functools.lru_cache(maxsize=None)
+def arch_keys(data_file: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    raw = json.loads((DATA_DIR / data_file).read_text())
+    return {k: (tuple(shape), dtype) for k, (shape, dtype) in raw.items()}
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.id: a
+    for a in (
+        Architecture(
+            id="sd1",
+            label="SD1",
+            components={"unet": UNET, "clip_l": "cond_stage_model.transformer.", "vae": "first_stage_model."},
+            schema_id="sd1",
+            data_file="sd1.json",
+            variants={4: "", 9: "inpainting", 8: "pix2pix"},
+            modelspec="stable-diffusion-v1",
+        ),
+        Architecture(
+            id="sd2",
+            label="SD2",
+            components={"unet": UNET, "clip_h": "cond_stage_model.model.", "vae": "first_stage_model."},
+            schema_id="sd1",
+            data_file="sd2.json",
+            variants={4: "", 9: "inpainting", 5: "depth"},
+            modelspec="stable-diffusion-v2-512",
+        ),
+        Architecture(
+            id="sdxl",
+            label="SDXL",
+            components={
+                "unet": UNET,
+                "clip_l": "conditioner.embedders.0.transformer.",
+                "clip_g": "conditioner.embedders.1.model.",
+                "vae": "first_stage_model.",
+            },
+            schema_id="sdxl",
+            data_file="sdxl.json",
+            variants={4: "", 9: "inpainting"},
+            modelspec="stable-diffusion-xl-v1-base",
+            resolution="1024x1024",
+        ),
+        Architecture(
+            id="sdxl_refiner",
+            label="SDXL refiner",
+            components={"unet": UNET, "clip_g": "conditioner.embedders.0.model.", "vae": "first_stage_model."},
+            schema_id="sdxl",
+            data_file=None,
+            extra_signature={
+                "conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight": 2,
+                UNET + "input_blocks.0.0.weight": 4,
+                UNET + "label_emb.0.0.weight": 2,
+                UNET + "time_embed.0.weight": 2,
+                UNET + "middle_block.1.transformer_blocks.0.attn2.to_k.weight": 2,
+                UNET + "output_blocks.0.0.in_layers.2.weight": 4,
+                UNET + "out.2.weight": 4,
+            },
+            variants={4: ""},
+            modelspec="stable-diffusion-xl-v1-refiner",
+            resolution="1024x1024",
+        ),
+    )
+}

@@ -1,0 +1,217 @@
+"""The command line: `python -m lib_merge COMMAND` (SPEC §18).
+
+Every failure a person can fix prints one line starting with `error:` and exits with the
+code of SPEC §18.9; the last stdout line of a successful merge is the output path alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from lib_merge.errors import AlloyError, InvalidComboError, ParameterError
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, exit code 2
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m lib_merge", description="Alloy: streaming model merges for Stable Diffusion")
+    p.add_argument("--models-dir", help="folder that relative model paths in recipes resolve against")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    m = sub.add_parser("merge", help="merge models (from a recipe file or from flags) into a file")
+    m.add_argument("recipe", nargs="?", help="recipe file (.alloy)")
+    m.add_argument("--a", help="model A (primary)")
+    m.add_argument("--b", help="model B")
+    m.add_argument("--c", help="model C")
+    m.add_argument("--mode", help="weighted_sum | add_difference | triple_sum | sum_twice (ws, add, triple, twice)")
+    m.add_argument("--alpha", type=float)
+    m.add_argument("--beta", type=float)
+    m.add_argument("--blocks", help='alpha as a block vector: "IN00=0.3 OUT05-OUT11=1 *=0.5" or 26/20 values')
+    m.add_argument("--preset", help="alpha as a block-weight preset name")
+    m.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--threads", type=int)
+    m.add_argument("-o", "--output", help="output .safetensors file")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    m.add_argument("--no-prune", action="store_true", help="keep EMA, schedule buffers and extra keys of A")
+    m.add_argument("--no-metadata", action="store_true")
+    m.add_argument("--nonfinite", default="error", choices=["error", "keep_a", "ignore"])
+    m.add_argument("--print-recipe", action="store_true", help="print the canonical recipe and exit")
+
+    r = sub.add_parser("recipe", help="print or hash a recipe")
+    r.add_argument("action", choices=["print", "hash"])
+    r.add_argument("file")
+
+    i = sub.add_parser("inspect", help="architecture, components, keys, dtypes and size of a checkpoint")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+
+    n = sub.add_parser("info", help="architectures and block schemas; or detection results for a file")
+    n.add_argument("target", nargs="?", help="an architecture id or a checkpoint file")
+    n.add_argument("-v", "--verbose", action="store_true", help="list the keys of every block")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except AlloyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: cancelled", file=sys.stderr)
+        return 130
+
+
+def _flags_recipe(args):
+    from lib_merge.methods import get_method
+    from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef
+
+    if not (args.a and args.b and args.mode):
+        raise UsageError("merge needs a recipe file, or --a, --b and --mode")
+    if args.blocks and args.preset:
+        raise UsageError("give either --blocks or --preset, not both")
+    spec = get_method(args.mode)
+    models = [args.a, args.b] + ([args.c] if args.c else [])
+    if len(models) < len(spec.inputs):
+        raise InvalidComboError(f"mode {spec.name} needs models {', '.join(spec.inputs)}: add --c")
+    if len(models) > len(spec.inputs):
+        raise InvalidComboError(f"mode {spec.name} takes models A and B only; --c is not used")
+    if args.beta is not None and "beta" not in {p.name for p in spec.params}:
+        raise ParameterError(f"--beta is not used by mode {spec.name}")
+    refs = [ModelRef(os.path.abspath(m) if os.path.exists(m) else m) for m in models]
+    params: dict[str, object] = {}
+    if args.blocks or args.preset:
+        params["alpha"] = BlocksSpec(args.blocks or args.preset, preset=args.preset, default=args.alpha)
+    elif args.alpha is not None:
+        params["alpha"] = args.alpha
+    if args.beta is not None:
+        params["beta"] = args.beta
+    for p in spec.params:
+        params.setdefault(p.name, p.default)
+    return MergeNode(spec.name, tuple(refs), params)
+
+
+def _load_recipe(path: str):
+    from lib_merge.recipe import parse_recipe
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_recipe(f.read())
+    except OSError as e:
+        raise UsageError(f"cannot read recipe {path}: {e.strerror}") from None
+
+
+def _progress(args):
+    if args.no_progress or args.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="key", file=sys.stderr)
+
+    def update(done: int, total: int, read: int, written: int, phase: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(f"{written / 2**20:,.0f} MB written")
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def cmd_merge(args) -> int:
+    from lib_merge.engine.run import EngineOptions
+    from lib_merge.io.dtypes import parse_output_dtype
+    from lib_merge.merge import SaveOptions, merge_to_file
+
+    if args.recipe and (args.a or args.b or args.mode):
+        raise UsageError("give a recipe file or --a/--b/--mode, not both")
+    root = _load_recipe(args.recipe) if args.recipe else _flags_recipe(args)
+    if args.print_recipe:
+        print(_canonical(root, args.models_dir)[0], end="")
+        return 0
+    if not args.output:
+        raise UsageError("merge needs -o OUT")
+    engine = EngineOptions(device=args.device, nonfinite=args.nonfinite, progress=_progress(args))
+    if args.threads:
+        if args.threads < 1:
+            raise UsageError("--threads must be at least 1")
+        engine.threads = args.threads
+    save = SaveOptions(
+        output=args.output,
+        dtype=parse_output_dtype(args.dtype),
+        overwrite=args.overwrite,
+        prune=not args.no_prune,
+        metadata=not args.no_metadata,
+    )
+    result = merge_to_file(root, save, engine, args.models_dir)
+    if not args.quiet:
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+        for role, count in sorted(result.plan.kept_missing.items()):
+            print(f"note: {count} keys missing in {role} kept from A", file=sys.stderr)
+    print(result.recipe_hash)
+    print(result.path)
+    return 0
+
+
+def _canonical(root, models_dir):
+    from lib_merge.engine.bind import bind_recipe, with_hashes
+    from lib_merge.recipe import print_recipe, recipe_hash
+
+    bound = bind_recipe(root, models_dir)
+    try:
+        hashes = {ref: bound.sources[ref].sha256() for ref in bound.models}
+        filled = with_hashes(bound, hashes)
+        return print_recipe(filled), recipe_hash(filled)
+    finally:
+        bound.close()
+
+
+def cmd_recipe(args) -> int:
+    text, digest = _canonical(_load_recipe(args.file), args.models_dir)
+    print(text if args.action == "print" else digest, end="" if args.action == "print" else "\n")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from lib_merge.report import format_inspect, inspect_model
+
+    report = inspect_model(args.file)
+    print(json.dumps(report, indent=1) if args.json else format_inspect(report))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from lib_merge.arch.registry import ARCHITECTURES
+    from lib_merge.report import describe_architectures, describe_schema, format_inspect, inspect_model
+
+    if not args.target:
+        print(describe_architectures())
+    elif args.target in ARCHITECTURES:
+        print(describe_schema(args.target, args.verbose))
+    elif os.path.exists(args.target):
+        print(format_inspect(inspect_model(args.target)))
+    else:
+        raise UsageError(f"{args.target!r} is neither an architecture ({', '.join(ARCHITECTURES)}) nor a file")
+    return 0
+
+
+_COMMANDS = {"merge": cmd_merge, "recipe": cmd_recipe, "inspect": cmd_inspect, "info": cmd_info}

@@ -1,0 +1,158 @@
+"""Binding a parsed recipe to files: open the models, check they fit together, resolve vectors.
+
+Everything here reads headers only, so every input problem is reported before a tensor is read.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from lib_merge.arch.blocks import BlockSchema, schema_for
+from lib_merge.arch.detect import ArchInfo
+from lib_merge.errors import ArchMismatchError, BlockSchemaError, ModelHashMismatchError, ModelNotFoundError
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, walk_models
+from lib_merge.recipe.vectors import parse_vector
+from lib_merge.source import SourceModel
+
+_TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")
+_ROLE_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass
+class BoundRecipe:
+    root: Node  # model paths as displayed in the canonical recipe, vectors resolved
+    sources: dict[ModelRef, SourceModel]
+    schema: BlockSchema | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[ModelRef]:
+        return walk_models(self.root)
+
+    @property
+    def primary(self) -> SourceModel:
+        return self.sources[self.models[0]]
+
+    @property
+    def arch(self) -> ArchInfo:
+        return self.primary.arch
+
+    def role(self, ref: ModelRef) -> str:
+        return _ROLE_NAMES[self.models.index(ref)] if self.models.index(ref) < 26 else ref.path
+
+    def close(self) -> None:
+        for s in set(self.sources.values()):
+            s.close()
+
+
+def resolve_model_path(path: str, models_dir: str | None) -> str:
+    """A recipe's model path: absolute, relative to the models folder, or a checkpoint title."""
+    candidates = [path, _TITLE_HASH.sub("", path)]
+    base = models_dir or os.environ.get("ALLOY_MODELS_DIR") or "."
+    for c in candidates:
+        full = c if os.path.isabs(c) else os.path.join(base, c)
+        if os.path.isfile(full):
+            return os.path.abspath(full)
+    raise ModelNotFoundError(f"model not found: {path!r} (looked in {os.path.abspath(base)})")
+
+
+def display_path(path: str, models_dir: str | None) -> str:
+    base = os.path.realpath(models_dir or os.environ.get("ALLOY_MODELS_DIR") or ".")
+    real = os.path.realpath(path)
+    if real.startswith(base + os.sep):
+        return os.path.relpath(real, base).replace(os.sep, "/")
+    return real.replace(os.sep, "/")
+
+
+def bind_recipe(root: Node, models_dir: str | None = None) -> BoundRecipe:
+    refs = walk_models(root)
+    opened: dict[str, SourceModel] = {}
+    bound_refs: dict[ModelRef, ModelRef] = {}
+    sources: dict[ModelRef, SourceModel] = {}
+    try:
+        for ref in refs:
+            path = resolve_model_path(ref.path, models_dir)
+            real = os.path.realpath(path)
+            if real not in opened:
+                opened[real] = SourceModel(path)
+            new_ref = ModelRef(display_path(path, models_dir), ref.sha256)
+            bound_refs[ref] = new_ref
+            sources[new_ref] = opened[real]
+        ordered = [bound_refs[r] for r in refs]
+        _check_compatible([(r, sources[r]) for r in ordered])
+        schema = schema_for(sources[ordered[0]].arch.id)
+        notes: list[str] = []
+        new_root = _rebuild(root, bound_refs, schema, sources[ordered[0]].arch, notes)
+        return BoundRecipe(new_root, sources, schema, notes)
+    except BaseException:
+        for s in opened.values():
+            s.close()
+        raise
+
+
+def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo, notes: list[str]) -> Node:
+    if isinstance(node, ModelRef):
+        return refs[node]
+    params = {}
+    for name, value in node.params.items():
+        if isinstance(value, BlocksSpec):
+            if schema is None:
+                raise BlockSchemaError(f"{arch.label} has no blocks: block weights cannot be used")
+            parsed = parse_vector(list(value.spec) if isinstance(value.spec, tuple) else value.spec, schema,
+                                  value.default)
+            notes.extend(parsed.notes)
+            value = parsed.vector
+        params[name] = value
+    inputs = tuple(_rebuild(i, refs, schema, arch, notes) for i in node.inputs)
+    return MergeNode(node.method, inputs, params)
+
+
+def _describe(source: SourceModel) -> str:
+    return f"{source.arch.label} ({source.path})"
+
+
+def _check_compatible(models: list[tuple[ModelRef, SourceModel]]) -> None:
+    """SPEC §2.5: one architecture; the primary may have extra input channels, never fewer."""
+    roles = _ROLE_NAMES
+    (_, a), rest = models[0], models[1:]
+    for i, (_, other) in enumerate(rest, 1):
+        role = roles[i] if i < 26 else f"#{i + 1}"
+        if other.arch.id != a.arch.id:
+            raise ArchMismatchError(
+                f"model A is {_describe(a)}, model {role} is {_describe(other)}: "
+                "models of different architectures cannot be merged"
+            )
+        ca, co = a.arch.input_channels, other.arch.input_channels
+        if ca is None or co is None or ca == co:
+            continue
+        if co == 4:
+            continue  # A has extra channels (inpainting/pix2pix); they keep A
+        if ca == 4:
+            raise ArchMismatchError(
+                f"model A has 4 input channels but model {role} is an {other.arch.variant} model ({co} channels). "
+                f"Put the {other.arch.variant} model in A (its extra channels are kept), or use add difference "
+                f"A={other.arch.variant}, B=your model, C=the base model"
+            )
+        raise ArchMismatchError(
+            f"model A is {a.arch.label} ({ca} input channels), model {role} is {other.arch.label} "
+            f"({co} channels): they cannot be merged"
+        )
+
+
+def with_hashes(bound: BoundRecipe, hashes: dict[ModelRef, str], verify: bool = True) -> Node:
+    """The root with every model's sha256 filled in; with `verify`, a recipe's own sha256 must match."""
+    for ref in bound.models:
+        if verify and ref.sha256 and ref.sha256 != hashes[ref]:
+            raise ModelHashMismatchError(
+                f"model {bound.role(ref)} ({bound.sources[ref].path}) has sha256 {hashes[ref]}, "
+                f"but the recipe expects {ref.sha256}"
+            )
+    filled = {ref: ModelRef(ref.path, hashes[ref]) for ref in bound.models}
+
+    def rebuild(node: Node) -> Node:
+        if isinstance(node, ModelRef):
+            return filled[node]
+        return MergeNode(node.method, tuple(rebuild(i) for i in node.inputs), node.params)
+
+    return rebuild(bound.root)

@@ -1,0 +1,182 @@
+"""Per-key planning (SPEC §4.1): what every output key is, decided from headers alone.
+
+A key either copies one model's stored tensor unchanged, or evaluates a reduced merge
+tree whose parameters are already resolved for that key's block.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lib_merge.arch.blocks import VAE_SLOT
+from lib_merge.arch.registry import PREDICTION_MARKERS, SCHEDULE_BUFFERS
+from lib_merge.engine.bind import BoundRecipe
+from lib_merge.errors import ShapeMismatchError
+from lib_merge.io.writer import PlannedTensor
+from lib_merge.methods import METHODS, MethodSpec
+from lib_merge.recipe.nodes import MergeNode, ModelRef, Node, primary_model
+from lib_merge.recipe.vectors import BlockVector
+from lib_merge.source import SourceModel
+
+INPUT_CONV_SUFFIX = "model.diffusion_model.input_blocks.0.0.weight"
+_NEVER_MERGE_EXACT = set(SCHEDULE_BUFFERS) | set(PREDICTION_MARKERS) | {"logvar", "model.model_sampling.sigmas"}
+
+
+def is_mergeable(key: str, dtype: torch.dtype) -> bool:
+    """SPEC §1.2: floating, and not a position id, schedule buffer, temperature, EMA or marker."""
+    if not dtype.is_floating_point:
+        return False
+    if key.endswith("position_ids") or key.endswith("logit_scale") or key.startswith("model_ema."):
+        return False
+    bare = key[len("model."):] if key.startswith("model.") and key[6:] in SCHEDULE_BUFFERS else key
+    return key not in _NEVER_MERGE_EXACT and bare not in _NEVER_MERGE_EXACT
+
+
+@dataclass(frozen=True)
+class Step:
+    """One method call of a reduced tree: inputs are sources (leaves) or earlier steps."""
+
+    method: MethodSpec
+    inputs: tuple[SourceModel | Step, ...]
+    params: dict[str, float]
+
+
+Reduced = SourceModel | Step
+
+
+@dataclass(frozen=True)
+class KeyJob:
+    key: str
+    out: PlannedTensor
+    tree: Reduced  # a bare SourceModel means: that model's tensor (cast when `cast` is set)
+    cast: bool  # False: copy the stored bytes unchanged
+    slot: str | None = None
+    inpaint_channels: int | None = None  # merge only [:, :n] of the input conv, keep A's rest
+
+    def leaves(self) -> list[SourceModel]:
+        found: list[SourceModel] = []
+
+        def visit(node: Reduced) -> None:
+            if isinstance(node, SourceModel):
+                if not any(node is f for f in found):
+                    found.append(node)
+            else:
+                for i in node.inputs:
+                    visit(i)
+
+        visit(self.tree)
+        return found
+
+    @property
+    def read_bytes(self) -> int:
+        return sum(s.info(self.key).nbytes for s in self.leaves())
+
+
+@dataclass
+class MergePlan:
+    jobs: list[KeyJob]
+    kept_missing: dict[str, int]  # role -> keys missing in that model, kept from A
+    dropped_b_only: list[str]
+    pruned: int
+
+    @property
+    def tensors(self) -> list[PlannedTensor]:
+        return [j.out for j in self.jobs]
+
+
+def plan_merge(bound: BoundRecipe, output_dtype: torch.dtype, prune: bool = True) -> MergePlan:
+    primary = bound.primary
+    arch = primary.arch.arch
+    schema = bound.schema
+    roles = {id(bound.sources[r]): bound.role(r) for r in bound.models}
+    missing: dict[str, int] = {}
+    jobs: list[KeyJob] = []
+    pruned = 0
+
+    def keep(key: str) -> bool:
+        return not prune or arch is None or arch.component_of(key) is not None or key in PREDICTION_MARKERS
+
+    for key in primary.keys:
+        if not keep(key):
+            pruned += 1
+            continue
+        info = primary.info(key)
+        slot = _slot(key, bound)
+        if not is_mergeable(key, info.dtype) or slot is None:
+            jobs.append(KeyJob(key, PlannedTensor(key, info.dtype, info.shape), primary, cast=False))
+            continue
+        channels = _inpaint_channels(key, bound)
+        tree = _reduce(bound.root, key, slot, bound, missing, roles, channels)
+        jobs.append(KeyJob(key, PlannedTensor(key, output_dtype, info.shape), tree, True, slot, channels))
+
+    dropped: list[str] = []
+    seen = set(primary.keys)
+    for ref in bound.models[1:]:
+        source = bound.sources[ref]
+        for key in source.keys:
+            if key in seen:
+                continue
+            seen.add(key)
+            info = source.info(key)
+            if arch is not None and arch.component_of(key) and is_mergeable(key, info.dtype):
+                jobs.append(KeyJob(key, PlannedTensor(key, output_dtype, info.shape), source, True))
+            else:
+                dropped.append(key)
+    return MergePlan(jobs, missing, dropped, pruned)
+
+
+def _slot(key: str, bound: BoundRecipe) -> str | None:
+    arch = bound.primary.arch.arch
+    if arch is None:
+        return "*"  # unknown architecture: every mergeable key takes the scalar parameters
+    if arch.component_of(key) is None or bound.schema is None:
+        return None
+    return bound.schema.slot_of(key)
+
+
+def _inpaint_channels(key: str, bound: BoundRecipe) -> int | None:
+    if key != INPUT_CONV_SUFFIX:
+        return None
+    counts = {s.info(key).shape[1] for s in bound.sources.values() if key in s and len(s.info(key).shape) == 4}
+    return min(counts) if len(counts) > 1 else None
+
+
+def _param_at(value: object, slot: str, bound: BoundRecipe) -> float:
+    if isinstance(value, BlockVector):
+        return value.value(bound.schema, slot)
+    return float(value)
+
+
+def _source_of(node: Node, bound: BoundRecipe) -> SourceModel:
+    return bound.sources[primary_model(node)]
+
+
+def _reduce(node: Node, key: str, slot: str, bound: BoundRecipe, missing: dict, roles: dict,
+            channels: int | None) -> Reduced:
+    if isinstance(node, ModelRef):
+        return bound.sources[node]
+    spec = METHODS[node.method]
+    first = _source_of(node.inputs[0], bound)
+    ref_shape = first.info(key).shape
+    for child in node.inputs[1:]:
+        source = _source_of(child, bound)
+        if key not in source:
+            role = roles[id(source)]
+            missing[role] = missing.get(role, 0) + 1
+            return _reduce(node.inputs[0], key, slot, bound, missing, roles, channels)
+        shape = source.info(key).shape
+        if shape != ref_shape and not (channels and shape[:1] + shape[2:] == ref_shape[:1] + ref_shape[2:]):
+            raise ShapeMismatchError(
+                f"key {key!r} has shape {list(ref_shape)} in {first.name} but {list(shape)} in {source.name}"
+            )
+    params = {name: _param_at(node.params.get(name, p.default), slot, bound) for p in spec.params
+              for name in [p.name]}
+    through = spec.passthrough(params)
+    if through is not None:
+        return _reduce(node.inputs[through], key, slot, bound, missing, roles, channels)
+    inputs = tuple(_reduce(i, key, slot, bound, missing, roles, channels) for i in node.inputs)
+    return Step(spec, inputs, params)
+
+
+__all__ = ["KeyJob", "MergePlan", "Step", "VAE_SLOT", "is_mergeable", "plan_merge"]

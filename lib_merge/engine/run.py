@@ -1,0 +1,235 @@
+"""Running a merge plan key by key into a sink, with reads and compute overlapped.
+
+Worker threads read a key's inputs (``pread`` releases the GIL) and compute it in bounded
+fp32 chunks; the calling thread hands results to the sink in plan order. The bytes of
+keys in flight are capped, so peak memory does not grow with the model.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from lib_merge.engine.plan import KeyJob, MergePlan, Reduced
+from lib_merge.errors import Cancelled, NonFiniteError, ParameterError
+from lib_merge.io.writer import PlannedTensor
+from lib_merge.source import SourceModel
+
+CHUNK_ELEMENTS = 1 << 22  # 16 MiB of fp32 per operand
+IN_FLIGHT_BYTES = 512 * 1024 * 1024
+
+ProgressFn = Callable[[int, int, int, int, str], None]
+
+
+class CancelToken:
+    """Set from any thread; the engine stops before the next key."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("merge cancelled")
+
+
+class Sink(Protocol):
+    def begin(self, plan: list[PlannedTensor]) -> None: ...
+    def put(self, key: str, tensor: torch.Tensor) -> None: ...
+    def abort(self) -> None: ...
+
+
+@dataclass
+class EngineOptions:
+    device: str = "cpu"
+    compute_dtype: torch.dtype = torch.float32
+    threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    nonfinite: str = "error"  # error | keep_a | ignore
+    progress: ProgressFn | None = None
+    cancel: CancelToken | None = None
+
+
+@dataclass
+class EngineReport:
+    keys: int = 0
+    merged: int = 0
+    copied: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    nonfinite_kept: list[str] = field(default_factory=list)
+
+
+def check_device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device {device!r} asked for, but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ParameterError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps")
+    return dev
+
+
+class DictSink:
+    """Collects results in memory (tests and small tools)."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def begin(self, plan: list[PlannedTensor]) -> None:
+        self.tensors = {}
+
+    def put(self, key: str, tensor: torch.Tensor) -> None:
+        self.tensors[key] = tensor
+
+    def abort(self) -> None:
+        self.tensors = {}
+
+
+def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) -> EngineReport:
+    """Evaluate every job in order into ``sink``; on any error or cancel the sink is aborted."""
+    options = options or EngineOptions()
+    device = check_device(options.device)
+    report = EngineReport(keys=len(plan.jobs))
+    cancel = options.cancel or CancelToken()
+    budget = _ByteBudget(IN_FLIGHT_BYTES)
+    compute = _KeyComputer(device, options.compute_dtype, options.nonfinite, report)
+    pending: deque[tuple[KeyJob, Future, int]] = deque()
+    done = 0
+    sink.begin(plan.tensors)
+    try:
+        with ThreadPoolExecutor(max(1, options.threads), thread_name_prefix="alloy-merge") as pool:
+            try:
+                for job in plan.jobs:
+                    cancel.check()
+                    cost = job.read_bytes + job.out.nbytes
+                    # Hand finished keys to the sink until this one fits in the budget.
+                    while pending and not budget.try_acquire(cost):
+                        done = _drain_one(pending, sink, budget, report, options, done)
+                    if not pending:
+                        budget.acquire_anyway(cost)
+                    pending.append((job, pool.submit(compute, job, cancel), cost))
+                while pending:
+                    done = _drain_one(pending, sink, budget, report, options, done)
+            except BaseException:
+                cancel.cancel()
+                for _, fut, _ in pending:
+                    fut.cancel()
+                raise
+    except BaseException:
+        sink.abort()
+        raise
+    return report
+
+
+def _drain_one(pending, sink: Sink, budget, report: EngineReport, options: EngineOptions, done: int) -> int:
+    job, fut, cost = pending.popleft()
+    tensor = fut.result()
+    sink.put(job.key, tensor)
+    report.bytes_written += job.out.nbytes
+    budget.release(cost)
+    done += 1
+    if options.progress:
+        options.progress(done, report.keys, report.bytes_read, report.bytes_written, "merge")
+    return done
+
+
+class _ByteBudget:
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def try_acquire(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def acquire_anyway(self, n: int) -> None:
+        if self.used == 0 or self.used + n <= self.limit:
+            self.used += n
+
+    def release(self, n: int) -> None:
+        self.used = max(0, self.used - n)
+
+
+class _KeyComputer:
+    def __init__(self, device: torch.device, cdt: torch.dtype, nonfinite: str, report: EngineReport):
+        self.device = device
+        self.cdt = cdt
+        self.nonfinite = nonfinite
+        self.report = report
+        self.lock = threading.Lock()
+
+    def __call__(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
+        cancel.check()
+        raw = {id(s): s.read(job.key) for s in job.leaves()}
+        with self.lock:
+            self.report.bytes_read += sum(t.numel() * t.element_size() for t in raw.values())
+        with self.lock:
+            if job.cast:
+                self.report.merged += 1
+            else:
+                self.report.copied += 1
+        if not job.cast:
+            return raw[id(job.tree)]
+        primary_raw = raw.get(id(job.tree)) if isinstance(job.tree, SourceModel) else None
+        if primary_raw is not None and not job.inpaint_channels:
+            return primary_raw.to(job.out.dtype)
+        return self._merge(job, raw)
+
+    def _merge(self, job: KeyJob, raw: dict[int, torch.Tensor]) -> torch.Tensor:
+        n = job.inpaint_channels
+        if n:
+            # Inpainting/pix2pix: merge the first n input channels; the rest keep A.
+            sliced = {k: t[:, :n].contiguous() for k, t in raw.items()}
+            merged = self._elementwise(job.tree, sliced, job.key, tuple(next(iter(sliced.values())).shape))
+            base = job.leaves()[0]
+            out = raw[id(base)].to(job.out.dtype, copy=True)
+            out[:, :n] = merged.to(job.out.dtype)
+            return out
+        return self._elementwise(job.tree, raw, job.key, job.out.shape, job.out.dtype)
+
+    def _elementwise(self, tree: Reduced, raw: dict[int, torch.Tensor], key: str, shape, odt=None) -> torch.Tensor:
+        flat = {k: t.reshape(-1) for k, t in raw.items()}
+        numel = next(iter(flat.values())).numel()
+        out = torch.empty(numel, dtype=odt or self.cdt)
+        for start in range(0, numel, CHUNK_ELEMENTS):
+            end = min(numel, start + CHUNK_ELEMENTS)
+            chunk = {k: t[start:end] for k, t in flat.items()}
+            result = self._eval(tree, chunk)
+            self._check_finite(result, key, tree, chunk)
+            out[start:end].copy_(result)
+        return out.reshape(shape)
+
+    def _eval(self, node: Reduced, chunk: dict[int, torch.Tensor]) -> torch.Tensor:
+        if isinstance(node, SourceModel):
+            # A fresh copy each use: methods write into their inputs.
+            return chunk[id(node)].to(self.device, self.cdt, copy=True)
+        args = [self._eval(i, chunk) for i in node.inputs]
+        return node.method.fn(*args, **node.params)
+
+    def _check_finite(self, result: torch.Tensor, key: str, tree: Reduced, chunk) -> None:
+        if self.nonfinite == "ignore" or bool(torch.isfinite(result).all()):
+            return
+        if self.nonfinite == "keep_a":
+            base = tree
+            while not isinstance(base, SourceModel):
+                base = base.inputs[0]
+            result.copy_(chunk[id(base)].to(result.dtype))
+            with self.lock:
+                self.report.nonfinite_kept.append(key)
+            return
+        bad = int((~torch.isfinite(result)).sum())
+        method = tree.method.name if not isinstance(tree, SourceModel) else "copy"
+        raise NonFiniteError(f"key {key} produced {bad} NaN/Inf values (method {method})")

@@ -1,0 +1,112 @@
+"""Exceptions with messages meant for people (SPEC §17.3).
+
+Each class carries the CLI exit code of SPEC §18.9, so the command line, the UI and
+the HTTP API can all report an error the same way without a lookup table.
+"""
+from __future__ import annotations
+
+
+class AlloyError(Exception):
+    """Base of every error Alloy reports to a person."""
+
+    exit_code = 1
+
+
+class _RecipeProblem(AlloyError):
+    exit_code = 3
+
+
+class _InputProblem(AlloyError):
+    exit_code = 4
+
+
+class _OutputProblem(AlloyError):
+    exit_code = 5
+
+
+class CorruptModelError(_InputProblem):
+    pass
+
+
+class UnsafePickleError(_InputProblem):
+    pass
+
+
+class ArchMismatchError(_InputProblem):
+    pass
+
+
+class ShapeMismatchError(_InputProblem):
+    pass
+
+
+class ModelNotFoundError(_InputProblem):
+    pass
+
+
+class ModelHashMismatchError(_InputProblem):
+    pass
+
+
+class SourceChangedError(_InputProblem):
+    pass
+
+
+class RecipeError(_RecipeProblem):
+    pass
+
+
+class RecipeSyntaxError(RecipeError):
+    pass
+
+
+class RecipeTypeError(RecipeError):
+    pass
+
+
+class BlockSchemaError(_RecipeProblem):
+    pass
+
+
+class BlockVectorError(_RecipeProblem):
+    pass
+
+
+class PresetError(_RecipeProblem):
+    pass
+
+
+class InvalidComboError(_RecipeProblem):
+    pass
+
+
+class ParameterError(_RecipeProblem):
+    pass
+
+
+class UnsupportedError(_RecipeProblem):
+    pass
+
+
+class DiskFullError(_OutputProblem):
+    pass
+
+
+class UnsafePathError(_OutputProblem):
+    pass
+
+
+class UnsafeNameError(_OutputProblem):
+    pass
+
+
+class OutputExistsError(_OutputProblem):
+    pass
+
+
+class NonFiniteError(AlloyError):
+    exit_code = 6
+
+
+class Cancelled(AlloyError):
+    exit_code = 130

@@ -1,0 +1,66 @@
+"""Reading ``.ckpt``/``.pt`` checkpoints with torch's weights-only unpickler.
+
+Pickle can run arbitrary code, so only the restricted loader is ever used; a file that
+needs anything else is refused, never retried with the unsafe loader.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+
+import torch
+
+from lib_merge.errors import CorruptModelError, UnsafePickleError
+from lib_merge.io.safetensors_reader import TensorInfo
+
+
+class CkptFile:
+    """A pickled checkpoint opened with ``torch.load(weights_only=True, mmap=True)``."""
+
+    def __init__(self, path: str):
+        self.path = path
+        st = os.stat(path)
+        self.size = st.st_size
+        self.mtime_ns = st.st_mtime_ns
+        self.metadata: dict[str, str] = {}
+        self._state = _load_state_dict(path)
+        self.tensors = {
+            k: TensorInfo(k, t.dtype, tuple(t.shape), i, t.numel() * t.element_size())
+            for i, (k, t) in enumerate(self._state.items())
+        }
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def read(self, key: str) -> torch.Tensor:
+        return self._state[key].clone()
+
+    def close(self) -> None:
+        self._state = {}
+
+
+def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    name = os.path.basename(path)
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafePickleError(
+            f"{name} contains Python objects ({_first_line(e)}): convert it in a trusted environment"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise CorruptModelError(f"{name} cannot be read as a checkpoint: {_first_line(e)}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise CorruptModelError(f"{name} does not hold a state dict")
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

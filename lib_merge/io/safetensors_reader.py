@@ -1,0 +1,145 @@
+"""A lazy safetensors reader: validates the whole header at open, reads tensors on demand.
+
+Tensors are read with ``os.pread`` into memory the tensor owns, not through a memory map:
+mapped file pages count towards the process's resident size, so a merge that maps two
+7 GB SDXL files would look (and, under memory pressure, behave) like it holds them whole.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+
+import torch
+
+from lib_merge.errors import CorruptModelError
+from lib_merge.io.dtypes import SAFETENSORS_DTYPES, itemsize
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives in its file and what it is."""
+
+    key: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    offset: int  # absolute byte offset in the file
+    nbytes: int
+
+
+class SafetensorsFile:
+    """An open safetensors file; ``read(key)`` returns a fresh CPU tensor."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        try:
+            st = os.fstat(self._fd)
+            self.size = st.st_size
+            self.mtime_ns = st.st_mtime_ns
+            self.tensors, self.metadata, self.data_start = _parse_header(self._fd, path, self.size)
+        except BaseException:
+            self.close()
+            raise
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def read(self, key: str) -> torch.Tensor:
+        info = self.tensors[key]
+        buf = torch.empty(info.nbytes, dtype=torch.uint8)
+        if info.nbytes:
+            view = memoryview(buf.numpy())
+            got = 0
+            while got < info.nbytes:
+                n = os.preadv(self._fd, [view[got:]], info.offset + got)
+                if n <= 0:
+                    raise CorruptModelError(f"{self.path}: unexpected end of file while reading {key!r}")
+                got += n
+        return buf.view(info.dtype).reshape(info.shape)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
+
+
+def _parse_header(fd: int, path: str, size: int) -> tuple[dict[str, TensorInfo], dict[str, str], int]:
+    name = os.path.basename(path)
+    if size < 8:
+        raise CorruptModelError(f"{name} is not a safetensors file: only {size} bytes")
+    (header_len,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+    if header_len > MAX_HEADER_BYTES:
+        raise CorruptModelError(f"{name} has a corrupt header: length prefix {header_len:,} exceeds 100 MB")
+    if 8 + header_len > size:
+        raise CorruptModelError(
+            f"{name} has a corrupt header: length prefix {header_len:,} exceeds the file size {size:,}"
+        )
+    raw = os.pread(fd, header_len, 8)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptModelError(f"{name} has a corrupt header: not UTF-8 JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CorruptModelError(f"{name} has a corrupt header: not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise CorruptModelError(f"{name} has a corrupt header: __metadata__ is not an object")
+    data_start = 8 + header_len
+    data_size = size - data_start
+    tensors: dict[str, TensorInfo] = {}
+    max_end = 0
+    for key, entry in header.items():
+        info = _parse_entry(name, key, entry, data_start)
+        tensors[key] = info
+        max_end = max(max_end, info.offset - data_start + info.nbytes)
+    if max_end > data_size:
+        raise CorruptModelError(
+            f"{name} is truncated: header needs {data_start + max_end:,} bytes, file has {size:,}"
+        )
+    _check_overlaps(name, tensors)
+    # Visit tensors in the order their bytes lie in the file: sequential reads.
+    ordered = dict(sorted(tensors.items(), key=lambda kv: kv[1].offset))
+    return ordered, {str(k): str(v) for k, v in metadata.items()}, data_start
+
+
+def _parse_entry(name: str, key: str, entry: object, data_start: int) -> TensorInfo:
+    if not isinstance(entry, dict):
+        raise CorruptModelError(f"{name} has a corrupt header entry at key {key!r}")
+    dtype_name = entry.get("dtype")
+    if dtype_name not in SAFETENSORS_DTYPES:
+        raise CorruptModelError(f"{name}: unknown dtype {dtype_name!r} at key {key!r}")
+    shape = entry.get("shape")
+    offsets = entry.get("data_offsets")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise CorruptModelError(f"{name}: bad shape {shape!r} at key {key!r}")
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(o, int) and o >= 0 for o in offsets)
+        and offsets[0] <= offsets[1]
+    ):
+        raise CorruptModelError(f"{name}: bad data_offsets {offsets!r} at key {key!r}")
+    dtype = SAFETENSORS_DTYPES[dtype_name]
+    nbytes = math.prod(shape) * itemsize(dtype)
+    if offsets[1] - offsets[0] != nbytes:
+        raise CorruptModelError(
+            f"{name}: key {key!r} has {offsets[1] - offsets[0]:,} bytes but shape {shape} of {dtype_name} "
+            f"needs {nbytes:,}"
+        )
+    return TensorInfo(key, dtype, tuple(shape), data_start + offsets[0], nbytes)
+
+
+def _check_overlaps(name: str, tensors: dict[str, TensorInfo]) -> None:
+    spans = sorted((t.offset, t.offset + t.nbytes, t.key) for t in tensors.values() if t.nbytes)
+    for (_, end, key), (start, _, next_key) in zip(spans, spans[1:]):
+        if start < end:
+            raise CorruptModelError(f"{name}: tensors {key!r} and {next_key!r} overlap in the file")

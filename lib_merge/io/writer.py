@@ -1,0 +1,158 @@
+"""A streaming safetensors writer that never leaves a partial file behind.
+
+The header (offsets from the planned shapes and dtypes) is written first, tensors follow
+in planned order straight from tensor memory, and the file only appears under its real
+name after flush, fsync and rename. Metadata that is known only at the end (the data
+hash) fits in space reserved up front, so nothing is rewritten but the header bytes.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import os
+import secrets
+import shutil
+import struct
+from dataclasses import dataclass
+
+import torch
+
+from lib_merge.errors import CorruptModelError, DiskFullError
+from lib_merge.io.dtypes import DTYPE_NAMES, itemsize
+
+HEADER_SLACK = 256
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    key: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * itemsize(self.dtype)
+
+
+def temp_path_for(target: str) -> str:
+    folder, name = os.path.split(os.path.abspath(target))
+    return os.path.join(folder, f"{name}.alloy-tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+class SafetensorsWriter:
+    """Write ``plan`` tensors in order with ``write``; ``finish`` publishes, ``abort`` cleans up."""
+
+    def __init__(self, target: str, plan: list[PlannedTensor], metadata_estimate: dict[str, str]):
+        self.target = os.path.abspath(target)
+        self.plan = plan
+        self._index = 0
+        self._header_entries = _header_entries(plan)
+        self._reserved = len(_header_bytes(self._header_entries, metadata_estimate)) + HEADER_SLACK
+        self.data_bytes = sum(p.nbytes for p in plan)
+        _check_free_space(os.path.dirname(self.target), 8 + self._reserved + self.data_bytes)
+        self.tmp = temp_path_for(self.target)
+        self._file = open(self.tmp, "wb")
+        self._hash = hashlib.sha256()
+        try:
+            self._file.write(struct.pack("<Q", self._reserved))
+            self._file.write(b" " * self._reserved)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, key: str, tensor: torch.Tensor) -> None:
+        planned = self.plan[self._index]
+        if key != planned.key or tensor.dtype != planned.dtype or tuple(tensor.shape) != planned.shape:
+            raise CorruptModelError(
+                f"writer expected {planned.key!r} {planned.dtype} {list(planned.shape)}, "
+                f"got {key!r} {tensor.dtype} {list(tensor.shape)}"
+            )
+        self._index += 1
+        if planned.nbytes == 0:
+            return
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        view = memoryview(data)
+        self._hash.update(view)
+        try:
+            self._file.write(view)
+        except OSError as e:
+            self.abort()
+            if e.errno == errno.ENOSPC:
+                raise DiskFullError(f"disk full while writing {self.target}") from None
+            raise
+
+    @property
+    def data_sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def finish(self, metadata: dict[str, str]) -> str:
+        """Write the final header, make the file durable and move it to its name."""
+        try:
+            if self._index != len(self.plan):
+                raise CorruptModelError(f"writer got {self._index} of {len(self.plan)} planned tensors")
+            header = _header_bytes(self._header_entries, metadata)
+            if len(header) > self._reserved:
+                raise CorruptModelError("metadata grew beyond the space reserved for the header")
+            self._file.seek(8)
+            self._file.write(header + b" " * (self._reserved - len(header)))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.tmp, self.target)
+        except BaseException:
+            self.abort()
+            raise
+        _fsync_folder(os.path.dirname(self.target))
+        return self.target
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
+def _header_entries(plan: list[PlannedTensor]) -> dict[str, dict]:
+    entries: dict[str, dict] = {}
+    offset = 0
+    for p in plan:
+        entries[p.key] = {
+            "dtype": DTYPE_NAMES[p.dtype],
+            "shape": list(p.shape),
+            "data_offsets": [offset, offset + p.nbytes],
+        }
+        offset += p.nbytes
+    return entries
+
+
+def _header_bytes(entries: dict[str, dict], metadata: dict[str, str]) -> bytes:
+    header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}} if metadata else {}
+    header.update(entries)
+    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _check_free_space(folder: str, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DiskFullError(f"not enough space in {folder}: need {needed:,} bytes, {free:,} free")
+
+
+def _fsync_folder(folder: str) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_state_dict(path: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Write a whole in-memory state dict (fixtures, small tools) through the streaming writer."""
+    plan = [PlannedTensor(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()]
+    writer = SafetensorsWriter(path, plan, metadata or {})
+    for k, t in tensors.items():
+        writer.write(k, t)
+    return writer.finish(metadata or {})

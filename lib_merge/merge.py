@@ -1,0 +1,124 @@
+"""Merging a recipe into a safetensors file: the library's main entry point.
+
+Input hashes (needed for the recipe and metadata) are computed in a background thread
+while the merge runs; the header is written last into space reserved up front.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from lib_merge.engine.bind import BoundRecipe, bind_recipe, with_hashes
+from lib_merge.engine.plan import MergePlan, plan_merge
+from lib_merge.engine.run import EngineOptions, EngineReport, run_plan
+from lib_merge.errors import OutputExistsError, SourceChangedError, UnsafePathError
+from lib_merge.io.writer import PlannedTensor, SafetensorsWriter
+from lib_merge.metadata import build_metadata
+from lib_merge.recipe.nodes import ModelRef, Node
+from lib_merge.recipe.printer import print_recipe, recipe_hash
+
+_PLACEHOLDER_HASH = "0" * 64
+
+
+@dataclass
+class SaveOptions:
+    output: str
+    dtype: torch.dtype = torch.float16
+    overwrite: bool = False
+    prune: bool = True
+    metadata: bool = True
+
+
+@dataclass
+class MergeResult:
+    path: str
+    recipe_text: str
+    recipe_hash: str
+    report: EngineReport
+    plan: MergePlan
+    notes: list[str] = field(default_factory=list)
+
+
+class FileSink:
+    """Engine sink that streams into a SafetensorsWriter."""
+
+    def __init__(self, target: str, metadata_estimate: dict[str, str]):
+        self.target = target
+        self.metadata_estimate = metadata_estimate
+        self.writer: SafetensorsWriter | None = None
+
+    def begin(self, plan: list[PlannedTensor]) -> None:
+        self.writer = SafetensorsWriter(self.target, plan, self.metadata_estimate)
+
+    def put(self, key: str, tensor: torch.Tensor) -> None:
+        self.writer.write(key, tensor)
+
+    def abort(self) -> None:
+        if self.writer:
+            self.writer.abort()
+
+
+def check_output_path(output: str, bound: BoundRecipe, overwrite: bool) -> str:
+    """SPEC §6.6: never replace an input; replace an existing file only when asked."""
+    target = os.path.abspath(output)
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise UnsafePathError(f"output folder does not exist: {folder}")
+    if os.path.exists(target):
+        for ref in bound.models:
+            source = bound.sources[ref]
+            if os.path.samefile(target, source.path):
+                raise UnsafePathError(f"output would overwrite input model {bound.role(ref)} ({source.path})")
+        if not overwrite:
+            raise OutputExistsError(f"{target} exists; choose another name or use --overwrite")
+    return target
+
+
+def merge_to_file(
+    root: Node,
+    save: SaveOptions,
+    engine: EngineOptions | None = None,
+    models_dir: str | None = None,
+) -> MergeResult:
+    bound = bind_recipe(root, models_dir)
+    try:
+        target = check_output_path(save.output, bound, save.overwrite)
+        plan = plan_merge(bound, save.dtype, prune=save.prune)
+        with ThreadPoolExecutor(1, thread_name_prefix="alloy-hash") as hasher:
+            futures = {ref: hasher.submit(bound.sources[ref].sha256) for ref in bound.models}
+            placeholder = {ref: _PLACEHOLDER_HASH for ref in bound.models}
+            estimate = _metadata(bound, placeholder, target, save, _PLACEHOLDER_HASH)[0]
+            sink = FileSink(target, estimate)
+            report = run_plan(plan, sink, engine)
+            try:
+                hashes = {ref: f.result() for ref, f in futures.items()}
+                _check_unchanged(bound)
+                metadata, text, digest = _metadata(bound, hashes, target, save, sink.writer.data_sha256)
+                path = sink.writer.finish(metadata)
+            except BaseException:
+                sink.abort()
+                raise
+        return MergeResult(path, text, digest, report, plan, bound.notes)
+    finally:
+        bound.close()
+
+
+def _metadata(bound: BoundRecipe, hashes: dict[ModelRef, str], target: str, save: SaveOptions, data_sha: str):
+    root = with_hashes(bound, hashes, verify=data_sha != _PLACEHOLDER_HASH)
+    text = print_recipe(root)
+    digest = recipe_hash(root)
+    if not save.metadata:
+        return {"format": "pt"}, text, digest
+    meta = build_metadata(bound, root, text, digest, hashes, target, save.dtype, data_sha)
+    return meta, text, digest
+
+
+def _check_unchanged(bound: BoundRecipe) -> None:
+    for ref in bound.models:
+        source = bound.sources[ref]
+        st = os.stat(source.path)
+        if (st.st_size, st.st_mtime_ns) != source.identity():
+            raise SourceChangedError(f"{source.path} changed on disk during the merge")

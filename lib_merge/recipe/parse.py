@@ -1,0 +1,160 @@
+"""Parsing recipe text with ``ast`` (never eval): only a small, declared subset is accepted."""
+from __future__ import annotations
+
+import ast
+
+from lib_merge.errors import RecipeSyntaxError, RecipeTypeError
+from lib_merge.methods import METHODS, MethodSpec
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node
+
+HEADER = "alloy-recipe 1"
+
+_OPERATOR_NAMES = {
+    ast.BinOp: "operator",
+    ast.Attribute: "attribute access",
+    ast.Subscript: "subscript",
+    ast.Lambda: "lambda",
+    ast.JoinedStr: "f-string",
+    ast.ListComp: "comprehension",
+    ast.GeneratorExp: "comprehension",
+    ast.DictComp: "comprehension",
+    ast.SetComp: "comprehension",
+    ast.Dict: "dict literal",
+    ast.Compare: "comparison",
+    ast.BoolOp: "boolean operator",
+}
+_BINOP_SYMBOLS = {
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.Pow: "**",
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.MatMult: "@",
+}
+
+
+def parse_recipe(text: str) -> Node:
+    """Parse recipe text into its result node; errors carry line and column."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != HEADER:
+        raise RecipeSyntaxError(f"line 1: a recipe starts with the line '{HEADER}'")
+    body = "\n" + "\n".join(lines[1:])  # keep line numbers of the file
+    try:
+        tree = ast.parse(body, mode="exec")
+    except SyntaxError as e:
+        raise RecipeSyntaxError(f"line {e.lineno}, col {e.offset}: {e.msg}") from None
+    names: dict[str, object] = {}
+    result = None
+    for stmt in tree.body:
+        if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
+            raise _error(stmt, "only assignments 'name = expression' are allowed in recipes")
+        name = stmt.targets[0].id
+        if name in names:
+            raise _error(stmt, f"name '{name}' is assigned twice")
+        names[name] = result = _Evaluator(names).value(stmt.value)
+    if result is None:
+        raise RecipeSyntaxError("the recipe has no assignment; the last assignment is the result")
+    if not isinstance(result, (MergeNode, ModelRef)):
+        raise RecipeTypeError("the last assignment of a recipe must be a model or a merge")
+    return result
+
+
+def _error(node: ast.AST, message: str) -> RecipeSyntaxError:
+    col = getattr(node, "col_offset", 0) + 1
+    return RecipeSyntaxError(f"line {getattr(node, 'lineno', '?')}, col {col}: {message}")
+
+
+class _Evaluator:
+    def __init__(self, names: dict[str, object]):
+        self.names = names
+
+    def value(self, node: ast.AST) -> object:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            operand = node.operand
+            if isinstance(operand, ast.Constant) and type(operand.value) in (int, float):
+                return -operand.value if isinstance(node.op, ast.USub) else operand.value
+            raise _error(node, "a sign is allowed only in front of a number")
+        if isinstance(node, ast.Name):
+            if node.id not in self.names:
+                raise _error(node, f"name '{node.id}' is used before it is assigned")
+            return self.names[node.id]
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [self.value(e) for e in node.elts]
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        if isinstance(node, ast.BinOp):
+            raise _error(node, f"operator '{_BINOP_SYMBOLS.get(type(node.op), '?')}' is not allowed in recipes")
+        what = _OPERATOR_NAMES.get(type(node), type(node).__name__)
+        raise _error(node, f"{what} is not allowed in recipes")
+
+    def call(self, node: ast.Call) -> object:
+        if not isinstance(node.func, ast.Name):
+            raise _error(node, "only calls of recipe functions by name are allowed")
+        func = node.func.id
+        if any(kw.arg is None for kw in node.keywords):
+            raise _error(node, "'**' arguments are not allowed in recipes")
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            raise _error(node, "'*' arguments are not allowed in recipes")
+        args = [self.value(a) for a in node.args]
+        kwargs = {kw.arg: self.value(kw.value) for kw in node.keywords}
+        try:
+            if func == "model":
+                return _model(*args, **kwargs)
+            if func == "blocks":
+                return _blocks(*args, **kwargs)
+            if func == "preset":
+                return _preset(*args, **kwargs)
+            if func in METHODS:
+                return _merge(METHODS[func], args, kwargs)
+        except TypeError as e:
+            raise RecipeTypeError(f"line {node.lineno}: {func}(): {e}") from None
+        except RecipeTypeError as e:
+            raise RecipeTypeError(f"line {node.lineno}: {e}") from None
+        raise _error(node, f"unknown function '{func}'")
+
+
+def _model(path, sha256=None) -> ModelRef:
+    if not isinstance(path, str) or not path:
+        raise RecipeTypeError("model(): the path must be a non-empty string")
+    if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64):
+        raise RecipeTypeError("model(): sha256 must be 64 hex digits")
+    return ModelRef(path, sha256.lower() if sha256 else None)
+
+
+def _blocks(spec) -> BlocksSpec:
+    if isinstance(spec, str):
+        return BlocksSpec(spec)
+    if isinstance(spec, list) and all(type(v) in (int, float) for v in spec):
+        return BlocksSpec(tuple(float(v) for v in spec))
+    raise RecipeTypeError("blocks(): give a named form string or a list of numbers")
+
+
+def _preset(name) -> BlocksSpec:
+    if not isinstance(name, str):
+        raise RecipeTypeError("preset(): the name must be a string")
+    return BlocksSpec(name, preset=name)
+
+
+def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
+    if len(args) != len(spec.inputs):
+        raise RecipeTypeError(f"{spec.name}() takes {len(spec.inputs)} models, got {len(args)}")
+    for i, a in enumerate(args):
+        if not isinstance(a, (ModelRef, MergeNode)):
+            raise RecipeTypeError(f"{spec.name}() argument {i + 1} must be a model, got {a!r}")
+    known = {p.name for p in spec.params}
+    params: dict[str, object] = {}
+    for key, value in kwargs.items():
+        if key not in known:
+            raise RecipeTypeError(f"{spec.name}() has no parameter '{key}'; parameters: {', '.join(known)}")
+        if type(value) in (int, float):
+            value = float(value)
+        elif not (isinstance(value, BlocksSpec) and spec.param(key).vector):
+            raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be a number or a block vector")
+        params[key] = value
+    for p in spec.params:
+        params.setdefault(p.name, p.default)
+    return MergeNode(spec.name, tuple(args), params)

@@ -1,0 +1,70 @@
+"""The one canonical recipe printer (SPEC §5.3) and the recipe hash (SPEC §5.4)."""
+from __future__ import annotations
+
+import hashlib
+
+from lib_merge.arch.blocks import SCHEMAS
+from lib_merge.methods import METHODS
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, walk_merges, walk_models
+from lib_merge.recipe.parse import HEADER
+from lib_merge.recipe.vectors import BlockVector, format_number, format_vector
+
+
+def model_names(count: int) -> list[str]:
+    letters = [chr(ord("A") + i) for i in range(26)]
+    return [letters[i] if i < 26 else f"M{i + 1}" for i in range(count)]
+
+
+def quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _param(value: object) -> str:
+    if isinstance(value, BlockVector):
+        return f"blocks({quote(format_vector(value, SCHEMAS[value.schema_id]))})"
+    if isinstance(value, BlocksSpec):
+        if value.preset:
+            return f"preset({quote(value.preset)})"
+        if isinstance(value.spec, str):
+            return f"blocks({quote(value.spec)})"
+        return "blocks([" + ", ".join(format_number(v) for v in value.spec) + "])"
+    return format_number(value)  # type: ignore[arg-type]
+
+
+def print_recipe(root: Node, identity: bool = False) -> str:
+    """Canonical text; with `identity`, model lines carry only their sha256 (for the hash)."""
+    models = walk_models(root)
+    names: dict[int, str] = {}
+    lines = [HEADER]
+    for ref, name in zip(models, model_names(len(models))):
+        names[id(ref)] = name
+        if identity:
+            args = f"sha256={quote(ref.sha256 or '')}"
+        else:
+            args = quote(ref.path) + (f", sha256={quote(ref.sha256)}" if ref.sha256 else "")
+        lines.append(f"{name} = model({args})")
+    merges = walk_merges(root)
+    for i, node in enumerate(merges, 1):
+        names[id(node)] = "merged" if node is root else f"m{i}"
+
+    def ref_name(n: Node) -> str:
+        if isinstance(n, ModelRef):
+            return names[id(next(m for m in models if m == n))]
+        return names[id(n)]
+
+    for node in merges:
+        spec = METHODS[node.method]
+        args = [ref_name(n) for n in node.inputs]
+        args += [f"{p.name}={_param(node.params.get(p.name, p.default))}" for p in spec.params]
+        lines.append(f"{names[id(node)]} = {node.method}({', '.join(args)})")
+    if isinstance(root, ModelRef):
+        lines.append(f"merged = {ref_name(root)}")
+    return "\n".join(lines) + "\n"
+
+
+def recipe_hash(root: Node) -> str:
+    """sha256 of the identity text: equal inputs and settings give equal hashes anywhere."""
+    missing = [m.path for m in walk_models(root) if not m.sha256]
+    if missing:
+        raise ValueError(f"recipe hash needs the sha256 of every model; missing for {', '.join(missing)}")
+    return hashlib.sha256(print_recipe(root, identity=True).encode("utf-8")).hexdigest()

@@ -1,0 +1,69 @@
+"""A source model: an open checkpoint seen through canonical key names, with its architecture."""
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+from lib_merge.arch.detect import ArchInfo, alias_map, detect
+from lib_merge.io import ModelFile, TensorInfo, open_model
+from lib_merge.io.hashing import file_sha256
+
+_YAML_V = re.compile(r"parameterization:\s*[\"']?v[\"']?\s*$", re.MULTILINE)
+
+
+class SourceModel:
+    """Header-level view of one input file; tensors are read on demand by canonical key."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self.name = os.path.basename(path)
+        self.file: ModelFile = open_model(self.path)
+        stored = self.file.keys()
+        aliases = alias_map(stored)
+        renamed = set(aliases.values())
+        self._file_key = {k: k for k in stored if k not in renamed}
+        self._file_key.update(aliases)
+        # Canonical keys in the order their bytes lie in the file.
+        order = {k: i for i, k in enumerate(stored)}
+        self.keys = sorted(self._file_key, key=lambda k: order[self._file_key[k]])
+        shapes = {k: self.info(k).shape for k in self.keys}
+        self.arch: ArchInfo = detect(shapes, self.file.metadata)
+        self.arch.aliases = aliases
+        if self.arch.prediction_source == "default" and _sidecar_says_v(self.path):
+            self.arch.prediction, self.arch.prediction_source = "v", "sidecar yaml"
+        self._sha256: str | None = None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._file_key
+
+    def info(self, key: str) -> TensorInfo:
+        return self.file.tensors[self._file_key[key]]
+
+    def read(self, key: str) -> torch.Tensor:
+        return self.file.read(self._file_key[key])
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.file.metadata
+
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.path)
+        return self._sha256
+
+    def identity(self) -> tuple[int, int]:
+        return self.file.size, self.file.mtime_ns
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _sidecar_says_v(path: str) -> bool:
+    yaml = os.path.splitext(path)[0] + ".yaml"
+    try:
+        with open(yaml, encoding="utf-8") as f:
+            return bool(_YAML_V.search(f.read()))
+    except OSError:
+        return False

@@ -1,0 +1,135 @@
+"""The lazy reader, the weights-only pickle reader and the atomic streaming writer."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import pytest
+import torch
+from helpers import load, metadata
+
+from lib_merge.errors import CorruptModelError, UnsafePickleError
+from lib_merge.io import CkptFile, SafetensorsFile, SafetensorsWriter, open_model, save_state_dict
+from lib_merge.io.writer import PlannedTensor
+
+
+def _raw_file(path, header: dict, data: bytes, length: int | None = None) -> None:
+    body = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(body) if length is None else length))
+        f.write(body)
+        f.write(data)
+
+
+def test_reader_matches_safetensors_library(sd1):
+    ref = load(sd1[0])
+    f = SafetensorsFile(str(sd1[0]))
+    assert set(f.keys()) == set(ref)
+    for key in ref:
+        t = f.read(key)
+        assert t.dtype == ref[key].dtype and torch.equal(t, ref[key]), key
+    offsets = [f.tensors[k].offset for k in f.keys()]
+    assert offsets == sorted(offsets), "keys come in file order"
+
+
+@pytest.mark.parametrize(
+    "header, data, length, message",
+    [
+        ({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8, None, "is truncated: header needs"),
+        ({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, 10**6, "exceeds the file size"),
+        ({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, 2**40, "exceeds 100 MB"),
+        ({"x": {"dtype": "F4", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, None, "unknown dtype 'F4' at key"),
+        ({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}, b"\0" * 16, None, "needs 16"),
+        (
+            {
+                "x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                "y": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]},
+            },
+            b"\0" * 16,
+            None,
+            "overlap",
+        ),
+        ([1, 2], b"", None, "not a JSON object"),
+    ],
+)
+def test_corrupt_headers_are_refused_with_the_reason(tmp_path, header, data, length, message):
+    path = tmp_path / "bad.safetensors"
+    _raw_file(path, header, data, length)
+    with pytest.raises(CorruptModelError, match=message) as e:
+        open_model(str(path))
+    assert "bad.safetensors" in str(e.value)
+
+
+def test_header_that_is_not_json(tmp_path):
+    path = tmp_path / "junk.safetensors"
+    path.write_bytes(struct.pack("<Q", 5) + b"\xff\xfe{{{" + b"\0" * 10)
+    with pytest.raises(CorruptModelError, match="not UTF-8 JSON"):
+        open_model(str(path))
+
+
+def test_truncated_real_checkpoint(sd1, tmp_path):
+    cut = tmp_path / "cut.safetensors"
+    data = sd1[1].read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptModelError, match=rf"cut.safetensors is truncated: header needs {len(data):,} bytes"):
+        open_model(str(cut))
+
+
+def test_ckpt_plain_and_nested_state_dict(tmp_path):
+    sd = {"a.weight": torch.randn(3, 2), "b": torch.arange(4)}
+    torch.save(sd, tmp_path / "plain.ckpt")
+    torch.save({"state_dict": sd, "global_step": 7}, tmp_path / "nested.ckpt")
+    for name in ("plain.ckpt", "nested.ckpt"):
+        f = open_model(str(tmp_path / name))
+        assert isinstance(f, CkptFile)
+        assert set(f.keys()) == set(sd)
+        assert torch.equal(f.read("a.weight"), sd["a.weight"])
+
+
+class NotATensor:
+    pass
+
+
+def test_ckpt_with_python_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "callback": NotATensor()}, path)
+    with pytest.raises(UnsafePickleError, match="evil.ckpt contains Python objects"):
+        open_model(str(path))
+
+
+def test_writer_output_reads_back_with_metadata(tmp_path):
+    tensors = {
+        "f16": torch.randn(5, 3).half(),
+        "bf16": torch.randn(7).bfloat16(),
+        "i64": torch.arange(77).reshape(1, 77),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, dtype=torch.int64),
+    }
+    path = tmp_path / "out.safetensors"
+    save_state_dict(str(path), tensors, {"hello": "wörld"})
+    back = load(path)
+    for k, t in tensors.items():
+        assert back[k].dtype == t.dtype and torch.equal(back[k], t), k
+    assert metadata(path) == {"hello": "wörld"}
+    assert os.listdir(tmp_path) == ["out.safetensors"]
+
+
+def test_writer_abort_leaves_nothing_and_keeps_existing_target(tmp_path):
+    target = tmp_path / "keep.safetensors"
+    target.write_bytes(b"precious")
+    writer = SafetensorsWriter(str(target), [PlannedTensor("x", torch.float32, (2,))], {})
+    with pytest.raises(CorruptModelError, match="writer expected 'x'"):
+        writer.write("y", torch.zeros(2))
+    writer.abort()
+    assert os.listdir(tmp_path) == ["keep.safetensors"]
+    assert target.read_bytes() == b"precious"
+
+
+def test_writer_refuses_a_file_without_all_planned_tensors(tmp_path):
+    target = tmp_path / "part.safetensors"
+    writer = SafetensorsWriter(str(target), [PlannedTensor("x", torch.float32, (2,))] * 2, {})
+    writer.write("x", torch.zeros(2))
+    with pytest.raises(CorruptModelError, match="1 of 2"):
+        writer.finish({})
+    assert os.listdir(tmp_path) == []
