@@ -89,7 +89,8 @@ def merge_to_file(
         plan = plan_merge(bound, save.dtype, prune=save.prune)
         with ThreadPoolExecutor(1, thread_name_prefix="alloy-hash") as hasher:
             futures = {ref: hasher.submit(bound.sources[ref].sha256) for ref in bound.models}
-            placeholder = {ref: _PLACEHOLDER_HASH for ref in bound.models}
+            # Distinct stand-ins of the final length, so the header size estimate is exact.
+            placeholder = {ref: f"{i + 1:064x}" for i, ref in enumerate(bound.models)}
             estimate = _metadata(bound, placeholder, target, save, _PLACEHOLDER_HASH)[0]
             sink = FileSink(target, estimate)
             report = run_plan(plan, sink, engine)

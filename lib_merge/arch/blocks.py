@@ -32,7 +32,15 @@ class BlockSchema:
         return self.slots.index(slot)
 
     def describe(self) -> str:
-        return f"{self.slots[0]}, {self.slots[1]}…{self.slots[-1]}"
+        """Slot names grouped by prefix: 'BASE, IN00…IN11, M00, OUT00…OUT11'."""
+        groups: list[list[str]] = []
+        for slot in self.slots:
+            prefix = slot.rstrip("0123456789")
+            if groups and groups[-1][0].rstrip("0123456789") == prefix:
+                groups[-1].append(slot)
+            else:
+                groups.append([slot])
+        return ", ".join(g[0] if len(g) == 1 else f"{g[0]}…{g[-1]}" for g in groups)
 
     def names_with_vae(self) -> tuple[str, ...]:
         return self.slots + (VAE_SLOT,)

@@ -56,7 +56,7 @@ def detect(shapes: Mapping[str, tuple[int, ...]], metadata: Mapping[str, str] | 
         if reason:
             rejected.append(f"{arch.id}: {reason}")
             continue
-        known = arch.keys or arch.signature()
+        known = arch.keys or arch.signature
         matched = sum(1 for k, shape in shapes.items() if k in known and _rank(known[k]) == len(shape))
         candidates.append((matched, arch))
     if not candidates:
@@ -84,7 +84,7 @@ def _rank(entry) -> int:
 
 
 def _mismatch(arch: Architecture, shapes: Mapping[str, tuple[int, ...]]) -> str:
-    signature = arch.signature()
+    signature = arch.signature
     missing = [k for k in signature if k not in shapes]
     if missing:
         return f"missing {len(missing)} of {len(signature)} signature keys (first: {missing[0]})"

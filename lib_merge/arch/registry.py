@@ -38,8 +38,7 @@ class Architecture:
     components: dict[str, str]  # component name -> key prefix
     schema_id: str | None
     data_file: str | None  # key list in data/, None when only a signature is known
-    signature_prefix: str = UNET  # keys of the data file under this prefix form the signature
-    extra_signature: dict[str, int] = field(default_factory=dict)  # key -> rank, always required
+    signature: dict[str, int] = field(default_factory=dict)  # key -> rank; all must be present
     variants: dict[int, str] = field(default_factory=dict)  # UNet input channels -> variant name
     modelspec: str = ""
     resolution: str = "512x512"
@@ -48,24 +47,11 @@ class Architecture:
     def keys(self) -> dict[str, tuple[tuple[int, ...], str]]:
         return arch_keys(self.data_file) if self.data_file else {}
 
-    def signature(self) -> dict[str, int]:
-        sig = {
-            k: len(shape)
-            for k, (shape, _) in self.keys.items()
-            if k.startswith(self.signature_prefix) and not _is_optional(k)
-        }
-        sig.update(self.extra_signature)
-        return sig
-
     def component_of(self, key: str) -> str | None:
         for name, prefix in self.components.items():
             if key.startswith(prefix):
                 return name
         return None
-
-
-def _is_optional(key: str) -> bool:
-    return key.startswith("model_ema.") or key in SCHEDULE_BUFFERS or key in PREDICTION_MARKERS
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,6 +69,12 @@ ARCHITECTURES: dict[str, Architecture] = {
             components={"unet": UNET, "clip_l": "cond_stage_model.transformer.", "vae": "first_stage_model."},
             schema_id="sd1",
             data_file="sd1.json",
+            signature={
+                UNET + "time_embed.0.weight": 2,
+                UNET + "input_blocks.1.1.proj_in.weight": 4,  # conv proj_in: SD1
+                UNET + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": 2,
+                UNET + "output_blocks.11.1.proj_out.weight": 4,
+            },
             variants={4: "", 9: "inpainting", 8: "pix2pix"},
             modelspec="stable-diffusion-v1",
         ),
@@ -92,6 +84,12 @@ ARCHITECTURES: dict[str, Architecture] = {
             components={"unet": UNET, "clip_h": "cond_stage_model.model.", "vae": "first_stage_model."},
             schema_id="sd1",
             data_file="sd2.json",
+            signature={
+                UNET + "time_embed.0.weight": 2,
+                UNET + "input_blocks.1.1.proj_in.weight": 2,  # linear proj_in: SD2
+                UNET + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": 2,
+                UNET + "output_blocks.11.1.proj_out.weight": 2,
+            },
             variants={4: "", 9: "inpainting", 5: "depth"},
             modelspec="stable-diffusion-v2-512",
         ),
@@ -106,6 +104,13 @@ ARCHITECTURES: dict[str, Architecture] = {
             },
             schema_id="sdxl",
             data_file="sdxl.json",
+            signature={
+                UNET + "label_emb.0.0.weight": 2,
+                UNET + "input_blocks.4.1.transformer_blocks.1.attn2.to_k.weight": 2,
+                UNET + "input_blocks.7.1.transformer_blocks.9.attn2.to_k.weight": 2,
+                UNET + "middle_block.1.transformer_blocks.9.ff.net.2.weight": 2,
+                UNET + "output_blocks.8.0.skip_connection.weight": 4,
+            },
             variants={4: "", 9: "inpainting"},
             modelspec="stable-diffusion-xl-v1-base",
             resolution="1024x1024",
@@ -116,7 +121,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             components={"unet": UNET, "clip_g": "conditioner.embedders.0.model.", "vae": "first_stage_model."},
             schema_id="sdxl",
             data_file=None,
-            extra_signature={
+            signature={
                 "conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight": 2,
                 UNET + "input_blocks.0.0.weight": 4,
                 UNET + "label_emb.0.0.weight": 2,

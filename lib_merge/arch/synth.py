@@ -13,7 +13,13 @@ import torch
 from lib_merge.arch.registry import ARCHITECTURES, PREDICTION_MARKERS, SCHEDULE_BUFFERS
 from lib_merge.io.writer import PlannedTensor, SafetensorsWriter
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64}
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+}
 INPUT_CONV = "model.diffusion_model.input_blocks.0.0.weight"
 
 
