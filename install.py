@@ -1,4 +1,5 @@
 """WebUI install hook: installs only what the WebUI lacks. Never torch, never pins."""
+
 import importlib.util
 
 try:

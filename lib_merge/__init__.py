@@ -2,4 +2,5 @@
 
 The core never imports gradio or the WebUI; only ``lib_merge.ui`` and ``lib_merge.host`` do.
 """
+
 __version__ = "0.1.0"

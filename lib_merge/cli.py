@@ -3,6 +3,7 @@
 Every failure a person can fix prints one line starting with `error:` and exits with the
 code of SPEC §18.9; the last stdout line of a successful merge is the output path alone.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -3,6 +3,7 @@
 Each class carries the CLI exit code of SPEC §18.9, so the command line, the UI and
 the HTTP API can all report an error the same way without a lookup table.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Input hashes (needed for the recipe and metadata) are computed in a background thread
 while the merge runs; the header is written last into space reserved up front.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The safetensors metadata of a merged file (SPEC §6.3): recipe, WebUI lineage, modelspec."""
+
 from __future__ import annotations
 
 import datetime

@@ -1,4 +1,5 @@
 """Where Alloy keeps shipped data and the user's own files."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Header-level reports of checkpoints and architectures (`inspect`, `info`)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """A source model: an open checkpoint seen through canonical key names, with its architecture."""
+
 from __future__ import annotations
 
 import os

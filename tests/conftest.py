@@ -1,4 +1,5 @@
 """Shared fixtures: miniature checkpoints with real key names, written once per session."""
+
 from __future__ import annotations
 
 import os

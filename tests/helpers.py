@@ -1,4 +1,5 @@
 """Small helpers for tests: load a file whole with the safetensors library (the reference reader)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Architecture detection, components and the key -> block maps."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -34,8 +35,13 @@ def test_full_and_miniature_headers_detect_alike(arch_id):
 
 @pytest.mark.parametrize(
     "arch_id, channels, variant",
-    [("sd1", 9, "inpainting"), ("sd1", 8, "pix2pix"), ("sd2", 9, "inpainting"), ("sd2", 5, "depth"),
-     ("sdxl", 9, "inpainting")],
+    [
+        ("sd1", 9, "inpainting"),
+        ("sd1", 8, "pix2pix"),
+        ("sd2", 9, "inpainting"),
+        ("sd2", 5, "depth"),
+        ("sdxl", 9, "inpainting"),
+    ],
 )
 def test_variants_from_input_channels(arch_id, channels, variant):
     info = detect(_mini_shapes(arch=arch_id, input_channels=channels))
@@ -116,11 +122,22 @@ def attn(depth: int) -> int:
 
 
 SD1_EXPECTED = {
-    "IN00": 2 + 4, "IN01": RES + attn(1), "IN02": RES + attn(1), "IN03": SAMPLER,
-    "IN04": RES + SKIP + attn(1), "IN05": RES + attn(1), "IN06": SAMPLER,
-    "IN07": RES + SKIP + attn(1), "IN08": RES + attn(1), "IN09": SAMPLER, "IN10": RES, "IN11": RES,
+    "IN00": 2 + 4,
+    "IN01": RES + attn(1),
+    "IN02": RES + attn(1),
+    "IN03": SAMPLER,
+    "IN04": RES + SKIP + attn(1),
+    "IN05": RES + attn(1),
+    "IN06": SAMPLER,
+    "IN07": RES + SKIP + attn(1),
+    "IN08": RES + attn(1),
+    "IN09": SAMPLER,
+    "IN10": RES,
+    "IN11": RES,
     "M00": 2 * RES + attn(1),
-    "OUT00": RES + SKIP, "OUT01": RES + SKIP, "OUT02": RES + SKIP + SAMPLER,
+    "OUT00": RES + SKIP,
+    "OUT01": RES + SKIP,
+    "OUT02": RES + SKIP + SAMPLER,
     **{f"OUT{i:02d}": RES + SKIP + attn(1) for i in range(3, 12)},
 }
 SD1_EXPECTED["OUT05"] += SAMPLER
@@ -128,13 +145,25 @@ SD1_EXPECTED["OUT08"] += SAMPLER
 SD1_EXPECTED["OUT11"] += 4  # out.0 norm and out.2 conv
 
 SDXL_EXPECTED = {
-    "IN00": 2 + 4 + 4, "IN01": RES, "IN02": RES, "IN03": SAMPLER,
-    "IN04": RES + SKIP + attn(2), "IN05": RES + attn(2), "IN06": SAMPLER,
-    "IN07": RES + SKIP + attn(10), "IN08": RES + attn(10),
+    "IN00": 2 + 4 + 4,
+    "IN01": RES,
+    "IN02": RES,
+    "IN03": SAMPLER,
+    "IN04": RES + SKIP + attn(2),
+    "IN05": RES + attn(2),
+    "IN06": SAMPLER,
+    "IN07": RES + SKIP + attn(10),
+    "IN08": RES + attn(10),
     "M00": 2 * RES + attn(10),
-    "OUT00": RES + SKIP + attn(10), "OUT01": RES + SKIP + attn(10), "OUT02": RES + SKIP + attn(10) + SAMPLER,
-    "OUT03": RES + SKIP + attn(2), "OUT04": RES + SKIP + attn(2), "OUT05": RES + SKIP + attn(2) + SAMPLER,
-    "OUT06": RES + SKIP, "OUT07": RES + SKIP, "OUT08": RES + SKIP + 4,
+    "OUT00": RES + SKIP + attn(10),
+    "OUT01": RES + SKIP + attn(10),
+    "OUT02": RES + SKIP + attn(10) + SAMPLER,
+    "OUT03": RES + SKIP + attn(2),
+    "OUT04": RES + SKIP + attn(2),
+    "OUT05": RES + SKIP + attn(2) + SAMPLER,
+    "OUT06": RES + SKIP,
+    "OUT07": RES + SKIP,
+    "OUT08": RES + SKIP + 4,
 }
 
 

@@ -1,4 +1,5 @@
 """The lazy reader, the weights-only pickle reader and the atomic streaming writer."""
+
 from __future__ import annotations
 
 import json

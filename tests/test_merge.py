@@ -1,4 +1,5 @@
 """Merges against reference computations written here, on miniature SD1 and SDXL models."""
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,10 @@ def test_modes_match_the_float64_reference(method, sd1_fp32, tmp_path):
 @pytest.mark.parametrize("method", sorted(FORMULAS))
 def test_fp16_output_is_the_reference_rounded(method, sd1, tmp_path):
     paths = sd1 if method in THREE else sd1[:2]
-    result = merge(recipe(method, paths, alpha=0.7, **({"beta": 0.2} if method in ("triple_sum", "sum_twice")
-                                                       else {})), tmp_path / "o.safetensors")
+    result = merge(
+        recipe(method, paths, alpha=0.7, **({"beta": 0.2} if method in ("triple_sum", "sum_twice") else {})),
+        tmp_path / "o.safetensors",
+    )
     out, a, b, c = load(result.path), *(load(p) for p in sd1)
     for k in component_keys("sd1", a):
         ref = FORMULAS[method](a[k].double(), b[k].double(), c[k].double(), 0.7, 0.2).half()
@@ -129,17 +132,28 @@ def test_block_weights_give_each_key_its_block_value(sd1_fp32, tmp_path):
 def test_vae_follows_base_unless_named(sd1_fp32, tmp_path):
     a, b = load(sd1_fp32[0]), load(sd1_fp32[1])
     vae = "first_stage_model.decoder.conv_in.weight"
-    follow = load(merge(recipe("weighted_sum", sd1_fp32[:2], alpha='blocks("BASE=1 *=0")'),
-                        tmp_path / "f.safetensors", torch.float32).path)
+    follow = load(
+        merge(
+            recipe("weighted_sum", sd1_fp32[:2], alpha='blocks("BASE=1 *=0")'),
+            tmp_path / "f.safetensors",
+            torch.float32,
+        ).path
+    )
     assert torch.equal(follow[vae], b[vae])
-    own = load(merge(recipe("weighted_sum", sd1_fp32[:2], alpha='blocks("BASE=1 *=0 VAE=0")'),
-                     tmp_path / "v.safetensors", torch.float32).path)
+    own = load(
+        merge(
+            recipe("weighted_sum", sd1_fp32[:2], alpha='blocks("BASE=1 *=0 VAE=0")'),
+            tmp_path / "v.safetensors",
+            torch.float32,
+        ).path
+    )
     assert torch.equal(own[vae], a[vae])
 
 
 def test_preset_on_sdxl_uses_the_20_value_form(sdxl, tmp_path):
-    result = merge(recipe("weighted_sum", sdxl[:2], alpha='preset("GRAD_V")'), tmp_path / "x.safetensors",
-                   torch.float32)
+    result = merge(
+        recipe("weighted_sum", sdxl[:2], alpha='preset("GRAD_V")'), tmp_path / "x.safetensors", torch.float32
+    )
     out, a, b = load(result.path), load(sdxl[0]), load(sdxl[1])
     k = "model.diffusion_model.middle_block.0.in_layers.2.weight"  # M00: GRAD_V is 0 in the middle
     assert torch.allclose(out[k], a[k].float())
@@ -151,11 +165,12 @@ def test_preset_on_sdxl_uses_the_20_value_form(sdxl, tmp_path):
 def test_26_value_vector_on_sdxl_is_mapped(sdxl, tmp_path):
     vec = [0.0] * 26
     vec[13] = 1.0  # M00 of the 26-value vector
-    result = merge(recipe("weighted_sum", sdxl[:2], alpha=f"blocks({vec})"), tmp_path / "x.safetensors",
-                   torch.float32)
+    result = merge(recipe("weighted_sum", sdxl[:2], alpha=f"blocks({vec})"), tmp_path / "x.safetensors", torch.float32)
     out, b = load(result.path), load(sdxl[1])
-    assert torch.equal(out["model.diffusion_model.middle_block.1.proj_in.weight"],
-                       b["model.diffusion_model.middle_block.1.proj_in.weight"].float())
+    assert torch.equal(
+        out["model.diffusion_model.middle_block.1.proj_in.weight"],
+        b["model.diffusion_model.middle_block.1.proj_in.weight"].float(),
+    )
     assert any("26-value vector mapped to SDXL" in n for n in result.notes)
 
 
@@ -193,8 +208,10 @@ def test_missing_and_b_only_keys(sd1, tmp_path):
     b["embedding_manager.junk"] = torch.ones(3, dtype=torch.float16)
     save_state_dict(str(tmp_path / "a.safetensors"), a)
     save_state_dict(str(tmp_path / "b.safetensors"), b)
-    result = merge(recipe("weighted_sum", [tmp_path / "a.safetensors", tmp_path / "b.safetensors"], alpha=0.5),
-                   tmp_path / "o.safetensors")
+    result = merge(
+        recipe("weighted_sum", [tmp_path / "a.safetensors", tmp_path / "b.safetensors"], alpha=0.5),
+        tmp_path / "o.safetensors",
+    )
     out = load(result.path)
     assert torch.equal(out[dropped], a[dropped])  # missing in B: keeps A
     assert result.plan.kept_missing == {"B": 1}
@@ -207,8 +224,7 @@ def test_prune_drops_ema_and_schedule_no_prune_keeps_them_unchanged(models, sd1,
     pruned = load(merge(recipe("weighted_sum", [full, sd1[1]], alpha=0.5), tmp_path / "p.safetensors").path)
     assert not any(k.startswith("model_ema.") or k == "betas" for k in pruned)
     assert len(pruned) == 1131
-    kept = load(merge(recipe("weighted_sum", [full, sd1[1]], alpha=0.5), tmp_path / "k.safetensors",
-                      prune=False).path)
+    kept = load(merge(recipe("weighted_sum", [full, sd1[1]], alpha=0.5), tmp_path / "k.safetensors", prune=False).path)
     a = load(full)
     assert set(kept) == set(a)
     for k in ("model_ema.decay", "model_ema.num_updates", "betas", "model_ema.diffusion_modelout2bias"):
@@ -241,8 +257,11 @@ def test_cancel_leaves_no_file(sd1, tmp_path):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        merge(recipe("weighted_sum", sd1[:2], alpha=0.5), tmp_path / "c.safetensors",
-              engine=EngineOptions(progress=progress, cancel=token))
+        merge(
+            recipe("weighted_sum", sd1[:2], alpha=0.5),
+            tmp_path / "c.safetensors",
+            engine=EngineOptions(progress=progress, cancel=token),
+        )
     assert os.listdir(tmp_path) == []
 
 
@@ -268,17 +287,26 @@ def test_shape_mismatch_names_the_key(sd1, tmp_path):
 
 def test_unknown_architecture_merges_key_by_key(tmp_path):
     for name, v in (("x", 1.0), ("y", 3.0)):
-        save_state_dict(str(tmp_path / f"{name}.safetensors"),
-                        {"w": torch.full((3,), v), "n": torch.tensor([1, 2]), "position_ids": torch.ones(2)})
-    out = load(merge(recipe("weighted_sum", [tmp_path / "x.safetensors", tmp_path / "y.safetensors"], alpha=0.25),
-                     tmp_path / "o.safetensors", torch.float32).path)
+        save_state_dict(
+            str(tmp_path / f"{name}.safetensors"),
+            {"w": torch.full((3,), v), "n": torch.tensor([1, 2]), "position_ids": torch.ones(2)},
+        )
+    out = load(
+        merge(
+            recipe("weighted_sum", [tmp_path / "x.safetensors", tmp_path / "y.safetensors"], alpha=0.25),
+            tmp_path / "o.safetensors",
+            torch.float32,
+        ).path
+    )
     assert torch.equal(out["w"], torch.full((3,), 1.5))
     assert torch.equal(out["n"], torch.tensor([1, 2])) and torch.equal(out["position_ids"], torch.ones(2))
     from lib_merge.errors import BlockSchemaError
 
     with pytest.raises(BlockSchemaError, match="unknown architecture has no blocks"):
-        merge(recipe("weighted_sum", [tmp_path / "x.safetensors", tmp_path / "y.safetensors"],
-                     alpha='blocks("*=1")'), tmp_path / "o2.safetensors")
+        merge(
+            recipe("weighted_sum", [tmp_path / "x.safetensors", tmp_path / "y.safetensors"], alpha='blocks("*=1")'),
+            tmp_path / "o2.safetensors",
+        )
 
 
 def test_metadata_of_a_saved_merge(sd1, tmp_path):
@@ -321,8 +349,9 @@ def test_no_metadata_writes_only_format(sd1, tmp_path):
 def test_recipe_sha256_is_verified(sd1, tmp_path):
     from lib_merge.errors import ModelHashMismatchError
 
-    text = recipe("weighted_sum", sd1[:2], alpha=0.3).replace(f'model("{sd1[1]}")',
-                                                              f'model("{sd1[1]}", sha256="{"ab" * 32}")')
+    text = recipe("weighted_sum", sd1[:2], alpha=0.3).replace(
+        f'model("{sd1[1]}")', f'model("{sd1[1]}", sha256="{"ab" * 32}")'
+    )
     with pytest.raises(ModelHashMismatchError, match="has sha256 .* but the recipe expects abab"):
         merge(text, tmp_path / "m.safetensors")
     assert os.listdir(tmp_path) == []

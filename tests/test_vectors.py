@@ -1,4 +1,5 @@
 """Block-vector syntax (SPEC §3.7) and the shipped presets (SPEC §3.8)."""
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,8 @@ def test_groups_ranges_and_the_scalar_default():
     assert [v[f"IN{i:02d}"] for i in range(12)] == [1, 1, 1, 0] + [1] * 8
     assert v["BASE"] == v["M00"] == v["OUT07"] == 0.25
     r = values("IN05-OUT02=1", default=0.0)
-    assert [s for s, x in r.items() if x == 1] == [f"IN{i:02d}" for i in range(5, 12)] + ["M00", "OUT00", "OUT01",
-                                                                                          "OUT02"]
+    expected = [f"IN{i:02d}" for i in range(5, 12)] + ["M00", "OUT00", "OUT01", "OUT02"]
+    assert [s for s, x in r.items() if x == 1] == expected
 
 
 def test_named_form_without_star_or_scalar_fills_zero_with_a_note():
@@ -69,7 +70,8 @@ def test_bad_vectors_name_the_problem():
         parse_vector([0.1] * 20, SD1)
     with pytest.raises(BlockVectorError, match="has 7 values but SDXL takes 20 or 21"):
         parse_vector([0.1] * 7, SDXL)
-    with pytest.raises(BlockVectorError, match="unknown block 'IN12' for SD1; valid: BASE, IN00…IN11, M00, OUT00…OUT11, VAE"):
+    valid = "valid: BASE, IN00…IN11, M00, OUT00…OUT11, VAE"
+    with pytest.raises(BlockVectorError, match=f"unknown block 'IN12' for SD1; {valid}"):
         parse_vector("IN12=1", SD1)
     with pytest.raises(BlockVectorError, match="unknown block 'IN09' for SDXL"):
         parse_vector("IN09=1", SDXL)

@@ -3,6 +3,7 @@
 Run from the project root: python tools/build_arch_data.py [SHARED_ARCHS_DIR]
 The output is compact JSON (key -> [shape, dtype]) in the source file's key order.
 """
+
 import json
 import sys
 from pathlib import Path

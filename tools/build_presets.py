@@ -4,6 +4,7 @@ Run from the project root: python tools/build_presets.py
 SD1 presets have 26 values (BASE + 25 UNet slots, t = i/24); SDXL presets of the same
 names have 20 (BASE + 19 slots, t = i/18). Step presets exist for SD1 only.
 """
+
 import math
 from pathlib import Path
 

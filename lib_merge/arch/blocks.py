@@ -3,6 +3,7 @@
 MBW vectors, presets and (later) elemental rules, XYZ pinpoint axes, include/exclude and
 Dice all ask the schema object; no other block list exists in the code base.
 """
+
 from __future__ import annotations
 
 import re

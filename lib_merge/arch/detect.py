@@ -1,4 +1,5 @@
 """Architecture detection from key names and tensor ranks (SPEC §2.1), header only."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -42,8 +43,8 @@ def alias_map(keys: list[str]) -> dict[str, str]:
     """Canonical key -> key as stored, for files that use a known alias layout."""
     aliases = {}
     for k in keys:
-        if k.startswith(_NAI_PREFIX) and k[len(_NAI_PREFIX):].startswith(_NAI_PARTS):
-            aliases[_NAI_PREFIX + "text_model." + k[len(_NAI_PREFIX):]] = k
+        if k.startswith(_NAI_PREFIX) and k[len(_NAI_PREFIX) :].startswith(_NAI_PARTS):
+            aliases[_NAI_PREFIX + "text_model." + k[len(_NAI_PREFIX) :]] = k
     return aliases
 
 

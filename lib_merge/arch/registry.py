@@ -4,6 +4,7 @@ Key lists come from data/<id>.json (facts about public checkpoint layouts). A si
 is a set of key names with their tensor ranks; absolute sizes are never compared, so a
 miniature model with every large dimension scaled down is recognised like the full one.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,7 +55,7 @@ class Architecture:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def arch_keys(data_file: str) -> dict[str, tuple[tuple[int, ...], str]]:
     raw = json.loads((DATA_DIR / data_file).read_text())
     return {k: (tuple(shape), dtype) for k, (shape, dtype) in raw.items()}

@@ -4,6 +4,7 @@ Scaling divides every dimension larger than 77 by `scale` (the same size always 
 same smaller size), so square weights stay square and ranks and channel counts that tell
 variants apart (4 latent channels, 3x3 kernels, 77 positions) are kept.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

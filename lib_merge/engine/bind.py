@@ -2,6 +2,7 @@
 
 Everything here reads headers only, so every input problem is reported before a tensor is read.
 """
+
 from __future__ import annotations
 
 import os
@@ -99,8 +100,9 @@ def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo,
         if isinstance(value, BlocksSpec):
             if schema is None:
                 raise BlockSchemaError(f"{arch.label} has no blocks: block weights cannot be used")
-            parsed = parse_vector(list(value.spec) if isinstance(value.spec, tuple) else value.spec, schema,
-                                  value.default)
+            parsed = parse_vector(
+                list(value.spec) if isinstance(value.spec, tuple) else value.spec, schema, value.default
+            )
             notes.extend(parsed.notes)
             value = parsed.vector
         params[name] = value

@@ -3,6 +3,7 @@
 A key either copies one model's stored tensor unchanged, or evaluates a reduced merge
 tree whose parameters are already resolved for that key's block.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from lib_merge.engine.bind import BoundRecipe
 from lib_merge.errors import ShapeMismatchError
 from lib_merge.io.writer import PlannedTensor
 from lib_merge.methods import METHODS, MethodSpec
-from lib_merge.recipe.nodes import MergeNode, ModelRef, Node, primary_model
+from lib_merge.recipe.nodes import ModelRef, Node, primary_model
 from lib_merge.recipe.vectors import BlockVector
 from lib_merge.source import SourceModel
 
@@ -29,7 +30,7 @@ def is_mergeable(key: str, dtype: torch.dtype) -> bool:
         return False
     if key.endswith("position_ids") or key.endswith("logit_scale") or key.startswith("model_ema."):
         return False
-    bare = key[len("model."):] if key.startswith("model.") and key[6:] in SCHEDULE_BUFFERS else key
+    bare = key[len("model.") :] if key.startswith("model.") and key[6:] in SCHEDULE_BUFFERS else key
     return key not in _NEVER_MERGE_EXACT and bare not in _NEVER_MERGE_EXACT
 
 
@@ -88,7 +89,6 @@ class MergePlan:
 def plan_merge(bound: BoundRecipe, output_dtype: torch.dtype, prune: bool = True) -> MergePlan:
     primary = bound.primary
     arch = primary.arch.arch
-    schema = bound.schema
     roles = {id(bound.sources[r]): bound.role(r) for r in bound.models}
     missing: dict[str, int] = {}
     jobs: list[KeyJob] = []
@@ -152,8 +152,9 @@ def _source_of(node: Node, bound: BoundRecipe) -> SourceModel:
     return bound.sources[primary_model(node)]
 
 
-def _reduce(node: Node, key: str, slot: str, bound: BoundRecipe, missing: dict, roles: dict,
-            channels: int | None) -> Reduced:
+def _reduce(
+    node: Node, key: str, slot: str, bound: BoundRecipe, missing: dict, roles: dict, channels: int | None
+) -> Reduced:
     if isinstance(node, ModelRef):
         return bound.sources[node]
     spec = METHODS[node.method]
@@ -170,8 +171,7 @@ def _reduce(node: Node, key: str, slot: str, bound: BoundRecipe, missing: dict, 
             raise ShapeMismatchError(
                 f"key {key!r} has shape {list(ref_shape)} in {first.name} but {list(shape)} in {source.name}"
             )
-    params = {name: _param_at(node.params.get(name, p.default), slot, bound) for p in spec.params
-              for name in [p.name]}
+    params = {name: _param_at(node.params.get(name, p.default), slot, bound) for p in spec.params for name in [p.name]}
     through = spec.passthrough(params)
     if through is not None:
         return _reduce(node.inputs[through], key, slot, bound, missing, roles, channels)

@@ -4,6 +4,7 @@ Worker threads read a key's inputs (``pread`` releases the GIL) and compute it i
 fp32 chunks; the calling thread hands results to the sink in plan order. The bytes of
 keys in flight are capped, so peak memory does not grow with the model.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Opening checkpoints lazily and writing them safely."""
+
 from __future__ import annotations
 
 import os

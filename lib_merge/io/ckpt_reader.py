@@ -3,6 +3,7 @@
 Pickle can run arbitrary code, so only the restricted loader is ever used; a file that
 needs anything else is refused, never retried with the unsafe loader.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The safetensors dtype table, shared by the reader and the writer."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """File hashes as the WebUI computes them, cached by (path, size, mtime_ns) in hashes.json."""
+
 from __future__ import annotations
 
 import hashlib

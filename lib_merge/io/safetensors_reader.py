@@ -4,6 +4,7 @@ Tensors are read with ``os.pread`` into memory the tensor owns, not through a me
 mapped file pages count towards the process's resident size, so a merge that maps two
 7 GB SDXL files would look (and, under memory pressure, behave) like it holds them whole.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,9 +103,7 @@ def _parse_header(fd: int, path: str, size: int) -> tuple[dict[str, TensorInfo],
         tensors[key] = info
         max_end = max(max_end, info.offset - data_start + info.nbytes)
     if max_end > data_size:
-        raise CorruptModelError(
-            f"{name} is truncated: header needs {data_start + max_end:,} bytes, file has {size:,}"
-        )
+        raise CorruptModelError(f"{name} is truncated: header needs {data_start + max_end:,} bytes, file has {size:,}")
     _check_overlaps(name, tensors)
     # Visit tensors in the order their bytes lie in the file: sequential reads.
     ordered = dict(sorted(tensors.items(), key=lambda kv: kv[1].offset))

@@ -5,6 +5,7 @@ in planned order straight from tensor memory, and the file only appears under it
 name after flush, fsync and rename. Metadata that is known only at the end (the data
 hash) fits in space reserved up front, so nothing is rewritten but the header bytes.
 """
+
 from __future__ import annotations
 
 import errno

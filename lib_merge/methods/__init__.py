@@ -4,6 +4,7 @@ A method gets fp32 tensors (one per input, the same shape) and per-key float par
 and returns a tensor of that shape. Elementwise methods may also be called on matching
 slices of their inputs, which lets the engine work in bounded chunks.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -66,7 +67,9 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "triple_sum", "Triple sum", ("A", "B", "C"), (ALPHA, BETA), classic.triple_sum, True, _triple_passthrough
         ),
-        MethodSpec("sum_twice", "Sum twice", ("A", "B", "C"), (ALPHA, BETA), classic.sum_twice, True, _triple_passthrough),
+        MethodSpec(
+            "sum_twice", "Sum twice", ("A", "B", "C"), (ALPHA, BETA), classic.sum_twice, True, _triple_passthrough
+        ),
     )
 }
 

@@ -2,6 +2,7 @@
 
 Each may overwrite its first argument: the engine passes fresh fp32 copies.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Recipes: the text format, its nodes, canonical printing and the hash."""
+
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, primary_model, walk_merges, walk_models
 from lib_merge.recipe.parse import HEADER, parse_recipe
 from lib_merge.recipe.printer import print_recipe, recipe_hash

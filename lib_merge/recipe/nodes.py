@@ -1,4 +1,5 @@
 """Recipe nodes: an expression tree over models (SPEC §5). Nodes never touch tensors."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """Parsing recipe text with ``ast`` (never eval): only a small, declared subset is accepted."""
+
 from __future__ import annotations
 
 import ast

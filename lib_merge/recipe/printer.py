@@ -1,11 +1,12 @@
 """The one canonical recipe printer (SPEC §5.3) and the recipe hash (SPEC §5.4)."""
+
 from __future__ import annotations
 
 import hashlib
 
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.methods import METHODS
-from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, walk_merges, walk_models
+from lib_merge.recipe.nodes import BlocksSpec, ModelRef, Node, walk_merges, walk_models
 from lib_merge.recipe.parse import HEADER
 from lib_merge.recipe.vectors import BlockVector, format_number, format_vector
 

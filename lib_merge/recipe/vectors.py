@@ -1,4 +1,5 @@
 """Block vectors (SPEC §3.7): per-slot values parsed from a list, a named form or a preset."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,9 +78,7 @@ def _from_list(raw: list, schema: BlockSchema, source: str) -> ParsedVector:
         vae = values.pop()
     elif len(values) != n:
         if schema.id == "sd1" and len(values) == 20:
-            raise BlockVectorError(
-                "20 values given but SD1 has 26 blocks (BASE, IN00…IN11, M00, OUT00…OUT11)"
-            )
+            raise BlockVectorError("20 values given but SD1 has 26 blocks (BASE, IN00…IN11, M00, OUT00…OUT11)")
         raise BlockVectorError(
             f"{source} has {len(values)} values but {schema.label} takes {_accepted_lengths(schema)}"
         )
@@ -110,9 +109,7 @@ def _targets(target: str, schema: BlockSchema) -> list[str]:
 
 def _check_slot(name: str, schema: BlockSchema) -> None:
     if name not in schema.slots:
-        raise BlockVectorError(
-            f"unknown block {name!r} for {schema.label}; valid: {schema.describe()}, {VAE_SLOT}"
-        )
+        raise BlockVectorError(f"unknown block {name!r} for {schema.label}; valid: {schema.describe()}, {VAE_SLOT}")
 
 
 def _from_named(text: str, schema: BlockSchema, default: float | None) -> ParsedVector:
