@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("info", help="architectures and block schemas; or detection results for a file")
     n.add_argument("target", nargs="?", help="an architecture id or a checkpoint file")
     n.add_argument("-v", "--verbose", action="store_true", help="list the keys of every block")
+    s = sub.add_parser("synth", help="write a random-weight checkpoint with an architecture's real keys")
+    s.add_argument("arch", choices=["sd1", "sd2", "sdxl"])
+    s.add_argument("output")
+    s.add_argument("--scale", type=int, default=32, help="divide large dimensions by this (1 = full size)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--channels", type=int, default=4, help="UNet input channels (9 = inpainting, 8 = pix2pix)")
+    s.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
+    s.add_argument("--overwrite", action="store_true")
     return p
 
 
@@ -215,4 +223,24 @@ def cmd_info(args) -> int:
     return 0
 
 
-_COMMANDS = {"merge": cmd_merge, "recipe": cmd_recipe, "inspect": cmd_inspect, "info": cmd_info}
+def cmd_synth(args) -> int:
+    from lib_merge.arch.synth import SynthSpec, write_synthetic
+    from lib_merge.errors import OutputExistsError
+    from lib_merge.io.dtypes import parse_output_dtype
+
+    if os.path.exists(args.output) and not args.overwrite:
+        raise OutputExistsError(f"{args.output} exists; choose another name or use --overwrite")
+    if args.scale < 1:
+        raise UsageError("--scale must be at least 1")
+    spec = SynthSpec(args.arch, args.scale, parse_output_dtype(args.dtype), args.seed, args.channels)
+    print(write_synthetic(args.output, spec))
+    return 0
+
+
+_COMMANDS = {
+    "merge": cmd_merge,
+    "recipe": cmd_recipe,
+    "inspect": cmd_inspect,
+    "info": cmd_info,
+    "synth": cmd_synth,
+}

@@ -1,0 +1,101 @@
+"""Side-by-side merge benchmark: I/O baseline, naive whole-model merge, Alloy, sd-mecha.
+
+    python bench/make_models.py            # once: full-size synthetic SD1.5 and SDXL checkpoints
+    python bench/run.py [--arch sd1 sdxl] [--repeat 2] [--mecha-python PATH]
+
+Every contender runs in its own process (wall time and peak RSS from wait4), on the same
+inputs, after one warm-up read that puts both inputs in the page cache. Alloy runs with an
+empty hash cache, so hashing the inputs for the recipe and metadata is included.
+Prints a table and the ratios alloy/io, alloy/naive and alloy/mecha.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODELS = HERE / "models"
+
+
+def measure(python: str, name: str, a: Path, b: Path, out: Path, threads: int | None, env: dict) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one contender process; the output is removed afterwards."""
+    cmd = [python, str(HERE / "contenders.py"), name, str(a), str(b), str(out), "0.3"]
+    if threads:
+        cmd.append(str(threads))
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+            raise SystemExit(f"{name} failed with exit code {proc.returncode}")
+    if out.exists():
+        out.unlink()
+    return seconds, usage.ru_maxrss / 1024
+
+
+def warm(paths: list[Path]) -> None:
+    buf = bytearray(16 << 20)
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", nargs="+", default=["sd1", "sdxl"])
+    ap.add_argument("--repeat", type=int, default=2, help="runs per contender; the best time is reported")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip", nargs="*", default=[], help="contenders to leave out (io, naive, alloy, mecha)")
+    ap.add_argument("--mecha-python", help="a python with sd-mecha installed (its own environment)")
+    ap.add_argument("--out-dir", type=Path, default=MODELS)
+    args = ap.parse_args()
+
+    contenders = [c for c in ("io", "naive", "alloy") if c not in args.skip]
+    if args.mecha_python and "mecha" not in args.skip:
+        contenders.append("mecha")
+    rows = []
+    for arch in args.arch:
+        a, b = MODELS / f"{arch}_a.safetensors", MODELS / f"{arch}_b.safetensors"
+        if not (a.exists() and b.exists()):
+            raise SystemExit(f"missing {a} or {b}: run python bench/make_models.py --arch {arch}")
+        out = args.out_dir / f"{arch}_bench_out.safetensors"
+        warm([a, b])
+        results: dict[str, tuple[float, float]] = {}
+        for _ in range(args.repeat):
+            for name in contenders:
+                home = tempfile.mkdtemp(prefix="alloy-bench-home-")
+                env = dict(os.environ, ALLOY_HOME=home)
+                python = args.mecha_python if name == "mecha" else sys.executable
+                seconds, rss = measure(python, name, a, b, out, args.threads, env)
+                shutil.rmtree(home, ignore_errors=True)
+                best = results.get(name)
+                results[name] = (min(seconds, best[0]) if best else seconds, max(rss, best[1]) if best else rss)
+                print(f"{arch} {name}: {seconds:.2f} s, peak RSS {rss:,.0f} MB", flush=True)
+        rows.append((arch, results))
+
+    print("\narch   contender   best time   peak RSS")
+    for arch, results in rows:
+        for name, (seconds, rss) in results.items():
+            print(f"{arch:6} {name:10} {seconds:8.2f} s {rss:8,.0f} MB")
+        if "alloy" in results:
+            t, m = results["alloy"]
+            for base in ("io", "naive", "mecha"):
+                if base in results:
+                    bt, bm = results[base]
+                    print(f"{arch:6} alloy/{base:6} time {t / bt:5.2f}x   RSS {m / bm:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
