@@ -40,9 +40,11 @@ def naive(a: str, b: str, out: str, alpha: float) -> None:
 
     sa, sb = load_file(a), load_file(b)
     merged = {}
-    for k, t in sa.items():
-        if t.is_floating_point() and k in sb:
-            merged[k] = ((1 - alpha) * t.float() + alpha * sb[k].float()).to(torch.float16)
+    for k in list(sa):
+        t = sa.pop(k)  # freeing inputs as it goes keeps an SDXL run within this machine's RAM
+        other = sb.pop(k, None)
+        if t.is_floating_point() and other is not None:
+            merged[k] = ((1 - alpha) * t.float() + alpha * other.float()).to(torch.float16)
         else:
             merged[k] = t
     save_file(merged, out)

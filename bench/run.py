@@ -29,6 +29,7 @@ def measure(python: str, name: str, a: Path, b: Path, out: Path, threads: int | 
     cmd = [python, str(HERE / "contenders.py"), name, str(a), str(b), str(out), "0.3"]
     if threads:
         cmd.append(str(threads))
+    os.sync()  # the previous run's dirty pages are not charged to this one
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)

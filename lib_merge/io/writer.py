@@ -16,6 +16,8 @@ import os
 import secrets
 import shutil
 import struct
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +26,7 @@ from lib_merge.errors import CorruptModelError, DiskFullError
 from lib_merge.io.dtypes import DTYPE_NAMES, itemsize
 
 HEADER_SLACK = 256
+HASH_QUEUE = 8  # tensors waiting to be hashed while later ones are written
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class SafetensorsWriter:
         self.tmp = temp_path_for(self.target)
         self._file = open(self.tmp, "wb")
         self._hash = hashlib.sha256()
+        # The data hash runs beside the writes (both release the GIL), in write order.
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-data-hash")
+        self._hashing: deque[Future] = deque()
         try:
             self._file.write(struct.pack("<Q", self._reserved))
             self._file.write(b" " * self._reserved)
@@ -75,7 +81,9 @@ class SafetensorsWriter:
             return
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
         view = memoryview(data)
-        self._hash.update(view)
+        if len(self._hashing) >= HASH_QUEUE:
+            self._hashing.popleft().result()
+        self._hashing.append(self._hasher.submit(self._hash.update, view))
         try:
             self._file.write(view)
         except OSError as e:
@@ -86,6 +94,8 @@ class SafetensorsWriter:
 
     @property
     def data_sha256(self) -> str:
+        while self._hashing:
+            self._hashing.popleft().result()
         return self._hash.hexdigest()
 
     def finish(self, metadata: dict[str, str]) -> str:
@@ -102,6 +112,7 @@ class SafetensorsWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self.tmp, self.target)
+            self._hasher.shutdown()
         except BaseException:
             self.abort()
             raise
@@ -109,6 +120,7 @@ class SafetensorsWriter:
         return self.target
 
     def abort(self) -> None:
+        self._hasher.shutdown(wait=True, cancel_futures=True)
         if not self._file.closed:
             self._file.close()
         if os.path.exists(self.tmp):
