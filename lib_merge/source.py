@@ -42,8 +42,8 @@ class SourceModel:
     def info(self, key: str) -> TensorInfo:
         return self.file.tensors[self._file_key[key]]
 
-    def read(self, key: str) -> torch.Tensor:
-        return self.file.read(self._file_key[key])
+    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        return self.file.read(self._file_key[key], out)
 
     @property
     def metadata(self) -> dict[str, str]:

@@ -4,6 +4,7 @@ For now it only makes `lib_merge` importable inside the WebUI (the extension fol
 on sys.path by default); the Alloy tab, settings and API routes are registered here in a
 later step through lib_merge.host and lib_merge.ui.
 """
+
 import os
 import sys
 

@@ -367,3 +367,23 @@ def test_write_synthetic_is_deterministic(tmp_path):
     p1 = write_synthetic(str(tmp_path / "1.safetensors"), SynthSpec(seed=4))
     p2 = write_synthetic(str(tmp_path / "2.safetensors"), SynthSpec(seed=4))
     assert open(p1, "rb").read() == open(p2, "rb").read()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fast_weighted_sum_is_bit_identical_to_the_fp32_path(models, tmp_path, dtype):
+    a_path, b_path = (models(f"lp_{dtype}_{s}", arch="sd1", seed=s, dtype=dtype, std=1.0) for s in (31, 32))
+    for alpha in (0.3, 0.7, -0.4, 1.6):
+        out = load(
+            merge(recipe("weighted_sum", [a_path, b_path], alpha=alpha), tmp_path / f"{alpha}.safetensors", dtype).path
+        )
+        a, b = load(a_path), load(b_path)
+        for k in component_keys("sd1", a):
+            assert torch.equal(out[k], a[k].float().lerp(b[k].float(), alpha).to(dtype)), (alpha, k)
+
+
+def test_overflow_of_the_output_dtype_is_reported(tmp_path):
+    paths = [_constant_model(tmp_path / f"{n}.safetensors", v) for n, v in (("a", 6e4), ("b", 3e4), ("c", -3e4))]
+    with pytest.raises(NonFiniteError, match="NaN/Inf values"):
+        merge(recipe("add_difference", paths, alpha=1.0), tmp_path / "o.safetensors", torch.float16)
+    out = load(merge(recipe("add_difference", paths, alpha=1.0), tmp_path / "o.safetensors", torch.float32).path)
+    assert float(next(iter(out.values())).reshape(-1)[0]) == 1.2e5

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-from lib_merge.engine.plan import KeyJob, MergePlan, Reduced
+from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step
 from lib_merge.errors import Cancelled, NonFiniteError, ParameterError
 from lib_merge.io.writer import PlannedTensor
 from lib_merge.source import SourceModel
@@ -172,47 +172,74 @@ class _KeyComputer:
         self.nonfinite = nonfinite
         self.report = report
         self.lock = threading.Lock()
+        self.local = threading.local()
 
     def __call__(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
         cancel.check()
-        raw = {id(s): s.read(job.key) for s in job.leaves()}
+        merging = job.cast and not isinstance(job.tree, SourceModel)
+        # A merge's inputs die with this call, so they are read into this thread's reused
+        # buffers (no fresh pages to fault in); tensors that are passed on are read fresh.
+        buffers = self._buffers() if merging else None
+        raw = {}
+        for i, s in enumerate(job.leaves()):
+            out = _buffer(buffers, i, s.info(job.key).nbytes) if buffers is not None else None
+            raw[id(s)] = s.read(job.key, out)
         with self.lock:
             self.report.bytes_read += sum(t.numel() * t.element_size() for t in raw.values())
-        with self.lock:
             if job.cast:
                 self.report.merged += 1
             else:
                 self.report.copied += 1
         if not job.cast:
             return raw[id(job.tree)]
-        primary_raw = raw.get(id(job.tree)) if isinstance(job.tree, SourceModel) else None
-        if primary_raw is not None and not job.inpaint_channels:
-            return primary_raw.to(job.out.dtype)
+        if not merging and not job.inpaint_channels:
+            return raw[id(job.tree)].to(job.out.dtype)
         return self._merge(job, raw)
+
+    def _buffers(self) -> list[torch.Tensor]:
+        if not hasattr(self.local, "buffers"):
+            self.local.buffers = []
+        return self.local.buffers
 
     def _merge(self, job: KeyJob, raw: dict[int, torch.Tensor]) -> torch.Tensor:
         n = job.inpaint_channels
         if n:
             # Inpainting/pix2pix: merge the first n input channels; the rest keep A.
             sliced = {k: t[:, :n].contiguous() for k, t in raw.items()}
-            merged = self._elementwise(job.tree, sliced, job.key, tuple(next(iter(sliced.values())).shape))
             base = job.leaves()[0]
             out = raw[id(base)].to(job.out.dtype, copy=True)
-            out[:, :n] = merged.to(job.out.dtype)
+            out[:, :n] = self._elementwise(job, sliced, tuple(next(iter(sliced.values())).shape))
             return out
-        return self._elementwise(job.tree, raw, job.key, job.out.shape, job.out.dtype)
+        return self._elementwise(job, raw, job.out.shape)
 
-    def _elementwise(self, tree: Reduced, raw: dict[int, torch.Tensor], key: str, shape, odt=None) -> torch.Tensor:
+    def _elementwise(self, job: KeyJob, raw: dict[int, torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+        """Evaluate the key's tree in cache-sized chunks straight into the output tensor."""
+        odt = job.out.dtype
         flat = {k: t.reshape(-1) for k, t in raw.items()}
         numel = next(iter(flat.values())).numel()
-        out = torch.empty(numel, dtype=odt or self.cdt)
+        out = torch.empty(numel, dtype=odt)
+        fused = self._fused_step(job.tree, raw, odt)
         for start in range(0, numel, CHUNK_ELEMENTS):
             end = min(numel, start + CHUNK_ELEMENTS)
             chunk = {k: t[start:end] for k, t in flat.items()}
-            result = self._eval(tree, chunk)
-            self._check_finite(result, key, tree, chunk)
-            out[start:end].copy_(result)
+            target = out[start:end]
+            if fused is not None:
+                fused.method.fused(*(chunk[id(i)] for i in fused.inputs), out=target, **fused.params)
+            else:
+                target.copy_(self._eval(job.tree, chunk))
+            self._check_finite(target, job, chunk)
         return out.reshape(shape)
+
+    def _fused_step(self, tree: Reduced, raw: dict[int, torch.Tensor], odt: torch.dtype) -> Step | None:
+        """A single step whose method computes in fp32 internally on fp16/bf16 tensors and rounds
+        once: the same bits as converting to fp32, computing and casting, without the copies."""
+        if not isinstance(tree, Step) or tree.method.fused is None or self.device.type != "cpu":
+            return None
+        if self.cdt != torch.float32 or odt not in (torch.float16, torch.bfloat16):
+            return None
+        if not all(isinstance(i, SourceModel) and raw[id(i)].dtype == odt for i in tree.inputs):
+            return None
+        return tree
 
     def _eval(self, node: Reduced, chunk: dict[int, torch.Tensor]) -> torch.Tensor:
         if isinstance(node, SourceModel):
@@ -221,18 +248,26 @@ class _KeyComputer:
         args = [self._eval(i, chunk) for i in node.inputs]
         return node.method.fn(*args, **node.params)
 
-    def _check_finite(self, result: torch.Tensor, key: str, tree: Reduced, chunk) -> None:
+    def _check_finite(self, result: torch.Tensor, job: KeyJob, chunk: dict[int, torch.Tensor]) -> None:
+        """Checked on the output dtype, so an overflow of the cast (beyond ±65504 in fp16) counts too."""
         # A sum is a cheap read-only pass that is finite whenever every element is.
-        if self.nonfinite == "ignore" or math.isfinite(float(result.sum())) or bool(torch.isfinite(result).all()):
+        if self.nonfinite == "ignore" or math.isfinite(float(result.sum(dtype=torch.float32))):
+            return
+        if bool(torch.isfinite(result).all()):
             return
         if self.nonfinite == "keep_a":
-            base = tree
-            while not isinstance(base, SourceModel):
-                base = base.inputs[0]
-            result.copy_(chunk[id(base)].to(result.dtype))
+            result.copy_(chunk[id(job.leaves()[0])].to(result.dtype))
             with self.lock:
-                self.report.nonfinite_kept.append(key)
+                self.report.nonfinite_kept.append(job.key)
             return
         bad = int((~torch.isfinite(result)).sum())
-        method = tree.method.name if not isinstance(tree, SourceModel) else "copy"
-        raise NonFiniteError(f"key {key} produced {bad} NaN/Inf values (method {method})")
+        raise NonFiniteError(f"key {job.key} produced {bad} NaN/Inf values (method {job.tree.method.name})")
+
+
+def _buffer(buffers: list[torch.Tensor], index: int, nbytes: int) -> torch.Tensor:
+    """The thread's byte buffer for input `index`, grown to at least `nbytes`."""
+    while len(buffers) <= index:
+        buffers.append(torch.empty(0, dtype=torch.uint8))
+    if buffers[index].numel() < nbytes:
+        buffers[index] = torch.empty(nbytes, dtype=torch.uint8)
+    return buffers[index][:nbytes]

@@ -33,8 +33,12 @@ class CkptFile:
     def keys(self) -> list[str]:
         return list(self.tensors)
 
-    def read(self, key: str) -> torch.Tensor:
-        return self._state[key].clone()
+    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        tensor = self._state[key]
+        if out is None:
+            return tensor.clone()
+        view = out.view(tensor.dtype).reshape(tensor.shape)
+        return view.copy_(tensor)
 
     def close(self) -> None:
         self._state = {}

@@ -50,9 +50,10 @@ class SafetensorsFile:
     def keys(self) -> list[str]:
         return list(self.tensors)
 
-    def read(self, key: str) -> torch.Tensor:
+    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor at `key`; `out` is an optional uint8 buffer of exactly its byte size to read into."""
         info = self.tensors[key]
-        buf = torch.empty(info.nbytes, dtype=torch.uint8)
+        buf = torch.empty(info.nbytes, dtype=torch.uint8) if out is None else out
         if info.nbytes:
             view = memoryview(buf.numpy())
             got = 0

@@ -34,6 +34,9 @@ class MethodSpec:
     elementwise: bool = True
     # Per-key shortcut: given the params, the index of the input the result equals, or None.
     passthrough: Callable[[dict[str, float]], int | None] = lambda p: None
+    # Optional: the same result computed on fp16/bf16 inputs with fp32 arithmetic inside one
+    # op, written to `out` (a single rounding, so bit-identical to the fp32 path).
+    fused: Callable[..., torch.Tensor] | None = None
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -60,7 +63,16 @@ BETA = ParamSpec("beta", 0.25)
 METHODS: dict[str, MethodSpec] = {
     m.name: m
     for m in (
-        MethodSpec("weighted_sum", "Weight sum", ("A", "B"), (ALPHA,), classic.weighted_sum, True, _ws_passthrough),
+        MethodSpec(
+            "weighted_sum",
+            "Weight sum",
+            ("A", "B"),
+            (ALPHA,),
+            classic.weighted_sum,
+            True,
+            _ws_passthrough,
+            fused=classic.weighted_sum_into,
+        ),
         MethodSpec(
             "add_difference", "Add difference", ("A", "B", "C"), (ALPHA,), classic.add_difference, True, _alpha_zero
         ),

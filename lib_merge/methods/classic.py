@@ -13,6 +13,11 @@ def weighted_sum(a: torch.Tensor, b: torch.Tensor, *, alpha: float) -> torch.Ten
     return a.lerp_(b, alpha)
 
 
+def weighted_sum_into(a: torch.Tensor, b: torch.Tensor, *, alpha: float, out: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of fp16/bf16 tensors: torch's lerp computes in fp32 and rounds once."""
+    return torch.lerp(a, b, alpha, out=out)
+
+
 def add_difference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: float) -> torch.Tensor:
     """A + α·(B − C)"""
     return a.add_(b.sub_(c), alpha=alpha)
