@@ -42,8 +42,16 @@ class SourceModel:
     def info(self, key: str) -> TensorInfo:
         return self.file.tensors[self._file_key[key]]
 
-    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
-        return self.file.read(self._file_key[key], out)
+    def read(self, key: str) -> torch.Tensor:
+        """A copy the caller owns."""
+        return self.file.read(self._file_key[key])
+
+    def view(self, key: str) -> torch.Tensor:
+        """A read-only view for a short use; call `release` when done."""
+        return self.file.view(self._file_key[key])
+
+    def release(self, key: str) -> None:
+        self.file.release(self._file_key[key])
 
     @property
     def metadata(self) -> dict[str, str]:

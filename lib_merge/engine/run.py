@@ -172,34 +172,33 @@ class _KeyComputer:
         self.nonfinite = nonfinite
         self.report = report
         self.lock = threading.Lock()
-        self.local = threading.local()
 
     def __call__(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
         cancel.check()
         merging = job.cast and not isinstance(job.tree, SourceModel)
-        # A merge's inputs die with this call, so they are read into this thread's reused
-        # buffers (no fresh pages to fault in); tensors that are passed on are read fresh.
-        buffers = self._buffers() if merging else None
-        raw = {}
-        for i, s in enumerate(job.leaves()):
-            out = _buffer(buffers, i, s.info(job.key).nbytes) if buffers is not None else None
-            raw[id(s)] = s.read(job.key, out)
+        if merging:
+            # A merge's inputs die with this call: map them without a copy, drop them after.
+            leaves = job.leaves()
+            try:
+                return self._merge(job, self._count({id(s): s.view(job.key) for s in leaves}, job))
+            finally:
+                for s in leaves:
+                    s.release(job.key)
+        raw = self._count({id(s): s.read(job.key) for s in job.leaves()}, job)
+        if not job.cast:
+            return raw[id(job.tree)]
+        if not job.inpaint_channels:
+            return raw[id(job.tree)].to(job.out.dtype)
+        return self._merge(job, raw)
+
+    def _count(self, raw: dict[int, torch.Tensor], job: KeyJob) -> dict[int, torch.Tensor]:
         with self.lock:
             self.report.bytes_read += sum(t.numel() * t.element_size() for t in raw.values())
             if job.cast:
                 self.report.merged += 1
             else:
                 self.report.copied += 1
-        if not job.cast:
-            return raw[id(job.tree)]
-        if not merging and not job.inpaint_channels:
-            return raw[id(job.tree)].to(job.out.dtype)
-        return self._merge(job, raw)
-
-    def _buffers(self) -> list[torch.Tensor]:
-        if not hasattr(self.local, "buffers"):
-            self.local.buffers = []
-        return self.local.buffers
+        return raw
 
     def _merge(self, job: KeyJob, raw: dict[int, torch.Tensor]) -> torch.Tensor:
         n = job.inpaint_channels
@@ -262,12 +261,3 @@ class _KeyComputer:
             return
         bad = int((~torch.isfinite(result)).sum())
         raise NonFiniteError(f"key {job.key} produced {bad} NaN/Inf values (method {job.tree.method.name})")
-
-
-def _buffer(buffers: list[torch.Tensor], index: int, nbytes: int) -> torch.Tensor:
-    """The thread's byte buffer for input `index`, grown to at least `nbytes`."""
-    while len(buffers) <= index:
-        buffers.append(torch.empty(0, dtype=torch.uint8))
-    if buffers[index].numel() < nbytes:
-        buffers[index] = torch.empty(nbytes, dtype=torch.uint8)
-    return buffers[index][:nbytes]

@@ -33,12 +33,14 @@ class CkptFile:
     def keys(self) -> list[str]:
         return list(self.tensors)
 
-    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
-        tensor = self._state[key]
-        if out is None:
-            return tensor.clone()
-        view = out.view(tensor.dtype).reshape(tensor.shape)
-        return view.copy_(tensor)
+    def read(self, key: str) -> torch.Tensor:
+        return self._state[key].clone()
+
+    def view(self, key: str) -> torch.Tensor:
+        return self._state[key]
+
+    def release(self, key: str) -> None:
+        pass
 
     def close(self) -> None:
         self._state = {}

@@ -1,14 +1,16 @@
 """A lazy safetensors reader: validates the whole header at open, reads tensors on demand.
 
-Tensors are read with ``os.pread`` into memory the tensor owns, not through a memory map:
-mapped file pages count towards the process's resident size, so a merge that maps two
-7 GB SDXL files would look (and, under memory pressure, behave) like it holds them whole.
+Two ways to get a tensor: ``read`` copies it with ``os.pread`` into memory the tensor owns
+(for tensors that are kept or passed on); ``view`` maps it without a copy for a short use,
+and ``release`` then drops the mapped pages from the process (mapped pages count towards
+its resident size, so without that a merge of two 7 GB files would look like it holds them).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ class SafetensorsFile:
 
     def __init__(self, path: str):
         self.path = path
+        self._map: mmap.mmap | None = None
         self._fd = os.open(path, os.O_RDONLY)
         try:
             st = os.fstat(self._fd)
@@ -50,10 +53,10 @@ class SafetensorsFile:
     def keys(self) -> list[str]:
         return list(self.tensors)
 
-    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The tensor at `key`; `out` is an optional uint8 buffer of exactly its byte size to read into."""
+    def read(self, key: str) -> torch.Tensor:
+        """A fresh copy of the tensor at `key`."""
         info = self.tensors[key]
-        buf = torch.empty(info.nbytes, dtype=torch.uint8) if out is None else out
+        buf = torch.empty(info.nbytes, dtype=torch.uint8)
         if info.nbytes:
             view = memoryview(buf.numpy())
             got = 0
@@ -64,13 +67,40 @@ class SafetensorsFile:
                 got += n
         return buf.view(info.dtype).reshape(info.shape)
 
+    def view(self, key: str) -> torch.Tensor:
+        """The tensor at `key` without a copy; never write to it, and `release` it after use."""
+        info = self.tensors[key]
+        if info.nbytes == 0:
+            return self.read(key)
+        if self._map is None:
+            # Private mapping: writable for torch, but nothing is ever written back.
+            self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
+        count = info.nbytes // info.dtype.itemsize
+        return torch.frombuffer(self._map, dtype=info.dtype, count=count, offset=info.offset).reshape(info.shape)
+
+    def release(self, key: str) -> None:
+        """Drop the pages of `key` from this process (the page cache keeps them)."""
+        info = self.tensors[key]
+        if self._map is None or info.nbytes == 0:
+            return
+        page = mmap.PAGESIZE
+        start = info.offset // page * page
+        end = min(len(self._map), -(-(info.offset + info.nbytes) // page) * page)
+        self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view is still alive; the map goes with it
+                pass
+            self._map = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
     def __del__(self):
-        if getattr(self, "_fd", -1) >= 0:
+        if getattr(self, "_fd", -1) >= 0 or getattr(self, "_map", None) is not None:
             self.close()
 
 
