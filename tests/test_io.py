@@ -134,3 +134,13 @@ def test_writer_refuses_a_file_without_all_planned_tensors(tmp_path):
     with pytest.raises(CorruptModelError, match="1 of 2"):
         writer.finish({})
     assert os.listdir(tmp_path) == []
+
+
+def test_view_equals_read_and_survives_release(sd1):
+    f = SafetensorsFile(str(sd1[0]))
+    for key in list(f.keys())[:50]:
+        v = f.view(key)
+        assert torch.equal(v, f.read(key)), key
+        f.release(key)
+        assert torch.equal(v, f.read(key)), key  # released pages come back from the file
+    f.close()

@@ -387,3 +387,13 @@ def test_overflow_of_the_output_dtype_is_reported(tmp_path):
         merge(recipe("add_difference", paths, alpha=1.0), tmp_path / "o.safetensors", torch.float16)
     out = load(merge(recipe("add_difference", paths, alpha=1.0), tmp_path / "o.safetensors", torch.float32).path)
     assert float(next(iter(out.values())).reshape(-1)[0]) == 1.2e5
+
+
+def test_ckpt_input_merges_like_its_safetensors_twin(sd1, tmp_path):
+    b = load(sd1[1])
+    torch.save({"state_dict": b}, tmp_path / "b.ckpt")
+    from_ckpt = load(
+        merge(recipe("weighted_sum", [sd1[0], tmp_path / "b.ckpt"], alpha=0.4), tmp_path / "c.safetensors").path
+    )
+    from_st = load(merge(recipe("weighted_sum", sd1[:2], alpha=0.4), tmp_path / "s.safetensors").path)
+    assert all(torch.equal(from_ckpt[k], from_st[k]) for k in from_st)
