@@ -60,13 +60,13 @@ def main() -> None:
     ap.add_argument("--arch", nargs="+", default=["sd1", "sdxl"])
     ap.add_argument("--repeat", type=int, default=2, help="runs per contender; the best time is reported")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--skip", nargs="*", default=[], help="contenders to leave out (io, naive, alloy, mecha)")
+    ap.add_argument("--skip", nargs="*", default=[], help="contenders to leave out (import, io, naive, alloy, mecha)")
     ap.add_argument("--mecha-python", help="a python with sd-mecha installed (its own environment)")
     ap.add_argument("--out-dir", type=Path, default=MODELS)
     ap.add_argument("--cold-hash", action="store_true", help="Alloy hashes its inputs in every run")
     args = ap.parse_args()
 
-    contenders = [c for c in ("io", "naive", "alloy") if c not in args.skip]
+    contenders = [c for c in ("import", "io", "naive", "alloy") if c not in args.skip]
     if args.mecha_python and "mecha" not in args.skip:
         contenders.append("mecha")
     rows = []
@@ -110,6 +110,12 @@ def main() -> None:
             print(f"{arch:6} {name:10} {seconds:8.2f} s {rss:8,.0f} MB")
         if "alloy" in results:
             t, m = results["alloy"]
+            if "import" in results and "io" in results:
+                merge_only = t - results["import"][0]
+                print(
+                    f"{arch:6} alloy without interpreter and torch start-up: {merge_only:.2f} s, "
+                    f"{merge_only / results['io'][0]:.2f}x io"
+                )
             for base in ("io", "naive", "mecha"):
                 if base in results:
                     bt, bm = results[base]

@@ -88,7 +88,8 @@ def merge_to_file(
     try:
         target = check_output_path(save.output, bound, save.overwrite)
         plan = plan_merge(bound, save.dtype, prune=save.prune)
-        with ThreadPoolExecutor(1, thread_name_prefix="alloy-hash") as hasher:
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-hash")
+        try:
             futures = {ref: hasher.submit(bound.sources[ref].sha256) for ref in bound.models}
             # Distinct stand-ins of the final length, so the header size estimate is exact.
             placeholder = {ref: f"{i + 1:064x}" for i, ref in enumerate(bound.models)}
@@ -103,6 +104,8 @@ def merge_to_file(
             except BaseException:
                 sink.abort()
                 raise
+        finally:
+            hasher.shutdown(cancel_futures=True)  # a failed merge does not wait for hashes it won't use
         return MergeResult(path, text, digest, report, plan, bound.notes)
     finally:
         bound.close()
