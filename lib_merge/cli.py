@@ -52,6 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--nonfinite", default="error", choices=["error", "keep_a", "ignore"])
     m.add_argument("--print-recipe", action="store_true", help="print the canonical recipe and exit")
 
+    m.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
+
+    h = sub.add_parser("history", help="the merge history: list, search, show")
+    hsub = h.add_subparsers(dest="history_command", required=True, parser_class=_Parser)
+    hl = hsub.add_parser("list", help="the newest rows")
+    hl.add_argument("--limit", type=int, default=20)
+    hs = hsub.add_parser("search", help="rows containing all the words (or any, with --or)")
+    hs.add_argument("words", nargs="+")
+    hs.add_argument("--or", dest="any_word", action="store_true")
+    hw = hsub.add_parser("show", help="one row with its settings and recipe (-1 = the last)")
+    hw.add_argument("id", type=int)
+
     r = sub.add_parser("recipe", help="print or hash a recipe")
     r.add_argument("action", choices=["print", "hash"])
     r.add_argument("file")
@@ -176,6 +188,21 @@ def cmd_merge(args) -> int:
             print(f"note: {note}", file=sys.stderr)
         for role, count in sorted(result.plan.kept_missing.items()):
             print(f"note: {count} keys missing in {role} kept from A", file=sys.stderr)
+    if not args.no_history:
+        from lib_merge.history import append_history
+
+        settings = {k: getattr(args, k) for k in ("mode", "alpha", "beta", "blocks", "preset", "dtype", "device")}
+        settings["recipe_file"] = args.recipe
+        row = append_history(
+            os.path.splitext(os.path.basename(result.path))[0],
+            result.recipe_hash,
+            result.models_text(),
+            settings,
+            result.path,
+            result.recipe_text,
+        )
+        if not args.quiet:
+            print(f"note: history id {row.id}", file=sys.stderr)
     print(result.recipe_hash)
     print(result.path)
     return 0
@@ -197,6 +224,32 @@ def _canonical(root, models_dir):
 def cmd_recipe(args) -> int:
     text, digest = _canonical(_load_recipe(args.file), args.models_dir)
     print(text if args.action == "print" else digest, end="" if args.action == "print" else "\n")
+    return 0
+
+
+def cmd_history(args) -> int:
+    from lib_merge.history import find_row, read_history, search_history
+
+    log = read_history()
+    for line in log.skipped:
+        print(f"warning: {line}", file=sys.stderr)
+    if args.history_command == "show":
+        row = find_row(log.rows, args.id)
+        print(
+            f"id {row.id}  {row.time}  {row.name}\nrecipe hash: {row.recipe_hash}\nmodels: {row.models}\n"
+            f"output: {row.output}\nsettings: {json.dumps(row.settings, indent=1, sort_keys=True)}\n"
+        )
+        print(row.recipe, end="")
+        return 0
+    rows = (
+        search_history(log.rows, " ".join(args.words), args.any_word)
+        if args.history_command == "search"
+        else log.rows[-args.limit :]
+        if args.limit > 0
+        else log.rows
+    )
+    for row in rows:
+        print(f"{row.id:>5}  {row.time}  {row.recipe_hash[:10]}  {row.name}  {row.models}  -> {row.output}")
     return 0
 
 
@@ -243,4 +296,5 @@ _COMMANDS = {
     "inspect": cmd_inspect,
     "info": cmd_info,
     "synth": cmd_synth,
+    "history": cmd_history,
 }

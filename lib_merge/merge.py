@@ -41,6 +41,11 @@ class MergeResult:
     report: EngineReport
     plan: MergePlan
     notes: list[str] = field(default_factory=list)
+    models: list[tuple[str, str, str]] = field(default_factory=list)  # (role, file name, sha256)
+
+    def models_text(self) -> str:
+        """History's models column: 'A=base.safetensors [6ce0161689];B=…'."""
+        return ";".join(f"{role}={name} [{sha[:10]}]" for role, name, sha in self.models)
 
 
 class FileSink:
@@ -106,7 +111,8 @@ def merge_to_file(
                 raise
         finally:
             hasher.shutdown(cancel_futures=True)  # a failed merge does not wait for hashes it won't use
-        return MergeResult(path, text, digest, report, plan, bound.notes)
+        models = [(bound.role(r), bound.sources[r].name, hashes[r]) for r in bound.models]
+        return MergeResult(path, text, digest, report, plan, bound.notes, models)
     finally:
         bound.close()
 

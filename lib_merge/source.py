@@ -65,6 +65,10 @@ class SourceModel:
     def identity(self) -> tuple[int, int]:
         return self.file.size, self.file.mtime_ns
 
+    @property
+    def cache_identity(self) -> tuple[str, int, int]:
+        return os.path.realpath(self.path), self.file.size, self.file.mtime_ns
+
     def close(self) -> None:
         self.file.close()
 

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import torch
 
+from lib_merge.cache import TensorCache
 from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step
 from lib_merge.errors import Cancelled, NonFiniteError, ParameterError
 from lib_merge.io.writer import PlannedTensor
@@ -61,6 +62,7 @@ class EngineOptions:
     nonfinite: str = "error"  # error | keep_a | ignore
     progress: ProgressFn | None = None
     cancel: CancelToken | None = None
+    cache: TensorCache | None = None  # source tensors kept between merges (off by default)
 
 
 @dataclass
@@ -105,7 +107,7 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     report = EngineReport(keys=len(plan.jobs))
     cancel = options.cancel or CancelToken()
     budget = _ByteBudget(IN_FLIGHT_BYTES)
-    compute = _KeyComputer(device, options.compute_dtype, options.nonfinite, report)
+    compute = _KeyComputer(device, options.compute_dtype, options.nonfinite, report, options.cache)
     pending: deque[tuple[KeyJob, Future, int]] = deque()
     done = 0
     sink.begin(plan.tensors)
@@ -166,7 +168,15 @@ class _ByteBudget:
 
 
 class _KeyComputer:
-    def __init__(self, device: torch.device, cdt: torch.dtype, nonfinite: str, report: EngineReport):
+    def __init__(
+        self,
+        device: torch.device,
+        cdt: torch.dtype,
+        nonfinite: str,
+        report: EngineReport,
+        cache: TensorCache | None = None,
+    ):
+        self.cache = cache
         self.device = device
         self.cdt = cdt
         self.nonfinite = nonfinite
@@ -175,21 +185,35 @@ class _KeyComputer:
 
     def __call__(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
         cancel.check()
+        leaves = job.leaves()
         merging = job.cast and not isinstance(job.tree, SourceModel)
-        if merging:
-            # A merge's inputs die with this call: map them without a copy, drop them after.
-            leaves = job.leaves()
-            try:
-                return self._merge(job, self._count({id(s): s.view(job.key) for s in leaves}, job))
-            finally:
+        # A merge's inputs die with this call: without a cache they are mapped, not copied,
+        # and their pages dropped afterwards. Tensors passed on as they are get a real read.
+        mapped = merging and self.cache is None
+        if self.cache is not None:
+            raw = {id(s): self._cached(s, job.key) for s in leaves}
+        elif mapped:
+            raw = {id(s): s.view(job.key) for s in leaves}
+        else:
+            raw = {id(s): s.read(job.key) for s in leaves}
+        try:
+            self._count(raw, job)
+            if not job.cast:
+                return raw[id(job.tree)]
+            if not merging and not job.inpaint_channels:
+                return raw[id(job.tree)].to(job.out.dtype, copy=self.cache is not None)
+            return self._merge(job, raw)
+        finally:
+            if mapped:
                 for s in leaves:
                     s.release(job.key)
-        raw = self._count({id(s): s.read(job.key) for s in job.leaves()}, job)
-        if not job.cast:
-            return raw[id(job.tree)]
-        if not job.inpaint_channels:
-            return raw[id(job.tree)].to(job.out.dtype)
-        return self._merge(job, raw)
+
+    def _cached(self, source: SourceModel, key: str) -> torch.Tensor:
+        tensor = self.cache.get(source.cache_identity, key)
+        if tensor is None:
+            tensor = source.read(key)
+            self.cache.put(source.cache_identity, key, tensor)
+        return tensor
 
     def _count(self, raw: dict[int, torch.Tensor], job: KeyJob) -> dict[int, torch.Tensor]:
         with self.lock:

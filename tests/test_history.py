@@ -1,0 +1,97 @@
+"""The merge history: append-only CSV, damage-tolerant reading, search over every row, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from test_cli import cli, error_line
+
+from lib_merge.errors import ParameterError
+from lib_merge.history import COLUMNS, append_history, find_row, read_history, search_history
+
+
+def _add(path, name, **kw):
+    return append_history(
+        name,
+        kw.get("hash", "ab" * 32),
+        kw.get("models", "A=a.safetensors [0123456789]"),
+        kw.get("settings", {"alpha": 0.5}),
+        kw.get("output", "not saved"),
+        kw.get("recipe", 'alloy-recipe 1\nA = model("a")\n'),
+        path,
+    )
+
+
+def test_rows_are_appended_with_rising_ids_and_quoting(tmp_path):
+    path = tmp_path / "history.csv"
+    first = _add(path, "one, with comma", recipe='alloy-recipe 1\nA = model("x \\"q\\"")\nmerged = A\n')
+    before = path.read_bytes()
+    second = _add(path, "two")
+    assert (first.id, second.id) == (1, 2)
+    assert path.read_bytes().startswith(before)  # appended, never rewritten
+    with open(path, newline="", encoding="utf-8") as f:
+        records = list(csv.reader(f))
+    assert tuple(records[0]) == COLUMNS and len(records) == 3
+    rows = read_history(path).rows
+    assert rows[0].name == "one, with comma" and rows[0].recipe.endswith("merged = A\n")
+    assert rows[0].settings == {"alpha": 0.5}
+
+
+def test_damaged_rows_are_skipped_and_reported(tmp_path):
+    path = tmp_path / "history.csv"
+    _add(path, "good")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("2,t,bad,h,m,{not json},o,r\n")
+        f.write("x,t,bad,h,m,{},o,r\n")
+        f.write("3,too,few\n")
+    _add(path, "after")
+    log = read_history(path)
+    assert [r.name for r in log.rows] == ["good", "after"]
+    assert log.rows[-1].id == 2  # max valid id + 1
+    assert log.skipped == [
+        "history.csv line 5 skipped: bad JSON in settings"  # the first row spans lines 2-4,
+        "history.csv line 6 skipped: id 'x' is not a whole number",
+        "history.csv line 7 skipped: 3 columns instead of 8",
+    ]
+
+
+def test_search_words_phrases_and_columns(tmp_path):
+    path = tmp_path / "history.csv"
+    _add(path, "Anime Mix", hash="1a2b" + "0" * 60)
+    _add(path, "photo real", hash="ffff" + "0" * 60, settings={"preset": "GRAD_V"})
+    _add(path, "anime photo", hash="abcd" + "0" * 60)
+    rows = read_history(path).rows
+    assert [r.id for r in search_history(rows, "ANIME")] == [1, 3]
+    assert [r.id for r in search_history(rows, "anime photo")] == [3]
+    assert [r.id for r in search_history(rows, "anime photo", any_word=True)] == [1, 2, 3]
+    assert [r.id for r in search_history(rows, '"photo real"')] == [2]
+    assert [r.id for r in search_history(rows, "grad_v")] == [2]
+    assert [r.id for r in search_history(rows, "id:3")] == [3]
+    assert [r.id for r in search_history(rows, "hash:1A2B")] == [1]
+    assert find_row(rows, -1).id == 3 and find_row(rows, -2).id == 2
+    with pytest.raises(ParameterError, match="no history row with id 0"):
+        find_row(rows, 0)
+
+
+def test_cli_merges_are_logged_and_shown(sd1, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("ALLOY_HOME", str(home))
+    out = tmp_path / "logged.safetensors"
+    proc = cli("merge", "--a", sd1[0], "--b", sd1[1], "--mode", "ws", "--alpha", "0.4", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    row = read_history(home / "history.csv").rows[-1]
+    assert row.recipe_hash == proc.stdout.splitlines()[-2] and row.output == str(out)
+    assert row.models.startswith("A=sd1_a.safetensors [") and ";B=sd1_b.safetensors [" in row.models
+    assert row.settings["alpha"] == 0.4 and row.settings["mode"] == "ws"
+    shown = cli("history", "show", "-1")
+    assert shown.returncode == 0 and "merged = weighted_sum(A, B, alpha=0.4)" in shown.stdout
+    listed = cli("history", "search", "LOGGED")
+    assert "logged" in listed.stdout and listed.stdout.count("\n") == 1
+    assert cli("history", "show", "99").returncode == 3
+    assert "no history row with id 99" in error_line(cli("history", "show", "99"))
+    failed = cli("merge", "--a", sd1[0], "--b", sd1[1], "--mode", "ws", "-o", out)  # exists: fails
+    assert failed.returncode == 5
+    assert len(read_history(home / "history.csv").rows) == 1  # a failed merge appends nothing
+    assert json.loads(json.dumps(row.settings)) == row.settings
