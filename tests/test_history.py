@@ -51,7 +51,7 @@ def test_damaged_rows_are_skipped_and_reported(tmp_path):
     assert [r.name for r in log.rows] == ["good", "after"]
     assert log.rows[-1].id == 2  # max valid id + 1
     assert log.skipped == [
-        "history.csv line 5 skipped: bad JSON in settings"  # the first row spans lines 2-4,
+        "history.csv line 5 skipped: bad JSON in settings",  # the first row spans lines 2-4
         "history.csv line 6 skipped: id 'x' is not a whole number",
         "history.csv line 7 skipped: 3 columns instead of 8",
     ]
