@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from lib_merge.errors import AlloyError, InvalidComboError, ParameterError
+from lib_merge.errors import AlloyError
 
 EXIT_USAGE = 2
 
@@ -101,33 +101,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _flags_recipe(args):
-    from lib_merge.methods import get_method
-    from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef
+def _flags_settings(args):
+    from lib_merge.settings import MergeSettings
 
     if not (args.a and args.b and args.mode):
         raise UsageError("merge needs a recipe file, or --a, --b and --mode")
     if args.blocks and args.preset:
         raise UsageError("give either --blocks or --preset, not both")
-    spec = get_method(args.mode)
-    models = [args.a, args.b] + ([args.c] if args.c else [])
-    if len(models) < len(spec.inputs):
-        raise InvalidComboError(f"mode {spec.name} needs models {', '.join(spec.inputs)}: add --c")
-    if len(models) > len(spec.inputs):
-        raise InvalidComboError(f"mode {spec.name} takes models A and B only; --c is not used")
-    if args.beta is not None and "beta" not in {p.name for p in spec.params}:
-        raise ParameterError(f"--beta is not used by mode {spec.name}")
-    refs = [ModelRef(os.path.abspath(m) if os.path.exists(m) else m) for m in models]
-    params: dict[str, object] = {}
-    if args.blocks or args.preset:
-        params["alpha"] = BlocksSpec(args.blocks or args.preset, preset=args.preset, default=args.alpha)
-    elif args.alpha is not None:
-        params["alpha"] = args.alpha
-    if args.beta is not None:
-        params["beta"] = args.beta
-    for p in spec.params:
-        params.setdefault(p.name, p.default)
-    return MergeNode(spec.name, tuple(refs), params)
+
+    def path(p: str | None) -> str | None:  # CLI paths are relative to the working folder
+        return os.path.abspath(p) if p and os.path.exists(p) else p
+
+    return MergeSettings(
+        path(args.a), path(args.b), args.mode, path(args.c), args.alpha, args.beta, args.blocks, args.preset
+    )
 
 
 def _load_recipe(path: str):
@@ -164,7 +151,10 @@ def cmd_merge(args) -> int:
 
     if args.recipe and (args.a or args.b or args.mode):
         raise UsageError("give a recipe file or --a/--b/--mode, not both")
-    root = _load_recipe(args.recipe) if args.recipe else _flags_recipe(args)
+    from lib_merge.settings import build_recipe
+
+    settings = None if args.recipe else _flags_settings(args)
+    root = _load_recipe(args.recipe) if args.recipe else build_recipe(settings)
     if args.print_recipe:
         print(_canonical(root, args.models_dir)[0], end="")
         return 0
