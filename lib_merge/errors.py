@@ -111,3 +111,7 @@ class NonFiniteError(AlloyError):
 
 class Cancelled(AlloyError):
     exit_code = 130
+
+
+class HostPatchError(AlloyError):
+    exit_code = 4

@@ -1,4 +1,5 @@
 """MergeSettings -> recipe: the one place every surface's choices become a recipe."""
+
 from __future__ import annotations
 
 import pytest

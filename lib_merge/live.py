@@ -1,0 +1,126 @@
+"""Merging into a loaded torch model in place, with an exact restore (SPEC §7.2).
+
+Host-independent: the WebUI adapter hands over its model object; the names of its
+parameters equal the checkpoint's once every ``.wrapped`` segment (the WebUI's text-encoder
+hijack) is removed. Each tensor is looked up when the patch starts, backed up once on the
+CPU in its own dtype, and written with ``copy_`` under ``no_grad``, keeping dtype and device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from lib_merge.engine.bind import bind_recipe, with_hashes
+from lib_merge.engine.plan import MergePlan, plan_merge
+from lib_merge.engine.run import EngineOptions, EngineReport, run_plan
+from lib_merge.errors import HostPatchError
+from lib_merge.io.writer import PlannedTensor
+from lib_merge.recipe.nodes import Node
+from lib_merge.recipe.printer import print_recipe, recipe_hash
+
+
+def canonical_name(name: str) -> str:
+    return ".".join(part for part in name.split(".") if part != "wrapped")
+
+
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Checkpoint key -> the model's own tensor; a tensor reachable under two names is listed once."""
+    found: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in list(model.named_parameters(remove_duplicate=False)) + list(
+        model.named_buffers(remove_duplicate=False)
+    ):
+        key = canonical_name(name)
+        if key in found or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        found[key] = tensor
+    return found
+
+
+@dataclass
+class LiveBackup:
+    """Original values of every tensor patched since the model was loaded (CPU, own dtype)."""
+
+    originals: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def restore(self, model: torch.nn.Module) -> int:
+        tensors = model_tensors(model)
+        with torch.no_grad():
+            for key, original in self.originals.items():
+                tensors[key].copy_(original)
+        count = len(self.originals)
+        self.originals.clear()
+        return count
+
+
+class LiveModelSink:
+    """Engine sink that writes each merged tensor into the model's own parameter."""
+
+    def __init__(self, model: torch.nn.Module, backup: LiveBackup):
+        self.model = model
+        self.backup = backup
+        self.targets: dict[str, torch.Tensor] = {}
+        self.patched: list[str] = []
+
+    def begin(self, plan: list[PlannedTensor]) -> None:
+        tensors = model_tensors(self.model)
+        wanted = plan
+        missing = [p.key for p in wanted if p.key not in tensors]
+        wrong = [f"{p.key} {list(p.shape)} vs {list(tensors[p.key].shape)}" for p in wanted
+                 if p.key in tensors and tuple(tensors[p.key].shape) != p.shape]
+        if missing or wrong:
+            listed = (missing + wrong)[:10]
+            raise HostPatchError(
+                f"the loaded model cannot take this merge ({len(missing)} keys missing, {len(wrong)} shapes differ): "
+                + ", ".join(listed)
+            )
+        self.targets = {p.key: tensors[p.key] for p in wanted}
+
+    def put(self, key: str, tensor: torch.Tensor) -> None:
+        target = self.targets[key]
+        with torch.no_grad():
+            if key not in self.backup.originals:
+                self.backup.originals[key] = target.detach().to("cpu", copy=True)
+            target.copy_(tensor.to(target.device, target.dtype))
+        self.patched.append(key)
+
+    def abort(self) -> None:
+        """All or nothing: a failed or cancelled merge puts back what it wrote."""
+        with torch.no_grad():
+            for key in self.patched:
+                self.targets[key].copy_(self.backup.originals[key])
+
+
+@dataclass
+class LiveResult:
+    recipe_text: str
+    recipe_hash: str
+    patched: int
+    report: EngineReport
+    plan: MergePlan
+
+
+def merge_into_model(
+    root: Node,
+    model: torch.nn.Module,
+    backup: LiveBackup,
+    engine: EngineOptions | None = None,
+    models_dir: str | None = None,
+) -> LiveResult:
+    """Restore any earlier patch, then patch the merge of `root` into `model` (which holds A)."""
+    backup.restore(model)
+    bound = bind_recipe(root, models_dir)
+    try:
+        # fp32 results, rounded once to each parameter's own dtype by the sink.
+        full = plan_merge(bound, torch.float32, prune=True)
+        # Keys the merge leaves as A are already in the loaded model: nothing to read or write.
+        jobs = [j for j in full.jobs if j.cast and j.tree is not bound.primary]
+        plan = MergePlan(jobs, full.kept_missing, full.dropped_b_only, full.pruned)
+        sink = LiveModelSink(model, backup)
+        report = run_plan(plan, sink, engine)
+        filled = with_hashes(bound, {r: bound.sources[r].sha256() for r in bound.models})
+        return LiveResult(print_recipe(filled), recipe_hash(filled), len(sink.patched), report, plan)
+    finally:
+        bound.close()

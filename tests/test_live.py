@@ -1,0 +1,104 @@
+"""Merging into a loaded torch model in place: exact values, exact restore, all or nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import load
+from test_merge import merge, recipe
+
+from lib_merge.engine.run import CancelToken, EngineOptions
+from lib_merge.errors import Cancelled, HostPatchError
+from lib_merge.live import LiveBackup, merge_into_model, model_tensors
+from lib_merge.recipe import parse_recipe
+
+
+def build_model(state: dict[str, torch.Tensor], dtype: torch.dtype, hijack: bool = True) -> torch.nn.Module:
+    """A real module tree with the checkpoint's names, text encoder under `.wrapped.` as the WebUI hijack does."""
+    root = torch.nn.Module()
+    for key, value in state.items():
+        if hijack and key.startswith("cond_stage_model."):
+            key = key.replace("cond_stage_model.", "cond_stage_model.wrapped.", 1)
+        *path, leaf = key.split(".")
+        module = root
+        for part in path:
+            if not hasattr(module, part):
+                module.add_module(part, torch.nn.Module())
+            module = getattr(module, part)
+        if value.is_floating_point():
+            module.register_parameter(leaf, torch.nn.Parameter(value.to(dtype).clone(), requires_grad=True))
+        else:
+            module.register_buffer(leaf, value.clone())
+    return root
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: t.detach().clone() for k, t in model_tensors(model).items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_live_merge_equals_the_saved_merge_and_restores_exactly(sd1, tmp_path, dtype):
+    model = build_model(load(sd1[0]), dtype)
+    original = snapshot(model)
+    backup = LiveBackup()
+    text = recipe("weighted_sum", sd1[:2], alpha='blocks("*=0.4 OUT*=0.8 M00=0")')
+    result = merge_into_model(parse_recipe(text), model, backup)
+    saved = load(merge(text, tmp_path / "m.safetensors", dtype).path)
+    live = model_tensors(model)
+    assert result.recipe_hash == merge(text, tmp_path / "again.safetensors", dtype).recipe_hash
+    for key, tensor in saved.items():
+        assert live[key].dtype == dtype or not tensor.is_floating_point()
+        assert torch.equal(live[key], tensor.to(live[key].dtype)), key
+    assert "cond_stage_model.transformer.text_model.final_layer_norm.weight" in live
+    assert result.patched < len(saved)  # M00 (alpha 0) and integer keys were left alone
+    assert backup.restore(model) == result.patched
+    assert all(torch.equal(model_tensors(model)[k], v) for k, v in original.items())
+
+
+def test_second_merge_starts_from_a(sd1, tmp_path):
+    model = build_model(load(sd1[0]), torch.float32)
+    backup = LiveBackup()
+    merge_into_model(parse_recipe(recipe("weighted_sum", sd1[:2], alpha=0.9)), model, backup)
+    text = recipe("add_difference", sd1, alpha=0.3)
+    merge_into_model(parse_recipe(text), model, backup)
+    saved = load(merge(text, tmp_path / "m.safetensors", torch.float32).path)
+    live = model_tensors(model)
+    assert all(torch.equal(live[k], v) for k, v in saved.items())
+
+
+def test_unresolvable_keys_change_nothing(sd1):
+    state = load(sd1[0])
+    del state["model.diffusion_model.out.2.bias"]
+    model = build_model(state, torch.float16)
+    before = snapshot(model)
+    with pytest.raises(HostPatchError, match=r"1 keys missing.*model.diffusion_model.out.2.bias"):
+        merge_into_model(parse_recipe(recipe("weighted_sum", sd1[:2], alpha=0.5)), model, LiveBackup())
+    assert all(torch.equal(model_tensors(model)[k], v) for k, v in before.items())
+
+
+def test_cancel_puts_everything_back(sd1):
+    model = build_model(load(sd1[0]), torch.float16)
+    before = snapshot(model)
+    token = CancelToken()
+
+    def progress(done, *_):
+        if done == 300:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        merge_into_model(
+            parse_recipe(recipe("weighted_sum", sd1[:2], alpha=0.5)),
+            model,
+            LiveBackup(),
+            EngineOptions(progress=progress, cancel=token),
+        )
+    assert all(torch.equal(model_tensors(model)[k], v) for k, v in before.items())
+
+
+def test_a_tensor_reachable_under_two_names_is_patched_once():
+    model = torch.nn.Module()
+    model.add_module("conditioner", torch.nn.Module())
+    model.conditioner.add_module("embedders", torch.nn.Linear(2, 2))
+    model.add_module("cond_stage_model", model.conditioner)  # the same module under a second name
+    names = model_tensors(model)
+    assert sorted(names) == ["conditioner.embedders.bias", "conditioner.embedders.weight"]
