@@ -196,3 +196,44 @@ def test_inspect_and_info(sd1, sdxl, models):
     verbose = cli("info", "sdxl", "-v").stdout
     assert "M00: 226 keys" in verbose and "    model.diffusion_model.label_emb.0.0.weight" in verbose
     assert cli("info", "nonsense").returncode == 2
+
+
+def test_ctrl_c_exits_130_and_leaves_no_temp_file(models, tmp_path):
+    import signal
+    import time
+
+    a = models("sd1_big_a", arch="sd1", seed=41, scale=4)
+    b = models("sd1_big_b", arch="sd1", seed=42, scale=4)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lib_merge",
+            "merge",
+            "--a",
+            str(a),
+            "--b",
+            str(b),
+            "--mode",
+            "ws",
+            "--threads",
+            "1",
+            "-o",
+            str(out_dir / "o.safetensors"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while not any(".alloy-tmp-" in n for n in os.listdir(out_dir)):
+        assert proc.poll() is None and time.monotonic() < deadline, "the merge never started writing"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "error: cancelled" in err
+    assert os.listdir(out_dir) == []
