@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     m.add_argument("--no-prune", action="store_true", help="keep EMA, schedule buffers and extra keys of A")
     m.add_argument("--no-metadata", action="store_true")
+    m.add_argument("--format", default="safetensors", choices=["safetensors", "ckpt"])
     m.add_argument("--nonfinite", default="error", choices=["error", "keep_a", "ignore"])
     m.add_argument("--print-recipe", action="store_true", help="print the canonical recipe and exit")
 
@@ -171,6 +172,7 @@ def cmd_merge(args) -> int:
         overwrite=args.overwrite,
         prune=not args.no_prune,
         metadata=not args.no_metadata,
+        format=args.format,
     )
     result = merge_to_file(root, save, engine, args.models_dir)
     if not args.quiet:

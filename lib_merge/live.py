@@ -5,6 +5,7 @@ parameters equal the checkpoint's once every ``.wrapped`` segment (the WebUI's t
 hijack) is removed. Each tensor is looked up when the patch starts, backed up once on the
 CPU in its own dtype, and written with ``copy_`` under ``no_grad``, keeping dtype and device.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -68,8 +69,11 @@ class LiveModelSink:
         tensors = model_tensors(self.model)
         wanted = plan
         missing = [p.key for p in wanted if p.key not in tensors]
-        wrong = [f"{p.key} {list(p.shape)} vs {list(tensors[p.key].shape)}" for p in wanted
-                 if p.key in tensors and tuple(tensors[p.key].shape) != p.shape]
+        wrong = [
+            f"{p.key} {list(p.shape)} vs {list(tensors[p.key].shape)}"
+            for p in wanted
+            if p.key in tensors and tuple(tensors[p.key].shape) != p.shape
+        ]
         if missing or wrong:
             listed = (missing + wrong)[:10]
             raise HostPatchError(

@@ -16,7 +16,7 @@ from lib_merge.engine.bind import BoundRecipe, bind_recipe, with_hashes
 from lib_merge.engine.plan import MergePlan, plan_merge
 from lib_merge.engine.run import EngineOptions, EngineReport, run_plan
 from lib_merge.errors import OutputExistsError, SourceChangedError, UnsafePathError
-from lib_merge.io.writer import PlannedTensor, SafetensorsWriter
+from lib_merge.io.writer import PlannedTensor, SafetensorsWriter, check_free_space, temp_path_for
 from lib_merge.metadata import build_metadata
 from lib_merge.recipe.nodes import ModelRef, Node
 from lib_merge.recipe.printer import print_recipe, recipe_hash
@@ -31,6 +31,7 @@ class SaveOptions:
     overwrite: bool = False
     prune: bool = True
     metadata: bool = True
+    format: str = "safetensors"  # or "ckpt": a pickled {"state_dict": …}, no metadata
 
 
 @dataclass
@@ -66,6 +67,51 @@ class FileSink:
         if self.writer:
             self.writer.abort()
 
+    @property
+    def data_sha256(self) -> str:
+        return self.writer.data_sha256
+
+    def finish(self, metadata: dict[str, str]) -> str:
+        return self.writer.finish(metadata)
+
+
+class CkptSink:
+    """Collects the merge and saves it as {"state_dict": …} with torch.save; the recipe goes to history only.
+
+    Pickle needs the whole dict at once, so this format holds the merged model in RAM.
+    """
+
+    def __init__(self, target: str):
+        self.target = target
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.data_sha256 = "0" * 64  # not a safetensors data section; .ckpt files carry no metadata
+
+    def begin(self, plan: list[PlannedTensor]) -> None:
+        check_free_space(os.path.dirname(self.target), sum(p.nbytes for p in plan))
+        self.tensors = {}
+
+    def put(self, key: str, tensor: torch.Tensor) -> None:
+        self.tensors[key] = tensor.clone() if not tensor.is_contiguous() else tensor
+
+    def abort(self) -> None:
+        self.tensors = {}
+
+    def finish(self, metadata: dict[str, str]) -> str:
+        tmp = temp_path_for(self.target)
+        try:
+            with open(tmp, "wb") as f:
+                torch.save({"state_dict": self.tensors}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        finally:
+            self.tensors = {}
+        return self.target
+
 
 def check_output_path(output: str, bound: BoundRecipe, overwrite: bool) -> str:
     """SPEC §6.6: never replace an input; replace an existing file only when asked."""
@@ -99,13 +145,13 @@ def merge_to_file(
             # Distinct stand-ins of the final length, so the header size estimate is exact.
             placeholder = {ref: f"{i + 1:064x}" for i, ref in enumerate(bound.models)}
             estimate = _metadata(bound, placeholder, target, save, _PLACEHOLDER_HASH)[0]
-            sink = FileSink(target, estimate)
+            sink = CkptSink(target) if save.format == "ckpt" else FileSink(target, estimate)
             report = run_plan(plan, sink, engine)
             try:
                 hashes = {ref: f.result() for ref, f in futures.items()}
                 _check_unchanged(bound)
-                metadata, text, digest = _metadata(bound, hashes, target, save, sink.writer.data_sha256)
-                path = sink.writer.finish(metadata)
+                metadata, text, digest = _metadata(bound, hashes, target, save, sink.data_sha256)
+                path = sink.finish(metadata)
             except BaseException:
                 sink.abort()
                 raise

@@ -397,3 +397,13 @@ def test_ckpt_input_merges_like_its_safetensors_twin(sd1, tmp_path):
     )
     from_st = load(merge(recipe("weighted_sum", sd1[:2], alpha=0.4), tmp_path / "s.safetensors").path)
     assert all(torch.equal(from_ckpt[k], from_st[k]) for k in from_st)
+
+
+def test_ckpt_output_holds_the_same_tensors_under_state_dict(sd1, tmp_path):
+    text = recipe("add_difference", sd1, alpha=0.6)
+    st = load(merge(text, tmp_path / "m.safetensors").path)
+    path = merge(text, tmp_path / "m.ckpt", format="ckpt").path
+    data = torch.load(path, weights_only=True)
+    assert set(data) == {"state_dict"} and list(data["state_dict"]) == list(st)
+    assert all(torch.equal(data["state_dict"][k], st[k]) for k in st)
+    assert sorted(os.listdir(tmp_path)) == ["m.ckpt", "m.safetensors"]

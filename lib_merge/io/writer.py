@@ -55,7 +55,7 @@ class SafetensorsWriter:
         self._header_entries = _header_entries(plan)
         self._reserved = len(_header_bytes(self._header_entries, metadata_estimate)) + HEADER_SLACK
         self.data_bytes = sum(p.nbytes for p in plan)
-        _check_free_space(os.path.dirname(self.target), 8 + self._reserved + self.data_bytes)
+        check_free_space(os.path.dirname(self.target), 8 + self._reserved + self.data_bytes)
         self.tmp = temp_path_for(self.target)
         self._file = open(self.tmp, "wb")
         self._hash = hashlib.sha256()
@@ -146,7 +146,7 @@ def _header_bytes(entries: dict[str, dict], metadata: dict[str, str]) -> bytes:
     return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _check_free_space(folder: str, needed: int) -> None:
+def check_free_space(folder: str, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise DiskFullError(f"not enough space in {folder}: need {needed:,} bytes, {free:,} free")
