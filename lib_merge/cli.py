@@ -201,13 +201,12 @@ def cmd_merge(args) -> int:
 
 
 def _canonical(root, models_dir):
-    from lib_merge.engine.bind import bind_recipe, with_hashes
+    from lib_merge.engine.bind import bind_recipe, hashed_root
     from lib_merge.recipe import print_recipe, recipe_hash
 
     bound = bind_recipe(root, models_dir)
     try:
-        hashes = {ref: bound.sources[ref].sha256() for ref in bound.models}
-        filled = with_hashes(bound, hashes)
+        filled = hashed_root(bound)
         return print_recipe(filled), recipe_hash(filled)
     finally:
         bound.close()

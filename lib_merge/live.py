@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lib_merge.engine.bind import bind_recipe, with_hashes
+from lib_merge.engine.bind import bind_recipe, hashed_root
 from lib_merge.engine.plan import MergePlan, plan_merge
 from lib_merge.engine.run import EngineOptions, EngineReport, run_plan
 from lib_merge.errors import HostPatchError
@@ -124,7 +124,7 @@ def merge_into_model(
         plan = MergePlan(jobs, full.kept_missing, full.dropped_b_only, full.pruned)
         sink = LiveModelSink(model, backup)
         report = run_plan(plan, sink, engine)
-        filled = with_hashes(bound, {r: bound.sources[r].sha256() for r in bound.models})
+        filled = hashed_root(bound)
         return LiveResult(print_recipe(filled), recipe_hash(filled), len(sink.patched), report, plan)
     finally:
         bound.close()

@@ -65,14 +65,14 @@ def build_metadata(
     data_sha256: str,
 ) -> dict[str, str]:
     models = bound.models
-    roles = [hashes[m] for m in models]
+    model_hashes = [hashes[m] for m in models]
     top = root if isinstance(root, MergeNode) else None
     params = top.params if top else {}
     merge_recipe = {
         "type": "alloy",
-        "primary_model_hash": roles[0],
-        "secondary_model_hash": roles[1] if len(roles) > 1 else None,
-        "tertiary_model_hash": roles[2] if len(roles) > 2 else None,
+        "primary_model_hash": model_hashes[0],
+        "secondary_model_hash": model_hashes[1] if len(model_hashes) > 1 else None,
+        "tertiary_model_hash": model_hashes[2] if len(model_hashes) > 2 else None,
         "interp_method": METHODS[top.method].label if top else "",
         "multiplier": _scalar(params.get("alpha", 0.0)),
         "save_as_half": output_dtype == torch.float16,

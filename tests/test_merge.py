@@ -407,3 +407,21 @@ def test_ckpt_output_holds_the_same_tensors_under_state_dict(sd1, tmp_path):
     assert set(data) == {"state_dict"} and list(data["state_dict"]) == list(st)
     assert all(torch.equal(data["state_dict"][k], st[k]) for k in st)
     assert sorted(os.listdir(tmp_path)) == ["m.ckpt", "m.safetensors"]
+
+
+def test_never_merge_rules():
+    f32 = torch.float32
+    for key in (
+        "betas",
+        "model.alphas_cumprod",
+        "logvar",
+        "model.model_sampling.sigmas",
+        "v_pred",
+        "conditioner.embedders.1.model.logit_scale",
+        "model_ema.decay",
+        "cond_stage_model.transformer.text_model.embeddings.position_ids",
+    ):
+        assert not is_mergeable(key, f32), key
+    assert not is_mergeable("model.diffusion_model.out.2.bias", torch.int64)
+    assert is_mergeable("model.diffusion_model.out.2.bias", torch.bfloat16)
+    assert is_mergeable("conditioner.embedders.1.model.text_projection", f32)

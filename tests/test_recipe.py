@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from lib_merge.engine.bind import bind_recipe, with_hashes
+from lib_merge.engine.bind import bind_recipe, hashed_root
 from lib_merge.errors import ModelNotFoundError, RecipeSyntaxError, RecipeTypeError
 from lib_merge.io.hashing import file_sha256
 from lib_merge.recipe import parse_recipe, print_recipe, recipe_hash
@@ -17,7 +17,7 @@ from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef
 def canonical(text: str, models_dir) -> tuple[str, str]:
     bound = bind_recipe(parse_recipe(text), str(models_dir))
     try:
-        root = with_hashes(bound, {r: bound.sources[r].sha256() for r in bound.models})
+        root = hashed_root(bound)
         return print_recipe(root), recipe_hash(root)
     finally:
         bound.close()

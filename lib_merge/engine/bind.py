@@ -40,7 +40,8 @@ class BoundRecipe:
         return self.primary.arch
 
     def role(self, ref: ModelRef) -> str:
-        return _ROLE_NAMES[self.models.index(ref)] if self.models.index(ref) < 26 else ref.path
+        index = self.models.index(ref)
+        return _ROLE_NAMES[index] if index < 26 else f"#{index + 1}"
 
     def close(self) -> None:
         for s in set(self.sources.values()):
@@ -116,10 +117,9 @@ def _describe(source: SourceModel) -> str:
 
 def _check_compatible(models: list[tuple[ModelRef, SourceModel]]) -> None:
     """SPEC §2.5: one architecture; the primary may have extra input channels, never fewer."""
-    roles = _ROLE_NAMES
     (_, a), rest = models[0], models[1:]
     for i, (_, other) in enumerate(rest, 1):
-        role = roles[i] if i < 26 else f"#{i + 1}"
+        role = _ROLE_NAMES[i] if i < 26 else f"#{i + 1}"
         if other.arch.id != a.arch.id:
             raise ArchMismatchError(
                 f"model A is {_describe(a)}, model {role} is {_describe(other)}: "
@@ -140,6 +140,11 @@ def _check_compatible(models: list[tuple[ModelRef, SourceModel]]) -> None:
             f"model A is {a.arch.label} ({ca} input channels), model {role} is {other.arch.label} "
             f"({co} channels): they cannot be merged"
         )
+
+
+def hashed_root(bound: BoundRecipe) -> Node:
+    """The bound root with every model's sha256 (from the hash cache, or computed now) checked and filled in."""
+    return with_hashes(bound, {ref: bound.sources[ref].sha256() for ref in bound.models})
 
 
 def with_hashes(bound: BoundRecipe, hashes: dict[ModelRef, str], verify: bool = True) -> Node:

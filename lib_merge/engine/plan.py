@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-from lib_merge.arch.blocks import VAE_SLOT
 from lib_merge.arch.registry import PREDICTION_MARKERS, SCHEDULE_BUFFERS
 from lib_merge.engine.bind import BoundRecipe
 from lib_merge.errors import ShapeMismatchError
@@ -30,8 +29,8 @@ def is_mergeable(key: str, dtype: torch.dtype) -> bool:
         return False
     if key.endswith("position_ids") or key.endswith("logit_scale") or key.startswith("model_ema."):
         return False
-    bare = key[len("model.") :] if key.startswith("model.") and key[6:] in SCHEDULE_BUFFERS else key
-    return key not in _NEVER_MERGE_EXACT and bare not in _NEVER_MERGE_EXACT
+    # Schedule buffers are never merged, at the top level or under "model.".
+    return key not in _NEVER_MERGE_EXACT and key.removeprefix("model.") not in SCHEDULE_BUFFERS
 
 
 @dataclass(frozen=True)
@@ -179,4 +178,4 @@ def _reduce(
     return Step(spec, inputs, params)
 
 
-__all__ = ["KeyJob", "MergePlan", "Step", "VAE_SLOT", "is_mergeable", "plan_merge"]
+__all__ = ["KeyJob", "MergePlan", "Step", "is_mergeable", "plan_merge"]
