@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("info", help="architectures and block schemas; or detection results for a file")
     n.add_argument("target", nargs="?", help="an architecture id or a checkpoint file")
     n.add_argument("-v", "--verbose", action="store_true", help="list the keys of every block")
+    u = sub.add_parser("ui", help="the Alloy tabs in a browser, without the WebUI (merges go to files)")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=7870)
+
     s = sub.add_parser("synth", help="write a random-weight checkpoint with an architecture's real keys")
     s.add_argument("arch", choices=["sd1", "sd2", "sdxl"])
     s.add_argument("output")
@@ -281,6 +285,15 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    try:
+        from lib_merge.ui.standalone import serve
+    except ImportError as e:
+        raise UsageError(f"the UI needs gradio: pip install gradio ({e})") from None
+    serve(args.models_dir or os.environ.get("ALLOY_MODELS_DIR") or ".", args.host, args.port)
+    return 0
+
+
 _COMMANDS = {
     "merge": cmd_merge,
     "recipe": cmd_recipe,
@@ -288,4 +301,5 @@ _COMMANDS = {
     "info": cmd_info,
     "synth": cmd_synth,
     "history": cmd_history,
+    "ui": cmd_ui,
 }

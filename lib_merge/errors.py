@@ -115,3 +115,7 @@ class Cancelled(AlloyError):
 
 class HostPatchError(AlloyError):
     exit_code = 4
+
+
+class BusyError(AlloyError):
+    """Another merge holds the live model and the caller asked not to wait."""

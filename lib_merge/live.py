@@ -112,15 +112,21 @@ def merge_into_model(
     backup: LiveBackup,
     engine: EngineOptions | None = None,
     models_dir: str | None = None,
+    skip_prefixes: tuple[str, ...] = (),
 ) -> LiveResult:
-    """Restore any earlier patch, then patch the merge of `root` into `model` (which holds A)."""
+    """Restore any earlier patch, then patch the merge of `root` into `model` (which holds A).
+
+    Keys under `skip_prefixes` stay as they are (the host keeps them from elsewhere, e.g. an external VAE).
+    """
     backup.restore(model)
     bound = bind_recipe(root, models_dir)
     try:
         # fp32 results, rounded once to each parameter's own dtype by the sink.
         full = plan_merge(bound, torch.float32, prune=True)
         # Keys the merge leaves as A are already in the loaded model: nothing to read or write.
-        jobs = [j for j in full.jobs if j.cast and j.tree is not bound.primary]
+        jobs = [
+            j for j in full.jobs if j.cast and j.tree is not bound.primary and not j.key.startswith(skip_prefixes)
+        ]
         plan = MergePlan(jobs, full.kept_missing, full.dropped_b_only, full.pruned)
         sink = LiveModelSink(model, backup)
         report = run_plan(plan, sink, engine)

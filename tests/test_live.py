@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import load
+from helpers import build_model, load
 from test_merge import merge, recipe
 
 from lib_merge.engine.run import CancelToken, EngineOptions
 from lib_merge.errors import Cancelled, HostPatchError
 from lib_merge.live import LiveBackup, merge_into_model, model_tensors
 from lib_merge.recipe import parse_recipe
-
-
-def build_model(state: dict[str, torch.Tensor], dtype: torch.dtype, hijack: bool = True) -> torch.nn.Module:
-    """A real module tree with the checkpoint's names, text encoder under `.wrapped.` as the WebUI hijack does."""
-    root = torch.nn.Module()
-    for key, value in state.items():
-        if hijack and key.startswith("cond_stage_model."):
-            key = key.replace("cond_stage_model.", "cond_stage_model.wrapped.", 1)
-        *path, leaf = key.split(".")
-        module = root
-        for part in path:
-            if not hasattr(module, part):
-                module.add_module(part, torch.nn.Module())
-            module = getattr(module, part)
-        if value.is_floating_point():
-            module.register_parameter(leaf, torch.nn.Parameter(value.to(dtype).clone(), requires_grad=True))
-        else:
-            module.register_buffer(leaf, value.clone())
-    return root
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:

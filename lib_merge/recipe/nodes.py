@@ -72,3 +72,10 @@ def primary_model(node: Node) -> ModelRef:
     while isinstance(node, MergeNode):
         node = node.inputs[0]
     return node
+
+
+def replace_models(node: Node, resolve) -> Node:
+    """The same recipe with every model input passed through `resolve(ModelRef) -> ModelRef`."""
+    if isinstance(node, ModelRef):
+        return resolve(node)
+    return MergeNode(node.method, tuple(replace_models(i, resolve) for i in node.inputs), dict(node.params))

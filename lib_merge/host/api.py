@@ -1,0 +1,133 @@
+"""HTTP routes under /alloy/v1 (SPEC §7.6), added to the host's FastAPI app.
+
+Routes carry an HTTP Basic dependency built from the WebUI's own API credentials, because routes
+added by extensions are not covered by `--api-auth` (webui-notes §7). No middleware is added.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import fields
+
+from lib_merge.errors import AlloyError, BusyError
+from lib_merge.history import read_history, search_history
+from lib_merge.host.session import MergeRequest, SaveRequest, Workbench
+from lib_merge.settings import MergeSettings
+
+PREFIX = "/alloy/v1"
+_FLAG_FIELDS = {f.name for f in fields(MergeSettings)}
+
+
+def parse_credentials(api_auth: str | None) -> dict[str, str]:
+    """`user:pass[,user2:pass2]` as the WebUI's --api-auth takes it."""
+    found = {}
+    for pair in (api_auth or "").split(","):
+        if ":" in pair:
+            user, password = pair.strip().split(":", 1)
+            found[user] = password
+    return found
+
+
+def request_from_body(body: dict) -> MergeRequest:
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    unknown = set(body) - _FLAG_FIELDS - {"recipe", "wait", "save"}
+    if unknown:
+        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+    wait = bool(body.get("wait", True))
+    save = SaveRequest(**body["save"]) if isinstance(body.get("save"), dict) else None
+    if body.get("recipe"):
+        return MergeRequest(recipe=str(body["recipe"]), wait=wait, save=save)
+    if not body.get("a") or not body.get("b"):
+        raise ValueError("give 'recipe', or at least 'a' and 'b'")
+    flags = {k: body[k] for k in _FLAG_FIELDS if k in body and body[k] is not None}
+    flags.setdefault("mode", "weighted_sum")
+    return MergeRequest(settings=MergeSettings(**flags), wait=wait, save=save)
+
+
+def add_routes(app, workbench: Workbench, credentials: dict[str, str] | None = None) -> None:
+    from fastapi import Body, Depends, HTTPException
+    from fastapi.responses import JSONResponse
+    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+    dependencies = []
+    if credentials:
+        basic = HTTPBasic()
+
+        def check(given: HTTPBasicCredentials = Depends(basic)) -> None:
+            expected = credentials.get(given.username)
+            if expected is None or not secrets.compare_digest(given.password, expected):
+                raise HTTPException(401, "Incorrect username or password", {"WWW-Authenticate": "Basic"})
+
+        dependencies = [Depends(check)]
+
+    def answer(fn):
+        try:
+            return fn()
+        except BusyError as e:
+            return JSONResponse({"error": str(e)}, status_code=409)
+        except (AlloyError, ValueError, TypeError) as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+
+    def merge(body: dict = Body(default={})):  # noqa: B008
+        def run():
+            outcome = workbench.merge(request_from_body(body))
+            return {
+                "name": outcome.name,
+                "hash": outcome.recipe_hash,
+                "history_id": outcome.history_id,
+                "seconds": round(outcome.seconds, 3),
+                "path": outcome.path,
+                "message": outcome.message,
+            }
+
+        return answer(run)
+
+    def restore():
+        return answer(lambda: {"message": workbench.restore()})
+
+    def save(body: dict = Body(default={})):  # noqa: B008
+        def run():
+            request = SaveRequest(
+                name=str(body.get("name") or ""),
+                dtype=str(body.get("dtype") or workbench.host.config().save_dtype),
+                format=str(body.get("format") or "safetensors"),
+                prune=bool(body.get("prune", True)),
+                overwrite=bool(body.get("overwrite", False)),
+            )
+            return {"path": workbench.save_current(request)}
+
+        return answer(run)
+
+    def history(q: str = "", any_word: bool = False, limit: int = 0):
+        def run():
+            log = read_history(workbench.history_path())
+            rows = search_history(log.rows, q, any_word) if q else log.rows
+            if limit > 0:
+                rows = rows[-limit:]
+            return {
+                "rows": [
+                    {"id": r.id, "time": r.time, "name": r.name, "hash": r.recipe_hash, "models": r.models,
+                     "settings": r.settings, "output": r.output, "recipe": r.recipe}
+                    for r in rows
+                ],
+                "skipped": log.skipped,
+            }
+
+        return answer(run)
+
+    def status():
+        live = workbench.live
+        return {
+            "merged": live is not None,
+            "name": live.name if live else None,
+            "hash": live.recipe_hash if live else None,
+            "history_id": live.history_id if live else None,
+            "progress": workbench.progress.text(),
+        }
+
+    app.add_api_route(f"{PREFIX}/merge", merge, methods=["POST"], dependencies=dependencies)
+    app.add_api_route(f"{PREFIX}/restore", restore, methods=["POST"], dependencies=dependencies)
+    app.add_api_route(f"{PREFIX}/save", save, methods=["POST"], dependencies=dependencies)
+    app.add_api_route(f"{PREFIX}/history", history, methods=["GET"], dependencies=dependencies)
+    app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], dependencies=dependencies)

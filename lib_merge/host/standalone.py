@@ -1,0 +1,83 @@
+"""The host without a WebUI: models are the files of one folder, merges are written to files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from lib_merge.errors import ModelNotFoundError, UnsafePathError
+from lib_merge.host.base import GenResult, GenSettings, HostConfig, MergeIdentity
+from lib_merge.naming import inside_folder
+
+MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt")
+
+
+class FolderHost:
+    name = "standalone"
+    can_generate = False
+    can_patch = False
+
+    def __init__(self, models_dir: str, config: HostConfig | None = None):
+        self.models_dir = os.path.abspath(models_dir)
+        if not os.path.isdir(self.models_dir):
+            raise ModelNotFoundError(f"models folder does not exist: {self.models_dir}")
+        self._config = config or HostConfig()
+
+    def config(self) -> HostConfig:
+        return self._config
+
+    def checkpoint_titles(self) -> list[str]:
+        found = []
+        for folder, dirs, files in os.walk(self.models_dir):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for f in sorted(files):
+                if f.endswith(MODEL_EXTENSIONS) and ".alloy-tmp-" not in f:
+                    found.append(os.path.relpath(os.path.join(folder, f), self.models_dir).replace(os.sep, "/"))
+        return found
+
+    def refresh_checkpoints(self) -> None:
+        pass  # the folder is listed afresh each time
+
+    def resolve_checkpoint(self, title: str) -> str:
+        path = title if os.path.isabs(title) else os.path.join(self.models_dir, title)
+        if not inside_folder(path, self.models_dir, follow_links=False):
+            raise UnsafePathError(f"{title!r} points outside the models folder {self.models_dir}")
+        if not os.path.isfile(path):
+            raise ModelNotFoundError(f"model not found: {title!r} (looked in {self.models_dir})")
+        return os.path.abspath(path)
+
+    def save_folder(self) -> str:
+        return self.models_dir
+
+    def exclusive(self):
+        return contextlib.nullcontext()
+
+    def live_model(self):
+        return None
+
+    def loaded_file(self) -> str | None:
+        return None
+
+    def load_checkpoint(self, path: str) -> None:
+        raise NotImplementedError("the standalone host has no loaded model")
+
+    def before_patch(self) -> None:
+        pass
+
+    def skip_prefixes(self) -> tuple[str, ...]:
+        return ()
+
+    def set_identity(self, identity: MergeIdentity) -> None:
+        pass
+
+    def clear_identity(self) -> None:
+        pass
+
+    def after_save(self, path: str) -> None:
+        pass
+
+    def generate(self, gen: GenSettings, extra_info: dict[str, str]) -> GenResult:
+        raise NotImplementedError("the standalone host cannot generate")
+
+    def interrupt(self) -> None:
+        pass

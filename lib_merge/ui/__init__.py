@@ -1,0 +1,1 @@
+"""Gradio tabs of Alloy (the only part of lib_merge besides host/ that imports gradio)."""

@@ -1,0 +1,257 @@
+"""The Alloy tab set (nine tabs) for the WebUI and the standalone app, wired to the workbench."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import gradio as gr
+
+from lib_merge.errors import AlloyError
+from lib_merge.history import find_row, read_history, search_history
+from lib_merge.host.base import GenSettings
+from lib_merge.host.session import Workbench
+from lib_merge.recipe import print_recipe
+from lib_merge.settings import build_recipe
+from lib_merge.ui import history_tab, mbw_tab, merge_tab
+from lib_merge.ui.compat import update
+from lib_merge.ui.form import Form
+from lib_merge.ui.values import GEN_OVERRIDE_FIELDS, gen_overrides, merge_request, restore_values, save_request
+
+log = logging.getLogger("alloy")
+TAB_LABELS = ("Merge", "MBW", "XYZ plot", "Adjust", "Dice", "LoRA", "Toolkit", "Analysis", "History")
+LATER = {
+    "XYZ plot": "Parameter sweeps into image grids, with a reserved-plot queue.",
+    "Adjust": "Detail and colour adjustment of the merged model.",
+    "Dice": "Random block weights, reproducible from a seed.",
+    "LoRA": "Merge LoRAs into a checkpoint, merge LoRAs, extract a LoRA.",
+    "Toolkit": "Inspect, prune, convert, swap components, fingerprint.",
+    "Analysis": "Similarity of two models by block.",
+}
+
+
+def error_text(e: BaseException) -> str:
+    if isinstance(e, AlloyError):
+        return f"**Error:** {e}"
+    log.exception("Alloy: unexpected error")
+    return f"**Error:** {type(e).__name__}: {e}"
+
+
+def run_in_thread(fn, workbench: Workbench):
+    """Yields ("progress", text) while fn runs, then ("done", value) or ("error", message)."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - reported to the user
+            box["error"] = e
+
+    thread = threading.Thread(target=target, name="alloy-job", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+        if thread.is_alive():
+            yield "progress", workbench.progress.text()
+    if "error" in box:
+        yield "error", error_text(box["error"])
+    else:
+        yield "done", box["value"]
+
+
+def footer_text(workbench: Workbench) -> str:
+    stats = workbench.cache_stats()
+    cache = str(stats) if stats else "cache: off"
+    if not workbench.host.can_patch:
+        return cache
+    live = workbench.live
+    merged = f"Loaded: **{live.name}** (history {live.history_id})" if live else "Loaded: the selected checkpoint"
+    return f"{merged} · {cache}"
+
+
+def build_ui(workbench: Workbench) -> gr.Blocks:
+    host = workbench.host
+    can_generate = host.can_generate
+    widgets: dict = {}
+    with gr.Blocks(analytics_enabled=False, title="Alloy") as demo:
+        with gr.Tabs(elem_id="alloy_tabs"):
+            with gr.Tab("Merge", elem_id="alloy_tab_merge"):
+                parts = merge_tab.build(widgets, host.checkpoint_titles(), can_generate)
+            with gr.Tab("MBW", elem_id="alloy_tab_mbw"):
+                mbw_tab.build(widgets)
+            for label in TAB_LABELS[2:-1]:
+                with gr.Tab(label, elem_id=f"alloy_tab_{label.split()[0].lower()}"):
+                    gr.Markdown(f"**{label}** — {LATER[label]} This tab arrives in a later release of Alloy.")
+            with gr.Tab("History", elem_id="alloy_tab_history"):
+                history = history_tab.build()
+        _wire(workbench, Form(widgets), parts, history)
+    return demo
+
+
+def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
+    host = workbench.host
+    inputs = form.components()
+    status, recipe, footer = parts["status"], form.widgets["recipe"], parts["footer"]
+    models = [form.widgets["model_a"], form.widgets["model_b"], form.widgets["model_c"]]
+
+    def refresh():
+        host.refresh_checkpoints()
+        titles = host.checkpoint_titles()
+        return [update(choices=titles) for _ in models]
+
+    parts["refresh"].click(refresh, [], models)
+
+    def merge_steps(raw):
+        values = form.values(raw)
+        try:
+            request = merge_request(values, always_save=not host.can_patch)
+        except Exception as e:  # noqa: BLE001
+            yield "error", error_text(e)
+            return
+        yield from run_in_thread(lambda: workbench.merge(request), workbench)
+
+    def merge(*raw):
+        for kind, value in merge_steps(raw):
+            if kind == "done":
+                yield value.message, value.recipe_text, footer_text(workbench)
+            else:
+                yield value, update(), update()
+
+    parts["merge"].click(merge, inputs, [status, recipe, footer])
+
+    gen_parts = _gen_inputs(host, parts)
+
+    def gen_settings(raw) -> tuple[GenSettings, list[str]]:
+        n_over = len(GEN_OVERRIDE_FIELDS)
+        overrides = gen_overrides(dict(zip(GEN_OVERRIDE_FIELDS, raw[:n_over], strict=True)))
+        names = gen_parts["names"]
+        txt2img = dict(zip(names, raw[n_over : n_over + len(names)], strict=True))
+        scripts = raw[n_over + len(names) :]
+        base, notes = host.base_settings()
+        settings = base.overlay(GenSettings(**txt2img)).overlay(overrides)
+        if scripts:
+            settings.script_args = tuple(scripts)
+        if gen_parts["missing"]:
+            notes.append(
+                "using the last txt2img run's settings (component " + ", ".join(gen_parts["missing"]) + " not found)"
+            )
+        return settings, notes
+
+    def gen_steps(raw):
+        try:
+            settings, notes = gen_settings(raw)
+        except Exception as e:  # noqa: BLE001
+            yield "error", error_text(e)
+            return
+        for kind, value in run_in_thread(lambda: workbench.generate(settings), workbench):
+            if kind == "done":
+                value.notes.extend(notes)
+            yield kind, value
+
+    def gen(*raw):
+        for kind, value in gen_steps(raw):
+            if kind == "done":
+                text = "Generated." + "".join(f" Note: {n}." for n in value.notes)
+                yield text, value.images, value.infotext
+            else:
+                yield value if kind == "error" else "Generating…", update(), update()
+
+    if host.can_generate:
+        parts["gen"].click(gen, gen_parts["inputs"], [status, parts["gallery"], parts["infotext"]])
+
+        def merge_and_gen(*raw):
+            merged = None
+            for kind, value in merge_steps(raw[: len(inputs)]):
+                if kind == "done":
+                    merged = value
+                    yield value.message + " Generating…", value.recipe_text, footer_text(workbench), update(), update()
+                else:
+                    yield value, update(), update(), update(), update()
+            if merged is None:
+                return
+            for kind, value in gen_steps(raw[len(inputs) :]):
+                if kind == "done":
+                    yield merged.message, update(), update(), value.images, value.infotext
+                elif kind == "error":
+                    yield value, update(), update(), update(), update()
+
+        parts["merge_gen"].click(
+            merge_and_gen, inputs + gen_parts["inputs"], [status, recipe, footer, parts["gallery"], parts["infotext"]]
+        )
+
+    def guarded(fn):
+        def call(*args):
+            try:
+                return fn(*args)
+            except Exception as e:  # noqa: BLE001
+                return error_text(e)
+
+        return call
+
+    parts["stop"].click(guarded(lambda: workbench.stop()), [], [status], queue=False)
+    parts["restore"].click(guarded(lambda: workbench.restore()), [], [status])
+    parts["save_current"].click(
+        guarded(lambda *raw: f"Saved {workbench.save_current(save_request(form.values(raw)))}."), inputs, [status]
+    )
+
+    def clear_cache():
+        return workbench.clear_cache(), footer_text(workbench)
+
+    parts["clear_cache"].click(clear_cache, [], [status, footer])
+
+    def show_recipe(*raw):
+        try:
+            request = merge_request(form.values(raw))
+            if request.settings is None:
+                return update(), "The recipe box is already the recipe."
+            return print_recipe(build_recipe(request.settings)), "Recipe from the settings (models not yet hashed)."
+        except Exception as e:  # noqa: BLE001
+            return update(), error_text(e)
+
+    parts["show_recipe"].click(show_recipe, inputs, [recipe, status])
+
+    def search(query, match, page):
+        try:
+            log_ = read_history(workbench.history_path())
+            rows = search_history(log_.rows, query or "", match == "or")
+            shown = history_tab.table_rows(rows, page)
+            note = f"{len(rows)} of {len(log_.rows)} rows match." + "".join(f" {s}." for s in log_.skipped[:3])
+            return shown, note
+        except Exception as e:  # noqa: BLE001
+            return update(), error_text(e)
+
+    search_inputs = [history["query"], history["any_word"], history["page"]]
+    history["search"].click(search, search_inputs, [history["table"], history["message"]])
+    history["query"].submit(search, search_inputs, [history["table"], history["message"]])
+
+    def load_settings(ident):
+        try:
+            row = find_row(read_history(workbench.history_path()).rows, int(ident or 0))
+        except Exception as e:  # noqa: BLE001
+            return [update() for _ in inputs] + [error_text(e)]
+        values, notes = restore_values(row.settings, row.models, host.checkpoint_titles())
+        if row.settings.get("recipe_edited"):
+            values.update(recipe=row.recipe, use_recipe=True)
+        message = f"Loaded the settings of history id {row.id} ({row.name})." + "".join(f" {n}." for n in notes)
+        return form.updates(values) + [message]
+
+    history["load_settings"].click(load_settings, [history["id"]], inputs + [history["message"]])
+
+    def load_recipe(ident):
+        try:
+            row = find_row(read_history(workbench.history_path()).rows, int(ident or 0))
+        except Exception as e:  # noqa: BLE001
+            return update(), update(), error_text(e)
+        return row.recipe, True, f"Recipe of history id {row.id} loaded into the Merge tab's recipe box."
+
+    history["load_recipe"].click(
+        load_recipe, [history["id"]], [recipe, form.widgets["use_recipe"], history["message"]]
+    )
+
+
+def _gen_inputs(host, parts: dict) -> dict:
+    """The Gen button's inputs: Alloy's overrides, the txt2img components and the txt2img scripts' inputs."""
+    overrides = [parts["gen_overrides"][name] for name in GEN_OVERRIDE_FIELDS]
+    names, comps, missing = host.gen_components() if hasattr(host, "gen_components") else ([], [], [])
+    scripts = host.script_components() if hasattr(host, "script_components") else []
+    return {"inputs": overrides + comps + scripts, "names": names, "missing": missing}

@@ -1,0 +1,69 @@
+"""Merge tab: models, mode, alpha/beta, save options, the buttons, status, recipe and images."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from lib_merge.ui.values import FORMATS, MODES, SAVE_DTYPES
+
+
+def build(widgets: dict, titles: list[str], can_generate: bool) -> dict:
+    """Creates the widgets (into `widgets`) and returns the buttons and output components."""
+    out: dict = {}
+    with gr.Row():
+        widgets["model_a"] = gr.Dropdown(titles, label="Model A (primary)", elem_id="alloy_model_a", scale=3)
+        widgets["model_b"] = gr.Dropdown(titles, label="Model B", elem_id="alloy_model_b", scale=3)
+        widgets["model_c"] = gr.Dropdown(titles, label="Model C", elem_id="alloy_model_c", scale=3)
+        out["refresh"] = gr.Button("Refresh", elem_id="alloy_refresh", scale=0, min_width=80)
+    with gr.Row():
+        widgets["mode"] = gr.Radio(MODES, value="weighted_sum", label="Mode", elem_id="alloy_mode")
+    with gr.Row():
+        widgets["alpha"] = gr.Slider(-1, 2, value=0.5, step=0.001, label="alpha", elem_id="alloy_alpha")
+        widgets["beta"] = gr.Slider(-1, 2, value=0.25, step=0.001, label="beta", elem_id="alloy_beta")
+    with gr.Accordion("Save", open=not can_generate):
+        with gr.Row():
+            widgets["save_name"] = gr.Textbox(
+                label="File name (empty: automatic)", elem_id="alloy_save_name", scale=3
+            )
+            widgets["save_dtype"] = gr.Radio(SAVE_DTYPES, value="fp16", label="dtype", elem_id="alloy_save_dtype")
+            widgets["save_format"] = gr.Radio(FORMATS, value="safetensors", label="format", elem_id="alloy_format")
+        with gr.Row():
+            widgets["save_prune"] = gr.Checkbox(label="prune", value=True, elem_id="alloy_prune")
+            widgets["save_overwrite"] = gr.Checkbox(label="overwrite", value=False, elem_id="alloy_overwrite")
+            widgets["save_after"] = gr.Checkbox(
+                label="save after merging", value=not can_generate, visible=can_generate, elem_id="alloy_save_after"
+            )
+    with gr.Row():
+        out["merge"] = gr.Button("Merge" if can_generate else "Merge and save", variant="primary",
+                                 elem_id="alloy_merge")
+        out["merge_gen"] = gr.Button("Merge & Gen", visible=can_generate, elem_id="alloy_merge_gen")
+        out["gen"] = gr.Button("Gen", visible=can_generate, elem_id="alloy_gen")
+        out["stop"] = gr.Button("Stop", elem_id="alloy_stop")
+        out["save_current"] = gr.Button("Save current merge", visible=can_generate, elem_id="alloy_save_current")
+        out["restore"] = gr.Button("Restore", visible=can_generate, elem_id="alloy_restore")
+        out["clear_cache"] = gr.Button("Clear cache", elem_id="alloy_clear_cache")
+    out["status"] = gr.Markdown("Ready.", elem_id="alloy_status")
+    with gr.Accordion("Recipe", open=False):
+        widgets["use_recipe"] = gr.Checkbox(
+            label="Merge runs this recipe text instead of the settings", value=False, elem_id="alloy_use_recipe"
+        )
+        widgets["recipe"] = gr.Textbox(label="Recipe", lines=8, elem_id="alloy_recipe")
+        out["show_recipe"] = gr.Button("Recipe from the settings", elem_id="alloy_show_recipe")
+    with gr.Accordion("Generation (empty or 0 = the txt2img tab's value)", open=False, visible=can_generate):
+        gen = {}
+        gen["prompt"] = gr.Textbox(label="Prompt", lines=2, elem_id="alloy_gen_prompt")
+        gen["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, elem_id="alloy_gen_negative")
+        with gr.Row():
+            gen["steps"] = gr.Number(label="Steps", value=0, precision=0, elem_id="alloy_gen_steps")
+            gen["sampler"] = gr.Textbox(label="Sampler", elem_id="alloy_gen_sampler")
+            gen["cfg_scale"] = gr.Number(label="CFG", value=0, elem_id="alloy_gen_cfg")
+            gen["seed"] = gr.Textbox(label="Seed", elem_id="alloy_gen_seed")
+        with gr.Row():
+            gen["width"] = gr.Number(label="Width", value=0, precision=0, elem_id="alloy_gen_width")
+            gen["height"] = gr.Number(label="Height", value=0, precision=0, elem_id="alloy_gen_height")
+            gen["batch_size"] = gr.Number(label="Batch size", value=0, precision=0, elem_id="alloy_gen_batch")
+        out["gen_overrides"] = gen
+    out["gallery"] = gr.Gallery(label="Images", columns=4, visible=can_generate, elem_id="alloy_gallery")
+    out["infotext"] = gr.Textbox(label="Infotext", lines=3, visible=can_generate, elem_id="alloy_infotext")
+    out["footer"] = gr.Markdown("", elem_id="alloy_footer")
+    return out

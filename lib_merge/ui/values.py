@@ -1,0 +1,169 @@
+"""Widget values <-> the core's dataclasses. No gradio here: every callback goes through these.
+
+A control added later (calc mode, elemental, Adjust) adds its name to `MERGE_FIELDS` and its
+meaning to `merge_request`/`restore_values`; no host code changes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lib_merge.arch.blocks import SCHEMAS
+from lib_merge.host.base import GenSettings
+from lib_merge.host.session import MergeRequest, SaveRequest
+from lib_merge.methods import get_method
+from lib_merge.recipe import parse_vector
+from lib_merge.recipe.vectors import format_number
+from lib_merge.settings import MergeSettings
+
+MODES = ["weighted_sum", "add_difference", "triple_sum", "sum_twice"]
+MBW_ARCHS = {"SD1/SD2 (26)": "sd1", "SDXL (20)": "sdxl"}
+SAVE_DTYPES = ["fp16", "bf16", "fp32"]
+FORMATS = ["safetensors", "ckpt"]
+
+# Order of the merge form's widgets; the Merge, Save and History callbacks all use it.
+MERGE_FIELDS = (
+    "model_a", "model_b", "model_c", "mode", "alpha", "beta",
+    "use_mbw", "mbw_arch", "mbw_sd1", "mbw_sdxl",
+    "use_recipe", "recipe",
+    "save_name", "save_dtype", "save_format", "save_prune", "save_overwrite", "save_after",
+)  # fmt: skip
+# mbw_sd1 / mbw_sdxl stand for 26 / 20 slider widgets each.
+GEN_OVERRIDE_FIELDS = (
+    "prompt", "negative_prompt", "steps", "sampler", "cfg_scale", "seed", "width", "height", "batch_size",
+)  # fmt: skip
+
+
+def uses_c(mode: str) -> bool:
+    return "C" in get_method(mode).inputs
+
+
+def uses_beta(mode: str) -> bool:
+    return any(p.name == "beta" for p in get_method(mode).params)
+
+
+def mbw_text(values: list[float]) -> str:
+    return ",".join(format_number(v) for v in values)
+
+
+def save_request(v: dict) -> SaveRequest:
+    return SaveRequest(
+        name=str(v.get("save_name") or ""),
+        dtype=str(v.get("save_dtype") or "fp16"),
+        format=str(v.get("save_format") or "safetensors"),
+        prune=bool(v.get("save_prune", True)),
+        overwrite=bool(v.get("save_overwrite", False)),
+    )
+
+
+def merge_request(v: dict, always_save: bool = False) -> MergeRequest:
+    """The Merge button's inputs as one request; `always_save` for hosts that only write files."""
+    schema_id = MBW_ARCHS.get(v.get("mbw_arch"), "sd1")
+    mbw_values = [float(x) for x in v.get(f"mbw_{schema_id}") or []]
+    ui = {
+        "use_mbw": bool(v.get("use_mbw")),
+        "mbw_arch": v.get("mbw_arch"),
+        "mbw_values": mbw_text(mbw_values),
+        "save_after": bool(v.get("save_after")),
+    }
+    save = save_request(v) if (v.get("save_after") or always_save) else None
+    if v.get("use_recipe") and str(v.get("recipe") or "").strip():
+        return MergeRequest(recipe=str(v["recipe"]), save=save, ui=ui)
+    mode = v.get("mode") or "weighted_sum"
+    if not v.get("model_a") or not v.get("model_b"):
+        from lib_merge.errors import ParameterError
+
+        raise ParameterError("choose models A and B")
+    settings = MergeSettings(
+        a=v["model_a"],
+        b=v["model_b"],
+        mode=mode,
+        c=(v.get("model_c") or None) if uses_c(mode) else None,
+        alpha=float(v["alpha"]) if v.get("alpha") is not None else None,
+        beta=float(v["beta"]) if uses_beta(mode) and v.get("beta") is not None else None,
+        blocks=mbw_text(mbw_values) if v.get("use_mbw") else None,
+    )
+    return MergeRequest(settings=settings, save=save, ui=ui)
+
+
+def vector_values(text: str, schema_id: str) -> list[float]:
+    """Slider values from a typed vector or a preset name (errors name the bad item)."""
+    schema = SCHEMAS[schema_id]
+    parsed = parse_vector(text, schema, default=0.0)
+    return [parsed.vector.value(schema, slot) for slot in schema.slots]
+
+
+def _find_title(titles: list[str], wanted: str | None, short: str | None) -> str | None:
+    if wanted and wanted in titles:
+        return wanted
+    if short:
+        for t in titles:
+            if f"[{short}]" in t:
+                return t
+    if wanted:
+        base = re.sub(r"\s*\[[0-9a-f]+\]$", "", wanted)
+        for t in titles:
+            if re.sub(r"\s*\[[0-9a-f]+\]$", "", t) == base:
+                return t
+    return None
+
+
+def restore_values(settings: dict, models_column: str, titles: list[str]) -> tuple[dict, list[str]]:
+    """A history row's settings as widget values; models found by short hash, then by name."""
+    shorts = dict(re.findall(r"(\w)=.*? \[([0-9a-f]*)\]", models_column))
+    values: dict = {}
+    notes: list[str] = []
+    for role in ("a", "b", "c"):
+        wanted = settings.get(role)
+        found = _find_title(titles, wanted, shorts.get(role.upper()))
+        values[f"model_{role}"] = found
+        if wanted and found is None:
+            notes.append(f"model {role.upper()} not found: {wanted}")
+    for name in ("mode", "alpha", "beta"):
+        if settings.get(name) is not None:
+            values[name] = settings[name]
+    values["use_mbw"] = bool(settings.get("use_mbw") or settings.get("blocks"))
+    arch = settings.get("mbw_arch") or "SD1/SD2 (26)"
+    values["mbw_arch"] = arch
+    text = settings.get("mbw_values") or settings.get("blocks")
+    if text:
+        schema_id = MBW_ARCHS.get(arch, "sd1")
+        try:
+            values[f"mbw_{schema_id}"] = vector_values(text, schema_id)
+        except Exception as e:  # noqa: BLE001 - an old row must not stop the rest from loading
+            notes.append(f"block weights not restored: {e}")
+    save = settings.get("save") or {}
+    for key in ("name", "dtype", "format", "prune", "overwrite"):
+        if key in save:
+            values[f"save_{key}"] = save[key]
+    values["save_after"] = bool(settings.get("save_after"))
+    values["use_recipe"] = False
+    return values, notes
+
+
+def gen_overrides(v: dict) -> GenSettings:
+    """Alloy's own generation overrides: empty text or 0 means the txt2img value."""
+
+    def number(name, kind):
+        raw = v.get(name)
+        if raw in (None, "", 0):
+            return None
+        try:
+            return kind(raw)
+        except (TypeError, ValueError):
+            from lib_merge.errors import ParameterError
+
+            raise ParameterError(f"{name.replace('_', ' ')} must be a number, not {raw!r}") from None
+
+    seed = str(v.get("seed") or "").strip()
+    return GenSettings(
+        prompt=v.get("prompt") or None,
+        negative_prompt=v.get("negative_prompt") or None,
+        steps=number("steps", int),
+        sampler=v.get("sampler") or None,
+        cfg_scale=number("cfg_scale", float),
+        seed=int(seed) if seed else None,
+        width=number("width", int),
+        height=number("height", int),
+        batch_size=number("batch_size", int),
+    )

@@ -1,0 +1,1 @@
+"""Test double of the WebUI's `modules` package (see README.md)."""

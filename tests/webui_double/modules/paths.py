@@ -1,0 +1,2 @@
+models_path = ""
+script_path = ""

@@ -1,0 +1,74 @@
+"""txt2img processing whose image is a pure function of the loaded weights and the seed."""
+
+import hashlib
+import re
+
+import numpy as np
+import torch
+from PIL import Image
+
+from modules import sd_models, shared
+
+UI_DEFAULTS = {"steps": 20, "sampler_name": "DPM++ 2M", "seed": -1}
+
+
+class StableDiffusionProcessingTxt2Img:
+    def __init__(self, **kwargs):
+        self.__dict__.update(kwargs)
+        self.extra_generation_params = {}
+        self.is_api = False
+        self.scripts = None
+        self._script_args = ()
+
+    @property
+    def script_args(self):
+        return self._script_args
+
+    @script_args.setter
+    def script_args(self, value):
+        # the built-in sampler/seed scripts' setup() overwrites these unless it is an API run
+        self._script_args = value
+        if self.scripts is not None and not self.is_api:
+            self.__dict__.update(UI_DEFAULTS)
+
+    def close(self):
+        pass
+
+
+class Processed:
+    def __init__(self, images, info):
+        self.images = images
+        self.info = info
+        self.infotexts = [info] * len(images)
+
+
+def weights_digest(model) -> bytes:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.digest()
+
+
+def render(model, seed, width, height) -> Image.Image:
+    digest = weights_digest(model) + int(seed).to_bytes(8, "little", signed=True)
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(digest).digest()[:8], "little"))
+    return Image.fromarray(rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8))
+
+
+def process_images(p):
+    import networks
+
+    if p.scripts is not None:
+        p.scripts.before_process(p)
+    sd_models.reload_model_weights()  # v1.10: the selected checkpoint is reloaded unless it is loaded
+    model = shared.sd_model
+    if not model.hijacked:
+        raise RuntimeError("the model is not hijacked: every generation fails until a checkpoint loads")
+    networks.activate(model, re.findall(r"<lora:([^:>]+)", p.prompt))
+    seed = p.seed if p.seed != -1 else 1234
+    images = [render(model, seed + i, p.width, p.height) for i in range(p.batch_size * p.n_iter)]
+    fields = {"Steps": p.steps, "Sampler": p.sampler_name, "Seed": seed, "Size": f"{p.width}x{p.height}",
+              "Model hash": model.sd_model_hash, "Model": model.sd_checkpoint_info.name_for_extra}
+    fields.update(p.extra_generation_params)
+    return Processed(images, f"{p.prompt}\n" + ", ".join(f"{k}: {v}" for k, v in fields.items()))

@@ -1,0 +1,1 @@
+loaded_vae_file = None
