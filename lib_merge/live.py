@@ -124,9 +124,7 @@ def merge_into_model(
         # fp32 results, rounded once to each parameter's own dtype by the sink.
         full = plan_merge(bound, torch.float32, prune=True)
         # Keys the merge leaves as A are already in the loaded model: nothing to read or write.
-        jobs = [
-            j for j in full.jobs if j.cast and j.tree is not bound.primary and not j.key.startswith(skip_prefixes)
-        ]
+        jobs = [j for j in full.jobs if j.cast and j.tree is not bound.primary and not j.key.startswith(skip_prefixes)]
         plan = MergePlan(jobs, full.kept_missing, full.dropped_b_only, full.pruned)
         sink = LiveModelSink(model, backup)
         report = run_plan(plan, sink, engine)

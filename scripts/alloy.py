@@ -1,8 +1,8 @@
 """AUTOMATIC1111 WebUI entry point for Alloy: kept thin, everything lives in lib_merge.
 
-For now it only makes `lib_merge` importable inside the WebUI (the extension folder is not
-on sys.path by default); the Alloy tab, settings and API routes are registered here in a
-later step through lib_merge.host and lib_merge.ui.
+Makes lib_merge importable, registers the tab, settings, API routes and callbacks, and adds an
+always-on txt2img script whose only job is to hand Alloy the txt2img components (by elem_id)
+and the settings of the user's last txt2img run.
 """
 
 import os
@@ -11,3 +11,29 @@ import sys
 _EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _EXTENSION_ROOT not in sys.path:
     sys.path.insert(0, _EXTENSION_ROOT)
+os.environ.setdefault("ALLOY_HOME", os.path.join(_EXTENSION_ROOT, "user-data"))
+
+from modules import scripts  # noqa: E402
+
+from lib_merge.host import webui_entry  # noqa: E402
+
+webui_entry.register()
+
+
+class AlloyTxt2ImgSettings(scripts.Script):
+    def title(self):
+        return "Alloy: txt2img settings reader"
+
+    def show(self, is_img2img):
+        return False if is_img2img else scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        return []
+
+    def after_component(self, component, **kwargs):
+        elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
+        if elem_id:
+            webui_entry.workbench().host.components[elem_id] = component
+
+    def before_process(self, p, *args):
+        webui_entry.workbench().host.capture_run(p)

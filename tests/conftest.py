@@ -57,3 +57,75 @@ def sd1_fp32(models):
 
 def listdir(path: Path) -> set[str]:
     return set(os.listdir(path))
+
+
+DOUBLE = Path(__file__).parent / "webui_double"
+
+
+class WebUI:
+    """The WebUI test double, loaded fresh, with model A selected and Alloy connected."""
+
+    def __init__(self, root: Path, models_src: list[Path]):
+        import shutil
+        import sys
+
+        for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.") or m == "networks"]:
+            del sys.modules[name]
+        sys.path.insert(0, str(DOUBLE))
+        import networks  # noqa: F401
+        from modules import processing, script_callbacks, sd_models, sd_vae, shared
+
+        from lib_merge.host.a1111 import A1111Host, connect
+        from lib_merge.host.session import Workbench
+
+        self.folder = root / "models" / "Stable-diffusion"
+        self.folder.mkdir(parents=True)
+        for name, src in zip(("model_a", "model_b", "model_c"), models_src, strict=True):
+            shutil.copy(src, self.folder / f"{name}.safetensors")
+        sd_models.model_path = str(self.folder)
+        self.shared, self.sd_models, self.processing, self.sd_vae = shared, sd_models, processing, sd_vae
+        self.script_callbacks = script_callbacks
+        sd_models.list_models()
+        shared.opts.data["sd_model_checkpoint"] = "model_a.safetensors"
+        shared.opts.data["alloy_history_file"] = str(root / "history.csv")  # Alloy's option in Settings
+        self.host = A1111Host()
+        self.workbench = Workbench(self.host)
+        connect(self.workbench)
+        shared.sd_model  # noqa: B018 - the WebUI loads the selected checkpoint at start-up
+
+    def title(self, stem: str) -> str:
+        return next(t for t in self.sd_models.checkpoints_list if t.startswith(stem))
+
+    @property
+    def model(self):
+        return self.sd_models.model_data.sd_model
+
+    def txt2img(self, prompt: str = "a cat", seed: int = 7):
+        """A txt2img run as the WebUI's own tab makes it (not through Alloy)."""
+        p = self.processing.StableDiffusionProcessingTxt2Img(
+            prompt=prompt,
+            negative_prompt="",
+            steps=3,
+            sampler_name="Euler",
+            seed=seed,
+            width=64,
+            height=64,
+            batch_size=1,
+            n_iter=1,
+            cfg_scale=7.0,
+        )
+        return self.processing.process_images(p)
+
+    def close(self):
+        import sys
+
+        sys.path.remove(str(DOUBLE))
+        for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.") or m == "networks"]:
+            del sys.modules[name]
+
+
+@pytest.fixture
+def webui(tmp_path, sd1):
+    ui = WebUI(tmp_path, sd1)
+    yield ui
+    ui.close()

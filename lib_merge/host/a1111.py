@@ -42,9 +42,25 @@ TXT2IMG_ELEM_IDS = {
     "txt2img_hr_scale": "hr_scale",
 }
 DEFAULT_GEN = GenSettings(
-    prompt="", negative_prompt="", steps=20, sampler="Euler a", scheduler="Automatic", cfg_scale=7.0, seed=-1,
-    subseed=-1, subseed_strength=0.0, width=512, height=512, batch_size=1, n_iter=1, enable_hr=False,
-    hr_scale=2.0, hr_upscaler="Latent", hr_second_pass_steps=0, denoising_strength=0.7, styles=[],
+    prompt="",
+    negative_prompt="",
+    steps=20,
+    sampler="Euler a",
+    scheduler="Automatic",
+    cfg_scale=7.0,
+    seed=-1,
+    subseed=-1,
+    subseed_strength=0.0,
+    width=512,
+    height=512,
+    batch_size=1,
+    n_iter=1,
+    enable_hr=False,
+    hr_scale=2.0,
+    hr_upscaler="Latent",
+    hr_second_pass_steps=0,
+    denoising_strength=0.7,
+    styles=[],
 )
 
 
@@ -64,8 +80,9 @@ class A1111Host:
         from modules import shared
 
         defaults = HostConfig(cache_budget="auto")
-        values = {f.name: shared.opts.data.get(OPTION_PREFIX + f.name, getattr(defaults, f.name)) for f in fields(
-            HostConfig)}
+        values = {
+            f.name: shared.opts.data.get(OPTION_PREFIX + f.name, getattr(defaults, f.name)) for f in fields(HostConfig)
+        }
         return HostConfig(**{k: str(v) for k, v in values.items()})
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -238,13 +255,25 @@ class A1111Host:
         if getattr(p, "alloy_run", False):
             return
         self.last_run = GenSettings(
-            prompt=p.prompt, negative_prompt=p.negative_prompt, steps=p.steps, sampler=p.sampler_name,
-            scheduler=getattr(p, "scheduler", None), cfg_scale=p.cfg_scale, seed=p.seed, subseed=p.subseed,
-            subseed_strength=p.subseed_strength, width=p.width, height=p.height, batch_size=p.batch_size,
-            n_iter=p.n_iter, enable_hr=getattr(p, "enable_hr", False), hr_scale=getattr(p, "hr_scale", None),
+            prompt=p.prompt,
+            negative_prompt=p.negative_prompt,
+            steps=p.steps,
+            sampler=p.sampler_name,
+            scheduler=getattr(p, "scheduler", None),
+            cfg_scale=p.cfg_scale,
+            seed=p.seed,
+            subseed=p.subseed,
+            subseed_strength=p.subseed_strength,
+            width=p.width,
+            height=p.height,
+            batch_size=p.batch_size,
+            n_iter=p.n_iter,
+            enable_hr=getattr(p, "enable_hr", False),
+            hr_scale=getattr(p, "hr_scale", None),
             hr_upscaler=getattr(p, "hr_upscaler", None),
             hr_second_pass_steps=getattr(p, "hr_second_pass_steps", None),
-            denoising_strength=getattr(p, "denoising_strength", None), styles=list(getattr(p, "styles", []) or []),
+            denoising_strength=getattr(p, "denoising_strength", None),
+            styles=list(getattr(p, "styles", []) or []),
             override_settings=dict(getattr(p, "override_settings", {}) or {}),
             script_args=tuple(p.script_args) if getattr(p, "script_args", None) is not None else None,
         )
@@ -341,3 +370,11 @@ class A1111Host:
         from modules import shared
 
         shared.state.interrupt()
+
+
+def connect(workbench) -> None:
+    """Register the WebUI callbacks the workbench depends on (called at script load)."""
+    from modules import script_callbacks
+
+    host = workbench.host
+    script_callbacks.on_model_loaded(lambda model: workbench.model_loaded(host.is_ours(model)))

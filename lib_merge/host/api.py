@@ -48,13 +48,13 @@ def request_from_body(body: dict) -> MergeRequest:
 def add_routes(app, workbench: Workbench, credentials: dict[str, str] | None = None) -> None:
     from fastapi import Body, Depends, HTTPException
     from fastapi.responses import JSONResponse
-    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+    from fastapi.security import HTTPBasic
 
     dependencies = []
     if credentials:
         basic = HTTPBasic()
 
-        def check(given: HTTPBasicCredentials = Depends(basic)) -> None:
+        def check(given=Depends(basic)) -> None:  # noqa: B008
             expected = credentials.get(given.username)
             if expected is None or not secrets.compare_digest(given.password, expected):
                 raise HTTPException(401, "Incorrect username or password", {"WWW-Authenticate": "Basic"})
@@ -107,8 +107,16 @@ def add_routes(app, workbench: Workbench, credentials: dict[str, str] | None = N
                 rows = rows[-limit:]
             return {
                 "rows": [
-                    {"id": r.id, "time": r.time, "name": r.name, "hash": r.recipe_hash, "models": r.models,
-                     "settings": r.settings, "output": r.output, "recipe": r.recipe}
+                    {
+                        "id": r.id,
+                        "time": r.time,
+                        "name": r.name,
+                        "hash": r.recipe_hash,
+                        "models": r.models,
+                        "settings": r.settings,
+                        "output": r.output,
+                        "recipe": r.recipe,
+                    }
                     for r in rows
                 ],
                 "skipped": log.skipped,

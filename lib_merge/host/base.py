@@ -6,8 +6,8 @@ history logic is the same for every host and is tested against a test double.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch

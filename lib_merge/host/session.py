@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lib_merge.cache import CacheStats, TensorCache
 from lib_merge.engine.bind import bind_recipe, hashed_root
@@ -81,7 +81,7 @@ class Progress:
 
 
 def parse_cache_budget(text: str) -> int:
-    """"auto" = 25% of the available RAM capped at 16 GiB; otherwise GiB as a number (0 = off)."""
+    """ "auto" = 25% of the available RAM capped at 16 GiB; otherwise GiB as a number (0 = off)."""
     value = str(text).strip().lower()
     if value in ("", "0", "off"):
         return 0
@@ -163,8 +163,12 @@ class Workbench:
         row = self._log(name, result.recipe_hash, result.recipe_text, request, path)
         self.live = LiveMerge(name, result.recipe_text, result.recipe_hash, row.id, base)
         self.host.set_identity(
-            MergeIdentity(name, result.recipe_hash, base, {"alloy_recipe": result.recipe_text,
-                                                         "alloy_recipe_hash": result.recipe_hash})
+            MergeIdentity(
+                name,
+                result.recipe_hash,
+                base,
+                {"alloy_recipe": result.recipe_text, "alloy_recipe_hash": result.recipe_hash},
+            )
         )
         seconds = time.perf_counter() - started
         skipped = " VAE: external VAE kept." if self.host.skip_prefixes() else ""
@@ -193,14 +197,19 @@ class Workbench:
         if save.format not in EXTENSIONS:
             raise ParameterError(f"unknown format {save.format!r}; use safetensors or ckpt")
         folder = self.host.save_folder()
-        file_name = custom_file_name(save.name, save.format) if save.name.strip() else (
-            auto_name(root, digest) + EXTENSIONS[save.format]
+        file_name = (
+            custom_file_name(save.name, save.format)
+            if save.name.strip()
+            else (auto_name(root, digest) + EXTENSIONS[save.format])
         )
         target = os.path.join(folder, file_name)
         if not inside_folder(target, folder):
             raise UnsafePathError(f"{target} is outside the checkpoint folder {folder}")
         options = SaveOptions(
-            output=target, dtype=parse_output_dtype(save.dtype), overwrite=save.overwrite, prune=save.prune,
+            output=target,
+            dtype=parse_output_dtype(save.dtype),
+            overwrite=save.overwrite,
+            prune=save.prune,
             format=save.format,
         )
         self.progress.phase = "saving"
@@ -218,9 +227,7 @@ class Workbench:
         models = []
         for role, ref in zip("ABCDEFGHIJKLMNOP", walk_models(parse_recipe(text)), strict=False):
             models.append(f"{role}={os.path.basename(ref.path)} [{(ref.sha256 or '')[:10]}]")
-        return append_history(
-            name, digest, ";".join(models), settings, path or "not saved", text, self.history_path()
-        )
+        return append_history(name, digest, ";".join(models), settings, path or "not saved", text, self.history_path())
 
     def history_path(self) -> Path:
         configured = self.host.config().history_file

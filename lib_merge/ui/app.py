@@ -76,7 +76,7 @@ def build_ui(workbench: Workbench) -> gr.Blocks:
     with gr.Blocks(analytics_enabled=False, title="Alloy") as demo:
         with gr.Tabs(elem_id="alloy_tabs"):
             with gr.Tab("Merge", elem_id="alloy_tab_merge"):
-                parts = merge_tab.build(widgets, host.checkpoint_titles(), can_generate)
+                parts = merge_tab.build(widgets, host.checkpoint_titles(), can_generate, host.config().save_dtype)
             with gr.Tab("MBW", elem_id="alloy_tab_mbw"):
                 mbw_tab.build(widgets)
             for label in TAB_LABELS[2:-1]:
@@ -244,9 +244,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
             return update(), update(), error_text(e)
         return row.recipe, True, f"Recipe of history id {row.id} loaded into the Merge tab's recipe box."
 
-    history["load_recipe"].click(
-        load_recipe, [history["id"]], [recipe, form.widgets["use_recipe"], history["message"]]
-    )
+    history["load_recipe"].click(load_recipe, [history["id"]], [recipe, form.widgets["use_recipe"], history["message"]])
 
 
 def _gen_inputs(host, parts: dict) -> dict:

@@ -11,8 +11,9 @@ PAGE_SIZES = ["20", "50", "100", "all"]
 def build() -> dict:
     c: dict = {}
     with gr.Row():
-        c["query"] = gr.Textbox(label="Search (words, \"phrases\", id:12, hash:1a2b)", elem_id="alloy_history_query",
-                                scale=4)
+        c["query"] = gr.Textbox(
+            label='Search (words, "phrases", id:12, hash:1a2b)', elem_id="alloy_history_query", scale=4
+        )
         c["any_word"] = gr.Radio(["and", "or"], value="and", label="Match", elem_id="alloy_history_match")
         c["page"] = gr.Dropdown(PAGE_SIZES, value="50", label="Rows", elem_id="alloy_history_page")
         c["search"] = gr.Button("Search", elem_id="alloy_history_search")

@@ -13,12 +13,8 @@ from lib_merge.ui.values import MBW_ARCHS, mbw_text, vector_values
 def build(widgets: dict) -> None:
     widgets["use_mbw"] = gr.Checkbox(label="Use block weights for alpha", value=False, elem_id="alloy_use_mbw")
     with gr.Row():
-        widgets["mbw_arch"] = gr.Radio(
-            list(MBW_ARCHS), value="SD1/SD2 (26)", label="Schema", elem_id="alloy_mbw_arch"
-        )
-        preset = gr.Dropdown(
-            preset_names(SCHEMAS["sd1"]), label="Preset", value=None, elem_id="alloy_mbw_preset"
-        )
+        widgets["mbw_arch"] = gr.Radio(list(MBW_ARCHS), value="SD1/SD2 (26)", label="Schema", elem_id="alloy_mbw_arch")
+        preset = gr.Dropdown(preset_names(SCHEMAS["sd1"]), label="Preset", value=None, elem_id="alloy_mbw_preset")
     with gr.Row():
         text = gr.Textbox(
             label="Block weights: 26/20 numbers, or named (IN00-IN05=0.2 OUT*=1 *=0.5), or a preset name",
@@ -29,7 +25,7 @@ def build(widgets: dict) -> None:
         read = gr.Button("Read sliders", elem_id="alloy_mbw_read")
     message = gr.Markdown("", elem_id="alloy_mbw_message")
     groups = {}
-    for label, schema_id in MBW_ARCHS.items():
+    for schema_id in MBW_ARCHS.values():
         schema = SCHEMAS[schema_id]
         with gr.Column(visible=schema_id == "sd1") as group:
             sliders = []

@@ -7,7 +7,7 @@ import gradio as gr
 from lib_merge.ui.values import FORMATS, MODES, SAVE_DTYPES
 
 
-def build(widgets: dict, titles: list[str], can_generate: bool) -> dict:
+def build(widgets: dict, titles: list[str], can_generate: bool, save_dtype: str = "fp16") -> dict:
     """Creates the widgets (into `widgets`) and returns the buttons and output components."""
     out: dict = {}
     with gr.Row():
@@ -22,10 +22,8 @@ def build(widgets: dict, titles: list[str], can_generate: bool) -> dict:
         widgets["beta"] = gr.Slider(-1, 2, value=0.25, step=0.001, label="beta", elem_id="alloy_beta")
     with gr.Accordion("Save", open=not can_generate):
         with gr.Row():
-            widgets["save_name"] = gr.Textbox(
-                label="File name (empty: automatic)", elem_id="alloy_save_name", scale=3
-            )
-            widgets["save_dtype"] = gr.Radio(SAVE_DTYPES, value="fp16", label="dtype", elem_id="alloy_save_dtype")
+            widgets["save_name"] = gr.Textbox(label="File name (empty: automatic)", elem_id="alloy_save_name", scale=3)
+            widgets["save_dtype"] = gr.Radio(SAVE_DTYPES, value=save_dtype, label="dtype", elem_id="alloy_save_dtype")
             widgets["save_format"] = gr.Radio(FORMATS, value="safetensors", label="format", elem_id="alloy_format")
         with gr.Row():
             widgets["save_prune"] = gr.Checkbox(label="prune", value=True, elem_id="alloy_prune")
@@ -34,8 +32,9 @@ def build(widgets: dict, titles: list[str], can_generate: bool) -> dict:
                 label="save after merging", value=not can_generate, visible=can_generate, elem_id="alloy_save_after"
             )
     with gr.Row():
-        out["merge"] = gr.Button("Merge" if can_generate else "Merge and save", variant="primary",
-                                 elem_id="alloy_merge")
+        out["merge"] = gr.Button(
+            "Merge" if can_generate else "Merge and save", variant="primary", elem_id="alloy_merge"
+        )
         out["merge_gen"] = gr.Button("Merge & Gen", visible=can_generate, elem_id="alloy_merge_gen")
         out["gen"] = gr.Button("Gen", visible=can_generate, elem_id="alloy_gen")
         out["stop"] = gr.Button("Stop", elem_id="alloy_stop")

@@ -68,7 +68,13 @@ def process_images(p):
     networks.activate(model, re.findall(r"<lora:([^:>]+)", p.prompt))
     seed = p.seed if p.seed != -1 else 1234
     images = [render(model, seed + i, p.width, p.height) for i in range(p.batch_size * p.n_iter)]
-    fields = {"Steps": p.steps, "Sampler": p.sampler_name, "Seed": seed, "Size": f"{p.width}x{p.height}",
-              "Model hash": model.sd_model_hash, "Model": model.sd_checkpoint_info.name_for_extra}
+    fields = {
+        "Steps": p.steps,
+        "Sampler": p.sampler_name,
+        "Seed": seed,
+        "Size": f"{p.width}x{p.height}",
+        "Model hash": model.sd_model_hash,
+        "Model": model.sd_checkpoint_info.name_for_extra,
+    }
     fields.update(p.extra_generation_params)
     return Processed(images, f"{p.prompt}\n" + ", ".join(f"{k}: {v}" for k, v in fields.items()))

@@ -44,7 +44,9 @@ class CheckpointInfo:
         self.sha256 = hash_cache.get(f"checkpoint/{name}") if os.path.exists(filename) else None
         self.shorthash = self.sha256[0:10] if self.sha256 else None
         self.title = name if self.shorthash is None else f"{name} [{self.shorthash}]"
-        self.short_title = self.name_for_extra if self.shorthash is None else f"{self.name_for_extra} [{self.shorthash}]"
+        self.short_title = (
+            self.name_for_extra if self.shorthash is None else f"{self.name_for_extra} [{self.shorthash}]"
+        )
         self.ids = [self.hash, self.model_name, self.title, name, self.name_for_extra, f"{name} [{self.hash}]"]
         if self.shorthash:
             self.ids += [self.shorthash, self.sha256, f"{self.name} [{self.shorthash}]"]

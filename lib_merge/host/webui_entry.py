@@ -1,0 +1,70 @@
+"""What scripts/alloy.py registers in the WebUI: the tab, the settings, the API routes, the callbacks.
+
+The WebUI re-executes script files on "Reload UI" but keeps imported packages, so the one
+workbench (and with it the live merge's backups) lives here, not in the script module.
+"""
+
+from __future__ import annotations
+
+from lib_merge.host.a1111 import A1111Host, connect
+from lib_merge.host.session import Workbench
+
+_workbench: list[Workbench] = []  # the WebUI forces one process-wide instance
+
+
+def workbench() -> Workbench:
+    if not _workbench:
+        _workbench.append(Workbench(A1111Host()))
+    return _workbench[0]
+
+
+def register() -> None:
+    """Called at import of scripts/alloy.py (the WebUI clears callbacks before a reload)."""
+    from modules import script_callbacks
+
+    script_callbacks.on_ui_tabs(ui_tabs)
+    script_callbacks.on_ui_settings(ui_settings)
+    script_callbacks.on_app_started(app_started)
+    connect(workbench())
+
+
+def ui_tabs():
+    from lib_merge.ui.app import build_ui
+
+    return [(build_ui(workbench()), "Alloy", "alloy")]
+
+
+def ui_settings() -> None:
+    import gradio as gr
+    from modules import shared
+
+    section = ("alloy", "Alloy")
+    options = {
+        "alloy_cache_budget": shared.OptionInfo(
+            "auto",
+            "RAM cache of source tensors: auto (25% of free RAM, at most 16 GiB), GiB, or 0 for off",
+            section=section,
+        ),
+        "alloy_device": shared.OptionInfo(
+            "cpu", "Merge on this device", gr.Dropdown, {"choices": ["cpu", "cuda", "mps"]}, section=section
+        ),
+        "alloy_compute_dtype": shared.OptionInfo(
+            "fp32", "Compute dtype of merges", gr.Radio, {"choices": ["fp32", "bf16", "fp16"]}, section=section
+        ),
+        "alloy_history_file": shared.OptionInfo(
+            "", "History file (empty: user-data/history.csv in the extension folder)", section=section
+        ),
+        "alloy_save_dtype": shared.OptionInfo(
+            "fp16", "Default dtype of saved merges", gr.Radio, {"choices": ["fp16", "bf16", "fp32"]}, section=section
+        ),
+    }
+    for key, info in options.items():
+        shared.opts.add_option(key, info)
+
+
+def app_started(demo, app) -> None:
+    from modules import shared
+
+    from lib_merge.host.api import add_routes, parse_credentials
+
+    add_routes(app, workbench(), parse_credentials(getattr(shared.cmd_opts, "api_auth", None)))

@@ -1,0 +1,117 @@
+"""The HTTP API (/alloy/v1) on a FastAPI app, over the WebUI double and over the standalone host."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from helpers import load
+
+from lib_merge.host.api import add_routes, parse_credentials
+from lib_merge.live import model_tensors
+
+
+@pytest.fixture
+def api(webui):
+    app = FastAPI()
+    add_routes(app, webui.workbench)
+    return TestClient(app)
+
+
+def test_merge_by_flags_then_save_then_restore(api, webui):
+    a = webui.title("model_a")
+    answer = api.post("/alloy/v1/merge", json={"a": a, "b": webui.title("model_b"), "mode": "ws", "alpha": 0.3})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) >= {"name", "hash", "history_id", "seconds"}
+    assert len(body["hash"]) == 64 and body["history_id"] == 1 and body["seconds"] >= 0
+    assert webui.model.sd_checkpoint_info.sha256 == body["hash"]
+    saved = api.post("/alloy/v1/save", json={"name": "via_api", "dtype": "fp32"})
+    assert saved.status_code == 200, saved.text
+    path = saved.json()["path"]
+    assert path.endswith("via_api.safetensors")
+    live = model_tensors(webui.model)
+    tensors = load(path)
+    assert all(t.dtype == torch.float32 for t in tensors.values() if t.is_floating_point())
+    assert all(torch.equal(live[k], t.to(live[k].dtype)) for k, t in tensors.items())
+    assert api.post("/alloy/v1/restore").status_code == 200
+    a_tensors = load(webui.folder / "model_a.safetensors")
+    live = model_tensors(webui.model)
+    assert all(torch.equal(live[k], t.to(live[k].dtype)) for k, t in a_tensors.items())
+    assert webui.model.sd_checkpoint_info.name == "model_a.safetensors"
+
+
+def test_merge_by_recipe_and_history_search(api, webui):
+    recipe = (
+        'alloy-recipe 1\nA = model("model_a.safetensors")\nB = model("model_b.safetensors")\n'
+        'C = model("model_c.safetensors")\nmerged = add_difference(A, B, C, alpha=0.7)\n'
+    )
+    first = api.post("/alloy/v1/merge", json={"recipe": recipe}).json()
+    second = api.post("/alloy/v1/merge", json={"a": "model_a", "b": "model_b", "alpha": 0.5}).json()
+    rows = api.get("/alloy/v1/history", params={"q": "add_difference"}).json()["rows"]
+    assert [r["id"] for r in rows] == [first["history_id"]]
+    rows = api.get("/alloy/v1/history", params={"q": f"hash:{second['hash'][:8]}"}).json()["rows"]
+    assert [r["id"] for r in rows] == [second["history_id"]]
+    assert len(api.get("/alloy/v1/history").json()["rows"]) == 2
+    assert api.get("/alloy/v1/status").json()["history_id"] == second["history_id"]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"a": "model_a", "b": "missing_model"}, "missing_model"),
+        ({"a": "model_a", "b": "model_b", "mode": "add_difference"}, "model C"),
+        ({"a": "model_a", "b": "model_b", "blocks": "1,2,3"}, "3 values"),
+        ({"a": "model_a", "b": "../../etc/passwd"}, "outside"),
+        ({"a": "model_a", "b": "model_b", "colour": 1}, "unknown fields: colour"),
+        ({"recipe": "alloy-recipe 1\nmerged = nonsense("}, "line"),
+        ({}, "give 'recipe'"),
+    ],
+)
+def test_errors_answer_400_with_a_message(api, body, words):
+    answer = api.post("/alloy/v1/merge", json=body)
+    assert answer.status_code == 400
+    assert words in answer.json()["error"]
+
+
+def test_save_without_a_merge_is_a_400(api):
+    answer = api.post("/alloy/v1/save", json={"name": "x"})
+    assert answer.status_code == 400 and "not an Alloy merge" in answer.json()["error"]
+
+
+def test_busy_answers_409_when_asked_not_to_wait(api, webui):
+    webui.workbench._lock.acquire()
+    try:
+        answer = api.post("/alloy/v1/merge", json={"a": "model_a", "b": "model_b", "wait": False})
+    finally:
+        webui.workbench._lock.release()
+    assert answer.status_code == 409 and "running" in answer.json()["error"]
+
+
+def test_routes_require_the_webui_api_credentials(webui):
+    app = FastAPI()
+    add_routes(app, webui.workbench, parse_credentials("u:p, other:secret"))
+    client = TestClient(app)
+    assert client.get("/alloy/v1/history").status_code == 401
+    assert client.get("/alloy/v1/history", auth=("u", "wrong")).status_code == 401
+    assert client.get("/alloy/v1/history", auth=("u", "p")).status_code == 200
+    assert client.post("/alloy/v1/restore", auth=("other", "secret")).status_code == 200
+
+
+def test_standalone_api_writes_files(tmp_path, sd1):
+    import shutil
+
+    from lib_merge.ui.standalone import create_app
+
+    for p in sd1[:2]:
+        shutil.copy(p, tmp_path / p.name)
+    app, _ = create_app(str(tmp_path))
+    client = TestClient(app)
+    body = client.post("/alloy/v1/merge", json={"a": sd1[0].name, "b": sd1[1].name, "alpha": 0.25}).json()
+    assert body["path"].startswith(str(tmp_path)) and body["hash"][:10] in body["path"]
+    a, b, out = load(sd1[0]), load(sd1[1]), load(body["path"])
+    key = "model.diffusion_model.out.2.weight"
+    expected = (a[key].double() * 0.75 + b[key].double() * 0.25).half()
+    assert (out[key].float() - expected.float()).abs().max() <= 1e-3
+    assert client.get("/", follow_redirects=True).status_code == 200  # the tabs are served too

@@ -1,0 +1,195 @@
+"""The Gradio tabs: built on the installed Gradio (CI runs this file on 3.41.2 and on 4.x), and their
+callbacks driven with widget values exactly as Gradio hands them over."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from lib_merge.arch.blocks import SCHEMAS
+from lib_merge.errors import BlockVectorError, ParameterError
+from lib_merge.history import append_history
+from lib_merge.host.session import Workbench
+from lib_merge.host.standalone import FolderHost
+from lib_merge.ui.app import TAB_LABELS, build_ui
+from lib_merge.ui.values import merge_request, restore_values, vector_values
+
+GEN_IDS = {
+    "txt2img_prompt": "a cat",
+    "txt2img_steps": 3,
+    "txt2img_sampling": "Euler",
+    "txt2img_seed": 42,
+    "txt2img_width": 64,
+    "txt2img_height": 64,
+    "txt2img_batch_size": 2,
+    "txt2img_batch_count": 1,
+    "txt2img_cfg_scale": 7.0,
+}
+
+
+def labels(demo) -> list[str]:
+    return [b.label for b in demo.blocks.values() if type(b).__name__ in ("Tab", "TabItem")]
+
+
+def by_elem_id(demo, elem_id):
+    return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+
+
+def handler(demo, elem_id, outside=()):
+    """The function Gradio runs when the element with this elem_id is clicked, and its inputs
+    (`outside`: components of other Blocks, as the WebUI's txt2img tab is)."""
+    block = by_elem_id(demo, elem_id)
+    known = dict(demo.blocks) | {c._id: c for c in outside}
+    if isinstance(demo.fns, dict):  # Gradio 4: BlockFunction objects carry targets and inputs
+        for fn in demo.fns.values():
+            if block._id in [t[0] for t in fn.targets]:
+                return fn.fn, list(fn.inputs)
+    else:  # Gradio 3: dependencies (dicts of ids) beside a list of functions
+        for index, dep in enumerate(demo.dependencies):
+            if block._id in [t[0] if isinstance(t, (list, tuple)) else t for t in dep["targets"]]:
+                return demo.fns[index].fn, [known[i] for i in dep["inputs"]]
+    raise AssertionError(f"nothing wired to {elem_id}")
+
+
+def last(gen_or_value):
+    """The final output of a callback (generators yield progress first)."""
+    if hasattr(gen_or_value, "__next__"):
+        return list(gen_or_value)[-1]
+    return gen_or_value
+
+
+def test_standalone_tabs_build_and_merge_writes_a_file(tmp_path, sd1):
+    import shutil
+
+    for p in sd1[:2]:
+        shutil.copy(p, tmp_path / p.name)
+    demo = build_ui(Workbench(FolderHost(str(tmp_path))))
+    assert labels(demo) == list(TAB_LABELS)
+    assert not by_elem_id(demo, "alloy_gen").visible and not by_elem_id(demo, "alloy_restore").visible
+    fn, inputs = handler(demo, "alloy_merge")
+    values = [c.value for c in inputs]
+    ids = [c.elem_id for c in inputs]
+    values[ids.index("alloy_model_a")] = sd1[0].name
+    values[ids.index("alloy_model_b")] = sd1[1].name
+    values[ids.index("alloy_save_name")] = "from_ui"
+    status, recipe, _ = last(fn(*values))
+    assert status.startswith("Saved") and (tmp_path / "from_ui.safetensors").is_file()
+    assert "weighted_sum(A, B, alpha=0.5)" in recipe
+
+
+def test_webui_tabs_read_txt2img_components_and_generate(webui):
+    with gr.Blocks():  # the txt2img tab, built by the WebUI before Alloy's tab
+        for elem_id, value in GEN_IDS.items():
+            webui.host.components[elem_id] = gr.Textbox(value=str(value), elem_id=elem_id)
+    demo = build_ui(webui.workbench)
+    assert labels(demo) == list(TAB_LABELS)
+    fn, inputs = handler(demo, "alloy_gen", webui.host.components.values())
+    by_id = {c.elem_id: c for c in inputs}
+    assert set(GEN_IDS) <= set(by_id)  # the Gen button takes the txt2img tab's own components
+    values = [GEN_IDS.get(c.elem_id, c.value) for c in inputs]
+    status, images, infotext = last(fn(*values))
+    assert len(images) == 2 and "Steps: 3" in infotext and "Seed: 42" in infotext, status
+    assert "not found" in status  # the double has no hires-fix components: the fallback is announced
+    # an Alloy override wins over the txt2img value
+    values[[c.elem_id for c in inputs].index("alloy_gen_seed")] = "5"
+    _, _, infotext = last(fn(*values))
+    assert "Seed: 5" in infotext
+
+
+def test_merge_button_patches_and_history_restores_the_widgets(webui):
+    demo = build_ui(webui.workbench)
+    fn, inputs = handler(demo, "alloy_merge")
+    ids = [c.elem_id for c in inputs]
+    values = [c.value for c in inputs]
+    values[ids.index("alloy_model_a")] = webui.title("model_a")
+    values[ids.index("alloy_model_b")] = webui.title("model_b")
+    values[ids.index("alloy_use_mbw")] = True
+    values[ids.index("alloy_sd1_OUT05")] = 0.9
+    status, recipe, footer = last(fn(*values))
+    assert status.startswith("Merged"), status
+    assert "blocks(" in recipe and "OUT05=0.9" in recipe and "history 1" in footer
+    load, load_inputs = handler(demo, "alloy_history_load")
+    updates = load(-1)
+    restored = dict(zip(ids, [u.get("value") if isinstance(u, dict) else None for u in updates[:-1]], strict=True))
+    assert restored["alloy_model_a"] == webui.title("model_a") and restored["alloy_use_mbw"] is True
+    assert restored["alloy_sd1_OUT05"] == 0.9 and restored["alloy_sd1_OUT04"] == 0.5
+    assert "Loaded the settings of history id 1" in updates[-1]
+    search, _ = handler(demo, "alloy_history_search")
+    rows, note = search("OUT05", "and", "50")
+    assert [r[0] for r in rows] == [1] and note.startswith("1 of 1")
+    restore, _ = handler(demo, "alloy_restore")
+    assert restore().startswith("Restored")
+
+
+def test_errors_are_shown_not_raised(webui):
+    demo = build_ui(webui.workbench)
+    fn, inputs = handler(demo, "alloy_merge")
+    values = [c.value for c in inputs]
+    status, *_ = last(fn(*values))
+    assert status == "**Error:** choose models A and B"
+    load, _ = handler(demo, "alloy_history_load")
+    assert load(0)[-1] == "**Error:** no history row with id 0"
+
+
+def test_merge_request_from_widget_values():
+    sd1 = [0.5] * 26
+    values = {
+        "model_a": "a",
+        "model_b": "b",
+        "model_c": "c",
+        "mode": "weighted_sum",
+        "alpha": 0.3,
+        "beta": 0.2,
+        "use_mbw": False,
+        "mbw_arch": "SD1/SD2 (26)",
+        "mbw_sd1": sd1,
+        "mbw_sdxl": [0.1] * 20,
+    }
+    request = merge_request(values)
+    assert request.settings.c is None and request.settings.beta is None and request.settings.blocks is None
+    assert request.save is None
+    request = merge_request(dict(values, mode="sum_twice", use_mbw=True, mbw_arch="SDXL (20)", save_after=True))
+    assert request.settings.c == "c" and request.settings.beta == 0.2
+    assert request.settings.blocks == ",".join(["0.1"] * 20) and request.save.dtype == "fp16"
+    with pytest.raises(ParameterError, match="models A and B"):
+        merge_request(dict(values, model_b=None))
+    assert merge_request(dict(values, use_recipe=True, recipe="alloy-recipe 1\n")).recipe.startswith("alloy")
+
+
+def test_vector_text_and_presets_fill_sliders():
+    values = vector_values("IN00-IN02=0.2 OUT*=1 *=0.5", "sd1")
+    slots = SCHEMAS["sd1"].slots
+    assert values[slots.index("IN01")] == 0.2 and values[slots.index("OUT11")] == 1 and values[0] == 0.5
+    assert len(vector_values("GRAD_V", "sdxl")) == len(SCHEMAS["sdxl"].slots)
+    with pytest.raises(BlockVectorError):
+        vector_values("1,2,3", "sd1")
+
+
+def test_restore_finds_models_by_short_hash_then_name():
+    titles = ["base.safetensors [1234567890]", "sub/fooMix.safetensors [abcdefabcd]"]
+    settings = {
+        "a": "base.safetensors [0000000000]",
+        "b": "gone.safetensors",
+        "c": "fooMix_old",
+        "mode": "add",
+        "alpha": 0.4,
+    }
+    values, notes = restore_values(settings, "A=base.safetensors [1234567890];B=gone.safetensors [ffff]", titles)
+    assert values["model_a"] == titles[0] and values["model_b"] is None and values["model_c"] is None
+    assert notes == ["model B not found: gone.safetensors", "model C not found: fooMix_old"]
+    assert values["alpha"] == 0.4
+
+
+def test_history_page_shows_newest_first(tmp_path, monkeypatch):
+    from lib_merge.history import read_history
+    from lib_merge.ui.history_tab import table_rows
+
+    path = tmp_path / "h.csv"
+    for i in range(25):
+        append_history(f"m{i}", f"{i:064x}", "A=a [x]", {}, "not saved", "r", path)
+    rows = read_history(path).rows
+    shown = table_rows(rows, "20")
+    assert len(shown) == 20 and shown[0][0] == 25 and shown[-1][0] == 6
+    assert len(table_rows(rows, "all")) == 25
+    assert np.array_equal([r[0] for r in table_rows(rows, "all")], list(range(25, 0, -1)))
