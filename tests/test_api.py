@@ -67,6 +67,8 @@ def test_merge_by_recipe_and_history_search(api, webui):
         ({"a": "model_a", "b": "model_b", "colour": 1}, "unknown fields: colour"),
         ({"recipe": "alloy-recipe 1\nmerged = nonsense("}, "line"),
         ({}, "give 'recipe'"),
+        ({"a": "model_a", "b": "model_b", "calc": "cosineA"}, "valid calc modes: normal"),
+        ({"a": "model_a", "b": "model_b", "gamma": 0.5}, "gamma is not used"),
     ],
 )
 def test_errors_answer_400_with_a_message(api, body, words):
