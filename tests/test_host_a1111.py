@@ -201,3 +201,12 @@ def test_history_logs_every_merge_and_save_current_needs_a_merge(webui):
     assert rows[1].recipe_hash == second.recipe_hash and "A=model_a.safetensors [" in rows[1].models
     assert rows[1].settings["alpha"] == 0.2 and rows[1].settings["save"]["dtype"] == "fp32"
     assert load(second.path)["model.diffusion_model.out.2.weight"].dtype == torch.float32
+
+
+def test_a_linked_checkpoint_keeps_its_listed_name(webui, sd1):
+    (webui.folder / "linked.safetensors").symlink_to(sd1[1])  # a link to a file outside the folder
+    webui.sd_models.list_models()
+    settings = MergeSettings(webui.title("model_a"), webui.title("linked"), "weighted_sum", alpha=0.5)
+    outcome = webui.workbench.merge(MergeRequest(settings=settings))
+    assert outcome.name.startswith("model_a_x_linked_ws_a0.5-")
+    assert 'B = model("linked.safetensors"' in outcome.recipe_text

@@ -60,11 +60,13 @@ def resolve_model_path(path: str, models_dir: str | None) -> str:
 
 
 def display_path(path: str, models_dir: str | None) -> str:
-    base = os.path.realpath(models_dir or os.environ.get("ALLOY_MODELS_DIR") or ".")
-    real = os.path.realpath(path)
-    if real.startswith(base + os.sep):
-        return os.path.relpath(real, base).replace(os.sep, "/")
-    return real.replace(os.sep, "/")
+    """The path relative to the models folder when it lies there (as listed, or after following links)."""
+    folder = models_dir or os.environ.get("ALLOY_MODELS_DIR") or "."
+    for resolve in (os.path.abspath, os.path.realpath):
+        full, base = resolve(path), resolve(folder)
+        if full.startswith(base + os.sep):
+            return os.path.relpath(full, base).replace(os.sep, "/")
+    return os.path.realpath(path).replace(os.sep, "/")
 
 
 def bind_recipe(root: Node, models_dir: str | None = None) -> BoundRecipe:
