@@ -45,6 +45,7 @@ class TensorCache:
         self.budget = max(0, int(budget_bytes))
         self._entries: OrderedDict[tuple[FileIdentity, str], torch.Tensor] = OrderedDict()
         self._used = 0
+        self._identities: set[FileIdentity] = set()  # files whose stale entries are already dropped
         self._lock = threading.Lock()
         self.hits = self.misses = self.evictions = 0
 
@@ -76,6 +77,9 @@ class TensorCache:
 
     def _drop_stale(self, identity: FileIdentity) -> None:
         """Entries of the same path with another size or mtime belong to an older file."""
+        if identity in self._identities:
+            return
+        self._identities.add(identity)
         stale = [k for k in self._entries if k[0][0] == identity[0] and k[0] != identity]
         for k in stale:
             t = self._entries.pop(k)
@@ -84,6 +88,7 @@ class TensorCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._identities.clear()
             self._used = 0
         gc.collect()
         if torch.cuda.is_available():

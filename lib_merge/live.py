@@ -42,17 +42,22 @@ def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @dataclass
 class LiveBackup:
-    """Original values of every tensor patched since the model was loaded (CPU, own dtype)."""
+    """Original values (CPU, own dtype) of every tensor patched since the model was loaded.
+
+    The copies stay after a restore: they are still the loaded checkpoint's values, so the next
+    merge need not copy them again. A new checkpoint load makes them void (a new LiveBackup).
+    """
 
     originals: dict[str, torch.Tensor] = field(default_factory=dict)
+    patched: set[str] = field(default_factory=set)  # keys that differ from their original now
 
     def restore(self, model: torch.nn.Module) -> int:
         tensors = model_tensors(model)
         with torch.no_grad():
-            for key, original in self.originals.items():
-                tensors[key].copy_(original)
-        count = len(self.originals)
-        self.originals.clear()
+            for key in self.patched:
+                tensors[key].copy_(self.originals[key])
+        count = len(self.patched)
+        self.patched.clear()
         return count
 
 
@@ -87,6 +92,7 @@ class LiveModelSink:
         with torch.no_grad():
             if key not in self.backup.originals:
                 self.backup.originals[key] = target.detach().to("cpu", copy=True)
+            self.backup.patched.add(key)
             target.copy_(tensor.to(target.device, target.dtype))
         self.patched.append(key)
 
@@ -95,6 +101,7 @@ class LiveModelSink:
         with torch.no_grad():
             for key in self.patched:
                 self.targets[key].copy_(self.backup.originals[key])
+                self.backup.patched.discard(key)
 
 
 @dataclass

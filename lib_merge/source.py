@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -65,8 +66,9 @@ class SourceModel:
     def identity(self) -> tuple[int, int]:
         return self.file.size, self.file.mtime_ns
 
-    @property
+    @functools.cached_property
     def cache_identity(self) -> tuple[str, int, int]:
+        """Fixed while the file is open (a change on disk is caught by SourceChangedError)."""
         return os.path.realpath(self.path), self.file.size, self.file.mtime_ns
 
     def close(self) -> None:

@@ -100,7 +100,7 @@ def test_choosing_another_checkpoint_loads_it_cleanly_and_drops_the_entry(webui)
     assert webui.model.sd_checkpoint_info.name == "model_b.safetensors"
     assert title not in webui.sd_models.checkpoints_list
     assert outcome.recipe_hash not in webui.sd_models.checkpoint_aliases
-    assert webui.workbench.live is None and not webui.workbench.backup.originals
+    assert webui.workbench.live is None and not webui.workbench.backup.originals and not webui.workbench.backup.patched
     webui.shared.opts.set("sd_model_checkpoint", webui.title("model_a"))
     assert np.array_equal(pixels(gen(webui)), image_a)
 
@@ -210,3 +210,19 @@ def test_a_linked_checkpoint_keeps_its_listed_name(webui, sd1):
     outcome = webui.workbench.merge(MergeRequest(settings=settings))
     assert outcome.name.startswith("model_a_x_linked_ws_a0.5-")
     assert 'B = model("linked.safetensors"' in outcome.recipe_text
+
+
+def test_stop_during_a_merge_leaves_model_a(webui, monkeypatch):
+    from lib_merge.errors import Cancelled
+    from lib_merge.history import read_history
+
+    image_a = pixels(gen(webui))
+    merge(webui, 0.5)
+    webui.workbench.restore()
+    monkeypatch.setattr(webui.host, "before_patch", lambda: webui.workbench.stop())  # Stop pressed mid-merge
+    with pytest.raises(Cancelled):
+        merge(webui, 0.7)
+    assert webui.shared.state.interrupted  # generation is interrupted through the host too
+    assert np.array_equal(pixels(gen(webui)), image_a)
+    assert webui.model.sd_checkpoint_info.name == "model_a.safetensors" and webui.workbench.live is None
+    assert len(read_history(webui.workbench.history_path()).rows) == 1

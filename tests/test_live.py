@@ -83,3 +83,17 @@ def test_a_tensor_reachable_under_two_names_is_patched_once():
     model.add_module("cond_stage_model", model.conditioner)  # the same module under a second name
     names = model_tensors(model)
     assert sorted(names) == ["conditioner.embedders.bias", "conditioner.embedders.weight"]
+
+
+def test_backups_stay_valid_after_restore_and_are_not_copied_again(sd1):
+    model = build_model(load(sd1[0]), torch.float16)
+    original = snapshot(model)
+    backup = LiveBackup()
+    merge_into_model(parse_recipe(recipe("weighted_sum", sd1[:2], alpha=0.5)), model, backup)
+    copies = dict(backup.originals)
+    assert backup.restore(model) == len(copies) and not backup.patched
+    assert backup.restore(model) == 0  # nothing is patched any more
+    merge_into_model(parse_recipe(recipe("weighted_sum", sd1[:2], alpha=0.7)), model, backup)
+    assert all(backup.originals[k] is t for k, t in copies.items())  # the same copies, not new ones
+    backup.restore(model)
+    assert all(torch.equal(model_tensors(model)[k], v) for k, v in original.items())

@@ -91,6 +91,15 @@ def test_webui_tabs_read_txt2img_components_and_generate(webui):
     status, images, infotext = last(fn(*values))
     assert len(images) == 2 and "Steps: 3" in infotext and "Seed: 42" in infotext, status
     assert "not found" in status  # the double has no hires-fix components: the fallback is announced
+    # Merge & Gen: the merge, then an image from the merged weights
+    merge_gen, mg_inputs = handler(demo, "alloy_merge_gen", webui.host.components.values())
+    mg_values = [GEN_IDS.get(c.elem_id, c.value) for c in mg_inputs]
+    ids = [c.elem_id for c in mg_inputs]
+    mg_values[ids.index("alloy_model_a")] = webui.title("model_a")
+    mg_values[ids.index("alloy_model_b")] = webui.title("model_b")
+    status, _, _, merged_images, merged_info = last(merge_gen(*mg_values))
+    assert status.startswith("Merged") and "Alloy history: 1" in merged_info
+    assert not np.array_equal(np.asarray(merged_images[0]), np.asarray(images[0]))
     # an Alloy override wins over the txt2img value
     values[[c.elem_id for c in inputs].index("alloy_gen_seed")] = "5"
     _, _, infotext = last(fn(*values))

@@ -251,7 +251,7 @@ class Workbench:
     def restore(self) -> str:
         with self._lock, self.host.exclusive():
             model = self.host.live_model()
-            if model is None or not self.backup.originals:
+            if model is None or not self.backup.patched:
                 self.live = None
                 return "Nothing to restore: the loaded model is not patched."
             self.host.before_patch()
