@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--or", dest="any_word", action="store_true")
     hw = hsub.add_parser("show", help="one row with its settings and recipe (-1 = the last)")
     hw.add_argument("id", type=int)
+    hi = hsub.add_parser("import-supermerger", help="append SuperMerger's mergehistory.csv to the history")
+    hi.add_argument("file")
 
     r = sub.add_parser("recipe", help="print or hash a recipe")
     r.add_argument("action", choices=["print", "hash"])
@@ -225,6 +227,16 @@ def cmd_recipe(args) -> int:
 def cmd_history(args) -> int:
     from lib_merge.history import find_row, read_history, search_history
 
+    if args.history_command == "import-supermerger":
+        from pathlib import Path
+
+        from lib_merge.history import import_supermerger
+
+        count, skipped = import_supermerger(Path(args.file))
+        for line in skipped:
+            print(f"warning: {line}", file=sys.stderr)
+        print(f"imported {count} rows")
+        return 0
     log = read_history()
     for line in log.skipped:
         print(f"warning: {line}", file=sys.stderr)

@@ -58,7 +58,11 @@ def history_file() -> Path:
     return user_data_dir() / "history.csv"
 
 
+_DEFAULTS = {"name": "", "recipe_hash": "", "models": "", "settings": "{}", "output": "not saved", "recipe": ""}
+
+
 def read_history(path: Path | None = None) -> HistoryLog:
+    """Rows of a history file; an older header (other or fewer columns) is mapped by column name."""
     path = path or history_file()
     if not path.exists():
         return HistoryLog([])
@@ -67,31 +71,33 @@ def read_history(path: Path | None = None) -> HistoryLog:
     reader = csv.reader(io.StringIO(text))
     rows: list[HistoryRow] = []
     skipped: list[str] = []
-    header = None
+    columns: list[str] | None = None
     for record in reader:
         line = reader.line_num
-        if header is None:
-            header = record
-            if tuple(record) != COLUMNS:
-                skipped.append(f"{path.name} line {line}: unknown header, rows read by position")
+        if columns is None:
+            columns = [c.strip().lower() for c in record]
+            if "id" not in columns:
+                skipped.append(f"{path.name} line {line}: no 'id' column, file not read")
+                return HistoryLog([], skipped)
             continue
         if not record:
             continue
-        reason = _row_problem(record)
+        if len(record) != len(columns):
+            skipped.append(f"{path.name} line {line} skipped: {len(record)} columns instead of {len(columns)}")
+            continue
+        values = dict(zip(columns, record, strict=True))
+        cells = [values.get(c, _DEFAULTS.get(c, "")) for c in COLUMNS]
+        reason = _row_problem(cells)
         if reason:
             skipped.append(f"{path.name} line {line} skipped: {reason}")
             continue
         rows.append(
-            HistoryRow(
-                int(record[0]), record[1], record[2], record[3], record[4], json.loads(record[5]), record[6], record[7]
-            )
+            HistoryRow(int(cells[0]), cells[1], cells[2], cells[3], cells[4], json.loads(cells[5]), cells[6], cells[7])
         )
     return HistoryLog(rows, skipped)
 
 
 def _row_problem(record: list[str]) -> str:
-    if len(record) != len(COLUMNS):
-        return f"{len(record)} columns instead of {len(COLUMNS)}"
     if not record[0].strip().isdigit():
         return f"id {record[0]!r} is not a whole number"
     try:
@@ -164,3 +170,55 @@ def _word_test(word: str):
     if low.startswith("hash:") and len(low) > 5:
         return lambda r: r.recipe_hash.lower().startswith(low[5:])
     return lambda r: low in r.text().lower()
+
+
+_SUPERMERGER_MODES = {
+    "weight sum": "weighted_sum",
+    "add difference": "add_difference",
+    "triple sum": "triple_sum",
+    "sum twice": "sum_twice",
+}
+
+
+def import_supermerger(source: Path, path: Path | None = None) -> tuple[int, list[str]]:
+    """Append the rows of SuperMerger's mergehistory.csv (as settings, with a recipe where one
+    can be written) to Alloy's history; returns (rows imported, rows skipped with reasons)."""
+    from lib_merge.recipe import print_recipe
+    from lib_merge.settings import MergeSettings, build_recipe
+
+    try:
+        with open(source, encoding="utf-8", newline="") as f:
+            records = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ParameterError(f"cannot read SuperMerger history {source}: {e}") from None
+    imported, skipped = 0, []
+    for n, rec in enumerate(records, 2):
+        rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
+        label = rec.get("mode", "").split(":")[0].strip().lower()
+        mode = _SUPERMERGER_MODES.get(label)
+        if mode is None or not rec.get("model A"):
+            skipped.append(f"{source.name} line {n} skipped: mode {rec.get('mode', '')!r} or model A missing")
+            continue
+        use_mbw = rec.get("use MBW", "").lower() == "true"
+        settings = {
+            "a": rec["model A"], "b": rec.get("model B") or None, "c": rec.get("model C") or None, "mode": mode,
+            "alpha": _number(rec.get("alpha")), "beta": _number(rec.get("beta")), "use_mbw": use_mbw,
+            "blocks": rec.get("weights alpha") if use_mbw else None,
+            "imported_from": f"SuperMerger id {rec.get('ID', '?')} ({rec.get('time', '')})",
+        }  # fmt: skip
+        try:
+            uses = MergeSettings(settings["a"], settings["b"] or "", mode, settings["c"], settings["alpha"])
+            recipe = print_recipe(build_recipe(uses)) if settings["b"] else ""
+        except Exception:  # noqa: BLE001 - the settings are kept even when no recipe can be written
+            recipe = ""
+        models = ";".join(f"{r}={settings[r.lower()]}" for r in "ABC" if settings[r.lower()])
+        append_history(rec.get("name", ""), "", models, settings, "not saved", recipe, path)
+        imported += 1
+    return imported, skipped
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None

@@ -9,7 +9,7 @@ import pytest
 from test_cli import cli, error_line
 
 from lib_merge.errors import ParameterError
-from lib_merge.history import COLUMNS, append_history, find_row, read_history, search_history
+from lib_merge.history import COLUMNS, append_history, find_row, import_supermerger, read_history, search_history
 
 
 def _add(path, name, **kw):
@@ -95,3 +95,43 @@ def test_cli_merges_are_logged_and_shown(sd1, tmp_path, monkeypatch):
     assert failed.returncode == 5
     assert len(read_history(home / "history.csv").rows) == 1  # a failed merge appends nothing
     assert json.loads(json.dumps(row.settings)) == row.settings
+
+
+def test_an_older_header_is_read_by_column_name(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text('time,id,name,recipe\n2025-01-01T10:00:00,4,old merge,"alloy-recipe 1\nmerged = x"\n', "utf-8")
+    log = read_history(path)
+    assert not log.skipped
+    row = log.rows[0]
+    assert (row.id, row.name, row.settings, row.output) == (4, "old merge", {}, "not saved")
+    assert row.recipe.startswith("alloy-recipe 1\n")
+
+
+def test_supermerger_history_imports_as_settings_and_recipes(tmp_path, monkeypatch):
+    source = tmp_path / "mergehistory.csv"
+    source.write_text(
+        '"ID","time","name","weights alpha","weights beta","model A","model B","model C","alpha","beta","mode",'
+        '"use MBW","plus lora","custum name","save setting","use ID"\n'
+        '"1","2024-05-01 10:00:00","mixA","","","a.safetensors","b.safetensors","","0.3","0.2",'
+        '"Weight sum:A*(1-alpha)+B*alpha","False","","","",""\n'
+        '"2","2024-05-01 11:00:00","mixB","0,1,0.5","","a.safetensors","b.safetensors","c.safetensors","0.5","0",'
+        '"Add difference:A+(B-C)*alpha","True","","","",""\n'
+        '"3","2024-05-01 12:00:00","odd","","","a.safetensors","","","0.5","0","cosine magic","False","","","",""\n',
+        "utf-8",
+    )
+    history = tmp_path / "alloy.csv"
+    append_history("mine", "f" * 64, "A=x [1]", {}, "not saved", "r", history)
+    count, skipped = import_supermerger(source, history)
+    assert count == 2 and skipped == ["mergehistory.csv line 4 skipped: mode 'cosine magic' or model A missing"]
+    rows = read_history(history).rows
+    assert [r.id for r in rows] == [1, 2, 3]
+    assert rows[1].settings["mode"] == "weighted_sum" and rows[1].settings["alpha"] == 0.3
+    assert "weighted_sum(A, B, alpha=0.3)" in rows[1].recipe
+    assert rows[2].settings["use_mbw"] and rows[2].settings["blocks"] == "0,1,0.5"
+    assert rows[2].models == "A=a.safetensors;B=b.safetensors;C=c.safetensors"
+    assert [r.id for r in search_history(rows, '"SuperMerger id 2"')] == [3]
+    with pytest.raises(ParameterError, match="cannot read SuperMerger history"):
+        import_supermerger(tmp_path / "missing.csv", history)
+    monkeypatch.setenv("ALLOY_HOME", str(tmp_path / "home"))
+    proc = cli("history", "import-supermerger", source)
+    assert proc.returncode == 0 and proc.stdout == "imported 2 rows\n" and "line 4 skipped" in proc.stderr

@@ -69,6 +69,13 @@ class A1111Host:
     can_generate = True
     can_patch = True
 
+    @property
+    def supermerger_history(self) -> str:
+        """Where SuperMerger keeps its history, for the History tab's import."""
+        from modules import paths
+
+        return os.path.join(paths.script_path, "extensions", "sd-webui-supermerger", "mergehistory.csv")
+
     def __init__(self) -> None:
         self.components: dict[str, object] = {}  # txt2img components by elem_id, from after_component
         self.last_run: GenSettings | None = None  # the user's last txt2img run, from before_process

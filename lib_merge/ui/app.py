@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import gradio as gr
 
 from lib_merge.errors import AlloyError
 from lib_merge.history import find_row, read_history, search_history
+from lib_merge.history import import_supermerger as import_history
 from lib_merge.host.base import GenSettings
 from lib_merge.host.session import Workbench
 from lib_merge.recipe import print_recipe
@@ -83,7 +85,7 @@ def build_ui(workbench: Workbench) -> gr.Blocks:
                 with gr.Tab(label, elem_id=f"alloy_tab_{label.split()[0].lower()}"):
                     gr.Markdown(f"**{label}** — {LATER[label]} This tab arrives in a later release of Alloy.")
             with gr.Tab("History", elem_id="alloy_tab_history"):
-                history = history_tab.build()
+                history = history_tab.build(getattr(host, "supermerger_history", ""))
         _wire(workbench, Form(widgets), parts, history)
     return demo
 
@@ -236,6 +238,15 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
         return form.updates(values) + [message]
 
     history["load_settings"].click(load_settings, [history["id"]], inputs + [history["message"]])
+
+    def import_supermerger(path):
+        try:
+            count, skipped = import_history(Path(path), workbench.history_path())
+        except Exception as e:  # noqa: BLE001
+            return error_text(e)
+        return f"Imported {count} rows." + "".join(f" {s}." for s in skipped[:3])
+
+    history["import"].click(import_supermerger, [history["import_path"]], [history["message"]])
 
     def load_recipe(ident):
         try:

@@ -8,7 +8,7 @@ HEADERS = ["id", "time", "name", "recipe hash", "models", "output"]
 PAGE_SIZES = ["20", "50", "100", "all"]
 
 
-def build() -> dict:
+def build(default_import: str = "") -> dict:
     c: dict = {}
     with gr.Row():
         c["query"] = gr.Textbox(
@@ -22,6 +22,11 @@ def build() -> dict:
         c["id"] = gr.Number(label="History id (-1 = last)", value=-1, precision=0, elem_id="alloy_history_id")
         c["load_settings"] = gr.Button("Load settings from id", elem_id="alloy_history_load")
         c["load_recipe"] = gr.Button("Load recipe", elem_id="alloy_history_recipe")
+    with gr.Row():
+        c["import_path"] = gr.Textbox(
+            value=default_import, label="SuperMerger's mergehistory.csv", elem_id="alloy_history_import_path", scale=4
+        )
+        c["import"] = gr.Button("Import SuperMerger history", elem_id="alloy_history_import")
     c["message"] = gr.Markdown("", elem_id="alloy_history_message")
     return c
 
