@@ -226,3 +226,12 @@ def test_stop_during_a_merge_leaves_model_a(webui, monkeypatch):
     assert np.array_equal(pixels(gen(webui)), image_a)
     assert webui.model.sd_checkpoint_info.name == "model_a.safetensors" and webui.workbench.live is None
     assert len(read_history(webui.workbench.history_path()).rows) == 1
+
+
+def test_a_failed_save_after_merging_keeps_the_merge_and_says_why(webui):
+    (webui.folder / "taken.safetensors").write_bytes(b"not a model")
+    outcome = merge(webui, 0.5, save=SaveRequest(name="taken"))
+    assert outcome.path is None and "Not saved:" in outcome.message and "exists" in outcome.message
+    assert webui.model.sd_checkpoint_info.sha256 == outcome.recipe_hash  # the merge is live and named
+    assert (webui.folder / "taken.safetensors").read_bytes() == b"not a model"
+    assert webui.workbench.live.history_id == outcome.history_id == 1

@@ -16,7 +16,7 @@ from pathlib import Path
 from lib_merge.cache import CacheStats, TensorCache
 from lib_merge.engine.bind import bind_recipe, hashed_root
 from lib_merge.engine.run import CancelToken, EngineOptions
-from lib_merge.errors import BusyError, ParameterError, UnsafePathError
+from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
 from lib_merge.history import HistoryRow, append_history, history_file
 from lib_merge.host.base import GenResult, GenSettings, Host, MergeIdentity
 from lib_merge.io.dtypes import parse_output_dtype
@@ -157,24 +157,21 @@ class Workbench:
             self.host.skip_prefixes(),
         )
         name = auto_name(parse_recipe(result.recipe_text), result.recipe_hash)
-        path = None
-        if request.save:
-            path = self._save(parse_recipe(result.recipe_text), result.recipe_hash, request.save)
+        metadata = {"alloy_recipe": result.recipe_text, "alloy_recipe_hash": result.recipe_hash}
+        self.host.set_identity(MergeIdentity(name, result.recipe_hash, base, metadata))
+        self.live = LiveMerge(name, result.recipe_text, result.recipe_hash, 0, base)
+        path, not_saved = None, ""
+        if request.save:  # the merge stands even when saving fails; the message says why
+            try:
+                path = self._save(parse_recipe(result.recipe_text), result.recipe_hash, request.save)
+            except AlloyError as e:
+                not_saved = f" Not saved: {e}"
         row = self._log(name, result.recipe_hash, result.recipe_text, request, path)
-        self.live = LiveMerge(name, result.recipe_text, result.recipe_hash, row.id, base)
-        self.host.set_identity(
-            MergeIdentity(
-                name,
-                result.recipe_hash,
-                base,
-                {"alloy_recipe": result.recipe_text, "alloy_recipe_hash": result.recipe_hash},
-            )
-        )
+        self.live.history_id = row.id
         seconds = time.perf_counter() - started
         skipped = " VAE: external VAE kept." if self.host.skip_prefixes() else ""
         message = f"Merged {name} into the loaded model: {result.patched} tensors in {seconds:.1f} s.{skipped}"
-        if path:
-            message += f" Saved {path}."
+        message += f" Saved {path}." if path else not_saved
         return MergeOutcome(name, result.recipe_hash, result.recipe_text, row.id, seconds, path, message)
 
     def _merge_to_file(self, root: Node, request: MergeRequest, started: float) -> MergeOutcome:
