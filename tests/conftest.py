@@ -69,7 +69,7 @@ class WebUI:
         import shutil
         import sys
 
-        for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.") or m == "networks"]:
+        for name in [m for m in sys.modules if m.split(".")[0] in ("modules", "modules_forge", "networks")]:
             del sys.modules[name]
         sys.path.insert(0, str(DOUBLE))
         import networks  # noqa: F401
@@ -120,7 +120,7 @@ class WebUI:
         import sys
 
         sys.path.remove(str(DOUBLE))
-        for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.") or m == "networks"]:
+        for name in [m for m in sys.modules if m.split(".")[0] in ("modules", "modules_forge", "networks")]:
             del sys.modules[name]
 
 

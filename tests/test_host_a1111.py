@@ -235,3 +235,44 @@ def test_a_failed_save_after_merging_keeps_the_merge_and_says_why(webui):
     assert webui.model.sd_checkpoint_info.sha256 == outcome.recipe_hash  # the merge is live and named
     assert (webui.folder / "taken.safetensors").read_bytes() == b"not a model"
     assert webui.workbench.live.history_id == outcome.history_id == 1
+
+
+def test_forge_saves_and_loads_the_merge_through_its_own_switch(webui):
+    import sys
+
+    from lib_merge.host.a1111 import connect
+    from lib_merge.host.forge import ForgeHost, is_forge
+    from lib_merge.host.session import Workbench
+
+    assert is_forge()  # the double carries modules_forge
+    workbench = Workbench(ForgeHost())
+    connect(workbench)
+    image_a = pixels(gen(webui))
+    settings = MergeSettings(webui.title("model_a"), webui.title("model_b"), "weighted_sum", alpha=0.4)
+    outcome = workbench.merge(MergeRequest(settings=settings))
+    assert outcome.path and os.path.dirname(outcome.path) == str(webui.folder)
+    assert webui.model.sd_checkpoint_info.filename == outcome.path  # Forge loaded the file itself
+    result = workbench.generate(GenSettings(**gen_defaults()))
+    assert f"Alloy history: {outcome.history_id}" in result.infotext
+    assert f"Model: {outcome.name}" in result.infotext
+    assert workbench.save_current(SaveRequest()) == outcome.path
+    live = model_tensors(webui.model)
+    assert all(torch.equal(live[k], t.to(live[k].dtype)) for k, t in load(outcome.path).items())
+    assert workbench.restore().startswith("Selected model A")
+    assert np.array_equal(pixels(workbench.generate(GenSettings(**gen_defaults()))), image_a)
+    assert "modules_forge" in sys.modules
+
+
+def gen_defaults() -> dict:
+    return dict(
+        prompt="a cat",
+        negative_prompt="",
+        steps=3,
+        sampler="Euler",
+        seed=7,
+        width=64,
+        height=64,
+        batch_size=1,
+        n_iter=1,
+        cfg_scale=7.0,
+    )

@@ -66,6 +66,7 @@ class LiveMerge:
     recipe_hash: str
     history_id: int
     base_path: str
+    path: str | None = None  # the file, on hosts that load merges from files (save and load)
 
 
 @dataclass
@@ -113,6 +114,10 @@ class Workbench:
     # -- state the host reports -------------------------------------------------------------
     def model_loaded(self, ours: bool) -> None:
         """The host loaded a model: backups of the old one are void unless the load was our own identity."""
+        if not self.host.can_patch:  # save and load: the merge is loaded while its file is selected
+            if self.live is not None and self.host.loaded_file() != self.live.path:
+                self.live = None
+            return
         if not ours:
             self.backup = LiveBackup()
             self.live = None
@@ -175,12 +180,19 @@ class Workbench:
         return MergeOutcome(name, result.recipe_hash, result.recipe_text, row.id, seconds, path, message)
 
     def _merge_to_file(self, root: Node, request: MergeRequest, started: float) -> MergeOutcome:
+        """Hosts that cannot patch write the merge; a WebUI among them then loads the file ("save and load")."""
         text, digest = self._canonical(root)
         path = self._save(parse_recipe(text), digest, request.save or SaveRequest())
         name = os.path.splitext(os.path.basename(path))[0]
         row = self._log(name, digest, text, request, path)
+        message = f"Saved {path}"
+        if self.host.can_generate:
+            with self.host.exclusive():
+                self.host.load_checkpoint(path)
+            self.live = LiveMerge(name, text, digest, row.id, primary_model(root).path, path)
+            message += " and selected it"
         seconds = time.perf_counter() - started
-        return MergeOutcome(name, digest, text, row.id, seconds, path, f"Saved {path} in {seconds:.1f} s.")
+        return MergeOutcome(name, digest, text, row.id, seconds, path, f"{message} in {seconds:.1f} s.")
 
     def _canonical(self, root: Node) -> tuple[str, str]:
         bound = bind_recipe(root, self.host.save_folder())
@@ -247,6 +259,8 @@ class Workbench:
     # -- the other buttons --------------------------------------------------------------------
     def restore(self) -> str:
         with self._lock, self.host.exclusive():
+            if not self.host.can_patch:
+                return self._select_base()
             model = self.host.live_model()
             if model is None or not self.backup.patched:
                 self.live = None
@@ -257,11 +271,20 @@ class Workbench:
             self.host.clear_identity()
             return f"Restored {count} tensors: the loaded model is model A again."
 
+    def _select_base(self) -> str:
+        live, self.live = self.live, None
+        if live is None or not self.host.can_generate:
+            return "Nothing to restore: no merge is loaded."
+        self.host.load_checkpoint(live.base_path)
+        return f"Selected model A ({os.path.basename(live.base_path)}) again."
+
     def save_current(self, save: SaveRequest) -> str:
         """SPEC §6.7: run the live merge's recipe again into a file (the same bits for the same dtype)."""
         live = self.live
         if live is None:
             raise ParameterError("The loaded model is not an Alloy merge")
+        if live.path and not save.name.strip() and os.path.isfile(live.path):
+            return live.path  # loaded from this file: it is saved already
         with self._lock:
             self._cancel = CancelToken()
             try:

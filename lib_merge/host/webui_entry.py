@@ -14,7 +14,9 @@ _workbench: list[Workbench] = []  # the WebUI forces one process-wide instance
 
 def workbench() -> Workbench:
     if not _workbench:
-        _workbench.append(Workbench(A1111Host()))
+        from lib_merge.host.forge import ForgeHost, is_forge
+
+        _workbench.append(Workbench(ForgeHost() if is_forge() else A1111Host()))
     return _workbench[0]
 
 
