@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--mode", help="weighted_sum | add_difference | triple_sum | sum_twice (ws, add, triple, twice)")
     m.add_argument("--alpha", type=float)
     m.add_argument("--beta", type=float)
+    m.add_argument(
+        "--calc",
+        default="normal",
+        help="calc mode: normal, trainDifference, smoothAdd, smoothAddMT, extract, tensor, tensor2, self, random",
+    )
+    m.add_argument("--gamma", type=float, help="gamma (extract)")
+    m.add_argument("--seed", type=int, help="seed of random calc modes")
     m.add_argument("--blocks", help='alpha as a block vector: "IN00=0.3 OUT05-OUT11=1 *=0.5" or 26/20 values')
     m.add_argument("--preset", help="alpha as a block-weight preset name")
     m.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
@@ -111,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 def _flags_settings(args):
     from lib_merge.settings import MergeSettings
 
-    if not (args.a and args.b and args.mode):
+    a_only = args.calc in ("self", "random")
+    if a_only and not args.mode:
+        args.mode = "weighted_sum"
+    if not (args.a and (args.b or a_only) and args.mode):
         raise UsageError("merge needs a recipe file, or --a, --b and --mode")
     if args.blocks and args.preset:
         raise UsageError("give either --blocks or --preset, not both")
@@ -120,7 +130,17 @@ def _flags_settings(args):
         return os.path.abspath(p) if p and os.path.exists(p) else p
 
     return MergeSettings(
-        path(args.a), path(args.b), args.mode, path(args.c), args.alpha, args.beta, args.blocks, args.preset
+        path(args.a),
+        path(args.b),
+        args.mode,
+        path(args.c),
+        args.alpha,
+        args.beta,
+        args.blocks,
+        args.preset,
+        args.calc,
+        args.gamma,
+        args.seed,
     )
 
 
@@ -189,7 +209,8 @@ def cmd_merge(args) -> int:
     if not args.no_history:
         from lib_merge.history import append_history
 
-        settings = {k: getattr(args, k) for k in ("mode", "alpha", "beta", "blocks", "preset", "dtype", "device")}
+        names = ("mode", "calc", "alpha", "beta", "gamma", "seed", "blocks", "preset", "dtype", "device")
+        settings = {k: getattr(args, k) for k in names}
         settings["recipe_file"] = args.recipe
         row = append_history(
             os.path.splitext(os.path.basename(result.path))[0],

@@ -25,33 +25,72 @@ class MergeSettings:
     preset: str | None = None  # alpha as a preset name
     calc: str = "normal"  # calc mode (SPEC §4.3)
     gamma: float | None = None
+    seed: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# calc mode -> (the modes it works with, the recipe method, fixed parameters); SPEC §4.4
+CALC_MODES: dict[str, tuple[tuple[str, ...], str | None, dict[str, float]]] = {
+    "normal": (("weighted_sum", "add_difference", "triple_sum", "sum_twice"), None, {}),
+    "trainDifference": (("add_difference",), "train_difference", {}),
+    "smoothAdd": (("add_difference",), "smooth_add", {}),
+    "smoothAddMT": (("add_difference",), "smooth_add", {}),  # same bytes; the filters are per key anyway
+    "extract": (("add_difference",), "extract", {}),
+    "tensor": (("weighted_sum",), "tensor_swap", {"axis": 0.0}),
+    "tensor2": (("weighted_sum",), "tensor_swap", {"axis": 1.0}),
+    "self": (("weighted_sum",), "self_scale", {}),
+    "random": (("weighted_sum",), "plus_random", {}),
+}
+NOT_YET = ("cosineA", "cosineB")
+_MODE_LABELS = {"weighted_sum": "Weight sum", "add_difference": "Add difference"}
+
+
+def method_for(mode: str, calc: str = "normal") -> str:
+    """The recipe method of a mode and calc mode, or an error that says which combinations work."""
+    calc = calc or "normal"
+    mode = get_method(mode).name
+    if calc in NOT_YET:
+        raise UnsupportedError(f"calc mode {calc} is not available yet; available: {', '.join(CALC_MODES)}")
+    if calc not in CALC_MODES:
+        raise InvalidComboError(f"unknown calc mode {calc!r}; known: {', '.join(CALC_MODES)}, {', '.join(NOT_YET)}")
+    modes, method, _ = CALC_MODES[calc]
+    if mode not in modes:
+        need = " and a model C" if modes == ("add_difference",) else ""
+        raise InvalidComboError(
+            f"{calc} needs mode {_MODE_LABELS[modes[0]]}{need}; valid with {_MODE_LABELS.get(mode, mode)}: "
+            + ", ".join(c for c, (m, _, _) in CALC_MODES.items() if mode in m)
+        )
+    return method or mode
 
 
 def build_recipe(s: MergeSettings) -> MergeNode:
     """The recipe of these settings; impossible combinations are refused with what is valid."""
     if s.blocks and s.preset:
         raise ParameterError("give block weights either as a vector or as a preset, not both")
-    if (s.calc or "normal") != "normal":
-        raise UnsupportedError(f"calc mode {s.calc!r} is not available yet; valid calc modes: normal")
-    spec = get_method(s.mode)
-    models = [s.a, s.b] + ([s.c] if s.c else [])
+    spec = get_method(method_for(s.mode, s.calc))
+    models = (
+        [m for m in (s.a, s.b, s.c) if m][: len(spec.inputs)]
+        if len(spec.inputs) == 1
+        else [s.a, s.b] + ([s.c] if s.c else [])
+    )
     if len(models) < len(spec.inputs):
         raise InvalidComboError(f"mode {spec.name} needs models {', '.join(spec.inputs)}: add model C")
     if len(models) > len(spec.inputs):
         raise InvalidComboError(f"mode {spec.name} takes models A and B only; model C is not used")
-    for name in ("beta", "gamma"):
-        if getattr(s, name) is not None and name not in {p.name for p in spec.params}:
+    names = {p.name for p in spec.params}
+    for name in ("beta", "gamma", "seed"):
+        if getattr(s, name) is not None and name not in names:
             raise ParameterError(f"{name} is not used by mode {spec.name}")
-    params: dict[str, object] = {}
+    params: dict[str, object] = dict(CALC_MODES[s.calc or "normal"][2])
     if s.blocks or s.preset:
         params["alpha"] = BlocksSpec(s.blocks or s.preset, preset=s.preset, default=s.alpha)
     elif s.alpha is not None:
         params["alpha"] = float(s.alpha)
-    if s.beta is not None:
-        params["beta"] = float(s.beta)
+    for name in ("beta", "gamma", "seed"):
+        if getattr(s, name) is not None:
+            params[name] = float(getattr(s, name))
     for p in spec.params:
         params.setdefault(p.name, p.default)
     return MergeNode(spec.name, tuple(ModelRef(m) for m in models), params)

@@ -67,7 +67,8 @@ def test_merge_by_recipe_and_history_search(api, webui):
         ({"a": "model_a", "b": "model_b", "colour": 1}, "unknown fields: colour"),
         ({"recipe": "alloy-recipe 1\nmerged = nonsense("}, "line"),
         ({}, "give 'recipe'"),
-        ({"a": "model_a", "b": "model_b", "calc": "cosineA"}, "valid calc modes: normal"),
+        ({"a": "model_a", "b": "model_b", "calc": "cosineA"}, "cosineA is not available yet"),
+        ({"a": "model_a", "b": "model_b", "calc": "trainDifference"}, "needs mode Add difference and a model C"),
         ({"a": "model_a", "b": "model_b", "gamma": 0.5}, "gamma is not used"),
     ],
 )

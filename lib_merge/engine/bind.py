@@ -11,9 +11,16 @@ from dataclasses import dataclass, field
 
 from lib_merge.arch.blocks import BlockSchema, schema_for
 from lib_merge.arch.detect import ArchInfo
-from lib_merge.errors import ArchMismatchError, BlockSchemaError, ModelHashMismatchError, ModelNotFoundError
+from lib_merge.errors import (
+    ArchMismatchError,
+    BlockSchemaError,
+    ModelHashMismatchError,
+    ModelNotFoundError,
+    ParameterError,
+)
+from lib_merge.methods import METHODS
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, walk_models
-from lib_merge.recipe.vectors import parse_vector
+from lib_merge.recipe.vectors import BlockVector, format_number, parse_vector
 from lib_merge.source import SourceModel
 
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")
@@ -109,8 +116,29 @@ def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo,
             notes.extend(parsed.notes)
             value = parsed.vector
         params[name] = value
+    _check_ranges(node.method, params)
     inputs = tuple(_rebuild(i, refs, schema, arch, notes) for i in node.inputs)
     return MergeNode(node.method, inputs, params)
+
+
+def _check_ranges(method: str, params: dict) -> None:
+    """Parameters with a hard range (extract's α/β/γ, tensor's α/β, seeds) are checked before any read."""
+    spec = METHODS[method]
+    for p in spec.params:
+        if not p.enforce or p.name not in params:
+            continue
+        value = params[p.name]
+        values = (
+            list(value.values) + ([value.vae] if value.vae is not None else [])
+            if isinstance(value, BlockVector)
+            else [float(value)]
+        )
+        bad = [v for v in values if not p.low <= v <= p.high]
+        if bad:
+            raise ParameterError(
+                f"{method}(): {p.name} must lie in [{format_number(p.low)}, {format_number(p.high)}], "
+                f"not {format_number(bad[0])}"
+            )
 
 
 def _describe(source: SourceModel) -> str:

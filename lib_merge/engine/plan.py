@@ -171,7 +171,7 @@ def _reduce(
                 f"key {key!r} has shape {list(ref_shape)} in {first.name} but {list(shape)} in {source.name}"
             )
     params = {name: _param_at(node.params.get(name, p.default), slot, bound) for p in spec.params for name in [p.name]}
-    through = spec.passthrough(params)
+    through = 0 if spec.keeps_key is not None and spec.keeps_key(key) else spec.passthrough(params)
     if through is not None:
         return _reduce(node.inputs[through], key, slot, bound, missing, roles, channels)
     inputs = tuple(_reduce(i, key, slot, bound, missing, roles, channels) for i in node.inputs)

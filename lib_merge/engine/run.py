@@ -231,9 +231,18 @@ class _KeyComputer:
             sliced = {k: t[:, :n].contiguous() for k, t in raw.items()}
             base = job.leaves()[0]
             out = raw[id(base)].to(job.out.dtype, copy=True)
-            out[:, :n] = self._elementwise(job, sliced, tuple(next(iter(sliced.values())).shape))
+            part = self._elementwise if _elementwise_tree(job.tree) else self._whole
+            out[:, :n] = part(job, sliced, tuple(next(iter(sliced.values())).shape))
             return out
+        if not _elementwise_tree(job.tree):
+            return self._whole(job, raw, job.out.shape)
         return self._elementwise(job, raw, job.out.shape)
+
+    def _whole(self, job: KeyJob, raw: dict[int, torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+        """Methods that look at a whole tensor (norms, filters, slices, one draw per key)."""
+        out = self._eval(job.tree, raw, job.key).to("cpu", job.out.dtype).reshape(shape).contiguous()
+        self._check_finite(out, job, raw)
+        return out
 
     def _elementwise(self, job: KeyJob, raw: dict[int, torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
         """Evaluate the key's tree in cache-sized chunks straight into the output tensor."""
@@ -249,7 +258,7 @@ class _KeyComputer:
             if fused is not None:
                 fused.method.fused(*(chunk[id(i)] for i in fused.inputs), out=target, **fused.params)
             else:
-                target.copy_(self._eval(job.tree, chunk))
+                target.copy_(self._eval(job.tree, chunk, job.key))
             self._check_finite(target, job, chunk)
         return out.reshape(shape)
 
@@ -264,12 +273,13 @@ class _KeyComputer:
             return None
         return tree
 
-    def _eval(self, node: Reduced, chunk: dict[int, torch.Tensor]) -> torch.Tensor:
+    def _eval(self, node: Reduced, chunk: dict[int, torch.Tensor], key: str) -> torch.Tensor:
         if isinstance(node, SourceModel):
             # A fresh copy each use: methods write into their inputs.
             return chunk[id(node)].to(self.device, self.cdt, copy=True)
-        args = [self._eval(i, chunk) for i in node.inputs]
-        return node.method.fn(*args, **node.params)
+        args = [self._eval(i, chunk, key) for i in node.inputs]
+        extra = {"key": key} if node.method.needs_key else {}
+        return node.method.fn(*args, **node.params, **extra)
 
     def _check_finite(self, result: torch.Tensor, job: KeyJob, chunk: dict[int, torch.Tensor]) -> None:
         """Checked on the output dtype, so an overflow of the cast (beyond ±65504 in fp16) counts too."""
@@ -285,3 +295,10 @@ class _KeyComputer:
             return
         bad = int((~torch.isfinite(result)).sum())
         raise NonFiniteError(f"key {job.key} produced {bad} NaN/Inf values (method {job.tree.method.name})")
+
+
+def _elementwise_tree(node: Reduced) -> bool:
+    """Whether every step of the tree may run on matching chunks of its inputs."""
+    if isinstance(node, SourceModel):
+        return True
+    return node.method.elementwise and all(_elementwise_tree(i) for i in node.inputs)

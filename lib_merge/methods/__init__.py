@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lib_merge.methods import classic
+from lib_merge.methods import calc, classic
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class ParamSpec:
     low: float = -1.0
     high: float = 2.0
     vector: bool = True  # accepts a block vector
+    integer: bool = False  # printed and parsed as a whole number (seed, axis)
+    enforce: bool = False  # values outside [low, high] are refused before the merge
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class MethodSpec:
     # Optional: the same result computed on fp16/bf16 inputs with fp32 arithmetic inside one
     # op, written to `out` (a single rounding, so bit-identical to the fp32 path).
     fused: Callable[..., torch.Tensor] | None = None
+    needs_key: bool = False  # fn also gets key= (per-key seeds)
+    keeps_key: Callable[[str], bool] | None = None  # keys this method leaves as its first input
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -59,6 +63,9 @@ def _triple_passthrough(p: dict[str, float]) -> int | None:
 
 ALPHA = ParamSpec("alpha", 0.5)
 BETA = ParamSpec("beta", 0.25)
+UNIT_ALPHA = ParamSpec("alpha", 0.5, 0.0, 1.0, enforce=True)
+UNIT_BETA = ParamSpec("beta", 0.25, 0.0, 1.0, enforce=True)
+SEED = ParamSpec("seed", 0.0, 0.0, float(2**63 - 1), vector=False, integer=True, enforce=True)
 
 METHODS: dict[str, MethodSpec] = {
     m.name: m
@@ -82,8 +89,32 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "sum_twice", "Sum twice", ("A", "B", "C"), (ALPHA, BETA), classic.sum_twice, True, _triple_passthrough
         ),
+        MethodSpec(
+            "train_difference", "trainDifference", ("A", "B", "C"), (ALPHA,), calc.train_difference, False,
+            _alpha_zero,
+        ),
+        MethodSpec("smooth_add", "smoothAdd", ("A", "B", "C"), (ALPHA,), calc.smooth_add, False, _alpha_zero),
+        MethodSpec(
+            "extract", "extract", ("A", "B", "C"),
+            (UNIT_ALPHA, ParamSpec("beta", 0.0, 0.0, 1.0, vector=False, enforce=True),
+             ParamSpec("gamma", 0.3, 0.0, 1e6, vector=False, enforce=True)),
+            calc.extract, False,
+        ),
+        MethodSpec(
+            "tensor_swap", "tensor", ("A", "B"),
+            (UNIT_ALPHA, UNIT_BETA, ParamSpec("axis", 0.0, 0.0, 1.0, vector=False, integer=True, enforce=True)),
+            calc.tensor_swap, False,
+        ),
+        MethodSpec(
+            "self_scale", "self", ("A",), (ALPHA,), calc.self_scale, True, _alpha_zero,
+            keeps_key=calc.keeps_a_for_self,
+        ),
+        MethodSpec(
+            "plus_random", "plus random", ("A",), (ALPHA, SEED), calc.plus_random, False, _alpha_zero,
+            needs_key=True, keeps_key=calc.keeps_a_for_self,
+        ),
     )
-}
+}  # fmt: skip
 
 MODE_ALIASES = {"ws": "weighted_sum", "add": "add_difference", "triple": "triple_sum", "twice": "sum_twice"}
 

@@ -152,6 +152,8 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
         if key not in known:
             raise RecipeTypeError(f"{spec.name}() has no parameter '{key}'; parameters: {', '.join(known)}")
         if type(value) in (int, float):
+            if spec.param(key).integer and not float(value).is_integer():
+                raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be a whole number, got {value!r}")
             value = float(value)
         elif not (isinstance(value, BlocksSpec) and spec.param(key).vector):
             raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be a number or a block vector")

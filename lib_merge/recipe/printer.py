@@ -20,7 +20,9 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _param(value: object) -> str:
+def _param(value: object, integer: bool = False) -> str:
+    if integer and isinstance(value, (int, float)):
+        return str(int(value))
     if isinstance(value, BlockVector):
         return f"blocks({quote(format_vector(value, SCHEMAS[value.schema_id]))})"
     if isinstance(value, BlocksSpec):
@@ -56,7 +58,7 @@ def print_recipe(root: Node, identity: bool = False) -> str:
     for node in merges:
         spec = METHODS[node.method]
         args = [ref_name(n) for n in node.inputs]
-        args += [f"{p.name}={_param(node.params.get(p.name, p.default))}" for p in spec.params]
+        args += [f"{p.name}={_param(node.params.get(p.name, p.default), p.integer)}" for p in spec.params]
         lines.append(f"{names[id(node)]} = {node.method}({', '.join(args)})")
     if isinstance(root, ModelRef):
         lines.append(f"merged = {ref_name(root)}")
