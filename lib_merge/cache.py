@@ -46,6 +46,7 @@ class TensorCache:
         self._entries: OrderedDict[tuple[FileIdentity, str], torch.Tensor] = OrderedDict()
         self._used = 0
         self._identities: set[FileIdentity] = set()  # files whose stale entries are already dropped
+        self.memo: dict[tuple, dict] = {}  # small per-file-pair results (cosine pre-pass ranges)
         self._lock = threading.Lock()
         self.hits = self.misses = self.evictions = 0
 
@@ -89,6 +90,7 @@ class TensorCache:
         with self._lock:
             self._entries.clear()
             self._identities.clear()
+            self.memo.clear()
             self._used = 0
         gc.collect()
         if torch.cuda.is_available():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from lib_merge.errors import InvalidComboError, ParameterError, UnsupportedError
+from lib_merge.errors import InvalidComboError, ParameterError
 from lib_merge.methods import get_method
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef
 
@@ -34,6 +34,8 @@ class MergeSettings:
 # calc mode -> (the modes it works with, the recipe method, fixed parameters); SPEC §4.4
 CALC_MODES: dict[str, tuple[tuple[str, ...], str | None, dict[str, float]]] = {
     "normal": (("weighted_sum", "add_difference", "triple_sum", "sum_twice"), None, {}),
+    "cosineA": (("weighted_sum",), "cosine_a", {}),
+    "cosineB": (("weighted_sum",), "cosine_b", {}),
     "trainDifference": (("add_difference",), "train_difference", {}),
     "smoothAdd": (("add_difference",), "smooth_add", {}),
     "smoothAddMT": (("add_difference",), "smooth_add", {}),  # same bytes; the filters are per key anyway
@@ -43,7 +45,6 @@ CALC_MODES: dict[str, tuple[tuple[str, ...], str | None, dict[str, float]]] = {
     "self": (("weighted_sum",), "self_scale", {}),
     "random": (("weighted_sum",), "plus_random", {}),
 }
-NOT_YET = ("cosineA", "cosineB")
 _MODE_LABELS = {"weighted_sum": "Weight sum", "add_difference": "Add difference"}
 
 
@@ -51,10 +52,8 @@ def method_for(mode: str, calc: str = "normal") -> str:
     """The recipe method of a mode and calc mode, or an error that says which combinations work."""
     calc = calc or "normal"
     mode = get_method(mode).name
-    if calc in NOT_YET:
-        raise UnsupportedError(f"calc mode {calc} is not available yet; available: {', '.join(CALC_MODES)}")
     if calc not in CALC_MODES:
-        raise InvalidComboError(f"unknown calc mode {calc!r}; known: {', '.join(CALC_MODES)}, {', '.join(NOT_YET)}")
+        raise InvalidComboError(f"unknown calc mode {calc!r}; known: {', '.join(CALC_MODES)}")
     modes, method, _ = CALC_MODES[calc]
     if mode not in modes:
         need = " and a model C" if modes == ("add_difference",) else ""

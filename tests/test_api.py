@@ -67,7 +67,7 @@ def test_merge_by_recipe_and_history_search(api, webui):
         ({"a": "model_a", "b": "model_b", "colour": 1}, "unknown fields: colour"),
         ({"recipe": "alloy-recipe 1\nmerged = nonsense("}, "line"),
         ({}, "give 'recipe'"),
-        ({"a": "model_a", "b": "model_b", "calc": "cosineA"}, "cosineA is not available yet"),
+        ({"a": "model_a", "b": "model_b", "mode": "add", "calc": "cosineA"}, "cosineA needs mode Weight sum"),
         ({"a": "model_a", "b": "model_b", "calc": "trainDifference"}, "needs mode Add difference and a model C"),
         ({"a": "model_a", "b": "model_b", "gamma": 0.5}, "gamma is not used"),
     ],

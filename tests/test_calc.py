@@ -14,7 +14,7 @@ from scipy.ndimage import gaussian_filter, median_filter
 from test_merge import component_keys, merge, recipe
 
 from lib_merge.engine.run import EngineOptions
-from lib_merge.errors import InvalidComboError, ParameterError, UnsupportedError
+from lib_merge.errors import InvalidComboError, ParameterError
 from lib_merge.methods import calc
 from lib_merge.settings import MergeSettings, build_recipe, method_for
 
@@ -108,6 +108,63 @@ def test_spec_numeric_checks():
     torch.testing.assert_close(smooth, base + 0.2)
 
 
+def cos_dim0(x, y):
+    return (x * y).sum(0) / np.maximum(np.linalg.norm(x, axis=0) * np.linalg.norm(y, axis=0), 1e-8)
+
+
+def flat_cos(x, y):
+    return float((x * y).sum() / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
+def unit_rows(x):
+    return x / np.maximum(np.linalg.norm(x, axis=0, keepdims=True), 1e-12)
+
+
+@pytest.mark.parametrize("calc_mode", ["cosineA", "cosineB"])
+def test_cosine_modes_with_their_prepass(calc_mode, sd1_fp32, tmp_path):
+    alpha = 0.2
+    settings = MergeSettings(str(sd1_fp32[0]), str(sd1_fp32[1]), "weighted_sum", alpha=alpha, calc=calc_mode)
+    from lib_merge.merge import SaveOptions, merge_to_file
+
+    result = merge_to_file(build_recipe(settings), SaveOptions(str(tmp_path / "m.safetensors"), torch.float32))
+    out, a, b = (load(p) for p in (result.path, *sd1_fp32[:2]))
+    keys = [k for k in component_keys("sd1", a) if not k.startswith("first_stage_model.") and a[k].dim() > 0]
+    sims = []
+    for k in keys:  # the pre-pass, over every mergeable key but the VAE
+        x, y = f64(a[k]), f64(b[k])
+        s = cos_dim0(unit_rows(x), unit_rows(y)) if calc_mode == "cosineA" else (cos_dim0(x, y) + flat_cos(x, y)) / 2
+        sims.append(np.ravel(s))
+    values = np.concatenate(sims)
+    p1, p99 = np.percentile(values, [1, 99], method="midpoint")
+    kept = values[(values >= p1) & (values <= p99)]
+    s_min, s_max = kept.min(), kept.max()
+    for key in KEYS:
+        x, y = f64(a[key]), f64(b[key])
+        if calc_mode == "cosineA":
+            xn, yn = unit_rows(x), unit_rows(y)
+            sim = (cos_dim0(xn, yn) + flat_cos(xn, yn)) / 2
+        else:
+            sim = (cos_dim0(x, y) + flat_cos(x, y)) / 2
+        k = np.clip((sim - s_min) / (s_max - s_min) - alpha, 0, 1)
+        np.testing.assert_allclose(f64(out[key]), (1 - k) * y + k * x, rtol=1e-4, atol=1e-5, err_msg=key)
+    vae = "first_stage_model.decoder.conv_out.weight"
+    assert torch.equal(out[vae], a[vae])  # VAE keeps A in the cosine modes
+
+
+def test_cosine_prepass_is_remembered_in_the_cache(sd1_fp32, tmp_path):
+    from lib_merge.cache import TensorCache
+
+    cache = TensorCache(1 << 30)
+    engine = EngineOptions(cache=cache)
+    first = merge(recipe("cosine_b", sd1_fp32[:2], alpha=0.1), tmp_path / "1.safetensors", torch.float32, engine=engine)
+    assert len(cache.memo) == 1
+    (range_,) = cache.memo.values()
+    assert range_["s_min"] < range_["s_max"]
+    second = merge(recipe("cosine_b", sd1_fp32[:2], alpha=0.1), tmp_path / "2.safetensors", torch.float32,
+                   engine=EngineOptions(cache=cache))  # fmt: skip
+    assert all(torch.equal(t, load(second.path)[k]) for k, t in load(first.path).items())
+
+
 def test_self_and_plus_random(sd1_fp32, tmp_path):
     out = load(merge(recipe("self_scale", sd1_fp32[:1], alpha=0.5), tmp_path / "s.safetensors", torch.float32).path)
     a = load(sd1_fp32[0])
@@ -144,7 +201,7 @@ def test_calc_modes_on_sdxl(sdxl, tmp_path):
         ("add_difference", "tensor", InvalidComboError, "tensor needs mode Weight sum"),
         ("weighted_sum", "trainDifference", InvalidComboError, "needs mode Add difference and a model C"),
         ("triple_sum", "extract", InvalidComboError, "valid with triple_sum: normal"),
-        ("weighted_sum", "cosineA", UnsupportedError, "not available yet"),
+        ("add_difference", "cosineA", InvalidComboError, "cosineA needs mode Weight sum"),
         ("weighted_sum", "magic", InvalidComboError, "unknown calc mode 'magic'"),
     ],
 )

@@ -110,6 +110,9 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     compute = _KeyComputer(device, options.compute_dtype, options.nonfinite, report, options.cache)
     pending: deque[tuple[KeyJob, Future, int]] = deque()
     done = 0
+    from lib_merge.engine.prepass import run_prepass
+
+    run_prepass(plan, options, cancel)
     sink.begin(plan.tensors)
     try:
         with ThreadPoolExecutor(max(1, options.threads), thread_name_prefix="alloy-merge") as pool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lib_merge.methods import calc, classic
+from lib_merge.methods import calc, classic, cosine
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ class MethodSpec:
     fused: Callable[..., torch.Tensor] | None = None
     needs_key: bool = False  # fn also gets key= (per-key seeds)
     keeps_key: Callable[[str], bool] | None = None  # keys this method leaves as its first input
+    # A first pass over every key (A and B only): prepass(a, b) per key, then finish(parts) gives
+    # extra parameters for the main pass (the cosine modes' similarity range).
+    prepass: Callable[[torch.Tensor, torch.Tensor], object] | None = None
+    finish: Callable[[list], dict[str, float]] | None = None
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -112,6 +116,14 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "plus_random", "plus random", ("A",), (ALPHA, SEED), calc.plus_random, False, _alpha_zero,
             needs_key=True, keeps_key=calc.keeps_a_for_self,
+        ),
+        MethodSpec(
+            "cosine_a", "cosineA", ("A", "B"), (ALPHA,), cosine.cosine_a, False, keeps_key=cosine.keeps_vae,
+            prepass=cosine.prepass_a, finish=cosine.finish_prepass,
+        ),
+        MethodSpec(
+            "cosine_b", "cosineB", ("A", "B"), (ALPHA,), cosine.cosine_b, False, keeps_key=cosine.keeps_vae,
+            prepass=cosine.prepass_b, finish=cosine.finish_prepass,
         ),
     )
 }  # fmt: skip

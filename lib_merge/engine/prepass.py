@@ -1,0 +1,58 @@
+"""The first pass of methods that need one (SPEC §4.5): read every key once, then fix parameters.
+
+Steps of such a method are grouped by their input models; each group reads its keys (VAE
+excluded), the method's `finish` turns what was collected into parameters, and those are set
+on every step of the group before the main pass starts. Results are remembered in the cache.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lib_merge.arch.blocks import VAE_SLOT
+from lib_merge.engine.plan import MergePlan, Step
+from lib_merge.engine.run import CancelToken, EngineOptions
+from lib_merge.errors import UnsupportedError
+from lib_merge.source import SourceModel
+
+
+def _steps(node) -> list[Step]:
+    if isinstance(node, SourceModel):
+        return []
+    return [s for i in node.inputs for s in _steps(i)] + [node]
+
+
+def run_prepass(plan: MergePlan, options: EngineOptions, cancel: CancelToken) -> None:
+    groups: dict[tuple, list[tuple[str, str | None, Step]]] = {}
+    for job in plan.jobs:
+        if not job.cast or isinstance(job.tree, SourceModel):
+            continue
+        for step in _steps(job.tree):
+            if step.method.prepass is None:
+                continue
+            if not all(isinstance(i, SourceModel) for i in step.inputs):
+                raise UnsupportedError(f"{step.method.name} takes models as its inputs, not merges")
+            ident = (step.method.name,) + tuple(i.cache_identity for i in step.inputs)
+            groups.setdefault(ident, []).append((job.key, job.slot, step))
+    for ident, steps in groups.items():
+        memo = options.cache.memo if options.cache is not None else {}
+        if ident not in memo:
+            memo[ident] = _collect(steps, options, cancel)
+        for _, _, step in steps:
+            step.params.update(memo[ident])
+
+
+def _collect(steps: list[tuple[str, str | None, Step]], options: EngineOptions, cancel: CancelToken) -> dict:
+    method = steps[0][2].method
+    parts = []
+    for key, slot, step in steps:
+        cancel.check()
+        if slot == VAE_SLOT or (method.keeps_key is not None and method.keeps_key(key)):
+            continue
+        a, b = (source.view(key) for source in step.inputs)
+        try:
+            parts.append(method.prepass(a.to(options.device, torch.float32), b.to(options.device, torch.float32)))
+        finally:
+            for source in step.inputs:
+                source.release(key)
+    return method.finish(parts)
