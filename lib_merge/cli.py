@@ -47,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--gamma", type=float, help="gamma (extract)")
     m.add_argument("--seed", type=int, help="seed of random calc modes")
+    m.add_argument("--models", nargs="+", help="further models of a modern or N-model method (--a is the base)")
+    m.add_argument(
+        "--method",
+        help="ties, dare, dare_ties, della, slerp, geometric_median, model_stock, "
+        "add_perpendicular, n_average, task_arithmetic",
+    )
+    m.add_argument("--density", type=float)
+    m.add_argument("--p", type=float, help="drop probability (DARE)")
+    m.add_argument("--epsilon", type=float, help="DELLA's spread of keep probabilities")
     m.add_argument("--blocks", help='alpha as a block vector: "IN00=0.3 OUT05-OUT11=1 *=0.5" or 26/20 values')
     m.add_argument("--preset", help="alpha as a block-weight preset name")
     m.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
@@ -85,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("info", help="architectures and block schemas; or detection results for a file")
     n.add_argument("target", nargs="?", help="an architecture id or a checkpoint file")
     n.add_argument("-v", "--verbose", action="store_true", help="list the keys of every block")
+    sub.add_parser("methods", help="every merge method and calc mode with its inputs and parameters")
+
     u = sub.add_parser("ui", help="the Alloy tabs in a browser, without the WebUI (merges go to files)")
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--port", type=int, default=7870)
@@ -176,12 +187,17 @@ def cmd_merge(args) -> int:
     from lib_merge.io.dtypes import parse_output_dtype
     from lib_merge.merge import SaveOptions, merge_to_file
 
-    if args.recipe and (args.a or args.b or args.mode):
+    if args.recipe and (args.a or args.b or args.mode or args.method):
         raise UsageError("give a recipe file or --a/--b/--mode, not both")
     from lib_merge.settings import build_recipe
 
-    settings = None if args.recipe else _flags_settings(args)
-    root = _load_recipe(args.recipe) if args.recipe else build_recipe(settings)
+    settings = None if args.recipe or args.method else _flags_settings(args)
+    if args.recipe:
+        root = _load_recipe(args.recipe)
+    elif args.method:
+        root = _method_recipe(args)
+    else:
+        root = build_recipe(settings)
     if args.print_recipe:
         print(_canonical(root, args.models_dir)[0], end="")
         return 0
@@ -224,6 +240,46 @@ def cmd_merge(args) -> int:
             print(f"note: history id {row.id}", file=sys.stderr)
     print(result.recipe_hash)
     print(result.path)
+    return 0
+
+
+def _method_recipe(args):
+    from lib_merge.settings import MethodSettings, build_method_recipe
+
+    if not args.a or not args.models:
+        raise UsageError("--method needs --a BASE and --models M1 [M2 ...]")
+    if args.mode or args.b or args.c:
+        raise UsageError("give --method with --a and --models, not --mode/--b/--c")
+
+    def path(p: str) -> str:
+        return os.path.abspath(p) if os.path.exists(p) else p
+
+    return build_method_recipe(
+        MethodSettings(
+            path(args.a),
+            [path(m) for m in args.models],
+            args.method,
+            args.alpha,
+            args.density,
+            args.p,
+            args.epsilon,
+            args.seed,
+        )
+    )
+
+
+def cmd_methods(args) -> int:
+    from lib_merge.methods import METHODS
+    from lib_merge.settings import CALC_MODES
+
+    print("methods (recipe functions):")
+    for spec in METHODS.values():
+        inputs = ", ".join(spec.inputs) + (", …" if spec.variadic else "")
+        params = ", ".join(f"{p.name}={p.default!r}" if p.choices else f"{p.name}={p.default:g}" for p in spec.params)
+        print(f"  {spec.name}({inputs}{', ' if params else ''}{params})  [{spec.label}]")
+    print("calc modes (--calc), with the modes they work with:")
+    for calc, (modes, method, _) in CALC_MODES.items():
+        print(f"  {calc}: {', '.join(modes)}" + (f" -> {method}" if method else ""))
     return 0
 
 
@@ -335,4 +391,5 @@ _COMMANDS = {
     "synth": cmd_synth,
     "history": cmd_history,
     "ui": cmd_ui,
+    "methods": cmd_methods,
 }

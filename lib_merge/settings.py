@@ -93,3 +93,50 @@ def build_recipe(s: MergeSettings) -> MergeNode:
     for p in spec.params:
         params.setdefault(p.name, p.default)
     return MergeNode(spec.name, tuple(ModelRef(m) for m in models), params)
+
+
+MODERN_METHODS = (
+    "ties", "dare", "dare_ties", "della", "slerp", "geometric_median", "model_stock", "add_perpendicular",
+    "n_average", "task_arithmetic",
+)  # fmt: skip
+
+
+@dataclass
+class MethodSettings:
+    """A modern or N-model method over a base A and further models (CLI --method, the UI's method choice)."""
+
+    a: str
+    models: list[str]
+    method: str
+    alpha: float | None = None
+    density: float | None = None
+    p: float | None = None
+    epsilon: float | None = None
+    seed: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_method_recipe(s: MethodSettings) -> MergeNode:
+    if s.method not in MODERN_METHODS:
+        raise InvalidComboError(f"unknown method {s.method!r}; methods: {', '.join(MODERN_METHODS)}")
+    spec = get_method(s.method)
+    inputs = [s.a, *s.models]
+    if len(inputs) < len(spec.inputs) or (not spec.variadic and len(inputs) > len(spec.inputs)):
+        count = f"{len(spec.inputs) - 1}" if not spec.variadic else f"at least {len(spec.inputs) - 1}"
+        raise InvalidComboError(f"{s.method} takes {count} models besides A, got {len(s.models)}")
+    if len(inputs) > spec.max_models:
+        raise InvalidComboError(f"{s.method}: at most 16 models besides A, got {len(s.models)}")
+    names = {p.name for p in spec.params}
+    params: dict[str, object] = {}
+    for name in ("alpha", "density", "p", "epsilon", "seed"):
+        value = getattr(s, name)
+        if value is None:
+            continue
+        if name not in names:
+            raise ParameterError(f"{name} is not used by {s.method}; it takes: {', '.join(sorted(names)) or 'nothing'}")
+        params[name] = float(value)
+    for p in spec.params:
+        params.setdefault(p.name, p.default)
+    return MergeNode(spec.name, tuple(ModelRef(m) for m in inputs), params)

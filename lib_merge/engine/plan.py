@@ -141,10 +141,10 @@ def _inpaint_channels(key: str, bound: BoundRecipe) -> int | None:
     return min(counts) if len(counts) > 1 else None
 
 
-def _param_at(value: object, slot: str, bound: BoundRecipe) -> float:
+def _param_at(value: object, slot: str, bound: BoundRecipe) -> float | str:
     if isinstance(value, BlockVector):
         return value.value(bound.schema, slot)
-    return float(value)
+    return value if isinstance(value, str) else float(value)
 
 
 def _source_of(node: Node, bound: BoundRecipe) -> SourceModel:

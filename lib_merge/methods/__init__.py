@@ -12,18 +12,20 @@ from dataclasses import dataclass
 
 import torch
 
-from lib_merge.methods import calc, classic, cosine
+from lib_merge.methods import calc, classic, cosine, modern
 
 
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
-    default: float
+    default: float | str
     low: float = -1.0
     high: float = 2.0
     vector: bool = True  # accepts a block vector
     integer: bool = False  # printed and parsed as a whole number (seed, axis)
     enforce: bool = False  # values outside [low, high] are refused before the merge
+    choices: tuple[str, ...] = ()  # a word parameter (TIES's sign) instead of a number
+    boolean: bool = False  # True/False in recipes, 1.0/0.0 inside
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class MethodSpec:
     # extra parameters for the main pass (the cosine modes' similarity range).
     prepass: Callable[[torch.Tensor, torch.Tensor], object] | None = None
     finish: Callable[[list], dict[str, float]] | None = None
+    variadic: bool = False  # inputs: the named ones, then any number of further models
+    max_models: int = 17  # A plus 16
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -70,6 +74,10 @@ BETA = ParamSpec("beta", 0.25)
 UNIT_ALPHA = ParamSpec("alpha", 0.5, 0.0, 1.0, enforce=True)
 UNIT_BETA = ParamSpec("beta", 0.25, 0.0, 1.0, enforce=True)
 SEED = ParamSpec("seed", 0.0, 0.0, float(2**63 - 1), vector=False, integer=True, enforce=True)
+STRENGTH = ParamSpec("alpha", 1.0)
+DENSITY = ParamSpec("density", 0.5, 0.0, 1.0, enforce=True)
+DROP = ParamSpec("p", 0.5, 0.0, 0.999999, enforce=True)
+SIGN = ParamSpec("sign", "sum", vector=False, choices=("sum", "count"))
 
 METHODS: dict[str, MethodSpec] = {
     m.name: m
@@ -125,6 +133,32 @@ METHODS: dict[str, MethodSpec] = {
             "cosine_b", "cosineB", ("A", "B"), (ALPHA,), cosine.cosine_b, False, keeps_key=cosine.keeps_vae,
             prepass=cosine.prepass_b, finish=cosine.finish_prepass,
         ),
+        MethodSpec("ties", "TIES", ("base", "M1"), (STRENGTH, DENSITY, SIGN), modern.ties, False, variadic=True),
+        MethodSpec("dare", "DARE", ("base", "M1"), (STRENGTH, DROP, SEED), modern.dare, False, needs_key=True,
+                   variadic=True),
+        MethodSpec("dare_ties", "DARE-TIES", ("base", "M1"), (STRENGTH, DROP, SEED, SIGN), modern.dare_ties, False,
+                   needs_key=True, variadic=True),
+        MethodSpec(
+            "della", "DELLA", ("base", "M1"),
+            (STRENGTH, DENSITY, ParamSpec("epsilon", 0.1, 0.0, 1.0, vector=False, enforce=True), SEED,
+             ParamSpec("elect", 1.0, 0.0, 1.0, vector=False, boolean=True)),
+            modern.della, False, needs_key=True, variadic=True,
+        ),
+        MethodSpec("slerp", "SLERP", ("A", "B"), (ParamSpec("alpha", 0.5),), modern.slerp, False, _ws_passthrough),
+        MethodSpec(
+            "geometric_median", "geometric median", ("M1", "M2"),
+            (ParamSpec("eps", 1e-6, 0.0, 1.0, vector=False, enforce=True),
+             ParamSpec("max_iter", 100.0, 1.0, 1e6, vector=False, integer=True, enforce=True)),
+            modern.geometric_median, False, variadic=True,
+        ),
+        MethodSpec("model_stock", "model stock", ("base", "M1", "M2"), (), modern.model_stock, False,
+                   variadic=True),
+        MethodSpec("add_perpendicular", "add perpendicular", ("A", "B", "C"), (STRENGTH,), modern.add_perpendicular,
+                   False, _alpha_zero),
+        MethodSpec("clip", "weights clipping", ("x", "A", "B"), (), modern.clip, True),
+        MethodSpec("n_average", "N-model average", ("M1", "M2"), (), modern.n_average, True, variadic=True),
+        MethodSpec("task_arithmetic", "task arithmetic", ("base", "M1"), (STRENGTH,), modern.task_arithmetic, True,
+                   _alpha_zero, variadic=True),
     )
 }  # fmt: skip
 

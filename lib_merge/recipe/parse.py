@@ -141,7 +141,13 @@ def _preset(name) -> BlocksSpec:
 
 
 def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
-    if len(args) != len(spec.inputs):
+    if spec.variadic:
+        if not len(spec.inputs) <= len(args) <= spec.max_models:
+            raise RecipeTypeError(
+                f"{spec.name}() takes {len(spec.inputs)} to {spec.max_models} models, got {len(args)}"
+                + ("; at most 16 models per method" if len(args) > spec.max_models else "")
+            )
+    elif len(args) != len(spec.inputs):
         raise RecipeTypeError(f"{spec.name}() takes {len(spec.inputs)} models, got {len(args)}")
     for i, a in enumerate(args):
         if not isinstance(a, (ModelRef, MergeNode)):
@@ -151,7 +157,13 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
     for key, value in kwargs.items():
         if key not in known:
             raise RecipeTypeError(f"{spec.name}() has no parameter '{key}'; parameters: {', '.join(known)}")
-        if type(value) in (int, float):
+        param = spec.param(key)
+        if param.boolean and isinstance(value, bool):
+            value = float(value)
+        elif param.choices:
+            if value not in param.choices:
+                raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be one of {', '.join(param.choices)}")
+        elif type(value) in (int, float):
             if spec.param(key).integer and not float(value).is_integer():
                 raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be a whole number, got {value!r}")
             value = float(value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from lib_merge.arch.blocks import SCHEMAS
-from lib_merge.methods import METHODS
+from lib_merge.methods import METHODS, ParamSpec
 from lib_merge.recipe.nodes import BlocksSpec, ModelRef, Node, walk_merges, walk_models
 from lib_merge.recipe.parse import HEADER
 from lib_merge.recipe.vectors import BlockVector, format_number, format_vector
@@ -20,8 +20,12 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _param(value: object, integer: bool = False) -> str:
-    if integer and isinstance(value, (int, float)):
+def _param(value: object, spec: ParamSpec | None = None) -> str:
+    if spec is not None and spec.choices:
+        return quote(str(value))
+    if spec is not None and spec.boolean:
+        return "True" if float(value) else "False"
+    if spec is not None and spec.integer and isinstance(value, (int, float)):
         return str(int(value))
     if isinstance(value, BlockVector):
         return f"blocks({quote(format_vector(value, SCHEMAS[value.schema_id]))})"
@@ -58,7 +62,7 @@ def print_recipe(root: Node, identity: bool = False) -> str:
     for node in merges:
         spec = METHODS[node.method]
         args = [ref_name(n) for n in node.inputs]
-        args += [f"{p.name}={_param(node.params.get(p.name, p.default), p.integer)}" for p in spec.params]
+        args += [f"{p.name}={_param(node.params.get(p.name, p.default), p)}" for p in spec.params]
         lines.append(f"{names[id(node)]} = {node.method}({', '.join(args)})")
     if isinstance(root, ModelRef):
         lines.append(f"merged = {ref_name(root)}")

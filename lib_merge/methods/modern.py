@@ -1,0 +1,146 @@
+"""Modern merge methods (SPEC §4.6, §4.7): task vectors of fine-tunes over a shared base.
+
+Each function gets fresh fp32 copies of one key's tensors: the base first (where there is one),
+then the models. Random masks come from the key's own generator (SPEC §4.10), drawn on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lib_merge.methods.calc import key_generator
+
+
+def _deltas(base: torch.Tensor, models: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    return [m.sub_(base) for m in models]
+
+
+def _elect(deltas: list[torch.Tensor], sign: str) -> torch.Tensor:
+    """TIES steps 2–3: the elected sign per element, then the mean of the deltas that agree with it."""
+    stack = torch.stack(deltas)
+    sigma = torch.sign(stack.sum(0) if sign == "sum" else torch.sign(stack).sum(0))
+    agree = (torch.sign(stack) == sigma) & (stack != 0) & (sigma != 0)
+    total = (stack * agree).sum(0)
+    return total / agree.sum(0).clamp_(min=1)
+
+
+def _trim(delta: torch.Tensor, density: float) -> torch.Tensor:
+    k = math.ceil(density * delta.numel())
+    if k >= delta.numel():
+        return delta
+    if k <= 0:
+        return delta.zero_()
+    threshold = delta.abs().reshape(-1).kthvalue(delta.numel() - k + 1).values
+    return delta.masked_fill_(delta.abs() < threshold, 0)
+
+
+def ties(base, *models, alpha: float, density: float, sign: str):
+    """base + α · disjoint mean of the trimmed deltas that agree with the elected sign."""
+    trimmed = [_trim(d, density) for d in _deltas(base, models)]
+    return base.add_(_elect(trimmed, sign), alpha=alpha)
+
+
+def _bernoulli(shape, keep: torch.Tensor | float, seed: float, key: str, stream: int) -> torch.Tensor:
+    draw = torch.rand(shape, generator=key_generator(int(seed), str(stream), key), dtype=torch.float32)
+    return draw < keep
+
+
+def _dare_deltas(base, models, p: float, seed: float, key: str) -> list[torch.Tensor]:
+    out = []
+    for i, d in enumerate(_deltas(base, models)):
+        mask = _bernoulli(d.shape, 1 - p, seed, key, i).to(d.device)
+        out.append(d.mul_(mask).div_(1 - p))
+    return out
+
+
+def dare(base, *models, alpha: float, p: float, seed: float, key: str):
+    """base + α · Σ (mask · δ / (1 − p)), mask ~ Bernoulli(1 − p) per model and key."""
+    return base.add_(torch.stack(_dare_deltas(base, models, p, seed, key)).sum(0), alpha=alpha)
+
+
+def dare_ties(base, *models, alpha: float, p: float, seed: float, sign: str, key: str):
+    return base.add_(_elect(_dare_deltas(base, models, p, seed, key), sign), alpha=alpha)
+
+
+def della(base, *models, alpha: float, density: float, epsilon: float, seed: float, elect: float, key: str):
+    """Keep probabilities rise with |δ|'s rank from density − ε to density + ε; survivors are rescaled."""
+    kept = []
+    for i, d in enumerate(_deltas(base, models)):
+        n = d.numel()
+        ranks = torch.empty(n, dtype=torch.float32)
+        ranks[d.abs().reshape(-1).argsort()] = torch.arange(n, dtype=torch.float32)
+        q = (density - epsilon + 2 * epsilon * ranks / max(n - 1, 1)).clamp_(1e-6, 1).reshape(d.shape).to(d.device)
+        mask = _bernoulli(d.shape, q.cpu(), seed, key, i).to(d.device)
+        kept.append(d.mul_(mask).div_(q))
+    tau = _elect(kept, "sum") if elect else torch.stack(kept).sum(0)
+    return base.add_(tau, alpha=alpha)
+
+
+def slerp(a, b, *, alpha: float):
+    """Spherical interpolation of the flat tensors, scaled back to the interpolated norm."""
+    na, nb = a.norm(), b.norm()
+    if na == 0 or nb == 0:
+        return a.lerp_(b, alpha)
+    ua, ub = a / na, b / nb
+    omega = torch.arccos(torch.clamp((ua.reshape(-1) @ ub.reshape(-1)), -1, 1))
+    so = torch.sin(omega)
+    if so < 1e-6:
+        return a.lerp_(b, alpha)
+    mixed = (torch.sin((1 - alpha) * omega) * ua + torch.sin(alpha * omega) * ub) / so
+    return mixed.mul_((1 - alpha) * na + alpha * nb)
+
+
+def geometric_median(*models, eps: float, max_iter: float):
+    """Weiszfeld's iteration from the mean."""
+    stack = torch.stack(models)
+    x = stack.mean(0)
+    for _ in range(int(max_iter)):
+        dist = (stack - x).reshape(len(models), -1).norm(dim=1).clamp_(min=1e-8)
+        w = (1 / dist).reshape((-1,) + (1,) * x.dim())
+        new = (stack * w).sum(0) / w.sum()
+        done = (new - x).norm() <= eps * max(float(x.norm()), 1.0)
+        x = new
+        if done:
+            break
+    return x
+
+
+def model_stock(base, *models):
+    """t·mean(M) + (1 − t)·base with t = n·c / (1 + (n − 1)·c), c = the mean pairwise cosine of the deltas."""
+    n = len(models)
+    mean = torch.stack(models).mean(0)
+    deltas = [m - base for m in models]
+    cosines = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            ni, nj = deltas[i].norm(), deltas[j].norm()
+            if ni > 0 and nj > 0:
+                cosines.append(float((deltas[i].reshape(-1) @ deltas[j].reshape(-1)) / (ni * nj)))
+    c = sum(cosines) / len(cosines) if cosines else 0.0
+    t = n * c / (1 + (n - 1) * c) if (1 + (n - 1) * c) != 0 else 0.0
+    return base.mul_(1 - t).add_(mean, alpha=t)
+
+
+def add_perpendicular(a, b, c, *, alpha: float):
+    """a + α · the part of (b − c) perpendicular to (a − c)."""
+    u, v = a - c, b.sub_(c)
+    uu = float(u.reshape(-1) @ u.reshape(-1))
+    perp = v if uu == 0 else v.sub_(u, alpha=float(u.reshape(-1) @ v.reshape(-1)) / uu)
+    return a.add_(perp, alpha=alpha)
+
+
+def clip(x, a, b):
+    """Weights clipping: x limited to the range that a and b span, elementwise."""
+    return torch.minimum(torch.maximum(x, torch.minimum(a, b)), torch.maximum(a, b))
+
+
+def n_average(*models):
+    return torch.stack(models).mean(0)
+
+
+def task_arithmetic(base, *models, alpha: float):
+    """base + α · Σ (Mᵢ − base)."""
+    total = torch.stack(_deltas(base, models)).sum(0)
+    return base.add_(total, alpha=alpha)
