@@ -2,7 +2,7 @@
 
     python bench/make_models.py [--arch sd1 sdxl] [--dir bench/models]
 
-Files: <dir>/<arch>_a.safetensors and <arch>_b.safetensors (2.1 GB each for SD1, 6.9 GB for SDXL).
+Files: <dir>/<arch>_a.safetensors and <arch>_b.safetensors (and _c with --roles a b c) (2.1 GB each for SD1, 6.9 GB for SDXL).
 Existing files are kept. The folder is ignored by git.
 """
 
@@ -25,10 +25,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", nargs="+", default=["sd1", "sdxl"], choices=["sd1", "sdxl"])
     ap.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    ap.add_argument("--roles", nargs="+", default=["a", "b"], choices=["a", "b", "c"], help="c: a third model")
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     for arch in args.arch:
-        for role, seed in (("a", 1), ("b", 2)):
+        for role, seed in (("a", 1), ("b", 2), ("c", 3)):
+            if role not in args.roles:
+                continue
             path = args.dir / f"{arch}_{role}.safetensors"
             if path.exists():
                 print(f"keep {path}")

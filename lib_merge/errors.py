@@ -119,3 +119,7 @@ class HostPatchError(AlloyError):
 
 class BusyError(AlloyError):
     """Another merge holds the live model and the caller asked not to wait."""
+
+
+class ElementalSyntaxError(RecipeError):
+    """An elemental entry that does not read as Blocks:Elements:Ratio, or names an unknown block."""

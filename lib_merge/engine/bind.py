@@ -19,6 +19,9 @@ from lib_merge.errors import (
     ParameterError,
 )
 from lib_merge.methods import METHODS
+from lib_merge.methods.adjust import AdjustValues
+from lib_merge.recipe.elemental import Elemental
+from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, walk_models
 from lib_merge.recipe.vectors import BlockVector, format_number, parse_vector
 from lib_merge.source import SourceModel
@@ -107,6 +110,12 @@ def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo,
         return refs[node]
     params = {}
     for name, value in node.params.items():
+        if isinstance(value, (Elemental, KeyFilter)):
+            if schema is None:
+                raise BlockSchemaError(f"{arch.label} has no blocks: elemental rules and include/exclude need them")
+            value = value.bind(schema.names_with_vae(), schema.label)
+        elif isinstance(value, AdjustValues):
+            value = value.bind(arch.id)
         if isinstance(value, BlocksSpec):
             if schema is None:
                 raise BlockSchemaError(f"{arch.label} has no blocks: block weights cannot be used")

@@ -141,10 +141,10 @@ def _inpaint_channels(key: str, bound: BoundRecipe) -> int | None:
     return min(counts) if len(counts) > 1 else None
 
 
-def _param_at(value: object, slot: str, bound: BoundRecipe) -> float | str:
+def _param_at(value: object, slot: str, bound: BoundRecipe) -> object:
     if isinstance(value, BlockVector):
         return value.value(bound.schema, slot)
-    return value if isinstance(value, str) else float(value)
+    return float(value) if isinstance(value, (int, float)) else value  # words and value objects as they are
 
 
 def _source_of(node: Node, bound: BoundRecipe) -> SourceModel:
@@ -171,7 +171,12 @@ def _reduce(
                 f"key {key!r} has shape {list(ref_shape)} in {first.name} but {list(shape)} in {source.name}"
             )
     params = {name: _param_at(node.params.get(name, p.default), slot, bound) for p in spec.params for name in [p.name]}
-    through = 0 if spec.keeps_key is not None and spec.keeps_key(key) else spec.passthrough(params)
+    rules, keys = node.params.get("elemental"), node.params.get("filter")
+    if rules is not None and "alpha" in params:
+        params["alpha"] = rules.alpha_for(key, slot, params["alpha"])
+    skipped = keys is not None and not keys.merges(key, slot)
+    kept = skipped or (spec.keeps_key is not None and spec.keeps_key(key))
+    through = 0 if kept else spec.passthrough(params)
     if through is not None:
         return _reduce(node.inputs[through], key, slot, bound, missing, roles, channels)
     inputs = tuple(_reduce(i, key, slot, bound, missing, roles, channels) for i in node.inputs)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lib_merge.methods import calc, classic, cosine, modern
+from lib_merge.methods import adjust, calc, classic, cosine, modern
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class ParamSpec:
     enforce: bool = False  # values outside [low, high] are refused before the merge
     choices: tuple[str, ...] = ()  # a word parameter (TIES's sign) instead of a number
     boolean: bool = False  # True/False in recipes, 1.0/0.0 inside
+    text: bool = False  # a value object written as one positional string after the models (Adjust)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,11 @@ METHODS: dict[str, MethodSpec] = {
                    False, _alpha_zero),
         MethodSpec("clip", "weights clipping", ("x", "A", "B"), (), modern.clip, True),
         MethodSpec("n_average", "N-model average", ("M1", "M2"), (), modern.n_average, True, variadic=True),
+        MethodSpec(
+            "adjust", "Adjust", ("x",), (ParamSpec("values", adjust.parse_adjust(""), vector=False, text=True),),
+            adjust.adjust, False, lambda p: 0 if not any(p["values"].numbers) else None, needs_key=True,
+            keeps_key=lambda key: not adjust.touches(key),
+        ),
         MethodSpec("task_arithmetic", "task arithmetic", ("base", "M1"), (STRENGTH,), modern.task_arithmetic, True,
                    _alpha_zero, variadic=True),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from lib_merge.methods.calc import key_generator
@@ -18,28 +19,61 @@ def _deltas(base: torch.Tensor, models: tuple[torch.Tensor, ...]) -> list[torch.
 
 
 def _elect(deltas: list[torch.Tensor], sign: str) -> torch.Tensor:
-    """TIES steps 2–3: the elected sign per element, then the mean of the deltas that agree with it."""
-    stack = torch.stack(deltas)
-    sigma = torch.sign(stack.sum(0) if sign == "sum" else torch.sign(stack).sum(0))
-    agree = (torch.sign(stack) == sigma) & (stack != 0) & (sigma != 0)
-    total = (stack * agree).sum(0)
-    return total / agree.sum(0).clamp_(min=1)
+    """TIES steps 2–3: the elected sign per element, then the mean of the deltas that agree with it.
+
+    A delta agrees where δ·σ > 0, which leaves out zeros and elements without an elected sign.
+    The deltas are consumed (one pass each, no stacked copy of all of them).
+    """
+    total = torch.zeros_like(deltas[0])
+    for d in deltas:
+        total.add_(d if sign == "sum" else torch.sign(d))
+    sigma = torch.sign(total)
+    total.zero_()
+    count = torch.zeros_like(total)
+    for d in deltas:
+        agree = (d * sigma).gt_(0).to(d.dtype)
+        total.add_(d.mul_(agree))
+        count.add_(agree)
+    return total.div_(count.clamp_(min=1))
 
 
-def _trim(delta: torch.Tensor, density: float) -> torch.Tensor:
-    k = math.ceil(density * delta.numel())
-    if k >= delta.numel():
-        return delta
+CHUNK = 1 << 18  # elements per slice of the elementwise stages: they stay in the CPU cache
+
+
+def _threshold(delta: torch.Tensor, density: float) -> float:
+    """The k-th largest |δ| (k = ⌈density·numel⌉): elements at or above it survive the trim."""
+    n = delta.numel()
+    k = math.ceil(density * n)
+    if k >= n:
+        return 0.0
     if k <= 0:
-        return delta.zero_()
-    threshold = delta.abs().reshape(-1).kthvalue(delta.numel() - k + 1).values
-    return delta.masked_fill_(delta.abs() < threshold, 0)
+        return math.inf
+    magnitude = delta.abs().reshape(-1)
+    if magnitude.device.type == "cpu":  # numpy's introselect beats kthvalue here
+        return float(np.partition(magnitude.numpy(), n - k)[n - k])
+    return float(magnitude.kthvalue(n - k + 1).values)
+
+
+def _merge_slices(base: torch.Tensor, deltas: list[torch.Tensor], alpha: float, combine) -> torch.Tensor:
+    """base + α·combine(slices of the deltas), slice by slice, so the temporaries stay small."""
+    flat_base = base.reshape(-1)
+    flats = [d.reshape(-1) for d in deltas]
+    for start in range(0, flat_base.numel(), CHUNK):
+        end = min(start + CHUNK, flat_base.numel())
+        flat_base[start:end].add_(combine([f[start:end] for f in flats]), alpha=alpha)
+    return base
 
 
 def ties(base, *models, alpha: float, density: float, sign: str):
     """base + α · disjoint mean of the trimmed deltas that agree with the elected sign."""
-    trimmed = [_trim(d, density) for d in _deltas(base, models)]
-    return base.add_(_elect(trimmed, sign), alpha=alpha)
+    deltas = _deltas(base, models)
+    limits = [_threshold(d, density) for d in deltas]
+
+    def combine(parts: list[torch.Tensor]) -> torch.Tensor:
+        trimmed = [p.masked_fill_(p.abs() < t, 0) for p, t in zip(parts, limits, strict=True)]
+        return _elect(trimmed, sign)
+
+    return _merge_slices(base, deltas, alpha, combine)
 
 
 def _bernoulli(shape, keep: torch.Tensor | float, seed: float, key: str, stream: int) -> torch.Tensor:
@@ -57,11 +91,20 @@ def _dare_deltas(base, models, p: float, seed: float, key: str) -> list[torch.Te
 
 def dare(base, *models, alpha: float, p: float, seed: float, key: str):
     """base + α · Σ (mask · δ / (1 − p)), mask ~ Bernoulli(1 − p) per model and key."""
-    return base.add_(torch.stack(_dare_deltas(base, models, p, seed, key)).sum(0), alpha=alpha)
+    deltas = _dare_deltas(base, models, p, seed, key)
+    return _merge_slices(base, deltas, alpha, lambda parts: _sum(parts))
 
 
 def dare_ties(base, *models, alpha: float, p: float, seed: float, sign: str, key: str):
-    return base.add_(_elect(_dare_deltas(base, models, p, seed, key), sign), alpha=alpha)
+    deltas = _dare_deltas(base, models, p, seed, key)
+    return _merge_slices(base, deltas, alpha, lambda parts: _elect(parts, sign))
+
+
+def _sum(parts: list[torch.Tensor]) -> torch.Tensor:
+    total = parts[0]
+    for part in parts[1:]:
+        total = total.add_(part)
+    return total
 
 
 def della(base, *models, alpha: float, density: float, epsilon: float, seed: float, elect: float, key: str):

@@ -6,6 +6,9 @@ import ast
 
 from lib_merge.errors import RecipeSyntaxError, RecipeTypeError
 from lib_merge.methods import METHODS, MethodSpec
+from lib_merge.methods.adjust import parse_adjust
+from lib_merge.recipe.elemental import Elemental, parse_elemental
+from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node
 
 HEADER = "alloy-recipe 1"
@@ -109,6 +112,10 @@ class _Evaluator:
                 return _blocks(*args, **kwargs)
             if func == "preset":
                 return _preset(*args, **kwargs)
+            if func == "elemental":
+                return _elemental(*args, **kwargs)
+            if func in ("include", "exclude"):
+                return _filter(func, *args, **kwargs)
             if func in METHODS:
                 return _merge(METHODS[func], args, kwargs)
         except TypeError as e:
@@ -140,7 +147,18 @@ def _preset(name) -> BlocksSpec:
     return BlocksSpec(name, preset=name)
 
 
+OPTIONS = ("elemental", "filter")  # keywords every merge method takes besides its parameters
+
+
 def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
+    text_params = [p for p in spec.params if p.text]
+    if text_params and len(args) == len(spec.inputs) + 1 and isinstance(args[-1], str):
+        kwargs = {**kwargs, text_params[0].name: args.pop()}
+    options = {k: kwargs.pop(k) for k in OPTIONS if k in kwargs}
+    if "elemental" in options and not isinstance(options["elemental"], Elemental):
+        raise RecipeTypeError(f'{spec.name}(): elemental= takes elemental("...")')
+    if "filter" in options and not isinstance(options["filter"], KeyFilter):
+        raise RecipeTypeError(f"{spec.name}(): filter= takes include(...) or exclude(...)")
     if spec.variadic:
         if not len(spec.inputs) <= len(args) <= spec.max_models:
             raise RecipeTypeError(
@@ -158,7 +176,9 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
         if key not in known:
             raise RecipeTypeError(f"{spec.name}() has no parameter '{key}'; parameters: {', '.join(known)}")
         param = spec.param(key)
-        if param.boolean and isinstance(value, bool):
+        if param.text:
+            value = parse_adjust(value) if isinstance(value, str) else value
+        elif param.boolean and isinstance(value, bool):
             value = float(value)
         elif param.choices:
             if value not in param.choices:
@@ -172,4 +192,17 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
         params[key] = value
     for p in spec.params:
         params.setdefault(p.name, p.default)
+    params.update(options)
     return MergeNode(spec.name, tuple(args), params)
+
+
+def _elemental(text, seed=0) -> Elemental:
+    if not isinstance(text, str) or type(seed) is not int:
+        raise RecipeTypeError("elemental(): give the rules as a string (and seed= as a whole number)")
+    return parse_elemental(text, seed)
+
+
+def _filter(mode: str, *targets, elements=()) -> KeyFilter:
+    if not all(isinstance(t, str) for t in targets) or not all(isinstance(e, str) for e in elements):
+        raise RecipeTypeError(f"{mode}(): targets and elements are strings")
+    return KeyFilter(mode, tuple(targets), tuple(elements))

@@ -38,6 +38,20 @@ def _param(value: object, spec: ParamSpec | None = None) -> str:
     return format_number(value)  # type: ignore[arg-type]
 
 
+def _options(params: dict) -> list[str]:
+    out = []
+    rules = params.get("elemental")
+    if rules is not None:
+        out.append(f"elemental=elemental({quote(rules.text)}" + (f", seed={rules.seed})" if rules.seed else ")"))
+    keys = params.get("filter")
+    if keys is not None:
+        targets = ", ".join(quote(t) for t in keys.targets)
+        elements = ", ".join(quote(e) for e in keys.elements)
+        inner = ", ".join(x for x in (targets, f"elements=[{elements}]" if elements else "") if x)
+        out.append(f"filter={keys.mode}({inner})")
+    return out
+
+
 def print_recipe(root: Node, identity: bool = False) -> str:
     """Canonical text; with `identity`, model lines carry only their sha256 (for the hash)."""
     models = walk_models(root)
@@ -62,7 +76,9 @@ def print_recipe(root: Node, identity: bool = False) -> str:
     for node in merges:
         spec = METHODS[node.method]
         args = [ref_name(n) for n in node.inputs]
-        args += [f"{p.name}={_param(node.params.get(p.name, p.default), p)}" for p in spec.params]
+        args += [quote(node.params.get(p.name, p.default).text) for p in spec.params if p.text]
+        args += [f"{p.name}={_param(node.params.get(p.name, p.default), p)}" for p in spec.params if not p.text]
+        args += _options(node.params)
         lines.append(f"{names[id(node)]} = {node.method}({', '.join(args)})")
     if isinstance(root, ModelRef):
         lines.append(f"merged = {ref_name(root)}")
