@@ -2,7 +2,8 @@
 
     python bench/make_models.py [--arch sd1 sdxl] [--dir bench/models]
 
-Files: <dir>/<arch>_a.safetensors and <arch>_b.safetensors (and _c with --roles a b c) (2.1 GB each for SD1, 6.9 GB for SDXL).
+Files: <dir>/<arch>_a.safetensors, <arch>_b.safetensors (and _c with --roles a b c);
+2.1 GB each for SD1, 6.9 GB for SDXL.
 Existing files are kept. The folder is ignored by git.
 """
 

@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--gamma", type=float, help="gamma (extract)")
     m.add_argument("--seed", type=int, help="seed of random calc modes")
+    m.add_argument("--elemental", help='elemental rules, "Blocks:Elements:Ratio, …"')
+    m.add_argument("--include", help='merge only these: blocks, VAE, Adjust, key substrings ("OUT03 attn2")')
+    m.add_argument("--exclude", help="merge all but these (same words as --include)")
+    m.add_argument("--adjust", help='"IN,OUT,OUT2,CONT,BRI,COL1,COL2,COL3" after the merge')
     m.add_argument("--models", nargs="+", help="further models of a modern or N-model method (--a is the base)")
     m.add_argument(
         "--method",
@@ -83,9 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     hi = hsub.add_parser("import-supermerger", help="append SuperMerger's mergehistory.csv to the history")
     hi.add_argument("file")
 
-    r = sub.add_parser("recipe", help="print or hash a recipe")
-    r.add_argument("action", choices=["print", "hash"])
+    r = sub.add_parser("recipe", help="print, hash or compose a recipe")
+    r.add_argument("action", choices=["print", "hash", "compose"])
     r.add_argument("file")
+    r.add_argument(
+        "-p",
+        dest="params",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        default=[],
+        help="compose: fill the template parameter NAME with a number, model or recipe file",
+    )
+    r.add_argument("-o", "--output", help="compose: write the recipe here instead of printing it")
 
     i = sub.add_parser("inspect", help="architecture, components, keys, dtypes and size of a checkpoint")
     i.add_argument("file")
@@ -152,6 +166,10 @@ def _flags_settings(args):
         args.calc,
         args.gamma,
         args.seed,
+        args.elemental,
+        args.include,
+        args.exclude,
+        args.adjust,
     )
 
 
@@ -225,7 +243,22 @@ def cmd_merge(args) -> int:
     if not args.no_history:
         from lib_merge.history import append_history
 
-        names = ("mode", "calc", "alpha", "beta", "gamma", "seed", "blocks", "preset", "dtype", "device")
+        names = (
+            "mode",
+            "calc",
+            "alpha",
+            "beta",
+            "gamma",
+            "seed",
+            "blocks",
+            "preset",
+            "elemental",
+            "include",
+            "exclude",
+            "adjust",
+            "dtype",
+            "device",
+        )
         settings = {k: getattr(args, k) for k in names}
         settings["recipe_file"] = args.recipe
         row = append_history(
@@ -296,7 +329,31 @@ def _canonical(root, models_dir):
 
 
 def cmd_recipe(args) -> int:
-    text, digest = _canonical(_load_recipe(args.file), args.models_dir)
+    if args.action == "compose":
+        from lib_merge.recipe import print_recipe
+        from lib_merge.recipe.compose import compose
+
+        text = print_recipe(compose(_load_recipe(args.file), dict(args.params)))
+        if args.output:
+            from lib_merge.io.writer import temp_path_for
+
+            tmp = temp_path_for(os.path.abspath(args.output))
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, args.output)
+            print(args.output)
+        else:
+            print(text, end="")
+        return 0
+    template = _load_recipe(args.file)
+    from lib_merge.recipe.nodes import open_params
+
+    if args.action == "print" and open_params(template):
+        from lib_merge.recipe import print_recipe
+
+        print(print_recipe(template), end="")  # a template prints with its param(...) calls
+        return 0
+    text, digest = _canonical(template, args.models_dir)
     print(text if args.action == "print" else digest, end="" if args.action == "print" else "\n")
     return 0
 

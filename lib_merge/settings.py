@@ -6,10 +6,14 @@ module turns one into a recipe, so every surface builds the same recipe for the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from lib_merge.errors import InvalidComboError, ParameterError
 from lib_merge.methods import get_method
+from lib_merge.methods.adjust import parse_adjust
+from lib_merge.recipe.elemental import parse_elemental
+from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef
 
 
@@ -26,6 +30,10 @@ class MergeSettings:
     calc: str = "normal"  # calc mode (SPEC §4.3)
     gamma: float | None = None
     seed: int | None = None
+    elemental: str | None = None  # "Blocks:Elements:Ratio" rules
+    include: str | None = None  # blocks, VAE, Adjust and key substrings, space or comma separated
+    exclude: str | None = None
+    adjust: str | None = None  # "IN,OUT,OUT2,CONT,BRI,COL1,COL2,COL3"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +88,8 @@ def build_recipe(s: MergeSettings) -> MergeNode:
         raise InvalidComboError(f"mode {spec.name} takes models A and B only; model C is not used")
     names = {p.name for p in spec.params}
     for name in ("beta", "gamma", "seed"):
-        if getattr(s, name) is not None and name not in names:
+        used = name in names or (name == "seed" and bool(s.elemental))  # elemental R/U/X draw from the seed
+        if getattr(s, name) is not None and not used:
             raise ParameterError(f"{name} is not used by mode {spec.name}")
     params: dict[str, object] = dict(CALC_MODES[s.calc or "normal"][2])
     if s.blocks or s.preset:
@@ -88,11 +97,40 @@ def build_recipe(s: MergeSettings) -> MergeNode:
     elif s.alpha is not None:
         params["alpha"] = float(s.alpha)
     for name in ("beta", "gamma", "seed"):
-        if getattr(s, name) is not None:
+        if getattr(s, name) is not None and name in names:
             params[name] = float(getattr(s, name))
     for p in spec.params:
         params.setdefault(p.name, p.default)
-    return MergeNode(spec.name, tuple(ModelRef(m) for m in models), params)
+    options = _options(s)
+    node = MergeNode(spec.name, tuple(ModelRef(m) for m in models), params | options)
+    if s.adjust and s.adjust.strip():
+        values = parse_adjust(s.adjust)
+        if any(values.numbers):
+            extra = {"filter": options["filter"]} if "filter" in options else {}
+            node = MergeNode("adjust", (node,), {"values": values} | extra)
+    return node
+
+
+_TARGET = re.compile(r"^(BASE|VAE|Adjust|[A-Z]+\d+)$")
+
+
+def parse_filter(mode: str, text: str) -> KeyFilter:
+    """Block names, VAE and Adjust are targets; any other word is a key substring."""
+    words = [w for w in re.split(r"[\s,]+", text.strip()) if w]
+    return KeyFilter(mode, tuple(w for w in words if _TARGET.match(w)), tuple(w for w in words if not _TARGET.match(w)))
+
+
+def _options(s: MergeSettings) -> dict:
+    options: dict = {}
+    if s.elemental and s.elemental.strip():
+        options["elemental"] = parse_elemental(s.elemental, int(s.seed or 0))
+    if s.include and s.include.strip() and s.exclude and s.exclude.strip():
+        raise ParameterError("give include or exclude, not both")
+    for mode in ("include", "exclude"):
+        text = getattr(s, mode)
+        if text and text.strip():
+            options["filter"] = parse_filter(mode, text)
+    return options
 
 
 MODERN_METHODS = (

@@ -75,7 +75,7 @@ def test_elemental_errors_name_the_entry(sd1, tmp_path, rules, words):
 
 
 def test_exclude_and_include(sd1, tmp_path):
-    a, b = load(sd1[0]), load(sd1[1])
+    a = load(sd1[0])
     ex = load(merge(text(*sd1[:2], 'weighted_sum(A, B, filter=exclude("VAE", "IN00", elements=["attn2"]))'),
                     tmp_path / "x.safetensors", torch.float32).path)  # fmt: skip
     inc = load(merge(text(*sd1[:2], 'weighted_sum(A, B, filter=include("OUT03"))'), tmp_path / "i.safetensors",
@@ -132,3 +132,22 @@ def test_options_print_canonically_and_round_trip():
     assert 'filter=exclude("VAE", "IN00", elements=["attn2"])' in printed
     assert 'merged = adjust(m1, "0,0,0,0,1.0,0,0,0")' in printed
     assert print_recipe(parse_recipe(printed)) == printed
+
+
+def test_cli_flags_build_the_same_recipe(sd1, tmp_path):
+    from test_cli import cli
+
+    out = tmp_path / "flags.safetensors"
+    proc = cli("merge", "--a", sd1[0], "--b", sd1[1], "--mode", "ws", "--alpha", "0.4", "--elemental", "OUT03::0.2",
+               "--exclude", "VAE attn2", "--adjust", "0,0,0,0,1", "-o", out, "--no-history")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    recipe = text(
+        *sd1[:2],
+        'adjust(weighted_sum(A, B, alpha=0.4, elemental=elemental("OUT03::0.2"), '
+        'filter=exclude("VAE", elements=["attn2"])), "0,0,0,0,1", filter=exclude("VAE", elements=["attn2"]))',
+    )
+    same = merge(recipe, tmp_path / "recipe.safetensors")
+    assert proc.stdout.splitlines()[-2] == same.recipe_hash
+    both = cli("merge", "--a", sd1[0], "--b", sd1[1], "--mode", "ws", "--include", "IN01", "--exclude", "IN02",
+               "-o", tmp_path / "no.safetensors")  # fmt: skip
+    assert both.returncode == 3 and "include or exclude, not both" in both.stderr

@@ -202,3 +202,47 @@ def test_history_page_shows_newest_first(tmp_path, monkeypatch):
     assert len(shown) == 20 and shown[0][0] == 25 and shown[-1][0] == 6
     assert len(table_rows(rows, "all")) == 25
     assert np.array_equal([r[0] for r in table_rows(rows, "all")], list(range(25, 0, -1)))
+
+
+def test_calc_mode_limits_the_modes_and_new_controls_reach_the_recipe(tmp_path, sd1):
+    import shutil
+
+    for p in sd1:
+        shutil.copy(p, tmp_path / p.name)
+    demo = build_ui(Workbench(FolderHost(str(tmp_path))))
+    changed, inputs = handler_for_change(demo, "alloy_calc")
+    chosen = changed("trainDifference", "weighted_sum")
+    assert chosen["choices"] in (["add_difference"], [("add_difference", "add_difference")])
+    assert chosen["value"] == "add_difference"
+    fn, inputs = handler(demo, "alloy_merge")
+    ids = [c.elem_id for c in inputs]
+    values = [c.value for c in inputs]
+    for elem_id, value in {
+        "alloy_model_a": sd1[0].name, "alloy_model_b": sd1[1].name, "alloy_model_c": sd1[2].name,
+        "alloy_mode": "add_difference", "alloy_calc": "trainDifference", "alloy_elemental": "OUT03::0.2",
+        "alloy_filter_mode": "Exclude", "alloy_filter_text": "VAE attn2", "alloy_adjust_4": 1.0,
+    }.items():  # fmt: skip
+        values[ids.index(elem_id)] = value
+    status, recipe, _ = last(fn(*values))
+    assert status.startswith("Saved"), status
+    assert 'train_difference(A, B, C, alpha=0.5, elemental=elemental("OUT03::0.2")' in recipe
+    assert 'merged = adjust(m1, "0,0,0,0,1.0,0,0,0", filter=exclude("VAE", elements=["attn2"]))' in recipe
+
+
+def handler_for_change(demo, elem_id):
+    """The .change handler of a component (Gradio 3 and 4)."""
+    block = by_elem_id(demo, elem_id)
+    if isinstance(demo.fns, dict):
+        for fn in demo.fns.values():
+            if (block._id, "change") in [tuple(t) for t in fn.targets]:
+                return fn.fn, list(fn.inputs)
+    else:
+        for index, dep in enumerate(demo.dependencies):
+            targets = dep["targets"]
+            if targets and isinstance(targets[0], (list, tuple)):
+                hit = [block._id, "change"] in [list(t) for t in targets]
+            else:
+                hit = dep.get("trigger") == "change" and block._id in targets
+            if hit:
+                return demo.fns[index].fn, [demo.blocks[i] for i in dep["inputs"]]
+    raise AssertionError(f"no change handler on {elem_id}")

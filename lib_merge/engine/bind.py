@@ -17,12 +17,13 @@ from lib_merge.errors import (
     ModelHashMismatchError,
     ModelNotFoundError,
     ParameterError,
+    RecipeError,
 )
 from lib_merge.methods import METHODS
 from lib_merge.methods.adjust import AdjustValues
 from lib_merge.recipe.elemental import Elemental
 from lib_merge.recipe.filters import KeyFilter
-from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, walk_models
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, open_params, walk_models
 from lib_merge.recipe.vectors import BlockVector, format_number, parse_vector
 from lib_merge.source import SourceModel
 
@@ -80,6 +81,9 @@ def display_path(path: str, models_dir: str | None) -> str:
 
 
 def bind_recipe(root: Node, models_dir: str | None = None) -> BoundRecipe:
+    unfilled = open_params(root)
+    if unfilled:
+        raise RecipeError(f"recipe has unfilled parameters: {', '.join(unfilled)}")
     refs = walk_models(root)
     opened: dict[str, SourceModel] = {}
     bound_refs: dict[ModelRef, ModelRef] = {}

@@ -22,7 +22,7 @@ class KeyFilter:
 
     def bind(self, slot_names: tuple[str, ...], label: str) -> KeyFilter:
         """Targets checked against the schema and put in schema order (the canonical form)."""
-        known = tuple(slot_names) + ("VAE", "Adjust")
+        known = tuple(dict.fromkeys(tuple(slot_names) + ("VAE", "Adjust")))
         unknown = [t for t in self.targets if t not in known]
         if unknown:
             raise BlockVectorError(

@@ -24,7 +24,14 @@ class BlocksSpec:
     default: float | None = None  # value of slots a named form leaves open (the scalar slider)
 
 
-ParamValue = float | BlocksSpec | BlockVector
+@dataclass(frozen=True)
+class Param:
+    """An open input of a template (SPEC §5.8): a model, a sub-recipe or a number filled in later."""
+
+    name: str
+
+
+ParamValue = float | BlocksSpec | BlockVector | Param
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class MergeNode:
     params: dict[str, ParamValue] = field(default_factory=dict, hash=False, compare=True)
 
 
-Node = ModelRef | MergeNode
+Node = ModelRef | MergeNode | Param
 
 
 def walk_models(node: Node) -> list[ModelRef]:
@@ -45,7 +52,7 @@ def walk_models(node: Node) -> list[ModelRef]:
         if isinstance(n, ModelRef):
             if n not in seen:
                 seen.append(n)
-        else:
+        elif isinstance(n, MergeNode):
             for child in n.inputs:
                 visit(child)
 
@@ -74,8 +81,26 @@ def primary_model(node: Node) -> ModelRef:
     return node
 
 
+def open_params(node: Node) -> list[str]:
+    """Names of the template parameters still open, sorted."""
+    found: set[str] = set()
+
+    def visit(n: Node) -> None:
+        if isinstance(n, Param):
+            found.add(n.name)
+        elif isinstance(n, MergeNode):
+            found.update(v.name for v in n.params.values() if isinstance(v, Param))
+            for child in n.inputs:
+                visit(child)
+
+    visit(node)
+    return sorted(found)
+
+
 def replace_models(node: Node, resolve) -> Node:
     """The same recipe with every model input passed through `resolve(ModelRef) -> ModelRef`."""
+    if isinstance(node, Param):
+        return node
     if isinstance(node, ModelRef):
         return resolve(node)
     return MergeNode(node.method, tuple(replace_models(i, resolve) for i in node.inputs), dict(node.params))

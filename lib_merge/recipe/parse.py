@@ -9,7 +9,7 @@ from lib_merge.methods import METHODS, MethodSpec
 from lib_merge.methods.adjust import parse_adjust
 from lib_merge.recipe.elemental import Elemental, parse_elemental
 from lib_merge.recipe.filters import KeyFilter
-from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, Param
 
 HEADER = "alloy-recipe 1"
 
@@ -112,6 +112,8 @@ class _Evaluator:
                 return _blocks(*args, **kwargs)
             if func == "preset":
                 return _preset(*args, **kwargs)
+            if func == "param":
+                return _param(*args, **kwargs)
             if func == "elemental":
                 return _elemental(*args, **kwargs)
             if func in ("include", "exclude"):
@@ -168,7 +170,7 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
     elif len(args) != len(spec.inputs):
         raise RecipeTypeError(f"{spec.name}() takes {len(spec.inputs)} models, got {len(args)}")
     for i, a in enumerate(args):
-        if not isinstance(a, (ModelRef, MergeNode)):
+        if not isinstance(a, (ModelRef, MergeNode, Param)):
             raise RecipeTypeError(f"{spec.name}() argument {i + 1} must be a model, got {a!r}")
     known = {p.name for p in spec.params}
     params: dict[str, object] = {}
@@ -176,7 +178,9 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
         if key not in known:
             raise RecipeTypeError(f"{spec.name}() has no parameter '{key}'; parameters: {', '.join(known)}")
         param = spec.param(key)
-        if param.text:
+        if isinstance(value, Param):
+            pass  # an open template parameter, filled by compose
+        elif param.text:
             value = parse_adjust(value) if isinstance(value, str) else value
         elif param.boolean and isinstance(value, bool):
             value = float(value)
@@ -194,6 +198,12 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
         params.setdefault(p.name, p.default)
     params.update(options)
     return MergeNode(spec.name, tuple(args), params)
+
+
+def _param(name) -> Param:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise RecipeTypeError("param(): the name must be a plain word")
+    return Param(name)
 
 
 def _elemental(text, seed=0) -> Elemental:

@@ -6,7 +6,7 @@ import hashlib
 
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.methods import METHODS, ParamSpec
-from lib_merge.recipe.nodes import BlocksSpec, ModelRef, Node, walk_merges, walk_models
+from lib_merge.recipe.nodes import BlocksSpec, ModelRef, Node, Param, walk_merges, walk_models
 from lib_merge.recipe.parse import HEADER
 from lib_merge.recipe.vectors import BlockVector, format_number, format_vector
 
@@ -21,6 +21,8 @@ def quote(text: str) -> str:
 
 
 def _param(value: object, spec: ParamSpec | None = None) -> str:
+    if isinstance(value, Param):
+        return f"param({quote(value.name)})"
     if spec is not None and spec.choices:
         return quote(str(value))
     if spec is not None and spec.boolean:
@@ -69,6 +71,8 @@ def print_recipe(root: Node, identity: bool = False) -> str:
         names[id(node)] = "merged" if node is root else f"m{i}"
 
     def ref_name(n: Node) -> str:
+        if isinstance(n, Param):
+            return f"param({quote(n.name)})"
         if isinstance(n, ModelRef):
             return names[id(next(m for m in models if m == n))]
         return names[id(n)]

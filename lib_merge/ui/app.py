@@ -14,17 +14,23 @@ from lib_merge.history import import_supermerger as import_history
 from lib_merge.host.base import GenSettings
 from lib_merge.host.session import Workbench
 from lib_merge.recipe import print_recipe
-from lib_merge.settings import build_recipe
+from lib_merge.settings import CALC_MODES, build_recipe
 from lib_merge.ui import history_tab, mbw_tab, merge_tab
 from lib_merge.ui.compat import update
 from lib_merge.ui.form import Form
-from lib_merge.ui.values import GEN_OVERRIDE_FIELDS, gen_overrides, merge_request, restore_values, save_request
+from lib_merge.ui.values import (
+    ADJUST_LABELS,
+    GEN_OVERRIDE_FIELDS,
+    gen_overrides,
+    merge_request,
+    restore_values,
+    save_request,
+)
 
 log = logging.getLogger("alloy")
 TAB_LABELS = ("Merge", "MBW", "XYZ plot", "Adjust", "Dice", "LoRA", "Toolkit", "Analysis", "History")
 LATER = {
     "XYZ plot": "Parameter sweeps into image grids, with a reserved-plot queue.",
-    "Adjust": "Detail and colour adjustment of the merged model.",
     "Dice": "Random block weights, reproducible from a seed.",
     "LoRA": "Merge LoRAs into a checkpoint, merge LoRAs, extract a LoRA.",
     "Toolkit": "Inspect, prune, convert, swap components, fingerprint.",
@@ -83,15 +89,37 @@ def build_ui(workbench: Workbench) -> gr.Blocks:
                 mbw_tab.build(widgets)
             for label in TAB_LABELS[2:-1]:
                 with gr.Tab(label, elem_id=f"alloy_tab_{label.split()[0].lower()}"):
-                    gr.Markdown(f"**{label}** — {LATER[label]} This tab arrives in a later release of Alloy.")
+                    if label == "Adjust":
+                        adjust_tab(widgets)
+                    else:
+                        gr.Markdown(f"**{label}** — {LATER[label]} This tab arrives in a later release of Alloy.")
             with gr.Tab("History", elem_id="alloy_tab_history"):
                 history = history_tab.build(getattr(host, "supermerger_history", ""))
         _wire(workbench, Form(widgets), parts, history)
     return demo
 
 
+def adjust_tab(widgets: dict) -> None:
+    """Adjust (SPEC §4.11): eight numbers applied to six UNet keys after the merge; all 0 = off."""
+    gr.Markdown("Detail (IN, OUT, OUT2) and colour of the merged model; all zero leaves it off.")
+    sliders = []
+    with gr.Row():
+        for i, label in enumerate(ADJUST_LABELS):
+            low = -6 if i < 3 else -10
+            sliders.append(gr.Slider(low, -low, value=0, step=0.01, label=label, elem_id=f"alloy_adjust_{i}"))
+    widgets["adjust"] = sliders
+
+
 def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
     host = workbench.host
+    mode, calc = form.widgets["mode"], form.widgets["calc"]
+
+    def calc_changed(calc_mode, current):
+        """Only the modes that work with this calc mode stay selectable (SPEC §4.4)."""
+        allowed = list(CALC_MODES.get(calc_mode, CALC_MODES["normal"])[0])
+        return update(choices=allowed, value=current if current in allowed else allowed[0])
+
+    calc.change(calc_changed, [calc, mode], [mode])
     inputs = form.components()
     status, recipe, footer = parts["status"], form.widgets["recipe"], parts["footer"]
     models = [form.widgets["model_a"], form.widgets["model_b"], form.widgets["model_c"]]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lib_merge.ui.values import FORMATS, MODES, SAVE_DTYPES
+from lib_merge.settings import CALC_MODES
+from lib_merge.ui.values import FILTER_MODES, FORMATS, MODES, SAVE_DTYPES
 
 
 def build(widgets: dict, titles: list[str], can_generate: bool, save_dtype: str = "fp16") -> dict:
@@ -16,10 +17,26 @@ def build(widgets: dict, titles: list[str], can_generate: bool, save_dtype: str 
         widgets["model_c"] = gr.Dropdown(titles, label="Model C", elem_id="alloy_model_c", scale=3)
         out["refresh"] = gr.Button("Refresh", elem_id="alloy_refresh", scale=0, min_width=80)
     with gr.Row():
-        widgets["mode"] = gr.Radio(MODES, value="weighted_sum", label="Mode", elem_id="alloy_mode")
+        widgets["mode"] = gr.Radio(MODES, value="weighted_sum", label="Mode", elem_id="alloy_mode", scale=3)
+        widgets["calc"] = gr.Dropdown(list(CALC_MODES), value="normal", label="Calc mode", elem_id="alloy_calc")
     with gr.Row():
         widgets["alpha"] = gr.Slider(-1, 2, value=0.5, step=0.001, label="alpha", elem_id="alloy_alpha")
         widgets["beta"] = gr.Slider(-1, 2, value=0.25, step=0.001, label="beta", elem_id="alloy_beta")
+        widgets["gamma"] = gr.Slider(0, 10, value=0.3, step=0.01, label="gamma (extract)", elem_id="alloy_gamma")
+        widgets["seed"] = gr.Number(value=0, precision=0, label="seed (random, elemental R/U/X)", elem_id="alloy_seed")
+    with gr.Accordion("Elemental and include/exclude", open=False):
+        widgets["elemental"] = gr.Textbox(
+            label="Elemental rules (Blocks:Elements:Ratio, comma or line separated; the last match wins)",
+            lines=2,
+            elem_id="alloy_elemental",
+        )
+        with gr.Row():
+            widgets["filter_mode"] = gr.Radio(
+                FILTER_MODES, value="Off", label="Include / exclude", elem_id="alloy_filter_mode"
+            )
+            widgets["filter_text"] = gr.Textbox(
+                label="Blocks, VAE, Adjust or key substrings", scale=3, elem_id="alloy_filter_text"
+            )
     with gr.Accordion("Save", open=not can_generate):
         with gr.Row():
             widgets["save_name"] = gr.Textbox(label="File name (empty: automatic)", elem_id="alloy_save_name", scale=3)

@@ -14,7 +14,7 @@ from lib_merge.host.session import MergeRequest, SaveRequest
 from lib_merge.methods import get_method
 from lib_merge.recipe import parse_vector
 from lib_merge.recipe.vectors import format_number
-from lib_merge.settings import MergeSettings
+from lib_merge.settings import MergeSettings, method_for
 
 MODES = ["weighted_sum", "add_difference", "triple_sum", "sum_twice"]
 MBW_ARCHS = {"SD1/SD2 (26)": "sd1", "SDXL (20)": "sdxl"}
@@ -23,23 +23,18 @@ FORMATS = ["safetensors", "ckpt"]
 
 # Order of the merge form's widgets; the Merge, Save and History callbacks all use it.
 MERGE_FIELDS = (
-    "model_a", "model_b", "model_c", "mode", "alpha", "beta",
+    "model_a", "model_b", "model_c", "mode", "calc", "alpha", "beta", "gamma", "seed", "elemental", "filter_mode",
+    "filter_text", "adjust",
     "use_mbw", "mbw_arch", "mbw_sd1", "mbw_sdxl",
     "use_recipe", "recipe",
     "save_name", "save_dtype", "save_format", "save_prune", "save_overwrite", "save_after",
 )  # fmt: skip
-# mbw_sd1 / mbw_sdxl stand for 26 / 20 slider widgets each.
+# mbw_sd1 / mbw_sdxl stand for 26 / 20 slider widgets each, adjust for 8.
+FILTER_MODES = ["Off", "Include", "Exclude"]
+ADJUST_LABELS = ("IN", "OUT", "OUT2", "Contrast", "Brightness", "Cyan-Red", "Magenta-Green", "Yellow-Blue")
 GEN_OVERRIDE_FIELDS = (
     "prompt", "negative_prompt", "steps", "sampler", "cfg_scale", "seed", "width", "height", "batch_size",
 )  # fmt: skip
-
-
-def uses_c(mode: str) -> bool:
-    return "C" in get_method(mode).inputs
-
-
-def uses_beta(mode: str) -> bool:
-    return any(p.name == "beta" for p in get_method(mode).params)
 
 
 def mbw_text(values: list[float]) -> str:
@@ -74,14 +69,27 @@ def merge_request(v: dict, always_save: bool = False) -> MergeRequest:
         from lib_merge.errors import ParameterError
 
         raise ParameterError("choose models A and B")
+    calc = v.get("calc") or "normal"
+    method = get_method(method_for(mode, calc))
+    takes = {p.name for p in method.params}
+    filter_mode = v.get("filter_mode") or "Off"
+    adjust = [float(x) for x in v.get("adjust") or []]
+    seed = v.get("seed")
     settings = MergeSettings(
         a=v["model_a"],
         b=v["model_b"],
         mode=mode,
-        c=(v.get("model_c") or None) if uses_c(mode) else None,
+        c=(v.get("model_c") or None) if "C" in method.inputs else None,
         alpha=float(v["alpha"]) if v.get("alpha") is not None else None,
-        beta=float(v["beta"]) if uses_beta(mode) and v.get("beta") is not None else None,
+        beta=float(v["beta"]) if "beta" in takes and v.get("beta") is not None else None,
         blocks=mbw_text(mbw_values) if v.get("use_mbw") else None,
+        calc=calc,
+        gamma=float(v["gamma"]) if "gamma" in takes and v.get("gamma") is not None else None,
+        seed=int(seed) if ("seed" in takes or v.get("elemental")) and seed not in (None, "") else None,
+        elemental=str(v.get("elemental") or "").strip() or None,
+        include=v.get("filter_text") if filter_mode == "Include" else None,
+        exclude=v.get("filter_text") if filter_mode == "Exclude" else None,
+        adjust=",".join(format_number(x) for x in adjust) if any(adjust) else None,
     )
     return MergeRequest(settings=settings, save=save, ui=ui)
 
@@ -119,9 +127,15 @@ def restore_values(settings: dict, models_column: str, titles: list[str]) -> tup
         values[f"model_{role}"] = found
         if wanted and found is None:
             notes.append(f"model {role.upper()} not found: {wanted}")
-    for name in ("mode", "alpha", "beta"):
+    for name in ("mode", "calc", "alpha", "beta", "gamma", "seed", "elemental"):
         if settings.get(name) is not None:
             values[name] = settings[name]
+    for mode in ("include", "exclude"):
+        if settings.get(mode):
+            values.update(filter_mode=mode.capitalize(), filter_text=settings[mode])
+    if settings.get("adjust"):
+        numbers = [float(x) if x.strip() else 0.0 for x in str(settings["adjust"]).split(",")]
+        values["adjust"] = (numbers + [0.0] * 8)[:8]
     values["use_mbw"] = bool(settings.get("use_mbw") or settings.get("blocks"))
     arch = settings.get("mbw_arch") or "SD1/SD2 (26)"
     values["mbw_arch"] = arch
