@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     hi.add_argument("file")
 
     r = sub.add_parser("recipe", help="print, hash or compose a recipe")
-    r.add_argument("action", choices=["print", "hash", "compose"])
+    r.add_argument("action", choices=["print", "hash", "compose", "from-mecha"])
     r.add_argument("file")
     r.add_argument(
         "-p",
@@ -329,11 +329,24 @@ def _canonical(root, models_dir):
 
 
 def cmd_recipe(args) -> int:
-    if args.action == "compose":
+    if args.action in ("compose", "from-mecha"):
         from lib_merge.recipe import print_recipe
-        from lib_merge.recipe.compose import compose
 
-        text = print_recipe(compose(_load_recipe(args.file), dict(args.params)))
+        if args.action == "compose":
+            from lib_merge.recipe.compose import compose
+
+            text = print_recipe(compose(_load_recipe(args.file), dict(args.params)))
+        else:
+            from lib_merge.recipe.mecha import from_mecha
+
+            try:
+                with open(args.file, encoding="utf-8") as f:
+                    imported = from_mecha(f.read())
+            except OSError as e:
+                raise UsageError(f"cannot read {args.file}: {e.strerror}") from None
+            for note in imported.notes:
+                print(f"note: {note}", file=sys.stderr)
+            text = print_recipe(imported.root)
         if args.output:
             from lib_merge.io.writer import temp_path_for
 

@@ -123,3 +123,7 @@ class BusyError(AlloyError):
 
 class ElementalSyntaxError(RecipeError):
     """An elemental entry that does not read as Blocks:Elements:Ratio, or names an unknown block."""
+
+
+class MechaImportError(RecipeError):
+    """A .mecha recipe outside the subset Alloy reads (SPEC §5.7)."""
