@@ -52,6 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out-dir", type=Path, default=MODELS)
+    ap.add_argument("--only", nargs="*", default=[], help="methods to time besides each group's baseline")
     args = ap.parse_args()
     missing = [p for p in (MODELS / f"sd1_{r}.safetensors" for r in "abc") if not p.exists()]
     if missing:
@@ -59,7 +60,9 @@ def main() -> None:
     for group, exprs in GROUPS.items():
         print(f"{group} (best of {args.repeat}, SD1.5 size, fp16 out, {os.cpu_count()} cores):")
         base = None
-        for expr in exprs:
+        for n, expr in enumerate(exprs):
+            if n and args.only and expr.split("(")[0] not in args.only:
+                continue
             recipe = recipe_file(expr, args.out_dir)
             run_once(recipe, args.out_dir / "bench_out.safetensors")  # warm-up: hashes cached, pages read
             best = min(run_once(recipe, args.out_dir / "bench_out.safetensors") for _ in range(args.repeat))

@@ -246,3 +246,28 @@ def handler_for_change(demo, elem_id):
             if hit:
                 return demo.fns[index].fn, [demo.blocks[i] for i in dep["inputs"]]
     raise AssertionError(f"no change handler on {elem_id}")
+
+
+def test_a_modern_method_from_the_merge_tab(tmp_path, sd1):
+    import shutil
+
+    for p in sd1:
+        shutil.copy(p, tmp_path / p.name)
+    demo = build_ui(Workbench(FolderHost(str(tmp_path))))
+    fn, inputs = handler(demo, "alloy_merge")
+    ids = [c.elem_id for c in inputs]
+    values = [c.value for c in inputs]
+    for elem_id, value in {
+        "alloy_model_a": sd1[0].name, "alloy_model_b": sd1[1].name, "alloy_more_models": [sd1[2].name],
+        "alloy_method": "dare_ties", "alloy_p": 0.3, "alloy_seed": 7, "alloy_alpha": 0.8,
+    }.items():  # fmt: skip
+        values[ids.index(elem_id)] = value
+    status, recipe, _ = last(fn(*values))
+    assert status.startswith("Saved"), status
+    assert 'merged = dare_ties(A, B, C, alpha=0.8, p=0.3, seed=7, sign="sum")' in recipe
+    load_settings, _ = handler(demo, "alloy_history_load")
+    updates = load_settings(-1)
+    restored = dict(zip(ids, [u.get("value") if isinstance(u, dict) else None for u in updates[:-1]], strict=True))
+    assert restored["alloy_method"] == "dare_ties" and restored["alloy_model_b"] == sd1[1].name
+    assert restored["alloy_model_c"] == sd1[2].name and restored["alloy_more_models"] == []  # same model order
+    assert restored["alloy_p"] == 0.3

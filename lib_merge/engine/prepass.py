@@ -7,6 +7,8 @@ on every step of the group before the main pass starts. Results are remembered i
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from lib_merge.arch.blocks import VAE_SLOT
@@ -43,16 +45,21 @@ def run_prepass(plan: MergePlan, options: EngineOptions, cancel: CancelToken) ->
 
 
 def _collect(steps: list[tuple[str, str | None, Step]], options: EngineOptions, cancel: CancelToken) -> dict:
+    """Every key of the group once, on the engine's threads (torch releases the GIL while it computes)."""
     method = steps[0][2].method
-    parts = []
-    for key, slot, step in steps:
+
+    def one(item: tuple[str, str | None, Step]):
+        key, slot, step = item
         cancel.check()
         if slot == VAE_SLOT or (method.keeps_key is not None and method.keeps_key(key)):
-            continue
+            return None
         a, b = (source.view(key) for source in step.inputs)
         try:
-            parts.append(method.prepass(a.to(options.device, torch.float32), b.to(options.device, torch.float32)))
+            return method.prepass(a.to(options.device, torch.float32), b.to(options.device, torch.float32))
         finally:
             for source in step.inputs:
                 source.release(key)
+
+    with ThreadPoolExecutor(max(1, options.threads), thread_name_prefix="alloy-prepass") as pool:
+        parts = [p for p in pool.map(one, steps) if p is not None]
     return method.finish(parts)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from lib_merge.methods.calc import key_generator
@@ -49,8 +48,10 @@ def _threshold(delta: torch.Tensor, density: float) -> float:
     if k <= 0:
         return math.inf
     magnitude = delta.abs().reshape(-1)
-    if magnitude.device.type == "cpu":  # numpy's introselect beats kthvalue here
-        return float(np.partition(magnitude.numpy(), n - k)[n - k])
+    if magnitude.device.type == "cpu":  # numpy's introselect beats kthvalue; in place on this copy
+        values = magnitude.numpy()
+        values.partition(n - k)
+        return float(values[n - k])
     return float(magnitude.kthvalue(n - k + 1).values)
 
 
@@ -70,22 +71,24 @@ def ties(base, *models, alpha: float, density: float, sign: str):
     limits = [_threshold(d, density) for d in deltas]
 
     def combine(parts: list[torch.Tensor]) -> torch.Tensor:
-        trimmed = [p.masked_fill_(p.abs() < t, 0) for p, t in zip(parts, limits, strict=True)]
+        # multiplying by a 0/1 float mask is several times faster than masked_fill with a bool mask
+        trimmed = [p.mul_(p.abs().ge_(t)) for p, t in zip(parts, limits, strict=True)]
         return _elect(trimmed, sign)
 
     return _merge_slices(base, deltas, alpha, combine)
 
 
 def _bernoulli(shape, keep: torch.Tensor | float, seed: float, key: str, stream: int) -> torch.Tensor:
+    """A 0/1 float mask (1 where a uniform draw falls below `keep`) from the key's own generator."""
     draw = torch.rand(shape, generator=key_generator(int(seed), str(stream), key), dtype=torch.float32)
-    return draw < keep
+    return draw.lt_(keep)
 
 
 def _dare_deltas(base, models, p: float, seed: float, key: str) -> list[torch.Tensor]:
     out = []
     for i, d in enumerate(_deltas(base, models)):
-        mask = _bernoulli(d.shape, 1 - p, seed, key, i).to(d.device)
-        out.append(d.mul_(mask).div_(1 - p))
+        scaled_mask = _bernoulli(d.shape, 1 - p, seed, key, i).mul_(1 / (1 - p)).to(d.device)
+        out.append(d.mul_(scaled_mask))
     return out
 
 

@@ -122,7 +122,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
     calc.change(calc_changed, [calc, mode], [mode])
     inputs = form.components()
     status, recipe, footer = parts["status"], form.widgets["recipe"], parts["footer"]
-    models = [form.widgets["model_a"], form.widgets["model_b"], form.widgets["model_c"]]
+    models = [form.widgets[name] for name in ("model_a", "model_b", "model_c", "more_models")]
 
     def refresh():
         host.refresh_checkpoints()

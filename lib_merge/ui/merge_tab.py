@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lib_merge.settings import CALC_MODES
-from lib_merge.ui.values import FILTER_MODES, FORMATS, MODES, SAVE_DTYPES
+from lib_merge.settings import CALC_MODES, MODERN_METHODS
+from lib_merge.ui.values import FILTER_MODES, FORMATS, MODES, NO_METHOD, SAVE_DTYPES
 
 
 def build(widgets: dict, titles: list[str], can_generate: bool, save_dtype: str = "fp16") -> dict:
@@ -24,6 +24,22 @@ def build(widgets: dict, titles: list[str], can_generate: bool, save_dtype: str 
         widgets["beta"] = gr.Slider(-1, 2, value=0.25, step=0.001, label="beta", elem_id="alloy_beta")
         widgets["gamma"] = gr.Slider(0, 10, value=0.3, step=0.01, label="gamma (extract)", elem_id="alloy_gamma")
         widgets["seed"] = gr.Number(value=0, precision=0, label="seed (random, elemental R/U/X)", elem_id="alloy_seed")
+    with gr.Accordion("Modern and N-model methods (A is the base; B, C and more models follow)", open=False):
+        with gr.Row():
+            widgets["method"] = gr.Dropdown(
+                [NO_METHOD, *MODERN_METHODS], value=NO_METHOD, label="Method", elem_id="alloy_method"
+            )
+            widgets["more_models"] = gr.Dropdown(
+                titles, multiselect=True, label="More models (up to 16 in all)", elem_id="alloy_more_models", scale=3
+            )
+        with gr.Row():
+            widgets["density"] = gr.Slider(
+                0, 1, value=0.5, step=0.01, label="density (TIES, DELLA)", elem_id="alloy_density"
+            )
+            widgets["p"] = gr.Slider(0, 0.99, value=0.5, step=0.01, label="p: drop rate (DARE)", elem_id="alloy_p")
+            widgets["epsilon"] = gr.Slider(
+                0, 0.5, value=0.1, step=0.01, label="epsilon (DELLA)", elem_id="alloy_epsilon"
+            )
     with gr.Accordion("Elemental and include/exclude", open=False):
         widgets["elemental"] = gr.Textbox(
             label="Elemental rules (Blocks:Elements:Ratio, comma or line separated; the last match wins)",

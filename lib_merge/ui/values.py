@@ -14,7 +14,7 @@ from lib_merge.host.session import MergeRequest, SaveRequest
 from lib_merge.methods import get_method
 from lib_merge.recipe import parse_vector
 from lib_merge.recipe.vectors import format_number
-from lib_merge.settings import MergeSettings, method_for
+from lib_merge.settings import MergeSettings, MethodSettings, build_method_recipe, method_for
 
 MODES = ["weighted_sum", "add_difference", "triple_sum", "sum_twice"]
 MBW_ARCHS = {"SD1/SD2 (26)": "sd1", "SDXL (20)": "sdxl"}
@@ -24,13 +24,14 @@ FORMATS = ["safetensors", "ckpt"]
 # Order of the merge form's widgets; the Merge, Save and History callbacks all use it.
 MERGE_FIELDS = (
     "model_a", "model_b", "model_c", "mode", "calc", "alpha", "beta", "gamma", "seed", "elemental", "filter_mode",
-    "filter_text", "adjust",
+    "filter_text", "adjust", "method", "more_models", "density", "p", "epsilon",
     "use_mbw", "mbw_arch", "mbw_sd1", "mbw_sdxl",
     "use_recipe", "recipe",
     "save_name", "save_dtype", "save_format", "save_prune", "save_overwrite", "save_after",
 )  # fmt: skip
 # mbw_sd1 / mbw_sdxl stand for 26 / 20 slider widgets each, adjust for 8.
 FILTER_MODES = ["Off", "Include", "Exclude"]
+NO_METHOD = "(mode and calc mode)"
 ADJUST_LABELS = ("IN", "OUT", "OUT2", "Contrast", "Brightness", "Cyan-Red", "Magenta-Green", "Yellow-Blue")
 GEN_OVERRIDE_FIELDS = (
     "prompt", "negative_prompt", "steps", "sampler", "cfg_scale", "seed", "width", "height", "batch_size",
@@ -64,6 +65,8 @@ def merge_request(v: dict, always_save: bool = False) -> MergeRequest:
     save = save_request(v) if (v.get("save_after") or always_save) else None
     if v.get("use_recipe") and str(v.get("recipe") or "").strip():
         return MergeRequest(recipe=str(v["recipe"]), save=save, ui=ui)
+    if v.get("method") and v["method"] != NO_METHOD:
+        return _method_request(v, save, ui)
     mode = v.get("mode") or "weighted_sum"
     if not v.get("model_a") or not v.get("model_b"):
         from lib_merge.errors import ParameterError
@@ -92,6 +95,27 @@ def merge_request(v: dict, always_save: bool = False) -> MergeRequest:
         adjust=",".join(format_number(x) for x in adjust) if any(adjust) else None,
     )
     return MergeRequest(settings=settings, save=save, ui=ui)
+
+
+def _method_request(v: dict, save, ui: dict) -> MergeRequest:
+    """A modern or N-model method: A is the base, then B, C and the further models, in that order."""
+    from lib_merge.recipe import print_recipe
+
+    if not v.get("model_a"):
+        from lib_merge.errors import ParameterError
+
+        raise ParameterError("choose model A (the base)")
+    models = [m for m in [v.get("model_b"), v.get("model_c"), *(v.get("more_models") or [])] if m]
+    takes = {p.name for p in get_method(v["method"]).params}
+    chosen = {
+        name: float(v[name])
+        for name in ("alpha", "density", "p", "epsilon")
+        if name in takes and v.get(name) is not None
+    }
+    seed = int(v["seed"]) if "seed" in takes and v.get("seed") not in (None, "") else None
+    settings = MethodSettings(v["model_a"], models, v["method"], seed=seed, **chosen)
+    ui = dict(ui, method=settings.as_dict())
+    return MergeRequest(recipe=print_recipe(build_method_recipe(settings)), save=save, ui=ui)
 
 
 def vector_values(text: str, schema_id: str) -> list[float]:
@@ -150,6 +174,16 @@ def restore_values(settings: dict, models_column: str, titles: list[str]) -> tup
     for key in ("name", "dtype", "format", "prune", "overwrite"):
         if key in save:
             values[f"save_{key}"] = save[key]
+    method = settings.get("method")
+    if isinstance(method, dict):
+        values["method"] = method.get("method")
+        values["model_a"] = _find_title(titles, method.get("a"), shorts.get("A"))
+        rest = [_find_title(titles, m, None) for m in method.get("models", [])]
+        values["model_b"], values["model_c"] = (rest + [None, None])[:2]
+        values["more_models"] = [m for m in rest[2:] if m]
+        for name in ("alpha", "density", "p", "epsilon", "seed"):
+            if method.get(name) is not None:
+                values[name] = method[name]
     values["save_after"] = bool(settings.get("save_after"))
     values["use_recipe"] = False
     return values, notes
