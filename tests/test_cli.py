@@ -202,8 +202,8 @@ def test_ctrl_c_exits_130_and_leaves_no_temp_file(models, tmp_path):
     import signal
     import time
 
-    a = models("sd1_big_a", arch="sd1", seed=41, scale=4)
-    b = models("sd1_big_b", arch="sd1", seed=42, scale=4)
+    a = models("sd1_big_a", arch="sd1", seed=41, scale=2)  # big enough that the write outlasts the polling
+    b = models("sd1_big_b", arch="sd1", seed=42, scale=2)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
