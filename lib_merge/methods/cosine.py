@@ -9,27 +9,38 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_COS_DIM0 = torch.nn.CosineSimilarity(dim=0, eps=1e-8)
+
+def _similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cosine along dim 0, cosine of the flat tensors), from one product and one square of each input.
+
+    Same definitions as torch's CosineSimilarity(dim=0) and a flat dot product over the norms,
+    without their strided reductions (columns of the [rows, rest] view are summed at once).
+    """
+    a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    dot = (a2 * b2).sum(0)
+    sq_a, sq_b = (a2 * a2).sum(0), (b2 * b2).sum(0)
+    per_column = dot / (sq_a * sq_b).sqrt_().clamp_min_(eps)
+    flat = dot.sum() / (sq_a.sum() * sq_b.sum()).sqrt_()
+    return per_column.reshape(a.shape[1:]), flat
 
 
-def _flat_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.reshape(-1) @ b.reshape(-1)) / (a.norm() * b.norm())
-
-
-def _normalized(a: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(a, p=2, dim=0, eps=1e-12)
+def _normalized(a: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """torch.nn.functional.normalize(a, p=2, dim=0) on the [rows, rest] view."""
+    a2 = a.reshape(a.shape[0], -1)
+    return (a2 / (a2 * a2).sum(0).sqrt_().clamp_min_(eps)).reshape(a.shape)
 
 
 def prepass_a(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     if a.dim() == 0:
         return np.empty(0, np.float32)
-    return _COS_DIM0(_normalized(a), _normalized(b)).reshape(-1).cpu().numpy()
+    return _similarity(_normalized(a), _normalized(b))[0].reshape(-1).cpu().numpy()
 
 
 def prepass_b(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     if a.dim() == 0:
         return np.empty(0, np.float32)
-    return ((_COS_DIM0(a, b) + _flat_cos(a, b)) / 2).reshape(-1).cpu().numpy()
+    per_column, flat = _similarity(a, b)
+    return ((per_column + flat) / 2).reshape(-1).cpu().numpy()
 
 
 def finish_prepass(parts: list[np.ndarray]) -> dict[str, float]:
@@ -52,16 +63,15 @@ def _mix(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor, shift: float, s_mi
 def cosine_a(a: torch.Tensor, b: torch.Tensor, *, alpha: float, s_min: float, s_max: float) -> torch.Tensor:
     if a.dim() == 0:
         return a.lerp_(b, alpha)
-    an, bn = _normalized(a), _normalized(b)
-    sim = (_COS_DIM0(an, bn) + _flat_cos(an, bn)) / 2
-    return _mix(a, b, sim, abs(alpha), s_min, s_max)
+    per_column, flat = _similarity(_normalized(a), _normalized(b))
+    return _mix(a, b, (per_column + flat) / 2, abs(alpha), s_min, s_max)
 
 
 def cosine_b(a: torch.Tensor, b: torch.Tensor, *, alpha: float, s_min: float, s_max: float) -> torch.Tensor:
     if a.dim() == 0:
         return a.lerp_(b, alpha)
-    sim = (_COS_DIM0(a, b) + _flat_cos(a, b)) / 2
-    return _mix(a, b, sim, alpha, s_min, s_max)
+    per_column, flat = _similarity(a, b)
+    return _mix(a, b, (per_column + flat) / 2, alpha, s_min, s_max)
 
 
 def keeps_vae(key: str) -> bool:
