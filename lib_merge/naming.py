@@ -20,6 +20,7 @@ _ALLOWED = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 _SHORT_METHOD = {name: alias for alias, name in MODE_ALIASES.items()}
 EXTENSIONS = {"safetensors": ".safetensors", "ckpt": ".ckpt"}
+POST_OPS = ("adjust", "clip")
 
 
 def sanitize(text: str) -> str:
@@ -47,6 +48,8 @@ def auto_name(root: Node, recipe_hash: str, variant: str | None = None) -> str:
     stems = [os.path.splitext(os.path.basename(ref.path))[0] for ref in walk_models(root)]
     names = stems[:3] if len(stems) <= 3 else stems[:2] + [f"+{len(stems) - 2}"]
     parts = ["_x_".join(names)]
+    while isinstance(root, MergeNode) and root.method in POST_OPS:  # name the merge, not its post-op
+        root = root.inputs[0]
     if isinstance(root, MergeNode):
         parts.append(_SHORT_METHOD.get(root.method, root.method))
         for key, letter in (("alpha", "a"), ("beta", "b")):

@@ -23,6 +23,8 @@ def test_auto_name_follows_the_spec_pattern():
     assert name == "base_x_fooMix_v2_x_c_twice_a0.5_b0.25-1a2b3c4d5e"
     name = auto_name(parse_recipe(recipe('weighted_sum(A, B, alpha=blocks("*=0.5"))')), HASH)
     assert name == "base_x_fooMix_v2_ws_a_blocks-1a2b3c4d5e"
+    name = auto_name(parse_recipe(recipe('adjust(weighted_sum(A, B, alpha=0.3), "0,0,0,0,1")')), HASH)
+    assert name == "base_x_fooMix_v2_ws_a0.3-1a2b3c4d5e"
 
 
 def test_long_names_keep_the_hash_and_reserved_names_get_an_underscore():
