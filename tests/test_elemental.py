@@ -151,3 +151,44 @@ def test_cli_flags_build_the_same_recipe(sd1, tmp_path):
     both = cli("merge", "--a", sd1[0], "--b", sd1[1], "--mode", "ws", "--include", "IN01", "--exclude", "IN02",
                "-o", tmp_path / "no.safetensors")  # fmt: skip
     assert both.returncode == 3 and "include or exclude, not both" in both.stderr
+
+
+def test_extended_sdxl_vectors_and_fine_names(sdxl, tmp_path):
+    from lib_merge.arch.blocks import SCHEMAS
+
+    fine = SCHEMAS["sdxl_ext"]
+    assert len(fine.slots) + 1 == 110 and fine.slots[:3] == ("CLIPL", "CLIPG", "IN0") and fine.slots[-1] == "LABEL"
+    for key, slot in (
+        ("input_blocks.4.1.transformer_blocks.1.attn1.to_q.weight", "IN411"),
+        ("middle_block.1.transformer_blocks.7.ff.net.2.weight", "MID107"),
+        ("output_blocks.2.2.conv.weight", "OUT22"),
+        ("out.2.bias", "OUT9"),
+        ("time_embed.0.weight", "TIME"),
+        ("label_emb.0.0.weight", "LABEL"),
+    ):
+        assert fine.slot_of(UNET + key) == slot, key
+    values = [round(i / 200, 3) for i in range(110)]  # every slot its own value; the 110th is the VAE
+    vector = ",".join(str(v) for v in values)
+    out = load(merge(text(*sdxl[:2], f'weighted_sum(A, B, alpha=blocks("{vector}"))'), tmp_path / "x.safetensors",
+                     torch.float32).path)  # fmt: skip
+    a, b = load(sdxl[0]), load(sdxl[1])
+    checked = 0
+    for key in component_keys("sdxl", a):
+        slot = fine.slot_of(key)
+        if slot is None or a[key].numel() < 8 or torch.equal(a[key], b[key]):
+            continue
+        expected = values[109] if slot == "VAE" else values[fine.index(slot)]
+        assert alpha_used(out, a, b, key) == pytest.approx(expected, abs=2e-3), key
+        checked += 1
+    assert checked > 200
+    rules = 'elemental("IN411:attn1:0.9")'
+    fine_out = load(merge(text(*sdxl[:2], f"weighted_sum(A, B, alpha=0.5, elemental={rules})"),
+                          tmp_path / "f.safetensors", torch.float32).path)  # fmt: skip
+    key = UNET + "input_blocks.4.1.transformer_blocks.1.attn1.to_q.weight"
+    other = UNET + "input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
+    assert alpha_used(fine_out, a, b, key) == pytest.approx(0.9, abs=2e-3)
+    assert alpha_used(fine_out, a, b, other) == pytest.approx(0.5, abs=2e-3)
+    named = load(merge(text(*sdxl[:2], 'weighted_sum(A, B, alpha=blocks("IN411=1 *=0"))'), tmp_path / "n.safetensors",
+                       torch.float32).path)  # fmt: skip
+    assert alpha_used(named, a, b, key) == pytest.approx(1.0, abs=2e-3)
+    assert alpha_used(named, a, b, other) == pytest.approx(0.0, abs=2e-3)

@@ -25,6 +25,7 @@ class BlockSchema:
     label: str
     slots: tuple[str, ...]
     slot_of: Callable[[str], str | None]  # key -> slot name, VAE_SLOT, or None (not in a block)
+    fine: str | None = None  # id of a finer schema of the same architecture (SDXL's 110 slots)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -81,13 +82,63 @@ def _sdxl_slot(key: str) -> str | None:
     return "BASE"
 
 
+_FINE = re.compile(re.escape(UNET) + r"(input_blocks|middle_block|output_blocks)\.(?:(\d+)\.)?(\d+)\.(.*)")
+_TRANSFORMER = re.compile(r"transformer_blocks\.(\d+)\.")
+
+
+def _sdxl_fine_slot(key: str) -> str | None:
+    """SPEC §3.3/§3.4: IN{N}{S}{T}, MID{S}0{T}, OUT{N}{S}{T}; TIME, LABEL, OUT9, CLIPL, CLIPG, VAE."""
+    if key.startswith(VAE_PREFIX):
+        return VAE_SLOT
+    if key.startswith("conditioner.embedders.0."):
+        return "CLIPL"
+    if key.startswith("conditioner.embedders.1."):
+        return "CLIPG"
+    if not key.startswith(UNET):
+        return None
+    rest = key[len(UNET) :]
+    for prefix, slot in (("time_embed.", "TIME"), ("label_emb.", "LABEL"), ("out.", "OUT9")):
+        if rest.startswith(prefix):
+            return slot
+    m = _FINE.match(key)
+    if not m:
+        return None
+    part, block, sub, tail = m.groups()
+    t = _TRANSFORMER.match(tail)
+    tblock = t.group(1) if t else ""
+    if part == "middle_block":
+        return f"MID{block or sub}0{tblock}" if block is None else None
+    name = f"{'IN' if part == 'input_blocks' else 'OUT'}{block}{sub}{tblock}"
+    return name
+
+
+def _sdxl_fine_names() -> tuple[str, ...]:
+    names = ["CLIPL", "CLIPG", "IN0", "IN00", "IN10", "IN20", "IN30"]
+    for n in (4, 5):
+        names += [f"IN{n}0", f"IN{n}1", f"IN{n}10", f"IN{n}11"]
+    names.append("IN60")
+    for n in (7, 8):
+        names += [f"IN{n}0", f"IN{n}1"] + [f"IN{n}1{t}" for t in range(10)]
+    names += ["MID00", "MID10"] + [f"MID10{t}" for t in range(10)] + ["MID20"]
+    for n in (0, 1, 2):
+        names += [f"OUT{n}0", f"OUT{n}1"] + [f"OUT{n}1{t}" for t in range(10)]
+    names.append("OUT22")
+    for n in (3, 4, 5):
+        names += [f"OUT{n}0", f"OUT{n}1", f"OUT{n}10", f"OUT{n}11"]
+    names += ["OUT52", "OUT60", "OUT70", "OUT80", "OUT9", "TIME", "LABEL"]
+    return tuple(names)  # 109 slots; the VAE is the 110th value
+
+
 def _names(prefix: str, count: int) -> tuple[str, ...]:
     return tuple(f"{prefix}{i:02d}" for i in range(count))
 
 
 SCHEMAS: dict[str, BlockSchema] = {
     "sd1": BlockSchema("sd1", "SD1", ("BASE",) + _names("IN", 12) + ("M00",) + _names("OUT", 12), _sd1_slot),
-    "sdxl": BlockSchema("sdxl", "SDXL", ("BASE",) + _names("IN", 9) + ("M00",) + _names("OUT", 9), _sdxl_slot),
+    "sdxl": BlockSchema(
+        "sdxl", "SDXL", ("BASE",) + _names("IN", 9) + ("M00",) + _names("OUT", 9), _sdxl_slot, fine="sdxl_ext"
+    ),
+    "sdxl_ext": BlockSchema("sdxl_ext", "extended SDXL", _sdxl_fine_names(), _sdxl_fine_slot),
 }
 
 

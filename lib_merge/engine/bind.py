@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from lib_merge.arch.blocks import BlockSchema, schema_for
+from lib_merge.arch.blocks import SCHEMAS, BlockSchema, schema_for
 from lib_merge.arch.detect import ArchInfo
 from lib_merge.errors import (
     ArchMismatchError,
@@ -117,7 +117,8 @@ def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo,
         if isinstance(value, (Elemental, KeyFilter)):
             if schema is None:
                 raise BlockSchemaError(f"{arch.label} has no blocks: elemental rules and include/exclude need them")
-            value = value.bind(schema.names_with_vae(), schema.label)
+            fine = SCHEMAS[schema.fine].slots if schema.fine else ()
+            value = value.bind(schema.names_with_vae(), schema.label, fine)
         elif isinstance(value, AdjustValues):
             value = value.bind(arch.id)
         if isinstance(value, BlocksSpec):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.arch.registry import PREDICTION_MARKERS, SCHEDULE_BUFFERS
 from lib_merge.engine.bind import BoundRecipe
 from lib_merge.errors import ShapeMismatchError
@@ -141,10 +142,19 @@ def _inpaint_channels(key: str, bound: BoundRecipe) -> int | None:
     return min(counts) if len(counts) > 1 else None
 
 
-def _param_at(value: object, slot: str, bound: BoundRecipe) -> object:
+def _param_at(value: object, slot: str, key: str, bound: BoundRecipe) -> object:
     if isinstance(value, BlockVector):
+        if bound.schema is not None and value.schema_id != bound.schema.id:  # a finer schema (SDXL's 110)
+            fine = SCHEMAS[value.schema_id]
+            return value.value(fine, fine.slot_of(key) or slot)
         return value.value(bound.schema, slot)
     return float(value) if isinstance(value, (int, float)) else value  # words and value objects as they are
+
+
+def _slots_of(key: str, slot: str, bound: BoundRecipe) -> set[str]:
+    """The key's block, and its fine block where the schema has one (SDXL: IN04 and IN411)."""
+    fine = SCHEMAS[bound.schema.fine].slot_of(key) if bound.schema is not None and bound.schema.fine else None
+    return {slot, fine} - {None}
 
 
 def _source_of(node: Node, bound: BoundRecipe) -> SourceModel:
@@ -170,11 +180,14 @@ def _reduce(
             raise ShapeMismatchError(
                 f"key {key!r} has shape {list(ref_shape)} in {first.name} but {list(shape)} in {source.name}"
             )
-    params = {name: _param_at(node.params.get(name, p.default), slot, bound) for p in spec.params for name in [p.name]}
+    params = {
+        name: _param_at(node.params.get(name, p.default), slot, key, bound) for p in spec.params for name in [p.name]
+    }
     rules, keys = node.params.get("elemental"), node.params.get("filter")
+    slots = _slots_of(key, slot, bound) if rules is not None or keys is not None else {slot}
     if rules is not None and "alpha" in params:
-        params["alpha"] = rules.alpha_for(key, slot, params["alpha"])
-    skipped = keys is not None and not keys.merges(key, slot)
+        params["alpha"] = rules.alpha_for(key, slots, params["alpha"])
+    skipped = keys is not None and not keys.merges(key, slots)
     kept = skipped or (spec.keeps_key is not None and spec.keeps_key(key))
     through = 0 if kept else spec.passthrough(params)
     if through is not None:

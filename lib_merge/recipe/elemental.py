@@ -40,20 +40,23 @@ class Elemental:
     def text(self) -> str:
         return ", ".join(e.text for e in self.entries)
 
-    def bind(self, slot_names: tuple[str, ...], label: str) -> Elemental:
+    def bind(self, slot_names: tuple[str, ...], label: str, fine_names: tuple[str, ...] = ()) -> Elemental:
+        """Entries' blocks as sets of slot names; a schema's fine names (SDXL's IN411) count too."""
         bound = []
         for n, entry in enumerate(self.entries, 1):
             chosen: set[str] = set()
             for item in entry.blocks:
-                chosen |= _expand(item, slot_names, entry, n, label)
+                first = item.split("-")[0]
+                names = fine_names if first not in slot_names and first in fine_names else slot_names
+                chosen |= _expand(item, names, entry, n, label)
             bound.append(frozenset(chosen) if entry.blocks else frozenset(slot_names))
         return Elemental(self.entries, tuple(bound), self.seed)
 
-    def alpha_for(self, key: str, slot: str, alpha: float) -> float:
-        """The α of one key: the last entry that matches it, else the α it had."""
+    def alpha_for(self, key: str, key_slots: set[str], alpha: float) -> float:
+        """The α of one key (whose block and fine block are `key_slots`): the last matching entry's."""
         value = alpha
         for entry, slots in zip(self.entries, self.slots or (), strict=True):
-            in_blocks = (slot in slots) != (entry.blocks_not and bool(entry.blocks))
+            in_blocks = bool(key_slots & slots) != (entry.blocks_not and bool(entry.blocks))
             hit = any(s in key for s in entry.elements) if entry.elements else True
             in_elements = hit != (entry.elements_not and bool(entry.elements))
             if in_blocks and in_elements:

@@ -20,9 +20,9 @@ class KeyFilter:
     targets: tuple[str, ...]  # slot names, "VAE", "Adjust"
     elements: tuple[str, ...] = ()  # substrings of keys
 
-    def bind(self, slot_names: tuple[str, ...], label: str) -> KeyFilter:
-        """Targets checked against the schema and put in schema order (the canonical form)."""
-        known = tuple(dict.fromkeys(tuple(slot_names) + ("VAE", "Adjust")))
+    def bind(self, slot_names: tuple[str, ...], label: str, fine_names: tuple[str, ...] = ()) -> KeyFilter:
+        """Targets checked against the schema (and its fine names) and put in schema order."""
+        known = tuple(dict.fromkeys(tuple(slot_names) + ("VAE", "Adjust") + tuple(fine_names)))
         unknown = [t for t in self.targets if t not in known]
         if unknown:
             raise BlockVectorError(
@@ -30,10 +30,10 @@ class KeyFilter:
             )
         return KeyFilter(self.mode, tuple(t for t in known if t in self.targets), self.elements)
 
-    def merges(self, key: str, slot: str | None) -> bool:
+    def merges(self, key: str, key_slots: set[str]) -> bool:
         """The first rule that hits decides; with no hit, exclude merges and include skips."""
         hit = (
-            slot in self.targets
+            bool(key_slots & set(self.targets))
             or ("Adjust" in self.targets and key in ADJUST_KEYS)
             or any(e in key for e in self.elements)
             or ("VAE" in self.targets and key.startswith(VAE_PREFIX))

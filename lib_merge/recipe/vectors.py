@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lib_merge.arch.blocks import VAE_SLOT, BlockSchema
+from lib_merge.arch.blocks import SCHEMAS, VAE_SLOT, BlockSchema
 from lib_merge.arch.presets import lookup_preset
 from lib_merge.errors import BlockVectorError
 
@@ -39,15 +39,29 @@ def format_number(x: float) -> str:
 
 def parse_vector(spec: str | list | tuple, schema: BlockSchema, default: float | None = None) -> ParsedVector:
     """Resolve one vector spec against a schema; `default` fills slots a named form leaves open."""
+    fine = SCHEMAS.get(schema.fine) if schema.fine else None
     if isinstance(spec, (list, tuple)):
-        return _from_list(list(spec), schema, "list")
-    text = spec.strip()
-    if "=" in text:
-        return _from_named(text, schema, default)
-    if "," in text:
-        return _from_list([v.strip() for v in text.split(",")], schema, "list")
+        items = list(spec)
+    else:
+        text = spec.strip()
+        if "=" in text:
+            if fine is not None and _names_fine_slots(text, schema, fine):
+                return _from_named(text, fine, default)
+            return _from_named(text, schema, default)
+        items = [v.strip() for v in text.split(",")] if "," in text else None
+    if items is not None:
+        if fine is not None and len(items) == len(fine) + 1:  # extended SDXL: 109 slots and the VAE
+            return _from_list(items, fine, "list")
+        return _from_list(items, schema, "list")
     values = lookup_preset(text, schema)
     return _from_list(values, schema, f"preset {text}")
+
+
+def _names_fine_slots(text: str, schema: BlockSchema, fine: BlockSchema) -> bool:
+    """Whether a named vector uses the finer schema's slot names (IN411=…) rather than the plain ones."""
+    targets = [t.partition("=")[0] for t in text.split()]
+    names = {n for t in targets for n in t.split("-") if n and n != "*" and not n.endswith("*")}
+    return bool(names) and not names <= set(schema.slots) | {VAE_SLOT} and names <= set(fine.slots) | {VAE_SLOT}
 
 
 def _number(value: object, where: str) -> float:
@@ -61,7 +75,7 @@ def _number(value: object, where: str) -> float:
 
 def _accepted_lengths(schema: BlockSchema) -> str:
     n = len(schema)
-    extra = " or 26 (SD1 vector, mapped)" if schema.id == "sdxl" else ""
+    extra = " or 26 (SD1 vector, mapped), or 110 (extended SDXL)" if schema.id == "sdxl" else ""
     return f"{n} or {n + 1} (with VAE){extra}"
 
 
