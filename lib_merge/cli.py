@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=7870)
 
     s = sub.add_parser("synth", help="write a random-weight checkpoint with an architecture's real keys")
-    s.add_argument("arch", choices=["sd1", "sd2", "sdxl"])
+    s.add_argument("arch", choices=["sd1", "sd2", "sdxl", "flux"])
     s.add_argument("output")
     s.add_argument("--scale", type=int, default=32, help="divide large dimensions by this (1 = full size)")
     s.add_argument("--seed", type=int, default=0)

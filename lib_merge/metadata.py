@@ -16,6 +16,10 @@ from lib_merge.recipe.nodes import MergeNode, ModelRef, Node
 from lib_merge.recipe.vectors import BlockVector
 
 _IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
+_IMPLEMENTATIONS = {
+    "flux": "https://github.com/black-forest-labs/flux",
+    "sd3": "https://github.com/comfyanonymous/ComfyUI",
+}
 
 
 def _modelspec_architecture(bound: BoundRecipe) -> str:
@@ -109,7 +113,7 @@ def build_metadata(
         "sd_merge_models": json.dumps(lineage),
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": _modelspec_architecture(bound),
-        "modelspec.implementation": _IMPLEMENTATION,
+        "modelspec.implementation": _IMPLEMENTATIONS.get(info.id, _IMPLEMENTATION),
         "modelspec.title": os.path.splitext(os.path.basename(output_path))[0],
         "modelspec.date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "modelspec.hash_sha256": "0x" + data_sha256,

@@ -26,6 +26,7 @@ class BlockSchema:
     slots: tuple[str, ...]
     slot_of: Callable[[str], str | None]  # key -> slot name, VAE_SLOT, or None (not in a block)
     fine: str | None = None  # id of a finer schema of the same architecture (SDXL's 110 slots)
+    vae_keeps_a: bool = False  # the VAE keeps A unless a vector sets its slot (Flux, SD3; SPEC §3.6)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -129,6 +130,31 @@ def _sdxl_fine_names() -> tuple[str, ...]:
     return tuple(names)  # 109 slots; the VAE is the 110th value
 
 
+_FLUX_IN = ("img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.")
+_FLUX_BLOCK = re.compile(re.escape(UNET) + r"(double|single)_blocks\.(\d+)\.")
+
+
+def _flux_slot(key: str) -> str | None:
+    """SPEC §3.5: CLIP, T5, IN, D00…D18, S00…S37, OUT, VAE; other keys are outside the schema."""
+    if key.startswith("text_encoders.clip_l."):
+        return "CLIP"
+    if key.startswith("text_encoders.t5xxl."):
+        return "T5"
+    if key.startswith("vae."):
+        return VAE_SLOT
+    if not key.startswith(UNET):
+        return None
+    rest = key[len(UNET) :]
+    if rest.startswith(_FLUX_IN):
+        return "IN"
+    if rest.startswith("final_layer."):
+        return "OUT"
+    m = _FLUX_BLOCK.match(key)
+    if m:
+        return f"{'D' if m.group(1) == 'double' else 'S'}{int(m.group(2)):02d}"
+    return None
+
+
 def _names(prefix: str, count: int) -> tuple[str, ...]:
     return tuple(f"{prefix}{i:02d}" for i in range(count))
 
@@ -139,6 +165,13 @@ SCHEMAS: dict[str, BlockSchema] = {
         "sdxl", "SDXL", ("BASE",) + _names("IN", 9) + ("M00",) + _names("OUT", 9), _sdxl_slot, fine="sdxl_ext"
     ),
     "sdxl_ext": BlockSchema("sdxl_ext", "extended SDXL", _sdxl_fine_names(), _sdxl_fine_slot),
+    "flux": BlockSchema(
+        "flux",
+        "Flux",
+        ("CLIP", "T5", "IN") + _names("D", 19) + _names("S", 38) + ("OUT",),
+        _flux_slot,
+        vae_keeps_a=True,
+    ),
 }
 
 

@@ -135,5 +135,25 @@ ARCHITECTURES: dict[str, Architecture] = {
             modelspec="stable-diffusion-xl-v1-refiner",
             resolution="1024x1024",
         ),
+        Architecture(
+            id="flux",
+            label="Flux",
+            components={
+                "diffuser": UNET,
+                "clip_l": "text_encoders.clip_l.",
+                "t5xxl": "text_encoders.t5xxl.",
+                "vae": "vae.",
+            },
+            schema_id="flux",
+            data_file="flux.json",
+            signature={
+                UNET + "double_blocks.0.img_attn.qkv.weight": 2,
+                UNET + "single_blocks.0.linear1.weight": 2,
+                UNET + "img_in.weight": 2,
+                UNET + "final_layer.linear.weight": 2,
+            },
+            modelspec="flux-1-dev",
+            resolution="1024x1024",
+        ),
     )
 }

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lib_merge.arch.blocks import SCHEMAS
+from lib_merge.arch.blocks import SCHEMAS, VAE_SLOT
 from lib_merge.arch.registry import PREDICTION_MARKERS, SCHEDULE_BUFFERS
 from lib_merge.engine.bind import BoundRecipe
 from lib_merge.errors import ShapeMismatchError
@@ -151,6 +151,10 @@ def _param_at(value: object, slot: str, key: str, bound: BoundRecipe) -> object:
     return float(value) if isinstance(value, (int, float)) else value  # words and value objects as they are
 
 
+def _sets_vae(params: dict) -> bool:
+    return any(isinstance(v, BlockVector) and v.vae is not None for v in params.values())
+
+
 def _slots_of(key: str, slot: str, bound: BoundRecipe) -> set[str]:
     """The key's block, and its fine block where the schema has one (SDXL: IN04 and IN411)."""
     fine = SCHEMAS[bound.schema.fine].slot_of(key) if bound.schema is not None and bound.schema.fine else None
@@ -188,6 +192,8 @@ def _reduce(
     if rules is not None and "alpha" in params:
         params["alpha"] = rules.alpha_for(key, slots, params["alpha"])
     skipped = keys is not None and not keys.merges(key, slots)
+    skipped = skipped or (slot == VAE_SLOT and bound.schema is not None and bound.schema.vae_keeps_a
+                          and not _sets_vae(node.params))  # fmt: skip
     kept = skipped or (spec.keeps_key is not None and spec.keeps_key(key))
     through = 0 if kept else spec.passthrough(params)
     if through is not None:
