@@ -173,6 +173,8 @@ def test_vector_text_and_presets_fill_sliders():
     assert len(vector_values("GRAD_V", "sdxl")) == len(SCHEMAS["sdxl"].slots)
     with pytest.raises(BlockVectorError):
         vector_values("1,2,3", "sd1")
+    with pytest.raises(BlockVectorError, match="extended vector .* does not fit the 20 sliders"):
+        vector_values(",".join(["0.5"] * 110), "sdxl")
 
 
 def test_restore_finds_models_by_short_hash_then_name():

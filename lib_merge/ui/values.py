@@ -122,6 +122,13 @@ def vector_values(text: str, schema_id: str) -> list[float]:
     """Slider values from a typed vector or a preset name (errors name the bad item)."""
     schema = SCHEMAS[schema_id]
     parsed = parse_vector(text, schema, default=0.0)
+    if parsed.vector.schema_id != schema.id:
+        from lib_merge.errors import BlockVectorError
+
+        raise BlockVectorError(
+            f"an extended vector ({SCHEMAS[parsed.vector.schema_id].label}) does not fit the {len(schema)} sliders; "
+            "use it in the recipe box or with --blocks"
+        )
     return [parsed.vector.value(schema, slot) for slot in schema.slots]
 
 
