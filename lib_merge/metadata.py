@@ -48,7 +48,10 @@ def _vector_text(value: object) -> str | None:
 
 
 def _scalar(value: object) -> float:
-    return float(value.values[0]) if isinstance(value, BlockVector) else float(value)
+    """The WebUI merger's single "multiplier": BASE of a vector, the first of per-model values."""
+    if isinstance(value, BlockVector):
+        return float(value.values[0])
+    return float(value[0]) if isinstance(value, tuple) else float(value)
 
 
 def _json_or_none(text: str | None):

@@ -15,7 +15,7 @@ from test_merge import merge
 from lib_merge.engine.run import EngineOptions
 from lib_merge.errors import InvalidComboError, RecipeTypeError
 from lib_merge.methods import modern
-from lib_merge.recipe import parse_recipe
+from lib_merge.recipe import parse_recipe, print_recipe
 from lib_merge.settings import MethodSettings, build_method_recipe
 
 
@@ -174,3 +174,16 @@ def test_model_counts_are_checked():
         parse_recipe(text)
     with pytest.raises(RecipeTypeError, match="must be one of sum, count"):
         parse_recipe('alloy-recipe 1\nA = model("a")\nB = model("b")\nmerged = ties(A, B, sign="most")\n')
+
+
+def test_task_arithmetic_with_one_alpha_per_model(four, tmp_path):
+    out = run("task_arithmetic", four, tmp_path, "ta", alpha=[0.2, -0.5, 0.9])
+    for key in KEYS:
+        a, b, c, d = (f64(load(p)[key]) for p in four)
+        expected = a + 0.2 * (b - a) - 0.5 * (c - a) + 0.9 * (d - a)
+        np.testing.assert_allclose(f64(out[key]), expected, rtol=1e-4, atol=1e-5, err_msg=key)
+    text = "alloy-recipe 1\n" + "".join(f'{n} = model("{p}")\n' for n, p in zip("ABCD", four, strict=True))
+    printed = print_recipe(parse_recipe(text + "merged = task_arithmetic(A, B, C, D, alpha=[0.2, -0.5, 0.9])\n"))
+    assert "merged = task_arithmetic(A, B, C, D, alpha=[0.2, -0.5, 0.9])" in printed
+    with pytest.raises(RecipeTypeError, match=r"one number per model after the base \(3\)"):
+        parse_recipe(text + "merged = task_arithmetic(A, B, C, D, alpha=[0.2, 0.5])\n")

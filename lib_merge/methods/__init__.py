@@ -27,6 +27,7 @@ class ParamSpec:
     choices: tuple[str, ...] = ()  # a word parameter (TIES's sign) instead of a number
     boolean: bool = False  # True/False in recipes, 1.0/0.0 inside
     text: bool = False  # a value object written as one positional string after the models (Adjust)
+    per_model: bool = False  # also takes a list of numbers, one per model after the base
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def _ws_passthrough(p: dict[str, float]) -> int | None:
 
 
 def _alpha_zero(p: dict[str, float]) -> int | None:
-    return 0 if p["alpha"] == 0 else None
+    alpha = p["alpha"]
+    return 0 if (not any(alpha) if isinstance(alpha, tuple) else alpha == 0) else None
 
 
 def _triple_passthrough(p: dict[str, float]) -> int | None:
@@ -163,7 +165,8 @@ METHODS: dict[str, MethodSpec] = {
             adjust.adjust, False, lambda p: 0 if not any(p["values"].numbers) else None, needs_key=True,
             keeps_key=lambda key: not adjust.touches(key),
         ),
-        MethodSpec("task_arithmetic", "task arithmetic", ("base", "M1"), (STRENGTH,), modern.task_arithmetic, True,
+        MethodSpec("task_arithmetic", "task arithmetic", ("base", "M1"), (ParamSpec("alpha", 1.0, per_model=True),),
+                   modern.task_arithmetic, True,
                    _alpha_zero, variadic=True),
     )
 }  # fmt: skip

@@ -186,7 +186,9 @@ def n_average(*models):
     return torch.stack(models).mean(0)
 
 
-def task_arithmetic(base, *models, alpha: float):
-    """base + α · Σ (Mᵢ − base)."""
-    total = torch.stack(_deltas(base, models)).sum(0)
-    return base.add_(total, alpha=alpha)
+def task_arithmetic(base, *models, alpha: float | tuple[float, ...]):
+    """base + Σ αᵢ · (Mᵢ − base); one α for every model, or one per model."""
+    alphas = alpha if isinstance(alpha, tuple) else (alpha,) * len(models)
+    for weight, delta in zip(alphas, _deltas(base, models), strict=True):
+        base = base.add_(delta, alpha=weight)
+    return base

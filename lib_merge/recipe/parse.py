@@ -180,6 +180,13 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
         param = spec.param(key)
         if isinstance(value, Param):
             pass  # an open template parameter, filled by compose
+        elif param.per_model and isinstance(value, list):
+            if len(value) != len(args) - 1 or not all(type(v) in (int, float) for v in value):
+                raise RecipeTypeError(
+                    f"{spec.name}() parameter '{key}' takes one number per model after the base "
+                    f"({len(args) - 1}), got {value!r}"
+                )
+            value = tuple(float(v) for v in value)
         elif param.text:
             value = parse_adjust(value) if isinstance(value, str) else value
         elif param.boolean and isinstance(value, bool):

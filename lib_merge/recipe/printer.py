@@ -23,6 +23,8 @@ def quote(text: str) -> str:
 def _param(value: object, spec: ParamSpec | None = None) -> str:
     if isinstance(value, Param):
         return f"param({quote(value.name)})"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(format_number(v) for v in value) + "]"
     if spec is not None and spec.choices:
         return quote(str(value))
     if spec is not None and spec.boolean:
