@@ -187,3 +187,14 @@ def test_task_arithmetic_with_one_alpha_per_model(four, tmp_path):
     assert "merged = task_arithmetic(A, B, C, D, alpha=[0.2, -0.5, 0.9])" in printed
     with pytest.raises(RecipeTypeError, match=r"one number per model after the base \(3\)"):
         parse_recipe(text + "merged = task_arithmetic(A, B, C, D, alpha=[0.2, 0.5])\n")
+
+
+def test_n_average_with_weights(four, tmp_path):
+    out = run("n_average", four, tmp_path, "w", weights=[1, 3, 0, 4])
+    for key in KEYS:
+        a, b, c, d = (f64(load(p)[key]) for p in four)
+        np.testing.assert_allclose(f64(out[key]), (a + 3 * b + 4 * d) / 8, rtol=1e-4, atol=1e-5, err_msg=key)
+    text = "alloy-recipe 1\n" + "".join(f'{n} = model("{p}")\n' for n, p in zip("ABCD", four, strict=True))
+    assert "n_average(A, B, C, D, weights=1.0)" in print_recipe(parse_recipe(text + "merged = n_average(A, B, C, D)\n"))
+    with pytest.raises(RecipeTypeError, match=r"one number per model \(4\)"):
+        parse_recipe(text + "merged = n_average(A, B, C, D, weights=[1, 2])\n")

@@ -27,7 +27,7 @@ class ParamSpec:
     choices: tuple[str, ...] = ()  # a word parameter (TIES's sign) instead of a number
     boolean: bool = False  # True/False in recipes, 1.0/0.0 inside
     text: bool = False  # a value object written as one positional string after the models (Adjust)
-    per_model: bool = False  # also takes a list of numbers, one per model after the base
+    per_model: bool = False  # also takes a list of numbers, one per model (after the base, if any)
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,9 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("add_perpendicular", "add perpendicular", ("A", "B", "C"), (STRENGTH,), modern.add_perpendicular,
                    False, _alpha_zero),
         MethodSpec("clip", "weights clipping", ("x", "A", "B"), (), modern.clip, True),
-        MethodSpec("n_average", "N-model average", ("M1", "M2"), (), modern.n_average, True, variadic=True),
+        MethodSpec("n_average", "N-model average", ("M1", "M2"),
+                   (ParamSpec("weights", 1.0, vector=False, per_model=True),), modern.n_average, True,
+                   variadic=True),
         MethodSpec(
             "adjust", "Adjust", ("x",), (ParamSpec("values", adjust.parse_adjust(""), vector=False, text=True),),
             adjust.adjust, False, lambda p: 0 if not any(p["values"].numbers) else None, needs_key=True,

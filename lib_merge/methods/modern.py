@@ -182,8 +182,14 @@ def clip(x, a, b):
     return torch.minimum(torch.maximum(x, torch.minimum(a, b)), torch.maximum(a, b))
 
 
-def n_average(*models):
-    return torch.stack(models).mean(0)
+def n_average(*models, weights: float | tuple[float, ...]):
+    """Σ wᵢ·Mᵢ / Σ wᵢ; one number (the default 1.0) means equal weights."""
+    if not isinstance(weights, tuple):
+        return torch.stack(models).mean(0)
+    total = models[0].mul_(weights[0])
+    for weight, model in zip(weights[1:], models[1:], strict=True):
+        total.add_(model, alpha=weight)
+    return total.div_(sum(weights))
 
 
 def task_arithmetic(base, *models, alpha: float | tuple[float, ...]):

@@ -181,10 +181,12 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
         if isinstance(value, Param):
             pass  # an open template parameter, filled by compose
         elif param.per_model and isinstance(value, list):
-            if len(value) != len(args) - 1 or not all(type(v) in (int, float) for v in value):
+            based = spec.inputs[0] == "base"
+            wanted = len(args) - 1 if based else len(args)
+            if len(value) != wanted or not all(type(v) in (int, float) for v in value):
+                where = "per model after the base" if based else "per model"
                 raise RecipeTypeError(
-                    f"{spec.name}() parameter '{key}' takes one number per model after the base "
-                    f"({len(args) - 1}), got {value!r}"
+                    f"{spec.name}() parameter '{key}' takes one number {where} ({wanted}), got {value!r}"
                 )
             value = tuple(float(v) for v in value)
         elif param.text:
