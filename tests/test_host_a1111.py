@@ -21,21 +21,7 @@ def pixels(result) -> np.ndarray:
 
 
 def gen(webui, **kw):
-    settings = GenSettings(
-        prompt="a cat",
-        negative_prompt="",
-        steps=3,
-        sampler="Euler",
-        seed=7,
-        width=64,
-        height=64,
-        batch_size=1,
-        n_iter=1,
-        cfg_scale=7.0,
-    )
-    for k, v in kw.items():
-        setattr(settings, k, v)
-    return webui.workbench.generate(settings)
+    return webui.workbench.generate(GenSettings(**(gen_defaults() | kw)))
 
 
 def merge(webui, alpha=0.4, mode="weighted_sum", c=None, **kw):
