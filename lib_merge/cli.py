@@ -317,15 +317,9 @@ def cmd_methods(args) -> int:
 
 
 def _canonical(root, models_dir):
-    from lib_merge.engine.bind import bind_recipe, hashed_root
-    from lib_merge.recipe import print_recipe, recipe_hash
+    from lib_merge.engine.bind import canonical_recipe
 
-    bound = bind_recipe(root, models_dir)
-    try:
-        filled = hashed_root(bound)
-        return print_recipe(filled), recipe_hash(filled)
-    finally:
-        bound.close()
+    return canonical_recipe(root, models_dir)
 
 
 def cmd_recipe(args) -> int:

@@ -191,6 +191,18 @@ def hashed_root(bound: BoundRecipe) -> Node:
     return with_hashes(bound, {ref: bound.sources[ref].sha256() for ref in bound.models})
 
 
+def canonical_recipe(root: Node, models_dir: str | None = None) -> tuple[str, str]:
+    """(canonical text, recipe hash) of a recipe: its models bound, hashed (cached) and printed."""
+    from lib_merge.recipe.printer import print_recipe, recipe_hash
+
+    bound = bind_recipe(root, models_dir)
+    try:
+        filled = hashed_root(bound)
+        return print_recipe(filled), recipe_hash(filled)
+    finally:
+        bound.close()
+
+
 def with_hashes(bound: BoundRecipe, hashes: dict[ModelRef, str], verify: bool = True) -> Node:
     """The root with every model's sha256 filled in; with `verify`, a recipe's own sha256 must match."""
     for ref in bound.models:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib_merge.cache import CacheStats, TensorCache
-from lib_merge.engine.bind import bind_recipe, hashed_root
+from lib_merge.engine.bind import canonical_recipe
 from lib_merge.engine.run import CancelToken, EngineOptions
 from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
 from lib_merge.history import HistoryRow, append_history, history_file
@@ -23,7 +23,7 @@ from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.live import LiveBackup, merge_into_model
 from lib_merge.merge import SaveOptions, merge_to_file
 from lib_merge.naming import EXTENSIONS, auto_name, custom_file_name, inside_folder
-from lib_merge.recipe import parse_recipe, print_recipe, recipe_hash
+from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.nodes import ModelRef, Node, primary_model, replace_models, walk_models
 from lib_merge.settings import MergeSettings, build_recipe
 
@@ -181,7 +181,7 @@ class Workbench:
 
     def _merge_to_file(self, root: Node, request: MergeRequest, started: float) -> MergeOutcome:
         """Hosts that cannot patch write the merge; a WebUI among them then loads the file ("save and load")."""
-        text, digest = self._canonical(root)
+        text, digest = canonical_recipe(root, self.host.save_folder())
         path = self._save(parse_recipe(text), digest, request.save or SaveRequest())
         name = os.path.splitext(os.path.basename(path))[0]
         row = self._log(name, digest, text, request, path)
@@ -193,14 +193,6 @@ class Workbench:
             message += " and selected it"
         seconds = time.perf_counter() - started
         return MergeOutcome(name, digest, text, row.id, seconds, path, f"{message} in {seconds:.1f} s.")
-
-    def _canonical(self, root: Node) -> tuple[str, str]:
-        bound = bind_recipe(root, self.host.save_folder())
-        try:
-            filled = hashed_root(bound)
-            return print_recipe(filled), recipe_hash(filled)
-        finally:
-            bound.close()
 
     def _save(self, root: Node, digest: str, save: SaveRequest) -> str:
         if save.format not in EXTENSIONS:
