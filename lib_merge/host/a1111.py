@@ -305,12 +305,9 @@ class A1111Host:
         runner = getattr(scripts, "scripts_txt2img", None)
         return [c for c in getattr(runner, "inputs", []) if c is not None] if runner else []
 
-    def base_settings(self) -> tuple[GenSettings, list[str]]:
+    def base_settings(self) -> GenSettings:
         """The last txt2img run (or defaults) under whatever the UI hands over."""
-        notes = []
-        if self.last_run is None:
-            return GenSettings(**DEFAULT_GEN.__dict__), notes
-        return DEFAULT_GEN.overlay(self.last_run), notes
+        return DEFAULT_GEN.overlay(self.last_run) if self.last_run else GenSettings(**DEFAULT_GEN.__dict__)
 
     def generate(self, gen: GenSettings, extra_info: dict[str, str]) -> GenResult:
         from modules import processing, scripts, shared

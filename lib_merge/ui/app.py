@@ -157,7 +157,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
         names = gen_parts["names"]
         txt2img = dict(zip(names, raw[n_over : n_over + len(names)], strict=True))
         scripts = raw[n_over + len(names) :]
-        base, notes = host.base_settings()
+        base, notes = host.base_settings(), []
         settings = base.overlay(GenSettings(**txt2img)).overlay(overrides)
         if scripts:
             settings.script_args = tuple(scripts)
