@@ -36,19 +36,24 @@ def by_elem_id(demo, elem_id):
     return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
 
 
-def handler(demo, elem_id, outside=()):
-    """The function Gradio runs when the element with this elem_id is clicked, and its inputs
+def handlers(demo, elem_id, outside=()):
+    """The functions Gradio runs when the element with this elem_id is clicked, with their inputs
     (`outside`: components of other Blocks, as the WebUI's txt2img tab is)."""
     block = by_elem_id(demo, elem_id)
     known = dict(demo.blocks) | {c._id: c for c in outside}
     if isinstance(demo.fns, dict):  # Gradio 4: BlockFunction objects carry targets and inputs
         for fn in demo.fns.values():
             if block._id in [t[0] for t in fn.targets]:
-                return fn.fn, list(fn.inputs)
+                yield fn.fn, list(fn.inputs)
     else:  # Gradio 3: dependencies (dicts of ids) beside a list of functions
         for index, dep in enumerate(demo.dependencies):
             if block._id in [t[0] if isinstance(t, (list, tuple)) else t for t in dep["targets"]]:
-                return demo.fns[index].fn, [known[i] for i in dep["inputs"]]
+                yield demo.fns[index].fn, [known[i] for i in dep["inputs"]]
+
+
+def handler(demo, elem_id, outside=()):
+    for found in handlers(demo, elem_id, outside):
+        return found
     raise AssertionError(f"nothing wired to {elem_id}")
 
 
@@ -173,8 +178,47 @@ def test_vector_text_and_presets_fill_sliders():
     assert len(vector_values("GRAD_V", "sdxl")) == len(SCHEMAS["sdxl"].slots)
     with pytest.raises(BlockVectorError):
         vector_values("1,2,3", "sd1")
-    with pytest.raises(BlockVectorError, match="extended vector .* does not fit the 20 sliders"):
+    with pytest.raises(BlockVectorError, match="extended SDXL does not fit the 20 sliders"):
         vector_values(",".join(["0.5"] * 110), "sdxl")
+    fine = vector_values("IN41=0.9 MID107=0.1 VAE=0.3 *=0.5", "sdxl_ext")
+    names = SCHEMAS["sdxl_ext"].names_with_vae()
+    assert len(fine) == 110 and fine[names.index("IN41")] == 0.9 and fine[names.index("MID107")] == 0.1
+    assert fine[-1] == 0.3 and fine[names.index("IN410")] == 0.5
+    with pytest.raises(BlockVectorError, match="SDXL does not fit the 110 sliders of extended SDXL"):
+        vector_values("IN04=0.2", "sdxl_ext")
+
+
+def test_extended_sdxl_sliders_merge_by_fine_block(tmp_path, sdxl):
+    """The 110 sliders of the MBW tab reach the engine: one fine slot at 1, the rest at 0."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    for p in sdxl[:2]:
+        shutil.copy(p, tmp_path / p.name)
+    demo = build_ui(Workbench(FolderHost(str(tmp_path))))
+    arch = "SDXL extended (110)"
+    count = len(SCHEMAS["sdxl_ext"].names_with_vae())
+    filled = [fill(arch, "IN411=1 *=0") for fill, _ in handlers(demo, "alloy_mbw_apply")]
+    updates = [u for out in filled for u in out if isinstance(u, dict) and "value" in u]
+    assert len(updates) == count and sum(u["value"] for u in updates) == 1
+    fn, inputs = handler(demo, "alloy_merge")
+    ids = [c.elem_id for c in inputs]
+    values = [c.value for c in inputs]
+    values[ids.index("alloy_model_a")], values[ids.index("alloy_model_b")] = sdxl[0].name, sdxl[1].name
+    values[ids.index("alloy_save_name")] = "fine"
+    values[ids.index("alloy_save_dtype")] = "fp32"
+    values[ids.index("alloy_use_mbw")] = True
+    values[ids.index("alloy_mbw_arch")] = arch
+    for slot, update_ in zip(SCHEMAS["sdxl_ext"].names_with_vae(), updates):
+        values[ids.index(f"alloy_sdxl_ext_{slot}")] = update_["value"]
+    status, recipe, _ = last(fn(*values))
+    assert status.startswith("Saved"), status
+    out, a, b = (load_file(p) for p in (tmp_path / "fine.safetensors", sdxl[0], sdxl[1]))
+    prefix = "model.diffusion_model.input_blocks.4.1.transformer_blocks."
+    hit, other = prefix + "1.attn1.to_q.weight", prefix + "0.attn1.to_q.weight"
+    assert torch.equal(out[hit], b[hit].float()) and torch.equal(out[other], a[other].float())
 
 
 def test_restore_finds_models_by_short_hash_then_name():

@@ -1,4 +1,4 @@
-"""MBW tab: block weights for alpha as sliders (26 for SD1/SD2, 20 for SDXL), text and presets."""
+"""MBW tab: block weights for alpha as sliders (26 SD1/SD2, 20 SDXL, 110 extended SDXL), text and presets."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from lib_merge.ui.compat import update
 from lib_merge.ui.values import MBW_ARCHS, mbw_text, vector_values
 
 
+def _slider_names(schema_id: str) -> tuple[str, ...]:
+    schema = SCHEMAS[schema_id]
+    extended = any(s.fine == schema_id for s in SCHEMAS.values())
+    return schema.names_with_vae() if extended else schema.slots
+
+
 def build(widgets: dict) -> None:
     widgets["use_mbw"] = gr.Checkbox(label="Use block weights for alpha", value=False, elem_id="alloy_use_mbw")
     with gr.Row():
@@ -17,7 +23,7 @@ def build(widgets: dict) -> None:
         preset = gr.Dropdown(preset_names(SCHEMAS["sd1"]), label="Preset", value=None, elem_id="alloy_mbw_preset")
     with gr.Row():
         text = gr.Textbox(
-            label="Block weights: 26/20 numbers, or named (IN00-IN05=0.2 OUT*=1 *=0.5), or a preset name",
+            label="Block weights: 26/20/110 numbers, or named (IN00-IN05=0.2 OUT*=1 *=0.5), or a preset name",
             elem_id="alloy_mbw_text",
             scale=4,
         )
@@ -26,13 +32,13 @@ def build(widgets: dict) -> None:
     message = gr.Markdown("", elem_id="alloy_mbw_message")
     groups = {}
     for schema_id in MBW_ARCHS.values():
-        schema = SCHEMAS[schema_id]
+        names = _slider_names(schema_id)
+        per_row = 6 if len(names) < 40 else 10
         with gr.Column(visible=schema_id == "sd1") as group:
             sliders = []
-            per_row = 6
-            for start in range(0, len(schema.slots), per_row):
+            for start in range(0, len(names), per_row):
                 with gr.Row():
-                    for slot in schema.slots[start : start + per_row]:
+                    for slot in names[start : start + per_row]:
                         sliders.append(
                             gr.Slider(-1, 2, value=0.5, step=0.01, label=slot, elem_id=f"alloy_{schema_id}_{slot}")
                         )
@@ -46,32 +52,31 @@ def build(widgets: dict) -> None:
 
     widgets["mbw_arch"].change(switch, [widgets["mbw_arch"]], list(groups.values()) + [preset])
 
-    def fill(arch, spec):
-        schema_id = MBW_ARCHS[arch]
-        count = len(SCHEMAS[schema_id].slots)
-        try:
-            values = vector_values(spec, schema_id) if spec and spec.strip() else None
-        except Exception as e:  # noqa: BLE001 - shown to the user, sliders stay as they are
-            return [update() for _ in range(count)] + [f"**Error:** {e}"]
-        if values is None:
-            return [update() for _ in range(count)] + [""]
-        return [update(value=v) for v in values] + [f"Set {count} sliders."]
+    for schema_id in groups:
+        count = len(widgets[f"mbw_{schema_id}"])
 
-    for schema_id, sliders in ((k, widgets[f"mbw_{k}"]) for k in groups):
-        outputs = sliders + [message]
+        def fill(arch, spec, _schema_id=schema_id, _count=count):
+            if MBW_ARCHS[arch] != _schema_id or not (spec and spec.strip()):
+                return [update() for _ in range(_count)] + [update()]
+            try:
+                values = vector_values(spec, _schema_id)
+            except Exception as e:  # noqa: BLE001 - shown to the user, sliders stay as they are
+                return [update() for _ in range(_count)] + [f"**Error:** {e}"]
+            return [update(value=v) for v in values] + [f"Set {_count} sliders."]
 
-        def fill_for(arch, spec, _schema_id=schema_id):
-            if MBW_ARCHS[arch] != _schema_id:
-                return [update() for _ in SCHEMAS[_schema_id].slots] + [update()]
-            return fill(arch, spec)
+        outputs = widgets[f"mbw_{schema_id}"] + [message]
+        apply_text.click(fill, [widgets["mbw_arch"], text], outputs)
+        preset.change(fill, [widgets["mbw_arch"], preset], outputs)
 
-        apply_text.click(fill_for, [widgets["mbw_arch"], text], outputs)
-        preset.change(fill_for, [widgets["mbw_arch"], preset], outputs)
+    all_sliders = [s for schema_id in groups for s in widgets[f"mbw_{schema_id}"]]
 
     def read_sliders(arch, *values):
-        schema_id = MBW_ARCHS[arch]
-        count_sd1 = len(SCHEMAS["sd1"].slots)
-        chosen = values[:count_sd1] if schema_id == "sd1" else values[count_sd1:]
-        return mbw_text(chosen)
+        start = 0
+        for schema_id in groups:
+            count = len(widgets[f"mbw_{schema_id}"])
+            if schema_id == MBW_ARCHS[arch]:
+                return mbw_text(values[start : start + count])
+            start += count
+        return ""
 
-    read.click(read_sliders, [widgets["mbw_arch"]] + widgets["mbw_sd1"] + widgets["mbw_sdxl"], [text])
+    read.click(read_sliders, [widgets["mbw_arch"]] + all_sliders, [text])

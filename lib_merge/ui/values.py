@@ -17,7 +17,7 @@ from lib_merge.recipe.vectors import format_number
 from lib_merge.settings import MergeSettings, MethodSettings, build_method_recipe, method_for
 
 MODES = ["weighted_sum", "add_difference", "triple_sum", "sum_twice"]
-MBW_ARCHS = {"SD1/SD2 (26)": "sd1", "SDXL (20)": "sdxl"}
+MBW_ARCHS = {"SD1/SD2 (26)": "sd1", "SDXL (20)": "sdxl", "SDXL extended (110)": "sdxl_ext"}
 SAVE_DTYPES = ["fp16", "bf16", "fp32"]
 FORMATS = ["safetensors", "ckpt"]
 
@@ -25,11 +25,11 @@ FORMATS = ["safetensors", "ckpt"]
 MERGE_FIELDS = (
     "model_a", "model_b", "model_c", "mode", "calc", "alpha", "beta", "gamma", "seed", "elemental", "filter_mode",
     "filter_text", "adjust", "method", "more_models", "density", "p", "epsilon",
-    "use_mbw", "mbw_arch", "mbw_sd1", "mbw_sdxl",
+    "use_mbw", "mbw_arch", "mbw_sd1", "mbw_sdxl", "mbw_sdxl_ext",
     "use_recipe", "recipe",
     "save_name", "save_dtype", "save_format", "save_prune", "save_overwrite", "save_after",
 )  # fmt: skip
-# mbw_sd1 / mbw_sdxl stand for 26 / 20 slider widgets each, adjust for 8.
+# mbw_sd1 / mbw_sdxl / mbw_sdxl_ext stand for 26 / 20 / 110 slider widgets, adjust for 8.
 FILTER_MODES = ["Off", "Include", "Exclude"]
 NO_METHOD = "(mode and calc mode)"
 ADJUST_LABELS = ("IN", "OUT", "OUT2", "Contrast", "Brightness", "Cyan-Red", "Magenta-Green", "Yellow-Blue")
@@ -119,17 +119,23 @@ def _method_request(v: dict, save, ui: dict) -> MergeRequest:
 
 
 def vector_values(text: str, schema_id: str) -> list[float]:
-    """Slider values from a typed vector or a preset name (errors name the bad item)."""
+    """Slider values from a typed vector or a preset name (errors name the bad item).
+
+    The extended SDXL sliders read text the way recipes do (parsed against SDXL, where 110 numbers or
+    fine slot names make an extended vector); the VAE is the last slider.
+    """
     schema = SCHEMAS[schema_id]
-    parsed = parse_vector(text, schema, default=0.0)
+    coarse = next((s for s in SCHEMAS.values() if s.fine == schema_id), schema)
+    slots = schema.slots if coarse is schema else schema.names_with_vae()
+    parsed = parse_vector(text, coarse, default=0.0)
     if parsed.vector.schema_id != schema.id:
         from lib_merge.errors import BlockVectorError
 
         raise BlockVectorError(
-            f"an extended vector ({SCHEMAS[parsed.vector.schema_id].label}) does not fit the {len(schema)} sliders; "
-            "use it in the recipe box or with --blocks"
+            f"a vector for {SCHEMAS[parsed.vector.schema_id].label} does not fit the {len(slots)} sliders of "
+            f"{schema.label}; choose its schema above, or use it in the recipe box or with --blocks"
         )
-    return [parsed.vector.value(schema, slot) for slot in schema.slots]
+    return [parsed.vector.value(schema, slot) for slot in slots]
 
 
 def _find_title(titles: list[str], wanted: str | None, short: str | None) -> str | None:
