@@ -127,3 +127,7 @@ class ElementalSyntaxError(RecipeError):
 
 class MechaImportError(RecipeError):
     """A .mecha recipe outside the subset Alloy reads (SPEC §5.7)."""
+
+
+class PlanError(_RecipeProblem):
+    """An XYZ plan that cannot run: the message names the axis and the offending item."""

@@ -25,6 +25,7 @@ class MergeSettings:
     c: str | None = None
     alpha: float | None = None  # None: the method's default
     beta: float | None = None
+    beta_blocks: str | None = None  # beta as a block vector (XYZ mbw beta, Dice)
     blocks: str | None = None  # alpha as a block vector (list or named form)
     preset: str | None = None  # alpha as a preset name
     calc: str = "normal"  # calc mode (SPEC §4.3)
@@ -99,6 +100,10 @@ def build_recipe(s: MergeSettings) -> MergeNode:
     for name in ("beta", "gamma", "seed"):
         if getattr(s, name) is not None and name in names:
             params[name] = float(getattr(s, name))
+    if s.beta_blocks:
+        if "beta" not in names:
+            raise ParameterError(f"beta is not used by mode {spec.name}")
+        params["beta"] = BlocksSpec(s.beta_blocks, default=s.beta)
     for p in spec.params:
         params.setdefault(p.name, p.default)
     options = _options(s)

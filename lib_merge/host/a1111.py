@@ -134,6 +134,18 @@ class A1111Host:
     def save_folder(self) -> str:
         return self.model_folders()[-1] if len(self.model_folders()) > 1 else self.model_folders()[0]
 
+    def grid_folder(self) -> str:
+        from modules import shared
+
+        return shared.opts.outdir_grids or shared.opts.outdir_txt2img_grids
+
+    def font_path(self) -> str | None:
+        try:
+            from modules.paths_internal import roboto_ttf_file
+        except ImportError:
+            return None
+        return roboto_ttf_file if os.path.isfile(roboto_ttf_file) else None
+
     # -- the live model ----------------------------------------------------------------------
     def live_model(self) -> torch.nn.Module | None:
         from modules import sd_models

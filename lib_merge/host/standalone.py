@@ -49,6 +49,14 @@ class FolderHost:
     def save_folder(self) -> str:
         return self.models_dir
 
+    def grid_folder(self) -> str:
+        from lib_merge.paths import user_data_dir
+
+        return str(user_data_dir() / "xyz-grids")
+
+    def font_path(self) -> str | None:
+        return None
+
     def exclusive(self):
         return contextlib.nullcontext()
 

@@ -99,7 +99,7 @@ def _from_list(raw: list, schema: BlockSchema, source: str) -> ParsedVector:
     return ParsedVector(BlockVector(schema.id, tuple(values), vae), tuple(notes))
 
 
-def _targets(target: str, schema: BlockSchema) -> list[str]:
+def expand_target(target: str, schema: BlockSchema) -> list[str]:
     slots = schema.slots
     if target == VAE_SLOT:
         return [VAE_SLOT]
@@ -137,7 +137,7 @@ def _from_named(text: str, schema: BlockSchema, default: float | None) -> Parsed
         if target == "*":
             star = value
             continue
-        for slot in _targets(target, schema):
+        for slot in expand_target(target, schema):
             assigned[slot] = value
     notes: list[str] = []
     fill = star if star is not None else default

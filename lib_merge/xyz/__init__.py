@@ -1,0 +1,1 @@
+"""XYZ plots: axis parsers, plans, the executor, grid images and the reservation queue (no gradio)."""

@@ -1,0 +1,104 @@
+"""Running a plot's cells (SPEC §8.2): one merge per distinct recipe, then every generation of it.
+
+Cells are grouped by their recipe, so a seed or prompt axis never re-merges, on whichever axis it
+lies; a recipe equal to the live model's is not merged again. Stop is checked between cells.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lib_merge.errors import AlloyError, Cancelled, PlanError
+from lib_merge.host.base import GenResult, GenSettings
+from lib_merge.xyz.plan import Cell
+
+
+@dataclass
+class MergedCell:
+    name: str
+    recipe_hash: str
+    history_id: int | None
+
+
+class PlotHost(Protocol):
+    """What the executor needs of a host (the workbench adapter, or a fake one in tests)."""
+
+    def cell_hash(self, cell: Cell) -> str: ...
+
+    def live_hash(self) -> str | None: ...
+
+    def merge(self, cell: Cell) -> MergedCell: ...
+
+    def generate(self, gen: GenSettings) -> GenResult: ...
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str = "waiting"  # done, stopped
+    images: list[Any] = field(default_factory=list)
+    infotext: str = ""
+    merge: MergedCell | None = None
+
+
+@dataclass
+class PlotResult:
+    cells: list[CellResult]
+    merges: int
+    stopped: bool
+
+
+def merge_groups(cells: list[Cell]) -> list[list[int]]:
+    """Cell indices grouped by recipe, groups in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for index, cell in enumerate(cells):
+        groups.setdefault(cell.merge_key, []).append(index)
+    return list(groups.values())
+
+
+def run_cells(
+    cells: list[Cell],
+    host: PlotHost,
+    stop: threading.Event,
+    progress: Callable[[str], None] | None = None,
+) -> PlotResult:
+    results = [CellResult(cell) for cell in cells]
+    merges = 0
+    done = 0
+    for group in merge_groups(cells):
+        if stop.is_set():
+            break
+        first = cells[group[0]]
+        digest = host.cell_hash(first)
+        try:
+            if digest != host.live_hash():
+                merged = host.merge(first)
+                merges += 1
+            else:
+                merged = MergedCell("(live model)", digest, None)
+        except Cancelled:
+            break
+        except AlloyError as e:
+            raise PlanError(f"cell {_where(first)}: {e}") from None
+        for index in group:
+            if stop.is_set():
+                break
+            result = results[index]
+            result.merge = merged
+            generated = host.generate(cells[index].gen)
+            result.images, result.infotext, result.status = list(generated.images), generated.infotext, "done"
+            done += 1
+            if progress:
+                progress(f"cell {done}/{len(cells)}: {_where(cells[index])}")
+    stopped = any(r.status != "done" for r in results)
+    for r in results:
+        if r.status != "done":
+            r.status = "stopped"
+    return PlotResult(results, merges, stopped)
+
+
+def _where(cell: Cell) -> str:
+    return " / ".join(label for label in cell.labels if label) or "cell"

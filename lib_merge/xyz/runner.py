@@ -1,0 +1,236 @@
+"""A whole plot on the workbench: plan → cells → merges and generations → labelled grids on disk.
+
+The UI, the HTTP API and the reservation queue all call `run_plot`; tests give it a workbench
+over the WebUI double or a fake `PlotHost`.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lib_merge.arch.blocks import SCHEMAS, schema_for
+from lib_merge.engine.bind import canonical_recipe
+from lib_merge.errors import ParameterError, PlanError
+from lib_merge.history import find_row, read_history
+from lib_merge.host.base import GenResult, GenSettings
+from lib_merge.host.session import MergeRequest, Workbench
+from lib_merge.paths import user_data_dir
+from lib_merge.recipe import parse_recipe
+from lib_merge.recipe.nodes import primary_model
+from lib_merge.source import SourceModel
+from lib_merge.xyz.axes import axis_type
+from lib_merge.xyz.executor import CellResult, MergedCell, run_cells
+from lib_merge.xyz.grid import GridLabels, draw_grid, pixel_diff_percent, save_grid
+from lib_merge.xyz.plan import Cell, PlanContext, XYZPlan, expand, swept_formula
+
+MAX_SINGLE_IMAGES = 100
+
+
+class WorkbenchPlotHost:
+    """The executor's view of a workbench: hash, merge into the live model, generate."""
+
+    def __init__(self, workbench: Workbench, gen_base: GenSettings | None = None):
+        self.workbench = workbench
+        host_defaults = getattr(workbench.host, "base_settings", None)  # the WebUI's last txt2img run
+        self.gen_base = gen_base or (host_defaults() if host_defaults else GenSettings())
+
+    def _request(self, cell: Cell) -> MergeRequest:
+        ui = {"xyz": " / ".join(label for label in cell.labels if label)}
+        if cell.dice_seed is not None:
+            ui["dice_seed"] = cell.dice_seed
+        if cell.settings is not None:
+            return MergeRequest(settings=cell.settings, ui=ui)
+        return MergeRequest(recipe=cell.recipe, ui=ui)
+
+    def cell_hash(self, cell: Cell) -> str:
+        root = self.workbench.recipe_of(self._request(cell))
+        return canonical_recipe(root, self.workbench.host.save_folder())[1]
+
+    def live_hash(self) -> str | None:
+        live = self.workbench.live
+        return live.recipe_hash if live is not None else None
+
+    def merge(self, cell: Cell) -> MergedCell:
+        outcome = self.workbench.merge(self._request(cell))
+        return MergedCell(outcome.name, outcome.recipe_hash, outcome.history_id)
+
+    def generate(self, gen: GenSettings) -> GenResult:
+        return self.workbench.generate(self.gen_base.overlay(gen))
+
+
+def plan_context(workbench: Workbench, plan: XYZPlan) -> PlanContext:
+    """The schema of model A (or of the recipe's first model), history and the recipes folder."""
+    history_path = workbench.history_path()
+
+    def history_recipe(ident: int) -> str:
+        return find_row(read_history(history_path).rows, ident).recipe
+
+    title = plan.merge.get("a")
+    if not title and plan.recipe:
+        title = primary_model(parse_recipe(plan.recipe)).path
+    schema = SCHEMAS["sd1"]
+    if title:
+        source = SourceModel(workbench.host.resolve_checkpoint(title))
+        try:
+            schema = schema_for(source.arch.id) or schema
+        finally:
+            source.close()
+    return PlanContext(schema, history_recipe, user_data_dir() / "recipes")
+
+
+@dataclass
+class PlotOutput:
+    grids: list[Any]  # PIL images
+    grid_paths: list[str]
+    results: list[CellResult]
+    merges: int
+    stopped: bool
+    diffs: dict[str, float] = field(default_factory=dict)  # elemental checker: item -> diff %
+
+    def message(self) -> str:
+        done = sum(r.status == "done" for r in self.results)
+        text = f"XYZ plot: {done}/{len(self.results)} cells, {self.merges} merges"
+        text += "; stopped." if self.stopped else "."
+        if self.grid_paths:
+            text += f" Grid: {', '.join(self.grid_paths)}"
+        return text
+
+    def singles(self) -> list[Any]:
+        return [img for r in self.results for img in r.images][:MAX_SINGLE_IMAGES]
+
+
+@dataclass
+class PlotControl:
+    """Stop for a running plot: ends after the current cell and stops a running merge."""
+
+    workbench: Workbench | None = None
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        self.event.set()
+        if self.workbench is not None:
+            self.workbench.stop()
+
+
+def run_plot(
+    workbench: Workbench,
+    plan: XYZPlan,
+    control: PlotControl | None = None,
+    progress: Callable[[str], None] | None = None,
+    gen_base: GenSettings | None = None,
+    host: Any = None,
+) -> PlotOutput:
+    if not workbench.host.can_generate and host is None:
+        raise ParameterError("XYZ plots need a host that generates images (the WebUI); this one only saves files")
+    control = control or PlotControl(workbench)
+    cells = expand(plan, plan_context(workbench, plan))
+    plot_host = host or WorkbenchPlotHost(workbench, gen_base)
+    result = run_cells(cells, plot_host, control.event, progress)
+    if plan.options.restore_after and workbench.host.can_patch:
+        workbench.restore()
+    diffs = _checker_diffs(result.cells)
+    grids, paths = [], []
+    if not plan.options.no_grid:
+        folder = Path(workbench.host.grid_folder())
+        for image in assemble_grids(plan, result.cells, diffs, workbench.host.font_path()):
+            grids.append(image)
+            paths.append(str(save_grid(image, folder, plan.to_dict())))
+        if plan.options.save_csv and paths:
+            _write_cells_csv(Path(paths[0]).with_suffix(".csv"), result.cells, diffs)
+    return PlotOutput(grids, paths, result.cells, result.merges, result.stopped, diffs)
+
+
+def _checker_diffs(results: list[CellResult]) -> dict[str, float]:
+    """Each checker cell against the baseline cell (index 0 on the checker axis) at the same other coordinates."""
+    by_pos = {(r.cell.x, r.cell.y, r.cell.z): r for r in results}
+    diffs = {}
+    for r in results:
+        if not r.cell.checker or not r.images or r.cell.checker_axis is None:
+            continue
+        where = [r.cell.x, r.cell.y, r.cell.z]
+        where[r.cell.checker_axis] = 0
+        base = by_pos.get(tuple(where))
+        if base is not None and base.images:
+            diffs[_cell_id(r.cell)] = pixel_diff_percent(r.images[0], base.images[0])
+    return diffs
+
+
+def _cell_id(cell: Cell) -> str:
+    return f"{cell.x},{cell.y},{cell.z}"
+
+
+def assemble_grids(plan: XYZPlan, results: list[CellResult], diffs: dict[str, float], font_path=None) -> list:
+    """One grid per Z value and per batch index; X across, Y down (swapped on request)."""
+    xs = max(r.cell.x for r in results) + 1
+    ys = max(r.cell.y for r in results) + 1
+    zs = max(r.cell.z for r in results) + 1
+    batch = max((len(r.images) for r in results), default=1) or 1
+    by_pos = {(r.cell.x, r.cell.y, r.cell.z): r for r in results}
+    x_name = axis_type(plan.x.type).label
+    y_name = axis_type(plan.y.type).label if plan.y else ""
+    base = None if not plan.merge else plan.merge
+    formula = swept_formula(plan, _settings_or_none(base))
+    grids = []
+    for z in range(zs):
+        for b in range(batch):
+            x_labels = [_label(by_pos[(x, 0, z)], 0, diffs) for x in range(xs)]
+            y_labels = [by_pos[(0, y, z)].cell.labels[1] for y in range(ys)] if plan.y else [""] * ys
+            x_labels[0] = f"{x_name}: {x_labels[0]}"
+            if plan.y:
+                y_labels[0] = f"{y_name}: {y_labels[0]}"
+            tiles = [[_tile(by_pos[(x, y, z)], b) for x in range(xs)] for y in range(ys)]
+            if plan.options.swap_xy:
+                tiles = [list(col) for col in zip(*tiles, strict=True)]
+                x_labels, y_labels = y_labels, x_labels
+            corner = formula
+            if plan.z:
+                corner += f"\n{axis_type(plan.z.type).label}: {by_pos[(0, 0, z)].cell.labels[2]}"
+            grids.append(draw_grid(tiles, GridLabels(x_labels, y_labels, corner), font_path))
+    return grids
+
+
+def _settings_or_none(merge: dict | None):
+    from lib_merge.settings import MergeSettings
+
+    return MergeSettings(**merge) if merge else None
+
+
+def _label(result: CellResult, axis: int, diffs: dict[str, float]) -> str:
+    text = result.cell.labels[axis]
+    diff = diffs.get(_cell_id(result.cell))
+    return f"{text}\nDiff: {diff:.2f}%" if diff is not None else text
+
+
+def _tile(result: CellResult, index: int):
+    if result.status != "done" or not result.images:
+        return None
+    return result.images[min(index, len(result.images) - 1)]
+
+
+def _write_cells_csv(path: Path, results: list[CellResult], diffs: dict[str, float]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["cell", "labels", "recipe_hash", "history_id", "seed", "diff_percent"])
+        for r in results:
+            merged = r.merge
+            writer.writerow(
+                [
+                    _cell_id(r.cell),
+                    " / ".join(label for label in r.cell.labels if label),
+                    merged.recipe_hash if merged else "",
+                    merged.history_id if merged and merged.history_id is not None else "",
+                    r.cell.gen.seed,
+                    f"{diffs[_cell_id(r.cell)]:.2f}" if _cell_id(r.cell) in diffs else "",
+                ]
+            )
+    tmp.replace(path)
+
+
+def plan_error_text(e: Exception) -> str:
+    return str(e) if isinstance(e, PlanError) else f"{type(e).__name__}: {e}"

@@ -1,0 +1,65 @@
+"""XYZ plots on the WebUI double: real merges into the live model, images from its weights, grids on disk."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from lib_merge.history import read_history
+from lib_merge.host.base import GenSettings
+from lib_merge.host.session import MergeRequest
+from lib_merge.settings import MergeSettings
+from lib_merge.xyz.plan import XYZPlan
+from lib_merge.xyz.runner import PlotControl, run_plot
+
+GEN = {"steps": 2, "width": 256, "height": 256, "batch_size": 1, "prompt": "a cat"}
+
+
+def make_plan(webui, x, y=None, **extra) -> XYZPlan:
+    data = {
+        "x": {"type": x[0], "values": x[1]},
+        "merge": {"a": webui.title("model_a"), "b": webui.title("model_b")},
+        "gen": dict(GEN),
+    }
+    if y:
+        data["y"] = {"type": y[0], "values": y[1]}
+    return XYZPlan.from_dict(data | extra)
+
+
+def test_plot_merges_once_per_alpha_and_matches_plain_merges(webui, tmp_path):
+    webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
+    plan = make_plan(webui, ("seed", "1, 2"), ("alpha", "0.2, 0.8"))
+    out = run_plot(webui.workbench, plan)
+    assert out.merges == 2 and not out.stopped and len(out.results) == 4
+    assert out.grid_paths == [str(tmp_path / "grids" / "alloy_xyz-00001.png")]
+    grid = Image.open(out.grid_paths[0])
+    assert "Alloy XYZ plan" in grid.info["parameters"]
+    assert json.loads(grid.info["parameters"].split(": ", 1)[1])["x"]["type"] == "seed"
+    assert grid.width > 2 * 32 and grid.height > 2 * 32  # the double draws width/8 × height/8 images
+    assert len(read_history(webui.workbench.history_path()).rows) == 2
+    # each cell's image equals a plain merge + generation of the same settings
+    last = out.results[-1]
+    assert last.cell.settings.alpha == 0.8 and last.cell.gen.seed == 2
+    webui.workbench.restore()
+    settings = MergeSettings(webui.title("model_a"), webui.title("model_b"), alpha=0.2)
+    webui.workbench.merge(MergeRequest(settings=settings))
+    plain = webui.workbench.generate(webui.host.base_settings().overlay(GenSettings(**GEN, seed=2))).images[0]
+    assert np.array_equal(np.asarray(plain), np.asarray(out.results[1].images[0]))
+    assert not np.array_equal(np.asarray(out.results[1].images[0]), np.asarray(out.results[3].images[0]))
+
+
+def test_checker_diffs_and_stop(webui, tmp_path):
+    webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
+    plan = make_plan(webui, ("elemental_checker", "IN01:, OUT11:"), merge={"a": webui.title("model_a"),
+                     "b": webui.title("model_b"), "alpha": 1.0}, options={"save_csv": True})  # fmt: skip
+    out = run_plot(webui.workbench, plan)
+    assert [r.cell.checker for r in out.results] == ["", "IN01:", "OUT11:"]
+    assert set(out.diffs) == {"1,0,0", "2,0,0"} and all(0 < d <= 100 for d in out.diffs.values())
+    rows = (tmp_path / "grids" / "alloy_xyz-00001.csv").read_text().splitlines()
+    assert rows[0].startswith("cell,labels,recipe_hash") and len(rows) == 4
+    control = PlotControl(webui.workbench)
+    control.stop()  # stopped before the first cell: every tile is "stopped"
+    stopped = run_plot(webui.workbench, make_plan(webui, ("alpha", "0.1, 0.2")), control)
+    assert stopped.stopped and stopped.merges == 0 and all(r.status == "stopped" for r in stopped.results)
