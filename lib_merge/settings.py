@@ -25,7 +25,6 @@ class MergeSettings:
     c: str | None = None
     alpha: float | None = None  # None: the method's default
     beta: float | None = None
-    beta_blocks: str | None = None  # beta as a block vector (XYZ mbw beta, Dice)
     blocks: str | None = None  # alpha as a block vector (list or named form)
     preset: str | None = None  # alpha as a preset name
     calc: str = "normal"  # calc mode (SPEC §4.3)
@@ -35,6 +34,7 @@ class MergeSettings:
     include: str | None = None  # blocks, VAE, Adjust and key substrings, space or comma separated
     exclude: str | None = None
     adjust: str | None = None  # "IN,OUT,OUT2,CONT,BRI,COL1,COL2,COL3"
+    beta_blocks: str | None = None  # beta as a block vector (XYZ mbw beta, Dice)
 
     def as_dict(self) -> dict:
         return asdict(self)
