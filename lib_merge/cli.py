@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--port", type=int, default=7870)
 
+    x = sub.add_parser("xyz", help="an XYZ plot plan (JSON): check it and print its cells")
+    x.add_argument("plan", help="plan JSON: x/y/z axes {type, values}, merge settings, gen overrides, dice")
+    x.add_argument("--host", choices=["none"], default="none", help="none: a dry run that prints the cells")
+    x.add_argument("--schema", help="block schema (sd1, sdxl, flux…); default: detected from model A")
+
     s = sub.add_parser("synth", help="write a random-weight checkpoint with an architecture's real keys")
     s.add_argument("arch", choices=["sd1", "sd2", "sdxl", "flux"])
     s.add_argument("output")
@@ -447,6 +452,52 @@ def cmd_ui(args) -> int:
     return 0
 
 
+def cmd_xyz(args) -> int:
+    import json
+
+    from lib_merge.arch.blocks import SCHEMAS, schema_for
+    from lib_merge.xyz.executor import merge_groups
+    from lib_merge.xyz.plan import PlanContext, XYZPlan, expand, split_plan
+
+    try:
+        with open(args.plan, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise UsageError(f"cannot read plan {args.plan}: {e.strerror}") from None
+    except ValueError as e:
+        raise UsageError(f"{args.plan}: not JSON ({e})") from None
+    plans = split_plan(XYZPlan.from_dict(data))
+    schema = SCHEMAS.get(args.schema or "") if args.schema else None
+    if args.schema and schema is None:
+        raise UsageError(f"unknown schema {args.schema!r}; known: {', '.join(SCHEMAS)}")
+    if schema is None:
+        schema = SCHEMAS["sd1"]
+        a = plans[0].merge.get("a")
+        path = os.path.join(args.models_dir or "", a) if a else None
+        if path and os.path.isfile(path):
+            from lib_merge.source import SourceModel
+
+            source = SourceModel(path)
+            schema = schema_for(source.arch.id) or schema
+            source.close()
+    total_cells = total_merges = 0
+    for number, plan in enumerate(plans, 1):
+        cells = expand(plan, PlanContext(schema))
+        groups = merge_groups(cells)
+        merge_of = {i: n for n, group in enumerate(groups, 1) for i in group}
+        if len(plans) > 1:
+            print(f"plot {number}/{len(plans)}")
+        for i, cell in enumerate(cells):
+            labels = "  ".join(
+                f"{axis}={label}" for axis, label in zip("xyz", cell.labels, strict=True) if label
+            ).replace("\n", " ")
+            print(f"cell {i + 1}/{len(cells)}  {labels}  seed={cell.gen.seed}  merge {merge_of[i]}/{len(groups)}")
+        total_cells += len(cells)
+        total_merges += len(groups)
+    print(f"{total_cells} cells, {total_merges} merges, schema {schema.id}")
+    return 0
+
+
 _COMMANDS = {
     "merge": cmd_merge,
     "recipe": cmd_recipe,
@@ -456,4 +507,5 @@ _COMMANDS = {
     "history": cmd_history,
     "ui": cmd_ui,
     "methods": cmd_methods,
+    "xyz": cmd_xyz,
 }

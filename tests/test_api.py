@@ -118,3 +118,30 @@ def test_standalone_api_writes_files(tmp_path, sd1):
     expected = (a[key].double() * 0.75 + b[key].double() * 0.25).half()
     assert (out[key].float() - expected.float()).abs().max() <= 1e-3
     assert client.get("/", follow_redirects=True).status_code == 200  # the tabs are served too
+
+
+def test_xyz_answers_the_grid_and_each_cells_merge(api, webui, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
+    plan = {
+        "x": {"type": "alpha", "values": "0.25, 0.75"},
+        "y": {"type": "seed", "values": [3, 4]},
+        "merge": {"a": webui.title("model_a"), "b": webui.title("model_b")},
+        "gen": {"steps": 2, "width": 256, "height": 256, "batch_size": 1},
+    }
+    answer = api.post("/alloy/v1/xyz", json=plan)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    grid = Image.open(io.BytesIO(base64.b64decode(body["grid"])))
+    assert grid.width > 64 and grid.height > 64 and body["merges"] == 2
+    assert [(c["x"], c["y"], c["seed"]) for c in body["cells"]] == [(0, 0, 3), (1, 0, 3), (0, 1, 4), (1, 1, 4)]
+    names = [c["name"] for c in body["cells"]]
+    assert names[0] == names[2] != names[1] == names[3] and "a0.25" in names[0]
+    assert body["paths"][0].endswith("alloy_xyz-00001.png")
+    bad = api.post("/alloy/v1/xyz", json=dict(plan, x={"type": "alpha", "values": "0.1, zz"}))
+    assert bad.status_code == 400 and bad.json()["error"] == (
+        "X alpha axis: 'zz': not a number or a range like 0-1 (5) or 0-1 [0.25]")  # fmt: skip

@@ -299,3 +299,18 @@ def test_presets_save_load_overwrite_and_supermerger_import(tmp_path):
     source.write_text(json.dumps({"sm": {"xtype": "mbw alpha", "xmen": "GRAD_V", "ytype": "none", "ymen": ""}}))
     assert import_supermerger_presets(source, path) == ["sm"]
     assert get_preset(path, "sm") == {"x": {"type": "mbw_alpha", "values": "GRAD_V"}}
+
+
+def test_cli_dry_run_prints_the_cells(tmp_path, capsys):
+    from lib_merge.cli import main
+
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"x": {"type": "alpha", "values": "0.2,0.5|0.8"}, "y": {"type": "seed", "values": "1,2"},
+                                "merge": MODELS}))  # fmt: skip
+    assert main(["xyz", str(path), "--host", "none"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "plot 1/2" and lines[1] == "cell 1/4  x=0.2  y=1  seed=1  merge 1/2"
+    assert lines[4] == "cell 4/4  x=0.5  y=2  seed=2  merge 2/2" and lines[-1] == "6 cells, 3 merges, schema sd1"
+    path.write_text(json.dumps({"x": {"type": "mbw_alpha", "values": "1,2"}, "merge": MODELS}))
+    assert main(["xyz", str(path), "--host", "none"]) == 3
+    assert "X mbw alpha axis: '1,2'" in capsys.readouterr().err

@@ -124,6 +124,9 @@ def add_routes(app, workbench: Workbench, credentials: dict[str, str] | None = N
 
         return answer(run)
 
+    def xyz(body: dict = Body(default={})):  # noqa: B008
+        return answer(lambda: run_xyz_body(workbench, body))
+
     def status():
         live = workbench.live
         return {
@@ -138,4 +141,40 @@ def add_routes(app, workbench: Workbench, credentials: dict[str, str] | None = N
     app.add_api_route(f"{PREFIX}/restore", restore, methods=["POST"], dependencies=dependencies)
     app.add_api_route(f"{PREFIX}/save", save, methods=["POST"], dependencies=dependencies)
     app.add_api_route(f"{PREFIX}/history", history, methods=["GET"], dependencies=dependencies)
+    app.add_api_route(f"{PREFIX}/xyz", xyz, methods=["POST"], dependencies=dependencies)
     app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], dependencies=dependencies)
+
+
+def run_xyz_body(workbench: Workbench, body: dict) -> dict:
+    """A plan as JSON → every split part run → the grids as base64 PNG and each cell's merge."""
+    import base64
+    import io
+
+    from lib_merge.xyz.plan import XYZPlan, split_plan
+    from lib_merge.xyz.runner import run_plot
+
+    grids, cells, paths, merges = [], [], [], 0
+    for plan in split_plan(XYZPlan.from_dict(body)):
+        out = run_plot(workbench, plan)
+        merges += out.merges
+        paths += out.grid_paths
+        for image in out.grids:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            grids.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+        for r in out.results:
+            cells.append(
+                {
+                    "x": r.cell.x,
+                    "y": r.cell.y,
+                    "z": r.cell.z,
+                    "labels": [label for label in r.cell.labels if label],
+                    "status": r.status,
+                    "name": r.merge.name if r.merge else None,
+                    "hash": r.merge.recipe_hash if r.merge else None,
+                    "history_id": r.merge.history_id if r.merge else None,
+                    "seed": r.cell.gen.seed,
+                    "dice_seed": r.cell.dice_seed,
+                }
+            )
+    return {"grid": grids[0] if grids else None, "grids": grids, "paths": paths, "cells": cells, "merges": merges}
