@@ -213,3 +213,32 @@ def write_elist(folder: Path, history_id: int, rows: list[tuple]) -> Path:
         writer.writerows(rows)
     os.replace(tmp, path)
     return path
+
+
+def elist_for_settings(settings: dict, model_a_path: str, folder: Path, history_id: int) -> Path:
+    """The E-list of a logged merge: A's keys with the α/β its block weights and elemental gave them."""
+    from lib_merge.arch.blocks import schema_for
+    from lib_merge.recipe import parse_vector
+    from lib_merge.source import SourceModel
+
+    source = SourceModel(model_a_path)
+    try:
+        schema = schema_for(source.arch.id)
+        keys = list(source.keys)
+    finally:
+        source.close()
+    if schema is None:
+        raise ParameterError(f"{model_a_path}: no block schema for {source.arch.label}")
+
+    def vector(text: str | None, scalar: float | None) -> list[float] | None:
+        if not text:
+            return None if scalar is None else [float(scalar)] * len(schema)
+        parsed = parse_vector(text, schema, default=scalar).vector
+        target = SCHEMAS[parsed.schema_id]
+        return [parsed.value(target, s) for s in target.names_with_vae()]
+
+    alpha = vector(settings.get("blocks"), settings.get("alpha") if settings.get("alpha") is not None else 0.5)
+    beta = vector(settings.get("beta_blocks"), settings.get("beta"))
+    rules, seed = str(settings.get("elemental") or ""), int(settings.get("seed") or 0)
+    data = ElistInput(keys, schema, alpha or [], beta, rules, seed)
+    return write_elist(folder, history_id, elist_rows(data))

@@ -105,3 +105,67 @@ def test_merge_and_save_in_the_browser(app_url, sd1):
         expected = a[key].double() * 0.75 + b[key].double() * 0.25
         assert torch.allclose(merged[key].double(), expected, atol=2e-3, rtol=1e-3), key
     assert "alpha=0.25" in metadata(out)["alloy_recipe"]
+
+
+def test_xyz_plot_2x2_in_the_browser(webui, tmp_path):
+    """A 2×2 plot (alpha × seed) run from the XYZ tab, on the WebUI double whose images come from the weights."""
+    import threading
+
+    import numpy as np
+    import uvicorn
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from lib_merge.ui.standalone import create_app
+
+    grids = tmp_path / "grids"
+    webui.shared.opts.data["outdir_grids"] = str(grids)
+    app, _ = create_app(workbench=webui.workbench)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "the app did not start"
+        time.sleep(0.2)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#alloy_model_a")
+
+            def choose(elem_id: str, value: str) -> None:
+                page.locator(f"#{elem_id} input").first.click()
+                page.locator(f"#{elem_id} li").filter(has_text=value).first.click()
+
+            choose("alloy_model_a", webui.title("model_a"))
+            choose("alloy_model_b", webui.title("model_b"))
+            page.locator("#alloy_tab_xyz-button, button:has-text('XYZ plot')").first.click()
+            page.locator("#alloy_xyz_x_values textarea, #alloy_xyz_x_values input").first.fill("0.2, 0.8")
+            choose("alloy_xyz_y_type", "seed")
+            page.locator("#alloy_xyz_y_values textarea, #alloy_xyz_y_values input").first.fill("1, 2")
+            page.locator("#alloy_xyz_run").click()
+            page.wait_for_function(
+                "() => /XYZ plot: |Error/.test(document.querySelector('#alloy_xyz_status').innerText)",
+                timeout=120_000,
+            )
+            status = page.locator("#alloy_xyz_status").first.inner_text()
+            page.wait_for_selector("#alloy_xyz_gallery img", timeout=30_000)
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert status.startswith("XYZ plot: 4/4 cells, 2 merges."), status
+    saved = sorted(grids.glob("alloy_xyz-*.png"))
+    assert [p.name for p in saved] == ["alloy_xyz-00001.png"]
+    grid = np.asarray(Image.open(saved[0]).convert("RGB"))
+    tile = 64  # the double draws width/8 × height/8 images; the defaults are 512 × 512
+    left, top = grid.shape[1] - 2 * tile, grid.shape[0] - 2 * tile
+    tiles = [
+        grid[top + r * tile : top + (r + 1) * tile, left + c * tile : left + (c + 1) * tile]
+        for r in (0, 1)
+        for c in (0, 1)
+    ]
+    assert all(not np.array_equal(tiles[i], tiles[j]) for i in range(4) for j in range(i + 1, 4))

@@ -15,7 +15,7 @@ from lib_merge.host.base import GenSettings
 from lib_merge.host.session import Workbench
 from lib_merge.recipe import print_recipe
 from lib_merge.settings import CALC_MODES, build_recipe
-from lib_merge.ui import history_tab, mbw_tab, merge_tab
+from lib_merge.ui import dice_tab, history_tab, mbw_tab, merge_tab, xyz_tab
 from lib_merge.ui.compat import update
 from lib_merge.ui.form import Form
 from lib_merge.ui.values import (
@@ -30,8 +30,6 @@ from lib_merge.ui.values import (
 log = logging.getLogger("alloy")
 TAB_LABELS = ("Merge", "MBW", "XYZ plot", "Adjust", "Dice", "LoRA", "Toolkit", "Analysis", "History")
 LATER = {
-    "XYZ plot": "Parameter sweeps into image grids, with a reserved-plot queue.",
-    "Dice": "Random block weights, reproducible from a seed.",
     "LoRA": "Merge LoRAs into a checkpoint, merge LoRAs, extract a LoRA.",
     "Toolkit": "Inspect, prune, convert, swap components, fingerprint.",
     "Analysis": "Similarity of two models by block.",
@@ -91,11 +89,17 @@ def build_ui(workbench: Workbench) -> gr.Blocks:
                 with gr.Tab(label, elem_id=f"alloy_tab_{label.split()[0].lower()}"):
                     if label == "Adjust":
                         adjust_tab(widgets)
+                    elif label == "XYZ plot":
+                        plot_parts = xyz_tab.build(can_generate)
+                    elif label == "Dice":
+                        dice_parts = dice_tab.build()
                     else:
                         gr.Markdown(f"**{label}** — {LATER[label]} This tab arrives in a later release of Alloy.")
             with gr.Tab("History", elem_id="alloy_tab_history"):
                 history = history_tab.build(getattr(host, "supermerger_history", ""))
         _wire(workbench, Form(widgets), parts, history)
+        gen_parts, gen_settings = _gen_inputs(host, parts), _gen_settings_fn(host, _gen_inputs(host, parts))
+        xyz_tab.wire(workbench, Form(widgets), plot_parts, dice_parts, gen_parts["inputs"], gen_settings, error_text)
     return demo
 
 
@@ -151,21 +155,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
 
     gen_parts = _gen_inputs(host, parts)
 
-    def gen_settings(raw) -> tuple[GenSettings, list[str]]:
-        n_over = len(GEN_OVERRIDE_FIELDS)
-        overrides = gen_overrides(dict(zip(GEN_OVERRIDE_FIELDS, raw[:n_over], strict=True)))
-        names = gen_parts["names"]
-        txt2img = dict(zip(names, raw[n_over : n_over + len(names)], strict=True))
-        scripts = raw[n_over + len(names) :]
-        base, notes = host.base_settings(), []
-        settings = base.overlay(GenSettings(**txt2img)).overlay(overrides)
-        if scripts:
-            settings.script_args = tuple(scripts)
-        if gen_parts["missing"]:
-            notes.append(
-                "using the last txt2img run's settings (component " + ", ".join(gen_parts["missing"]) + " not found)"
-            )
-        return settings, notes
+    gen_settings = _gen_settings_fn(host, gen_parts)
 
     def gen_steps(raw):
         try:
@@ -284,6 +274,29 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
         return row.recipe, True, f"Recipe of history id {row.id} loaded into the Merge tab's recipe box."
 
     history["load_recipe"].click(load_recipe, [history["id"]], [recipe, form.widgets["use_recipe"], history["message"]])
+
+
+def _gen_settings_fn(host, gen_parts: dict):
+    """raw Gen inputs → (GenSettings, notes): the last txt2img run, under the txt2img tab, under Alloy's overrides."""
+
+    def gen_settings(raw) -> tuple[GenSettings, list[str]]:
+        n_over = len(GEN_OVERRIDE_FIELDS)
+        overrides = gen_overrides(dict(zip(GEN_OVERRIDE_FIELDS, raw[:n_over], strict=True)))
+        names = gen_parts["names"]
+        txt2img = dict(zip(names, raw[n_over : n_over + len(names)], strict=True))
+        scripts = raw[n_over + len(names) :]
+        base = host.base_settings() if hasattr(host, "base_settings") else GenSettings()
+        notes = []
+        settings = base.overlay(GenSettings(**txt2img)).overlay(overrides)
+        if scripts:
+            settings.script_args = tuple(scripts)
+        if gen_parts["missing"]:
+            notes.append(
+                "using the last txt2img run's settings (component " + ", ".join(gen_parts["missing"]) + " not found)"
+            )
+        return settings, notes
+
+    return gen_settings
 
 
 def _gen_inputs(host, parts: dict) -> dict:

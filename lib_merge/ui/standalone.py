@@ -9,11 +9,11 @@ from lib_merge.ui.app import build_ui
 from lib_merge.ui.compat import enable_queue, mount
 
 
-def create_app(models_dir: str):
-    """A FastAPI app serving the tabs at / and the HTTP API at /alloy/v1 (used by the tests too)."""
+def create_app(models_dir: str | None = None, workbench: Workbench | None = None):
+    """A FastAPI app serving the tabs at / and the HTTP API at /alloy/v1 (tests pass their own workbench)."""
     from fastapi import FastAPI
 
-    workbench = Workbench(FolderHost(models_dir))
+    workbench = workbench or Workbench(FolderHost(models_dir or "."))
     demo = enable_queue(build_ui(workbench))
     app = FastAPI(title="Alloy")
     add_routes(app, workbench)

@@ -1,0 +1,310 @@
+"""XYZ plot tab: three axes, options, Run/Reserve/Stop, the reservation queue and XYZ presets."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+
+from lib_merge.errors import ParameterError
+from lib_merge.paths import user_data_dir
+from lib_merge.ui.compat import update
+from lib_merge.ui.plot_values import AXIS_CHOICES, NO_AXIS, dice_settings, plan_from_ui, plan_label
+from lib_merge.xyz.plan import XYZPlan, split_plan
+from lib_merge.xyz.presets import delete_preset, get_preset, load_presets, save_preset
+from lib_merge.xyz.queue import ReservationQueue
+from lib_merge.xyz.runner import PlotControl, run_plot
+
+QUEUE_HEADERS = ["id", "created", "status", "label", "message"]
+
+
+def queue_path():
+    return user_data_dir() / "xyz_queue.json"
+
+
+def presets_path():
+    return user_data_dir() / "xyz_presets.json"
+
+
+def build(can_generate: bool) -> dict:
+    parts: dict = {}
+    if not can_generate:
+        gr.Markdown("XYZ plots generate images: run them inside the WebUI. Plans can be checked here.")
+    for name, default, values in (("x", "alpha", "0.2, 0.5, 0.8"), ("y", NO_AXIS, ""), ("z", NO_AXIS, "")):
+        with gr.Row():
+            parts[f"{name}_type"] = gr.Dropdown(
+                AXIS_CHOICES, value=default, label=f"{name.upper()} type", elem_id=f"alloy_xyz_{name}_type", scale=1
+            )
+            parts[f"{name}_values"] = gr.Textbox(
+                value=values, label=f"{name.upper()} values", lines=1, elem_id=f"alloy_xyz_{name}_values", scale=4
+            )
+    with gr.Row():
+        parts["swap_xy"] = gr.Checkbox(label="Swap X/Y", value=False, elem_id="alloy_xyz_swap")
+        parts["restore_after"] = gr.Checkbox(label="Restore A after the plot", value=False, elem_id="alloy_xyz_restore")
+        parts["individual"] = gr.Checkbox(label="Show each image", value=False, elem_id="alloy_xyz_individual")
+        parts["no_grid"] = gr.Checkbox(label="No grid", value=False, elem_id="alloy_xyz_no_grid")
+        parts["save_csv"] = gr.Checkbox(label="CSV of cells", value=False, elem_id="alloy_xyz_csv")
+    with gr.Row():
+        parts["run"] = gr.Button("Run", variant="primary", elem_id="alloy_xyz_run")
+        parts["reserve"] = gr.Button("Reserve", elem_id="alloy_xyz_reserve")
+        parts["stop"] = gr.Button("Stop", elem_id="alloy_xyz_stop")
+        parts["check"] = gr.Button("Check plan", elem_id="alloy_xyz_check")
+    parts["status"] = gr.Markdown("", elem_id="alloy_xyz_status")
+    parts["gallery"] = gr.Gallery(label="Grids", elem_id="alloy_xyz_gallery", columns=2)
+    with gr.Accordion("Reservation queue", open=False):
+        parts["queue"] = gr.Dataframe(headers=QUEUE_HEADERS, value=[], interactive=False, elem_id="alloy_xyz_queue")
+        with gr.Row():
+            parts["queue_id"] = gr.Textbox(label="id (-1 = last, all)", value="-1", elem_id="alloy_xyz_queue_id")
+            parts["start_queue"] = gr.Button("Start queue", elem_id="alloy_xyz_start_queue")
+            parts["delete"] = gr.Button("Delete", elem_id="alloy_xyz_delete")
+            parts["retry"] = gr.Button("Retry", elem_id="alloy_xyz_retry")
+            parts["up"] = gr.Button("Up", elem_id="alloy_xyz_up")
+            parts["down"] = gr.Button("Down", elem_id="alloy_xyz_down")
+            parts["clear"] = gr.Button("Clear finished", elem_id="alloy_xyz_clear")
+            parts["refresh_queue"] = gr.Button("Refresh", elem_id="alloy_xyz_refresh_queue")
+    with gr.Accordion("XYZ presets", open=False):
+        with gr.Row():
+            parts["preset"] = gr.Dropdown(_preset_names(), label="Preset", elem_id="alloy_xyz_preset")
+            parts["preset_name"] = gr.Textbox(label="Save as", elem_id="alloy_xyz_preset_name")
+            parts["preset_overwrite"] = gr.Checkbox(label="Overwrite", value=False, elem_id="alloy_xyz_overwrite")
+        with gr.Row():
+            parts["preset_load"] = gr.Button("Load", elem_id="alloy_xyz_preset_load")
+            parts["preset_save"] = gr.Button("Save", elem_id="alloy_xyz_preset_save")
+            parts["preset_delete"] = gr.Button("Delete", elem_id="alloy_xyz_preset_delete")
+    return parts
+
+
+def _preset_names() -> list[str]:
+    try:
+        return sorted(load_presets(presets_path()))
+    except Exception:  # noqa: BLE001 - a broken file shows as no presets; Load says why
+        return []
+
+
+AXIS_INPUTS = ("x_type", "x_values", "y_type", "y_values", "z_type", "z_values")
+OPTION_INPUTS = ("swap_xy", "restore_after", "individual", "no_grid", "save_csv")
+
+
+def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_settings, error_text) -> None:
+    """`gen_settings(raw)` → (GenSettings, notes) from `gen_inputs`' values (the Merge tab's Gen inputs)."""
+    from lib_merge.ui.plot_values import DICE_FIELDS
+
+    xyz_names = AXIS_INPUTS + OPTION_INPUTS
+    xyz_inputs = [parts[n] for n in xyz_names]
+    dice_inputs = [dice_parts[n] for n in DICE_FIELDS]
+    form_inputs = form.components()
+    inputs = form_inputs + xyz_inputs + dice_inputs + gen_inputs
+    queue = ReservationQueue(queue_path())
+    current = {"control": None}
+
+    def split_raw(raw) -> tuple[dict, dict, dict, list]:
+        raw = list(raw)
+        a = len(form_inputs)
+        b = a + len(xyz_inputs)
+        c = b + len(dice_inputs)
+        xyz = dict(zip(xyz_names, raw[a:b], strict=True))
+        return form.values(raw[:a]), xyz, dict(zip(DICE_FIELDS, raw[b:c], strict=True)), raw[c:]
+
+    def current_plan(raw, dice_run: bool = False) -> XYZPlan:
+        from lib_merge.host.base import GenSettings
+
+        form_values, xyz, dice, gen_raw = split_raw(raw)
+        if dice_run:  # Dice's Run: N rolls as a plot with the random axis
+            rolls = max(1, int(dice.get("dice_rolls") or 1))
+            xyz = dict.fromkeys(xyz_names, False) | {"x_type": "random", "x_values": str(rolls)}
+            xyz |= {"y_type": NO_AXIS, "z_type": NO_AXIS}
+        gen, _ = gen_settings(gen_raw) if gen_inputs else (None, [])
+        return plan_from_ui(form_values, xyz, dice, gen or GenSettings())
+
+    def run(*raw, dice_run: bool = False):
+        try:
+            plans = split_plan(current_plan(raw, dice_run))
+        except Exception as e:  # noqa: BLE001
+            yield error_text(e), update(), update()
+            return
+        for extra in plans[1:]:
+            queue.add(extra.to_dict(), plan_label(extra))
+        control = PlotControl(workbench)
+        current["control"] = control
+        box: dict = {}
+        messages: list[str] = []
+
+        def target():
+            try:
+                box["out"] = run_plot(workbench, plans[0], control, messages.append)
+            except BaseException as e:  # noqa: BLE001 - shown to the user
+                box["error"] = e
+
+        thread = threading.Thread(target=target, name="alloy-xyz", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)
+            if thread.is_alive():
+                yield (messages[-1] if messages else workbench.progress.text()), update(), queue.table()
+        if "error" in box:
+            yield error_text(box["error"]), update(), queue.table()
+            return
+        out = box["out"]
+        images = out.grids + (out.singles() if plans[0].options.individual or plans[0].options.no_grid else [])
+        queued = f" {len(plans) - 1} more plots queued." if len(plans) > 1 else ""
+        yield out.message() + queued, images, queue.table()
+
+    outputs = [parts["status"], parts["gallery"], parts["queue"]]
+    parts["run"].click(run, inputs, outputs)
+
+    def dice_run(*raw):
+        for status, gallery, table in run(*raw, dice_run=True):
+            yield status, gallery, table, status
+
+    dice_parts["dice_run"].click(dice_run, inputs, outputs + [dice_parts["dice_status"]])
+
+    def dice_preview(*raw):
+        from lib_merge.dice import fresh_seed, roll
+        from lib_merge.host.base import GenSettings
+        from lib_merge.xyz.runner import plan_context
+
+        try:
+            form_values, _, dice, _ = split_raw(raw)
+            plan = plan_from_ui(form_values, {"x_type": "seed", "x_values": "1"}, dice, GenSettings())
+            settings = dice_settings(dice)
+            seed = settings.seed if settings.seed != -1 else fresh_seed()
+            result = roll(settings, plan_context(workbench, plan).schema, seed)
+        except Exception as e:  # noqa: BLE001
+            return error_text(e), update()
+        lines = [f"seed: {seed}"]
+        if result.alpha is not None:
+            lines.append("alpha: " + result.blocks_text(result.alpha))
+        if result.beta is not None:
+            lines.append("beta: " + result.blocks_text(result.beta))
+        if result.elemental:
+            lines.append("elemental: " + ", ".join(result.elemental))
+        return f"Rolled with seed {seed}.", "\n".join(lines)
+
+    dice_parts["dice_roll"].click(dice_preview, inputs, [dice_parts["dice_status"], dice_parts["dice_vectors"]])
+
+    def save_elist():
+        from lib_merge.dice import elist_for_settings
+        from lib_merge.history import find_row, read_history
+
+        try:
+            live = workbench.live
+            if live is None:
+                raise ParameterError("no Alloy merge is loaded: run a Dice roll or a merge first")
+            row = find_row(read_history(workbench.history_path()).rows, live.history_id)
+            path = elist_for_settings(row.settings, live.base_path, user_data_dir() / "elists", row.id)
+        except Exception as e:  # noqa: BLE001
+            return error_text(e)
+        return f"Saved E-list {path}."
+
+    dice_parts["dice_elist"].click(save_elist, [], [dice_parts["dice_status"]])
+
+    def stop():
+        control = current["control"]
+        if control is not None:
+            control.stop()
+        queue_stop.set()
+        return "Stopping after the current cell…"
+
+    parts["stop"].click(stop, [], [parts["status"]], queue=False)
+
+    def check(*raw):
+        try:
+            from lib_merge.xyz.plan import expand
+            from lib_merge.xyz.runner import plan_context
+
+            plans = split_plan(current_plan(raw))
+            counts = []
+            for plan in plans:
+                from lib_merge.xyz.executor import merge_groups
+
+                cells = expand(plan, plan_context(workbench, plan))
+                counts.append(f"{len(cells)} cells, {len(merge_groups(cells))} merges")
+            return f"Plan OK: {'; '.join(counts)}."
+        except Exception as e:  # noqa: BLE001
+            return error_text(e)
+
+    parts["check"].click(check, inputs, [parts["status"]])
+
+    def reserve(*raw):
+        try:
+            plans = split_plan(current_plan(raw))
+            for plan in plans:
+                queue.add(plan.to_dict(), plan_label(plan))
+            return f"Reserved {len(plans)} plot(s).", queue.table()
+        except Exception as e:  # noqa: BLE001
+            return error_text(e), update()
+
+    parts["reserve"].click(reserve, inputs, [parts["status"], parts["queue"]])
+    queue_stop = threading.Event()
+
+    def run_queued(plan_dict: dict) -> str:
+        return run_plot(workbench, XYZPlan.from_dict(plan_dict)).message()
+
+    def start_queue():
+        queue_stop.clear()
+        started = queue.start(run_queued, queue_stop)
+        text = "Queue started in the background." if started else "The queue is already running."
+        return text, queue.table()
+
+    parts["start_queue"].click(start_queue, [], [parts["status"], parts["queue"]])
+
+    def edit(action):
+        def call(ident):
+            try:
+                text = action(ident)
+            except Exception as e:  # noqa: BLE001
+                return error_text(e), queue.table()
+            return text, queue.table()
+
+        return call
+
+    edits = {
+        "delete": lambda i: f"Deleted {queue.delete(i)} row(s).",
+        "retry": lambda i: (queue.retry(i), "Queued again.")[1],
+        "up": lambda i: (queue.move(i, -1), "Moved up.")[1],
+        "down": lambda i: (queue.move(i, 1), "Moved down.")[1],
+        "clear": lambda i: f"Cleared {queue.clear_finished()} finished row(s).",
+        "refresh_queue": lambda i: "Queue" + (" (running)." if queue.running() else "."),
+    }
+    for name, action in edits.items():
+        parts[name].click(edit(action), [parts["queue_id"]], [parts["status"], parts["queue"]])
+
+    axis_outputs = [parts[n] for n in AXIS_INPUTS]
+
+    def load(name):
+        try:
+            axes = get_preset(presets_path(), name)
+        except Exception as e:  # noqa: BLE001
+            return [update() for _ in axis_outputs] + [error_text(e)]
+        values = []
+        for axis in ("x", "y", "z"):
+            spec = axes.get(axis) or {}
+            values += [update(value=spec.get("type", NO_AXIS)), update(value=spec.get("values", ""))]
+        return values + [f"Loaded preset {name!r}."]
+
+    parts["preset_load"].click(load, [parts["preset"]], axis_outputs + [parts["status"]])
+
+    def save(name, overwrite, *axes):
+        try:
+            data = {
+                axis: {"type": axes[2 * i], "values": axes[2 * i + 1]}
+                for i, axis in enumerate(("x", "y", "z"))
+                if axes[2 * i] and axes[2 * i] != NO_AXIS
+            }
+            save_preset(presets_path(), name or "", data, bool(overwrite))
+        except Exception as e:  # noqa: BLE001
+            return error_text(e), update()
+        return f"Saved preset {name!r}.", update(choices=_preset_names(), value=name)
+
+    parts["preset_save"].click(
+        save, [parts["preset_name"], parts["preset_overwrite"]] + axis_outputs, [parts["status"], parts["preset"]]
+    )
+
+    def delete(name):
+        try:
+            delete_preset(presets_path(), name or "")
+        except Exception as e:  # noqa: BLE001
+            return error_text(e), update()
+        return f"Deleted preset {name!r}.", update(choices=_preset_names(), value=None)
+
+    parts["preset_delete"].click(delete, [parts["preset"]], [parts["status"], parts["preset"]])
