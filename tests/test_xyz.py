@@ -314,3 +314,11 @@ def test_cli_dry_run_prints_the_cells(tmp_path, capsys):
     path.write_text(json.dumps({"x": {"type": "mbw_alpha", "values": "1,2"}, "merge": MODELS}))
     assert main(["xyz", str(path), "--host", "none"]) == 3
     assert "X mbw alpha axis: '1,2'" in capsys.readouterr().err
+
+
+def test_named_vectors_keep_the_alpha_of_the_unnamed_blocks():
+    """`IN00-IN11=0` under alpha 0.2 and 0.5 are two merges (the scalar fills the other blocks)."""
+    p = plan(("alpha", "0.2, 0.5"), ("mbw_alpha", "IN00-IN11=0\nGRAD_V"))
+    cells = expand(p, PlanContext(SD1))
+    assert cells[0].merge_key != cells[1].merge_key and "*=0.2" in cells[0].merge_key
+    assert cells[2].merge_key == cells[3].merge_key  # a whole preset leaves nothing to the scalar

@@ -37,7 +37,11 @@ def _param(value: object, spec: ParamSpec | None = None) -> str:
         if value.preset:
             return f"preset({quote(value.preset)})"
         if isinstance(value.spec, str):
-            return f"blocks({quote(value.spec)})"
+            text = value.spec
+            named = "=" in text and not any(t.startswith("*=") for t in text.split())
+            if named and value.default is not None:  # the scalar slider fills the blocks not named
+                text = f"{text} *={format_number(value.default)}"
+            return f"blocks({quote(text)})"
         return "blocks([" + ", ".join(format_number(v) for v in value.spec) + "])"
     return format_number(value)  # type: ignore[arg-type]
 

@@ -116,9 +116,19 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
         gen, _ = gen_settings(gen_raw) if gen_inputs else (None, [])
         return plan_from_ui(form_values, xyz, dice, gen or GenSettings())
 
+    def checked_plans(raw, dice_run: bool = False) -> list[XYZPlan]:
+        """The split plans, each expanded once so that a bad one is refused before anything runs or queues."""
+        from lib_merge.xyz.plan import expand
+        from lib_merge.xyz.runner import plan_context
+
+        plans = split_plan(current_plan(raw, dice_run))
+        for plan in plans:
+            expand(plan, plan_context(workbench, plan))
+        return plans
+
     def run(*raw, dice_run: bool = False):
         try:
-            plans = split_plan(current_plan(raw, dice_run))
+            plans = checked_plans(raw, dice_run)
         except Exception as e:  # noqa: BLE001
             yield error_text(e), update(), update()
             return
@@ -227,7 +237,7 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
 
     def reserve(*raw):
         try:
-            plans = split_plan(current_plan(raw))
+            plans = checked_plans(raw)
             for plan in plans:
                 queue.add(plan.to_dict(), plan_label(plan))
             return f"Reserved {len(plans)} plot(s).", queue.table()

@@ -1,0 +1,192 @@
+"""Cost of an XYZ plot's merges against the same merges run one by one, generation stubbed out.
+
+    python bench/xyz.py [--repeat 2]
+
+Needs bench/models/sd1_{a,b}.safetensors (python bench/make_models.py --arch sd1 --roles a b).
+Both sides patch one live model in place: a real torch module holding model A's full-size SD1.5
+weights (fp16), through one Workbench, on a host whose generate returns an 8×8 image at once.
+- "9 merges": X = alpha (0.2, 0.5, 0.8) × Y = mbw alpha (three vectors): nine distinct recipes;
+  baseline: the same nine MergeSettings through Workbench.merge one after another.
+- "3 merges": X = alpha × Y = seed (1, 2, 3): the plot merges three times, the baseline nine.
+A warm-up merge first makes the backups of the live model and hashes the inputs for both sides.
+Each repeat runs the plot and its baseline back to back; best and median ratios are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib_merge.host.base import GenResult, HostConfig  # noqa: E402
+from lib_merge.host.session import MergeRequest, Workbench  # noqa: E402
+from lib_merge.settings import MergeSettings  # noqa: E402
+from lib_merge.xyz.plan import PlanContext, XYZPlan, expand  # noqa: E402
+from lib_merge.xyz.runner import run_plot  # noqa: E402
+
+MODELS = ROOT / "bench" / "models"
+ALPHAS = "0.2, 0.5, 0.8"
+VECTORS = "IN00-IN11=0.0\nM00=1.0\nOUT00-OUT11=1.0"  # named: the blocks not named take the X alpha
+
+
+def build_module(path: Path) -> torch.nn.Module:
+    """A module tree with the checkpoint's names (text encoder under `.wrapped.`, as the WebUI hijack has it)."""
+    root = torch.nn.Module()
+    for key, value in load_file(str(path)).items():
+        if key.startswith("cond_stage_model."):
+            key = key.replace("cond_stage_model.", "cond_stage_model.wrapped.", 1)
+        *parents, leaf = key.split(".")
+        module = root
+        for part in parents:
+            if not hasattr(module, part):
+                module.add_module(part, torch.nn.Module())
+            module = getattr(module, part)
+        if value.is_floating_point():
+            module.register_parameter(leaf, torch.nn.Parameter(value, requires_grad=False))
+        else:
+            module.register_buffer(leaf, value)
+    return root
+
+
+class StubHost:
+    """Patches a module in memory; generation is a constant 8×8 image (its cost is not measured here)."""
+
+    name = "bench"
+    can_generate = True
+    can_patch = True
+
+    def __init__(self, folder: Path, grids: Path):
+        self.folder, self.grids = folder, grids
+        self.path = str(folder / "sd1_a.safetensors")
+        self.module = build_module(Path(self.path))
+
+    def config(self) -> HostConfig:
+        return HostConfig(history_file=str(self.grids / "history.csv"))
+
+    def checkpoint_titles(self) -> list[str]:
+        return [p.name for p in self.folder.glob("*.safetensors")]
+
+    def refresh_checkpoints(self) -> None:
+        pass
+
+    def resolve_checkpoint(self, title: str) -> str:
+        return str(self.folder / title)
+
+    def save_folder(self) -> str:
+        return str(self.folder)
+
+    def exclusive(self):
+        return contextlib.nullcontext()
+
+    def live_model(self):
+        return self.module
+
+    def loaded_file(self) -> str:
+        return self.path
+
+    def load_checkpoint(self, path: str) -> None:
+        raise AssertionError("the bench keeps model A loaded")
+
+    def before_patch(self) -> None:
+        pass
+
+    def skip_prefixes(self) -> tuple[str, ...]:
+        return ()
+
+    def set_identity(self, identity) -> None:
+        pass
+
+    def clear_identity(self) -> None:
+        pass
+
+    def after_save(self, path: str) -> None:
+        pass
+
+    def generate(self, gen, extra_info) -> GenResult:
+        return GenResult([Image.new("RGB", (8, 8))], "")
+
+    def interrupt(self) -> None:
+        pass
+
+    def grid_folder(self) -> str:
+        return str(self.grids)
+
+    def font_path(self) -> None:
+        return None
+
+
+def plan_for(y_type: str, y_values: str) -> XYZPlan:
+    return XYZPlan.from_dict(
+        {
+            "x": {"type": "alpha", "values": ALPHAS},
+            "y": {"type": y_type, "values": y_values},
+            "merge": {"a": "sd1_a.safetensors", "b": "sd1_b.safetensors"},
+            "gen": {"seed": 1},
+        }
+    )
+
+
+def plain_settings(workbench: Workbench) -> list[MergeSettings]:
+    """The nine settings of the 9-merge plot, as the plot itself expands them."""
+    from lib_merge.xyz.runner import plan_context
+
+    plan = plan_for("mbw_alpha", VECTORS)
+    context: PlanContext = plan_context(workbench, plan)
+    return [cell.settings for cell in expand(plan, context)]
+
+
+def time_plain(workbench: Workbench, settings: list[MergeSettings]) -> float:
+    start = time.perf_counter()
+    for s in settings:
+        workbench.merge(MergeRequest(settings=s))
+    return time.perf_counter() - start
+
+
+def time_plot(workbench: Workbench, plan: XYZPlan) -> tuple[float, int]:
+    start = time.perf_counter()
+    out = run_plot(workbench, plan)
+    return time.perf_counter() - start, out.merges
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    missing = [p for p in (MODELS / f"sd1_{r}.safetensors" for r in "ab") if not p.exists()]
+    if missing:
+        sys.exit(f"missing {', '.join(map(str, missing))}: run python bench/make_models.py --arch sd1 --roles a b")
+    with tempfile.TemporaryDirectory() as tmp:
+        workbench = Workbench(StubHost(MODELS, Path(tmp)))
+        settings = plain_settings(workbench)
+        workbench.merge(MergeRequest(settings=MergeSettings("sd1_a.safetensors", "sd1_b.safetensors", alpha=0.1)))
+        rows = {"9 merges": ("mbw_alpha", VECTORS), "3 merges": ("seed", "1, 2, 3")}
+        results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in rows}
+        for _ in range(args.repeat):
+            for name, (y_type, y_values) in rows.items():
+                plot_seconds, merges = time_plot(workbench, plan_for(y_type, y_values))
+                plain_seconds = time_plain(workbench, settings)
+                results[name].append((plot_seconds, plain_seconds, merges))
+                print(f"{name}: plot {plot_seconds:.2f} s ({merges} merges), 9 plain merges {plain_seconds:.2f} s",
+                      flush=True)  # fmt: skip
+    print("\n| plot | merges | plot s (best) | 9 plain merges s (best) | ratio best/best | median paired ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        plot_best, plain_best = min(r[0] for r in runs), min(r[1] for r in runs)
+        paired = statistics.median(r[0] / r[1] for r in runs)
+        print(f"| {name} | {runs[0][2]} | {plot_best:.2f} | {plain_best:.2f} | {plot_best / plain_best:.3f}× | "
+              f"{paired:.3f}× |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
