@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 from PIL import Image
@@ -53,13 +54,29 @@ def test_plot_merges_once_per_alpha_and_matches_plain_merges(webui, tmp_path):
 def test_checker_diffs_and_stop(webui, tmp_path):
     webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
     plan = make_plan(webui, ("elemental_checker", "IN01:, OUT11:"), merge={"a": webui.title("model_a"),
-                     "b": webui.title("model_b"), "alpha": 1.0}, options={"save_csv": True})  # fmt: skip
+                     "b": webui.title("model_b"), "alpha": 1.0}, options={"save_csv": True, "save_models": True})  # fmt: skip
     out = run_plot(webui.workbench, plan)
     assert [r.cell.checker for r in out.results] == ["", "IN01:", "OUT11:"]
     assert set(out.diffs) == {"1,0,0", "2,0,0"} and all(0 < d <= 100 for d in out.diffs.values())
     rows = (tmp_path / "grids" / "alloy_xyz-00001.csv").read_text().splitlines()
     assert rows[0].startswith("cell,labels,recipe_hash") and len(rows) == 4
+    saved = [r.output for r in read_history(webui.workbench.history_path()).rows]
+    assert len(saved) == 3 and all(p.endswith(".safetensors") and os.path.isfile(p) for p in saved)
     control = PlotControl(webui.workbench)
     control.stop()  # stopped before the first cell: every tile is "stopped"
     stopped = run_plot(webui.workbench, make_plan(webui, ("alpha", "0.1, 0.2")), control)
     assert stopped.stopped and stopped.merges == 0 and all(r.status == "stopped" for r in stopped.results)
+
+
+def test_dice_rolls_over_ten_wrap_into_rows_of_ten(webui, tmp_path):
+    webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
+    plan = make_plan(webui, ("random", "12"), dice={"mode": "R", "seed": 3})
+    out = run_plot(webui.workbench, plan)
+    assert out.merges == 12 and [r.cell.dice_seed for r in out.results] == list(range(3, 15))
+    tile = 32  # 256 / 8
+    grid = out.grids[0]
+    left, top = grid.width - 10 * tile, grid.height - 2 * tile
+    assert left > 0 and top > 0 and grid.height < top + 3 * tile
+    pixels = np.asarray(grid)
+    assert (pixels[top + tile :, left + 2 * tile :] == 255).all()  # roll 13-20 positions stay blank
+    assert not (pixels[top + tile :, left : left + 2 * tile] == 255).all()  # rolls 11 and 12

@@ -44,6 +44,7 @@ def build(can_generate: bool) -> dict:
         parts["individual"] = gr.Checkbox(label="Show each image", value=False, elem_id="alloy_xyz_individual")
         parts["no_grid"] = gr.Checkbox(label="No grid", value=False, elem_id="alloy_xyz_no_grid")
         parts["save_csv"] = gr.Checkbox(label="CSV of cells", value=False, elem_id="alloy_xyz_csv")
+        parts["save_models"] = gr.Checkbox(label="Save each cell's model", value=False, elem_id="alloy_xyz_save_models")
     with gr.Row():
         parts["run"] = gr.Button("Run", variant="primary", elem_id="alloy_xyz_run")
         parts["reserve"] = gr.Button("Reserve", elem_id="alloy_xyz_reserve")
@@ -82,7 +83,7 @@ def _preset_names() -> list[str]:
 
 
 AXIS_INPUTS = ("x_type", "x_values", "y_type", "y_values", "z_type", "z_values")
-OPTION_INPUTS = ("swap_xy", "restore_after", "individual", "no_grid", "save_csv")
+OPTION_INPUTS = ("swap_xy", "restore_after", "individual", "no_grid", "save_csv", "save_models")
 
 
 def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_settings, error_text) -> None:

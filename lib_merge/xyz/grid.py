@@ -79,7 +79,7 @@ def draw_grid(tiles: list[list[Image.Image | None]], labels: GridLabels, font_pa
     """`tiles[row][col]`; None draws an empty tile labelled "stopped"."""
     first = next((t for row in tiles for t in row if t is not None), None)
     w, h = first.size if first is not None else (256, 256)
-    rows, cols = len(tiles), max(len(r) for r in tiles)
+    rows, cols = len(tiles), max(len(r) for r in tiles)  # a short last row leaves its end blank
     size = max(10, (w + h) // 25)
     scratch = ImageDraw.Draw(Image.new("RGB", (8, 8)))
     x_text, x_font = _fit(labels.x, w - 8, size, font_path, scratch)

@@ -18,7 +18,7 @@ from lib_merge.engine.bind import canonical_recipe
 from lib_merge.errors import ParameterError, PlanError
 from lib_merge.history import find_row, read_history
 from lib_merge.host.base import GenResult, GenSettings
-from lib_merge.host.session import MergeRequest, Workbench
+from lib_merge.host.session import MergeRequest, SaveRequest, Workbench
 from lib_merge.paths import user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.nodes import primary_model
@@ -29,13 +29,15 @@ from lib_merge.xyz.grid import GridLabels, draw_grid, pixel_diff_percent, save_g
 from lib_merge.xyz.plan import Cell, PlanContext, XYZPlan, expand, swept_formula
 
 MAX_SINGLE_IMAGES = 100
+WRAP = 10  # columns of a Dice plot with more rolls
 
 
 class WorkbenchPlotHost:
     """The executor's view of a workbench: hash, merge into the live model, generate."""
 
-    def __init__(self, workbench: Workbench, gen_base: GenSettings | None = None):
+    def __init__(self, workbench: Workbench, gen_base: GenSettings | None = None, save_models: bool = False):
         self.workbench = workbench
+        self.save_models = save_models
         host_defaults = getattr(workbench.host, "base_settings", None)  # the WebUI's last txt2img run
         self.gen_base = gen_base or (host_defaults() if host_defaults else GenSettings())
 
@@ -43,9 +45,10 @@ class WorkbenchPlotHost:
         ui = {"xyz": " / ".join(label for label in cell.labels if label)}
         if cell.dice_seed is not None:
             ui["dice_seed"] = cell.dice_seed
+        save = SaveRequest(dtype=self.workbench.host.config().save_dtype) if self.save_models else None
         if cell.settings is not None:
-            return MergeRequest(settings=cell.settings, ui=ui)
-        return MergeRequest(recipe=cell.recipe, ui=ui)
+            return MergeRequest(settings=cell.settings, ui=ui, save=save)
+        return MergeRequest(recipe=cell.recipe, ui=ui, save=save)
 
     def cell_hash(self, cell: Cell) -> str:
         root = self.workbench.recipe_of(self._request(cell))
@@ -97,7 +100,7 @@ class PlotOutput:
         text = f"XYZ plot: {done}/{len(self.results)} cells, {self.merges} merges"
         text += "; stopped." if self.stopped else "."
         if self.grid_paths:
-            text += f" Grid: {', '.join(self.grid_paths)}"
+            text += f" Grid: {', '.join(self.grid_paths)}."
         return text
 
     def singles(self) -> list[Any]:
@@ -129,7 +132,7 @@ def run_plot(
         raise ParameterError("XYZ plots need a host that generates images (the WebUI); this one only saves files")
     control = control or PlotControl(workbench)
     cells = expand(plan, plan_context(workbench, plan))
-    plot_host = host or WorkbenchPlotHost(workbench, gen_base)
+    plot_host = host or WorkbenchPlotHost(workbench, gen_base, plan.options.save_models)
     result = run_cells(cells, plot_host, control.event, progress)
     if plan.options.restore_after and workbench.host.can_patch:
         workbench.restore()
@@ -184,6 +187,10 @@ def assemble_grids(plan: XYZPlan, results: list[CellResult], diffs: dict[str, fl
             if plan.y:
                 y_labels[0] = f"{y_name}: {y_labels[0]}"
             tiles = [[_tile(by_pos[(x, y, z)], b) for x in range(xs)] for y in range(ys)]
+            if plan.x.type == "random" and not plan.y and xs > WRAP:  # Dice: 10 columns × ⌈N/10⌉ rows
+                tiles = [tiles[0][i : i + WRAP] for i in range(0, xs, WRAP)]
+                x_labels = [f"{x_name}: +1"] + [f"+{c + 1}" for c in range(1, WRAP)]
+                y_labels = [f"rolls {i + 1}-{min(i + WRAP, xs)}" for i in range(0, xs, WRAP)]
             if plan.options.swap_xy:
                 tiles = [list(col) for col in zip(*tiles, strict=True)]
                 x_labels, y_labels = y_labels, x_labels
@@ -202,6 +209,8 @@ def _settings_or_none(merge: dict | None):
 
 def _label(result: CellResult, axis: int, diffs: dict[str, float]) -> str:
     text = result.cell.labels[axis]
+    if result.cell.dice_seed is not None and text.startswith("roll "):
+        text += f" (seed {result.cell.dice_seed})"
     diff = diffs.get(_cell_id(result.cell))
     return f"{text}\nDiff: {diff:.2f}%" if diff is not None else text
 
