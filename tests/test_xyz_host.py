@@ -53,8 +53,9 @@ def test_plot_merges_once_per_alpha_and_matches_plain_merges(webui, tmp_path):
 
 def test_checker_diffs_and_stop(webui, tmp_path):
     webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
-    plan = make_plan(webui, ("elemental_checker", "IN01:, OUT11:"), merge={"a": webui.title("model_a"),
-                     "b": webui.title("model_b"), "alpha": 1.0}, options={"save_csv": True, "save_models": True})  # fmt: skip
+    merge = {"a": webui.title("model_a"), "b": webui.title("model_b"), "alpha": 1.0}
+    options = {"save_csv": True, "save_models": True}
+    plan = make_plan(webui, ("elemental_checker", "IN01:, OUT11:"), merge=merge, options=options)
     out = run_plot(webui.workbench, plan)
     assert [r.cell.checker for r in out.results] == ["", "IN01:", "OUT11:"]
     assert set(out.diffs) == {"1,0,0", "2,0,0"} and all(0 < d <= 100 for d in out.diffs.values())
