@@ -144,3 +144,24 @@ def test_view_equals_read_and_survives_release(sd1):
         f.release(key)
         assert torch.equal(v, f.read(key)), key  # released pages come back from the file
     f.close()
+
+
+def test_ctrl_c_while_the_writer_starts_leaves_no_temp_file(tmp_path, monkeypatch):
+    """The temporary file appears with open(); an interrupt from then on must remove it."""
+    import builtins
+
+    from lib_merge.io import writer as writer_module
+
+    real_open = builtins.open
+
+    def open_then_interrupt(path, *args, **kwargs):
+        handle = real_open(path, *args, **kwargs)
+        if ".alloy-tmp-" in str(path):
+            handle.close()
+            raise KeyboardInterrupt
+        return handle
+
+    monkeypatch.setattr(writer_module, "open", open_then_interrupt, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        SafetensorsWriter(str(tmp_path / "o.safetensors"), [PlannedTensor("x", torch.float32, (2,))], {})
+    assert os.listdir(tmp_path) == []

@@ -57,12 +57,13 @@ class SafetensorsWriter:
         self.data_bytes = sum(p.nbytes for p in plan)
         check_free_space(os.path.dirname(self.target), 8 + self._reserved + self.data_bytes)
         self.tmp = temp_path_for(self.target)
-        self._file = open(self.tmp, "wb")
         self._hash = hashlib.sha256()
         # The data hash runs beside the writes (both release the GIL), in write order.
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-data-hash")
         self._hashing: deque[Future] = deque()
-        try:
+        self._file = None
+        try:  # from the moment the temporary file exists, any exit (Ctrl+C included) removes it
+            self._file = open(self.tmp, "wb")
             self._file.write(struct.pack("<Q", self._reserved))
             self._file.write(b" " * self._reserved)
         except BaseException:
@@ -121,7 +122,7 @@ class SafetensorsWriter:
 
     def abort(self) -> None:
         self._hasher.shutdown(wait=True, cancel_futures=True)
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
