@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--epsilon", type=float, help="DELLA's spread of keep probabilities")
     m.add_argument("--blocks", help='alpha as a block vector: "IN00=0.3 OUT05-OUT11=1 *=0.5" or 26/20 values')
     m.add_argument("--preset", help="alpha as a block-weight preset name")
-    m.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
+    m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: a recipe's cast(…), else fp16")
     m.add_argument("--device", default="cpu")
     m.add_argument("--threads", type=int)
     m.add_argument("-o", "--output", help="output .safetensors file")
@@ -209,6 +209,7 @@ def cmd_merge(args) -> int:
     from lib_merge.engine.run import EngineOptions
     from lib_merge.io.dtypes import parse_output_dtype
     from lib_merge.merge import SaveOptions, merge_to_file
+    from lib_merge.recipe.printer import cast_dtype
 
     if args.recipe and (args.a or args.b or args.mode or args.method):
         raise UsageError("give a recipe file or --a/--b/--mode, not both")
@@ -233,7 +234,7 @@ def cmd_merge(args) -> int:
         engine.threads = args.threads
     save = SaveOptions(
         output=args.output,
-        dtype=parse_output_dtype(args.dtype),
+        dtype=parse_output_dtype(args.dtype or cast_dtype(root) or "fp16"),
         overwrite=args.overwrite,
         prune=not args.no_prune,
         metadata=not args.no_metadata,

@@ -237,3 +237,25 @@ def test_ctrl_c_exits_130_and_leaves_no_temp_file(models, tmp_path):
     assert proc.returncode == 130, err
     assert "error: cancelled" in err
     assert os.listdir(out_dir) == []
+
+
+def test_cast_is_a_dtype_hint_left_out_of_the_hash(sd1, tmp_path):
+    body = f'A = model("{sd1[0]}")\nB = model("{sd1[1]}")\nm1 = weighted_sum(A, B, alpha=0.5)\n'
+    plain = tmp_path / "plain.alloy"
+    plain.write_text("alloy-recipe 1\n" + body.replace("m1 =", "merged ="))
+    hinted = tmp_path / "hinted.alloy"
+    hinted.write_text("alloy-recipe 1\n" + body + 'merged = cast(m1, dtype="bf16")\n')
+    printed = cli("recipe", "print", hinted)
+    assert printed.returncode == 0 and 'merged = cast(m1, dtype="bf16")' in printed.stdout, printed.stderr
+    hashes = [cli("recipe", "hash", p).stdout.strip() for p in (plain, hinted)]
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 64
+    assert cli("merge", hinted, "-o", tmp_path / "h.safetensors").returncode == 0
+    assert cli("merge", hinted, "--dtype", "fp32", "-o", tmp_path / "f.safetensors").returncode == 0
+    hinted_out, forced = load(tmp_path / "h.safetensors"), load(tmp_path / "f.safetensors")
+    key = "model.diffusion_model.out.2.weight"
+    assert hinted_out[key].dtype == torch.bfloat16 and forced[key].dtype == torch.float32
+    assert metadata(tmp_path / "h.safetensors")["alloy_recipe_hash"] == hashes[0]
+    bad = tmp_path / "bad.alloy"
+    bad.write_text("alloy-recipe 1\n" + body + 'merged = cast(m1, dtype="fp64")\n')
+    failed = cli("recipe", "print", bad)
+    assert failed.returncode != 0 and "must be one of fp16, bf16, fp32" in failed.stderr

@@ -88,3 +88,13 @@ def test_cli_from_mecha(sd1, tmp_path):
     proc = cli("recipe", "from-mecha", path, "-o", tmp_path / "r.alloy")
     assert proc.returncode == 0 and "time_embed" in proc.stderr
     assert "merged = add_difference(m1, B, C, alpha=0.5)" in (tmp_path / "r.alloy").read_text(encoding="utf-8")
+
+
+def test_cast_becomes_a_dtype_hint(sd1):
+    text = (
+        "version 0.1.0\n"
+        + "".join(f'model "{p}" model_config="sd1-ldm" merge_space="weight"\n' for p in sd1[:2])
+        + 'merge "slerp" &0 &1 t=0.3\nmerge "cast" &2 device="cpu" dtype="bfloat16"\n'
+    )
+    printed = print_recipe(from_mecha(text).root)
+    assert printed.endswith('m1 = slerp(A, B, alpha=0.3)\nmerged = cast(m1, dtype="bf16")\n'), printed

@@ -72,6 +72,7 @@ def _triple_passthrough(p: dict[str, float]) -> int | None:
     return 0 if p["alpha"] == 0 and p["beta"] == 0 else None
 
 
+CAST_DTYPES = ("fp16", "bf16", "fp32")  # cast(x, dtype=…): the file's dtype when none is asked for
 ALPHA = ParamSpec("alpha", 0.5)
 BETA = ParamSpec("beta", 0.25)
 UNIT_ALPHA = ParamSpec("alpha", 0.5, 0.0, 1.0, enforce=True)
@@ -159,6 +160,11 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("add_perpendicular", "add perpendicular", ("A", "B", "C"), (STRENGTH,), modern.add_perpendicular,
                    False, _alpha_zero),
         MethodSpec("clip", "weights clipping", ("x", "A", "B"), (), modern.clip, True),
+        MethodSpec(
+            "cast", "output dtype hint", ("x",),
+            (ParamSpec("dtype", "fp16", vector=False, choices=CAST_DTYPES),),
+            lambda x, dtype: x, True, lambda p: 0,
+        ),
         MethodSpec("n_average", "N-model average", ("M1", "M2"),
                    (ParamSpec("weights", 1.0, vector=False, per_model=True),), modern.n_average, True,
                    variadic=True),

@@ -113,20 +113,28 @@ def _blocks(values: dict, config: str, notes: list[str]) -> BlocksSpec:
     return spec
 
 
+_MECHA_DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+
+
 def _merge(name: str, args: list, kwargs: dict, number: int, notes: list[str]) -> object:
     if name.startswith("convert_"):
         return args[0]
     if name == "fallback":
         return args[0]
     if name == "cast":
-        notes.append(f"line {number}: cast to {kwargs.get('dtype')} left to the output dtype option")
-        return args[0]
+        dtype = _MECHA_DTYPES.get(str(kwargs.get("dtype")))
+        if dtype is None:
+            notes.append(f"line {number}: cast to {kwargs.get('dtype')} left to the output dtype option")
+            return args[0]
+        return MergeNode("cast", (args[0],), {"dtype": dtype})
     if name == "subtract":
         return _Delta(args[0], args[1])
     if name == "weighted_sum":
-        return _with_time_embed("weighted_sum", (args[0], args[1]), args[2])
+        models, alpha = _models_and_ratio(name, args, kwargs, ("alpha",), number)
+        return _with_time_embed("weighted_sum", models, alpha)
     if name == "slerp":
-        return MergeNode("slerp", (args[0], args[1]), {"alpha": _scalar(args[2], number)})
+        models, t = _models_and_ratio(name, args, kwargs, ("t", "alpha"), number)
+        return MergeNode("slerp", models, {"alpha": _scalar(t, number)})
     if name == "n_average":
         return MergeNode("n_average", tuple(args), {})
     if name in ("ties_sum", "ties_sum_with_dropout", "ties_sum_extended"):
@@ -149,6 +157,14 @@ def _with_time_embed(method: str, inputs: tuple, alpha) -> MergeNode:
         base = alpha.spec.split()[0].split("=")[1]
         params["elemental"] = parse_elemental(f"IN00:time_embed:{base}")
     return MergeNode(method, inputs, params)
+
+
+def _models_and_ratio(name: str, args: list, kwargs: dict, names: tuple[str, ...], number: int):
+    """Two models and the ratio, given as a third argument or as a keyword (`t=0.3`)."""
+    ratio = args[2] if len(args) > 2 else next((kwargs[n] for n in names if n in kwargs), None)
+    if len(args) < 2 or ratio is None:
+        raise MechaImportError(f"line {number}: {name} needs two models and {names[0]}")
+    return (args[0], args[1]), ratio
 
 
 def _scalar(value, number: int) -> float:

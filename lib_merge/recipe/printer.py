@@ -6,7 +6,7 @@ import hashlib
 
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.methods import METHODS, ParamSpec
-from lib_merge.recipe.nodes import BlocksSpec, ModelRef, Node, Param, walk_merges, walk_models
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, Param, walk_merges, walk_models
 from lib_merge.recipe.parse import HEADER
 from lib_merge.recipe.vectors import BlockVector, format_number, format_vector
 
@@ -60,8 +60,26 @@ def _options(params: dict) -> list[str]:
     return out
 
 
+def strip_casts(node: Node) -> Node:
+    """The recipe without its cast(...) nodes: a dtype hint is not part of the merge's identity."""
+    if isinstance(node, MergeNode):
+        if node.method == "cast":
+            return strip_casts(node.inputs[0])
+        return MergeNode(node.method, tuple(strip_casts(i) for i in node.inputs), node.params)
+    return node
+
+
+def cast_dtype(root: Node) -> str | None:
+    """The dtype of an outermost cast(x, dtype=…), if the recipe ends in one."""
+    if isinstance(root, MergeNode) and root.method == "cast":
+        return str(root.params.get("dtype", "fp16"))
+    return None
+
+
 def print_recipe(root: Node, identity: bool = False) -> str:
-    """Canonical text; with `identity`, model lines carry only their sha256 (for the hash)."""
+    """Canonical text; with `identity`, model lines carry only their sha256 and casts are left out (for the hash)."""
+    if identity:
+        root = strip_casts(root)
     models = walk_models(root)
     names: dict[int, str] = {}
     lines = [HEADER]
