@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--format", default="safetensors", choices=["safetensors", "ckpt"])
     m.add_argument("--nonfinite", default="error", choices=["error", "keep_a", "ignore"])
     m.add_argument("--print-recipe", action="store_true", help="print the canonical recipe and exit")
+    m.add_argument(
+        "--print-changes",
+        action="store_true",
+        help="list every key whose alpha an elemental entry overrides (key  slot  old → new  (entry n))",
+    )
+    m.add_argument("--changes-csv", metavar="FILE", help="write that list as CSV")
 
     m.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
 
@@ -205,6 +211,23 @@ def _progress(args):
     return update
 
 
+def _report_changes(root, args) -> None:
+    from lib_merge.engine.bind import bind_recipe
+    from lib_merge.engine.changes import elemental_changes, write_changes_csv
+
+    bound = bind_recipe(root, args.models_dir)
+    try:
+        changes = elemental_changes(bound)
+    finally:
+        bound.close()
+    if args.print_changes:
+        for change in changes:
+            print(change.line(), file=sys.stderr)
+        print(f"{len(changes)} keys changed by elemental entries", file=sys.stderr)
+    if args.changes_csv:
+        write_changes_csv(args.changes_csv, changes)
+
+
 def cmd_merge(args) -> int:
     from lib_merge.engine.run import EngineOptions
     from lib_merge.io.dtypes import parse_output_dtype
@@ -225,6 +248,8 @@ def cmd_merge(args) -> int:
     if args.print_recipe:
         print(_canonical(root, args.models_dir)[0], end="")
         return 0
+    if args.print_changes or args.changes_csv:
+        _report_changes(root, args)
     if not args.output:
         raise UsageError("merge needs -o OUT")
     engine = EngineOptions(device=args.device, nonfinite=args.nonfinite, progress=_progress(args))

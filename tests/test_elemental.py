@@ -192,3 +192,32 @@ def test_extended_sdxl_vectors_and_fine_names(sdxl, tmp_path):
                        torch.float32).path)  # fmt: skip
     assert alpha_used(named, a, b, key) == pytest.approx(1.0, abs=2e-3)
     assert alpha_used(named, a, b, other) == pytest.approx(0.0, abs=2e-3)
+
+
+def test_print_changes_lists_every_override_with_its_entry(sd1, tmp_path):
+    import csv
+
+    from test_cli import cli
+
+    out = tmp_path / "o.safetensors"
+    rules = "OUT03:attn2:0.9, OUT03:attn2.to_k:0.1, IN01:NOT attn:0.5"
+    proc = cli("merge", "--a", sd1[0], "--b", sd1[1], "--mode", "ws", "--alpha", "0.3", "--elemental", rules,
+               "--dtype", "fp32", "--print-changes", "--changes-csv", tmp_path / "c.csv", "-o", out)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "  (entry " in line]
+    a, b, merged = load(sd1[0]), load(sd1[1]), load(out)
+    expected = {}
+    for key in a:
+        if key.startswith(UNET + "output_blocks.3.") and "attn2" in key:
+            expected[key] = ("OUT03", 0.1 if "attn2.to_k" in key else 0.9, 2 if "attn2.to_k" in key else 1)
+        elif key.startswith(UNET + "input_blocks.1.") and "attn" not in key:
+            expected[key] = ("IN01", 0.5, 3)
+    assert len(lines) == len(expected) and f"{len(expected)} keys changed by elemental entries" in proc.stderr
+    for line in lines:
+        key, slot, old, arrow, new, entry = line.replace("(entry ", "").rstrip(")").split()
+        assert (slot, float(new), int(entry)) == expected[key] and float(old) == 0.3 and arrow == "→"
+        if a[key].numel() >= 8 and not torch.equal(a[key], b[key]):
+            assert alpha_used(merged, a, b, key) == pytest.approx(float(new), abs=2e-3), key
+    with open(tmp_path / "c.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["key", "slot", "alpha_old", "alpha_new", "entry"] and len(rows) == len(lines) + 1

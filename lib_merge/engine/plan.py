@@ -142,7 +142,7 @@ def _inpaint_channels(key: str, bound: BoundRecipe) -> int | None:
     return min(counts) if len(counts) > 1 else None
 
 
-def _param_at(value: object, slot: str, key: str, bound: BoundRecipe) -> object:
+def param_at(value: object, slot: str, key: str, bound: BoundRecipe) -> object:
     if isinstance(value, BlockVector):
         if bound.schema is not None and value.schema_id != bound.schema.id:  # a finer schema (SDXL's 110)
             fine = SCHEMAS[value.schema_id]
@@ -155,7 +155,7 @@ def _sets_vae(params: dict) -> bool:
     return any(isinstance(v, BlockVector) and v.vae is not None for v in params.values())
 
 
-def _slots_of(key: str, slot: str, bound: BoundRecipe) -> set[str]:
+def slots_of(key: str, slot: str, bound: BoundRecipe) -> set[str]:
     """The key's block, and its fine block where the schema has one (SDXL: IN04 and IN411)."""
     fine = SCHEMAS[bound.schema.fine].slot_of(key) if bound.schema is not None and bound.schema.fine else None
     return {slot, fine} - {None}
@@ -185,10 +185,10 @@ def _reduce(
                 f"key {key!r} has shape {list(ref_shape)} in {first.name} but {list(shape)} in {source.name}"
             )
     params = {
-        name: _param_at(node.params.get(name, p.default), slot, key, bound) for p in spec.params for name in [p.name]
+        name: param_at(node.params.get(name, p.default), slot, key, bound) for p in spec.params for name in [p.name]
     }
     rules, keys = node.params.get("elemental"), node.params.get("filter")
-    slots = _slots_of(key, slot, bound) if rules is not None or keys is not None else {slot}
+    slots = slots_of(key, slot, bound) if rules is not None or keys is not None else {slot}
     if rules is not None and "alpha" in params:
         params["alpha"] = rules.alpha_for(key, slots, params["alpha"])
     skipped = keys is not None and not keys.merges(key, slots)

@@ -54,14 +54,22 @@ class Elemental:
 
     def alpha_for(self, key: str, key_slots: set[str], alpha: float) -> float:
         """The α of one key (whose block and fine block are `key_slots`): the last matching entry's."""
-        value = alpha
-        for entry, slots in zip(self.entries, self.slots or (), strict=True):
+        index = self.last_match(key, key_slots)
+        if index is None:
+            return alpha
+        entry = self.entries[index]
+        return entry.ratio if isinstance(entry.ratio, float) else self._draw(entry.ratio, key)
+
+    def last_match(self, key: str, key_slots: set[str]) -> int | None:
+        """Index of the last entry that matches the key (SPEC §4.8), or None."""
+        found = None
+        for index, (entry, slots) in enumerate(zip(self.entries, self.slots or (), strict=True)):
             in_blocks = bool(key_slots & slots) != (entry.blocks_not and bool(entry.blocks))
             hit = any(s in key for s in entry.elements) if entry.elements else True
             in_elements = hit != (entry.elements_not and bool(entry.elements))
             if in_blocks and in_elements:
-                value = entry.ratio if isinstance(entry.ratio, float) else self._draw(entry.ratio, key)
-        return value
+                found = index
+        return found
 
     def _draw(self, letter: str, key: str) -> float:
         """One draw per key from default_rng([seed, crc32(key)]) (SPEC §9.3); X uses u = 1, l = 0."""
