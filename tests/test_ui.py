@@ -317,3 +317,40 @@ def test_a_modern_method_from_the_merge_tab(tmp_path, sd1):
     assert restored["alloy_method"] == "dare_ties" and restored["alloy_model_b"] == sd1[1].name
     assert restored["alloy_model_c"] == sd1[2].name and restored["alloy_more_models"] == []  # same model order
     assert restored["alloy_p"] == 0.3
+
+
+def test_template_in_the_recipe_box_gets_one_field_per_parameter(tmp_path, sd1):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    for p in sd1[:2]:
+        shutil.copy(p, tmp_path / p.name)
+    demo = build_ui(Workbench(FolderHost(str(tmp_path))))
+    template = (
+        f'alloy-recipe 1\nA = param("base")\nB = model("{sd1[1].name}")\n'
+        'merged = weighted_sum(A, B, alpha=param("alpha"))\n'
+    )
+    fields, _ = handler(demo, "alloy_recipe")
+    updates = fields(template)
+    assert [u["visible"] for u in updates[:3]] == [True, True, False]
+    assert [u["label"] for u in updates[:2]] == ["param 'alpha'", "param 'base'"]
+    assert not any(u["visible"] for u in fields("not a recipe"))
+    fn, inputs = handler(demo, "alloy_merge")
+    ids = [c.elem_id for c in inputs]
+    values = [c.value for c in inputs]
+    values[ids.index("alloy_use_recipe")] = True
+    values[ids.index("alloy_recipe")] = template
+    values[ids.index("alloy_save_name")] = "templated"
+    values[ids.index("alloy_save_dtype")] = "fp32"
+    values[ids.index("alloy_template_0")] = "0.25"
+    status, _, _ = last(fn(*values))
+    assert "unfilled parameters: base" in status, status
+    values[ids.index("alloy_template_1")] = sd1[0].name
+    status, recipe, _ = last(fn(*values))
+    assert status.startswith("Saved"), status
+    out, a, b = (load_file(p) for p in (tmp_path / "templated.safetensors", sd1[0], sd1[1]))
+    key = "model.diffusion_model.out.2.weight"
+    expected = a[key].double() * 0.75 + b[key].double() * 0.25
+    assert torch.allclose(out[key].double(), expected, atol=1e-6)

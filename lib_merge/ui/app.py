@@ -25,6 +25,7 @@ from lib_merge.ui.values import (
     merge_request,
     restore_values,
     save_request,
+    template_params,
 )
 
 log = logging.getLogger("alloy")
@@ -229,6 +230,16 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
             return update(), error_text(e)
 
     parts["show_recipe"].click(show_recipe, inputs, [recipe, status])
+    fields = form.widgets["template_values"]
+
+    def template_fields(text):
+        names = template_params(text or "")
+        return [
+            update(visible=i < len(names), label=f"param {names[i]!r}" if i < len(names) else f"param {i + 1}")
+            for i in range(len(fields))
+        ]
+
+    recipe.change(template_fields, [recipe], fields)
 
     def search(query, match, page):
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from lib_merge.settings import CALC_MODES, MODERN_METHODS
-from lib_merge.ui.values import FILTER_MODES, FORMATS, MODES, NO_METHOD, SAVE_DTYPES
+from lib_merge.ui.values import FILTER_MODES, FORMATS, MODES, NO_METHOD, SAVE_DTYPES, TEMPLATE_FIELDS
 
 
 def build(widgets: dict, titles: list[str], can_generate: bool, save_dtype: str = "fp16") -> dict:
@@ -81,6 +81,11 @@ def build(widgets: dict, titles: list[str], can_generate: bool, save_dtype: str 
         )
         widgets["recipe"] = gr.Textbox(label="Recipe", lines=8, elem_id="alloy_recipe")
         out["show_recipe"] = gr.Button("Recipe from the settings", elem_id="alloy_show_recipe")
+        with gr.Row():  # one field per open param("name") of a template, in name order
+            widgets["template_values"] = [
+                gr.Textbox(label=f"param {i + 1}", visible=False, elem_id=f"alloy_template_{i}")
+                for i in range(TEMPLATE_FIELDS)
+            ]
     with gr.Accordion("Generation (empty or 0 = the txt2img tab's value)", open=False, visible=can_generate):
         gen = {}
         gen["prompt"] = gr.Textbox(label="Prompt", lines=2, elem_id="alloy_gen_prompt")

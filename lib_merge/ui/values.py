@@ -26,11 +26,12 @@ MERGE_FIELDS = (
     "model_a", "model_b", "model_c", "mode", "calc", "alpha", "beta", "gamma", "seed", "elemental", "filter_mode",
     "filter_text", "adjust", "method", "more_models", "density", "p", "epsilon",
     "use_mbw", "mbw_arch", "mbw_sd1", "mbw_sdxl", "mbw_sdxl_ext",
-    "use_recipe", "recipe",
+    "use_recipe", "recipe", "template_values",
     "save_name", "save_dtype", "save_format", "save_prune", "save_overwrite", "save_after",
 )  # fmt: skip
 # mbw_sd1 / mbw_sdxl / mbw_sdxl_ext stand for 26 / 20 / 110 slider widgets, adjust for 8.
 FILTER_MODES = ["Off", "Include", "Exclude"]
+TEMPLATE_FIELDS = 8  # fields for a template's open parameters
 NO_METHOD = "(mode and calc mode)"
 ADJUST_LABELS = ("IN", "OUT", "OUT2", "Contrast", "Brightness", "Cyan-Red", "Magenta-Green", "Yellow-Blue")
 GEN_OVERRIDE_FIELDS = (
@@ -64,7 +65,7 @@ def merge_request(v: dict, always_save: bool = False) -> MergeRequest:
     }
     save = save_request(v) if (v.get("save_after") or always_save) else None
     if v.get("use_recipe") and str(v.get("recipe") or "").strip():
-        return MergeRequest(recipe=str(v["recipe"]), save=save, ui=ui)
+        return MergeRequest(recipe=filled_template(str(v["recipe"]), v.get("template_values") or []), save=save, ui=ui)
     if v.get("method") and v["method"] != NO_METHOD:
         return _method_request(v, save, ui)
     mode = v.get("mode") or "weighted_sum"
@@ -95,6 +96,33 @@ def merge_request(v: dict, always_save: bool = False) -> MergeRequest:
         adjust=",".join(format_number(x) for x in adjust) if any(adjust) else None,
     )
     return MergeRequest(settings=settings, save=save, ui=ui)
+
+
+def template_params(text: str) -> list[str]:
+    """The open parameters of the recipe box's text, sorted; none when it does not parse."""
+    from lib_merge.errors import AlloyError
+    from lib_merge.recipe import parse_recipe
+    from lib_merge.recipe.nodes import open_params
+
+    try:
+        return open_params(parse_recipe(text))
+    except AlloyError:
+        return []
+
+
+def filled_template(text: str, values: list) -> str:
+    """The recipe with its open parameters filled from the template fields (empty fields stay open)."""
+    names = template_params(text)
+    if not names:
+        return text
+    from lib_merge.errors import ParameterError
+    from lib_merge.recipe import parse_recipe, print_recipe
+    from lib_merge.recipe.compose import compose
+
+    if len(names) > TEMPLATE_FIELDS:
+        raise ParameterError(f"the template has {len(names)} parameters; the UI fills {TEMPLATE_FIELDS}: use compose")
+    given = {name: str(value).strip() for name, value in zip(names, values, strict=False) if str(value or "").strip()}
+    return print_recipe(compose(parse_recipe(text), given))
 
 
 def _method_request(v: dict, save, ui: dict) -> MergeRequest:
