@@ -322,3 +322,18 @@ def test_named_vectors_keep_the_alpha_of_the_unnamed_blocks():
     cells = expand(p, PlanContext(SD1))
     assert cells[0].merge_key != cells[1].merge_key and "*=0.2" in cells[0].merge_key
     assert cells[2].merge_key == cells[3].merge_key  # a whole preset leaves nothing to the scalar
+
+
+def test_alpha_zero_cells_are_model_a_and_reuse_one_image():
+    """SPEC §8.2: every α = 0 (scalar or vector) is model A: one merge, one generation per seed."""
+    p = plan(("alpha", "0, 0.5"), ("mbw_alpha", "*=0\nIN00=0.3"))
+    cells = expand(p, PlanContext(SD1))
+    assert cells[0].merge_key == cells[1].merge_key == "model A unchanged: a.safetensors"  # "*=0": 0.5 unused
+    assert len({cells[1].merge_key, cells[2].merge_key, cells[3].merge_key}) == 3
+    host = CountingHost()
+    generated = []
+    generate = host.generate
+    host.generate = lambda gen: generated.append(gen.seed) or generate(gen)
+    result = run_cells(cells, host, threading.Event())
+    assert result.merges == 3 and len(generated) == 3
+    assert result.cells[0].images == result.cells[1].images != result.cells[2].images

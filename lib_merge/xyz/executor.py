@@ -83,12 +83,15 @@ def run_cells(
             break
         except AlloyError as e:
             raise PlanError(f"cell {_where(first)}: {e}") from None
+        made: dict[str, GenResult] = {}  # equal generation settings under one merge: one image set
         for index in group:
             if stop.is_set():
                 break
             result = results[index]
             result.merge = merged
-            generated = host.generate(cells[index].gen)
+            wanted = repr(cells[index].gen)
+            generated = made.get(wanted) or host.generate(cells[index].gen)
+            made[wanted] = generated
             result.images, result.infotext, result.status = list(generated.images), generated.infotext, "done"
             done += 1
             if progress:

@@ -122,9 +122,6 @@ class Cell:
     checker: str | None = None  # effective elemental checker: the item, "" for the baseline
     checker_axis: int | None = None  # 0, 1, 2 for X, Y, Z: the baseline cell has index 0 there
 
-    def request_recipe(self) -> str:
-        return self.recipe if self.recipe is not None else self.merge_key
-
 
 def split_plan(plan: XYZPlan) -> list[XYZPlan]:
     """`|` in axis values splits a plot into several plans; they share one seed drawn here for -1."""
@@ -203,6 +200,21 @@ def expand(plan: XYZPlan, context: PlanContext) -> list[Cell]:
     return cells
 
 
+def _unchanged_a(s: MergeSettings, schema: BlockSchema) -> str | None:
+    """SPEC §8.2 "α = 0 reuse": a weighted sum whose every α is 0, without Adjust, is model A itself."""
+    if get_method(s.mode).name != "weighted_sum" or (s.calc or "normal") != "normal" or s.elemental:
+        return None
+    if s.adjust and any(parse_adjust(s.adjust).numbers):
+        return None
+    alpha = s.alpha if s.alpha is not None else 0.5
+    if s.blocks or s.preset:
+        vector = parse_vector(s.blocks or s.preset, schema, default=alpha).vector
+        zero = not any(vector.values) and not vector.vae
+    else:
+        zero = alpha == 0
+    return f"model A unchanged: {s.a}" if zero else None
+
+
 def _base_settings(plan: XYZPlan, whole: list[str]) -> MergeSettings | None:
     if whole or (plan.recipe and not plan.merge):
         return None
@@ -237,7 +249,8 @@ def _cell(plan, context, base, dice, chosen, index) -> Cell:
     if draft.settings is not None:
         if draft.settings.blocks:
             parse_vector(draft.settings.blocks, context.schema, default=draft.settings.alpha)
-        key = print_recipe(build_recipe(draft.settings))
+        key = print_recipe(build_recipe(draft.settings))  # builds (and so checks) the recipe either way
+        key = _unchanged_a(draft.settings, context.schema) or key
     else:
         if not draft.recipe:
             raise PlanError("no merge settings and no recipe for the plot")
