@@ -11,6 +11,11 @@ from lib_merge.history import read_history
 from lib_merge.ui.app import build_ui
 
 
+def choice_names(update) -> list[str]:
+    """A dropdown update's choices (Gradio 4 gives (label, value) pairs, 3.x plain strings)."""
+    return [c[1] if isinstance(c, (list, tuple)) else c for c in update["choices"]]
+
+
 def form_values(demo, webui, elem_id, **changes):
     fn, inputs = handler(demo, elem_id)
     ids = [c.elem_id for c in inputs]
@@ -62,12 +67,17 @@ def test_run_reserve_queue_and_presets(webui, tmp_path, monkeypatch):
     ids = [c.elem_id for c in save_inputs]
     assert ids[:2] == ["alloy_xyz_preset_name", "alloy_xyz_overwrite"]
     status, dropdown = save("sweep", False, "alpha", "0.1,0.2", "seed", "1,2", "none", "")
-    assert status == "Saved preset 'sweep'." and "sweep" in dropdown["choices"][0]
+    assert status == "Saved preset 'sweep'." and choice_names(dropdown) == ["sweep"]
     status, _ = save("sweep", False, "beta", "0.1", "none", "", "none", "")
     assert "exists" in status
     load, _ = handler(demo, "alloy_xyz_preset_load")
     updates = load("sweep")
     assert [u["value"] for u in updates[:4]] == ["alpha", "0.1,0.2", "seed", "1,2"] and updates[-1].startswith("Loaded")
+    source = tmp_path / "xyzpresets.json"
+    source.write_text(json.dumps({"sm": {"xtype": "alpha", "xmen": "0.5", "ytype": "none"}}))
+    importer, _ = handler(demo, "alloy_xyz_preset_import")
+    status, dropdown = importer(str(source))
+    assert status == "Imported 1 preset(s): sm." and choice_names(dropdown) == ["sm", "sweep"]
 
 
 def test_dice_preview_run_records_seeds_and_elist(webui, tmp_path, monkeypatch):

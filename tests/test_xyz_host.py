@@ -54,13 +54,17 @@ def test_plot_merges_once_per_alpha_and_matches_plain_merges(webui, tmp_path):
 def test_checker_diffs_and_stop(webui, tmp_path):
     webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
     merge = {"a": webui.title("model_a"), "b": webui.title("model_b"), "alpha": 1.0}
-    options = {"save_csv": True, "save_models": True}
+    options = {"save_csv": True, "save_models": True, "checker_gif": True}
     plan = make_plan(webui, ("elemental_checker", "IN01:, OUT11:"), merge=merge, options=options)
     out = run_plot(webui.workbench, plan)
     assert [r.cell.checker for r in out.results] == ["", "IN01:", "OUT11:"]
     assert set(out.diffs) == {"1,0,0", "2,0,0"} and all(0 < d <= 100 for d in out.diffs.values())
     rows = (tmp_path / "grids" / "alloy_xyz-00001.csv").read_text().splitlines()
     assert rows[0].startswith("cell,labels,recipe_hash") and len(rows) == 4
+    checker = (tmp_path / "grids" / "alloy_xyz-00001.checker.csv").read_text().splitlines()
+    assert checker[0] == "item,diff_percent" and [line.split(",")[0] for line in checker[1:]] == ["IN01:", "OUT11:"]
+    gif = Image.open(tmp_path / "grids" / "alloy_xyz-00001.1-0-0.gif")
+    assert gif.n_frames == 2
     saved = [r.output for r in read_history(webui.workbench.history_path()).rows]
     assert len(saved) == 3 and all(p.endswith(".safetensors") and os.path.isfile(p) for p in saved)
     control = PlotControl(webui.workbench)

@@ -13,7 +13,7 @@ from lib_merge.xyz.plan import AxisSpec, PlanOptions, XYZPlan
 NO_AXIS = "none"
 AXIS_CHOICES = [NO_AXIS] + list(AXIS_TYPES)
 XYZ_FIELDS = ("x_type", "x_values", "y_type", "y_values", "z_type", "z_values")
-OPTION_FIELDS = ("swap_xy", "restore_after", "individual", "no_grid", "save_csv", "save_models")
+OPTION_FIELDS = ("swap_xy", "restore_after", "individual", "no_grid", "save_csv", "save_models", "checker_gif")
 DICE_FIELDS = (
     "dice_mode", "dice_custom", "dice_target", "dice_upper", "dice_lower", "dice_clamp_max", "dice_clamp_min",
     "dice_round", "dice_seed", "dice_rolls", "dice_extended",

@@ -45,6 +45,7 @@ def build(can_generate: bool) -> dict:
         parts["no_grid"] = gr.Checkbox(label="No grid", value=False, elem_id="alloy_xyz_no_grid")
         parts["save_csv"] = gr.Checkbox(label="CSV of cells", value=False, elem_id="alloy_xyz_csv")
         parts["save_models"] = gr.Checkbox(label="Save each cell's model", value=False, elem_id="alloy_xyz_save_models")
+        parts["checker_gif"] = gr.Checkbox(label="Checker GIFs", value=False, elem_id="alloy_xyz_checker_gif")
     with gr.Row():
         parts["run"] = gr.Button("Run", variant="primary", elem_id="alloy_xyz_run")
         parts["reserve"] = gr.Button("Reserve", elem_id="alloy_xyz_reserve")
@@ -72,6 +73,11 @@ def build(can_generate: bool) -> dict:
             parts["preset_load"] = gr.Button("Load", elem_id="alloy_xyz_preset_load")
             parts["preset_save"] = gr.Button("Save", elem_id="alloy_xyz_preset_save")
             parts["preset_delete"] = gr.Button("Delete", elem_id="alloy_xyz_preset_delete")
+        with gr.Row():
+            parts["preset_import_path"] = gr.Textbox(
+                label="SuperMerger xyzpresets.json", elem_id="alloy_xyz_preset_import_path", scale=4
+            )
+            parts["preset_import"] = gr.Button("Import", elem_id="alloy_xyz_preset_import")
     return parts
 
 
@@ -83,7 +89,7 @@ def _preset_names() -> list[str]:
 
 
 AXIS_INPUTS = ("x_type", "x_values", "y_type", "y_values", "z_type", "z_values")
-OPTION_INPUTS = ("swap_xy", "restore_after", "individual", "no_grid", "save_csv", "save_models")
+OPTION_INPUTS = ("swap_xy", "restore_after", "individual", "no_grid", "save_csv", "save_models", "checker_gif")
 
 
 def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_settings, error_text) -> None:
@@ -319,3 +325,18 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
         return f"Deleted preset {name!r}.", update(choices=_preset_names(), value=None)
 
     parts["preset_delete"].click(delete, [parts["preset"]], [parts["status"], parts["preset"]])
+
+    def import_presets(path):
+        from pathlib import Path
+
+        from lib_merge.xyz.presets import import_supermerger_presets
+
+        try:
+            if not path or not Path(path).is_file():
+                raise ParameterError(f"no file {path!r}")
+            names = import_supermerger_presets(Path(path), presets_path())
+        except Exception as e:  # noqa: BLE001
+            return error_text(e), update()
+        return f"Imported {len(names)} preset(s): {', '.join(names)}.", update(choices=_preset_names())
+
+    parts["preset_import"].click(import_presets, [parts["preset_import_path"]], [parts["status"], parts["preset"]])

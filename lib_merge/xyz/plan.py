@@ -44,6 +44,7 @@ class PlanOptions:
     no_grid: bool = False  # single images only (at most 100)
     save_csv: bool = False  # a CSV of cells next to the grid
     save_models: bool = False  # save each cell's merge as a file
+    checker_gif: bool = False  # effective elemental checker: a 2-frame GIF (baseline, cell) per cell
 
 
 @dataclass

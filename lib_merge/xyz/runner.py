@@ -145,6 +145,8 @@ def run_plot(
             paths.append(str(save_grid(image, folder, plan.to_dict())))
         if plan.options.save_csv and paths:
             _write_cells_csv(Path(paths[0]).with_suffix(".csv"), result.cells, diffs)
+        if diffs and paths:
+            _write_checker_files(Path(paths[0]), result.cells, diffs, plan.options.checker_gif)
     return PlotOutput(grids, paths, result.cells, result.merges, result.stopped, diffs)
 
 
@@ -239,6 +241,30 @@ def _write_cells_csv(path: Path, results: list[CellResult], diffs: dict[str, flo
                 ]
             )
     tmp.replace(path)
+
+
+def _write_checker_files(grid: Path, results: list[CellResult], diffs: dict[str, float], gifs: bool) -> None:
+    """`<grid>.checker.csv` (item, diff %) and, on request, `<grid>.<cell>.gif` (baseline, cell)."""
+    by_pos = {(r.cell.x, r.cell.y, r.cell.z): r for r in results}
+    path = grid.with_suffix(".checker.csv")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["item", "diff_percent"])
+        for r in results:
+            if _cell_id(r.cell) in diffs:
+                writer.writerow([r.cell.checker, f"{diffs[_cell_id(r.cell)]:.2f}"])
+    tmp.replace(path)
+    if not gifs:
+        return
+    for r in results:
+        if _cell_id(r.cell) not in diffs:
+            continue
+        where = [r.cell.x, r.cell.y, r.cell.z]
+        where[r.cell.checker_axis] = 0
+        base = by_pos[tuple(where)].images[0]
+        gif = grid.with_name(f"{grid.stem}.{r.cell.x}-{r.cell.y}-{r.cell.z}.gif")
+        base.save(gif, save_all=True, append_images=[r.images[0]], duration=700, loop=0)
 
 
 def plan_error_text(e: Exception) -> str:
