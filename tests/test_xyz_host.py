@@ -85,3 +85,22 @@ def test_dice_rolls_over_ten_wrap_into_rows_of_ten(webui, tmp_path):
     pixels = np.asarray(grid)
     assert (pixels[top + tile :, left + 2 * tile :] == 255).all()  # roll 13-20 positions stay blank
     assert not (pixels[top + tile :, left : left + 2 * tile] == 255).all()  # rolls 11 and 12
+
+
+def test_merge_id_and_recipe_axes_run_whole_recipes(webui, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALLOY_HOME", str(tmp_path / "home"))
+    webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
+    settings = MergeSettings(webui.title("model_a"), webui.title("model_b"), alpha=0.4)
+    first = webui.workbench.merge(MergeRequest(settings=settings))
+    recipes = tmp_path / "home" / "recipes"
+    recipes.mkdir(parents=True)
+    (recipes / "mine.alloy").write_text(first.recipe_text.replace("alpha=0.4", "alpha=0.9"))
+    webui.workbench.restore()
+    plan = XYZPlan.from_dict({"x": {"type": "merge_id", "values": "-1"}, "y": {"type": "seed", "values": "3, 4"},
+                              "recipe": first.recipe_text, "gen": dict(GEN)})  # fmt: skip
+    out = run_plot(webui.workbench, plan)
+    assert out.merges == 1 and out.results[0].merge.recipe_hash == first.recipe_hash
+    plan = XYZPlan.from_dict({"x": {"type": "recipe", "values": "mine.alloy"}, "recipe": first.recipe_text,
+                              "gen": dict(GEN)})  # fmt: skip
+    out = run_plot(webui.workbench, plan)
+    assert out.merges == 1 and "alpha=0.9" in webui.workbench.live.recipe_text
