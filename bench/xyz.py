@@ -28,6 +28,9 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.build_model: a module tree with a checkpoint's names
+
+from helpers import build_model  # noqa: E402
 
 from lib_merge.host.base import GenResult, HostConfig  # noqa: E402
 from lib_merge.host.session import MergeRequest, Workbench  # noqa: E402
@@ -40,25 +43,6 @@ ALPHAS = "0.2, 0.5, 0.8"
 VECTORS = "IN00-IN11=0.0\nM00=1.0\nOUT00-OUT11=1.0"  # named: the blocks not named take the X alpha
 
 
-def build_module(path: Path) -> torch.nn.Module:
-    """A module tree with the checkpoint's names (text encoder under `.wrapped.`, as the WebUI hijack has it)."""
-    root = torch.nn.Module()
-    for key, value in load_file(str(path)).items():
-        if key.startswith("cond_stage_model."):
-            key = key.replace("cond_stage_model.", "cond_stage_model.wrapped.", 1)
-        *parents, leaf = key.split(".")
-        module = root
-        for part in parents:
-            if not hasattr(module, part):
-                module.add_module(part, torch.nn.Module())
-            module = getattr(module, part)
-        if value.is_floating_point():
-            module.register_parameter(leaf, torch.nn.Parameter(value, requires_grad=False))
-        else:
-            module.register_buffer(leaf, value)
-    return root
-
-
 class StubHost:
     """Patches a module in memory; generation is a constant 8×8 image (its cost is not measured here)."""
 
@@ -69,7 +53,7 @@ class StubHost:
     def __init__(self, folder: Path, grids: Path):
         self.folder, self.grids = folder, grids
         self.path = str(folder / "sd1_a.safetensors")
-        self.module = build_module(Path(self.path))
+        self.module = build_model(load_file(self.path), torch.float16)
 
     def config(self) -> HostConfig:
         return HostConfig(history_file=str(self.grids / "history.csv"))

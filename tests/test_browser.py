@@ -59,6 +59,7 @@ def app_url(tmp_path, sd1):
             break
         except OSError:
             if server.poll() is not None or time.time() > deadline:
+                server.kill()  # the fixture's teardown does not run when its setup fails
                 raise AssertionError("the app did not start: " + (tmp_path / "server.log").read_text()) from None
             time.sleep(0.3)
     yield url, models

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 from pathlib import Path
 
 import gradio as gr
 
-from lib_merge.errors import AlloyError
 from lib_merge.history import find_row, read_history, search_history
 from lib_merge.history import import_supermerger as import_history
 from lib_merge.host.base import GenSettings
@@ -18,6 +15,7 @@ from lib_merge.settings import CALC_MODES, build_recipe
 from lib_merge.ui import dice_tab, history_tab, mbw_tab, merge_tab, xyz_tab
 from lib_merge.ui.compat import update
 from lib_merge.ui.form import Form
+from lib_merge.ui.jobs import error_text, run_in_thread
 from lib_merge.ui.values import (
     ADJUST_LABELS,
     GEN_OVERRIDE_FIELDS,
@@ -28,42 +26,12 @@ from lib_merge.ui.values import (
     template_params,
 )
 
-log = logging.getLogger("alloy")
 TAB_LABELS = ("Merge", "MBW", "XYZ plot", "Adjust", "Dice", "LoRA", "Toolkit", "Analysis", "History")
 LATER = {
     "LoRA": "Merge LoRAs into a checkpoint, merge LoRAs, extract a LoRA.",
     "Toolkit": "Inspect, prune, convert, swap components, fingerprint.",
     "Analysis": "Similarity of two models by block.",
 }
-
-
-def error_text(e: BaseException) -> str:
-    if isinstance(e, AlloyError):
-        return f"**Error:** {e}"
-    log.exception("Alloy: unexpected error")
-    return f"**Error:** {type(e).__name__}: {e}"
-
-
-def run_in_thread(fn, workbench: Workbench):
-    """Yields ("progress", text) while fn runs, then ("done", value) or ("error", message)."""
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - reported to the user
-            box["error"] = e
-
-    thread = threading.Thread(target=target, name="alloy-job", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.5)
-        if thread.is_alive():
-            yield "progress", workbench.progress.text()
-    if "error" in box:
-        yield "error", error_text(box["error"])
-    else:
-        yield "done", box["value"]
 
 
 def footer_text(workbench: Workbench) -> str:
@@ -100,7 +68,7 @@ def build_ui(workbench: Workbench) -> gr.Blocks:
                 history = history_tab.build(getattr(host, "supermerger_history", ""))
         _wire(workbench, Form(widgets), parts, history)
         gen_parts, gen_settings = _gen_inputs(host, parts), _gen_settings_fn(host, _gen_inputs(host, parts))
-        xyz_tab.wire(workbench, Form(widgets), plot_parts, dice_parts, gen_parts["inputs"], gen_settings, error_text)
+        xyz_tab.wire(workbench, Form(widgets), plot_parts, dice_parts, gen_parts["inputs"], gen_settings)
     return demo
 
 
@@ -143,7 +111,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
         except Exception as e:  # noqa: BLE001
             yield "error", error_text(e)
             return
-        yield from run_in_thread(lambda: workbench.merge(request), workbench)
+        yield from run_in_thread(lambda: workbench.merge(request), workbench.progress.text)
 
     def merge(*raw):
         for kind, value in merge_steps(raw):
@@ -164,7 +132,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
         except Exception as e:  # noqa: BLE001
             yield "error", error_text(e)
             return
-        for kind, value in run_in_thread(lambda: workbench.generate(settings), workbench):
+        for kind, value in run_in_thread(lambda: workbench.generate(settings), workbench.progress.text):
             if kind == "done":
                 value.notes.extend(notes)
             yield kind, value

@@ -9,6 +9,7 @@ import gradio as gr
 from lib_merge.errors import ParameterError
 from lib_merge.paths import user_data_dir
 from lib_merge.ui.compat import update
+from lib_merge.ui.jobs import error_text, run_in_thread
 from lib_merge.ui.plot_values import AXIS_CHOICES, NO_AXIS, dice_settings, plan_from_ui, plan_label
 from lib_merge.xyz.plan import XYZPlan, split_plan
 from lib_merge.xyz.presets import delete_preset, get_preset, load_presets, save_preset
@@ -92,7 +93,7 @@ AXIS_INPUTS = ("x_type", "x_values", "y_type", "y_values", "z_type", "z_values")
 OPTION_INPUTS = ("swap_xy", "restore_after", "individual", "no_grid", "save_csv", "save_models", "checker_gif")
 
 
-def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_settings, error_text) -> None:
+def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_settings) -> None:
     """`gen_settings(raw)` → (GenSettings, notes) from `gen_inputs`' values (the Merge tab's Gen inputs)."""
     from lib_merge.ui.plot_values import DICE_FIELDS
 
@@ -143,28 +144,19 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
             queue.add(extra.to_dict(), plan_label(extra))
         control = PlotControl(workbench)
         current["control"] = control
-        box: dict = {}
         messages: list[str] = []
 
-        def target():
-            try:
-                box["out"] = run_plot(workbench, plans[0], control, messages.append)
-            except BaseException as e:  # noqa: BLE001 - shown to the user
-                box["error"] = e
+        def progress() -> str:
+            return messages[-1] if messages else workbench.progress.text()
 
-        thread = threading.Thread(target=target, name="alloy-xyz", daemon=True)
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.5)
-            if thread.is_alive():
-                yield (messages[-1] if messages else workbench.progress.text()), update(), queue.table()
-        if "error" in box:
-            yield error_text(box["error"]), update(), queue.table()
-            return
-        out = box["out"]
-        images = out.grids + (out.singles() if plans[0].options.individual or plans[0].options.no_grid else [])
-        queued = f" {len(plans) - 1} more plots queued." if len(plans) > 1 else ""
-        yield out.message() + queued, images, queue.table()
+        for kind, value in run_in_thread(lambda: run_plot(workbench, plans[0], control, messages.append), progress):
+            if kind != "done":  # progress text, or the error
+                yield value, update(), queue.table()
+            else:
+                options = plans[0].options
+                images = value.grids + (value.singles() if options.individual or options.no_grid else [])
+                queued = f" {len(plans) - 1} more plots queued." if len(plans) > 1 else ""
+                yield value.message() + queued, images, queue.table()
 
     outputs = [parts["status"], parts["gallery"], parts["queue"]]
     parts["run"].click(run, inputs, outputs)
