@@ -104,3 +104,19 @@ def test_merge_id_and_recipe_axes_run_whole_recipes(webui, tmp_path, monkeypatch
                               "gen": dict(GEN)})  # fmt: skip
     out = run_plot(webui.workbench, plan)
     assert out.merges == 1 and "alpha=0.9" in webui.workbench.live.recipe_text
+
+
+def test_prompt_batch_generates_every_prompt_in_one_batch(webui, tmp_path):
+    webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
+    calls = []
+    generate = webui.workbench.generate
+    webui.workbench.generate = lambda gen: calls.append(gen) or generate(gen)
+    plan = make_plan(webui, ("prompt_batch", "a cat\n\na dog\n\na cow"), ("alpha", "0.2, 0.8"))
+    out = run_plot(webui.workbench, plan)
+    assert out.merges == 2 and len(calls) == 2
+    assert calls[0].prompt == ["a cat", "a dog", "a cow"] and calls[0].batch_size == 3
+    images = [np.asarray(r.images[0]) for r in out.results]
+    assert len({im.tobytes() for im in images}) == 6 and all(len(r.images) == 1 for r in out.results)
+    # the last cells are the alpha 0.8 row: the same as one batch of the three prompts on that merge
+    again = generate(calls[1]).images
+    assert all(np.array_equal(np.asarray(again[i]), images[3 + i]) for i in range(3))

@@ -28,7 +28,7 @@ class HostConfig:
 class GenSettings:
     """txt2img settings for one generation; None leaves the host's (user's) value."""
 
-    prompt: str | None = None
+    prompt: str | list[str] | None = None  # a list: one prompt per image of one batch (XYZ prompt batch)
     negative_prompt: str | None = None
     steps: int | None = None
     sampler: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from lib_merge.errors import AlloyError, Cancelled, PlanError
@@ -84,23 +84,46 @@ def run_cells(
         except AlloyError as e:
             raise PlanError(f"cell {_where(first)}: {e}") from None
         made: dict[str, GenResult] = {}  # equal generation settings under one merge: one image set
-        for index in group:
+        for batch in _batches(cells, group):
             if stop.is_set():
                 break
-            result = results[index]
-            result.merge = merged
-            wanted = repr(cells[index].gen)
-            generated = made.get(wanted) or host.generate(cells[index].gen)
+            gen = cells[batch[0]].gen
+            if len(batch) > 1:  # prompt batch: every prompt of the axis in one batch, one image each
+                gen = replace(gen, prompt=[cells[i].gen.prompt for i in batch], batch_size=len(batch), n_iter=1)
+            wanted = repr(gen)
+            generated = made.get(wanted) or host.generate(gen)
             made[wanted] = generated
-            result.images, result.infotext, result.status = list(generated.images), generated.infotext, "done"
-            done += 1
-            if progress:
-                progress(f"cell {done}/{len(cells)}: {_where(cells[index])}")
+            for position, index in enumerate(batch):
+                result = results[index]
+                result.merge = merged
+                images = list(generated.images)
+                result.images = images[position : position + 1] if len(batch) > 1 else images
+                result.infotext, result.status = generated.infotext, "done"
+                done += 1
+                if progress:
+                    progress(f"cell {done}/{len(cells)}: {_where(cells[index])}")
     stopped = any(r.status != "done" for r in results)
     for r in results:
         if r.status != "done":
             r.status = "stopped"
     return PlotResult(results, merges, stopped)
+
+
+def _batches(cells: list[Cell], group: list[int]) -> list[list[int]]:
+    """A merge group's cells as generation calls: prompt-batch cells that differ only in prompt go together."""
+    batches: dict[str, list[int]] = {}
+    order: list[list[int]] = []
+    for index in group:
+        cell = cells[index]
+        if not cell.batch_prompt:
+            order.append([index])
+            continue
+        key = repr(replace(cell.gen, prompt=None))
+        if key not in batches:
+            batches[key] = []
+            order.append(batches[key])
+        batches[key].append(index)
+    return order
 
 
 def _where(cell: Cell) -> str:

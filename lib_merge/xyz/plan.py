@@ -122,6 +122,7 @@ class Cell:
     dice_seed: int | None = None
     checker: str | None = None  # effective elemental checker: the item, "" for the baseline
     checker_axis: int | None = None  # 0, 1, 2 for X, Y, Z: the baseline cell has index 0 there
+    batch_prompt: bool = False  # prompt batch axis: cells that differ only in prompt generate as one batch
 
 
 def split_plan(plan: XYZPlan) -> list[XYZPlan]:
@@ -258,7 +259,9 @@ def _cell(plan, context, base, dice, chosen, index) -> Cell:
         key = print_recipe(parse_recipe(draft.recipe))
     labels = tuple(v.label for _, v in chosen) + ("",) * (3 - len(chosen))
     axis = next((i for i, (t, _) in enumerate(chosen) if t == "elemental_checker"), None)
-    return Cell(*index, labels, draft.settings, draft.recipe, draft.gen, key, draft.dice_seed, draft.checker, axis)
+    batch = any(t == "prompt_batch" for t, _ in chosen)
+    return Cell(*index, labels, draft.settings, draft.recipe, draft.gen, key, draft.dice_seed, draft.checker, axis,
+                batch)  # fmt: skip
 
 
 @dataclass

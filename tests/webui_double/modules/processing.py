@@ -50,8 +50,8 @@ def weights_digest(model) -> bytes:
     return h.digest()
 
 
-def render(model, seed, width, height) -> Image.Image:
-    digest = weights_digest(model) + int(seed).to_bytes(8, "little", signed=True)
+def render(model, seed, width, height, prompt="") -> Image.Image:
+    digest = weights_digest(model) + int(seed).to_bytes(8, "little", signed=True) + prompt.encode()
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(digest).digest()[:8], "little"))
     return Image.fromarray(rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8))
 
@@ -65,9 +65,13 @@ def process_images(p):
     model = shared.sd_model
     if not model.hijacked:
         raise RuntimeError("the model is not hijacked: every generation fails until a checkpoint loads")
-    networks.activate(model, re.findall(r"<lora:([^:>]+)", p.prompt))
+    count = p.batch_size * p.n_iter
+    prompts = list(p.prompt) if isinstance(p.prompt, list) else [p.prompt] * count  # a list: one prompt per image
+    if len(prompts) != count:
+        raise RuntimeError(f"{len(prompts)} prompts for {count} images")
+    networks.activate(model, re.findall(r"<lora:([^:>]+)", " ".join(prompts)))
     seed = p.seed if p.seed != -1 else 1234
-    images = [render(model, seed + i, p.width, p.height) for i in range(p.batch_size * p.n_iter)]
+    images = [render(model, seed + i, p.width, p.height, prompts[i]) for i in range(count)]
     fields = {
         "Steps": p.steps,
         "Sampler": p.sampler_name,
@@ -77,4 +81,4 @@ def process_images(p):
         "Model": model.sd_checkpoint_info.name_for_extra,
     }
     fields.update(p.extra_generation_params)
-    return Processed(images, f"{p.prompt}\n" + ", ".join(f"{k}: {v}" for k, v in fields.items()))
+    return Processed(images, f"{prompts[0]}\n" + ", ".join(f"{k}: {v}" for k, v in fields.items()))
