@@ -120,3 +120,31 @@ def test_prompt_batch_generates_every_prompt_in_one_batch(webui, tmp_path):
     # the last cells are the alpha 0.8 row: the same as one batch of the three prompts on that merge
     again = generate(calls[1]).images
     assert all(np.array_equal(np.asarray(again[i]), images[3 + i]) for i in range(3))
+
+
+def test_one_plot_at_a_time_swap_restore_and_single_images(webui, tmp_path):
+    import threading
+    import time
+
+    webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
+    plan = make_plan(webui, ("alpha", "0.2, 0.4, 0.6"), ("seed", "1, 2"), options={"swap_xy": True})
+    box = {}
+    webui.workbench.plot_lock.acquire()  # another plot is running
+    thread = threading.Thread(target=lambda: box.update(out=run_plot(webui.workbench, plan)))
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive() and webui.workbench.live is None  # it waits: nothing merged yet
+    webui.workbench.plot_lock.release()
+    thread.join(60)
+    grid = box["out"].grids[0]
+    tile = 32
+    # swapped: X (3 alphas) runs down, Y (2 seeds) across
+    left, top = grid.width - 2 * tile, grid.height - 3 * tile
+    assert left > 0 and top > 0 and grid.width < left + 3 * tile
+    pixels = np.asarray(grid)
+    first = np.asarray(box["out"].results[1].images[0])  # alpha 0.4, seed 1: row 1, column 0 when swapped
+    assert np.array_equal(pixels[top + tile : top + 2 * tile, left : left + tile], first)
+    single = make_plan(webui, ("alpha", "0.0, 0.5"), options={"no_grid": True, "restore_after": True})
+    out = run_plot(webui.workbench, single)
+    assert out.grids == [] and out.grid_paths == [] and len(out.singles()) == 2
+    assert webui.workbench.live is None  # restored: model A again

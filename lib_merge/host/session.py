@@ -108,6 +108,7 @@ class Workbench:
         self.live: LiveMerge | None = None
         self.progress = Progress()
         self._lock = threading.Lock()
+        self.plot_lock = threading.Lock()  # one XYZ plot at a time: its merges and generations must not interleave
         self._cancel = CancelToken()
         self._cache: TensorCache | None = None
 

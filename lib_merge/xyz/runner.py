@@ -133,9 +133,16 @@ def run_plot(
     control = control or PlotControl(workbench)
     cells = expand(plan, plan_context(workbench, plan))
     plot_host = host or WorkbenchPlotHost(workbench, gen_base, plan.options.save_models)
-    result = run_cells(cells, plot_host, control.event, progress)
-    if plan.options.restore_after and workbench.host.can_patch:
-        workbench.restore()
+    if not workbench.plot_lock.acquire(blocking=False):
+        if progress:
+            progress("waiting for the running plot to finish")
+        workbench.plot_lock.acquire()
+    try:
+        result = run_cells(cells, plot_host, control.event, progress)
+        if plan.options.restore_after and workbench.host.can_patch:
+            workbench.restore()
+    finally:
+        workbench.plot_lock.release()
     diffs = _checker_diffs(result.cells)
     grids, paths = [], []
     if not plan.options.no_grid:
