@@ -17,7 +17,6 @@ from pathlib import Path
 
 from lib_merge.errors import ParameterError
 
-STATUSES = ("waiting", "running", "done", "error", "stopped", "interrupted")
 RETRYABLE = ("error", "stopped", "interrupted")
 FINISHED = ("done", "error", "stopped", "interrupted")
 
@@ -26,7 +25,7 @@ FINISHED = ("done", "error", "stopped", "interrupted")
 class QueueRow:
     id: int
     created: str
-    status: str
+    status: str  # waiting → running → done | error | stopped | interrupted
     label: str
     plan: dict
     message: str = ""

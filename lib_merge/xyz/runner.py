@@ -15,7 +15,7 @@ from typing import Any
 
 from lib_merge.arch.blocks import SCHEMAS, schema_for
 from lib_merge.engine.bind import canonical_recipe
-from lib_merge.errors import ParameterError, PlanError
+from lib_merge.errors import ParameterError
 from lib_merge.history import find_row, read_history
 from lib_merge.host.base import GenResult, GenSettings
 from lib_merge.host.session import MergeRequest, SaveRequest, Workbench
@@ -272,7 +272,3 @@ def _write_checker_files(grid: Path, results: list[CellResult], diffs: dict[str,
         base = by_pos[tuple(where)].images[0]
         gif = grid.with_name(f"{grid.stem}.{r.cell.x}-{r.cell.y}-{r.cell.z}.gif")
         base.save(gif, save_all=True, append_images=[r.images[0]], duration=700, loop=0)
-
-
-def plan_error_text(e: Exception) -> str:
-    return str(e) if isinstance(e, PlanError) else f"{type(e).__name__}: {e}"
