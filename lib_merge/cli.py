@@ -481,7 +481,8 @@ def cmd_ui(args) -> int:
 def cmd_xyz(args) -> int:
     import json
 
-    from lib_merge.arch.blocks import SCHEMAS, schema_for
+    from lib_merge.arch.blocks import SCHEMAS
+    from lib_merge.source import file_schema
     from lib_merge.xyz.executor import merge_groups
     from lib_merge.xyz.plan import PlanContext, XYZPlan, expand, split_plan
 
@@ -497,15 +498,9 @@ def cmd_xyz(args) -> int:
     if args.schema and schema is None:
         raise UsageError(f"unknown schema {args.schema!r}; known: {', '.join(SCHEMAS)}")
     if schema is None:
-        schema = SCHEMAS["sd1"]
         a = plans[0].merge.get("a")
         path = os.path.join(args.models_dir or "", a) if a else None
-        if path and os.path.isfile(path):
-            from lib_merge.source import SourceModel
-
-            source = SourceModel(path)
-            schema = schema_for(source.arch.id) or schema
-            source.close()
+        schema = (file_schema(path) if path and os.path.isfile(path) else None) or SCHEMAS["sd1"]
     total_cells = total_merges = 0
     for number, plan in enumerate(plans, 1):
         cells = expand(plan, PlanContext(schema))

@@ -82,3 +82,14 @@ def _sidecar_says_v(path: str) -> bool:
             return bool(_YAML_V.search(f.read()))
     except OSError:
         return False
+
+
+def file_schema(path: str):
+    """The block schema of a checkpoint (None for architectures without blocks), from its header alone."""
+    from lib_merge.arch.blocks import schema_for
+
+    source = SourceModel(path)
+    try:
+        return schema_for(source.arch.id)
+    finally:
+        source.close()

@@ -148,3 +148,15 @@ def test_one_plot_at_a_time_swap_restore_and_single_images(webui, tmp_path):
     out = run_plot(webui.workbench, single)
     assert out.grids == [] and out.grid_paths == [] and len(out.singles()) == 2
     assert webui.workbench.live is None  # restored: model A again
+
+
+def test_checker_on_y_labels_its_rows_with_the_diff(webui, tmp_path):
+    from lib_merge.xyz.runner import _label
+
+    webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
+    merge = {"a": webui.title("model_a"), "b": webui.title("model_b"), "alpha": 1.0}
+    plan = make_plan(webui, ("seed", "1"), ("elemental_checker", "OUT11:"), merge=merge)
+    out = run_plot(webui.workbench, plan)
+    row = next(r for r in out.results if r.cell.y == 1)
+    assert set(out.diffs) == {"0,1,0"}
+    assert _label(row, 1, out.diffs) == f"OUT11:\nDiff: {out.diffs['0,1,0']:.2f}%"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib_merge.arch.blocks import SCHEMAS, schema_for
+from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.engine.bind import canonical_recipe
 from lib_merge.errors import ParameterError
 from lib_merge.history import find_row, read_history
@@ -22,7 +22,8 @@ from lib_merge.host.session import MergeRequest, SaveRequest, Workbench
 from lib_merge.paths import user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.nodes import primary_model
-from lib_merge.source import SourceModel
+from lib_merge.settings import MergeSettings
+from lib_merge.source import file_schema
 from lib_merge.xyz.axes import axis_type
 from lib_merge.xyz.executor import CellResult, MergedCell, run_cells
 from lib_merge.xyz.grid import GridLabels, draw_grid, pixel_diff_percent, save_grid
@@ -76,14 +77,8 @@ def plan_context(workbench: Workbench, plan: XYZPlan) -> PlanContext:
     title = plan.merge.get("a")
     if not title and plan.recipe:
         title = primary_model(parse_recipe(plan.recipe)).path
-    schema = SCHEMAS["sd1"]
-    if title:
-        source = SourceModel(workbench.host.resolve_checkpoint(title))
-        try:
-            schema = schema_for(source.arch.id) or schema
-        finally:
-            source.close()
-    return PlanContext(schema, history_recipe, user_data_dir() / "recipes")
+    schema = file_schema(workbench.host.resolve_checkpoint(title)) if title else None
+    return PlanContext(schema or SCHEMAS["sd1"], history_recipe, user_data_dir() / "recipes")
 
 
 @dataclass
@@ -185,13 +180,12 @@ def assemble_grids(plan: XYZPlan, results: list[CellResult], diffs: dict[str, fl
     by_pos = {(r.cell.x, r.cell.y, r.cell.z): r for r in results}
     x_name = axis_type(plan.x.type).label
     y_name = axis_type(plan.y.type).label if plan.y else ""
-    base = None if not plan.merge else plan.merge
-    formula = swept_formula(plan, _settings_or_none(base))
+    formula = swept_formula(plan, MergeSettings(**plan.merge) if plan.merge else None)
     grids = []
     for z in range(zs):
         for b in range(batch):
             x_labels = [_label(by_pos[(x, 0, z)], 0, diffs) for x in range(xs)]
-            y_labels = [by_pos[(0, y, z)].cell.labels[1] for y in range(ys)] if plan.y else [""] * ys
+            y_labels = [_label(by_pos[(0, y, z)], 1, diffs) for y in range(ys)] if plan.y else [""] * ys
             x_labels[0] = f"{x_name}: {x_labels[0]}"
             if plan.y:
                 y_labels[0] = f"{y_name}: {y_labels[0]}"
@@ -208,12 +202,6 @@ def assemble_grids(plan: XYZPlan, results: list[CellResult], diffs: dict[str, fl
                 corner += f"\n{axis_type(plan.z.type).label}: {by_pos[(0, 0, z)].cell.labels[2]}"
             grids.append(draw_grid(tiles, GridLabels(x_labels, y_labels, corner), font_path))
     return grids
-
-
-def _settings_or_none(merge: dict | None):
-    from lib_merge.settings import MergeSettings
-
-    return MergeSettings(**merge) if merge else None
 
 
 def _label(result: CellResult, axis: int, diffs: dict[str, float]) -> str:
