@@ -103,3 +103,25 @@ def test_dice_preview_run_records_seeds_and_elist(webui, tmp_path, monkeypatch):
     assert lines[0] == '"key","slot","alpha","beta"' and len(lines) > 100
     alphas = {float(line.rsplit(",", 2)[1]) for line in lines[1:]}
     assert len(alphas) > 50 and all(0 <= a < 1 for a in alphas)  # every key drew its own R
+
+
+def test_stop_ends_the_running_queued_plot(webui, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALLOY_HOME", str(tmp_path / "home"))
+    webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
+    demo = build_ui(webui.workbench)
+    reserve, values = form_values(demo, webui, "alloy_xyz_reserve", alloy_xyz_x_values="0-1 (12)")
+    assert reserve(*values)[0] == "Reserved 1 plot(s)."
+    queue_file = tmp_path / "home" / "xyz_queue.json"
+    handler(demo, "alloy_xyz_start_queue")[0]()
+    deadline = time.time() + 30
+    while json.loads(queue_file.read_text())["rows"][0]["status"] != "running":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert handler(demo, "alloy_xyz_stop")[0]() == "Stopping after the current cell…"
+    while json.loads(queue_file.read_text())["rows"][0]["status"] == "running":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    row = json.loads(queue_file.read_text())["rows"][0]
+    assert row["status"] == "stopped" and "; stopped." in row["message"] and "/12 cells" in row["message"]
+    assert not row["message"].startswith("XYZ plot: 12/12")

@@ -104,6 +104,7 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
     inputs = form_inputs + xyz_inputs + dice_inputs + gen_inputs
     queue = ReservationQueue(queue_path())
     current = {"control": None}
+    queue_stop = threading.Event()
 
     def split_raw(raw) -> tuple[dict, dict, dict, list]:
         raw = list(raw)
@@ -244,10 +245,11 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
             return error_text(e), update()
 
     parts["reserve"].click(reserve, inputs, [parts["status"], parts["queue"]])
-    queue_stop = threading.Event()
 
     def run_queued(plan_dict: dict) -> str:
-        return run_plot(workbench, XYZPlan.from_dict(plan_dict)).message()
+        control = PlotControl(workbench)
+        current["control"] = control  # Stop ends the queued plot that is running, then the queue
+        return run_plot(workbench, XYZPlan.from_dict(plan_dict), control).message()
 
     def start_queue():
         queue_stop.clear()
