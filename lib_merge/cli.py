@@ -1,23 +1,53 @@
-"""The command line: `python -m lib_merge COMMAND` (SPEC §18).
+"""The command line: `python -m lib_merge COMMAND`.
 
-Every failure a person can fix prints one line starting with `error:` and exits with the
-code of SPEC §18.9; the last stdout line of a successful merge is the output path alone.
+Every failure prints one line starting with `error:` and exits with a documented code (README,
+"Command line"); no input ends in a traceback. SIGTERM is handled like Ctrl-C: the temporary file
+is removed and the exit code is 143. The last stdout line of a successful merge is the output path.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
 import sys
+import threading
 
 from lib_merge.errors import AlloyError
 
 EXIT_USAGE = 2
+EXIT_UNEXPECTED = 1
+EXIT_CANCELLED = 130
+EXIT_TERMINATED = 143
+EXIT_BROKEN_PIPE = 141
 
 
 class UsageError(Exception):
     pass
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt, so every cleanup runs."""
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (inf and nan are refused before anything is read)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", help="folder that relative model paths in recipes resolve against")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     m = sub.add_parser("merge", help="merge models (from a recipe file or from flags) into a file")
     m.add_argument("recipe", nargs="?", help="recipe file (.alloy)")
@@ -38,15 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--b", help="model B")
     m.add_argument("--c", help="model C")
     m.add_argument("--mode", help="weighted_sum | add_difference | triple_sum | sum_twice (ws, add, triple, twice)")
-    m.add_argument("--alpha", type=float)
-    m.add_argument("--beta", type=float)
+    m.add_argument("--alpha", type=finite_float)
+    m.add_argument("--beta", type=finite_float)
     m.add_argument(
         "--calc",
         default="normal",
         help="calc mode: normal, trainDifference, smoothAdd, smoothAddMT, extract, tensor, tensor2, self, random",
     )
-    m.add_argument("--gamma", type=float, help="gamma (extract)")
-    m.add_argument("--seed", type=int, help="seed of random calc modes")
+    m.add_argument("--gamma", type=finite_float, help="gamma (extract)")
+    m.add_argument("--seed", type=whole_number, help="seed of random calc modes")
     m.add_argument("--elemental", help='elemental rules, "Blocks:Elements:Ratio, …"')
     m.add_argument("--include", help='merge only these: blocks, VAE, Adjust, key substrings ("OUT03 attn2")')
     m.add_argument("--exclude", help="merge all but these (same words as --include)")
@@ -57,14 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="ties, dare, dare_ties, della, slerp, geometric_median, model_stock, "
         "add_perpendicular, n_average, task_arithmetic",
     )
-    m.add_argument("--density", type=float)
-    m.add_argument("--p", type=float, help="drop probability (DARE)")
-    m.add_argument("--epsilon", type=float, help="DELLA's spread of keep probabilities")
+    m.add_argument("--density", type=finite_float)
+    m.add_argument("--p", type=finite_float, help="drop probability (DARE)")
+    m.add_argument("--epsilon", type=finite_float, help="DELLA's spread of keep probabilities")
     m.add_argument("--blocks", help='alpha as a block vector: "IN00=0.3 OUT05-OUT11=1 *=0.5" or 26/20 values')
     m.add_argument("--preset", help="alpha as a block-weight preset name")
     m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: a recipe's cast(…), else fp16")
     m.add_argument("--device", default="cpu")
-    m.add_argument("--threads", type=int)
+    m.add_argument("--threads", type=whole_number)
     m.add_argument("-o", "--output", help="output .safetensors file")
     m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     m.add_argument("--no-prune", action="store_true", help="keep EMA, schedule buffers and extra keys of A")
@@ -84,12 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("history", help="the merge history: list, search, show")
     hsub = h.add_subparsers(dest="history_command", required=True, parser_class=_Parser)
     hl = hsub.add_parser("list", help="the newest rows")
-    hl.add_argument("--limit", type=int, default=20)
+    hl.add_argument("--limit", type=whole_number, default=20)
     hs = hsub.add_parser("search", help="rows containing all the words (or any, with --or)")
     hs.add_argument("words", nargs="+")
     hs.add_argument("--or", dest="any_word", action="store_true")
     hw = hsub.add_parser("show", help="one row with its settings and recipe (-1 = the last)")
-    hw.add_argument("id", type=int)
+    hw.add_argument("id", type=whole_number)
+    for history_parser in (hl, hs, hw):
+        history_parser.add_argument(
+            "--file", help="read this history file (e.g. a history.csv.damaged-… moved aside) instead"
+        )
     hi = hsub.add_parser("import-supermerger", help="append SuperMerger's mergehistory.csv to the history")
     hi.add_argument("file")
 
@@ -105,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="compose: fill the template parameter NAME with a number, model or recipe file",
     )
-    r.add_argument("-o", "--output", help="compose: write the recipe here instead of printing it")
+    r.add_argument("-o", "--output", help="compose, from-mecha: write the recipe here instead of printing it")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
 
     i = sub.add_parser("inspect", help="architecture, components, keys, dtypes and size of a checkpoint")
     i.add_argument("file")
@@ -117,8 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="every merge method and calc mode with its inputs and parameters")
 
     u = sub.add_parser("ui", help="the Alloy tabs in a browser, without the WebUI (merges go to files)")
-    u.add_argument("--host", default="127.0.0.1")
-    u.add_argument("--port", type=int, default=7870)
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (another than 127.0.0.1 needs --auth)")
+    u.add_argument("--port", type=whole_number, default=7870)
+    u.add_argument("--auth", metavar="USER:PASS", help="HTTP Basic credentials for the page and the HTTP API")
+    u.add_argument("--insecure", action="store_true", help="bind another address without --auth anyway")
+
+    c = sub.add_parser("clean", help="remove temporary files that killed merges left behind")
+    c.add_argument("folder", nargs="?", help="default: --models-dir, $ALLOY_MODELS_DIR or the current folder")
 
     x = sub.add_parser("xyz", help="an XYZ plot plan (JSON): check it and print its cells")
     x.add_argument("plan", help="plan JSON: x/y/z axes {type, values}, merge settings, gen overrides, dice")
@@ -128,27 +168,76 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help="write a random-weight checkpoint with an architecture's real keys")
     s.add_argument("arch", choices=["sd1", "sd2", "sdxl", "flux"])
     s.add_argument("output")
-    s.add_argument("--scale", type=int, default=32, help="divide large dimensions by this (1 = full size)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--channels", type=int, default=4, help="UNet input channels (9 = inpainting, 8 = pix2pix)")
+    s.add_argument("--scale", type=whole_number, default=32, help="divide large dimensions by this (1 = full size)")
+    s.add_argument("--seed", type=whole_number, default=0)
+    s.add_argument(
+        "--channels", type=int, choices=[4, 8, 9], default=4, help="UNet input channels (9 = inpainting, 8 = pix2pix)"
+    )
     s.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
     s.add_argument("--overwrite", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    previous = _handle_sigterm()
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
         return _COMMANDS[args.command](args)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(str(e), EXIT_USAGE)
     except AlloyError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
-        print("error: cancelled", file=sys.stderr)
-        return 130
+        return _fail("cancelled", EXIT_CANCELLED)
+    except Terminated:
+        return _fail("terminated", EXIT_TERMINATED)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}", EXIT_UNEXPECTED)
+    except Exception as e:  # noqa: BLE001 - the last net: one line, never a traceback
+        if os.environ.get("ALLOY_DEBUG"):
+            raise
+        return _fail(f"unexpected {type(e).__name__}: {e} (ALLOY_DEBUG=1 shows where)", EXIT_UNEXPECTED)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(message: str, code: int) -> int:
+    try:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):
+        pass
+    return code
+
+
+def _handle_sigterm():
+    """SIGTERM raises Terminated in the main thread (a second one during the cleanup is ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader went away (`| head`): stop quietly, as command-line tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def _flags_settings(args):
@@ -185,27 +274,33 @@ def _flags_settings(args):
 
 
 def _load_recipe(path: str):
-    from lib_merge.recipe import parse_recipe
+    from lib_merge.recipe import parse_recipe, read_recipe_file
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            return parse_recipe(f.read())
-    except OSError as e:
-        raise UsageError(f"cannot read recipe {path}: {e.strerror}") from None
+    return parse_recipe(read_recipe_file(path))
 
 
 def _progress(args):
+    """A progress bar on a terminal: hashing (MB) and merging (keys, MB written), made at the first update."""
     if args.no_progress or args.quiet or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="key", file=sys.stderr)
+    bars: dict[str, tqdm] = {}
 
-    def update(done: int, total: int, read: int, written: int, phase: str) -> None:
-        bar.total = total
-        bar.set_postfix_str(f"{written / 2**20:,.0f} MB written")
-        bar.update(done - bar.n)
-        if done == total:
+    def update(event) -> None:
+        bar = bars.get(event.phase)
+        if bar is None:
+            for old in bars.values():
+                old.close()
+            unit, scale = ("B", True) if event.unit == "bytes" else ("key", False)
+            bar = bars[event.phase] = tqdm(
+                total=event.total, unit=unit, unit_scale=scale, file=sys.stderr, desc=event.phase, leave=False
+            )
+        bar.total = event.total
+        if event.unit == "keys":
+            bar.set_postfix_str(f"{event.bytes_done / 2**20:,.0f} MB written", refresh=False)
+        bar.update(event.done - bar.n)
+        if event.done >= event.total and event.phase == "merging":
             bar.close()
 
     return update
@@ -225,19 +320,18 @@ def _report_changes(root, args) -> None:
             print(change.line(), file=sys.stderr)
         print(f"{len(changes)} keys changed by elemental entries", file=sys.stderr)
     if args.changes_csv:
-        write_changes_csv(args.changes_csv, changes)
+        write_changes_csv(args.changes_csv, changes, args.overwrite)
 
 
 def cmd_merge(args) -> int:
     from lib_merge.engine.run import EngineOptions
     from lib_merge.io.dtypes import parse_output_dtype
-    from lib_merge.merge import SaveOptions, merge_to_file
+    from lib_merge.merge import SaveOptions
     from lib_merge.recipe.printer import cast_dtype
+    from lib_merge.settings import build_recipe
 
     if args.recipe and (args.a or args.b or args.mode or args.method):
         raise UsageError("give a recipe file or --a/--b/--mode, not both")
-    from lib_merge.settings import build_recipe
-
     settings = None if args.recipe or args.method else _flags_settings(args)
     if args.recipe:
         root = _load_recipe(args.recipe)
@@ -248,14 +342,16 @@ def cmd_merge(args) -> int:
     if args.print_recipe:
         print(_canonical(root, args.models_dir)[0], end="")
         return 0
-    if args.print_changes or args.changes_csv:
-        _report_changes(root, args)
     if not args.output:
         raise UsageError("merge needs -o OUT")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    if settings is not None:
+        _warn_unused_alpha(settings, args)
+    if args.print_changes or args.changes_csv:
+        _report_changes(root, args)
     engine = EngineOptions(device=args.device, nonfinite=args.nonfinite, progress=_progress(args))
     if args.threads:
-        if args.threads < 1:
-            raise UsageError("--threads must be at least 1")
         engine.threads = args.threads
     save = SaveOptions(
         output=args.output,
@@ -265,46 +361,47 @@ def cmd_merge(args) -> int:
         metadata=not args.no_metadata,
         format=args.format,
     )
-    result = merge_to_file(root, save, engine, args.models_dir)
+    result, row = _merge_and_log(root, save, engine, args)
     if not args.quiet:
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
         for role, count in sorted(result.plan.kept_missing.items()):
             print(f"note: {count} keys missing in {role} kept from A", file=sys.stderr)
-    if not args.no_history:
-        from lib_merge.history import append_history
-
-        names = (
-            "mode",
-            "calc",
-            "alpha",
-            "beta",
-            "gamma",
-            "seed",
-            "blocks",
-            "preset",
-            "elemental",
-            "include",
-            "exclude",
-            "adjust",
-            "dtype",
-            "device",
-        )
-        settings = {k: getattr(args, k) for k in names}
-        settings["recipe_file"] = args.recipe
-        row = append_history(
-            os.path.splitext(os.path.basename(result.path))[0],
-            result.recipe_hash,
-            result.models_text(),
-            settings,
-            result.path,
-            result.recipe_text,
-        )
-        if not args.quiet:
+        if row is not None:
             print(f"note: history id {row.id}", file=sys.stderr)
     print(result.recipe_hash)
     print(result.path)
     return 0
+
+
+def _merge_and_log(root, save, engine, args):
+    from lib_merge.history import RowDraft, history_file
+    from lib_merge.history.record import merge_and_log
+
+    names = ("mode", "calc", "alpha", "beta", "gamma", "seed", "blocks", "preset", "elemental", "include",
+             "exclude", "adjust", "dtype", "device")  # fmt: skip
+    settings = {k: getattr(args, k) for k in names}
+    settings["recipe_file"] = args.recipe
+
+    def draft(result) -> RowDraft:
+        name = os.path.splitext(os.path.basename(result.path))[0]
+        return RowDraft(name, result.recipe_hash, result.models_text(), settings, result.path, result.recipe_text)
+
+    def warn(text: str) -> None:
+        print(f"warning: {text}", file=sys.stderr)
+
+    history = None if args.no_history else history_file()
+    return merge_and_log(root, save, engine, args.models_dir, history, draft, warn)
+
+
+def _warn_unused_alpha(settings, args) -> None:
+    """--alpha fills only the blocks a vector leaves open: say so when it fills none."""
+    from lib_merge.settings import vector_covers_every_block
+
+    if args.alpha is None or not (args.blocks or args.preset) or args.quiet:
+        return
+    if vector_covers_every_block(settings):
+        print(f"warning: --alpha {args.alpha:g} is not used: the block vector sets every block", file=sys.stderr)
 
 
 def _method_recipe(args):
@@ -334,12 +431,13 @@ def _method_recipe(args):
 
 def cmd_methods(args) -> int:
     from lib_merge.methods import METHODS
+    from lib_merge.recipe.printer import format_param
     from lib_merge.settings import CALC_MODES
 
     print("methods (recipe functions):")
     for spec in METHODS.values():
         inputs = ", ".join(spec.inputs) + (", …" if spec.variadic else "")
-        params = ", ".join(f"{p.name}={p.default!r}" if p.choices else f"{p.name}={p.default:g}" for p in spec.params)
+        params = ", ".join(f"{p.name}={format_param(p.default, p)}" for p in spec.params)
         print(f"  {spec.name}({inputs}{', ' if params else ''}{params})  [{spec.label}]")
     print("calc modes (--calc), with the modes they work with:")
     for calc, (modes, method, _) in CALC_MODES.items():
@@ -362,23 +460,18 @@ def cmd_recipe(args) -> int:
 
             text = print_recipe(compose(_load_recipe(args.file), dict(args.params)))
         else:
+            from lib_merge.recipe import read_recipe_file
             from lib_merge.recipe.mecha import from_mecha
 
-            try:
-                with open(args.file, encoding="utf-8") as f:
-                    imported = from_mecha(f.read())
-            except OSError as e:
-                raise UsageError(f"cannot read {args.file}: {e.strerror}") from None
+            imported = from_mecha(read_recipe_file(args.file))
             for note in imported.notes:
                 print(f"note: {note}", file=sys.stderr)
             text = print_recipe(imported.root)
         if args.output:
-            from lib_merge.io.writer import temp_path_for
+            from lib_merge.io.tempfiles import write_text
 
-            tmp = temp_path_for(os.path.abspath(args.output))
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, args.output)
+            _check_new_output(args.output, args.overwrite)
+            write_text(args.output, text, args.overwrite)
             print(args.output)
         else:
             print(text, end="")
@@ -396,22 +489,32 @@ def cmd_recipe(args) -> int:
     return 0
 
 
+def _check_new_output(path: str, overwrite: bool) -> None:
+    from lib_merge.errors import OutputExistsError, UnsafePathError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UnsafePathError(f"output folder does not exist: {folder}")
+    if os.path.exists(path) and not overwrite:
+        raise OutputExistsError(f"{path} exists; choose another name or use --overwrite")
+
+
 def cmd_history(args) -> int:
+    from pathlib import Path
+
     from lib_merge.history import find_row, read_history, search_history
 
     if args.history_command == "import-supermerger":
-        from pathlib import Path
-
         from lib_merge.history import import_supermerger
 
-        count, skipped = import_supermerger(Path(args.file))
+        count, skipped = import_supermerger(Path(args.file), warn=_warn)
         for line in skipped:
-            print(f"warning: {line}", file=sys.stderr)
+            _warn(line)
         print(f"imported {count} rows")
         return 0
-    log = read_history()
+    log = read_history(Path(args.file) if args.file else None)
     for line in log.skipped:
-        print(f"warning: {line}", file=sys.stderr)
+        _warn(line)
     if args.history_command == "show":
         row = find_row(log.rows, args.id)
         print(
@@ -429,6 +532,34 @@ def cmd_history(args) -> int:
     )
     for row in rows:
         print(f"{row.id:>5}  {row.time}  {row.recipe_hash[:10]}  {row.name}  {row.models}  -> {row.output}")
+    return 0
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
+def cmd_clean(args) -> int:
+    """Remove stale temporary files in the folder (and below it) and in the user-data folder, and log
+    the history rows of merges that were killed between saving and logging."""
+    from lib_merge.history import recover_history
+    from lib_merge.io.tempfiles import clean_stale
+    from lib_merge.paths import user_data_dir
+
+    folder = args.folder or args.models_dir or os.environ.get("ALLOY_MODELS_DIR") or "."
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder} is not a folder")
+    for where in dict.fromkeys([os.path.abspath(folder), str(user_data_dir())]):
+        report = clean_stale(where, recursive=True)
+        for path in report.failed:
+            _warn(f"could not remove {path}")
+        if not args.quiet:
+            for path in report.removed:
+                print(f"removed {path}")
+        print(report.text(where))
+    recovered = recover_history(warn=_warn)
+    if recovered:
+        print(f"logged {recovered} history row{'s' if recovered != 1 else ''} of merges killed before logging")
     return 0
 
 
@@ -457,15 +588,13 @@ def cmd_info(args) -> int:
 
 def cmd_synth(args) -> int:
     from lib_merge.arch.synth import SynthSpec, write_synthetic
-    from lib_merge.errors import OutputExistsError
     from lib_merge.io.dtypes import parse_output_dtype
 
-    if os.path.exists(args.output) and not args.overwrite:
-        raise OutputExistsError(f"{args.output} exists; choose another name or use --overwrite")
+    _check_new_output(args.output, args.overwrite)
     if args.scale < 1:
         raise UsageError("--scale must be at least 1")
     spec = SynthSpec(args.arch, args.scale, parse_output_dtype(args.dtype), args.seed, args.channels)
-    print(write_synthetic(args.output, spec))
+    print(write_synthetic(args.output, spec, overwrite=args.overwrite))
     return 0
 
 
@@ -474,7 +603,10 @@ def cmd_ui(args) -> int:
         from lib_merge.ui.standalone import serve
     except ImportError as e:
         raise UsageError(f"the UI needs gradio: pip install gradio ({e})") from None
-    serve(args.models_dir or os.environ.get("ALLOY_MODELS_DIR") or ".", args.host, args.port)
+    from lib_merge.ui.standalone import ServeOptions, parse_auth
+
+    options = ServeOptions(args.host, args.port, parse_auth(args.auth) if args.auth else None, args.insecure)
+    serve(args.models_dir or os.environ.get("ALLOY_MODELS_DIR") or ".", options)
     return 0
 
 
@@ -483,7 +615,7 @@ def cmd_xyz(args) -> int:
 
     from lib_merge.arch.blocks import SCHEMAS
     from lib_merge.source import file_schema
-    from lib_merge.xyz.executor import merge_groups
+    from lib_merge.xyz.executor import idle_axes, merge_groups
     from lib_merge.xyz.plan import PlanContext, XYZPlan, expand, split_plan
 
     try:
@@ -491,8 +623,8 @@ def cmd_xyz(args) -> int:
             data = json.load(f)
     except OSError as e:
         raise UsageError(f"cannot read plan {args.plan}: {e.strerror}") from None
-    except ValueError as e:
-        raise UsageError(f"{args.plan}: not JSON ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise UsageError(f"{args.plan}: not JSON ({str(e) or 'nested too deeply'})") from None
     plans = split_plan(XYZPlan.from_dict(data))
     schema = SCHEMAS.get(args.schema or "") if args.schema else None
     if args.schema and schema is None:
@@ -504,6 +636,8 @@ def cmd_xyz(args) -> int:
     total_cells = total_merges = 0
     for number, plan in enumerate(plans, 1):
         cells = expand(plan, PlanContext(schema))
+        for warning in idle_axes(plan, cells):
+            _warn(warning)
         groups = merge_groups(cells)
         merge_of = {i: n for n, group in enumerate(groups, 1) for i in group}
         if len(plans) > 1:
@@ -529,4 +663,5 @@ _COMMANDS = {
     "ui": cmd_ui,
     "methods": cmd_methods,
     "xyz": cmd_xyz,
+    "clean": cmd_clean,
 }

@@ -7,7 +7,7 @@ the history settings. E-tokens leave the slot at 0 and add a per-key elemental e
 from __future__ import annotations
 
 import csv
-import os
+import io
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -17,6 +17,7 @@ import numpy as np
 
 from lib_merge.arch.blocks import SCHEMAS, BlockSchema
 from lib_merge.errors import ParameterError
+from lib_merge.io.tempfiles import write_text
 from lib_merge.recipe.elemental import parse_elemental
 from lib_merge.recipe.vectors import format_number
 
@@ -206,12 +207,11 @@ def write_elist(folder: Path, history_id: int, rows: list[tuple]) -> Path:
     """`<folder>/<history id>.csv`, written to a temporary file first."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{history_id}.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
-        writer.writerow(["key", "slot", "alpha", "beta"])
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    writer = csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
+    writer.writerow(["key", "slot", "alpha", "beta"])
+    writer.writerows(rows)
+    write_text(str(path), buf.getvalue())
     return path
 
 

@@ -131,3 +131,7 @@ class MechaImportError(RecipeError):
 
 class PlanError(_RecipeProblem):
     """An XYZ plan that cannot run: the message names the axis and the offending item."""
+
+
+class HistoryError(_OutputProblem):
+    """The history file cannot be read or written (a merge that succeeded still stands)."""

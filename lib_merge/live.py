@@ -135,7 +135,7 @@ def merge_into_model(
         plan = MergePlan(jobs, full.kept_missing, full.dropped_b_only, full.pruned)
         sink = LiveModelSink(model, backup)
         report = run_plan(plan, sink, engine)
-        filled = hashed_root(bound)
+        filled = hashed_root(bound, engine.progress if engine else None)
         return LiveResult(print_recipe(filled), recipe_hash(filled), len(sink.patched), report, plan)
     finally:
         bound.close()

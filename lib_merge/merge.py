@@ -7,6 +7,7 @@ while the merge runs; the header is written last into space reserved up front.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -14,9 +15,11 @@ import torch
 
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, with_hashes
 from lib_merge.engine.plan import MergePlan, plan_merge
+from lib_merge.engine.progress import hashing_progress
 from lib_merge.engine.run import EngineOptions, EngineReport, run_plan
 from lib_merge.errors import OutputExistsError, SourceChangedError, UnsafePathError
-from lib_merge.io.writer import PlannedTensor, SafetensorsWriter, check_free_space, temp_path_for
+from lib_merge.io.tempfiles import clean_stale, write_file
+from lib_merge.io.writer import PlannedTensor, SafetensorsWriter, check_free_space
 from lib_merge.metadata import build_metadata
 from lib_merge.recipe.nodes import ModelRef, Node
 from lib_merge.recipe.printer import print_recipe, recipe_hash
@@ -49,16 +52,26 @@ class MergeResult:
         return ";".join(f"{role}={name} [{sha[:10]}]" for role, name, sha in self.models)
 
 
+# Called with the result and the (device, inode) of the finished temporary file, just before the
+# file takes its name: the history promises its row there (history.pending).
+PublishHook = Callable[[MergeResult, tuple[int, int]], None]
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
 class FileSink:
     """Engine sink that streams into a SafetensorsWriter."""
 
-    def __init__(self, target: str, metadata_estimate: dict[str, str]):
+    def __init__(self, target: str, metadata_estimate: dict[str, str], overwrite: bool = False):
         self.target = target
         self.metadata_estimate = metadata_estimate
+        self.overwrite = overwrite
         self.writer: SafetensorsWriter | None = None
 
     def begin(self, plan: list[PlannedTensor]) -> None:
-        self.writer = SafetensorsWriter(self.target, plan, self.metadata_estimate)
+        self.writer = SafetensorsWriter(self.target, plan, self.metadata_estimate, self.overwrite)
 
     def put(self, key: str, tensor: torch.Tensor) -> None:
         self.writer.write(key, tensor)
@@ -71,8 +84,8 @@ class FileSink:
     def data_sha256(self) -> str:
         return self.writer.data_sha256
 
-    def finish(self, metadata: dict[str, str]) -> str:
-        return self.writer.finish(metadata)
+    def finish(self, metadata: dict[str, str], before_publish: Callable[[os.stat_result], None] | None = None) -> str:
+        return self.writer.finish(metadata, before_publish)
 
 
 class CkptSink:
@@ -81,8 +94,9 @@ class CkptSink:
     Pickle needs the whole dict at once, so this format holds the merged model in RAM.
     """
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, overwrite: bool = False):
         self.target = target
+        self.overwrite = overwrite
         self.tensors: dict[str, torch.Tensor] = {}
         self.data_sha256 = "0" * 64  # not a safetensors data section; .ckpt files carry no metadata
 
@@ -96,21 +110,14 @@ class CkptSink:
     def abort(self) -> None:
         self.tensors = {}
 
-    def finish(self, metadata: dict[str, str]) -> str:
-        tmp = temp_path_for(self.target)
+    def finish(self, metadata: dict[str, str], before_publish: Callable[[os.stat_result], None] | None = None) -> str:
+        def save(f) -> None:
+            torch.save({"state_dict": self.tensors}, f)
+
         try:
-            with open(tmp, "wb") as f:
-                torch.save({"state_dict": self.tensors}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+            return write_file(self.target, save, self.overwrite, before_publish)
         finally:
             self.tensors = {}
-        return self.target
 
 
 def check_output_path(output: str, bound: BoundRecipe, overwrite: bool) -> str:
@@ -134,31 +141,47 @@ def merge_to_file(
     save: SaveOptions,
     engine: EngineOptions | None = None,
     models_dir: str | None = None,
+    before_publish: PublishHook | None = None,
 ) -> MergeResult:
+    """Merge `root` into the file `save.output`; stale temporary files of dead processes in its
+    folder are removed first (a note says how much that freed)."""
     bound = bind_recipe(root, models_dir)
     try:
         target = check_output_path(save.output, bound, save.overwrite)
+        cleaned = clean_stale(os.path.dirname(target))
+        if cleaned.removed:
+            bound.notes.append(cleaned.text(os.path.dirname(target)))
         plan = plan_merge(bound, save.dtype, prune=save.prune)
         hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-hash")
         try:
-            futures = {ref: hasher.submit(bound.sources[ref].sha256) for ref in bound.models}
+            progress = engine.progress if engine else None
+            futures = {
+                ref: hasher.submit(bound.sources[ref].sha256, hashing_progress(progress, bound.sources[ref].name))
+                for ref in bound.models
+            }
             # Distinct stand-ins of the final length, so the header size estimate is exact.
             placeholder = {ref: f"{i + 1:064x}" for i, ref in enumerate(bound.models)}
             estimate = _metadata(bound, placeholder, target, save, _PLACEHOLDER_HASH)[0]
-            sink = CkptSink(target) if save.format == "ckpt" else FileSink(target, estimate)
+            sink = (
+                CkptSink(target, save.overwrite)
+                if save.format == "ckpt"
+                else FileSink(target, estimate, save.overwrite)
+            )
             report = run_plan(plan, sink, engine)
             try:
                 hashes = {ref: f.result() for ref, f in futures.items()}
                 _check_unchanged(bound)
                 metadata, text, digest = _metadata(bound, hashes, target, save, sink.data_sha256)
-                path = sink.finish(metadata)
+                models = [(bound.role(r), bound.sources[r].name, hashes[r]) for r in bound.models]
+                result = MergeResult(target, text, digest, report, plan, bound.notes, models)
+                hook = (lambda st: before_publish(result, _identity(st))) if before_publish else None
+                result.path = sink.finish(metadata, hook)
             except BaseException:
                 sink.abort()
                 raise
         finally:
             hasher.shutdown(cancel_futures=True)  # a failed merge does not wait for hashes it won't use
-        models = [(bound.role(r), bound.sources[r].name, hashes[r]) for r in bound.models]
-        return MergeResult(path, text, digest, report, plan, bound.notes, models)
+        return result
     finally:
         bound.close()
 

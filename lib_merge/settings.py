@@ -6,15 +6,18 @@ module turns one into a recipe, so every surface builds the same recipe for the 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 
-from lib_merge.errors import InvalidComboError, ParameterError
+from lib_merge.arch.blocks import SCHEMAS
+from lib_merge.errors import AlloyError, InvalidComboError, ParameterError
 from lib_merge.methods import get_method
 from lib_merge.methods.adjust import parse_adjust
 from lib_merge.recipe.elemental import parse_elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef
+from lib_merge.recipe.vectors import parse_vector
 
 
 @dataclass
@@ -73,8 +76,37 @@ def method_for(mode: str, calc: str = "normal") -> str:
     return method or mode
 
 
+def _check_finite(values: dict[str, object]) -> None:
+    for name, value in values.items():
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ParameterError(f"{name} must be a number, not {value!r}") from None
+        if not math.isfinite(number):
+            raise ParameterError(f"{name} must be a finite number, not {value!r}")
+
+
+def vector_covers_every_block(s: MergeSettings) -> bool:
+    """Whether the alpha block vector (or preset) sets every block itself, leaving the scalar alpha
+    unused, in every block schema where it reads."""
+    spec = s.blocks or s.preset
+    if not spec:
+        return False
+    verdicts = []
+    for schema_id in ("sd1", "sdxl"):
+        try:
+            parsed = parse_vector(spec, SCHEMAS[schema_id], default=math.nan)
+        except AlloyError:
+            continue
+        verdicts.append(not any(math.isnan(v) for v in parsed.vector.values))
+    return bool(verdicts) and all(verdicts)
+
+
 def build_recipe(s: MergeSettings) -> MergeNode:
     """The recipe of these settings; impossible combinations are refused with what is valid."""
+    _check_finite({"alpha": s.alpha, "beta": s.beta, "gamma": s.gamma})
     if s.blocks and s.preset:
         raise ParameterError("give block weights either as a vector or as a preset, not both")
     spec = get_method(method_for(s.mode, s.calc))
@@ -173,6 +205,8 @@ def build_method_recipe(s: MethodSettings) -> MergeNode:
         raise InvalidComboError(f"{s.method}: at most 16 models besides A, got {len(s.models)}")
     names = {p.name for p in spec.params}
     params: dict[str, object] = {}
+    alpha = s.alpha if not isinstance(s.alpha, (list, tuple)) else None
+    _check_finite({"alpha": alpha, "density": s.density, "p": s.p, "epsilon": s.epsilon})
     for name in ("alpha", "density", "p", "epsilon", "seed"):
         value = getattr(s, name)
         if value is None:

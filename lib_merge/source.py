@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable
 
 import torch
 
@@ -58,9 +59,9 @@ class SourceModel:
     def metadata(self) -> dict[str, str]:
         return self.file.metadata
 
-    def sha256(self) -> str:
+    def sha256(self, progress: Callable[[int, int], None] | None = None) -> str:
         if self._sha256 is None:
-            self._sha256 = file_sha256(self.path)
+            self._sha256 = file_sha256(self.path, progress)
         return self._sha256
 
     def identity(self) -> tuple[int, int]:

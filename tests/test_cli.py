@@ -104,7 +104,9 @@ def test_preset_and_26_value_list(sd1, tmp_path):
         (["--mode", "add"], 3, "needs models A, B, C"),
         (["--mode", "nope"], 3, "unknown merge method 'nope'"),
         (["--mode", "ws", "--preset", "GRAD_V", "--blocks", "*=1"], 2, "either --blocks or --preset"),
-        (["--mode", "ws", "--alpha", "x"], 2, "invalid float value"),
+        (["--mode", "ws", "--alpha", "x"], 2, "--alpha: 'x' is not a number"),
+        (["--mode", "ws", "--alpha", "inf"], 2, "--alpha: 'inf' is not a finite number"),
+        (["--mode", "ws", "--alpha", "0.5", "--beta", "nan"], 2, "--beta: 'nan' is not a finite number"),
     ],
 )
 def test_bad_parameters(sd1, tmp_path, args, code, message):

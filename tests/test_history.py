@@ -9,19 +9,27 @@ import pytest
 from test_cli import cli, error_line
 
 from lib_merge.errors import ParameterError
-from lib_merge.history import COLUMNS, append_history, find_row, import_supermerger, read_history, search_history
+from lib_merge.history import (
+    COLUMNS,
+    RowDraft,
+    append_history,
+    find_row,
+    import_supermerger,
+    read_history,
+    search_history,
+)
 
 
-def _add(path, name, **kw):
-    return append_history(
+def _add(path, name, warn=None, **kw):
+    draft = RowDraft(
         name,
         kw.get("hash", "ab" * 32),
         kw.get("models", "A=a.safetensors [0123456789]"),
         kw.get("settings", {"alpha": 0.5}),
         kw.get("output", "not saved"),
         kw.get("recipe", 'alloy-recipe 1\nA = model("a")\n'),
-        path,
     )
+    return append_history(draft, path, warn)
 
 
 def test_rows_are_appended_with_rising_ids_and_quoting(tmp_path):
@@ -120,7 +128,7 @@ def test_supermerger_history_imports_as_settings_and_recipes(tmp_path, monkeypat
         "utf-8",
     )
     history = tmp_path / "alloy.csv"
-    append_history("mine", "f" * 64, "A=x [1]", {}, "not saved", "r", history)
+    append_history(RowDraft("mine", "f" * 64, "A=x [1]", {}, "not saved", "r"), history)
     count, skipped = import_supermerger(source, history)
     assert count == 2 and skipped == ["mergehistory.csv line 4 skipped: mode 'cosine magic' or model A missing"]
     rows = read_history(history).rows

@@ -150,7 +150,7 @@ def test_ctrl_c_while_the_writer_starts_leaves_no_temp_file(tmp_path, monkeypatc
     """The temporary file appears with open(); an interrupt from then on must remove it."""
     import builtins
 
-    from lib_merge.io import writer as writer_module
+    from lib_merge.io import tempfiles
 
     real_open = builtins.open
 
@@ -161,7 +161,7 @@ def test_ctrl_c_while_the_writer_starts_leaves_no_temp_file(tmp_path, monkeypatc
             raise KeyboardInterrupt
         return handle
 
-    monkeypatch.setattr(writer_module, "open", open_then_interrupt, raising=False)
+    monkeypatch.setattr(tempfiles, "open", open_then_interrupt, raising=False)
     with pytest.raises(KeyboardInterrupt):
         SafetensorsWriter(str(tmp_path / "o.safetensors"), [PlannedTensor("x", torch.float32, (2,))], {})
     assert os.listdir(tmp_path) == []

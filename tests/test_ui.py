@@ -9,7 +9,7 @@ import pytest
 
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.errors import BlockVectorError, ParameterError
-from lib_merge.history import append_history
+from lib_merge.history import RowDraft, append_history
 from lib_merge.host.session import Workbench
 from lib_merge.host.standalone import FolderHost
 from lib_merge.ui.app import TAB_LABELS, build_ui
@@ -242,7 +242,7 @@ def test_history_page_shows_newest_first(tmp_path, monkeypatch):
 
     path = tmp_path / "h.csv"
     for i in range(25):
-        append_history(f"m{i}", f"{i:064x}", "A=a [x]", {}, "not saved", "r", path)
+        append_history(RowDraft(f"m{i}", f"{i:064x}", "A=a [x]", {}, "not saved", "r"), path)
     rows = read_history(path).rows
     shown = table_rows(rows, "20")
     assert len(shown) == 20 and shown[0][0] == 25 and shown[-1][0] == 6

@@ -8,6 +8,7 @@ import time
 from test_ui import handler, last
 
 from lib_merge.history import read_history
+from lib_merge.paths import user_data_dir
 from lib_merge.ui.app import build_ui
 
 
@@ -73,9 +74,13 @@ def test_run_reserve_queue_and_presets(webui, tmp_path, monkeypatch):
     load, _ = handler(demo, "alloy_xyz_preset_load")
     updates = load("sweep")
     assert [u["value"] for u in updates[:4]] == ["alpha", "0.1,0.2", "seed", "1,2"] and updates[-1].startswith("Loaded")
-    source = tmp_path / "xyzpresets.json"
-    source.write_text(json.dumps({"sm": {"xtype": "alpha", "xmen": "0.5", "ytype": "none"}}))
+    outside = tmp_path / "xyzpresets.json"  # a server reads only the user-data and SuperMerger folders
+    outside.write_text(json.dumps({"sm": {"xtype": "alpha", "xmen": "0.5", "ytype": "none"}}))
     importer, _ = handler(demo, "alloy_xyz_preset_import")
+    refused, _ = importer(str(outside))
+    assert "only a file named xyzpresets.json" in refused and refused == importer(str(tmp_path / "none.json"))[0]
+    source = user_data_dir() / "xyzpresets.json"
+    source.write_bytes(outside.read_bytes())
     status, dropdown = importer(str(source))
     assert status == "Imported 1 preset(s): sm." and choice_names(dropdown) == ["sm", "sweep"]
 

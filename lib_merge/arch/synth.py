@@ -78,12 +78,12 @@ def _tensor(key: str, shape: tuple[int, ...], dtype: torch.dtype, gen: torch.Gen
     return t.to(dtype)
 
 
-def write_synthetic(path: str, spec: SynthSpec, metadata: dict[str, str] | None = None) -> str:
+def write_synthetic(path: str, spec: SynthSpec, metadata: dict[str, str] | None = None, overwrite: bool = True) -> str:
     """Stream a synthetic checkpoint to `path` one tensor at a time (full size fits in little RAM)."""
     shapes = synth_shapes(spec)
     gen = torch.Generator().manual_seed(spec.seed)
     plan = [PlannedTensor(k, dt, s) for k, (s, dt) in shapes.items()]
-    writer = SafetensorsWriter(path, plan, metadata or {})
+    writer = SafetensorsWriter(path, plan, metadata or {}, overwrite)
     try:
         for key, (shape, dtype) in shapes.items():
             writer.write(key, _tensor(key, shape, dtype, gen, spec.std))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from lib_merge.arch.blocks import SCHEMAS, BlockSchema, schema_for
 from lib_merge.arch.detect import ArchInfo
+from lib_merge.engine.progress import ProgressFn, hashing_progress
 from lib_merge.errors import (
     ArchMismatchError,
     BlockSchemaError,
@@ -186,18 +187,21 @@ def _check_compatible(models: list[tuple[ModelRef, SourceModel]]) -> None:
         )
 
 
-def hashed_root(bound: BoundRecipe) -> Node:
+def hashed_root(bound: BoundRecipe, progress: ProgressFn | None = None) -> Node:
     """The bound root with every model's sha256 (from the hash cache, or computed now) checked and filled in."""
-    return with_hashes(bound, {ref: bound.sources[ref].sha256() for ref in bound.models})
+    hashes = {
+        ref: bound.sources[ref].sha256(hashing_progress(progress, bound.sources[ref].name)) for ref in bound.models
+    }
+    return with_hashes(bound, hashes)
 
 
-def canonical_recipe(root: Node, models_dir: str | None = None) -> tuple[str, str]:
+def canonical_recipe(root: Node, models_dir: str | None = None, progress: ProgressFn | None = None) -> tuple[str, str]:
     """(canonical text, recipe hash) of a recipe: its models bound, hashed (cached) and printed."""
     from lib_merge.recipe.printer import print_recipe, recipe_hash
 
     bound = bind_recipe(root, models_dir)
     try:
-        filled = hashed_root(bound)
+        filled = hashed_root(bound, progress)
         return print_recipe(filled), recipe_hash(filled)
     finally:
         bound.close()

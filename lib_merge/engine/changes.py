@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 from dataclasses import dataclass
 
 from lib_merge.engine.bind import BoundRecipe
 from lib_merge.engine.plan import param_at, slots_of
+from lib_merge.io.tempfiles import write_text
 from lib_merge.recipe.nodes import walk_merges
 from lib_merge.recipe.vectors import format_number
 
@@ -48,11 +49,10 @@ def elemental_changes(bound: BoundRecipe) -> list[Change]:
     return changes
 
 
-def write_changes_csv(path: str, changes: list[Change]) -> str:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["key", "slot", "alpha_old", "alpha_new", "entry"])
-        writer.writerows([c.key, c.slot, format_number(c.old), format_number(c.new), c.entry] for c in changes)
-    os.replace(tmp, path)
-    return path
+def write_changes_csv(path: str, changes: list[Change], overwrite: bool = False) -> str:
+    """The list as CSV; an existing file is replaced only with `overwrite`."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["key", "slot", "alpha_old", "alpha_new", "entry"])
+    writer.writerows([c.key, c.slot, format_number(c.old), format_number(c.new), c.entry] for c in changes)
+    return write_text(path, buf.getvalue(), overwrite)

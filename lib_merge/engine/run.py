@@ -11,7 +11,6 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,14 +19,13 @@ import torch
 
 from lib_merge.cache import TensorCache
 from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step
+from lib_merge.engine.progress import ProgressEvent, ProgressFn
 from lib_merge.errors import Cancelled, NonFiniteError, ParameterError
 from lib_merge.io.writer import PlannedTensor
 from lib_merge.source import SourceModel
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32 per operand: the working set stays in cache
 IN_FLIGHT_BYTES = 512 * 1024 * 1024  # inputs + outputs of the keys being read, computed or written
-
-ProgressFn = Callable[[int, int, int, int, str], None]
 
 
 class CancelToken:
@@ -72,6 +70,7 @@ class EngineReport:
     copied: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
+    bytes_total: int = 0  # of the output
     nonfinite_kept: list[str] = field(default_factory=list)
 
 
@@ -104,7 +103,7 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     """Evaluate every job in order into ``sink``; on any error or cancel the sink is aborted."""
     options = options or EngineOptions()
     device = check_device(options.device)
-    report = EngineReport(keys=len(plan.jobs))
+    report = EngineReport(keys=len(plan.jobs), bytes_total=sum(t.nbytes for t in plan.tensors))
     cancel = options.cancel or CancelToken()
     budget = _ByteBudget(IN_FLIGHT_BYTES)
     compute = _KeyComputer(device, options.compute_dtype, options.nonfinite, report, options.cache)
@@ -147,7 +146,7 @@ def _drain_one(pending, sink: Sink, budget, report: EngineReport, options: Engin
     budget.release(cost)
     done += 1
     if options.progress:
-        options.progress(done, report.keys, report.bytes_read, report.bytes_written, "merge")
+        options.progress(ProgressEvent("merging", done, report.keys, "keys", report.bytes_written, report.bytes_total))
     return done
 
 

@@ -71,10 +71,25 @@ class A1111Host:
 
     @property
     def supermerger_history(self) -> str:
-        """Where SuperMerger keeps its history, for the History tab's import."""
+        """SuperMerger's history file when one is installed, for the History tab's import field."""
+        for folder in self.supermerger_folders():
+            path = os.path.join(folder, "mergehistory.csv")
+            if os.path.isfile(path):
+                return path
+        return ""
+
+    def supermerger_folders(self) -> list[str]:
+        """Installed extensions whose folder name says SuperMerger (it keeps mergehistory.csv there)."""
         from modules import paths
 
-        return os.path.join(paths.script_path, "extensions", "sd-webui-supermerger", "mergehistory.csv")
+        root = os.path.join(paths.script_path, "extensions")
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            return []
+        return [
+            os.path.join(root, n) for n in names if "supermerger" in n.lower() and os.path.isdir(os.path.join(root, n))
+        ]
 
     def __init__(self) -> None:
         self.components: dict[str, object] = {}  # txt2img components by elem_id, from after_component

@@ -134,3 +134,7 @@ class Host(Protocol):
     def font_path(self) -> str | None:
         """A TrueType font for grid labels, when the host ships one."""
         ...
+
+    def supermerger_folders(self) -> list[str]:
+        """Folders of installed SuperMerger extensions (their mergehistory.csv may be imported)."""
+        ...

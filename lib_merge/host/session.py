@@ -15,14 +15,26 @@ from pathlib import Path
 
 from lib_merge.cache import CacheStats, TensorCache
 from lib_merge.engine.bind import canonical_recipe
+from lib_merge.engine.progress import ProgressEvent
 from lib_merge.engine.run import CancelToken, EngineOptions
 from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
-from lib_merge.history import HistoryRow, append_history, history_file
+from lib_merge.history import (
+    SUPERMERGER_HISTORY,
+    HistoryRow,
+    RowDraft,
+    history_file,
+    import_supermerger,
+    recover_history,
+    try_append_history,
+)
+from lib_merge.history.record import merge_and_log
 from lib_merge.host.base import GenResult, GenSettings, Host, MergeIdentity
 from lib_merge.io.dtypes import parse_output_dtype
+from lib_merge.io.tempfiles import clean_stale
 from lib_merge.live import LiveBackup, merge_into_model
-from lib_merge.merge import SaveOptions, merge_to_file
+from lib_merge.merge import MergeResult, SaveOptions
 from lib_merge.naming import EXTENSIONS, auto_name, custom_file_name, inside_folder
+from lib_merge.paths import file_in_folders, user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.nodes import ModelRef, Node, primary_model, replace_models, walk_models
 from lib_merge.settings import MergeSettings, build_recipe
@@ -71,14 +83,35 @@ class LiveMerge:
 
 @dataclass
 class Progress:
-    done: int = 0
-    total: int = 0
-    phase: str = "idle"
+    """What the running job does now, for status lines: a stage and the latest event of each phase."""
+
+    stage: str = "idle"  # "merging into the loaded model", "saving NAME"
+    events: dict[str, ProgressEvent] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+
+    def update(self, event: ProgressEvent) -> None:
+        self.started.setdefault(event.phase, time.monotonic())
+        self.events[event.phase] = event
 
     def text(self) -> str:
-        if self.phase == "idle" or not self.total:
-            return self.phase
-        return f"{self.phase}: {self.done}/{self.total} keys"
+        running = [e for e in self.events.values() if e.done < e.total]
+        shown = running or list(self.events.values())[-1:]
+        details = "; ".join(_describe(e, self.started[e.phase]) for e in shown)
+        return f"{self.stage}: {details}" if details else self.stage
+
+
+def _describe(event: ProgressEvent, started: float) -> str:
+    mb = 2**20
+    if event.unit == "bytes":
+        text = f"hashing {event.item} {event.done / mb:,.0f}/{event.total / mb:,.0f} MB"
+    else:
+        text = f"{event.phase} {event.done:,}/{event.total:,} keys"
+        if event.bytes_total:
+            text += f", {event.bytes_done / mb:,.0f}/{event.bytes_total / mb:,.0f} MB"
+    elapsed = time.monotonic() - started
+    if 0 < event.done < event.total and elapsed > 0.5:
+        text += f", ETA {elapsed / event.done * (event.total - event.done):,.0f} s"
+    return text
 
 
 def parse_cache_budget(text: str) -> int:
@@ -139,6 +172,7 @@ class Workbench:
             raise BusyError("a merge is running")
         try:
             self._cancel = CancelToken()
+            self.progress = Progress("preparing")
             started = time.perf_counter()
             root = self.recipe_of(request)
             if not self.host.can_patch:
@@ -152,8 +186,10 @@ class Workbench:
     def _merge_live(self, root: Node, request: MergeRequest, started: float) -> MergeOutcome:
         base = primary_model(root).path
         if self.host.loaded_file() != base:
+            self.progress = Progress(f"loading {os.path.basename(base)}")
             self.host.load_checkpoint(base)  # its load callback drops backups of the old model
         self.host.before_patch()
+        self.progress = Progress("merging into the loaded model")
         result = merge_into_model(
             root,
             self.host.live_model(),
@@ -166,36 +202,48 @@ class Workbench:
         metadata = {"alloy_recipe": result.recipe_text, "alloy_recipe_hash": result.recipe_hash}
         self.host.set_identity(MergeIdentity(name, result.recipe_hash, base, metadata))
         self.live = LiveMerge(name, result.recipe_text, result.recipe_hash, 0, base)
-        path, not_saved = None, ""
+        warnings: list[str] = []
+        path, row, not_saved = None, None, ""
+        draft = self._draft(name, result.recipe_hash, result.recipe_text, request)
         if request.save:  # the merge stands even when saving fails; the message says why
             try:
-                path = self._save(parse_recipe(result.recipe_text), result.recipe_hash, request.save)
+                path, row = self._save(
+                    parse_recipe(result.recipe_text), result.recipe_hash, request.save, draft, warnings
+                )
             except AlloyError as e:
                 not_saved = f" Not saved: {e}"
-        row = self._log(name, result.recipe_hash, result.recipe_text, request, path)
-        self.live.history_id = row.id
+        if path is None:
+            row = try_append_history(draft, self.history_path(), _warn_into(warnings))
+        self.live.history_id = row.id if row else 0
         seconds = time.perf_counter() - started
         skipped = " VAE: external VAE kept." if self.host.skip_prefixes() else ""
         message = f"Merged {name} into the loaded model: {result.patched} tensors in {seconds:.1f} s.{skipped}"
-        message += f" Saved {path}." if path else not_saved
-        return MergeOutcome(name, result.recipe_hash, result.recipe_text, row.id, seconds, path, message)
+        message += (f" Saved {path}." if path else not_saved) + _warning_text(warnings)
+        return MergeOutcome(name, result.recipe_hash, result.recipe_text, self.live.history_id, seconds, path, message)
 
     def _merge_to_file(self, root: Node, request: MergeRequest, started: float) -> MergeOutcome:
         """Hosts that cannot patch write the merge; a WebUI among them then loads the file ("save and load")."""
-        text, digest = canonical_recipe(root, self.host.save_folder())
-        path = self._save(parse_recipe(text), digest, request.save or SaveRequest())
+        self.progress = Progress("reading the inputs")
+        text, digest = canonical_recipe(root, self.host.save_folder(), self.progress_event)
+        warnings: list[str] = []
+        draft = self._draft("", digest, text, request)
+        path, row = self._save(parse_recipe(text), digest, request.save or SaveRequest(), draft, warnings)
         name = os.path.splitext(os.path.basename(path))[0]
-        row = self._log(name, digest, text, request, path)
+        history_id = row.id if row else 0
         message = f"Saved {path}"
         if self.host.can_generate:
             with self.host.exclusive():
                 self.host.load_checkpoint(path)
-            self.live = LiveMerge(name, text, digest, row.id, primary_model(root).path, path)
+            self.live = LiveMerge(name, text, digest, history_id, primary_model(root).path, path)
             message += " and selected it"
         seconds = time.perf_counter() - started
-        return MergeOutcome(name, digest, text, row.id, seconds, path, f"{message} in {seconds:.1f} s.")
+        message += f" in {seconds:.1f} s." + _warning_text(warnings)
+        return MergeOutcome(name, digest, text, history_id, seconds, path, message)
 
-    def _save(self, root: Node, digest: str, save: SaveRequest) -> str:
+    def _save(
+        self, root: Node, digest: str, save: SaveRequest, draft: RowDraft, warnings: list[str]
+    ) -> tuple[str, HistoryRow | None]:
+        """Write the merge to a file and log `draft`, completed with the file, for it."""
         if save.format not in EXTENSIONS:
             raise ParameterError(f"unknown format {save.format!r}; use safetensors or ckpt")
         folder = self.host.save_folder()
@@ -214,12 +262,22 @@ class Workbench:
             prune=save.prune,
             format=save.format,
         )
-        self.progress.phase = "saving"
-        result = merge_to_file(root, options, self._engine(), folder)
-        self.host.after_save(result.path)
-        return result.path
+        self.progress = Progress(f"saving {os.path.basename(target)}")
 
-    def _log(self, name: str, digest: str, text: str, request: MergeRequest, path: str | None) -> HistoryRow:
+        def saved(result: MergeResult) -> RowDraft:
+            name = draft.name or os.path.splitext(os.path.basename(result.path))[0]
+            settings = {**draft.settings, "save": dict(save.__dict__)}
+            return RowDraft(name, draft.recipe_hash, draft.models, settings, result.path, draft.recipe)
+
+        result, row = merge_and_log(
+            root, options, self._engine(), folder, self.history_path(), saved, _warn_into(warnings)
+        )
+        warnings.extend(f"Note: {note}" for note in result.notes)
+        self.host.after_save(result.path)
+        return result.path, row
+
+    def _draft(self, name: str, digest: str, text: str, request: MergeRequest) -> RowDraft:
+        """The history row of a merge, before it has a file."""
         settings = dict(request.settings.as_dict()) if request.settings else {"recipe_edited": True}
         settings.update(request.ui)
         if request.save:
@@ -229,7 +287,7 @@ class Workbench:
         models = []
         for role, ref in zip("ABCDEFGHIJKLMNOP", walk_models(parse_recipe(text)), strict=False):
             models.append(f"{role}={os.path.basename(ref.path)} [{(ref.sha256 or '')[:10]}]")
-        return append_history(name, digest, ";".join(models), settings, path or "not saved", text, self.history_path())
+        return RowDraft(name, digest, ";".join(models), settings, "not saved", text)
 
     def history_path(self) -> Path:
         configured = self.host.config().history_file
@@ -238,16 +296,16 @@ class Workbench:
     def _engine(self) -> EngineOptions:
         config = self.host.config()
 
-        def progress(done: int, total: int, read: int, written: int, phase: str) -> None:
-            self.progress = Progress(done, total, "merging")
-
         return EngineOptions(
             device=config.device,
             compute_dtype=parse_output_dtype(config.compute_dtype),
             cancel=self._cancel,
             cache=self.cache(),
-            progress=progress,
+            progress=self.progress_event,
         )
+
+    def progress_event(self, event: ProgressEvent) -> None:
+        self.progress.update(event)
 
     # -- the other buttons --------------------------------------------------------------------
     def restore(self) -> str:
@@ -281,7 +339,9 @@ class Workbench:
         with self._lock:
             self._cancel = CancelToken()
             try:
-                return self._save(parse_recipe(live.recipe_text), live.recipe_hash, save)
+                draft = self._draft(live.name, live.recipe_hash, live.recipe_text, MergeRequest())
+                draft.settings = {"saved_from_history_id": live.history_id}
+                return self._save(parse_recipe(live.recipe_text), live.recipe_hash, save, draft, [])[0]
             finally:
                 self.progress = Progress()
 
@@ -303,6 +363,36 @@ class Workbench:
         self.host.interrupt()
         return "Stopping…"
 
+    # -- upkeep ---------------------------------------------------------------------------------
+    def clean_leftovers(self) -> list[str]:
+        """At start: remove temporary files that killed merges left in the save folder (and below it)
+        and in the user-data folder, and log the rows of merges killed between saving and logging."""
+        lines: list[str] = []
+        for folder in dict.fromkeys([self.host.save_folder(), str(user_data_dir())]):
+            report = clean_stale(folder, recursive=True)
+            if report.removed:
+                lines.append(report.text(folder))
+        try:
+            recover_history(self.history_path(), warn=lines.append)
+        except AlloyError as e:
+            lines.append(str(e))
+        return lines
+
+    def import_supermerger_history(self, path_text: str) -> str:
+        """Import SuperMerger's mergehistory.csv from the user-data folder or an installed SuperMerger."""
+        folders = [user_data_dir(), *(Path(f) for f in self.host.supermerger_folders())]
+        source = file_in_folders(path_text, folders, SUPERMERGER_HISTORY)
+        warnings: list[str] = []
+        count, skipped = import_supermerger(source, self.history_path(), warnings.append)
+        return f"Imported {count} rows." + "".join(f" {s}." for s in [*warnings, *skipped][:3])
+
+    def import_xyz_presets(self, path_text: str, presets_file: Path) -> list[str]:
+        """Import SuperMerger's xyzpresets.json from the user-data folder or an installed SuperMerger."""
+        from lib_merge.xyz.presets import SUPERMERGER_PRESETS, import_supermerger_presets
+
+        folders = [user_data_dir(), *(Path(f) for f in self.host.supermerger_folders())]
+        return import_supermerger_presets(file_in_folders(path_text, folders, SUPERMERGER_PRESETS), presets_file)
+
     # -- cache ----------------------------------------------------------------------------------
     def cache(self) -> TensorCache | None:
         budget = parse_cache_budget(self.host.config().cache_budget)
@@ -319,3 +409,12 @@ class Workbench:
         if self._cache:
             self._cache.clear()
         return "Cache cleared."
+
+
+def _warning_text(lines: list[str]) -> str:
+    """Notes and warnings ("Warning: …", "Note: …") appended to a result message."""
+    return "".join(f" {line.rstrip('.')}." for line in lines)
+
+
+def _warn_into(lines: list[str]):
+    return lambda text: lines.append(f"Warning: {text}")

@@ -57,6 +57,9 @@ class FolderHost:
     def font_path(self) -> str | None:
         return None
 
+    def supermerger_folders(self) -> list[str]:
+        return []
+
     def exclusive(self):
         return contextlib.nullcontext()
 

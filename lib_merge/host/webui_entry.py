@@ -70,3 +70,5 @@ def app_started(demo, app) -> None:
     from lib_merge.host.api import add_routes, parse_credentials
 
     add_routes(app, workbench(), parse_credentials(getattr(shared.cmd_opts, "api_auth", None)))
+    for line in workbench().clean_leftovers():
+        print(f"Alloy: {line}", flush=True)

@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+from lib_merge.io.tempfiles import write_text
 from lib_merge.paths import user_data_dir
 
 _CHUNK = 16 * 1024 * 1024
@@ -39,18 +41,23 @@ def cached_sha256(path: str) -> str | None:
     return None
 
 
-def file_sha256(path: str) -> str:
-    """sha256 of the whole file (the value the WebUI shows), computed once per file version."""
+def file_sha256(path: str, progress: Callable[[int, int], None] | None = None) -> str:
+    """sha256 of the whole file (the value the WebUI shows), computed once per file version;
+    `progress(done, total)` hears of the bytes hashed."""
     hit = cached_sha256(path)
     if hit:
         return hit
     real, size, mtime = _identity(path)
     h = hashlib.sha256()
+    done = 0
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(_CHUNK)
         view = memoryview(buf)
         while n := f.readinto(buf):
             h.update(view[:n])
+            done += n
+            if progress is not None:
+                progress(done, size)
     digest = h.hexdigest()
     _store(real, {"size": size, "mtime_ns": mtime, "sha256": digest})
     return digest
@@ -63,9 +70,7 @@ def _store(real: str, entry: dict) -> None:
         target = _cache_file()
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"{target.name}.alloy-tmp-{os.getpid()}-{threading.get_ident()}")
-            tmp.write_text(json.dumps(cache, indent=1), encoding="utf-8")
-            os.replace(tmp, target)
+            write_text(str(target), json.dumps(cache, indent=1))
         except OSError:
             pass  # a cache that cannot be written only costs time
 

@@ -8,15 +8,16 @@ hash) fits in space reserved up front, so nothing is rewritten but the header by
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import math
 import os
-import secrets
 import shutil
 import struct
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ import torch
 
 from lib_merge.errors import CorruptModelError, DiskFullError
 from lib_merge.io.dtypes import DTYPE_NAMES, itemsize
+from lib_merge.io.tempfiles import open_temp, publish
 
 HEADER_SLACK = 256
 HASH_QUEUE = 8  # tensors waiting to be hashed while later ones are written
@@ -40,30 +42,31 @@ class PlannedTensor:
         return math.prod(self.shape) * itemsize(self.dtype)
 
 
-def temp_path_for(target: str) -> str:
-    folder, name = os.path.split(os.path.abspath(target))
-    return os.path.join(folder, f"{name}.alloy-tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
 class SafetensorsWriter:
-    """Write ``plan`` tensors in order with ``write``; ``finish`` publishes, ``abort`` cleans up."""
+    """Write ``plan`` tensors in order with ``write``; ``finish`` publishes, ``abort`` cleans up.
 
-    def __init__(self, target: str, plan: list[PlannedTensor], metadata_estimate: dict[str, str]):
+    Without ``overwrite``, ``finish`` never replaces a file that took the target's name meanwhile.
+    """
+
+    def __init__(
+        self, target: str, plan: list[PlannedTensor], metadata_estimate: dict[str, str], overwrite: bool = False
+    ):
         self.target = os.path.abspath(target)
+        self.overwrite = overwrite
         self.plan = plan
         self._index = 0
         self._header_entries = _header_entries(plan)
         self._reserved = len(_header_bytes(self._header_entries, metadata_estimate)) + HEADER_SLACK
         self.data_bytes = sum(p.nbytes for p in plan)
         check_free_space(os.path.dirname(self.target), 8 + self._reserved + self.data_bytes)
-        self.tmp = temp_path_for(self.target)
+        self.tmp = ""
         self._hash = hashlib.sha256()
         # The data hash runs beside the writes (both release the GIL), in write order.
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-data-hash")
         self._hashing: deque[Future] = deque()
         self._file = None
         try:  # from the moment the temporary file exists, any exit (Ctrl+C included) removes it
-            self._file = open(self.tmp, "wb")
+            self.tmp, self._file = open_temp(self.target)
             self._file.write(struct.pack("<Q", self._reserved))
             self._file.write(b" " * self._reserved)
         except BaseException:
@@ -99,8 +102,10 @@ class SafetensorsWriter:
             self._hashing.popleft().result()
         return self._hash.hexdigest()
 
-    def finish(self, metadata: dict[str, str]) -> str:
-        """Write the final header, make the file durable and move it to its name."""
+    def finish(self, metadata: dict[str, str], before_publish: Callable[[os.stat_result], None] | None = None) -> str:
+        """Write the final header, make the file durable and move it to its name.
+
+        `before_publish` sees the finished file's stat just before it takes its name."""
         try:
             if self._index != len(self.plan):
                 raise CorruptModelError(f"writer got {self._index} of {len(self.plan)} planned tensors")
@@ -111,8 +116,12 @@ class SafetensorsWriter:
             self._file.write(header + b" " * (self._reserved - len(header)))
             self._file.flush()
             os.fsync(self._file.fileno())
+            if before_publish is not None:
+                before_publish(os.fstat(self._file.fileno()))
+            if os.name == "nt":  # Windows renames no open file; elsewhere the lock is held until published
+                self._file.close()
+            publish(self.tmp, self.target, self.overwrite)
             self._file.close()
-            os.replace(self.tmp, self.target)
             self._hasher.shutdown()
         except BaseException:
             self.abort()
@@ -124,8 +133,9 @@ class SafetensorsWriter:
         self._hasher.shutdown(wait=True, cancel_futures=True)
         if self._file is not None and not self._file.closed:
             self._file.close()
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        if self.tmp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
 
 
 def _header_entries(plan: list[PlannedTensor]) -> dict[str, dict]:
@@ -163,10 +173,12 @@ def _fsync_folder(folder: str) -> None:
         os.close(fd)
 
 
-def save_state_dict(path: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+def save_state_dict(
+    path: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, overwrite: bool = True
+) -> str:
     """Write a whole in-memory state dict (fixtures, small tools) through the streaming writer."""
     plan = [PlannedTensor(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()]
-    writer = SafetensorsWriter(path, plan, metadata or {})
+    writer = SafetensorsWriter(path, plan, metadata or {}, overwrite)
     for k, t in tensors.items():
         writer.write(k, t)
     return writer.finish(metadata or {})

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 
 from lib_merge.errors import RecipeError, RecipeTypeError
+from lib_merge.recipe.limits import check_size
 from lib_merge.recipe.nodes import MergeNode, ModelRef, Node, Param, open_params
-from lib_merge.recipe.parse import parse_recipe
+from lib_merge.recipe.parse import parse_recipe, read_recipe_file, recipe_file_in
 
 
-def compose(template: Node, values: dict[str, str]) -> Node:
-    """Each value is a number, a model path or title, or a recipe file whose result takes the place."""
+def compose(template: Node, values: dict[str, str], recipe_folder: str | None = None) -> Node:
+    """Each value is a number, a model path or title, or a recipe file (`.alloy`) whose result takes
+    the place. With `recipe_folder` (a server), recipe files are read only from that folder."""
     unknown = sorted(set(values) - set(open_params(template)))
     if unknown:
         raise RecipeError(
@@ -19,10 +21,11 @@ def compose(template: Node, values: dict[str, str]) -> Node:
 
     def as_input(name: str) -> Node:
         value = values[name]
-        if value.endswith(".alloy") and os.path.isfile(value):
-            with open(value, encoding="utf-8") as f:
-                return parse_recipe(f.read())
-        return ModelRef(value)
+        if not value.endswith(".alloy"):
+            return ModelRef(value)
+        if recipe_folder is not None:
+            return parse_recipe(read_recipe_file(recipe_file_in(recipe_folder, value)))
+        return parse_recipe(read_recipe_file(value)) if os.path.isfile(value) else ModelRef(value)
 
     def as_number(name: str) -> float:
         try:
@@ -40,4 +43,6 @@ def compose(template: Node, values: dict[str, str]) -> Node:
         }
         return MergeNode(node.method, tuple(fill(i) for i in node.inputs), params)
 
-    return fill(template)
+    filled = fill(template)
+    check_size(filled)
+    return filled

@@ -1,17 +1,26 @@
-"""Parsing recipe text with ``ast`` (never eval): only a small, declared subset is accepted."""
+"""Parsing recipe text with ``ast`` (never eval): only a small, declared subset is accepted.
+
+Hostile text meets limits before it can cost time or memory (see `limits`), so parsing raises
+nothing but RecipeError, whatever the input.
+"""
 
 from __future__ import annotations
 
 import ast
+import math
+import os
+import re
 
-from lib_merge.errors import RecipeSyntaxError, RecipeTypeError
+from lib_merge.errors import RecipeError, RecipeSyntaxError, RecipeTypeError
 from lib_merge.methods import METHODS, MethodSpec
 from lib_merge.methods.adjust import parse_adjust
 from lib_merge.recipe.elemental import Elemental, parse_elemental
 from lib_merge.recipe.filters import KeyFilter
+from lib_merge.recipe.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_STATEMENTS, MAX_SYNTAX_NODES, check_size
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, Param
 
 HEADER = "alloy-recipe 1"
+_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates (not text)
 
 _OPERATOR_NAMES = {
     ast.BinOp: "operator",
@@ -39,16 +48,44 @@ _BINOP_SYMBOLS = {
 }
 
 
+def read_recipe_file(path: str) -> str:
+    """A recipe file's text: size checked before reading, UTF-8 checked with the line named."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_RECIPE_BYTES:
+            raise RecipeSyntaxError(f"{path}: {size:,} bytes; a recipe may have at most {MAX_RECIPE_BYTES:,}")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as e:
+        raise RecipeError(f"cannot read recipe {path}: {e.strerror or e}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise RecipeSyntaxError(f"{path} line {line}, col {col}: not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
+
+
+def recipe_file_in(folder: str, name: str) -> str:
+    """The recipe file `name` inside `folder` (links may not lead out), or one error that does not
+    tell whether anything exists elsewhere."""
+    base = os.path.realpath(folder)
+    path = os.path.realpath(os.path.join(base, name)) if name and "\x00" not in name else ""
+    if not (path.startswith(base + os.sep) and os.path.isfile(path)):
+        raise RecipeError(f"no recipe file {name!r} in {folder}")
+    return path
+
+
 def parse_recipe(text: str) -> Node:
     """Parse recipe text into its result node; errors carry line and column."""
+    if not isinstance(text, str):
+        raise RecipeSyntaxError("a recipe is text")
+    if len(text) > MAX_RECIPE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
+        raise RecipeSyntaxError(f"the recipe is longer than {MAX_RECIPE_BYTES:,} bytes")
     lines = text.splitlines()
     if not lines or lines[0].strip() != HEADER:
         raise RecipeSyntaxError(f"line 1: a recipe starts with the line '{HEADER}'")
-    body = "\n" + "\n".join(lines[1:])  # keep line numbers of the file
-    try:
-        tree = ast.parse(body, mode="exec")
-    except SyntaxError as e:
-        raise RecipeSyntaxError(f"line {e.lineno}, col {e.offset}: {e.msg}") from None
+    tree = _syntax_tree("\n" + "\n".join(lines[1:]))  # the blank first line keeps the file's line numbers
     names: dict[str, object] = {}
     result = None
     for stmt in tree.body:
@@ -62,7 +99,49 @@ def parse_recipe(text: str) -> Node:
         raise RecipeSyntaxError("the recipe has no assignment; the last assignment is the result")
     if not isinstance(result, (MergeNode, ModelRef)):
         raise RecipeTypeError("the last assignment of a recipe must be a model or a merge")
+    check_size(result)
     return result
+
+
+def _syntax_tree(body: str) -> ast.Module:
+    """`ast.parse` within the limits; a parser that runs out of stack or memory is a recipe error too."""
+    bad = _FORBIDDEN.search(body)
+    if bad is not None:
+        line = body.count("\n", 0, bad.start()) + 1
+        raise RecipeSyntaxError(f"line {line}: character U+{ord(bad.group()):04X} is not allowed in recipes")
+    try:
+        tree = ast.parse(body, mode="exec")
+    except SyntaxError as e:
+        raise RecipeSyntaxError(f"line {e.lineno}, col {e.offset}: {e.msg}") from None
+    except (RecursionError, MemoryError):
+        raise RecipeSyntaxError(f"the recipe is nested too deeply (at most {MAX_NESTING} levels)") from None
+    except ValueError as e:  # e.g. a NUL byte on older Pythons
+        raise RecipeSyntaxError(f"not a recipe: {e}") from None
+    if len(tree.body) > MAX_STATEMENTS:
+        raise RecipeSyntaxError(f"{len(tree.body):,} statements; a recipe may have at most {MAX_STATEMENTS:,}")
+    count = 0
+    stack = [(stmt, 1) for stmt in tree.body]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_SYNTAX_NODES:
+            raise RecipeSyntaxError(f"the recipe has more than {MAX_SYNTAX_NODES:,} syntax elements")
+        if depth > MAX_NESTING:
+            raise _error(node, f"nested too deeply (at most {MAX_NESTING} levels)")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _short(node: ast.Constant) -> str:
+    text = repr(node.value)
+    return text if len(text) <= 24 else text[:20] + "…"
 
 
 def _error(node: ast.AST, message: str) -> RecipeSyntaxError:
@@ -76,6 +155,8 @@ class _Evaluator:
 
     def value(self, node: ast.AST) -> object:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
+            if type(node.value) in (int, float) and not _finite(node.value):
+                raise _error(node, f"{_short(node)} is not a finite number")
             return node.value
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             operand = node.operand

@@ -6,6 +6,7 @@ import hashlib
 
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.methods import METHODS, ParamSpec
+from lib_merge.methods.adjust import AdjustValues
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, Param, walk_merges, walk_models
 from lib_merge.recipe.parse import HEADER
 from lib_merge.recipe.vectors import BlockVector, format_number, format_vector
@@ -20,7 +21,10 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _param(value: object, spec: ParamSpec | None = None) -> str:
+def format_param(value: object, spec: ParamSpec | None = None) -> str:
+    """A parameter value as a recipe writes it."""
+    if isinstance(value, AdjustValues):
+        return quote(value.text)
     if isinstance(value, Param):
         return f"param({quote(value.name)})"
     if isinstance(value, tuple):
@@ -105,7 +109,7 @@ def print_recipe(root: Node, identity: bool = False) -> str:
         spec = METHODS[node.method]
         args = [ref_name(n) for n in node.inputs]
         args += [quote(node.params.get(p.name, p.default).text) for p in spec.params if p.text]
-        args += [f"{p.name}={_param(node.params.get(p.name, p.default), p)}" for p in spec.params if not p.text]
+        args += [f"{p.name}={format_param(node.params.get(p.name, p.default), p)}" for p in spec.params if not p.text]
         args += _options(node.params)
         lines.append(f"{names[id(node)]} = {node.method}({', '.join(args)})")
     if isinstance(root, ModelRef):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
 from lib_merge.history import find_row, read_history, search_history
-from lib_merge.history import import_supermerger as import_history
 from lib_merge.host.base import GenSettings
 from lib_merge.host.session import Workbench
 from lib_merge.recipe import print_recipe
@@ -238,10 +235,9 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
 
     def import_supermerger(path):
         try:
-            count, skipped = import_history(Path(path), workbench.history_path())
+            return workbench.import_supermerger_history(path)
         except Exception as e:  # noqa: BLE001
             return error_text(e)
-        return f"Imported {count} rows." + "".join(f" {s}." for s in skipped[:3])
 
     history["import"].click(import_supermerger, [history["import_path"]], [history["message"]])
 

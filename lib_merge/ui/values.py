@@ -116,13 +116,14 @@ def filled_template(text: str, values: list) -> str:
     if not names:
         return text
     from lib_merge.errors import ParameterError
+    from lib_merge.paths import user_data_dir
     from lib_merge.recipe import parse_recipe, print_recipe
     from lib_merge.recipe.compose import compose
 
     if len(names) > TEMPLATE_FIELDS:
         raise ParameterError(f"the template has {len(names)} parameters; the UI fills {TEMPLATE_FIELDS}: use compose")
     given = {name: str(value).strip() for name, value in zip(names, values, strict=False) if str(value or "").strip()}
-    return print_recipe(compose(parse_recipe(text), given))
+    return print_recipe(compose(parse_recipe(text), given, str(user_data_dir() / "recipes")))
 
 
 def _method_request(v: dict, save, ui: dict) -> MergeRequest:

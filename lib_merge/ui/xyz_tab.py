@@ -148,7 +148,10 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
         messages: list[str] = []
 
         def progress() -> str:
-            return messages[-1] if messages else workbench.progress.text()
+            merge = workbench.progress.text()
+            if not messages:
+                return merge
+            return messages[-1] if merge == "idle" else f"{messages[-1]} — {merge}"
 
         for kind, value in run_in_thread(lambda: run_plot(workbench, plans[0], control, messages.append), progress):
             if kind != "done":  # progress text, or the error
@@ -223,13 +226,14 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
             from lib_merge.xyz.runner import plan_context
 
             plans = split_plan(current_plan(raw))
-            counts = []
+            counts, warnings = [], []
             for plan in plans:
-                from lib_merge.xyz.executor import merge_groups
+                from lib_merge.xyz.executor import idle_axes, merge_groups
 
                 cells = expand(plan, plan_context(workbench, plan))
                 counts.append(f"{len(cells)} cells, {len(merge_groups(cells))} merges")
-            return f"Plan OK: {'; '.join(counts)}."
+                warnings += [w for w in idle_axes(plan, cells) if w not in warnings]
+            return f"Plan OK: {'; '.join(counts)}." + "".join(f" Warning: {w}." for w in warnings)
         except Exception as e:  # noqa: BLE001
             return error_text(e)
 
@@ -321,14 +325,8 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
     parts["preset_delete"].click(delete, [parts["preset"]], [parts["status"], parts["preset"]])
 
     def import_presets(path):
-        from pathlib import Path
-
-        from lib_merge.xyz.presets import import_supermerger_presets
-
         try:
-            if not path or not Path(path).is_file():
-                raise ParameterError(f"no file {path!r}")
-            names = import_supermerger_presets(Path(path), presets_path())
+            names = workbench.import_xyz_presets(path, presets_path())
         except Exception as e:  # noqa: BLE001
             return error_text(e), update()
         return f"Imported {len(names)} preset(s): {', '.join(names)}.", update(choices=_preset_names())

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 from lib_merge.errors import AlloyError, Cancelled, PlanError
 from lib_merge.host.base import GenResult, GenSettings
-from lib_merge.xyz.plan import Cell
+from lib_merge.xyz.axes import axis_type
+from lib_merge.xyz.plan import AXES, Cell, XYZPlan
 
 
 @dataclass
@@ -57,6 +58,28 @@ def merge_groups(cells: list[Cell]) -> list[list[int]]:
     for index, cell in enumerate(cells):
         groups.setdefault(cell.merge_key, []).append(index)
     return list(groups.values())
+
+
+def idle_axes(plan: XYZPlan, cells: list[Cell]) -> list[str]:
+    """Warnings for merge axes whose values all give the same merge wherever the other axes stand
+    (for example alpha under a block vector that sets every block)."""
+    warnings = []
+    for name, spec in plan.axes():
+        index = AXES.index(name)
+        kind = axis_type(spec.type).kind
+        positions = {(c.x, c.y, c.z)[index] for c in cells}
+        if kind == "gen" or len(positions) < 2:
+            continue
+        lines: dict[tuple, set[str]] = {}
+        for c in cells:
+            others = tuple(v for i, v in enumerate((c.x, c.y, c.z)) if i != index)
+            lines.setdefault(others, set()).add(c.merge_key)
+        if all(len(keys) == 1 for keys in lines.values()):
+            warnings.append(
+                f"{name.upper()} axis {spec.type} has no effect: each of its values gives the same merge "
+                "(is every block set by a block vector, or is this value already the setting?)"
+            )
+    return warnings
 
 
 def run_cells(

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
+from lib_merge.errors import OutputExistsError
+from lib_merge.io.tempfiles import write_file
+
 BACKGROUND = "white"
 EMPTY_TILE = (200, 200, 200)
 
@@ -131,11 +134,13 @@ def next_grid_path(folder: Path) -> Path:
 
 
 def save_grid(image: Image.Image, folder: Path, plan: dict) -> Path:
-    """The grid with the plan as PNG infotext; written to a temporary name, then renamed."""
-    path = next_grid_path(folder)
+    """The grid with the plan as PNG infotext, under the next free number (never over another grid)."""
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", "Alloy XYZ plan: " + json.dumps(plan, sort_keys=True))
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG", pnginfo=info)
-    tmp.replace(path)
-    return path
+    while True:
+        path = next_grid_path(folder)
+        try:
+            write_file(str(path), lambda f: image.save(f, format="PNG", pnginfo=info), overwrite=False)
+        except OutputExistsError:  # another plot took this number a moment ago
+            continue
+        return path

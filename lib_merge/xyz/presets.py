@@ -6,10 +6,10 @@ SuperMerger's `xyzpresets.json` imports with its type labels mapped to Alloy's i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from lib_merge.errors import ParameterError
+from lib_merge.io.tempfiles import write_text
 from lib_merge.xyz.axes import axis_type
 
 
@@ -28,9 +28,7 @@ def load_presets(path: Path) -> dict[str, dict]:
 def _write(path: Path, presets: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(presets, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(str(path), json.dumps(presets, indent=1, sort_keys=True))
 
 
 def _normal(axes: dict) -> dict:
@@ -67,6 +65,9 @@ def delete_preset(path: Path, name: str) -> None:
     if presets.pop(name, None) is None:
         raise ParameterError(f"no XYZ preset named {name!r}")
     _write(path, presets)
+
+
+SUPERMERGER_PRESETS = "xyzpresets.json"
 
 
 def import_supermerger_presets(source: Path, path: Path) -> list[str]:

@@ -8,7 +8,6 @@ file is loaded was cut off by a restart and becomes `interrupted`. One worker th
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lib_merge.errors import ParameterError
+from lib_merge.io.tempfiles import write_text
 
 RETRYABLE = ("error", "stopped", "interrupted")
 FINISHED = ("done", "error", "stopped", "interrupted")
@@ -54,9 +54,7 @@ class ReservationQueue:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"rows": [asdict(r) for r in self.rows]}, indent=1), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text(str(self.path), json.dumps({"rows": [asdict(r) for r in self.rows]}, indent=1))
 
     # -- editing ---------------------------------------------------------------------------
     def add(self, plan: dict, label: str) -> QueueRow:

@@ -7,6 +7,7 @@ over the WebUI double or a fake `PlotHost`.
 from __future__ import annotations
 
 import csv
+import io
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from lib_merge.errors import ParameterError
 from lib_merge.history import find_row, read_history
 from lib_merge.host.base import GenResult, GenSettings
 from lib_merge.host.session import MergeRequest, SaveRequest, Workbench
+from lib_merge.io.tempfiles import write_file, write_text
 from lib_merge.paths import user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.nodes import primary_model
@@ -219,37 +221,35 @@ def _tile(result: CellResult, index: int):
 
 
 def _write_cells_csv(path: Path, results: list[CellResult], diffs: dict[str, float]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["cell", "labels", "recipe_hash", "history_id", "seed", "diff_percent"])
-        for r in results:
-            merged = r.merge
-            writer.writerow(
-                [
-                    _cell_id(r.cell),
-                    " / ".join(label for label in r.cell.labels if label),
-                    merged.recipe_hash if merged else "",
-                    merged.history_id if merged and merged.history_id is not None else "",
-                    r.cell.gen.seed,
-                    f"{diffs[_cell_id(r.cell)]:.2f}" if _cell_id(r.cell) in diffs else "",
-                ]
-            )
-    tmp.replace(path)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(["cell", "labels", "recipe_hash", "history_id", "seed", "diff_percent"])
+    for r in results:
+        merged = r.merge
+        writer.writerow(
+            [
+                _cell_id(r.cell),
+                " / ".join(label for label in r.cell.labels if label),
+                merged.recipe_hash if merged else "",
+                merged.history_id if merged and merged.history_id is not None else "",
+                r.cell.gen.seed,
+                f"{diffs[_cell_id(r.cell)]:.2f}" if _cell_id(r.cell) in diffs else "",
+            ]
+        )
+    write_text(str(path), buf.getvalue())
 
 
 def _write_checker_files(grid: Path, results: list[CellResult], diffs: dict[str, float], gifs: bool) -> None:
     """`<grid>.checker.csv` (item, diff %) and, on request, `<grid>.<cell>.gif` (baseline, cell)."""
     by_pos = {(r.cell.x, r.cell.y, r.cell.z): r for r in results}
     path = grid.with_suffix(".checker.csv")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["item", "diff_percent"])
-        for r in results:
-            if _cell_id(r.cell) in diffs:
-                writer.writerow([r.cell.checker, f"{diffs[_cell_id(r.cell)]:.2f}"])
-    tmp.replace(path)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(["item", "diff_percent"])
+    for r in results:
+        if _cell_id(r.cell) in diffs:
+            writer.writerow([r.cell.checker, f"{diffs[_cell_id(r.cell)]:.2f}"])
+    write_text(str(path), buf.getvalue())
     if not gifs:
         return
     for r in results:
@@ -259,4 +259,7 @@ def _write_checker_files(grid: Path, results: list[CellResult], diffs: dict[str,
         where[r.cell.checker_axis] = 0
         base = by_pos[tuple(where)].images[0]
         gif = grid.with_name(f"{grid.stem}.{r.cell.x}-{r.cell.y}-{r.cell.z}.gif")
-        base.save(gif, save_all=True, append_images=[r.images[0]], duration=700, loop=0)
+        write_file(
+            str(gif), lambda f, base=base, r=r: base.save(f, format="GIF", save_all=True, append_images=[r.images[0]],
+                                                            duration=700, loop=0)
+        )  # fmt: skip

@@ -1,0 +1,29 @@
+"""Progress of long phases, as events any surface can show (a bar, a status line, an API field)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a long phase: hashing an input (bytes) or merging (keys, with bytes written)."""
+
+    phase: str  # "hashing" | "merging"
+    done: int
+    total: int
+    unit: str  # "bytes" | "keys"
+    bytes_done: int = 0  # merging: bytes handed to the sink so far
+    bytes_total: int = 0
+    item: str = ""  # hashing: the file's name
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def hashing_progress(progress: ProgressFn | None, name: str) -> Callable[[int, int], None] | None:
+    """A file hasher's (done, total) bytes callback as hashing events."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(ProgressEvent("hashing", done, total, "bytes", item=name))

@@ -1,0 +1,38 @@
+"""The merge history (a damage-proof CSV log), its pending rows and SuperMerger's import."""
+
+from lib_merge.history.log import (
+    CUT_MARK,
+    HistoryLog,
+    append_history,
+    find_row,
+    history_file,
+    parse_history,
+    read_history,
+    recover_history,
+    search_history,
+    try_append_history,
+)
+from lib_merge.history.pending import announce, settle
+from lib_merge.history.rows import COLUMNS, HistoryRow, RowDraft
+from lib_merge.history.supermerger import FILE_NAME as SUPERMERGER_HISTORY
+from lib_merge.history.supermerger import import_supermerger
+
+__all__ = [
+    "COLUMNS",
+    "CUT_MARK",
+    "HistoryLog",
+    "HistoryRow",
+    "RowDraft",
+    "SUPERMERGER_HISTORY",
+    "announce",
+    "append_history",
+    "find_row",
+    "history_file",
+    "import_supermerger",
+    "parse_history",
+    "read_history",
+    "recover_history",
+    "search_history",
+    "settle",
+    "try_append_history",
+]

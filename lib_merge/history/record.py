@@ -1,0 +1,44 @@
+"""A merge into a file with its history row: the row is promised before the file takes its name
+and logged right after, so every published merge gets its row even when the process is killed."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+from lib_merge.engine.run import EngineOptions
+from lib_merge.history.log import Warn, try_append_history
+from lib_merge.history.pending import announce, settle
+from lib_merge.history.rows import HistoryRow, RowDraft
+from lib_merge.merge import MergeResult, SaveOptions, merge_to_file
+from lib_merge.recipe.nodes import Node
+
+
+def merge_and_log(
+    root: Node,
+    save: SaveOptions,
+    engine: EngineOptions | None,
+    models_dir: str | None,
+    history: Path | None,
+    draft_of: Callable[[MergeResult], RowDraft],
+    warn: Warn,
+) -> tuple[MergeResult, HistoryRow | None]:
+    """`merge_to_file`, then its row in `history` (None: not logged). A history that cannot be
+    written only warns: the merge stands."""
+    if history is None:
+        return merge_to_file(root, save, engine, models_dir), None
+    note: list[Path] = []
+
+    def promise(result: MergeResult, identity: tuple[int, int]) -> None:
+        with contextlib.suppress(OSError):  # without the note only a kill in the next instant loses the row
+            note.append(announce(history, draft_of(result), identity))
+
+    try:
+        result = merge_to_file(root, save, engine, models_dir, promise)
+    except BaseException:
+        settle(note[0] if note else None)
+        raise
+    row = try_append_history(draft_of(result), history, warn)
+    settle(note[0] if note else None)
+    return result, row

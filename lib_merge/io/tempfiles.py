@@ -1,0 +1,245 @@
+"""Temporary files beside their target, publishing without replacing, and cleaning what a kill left.
+
+Every file Alloy writes is first written to ``<target>.alloy-tmp-<pid>-<hex>`` in the target's folder.
+The writing process holds an exclusive advisory lock (``flock``) on it until the file has its real
+name; the kernel drops that lock when the process dies, even by ``kill -9``. A temporary file is
+stale, and may be removed, only when its process is gone and nobody holds its lock, so a live
+writer's file (another merge, another WebUI) is never taken.
+
+Publishing without ``overwrite`` links the finished file to its name (``link`` fails when the name
+exists, atomically) or, where a filesystem has no hard links, renames with ``RENAME_NOREPLACE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from lib_merge.errors import OutputExistsError, UnsafePathError
+
+TEMP_MARK = ".alloy-tmp-"
+_TEMP_NAME = re.compile(r"\.alloy-tmp-(\d+)-[0-9a-f]+$")
+
+try:
+    import fcntl
+except ImportError:  # Windows: an open file cannot be deleted there, so the PID check suffices
+    fcntl = None
+
+
+def temp_path_for(target: str) -> str:
+    folder, name = os.path.split(os.path.abspath(target))
+    return os.path.join(folder, f"{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def is_temp_name(name: str) -> bool:
+    return _TEMP_NAME.search(name) is not None
+
+
+def open_temp(target: str) -> tuple[str, BinaryIO]:
+    """Create a new temporary file for `target` and lock it; the caller closes it after publishing."""
+    while True:
+        tmp = temp_path_for(target)
+        try:
+            f = open(tmp, "xb")  # noqa: SIM115 - the caller owns it until publish
+        except FileExistsError:
+            continue
+        except BaseException:  # an interrupt may land after the file was created
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        try:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            f.close()
+            os.unlink(tmp)
+            raise
+        return tmp, f
+
+
+def publish(tmp: str, target: str, overwrite: bool) -> None:
+    """Give the finished `tmp` its real name. Without `overwrite` an existing `target` is never
+    replaced, even one that appeared a moment ago: OutputExistsError, and `tmp` is left to the caller."""
+    if overwrite:
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise _exists(target) from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS, errno.EMLINK):
+            raise
+        _rename_no_replace(tmp, target)  # a filesystem without hard links (FAT, exFAT, some network shares)
+        return
+    os.unlink(tmp)
+
+
+def _exists(target: str) -> OutputExistsError:
+    return OutputExistsError(f"{target} exists; choose another name or use --overwrite")
+
+
+def _rename_no_replace(tmp: str, target: str) -> None:
+    if os.name == "nt":  # Windows' rename never replaces
+        try:
+            os.rename(tmp, target)
+        except FileExistsError:
+            raise _exists(target) from None
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise UnsafePathError(
+            f"cannot save {target} without the risk of replacing another file on this filesystem "
+            "(no hard links, no no-replace rename); save to another folder or use --overwrite"
+        )
+    at_fdcwd, rename_noreplace = -100, 1
+    if renameat2(at_fdcwd, os.fsencode(tmp), at_fdcwd, os.fsencode(target), rename_noreplace) != 0:
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            raise _exists(target)
+        raise OSError(code, os.strerror(code), target)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs now (a reused id counts as alive: the safe side)."""
+    if pid <= 0:
+        return False
+    if os.name == "nt":
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return ctypes.GetLastError() == 5  # access denied: it exists
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _stale_lock(path: str) -> Iterator[bool]:
+    """Yields True while holding the lock of a temporary file whose writer is gone."""
+    match = _TEMP_NAME.search(os.path.basename(path))
+    if match is None or pid_alive(int(match.group(1))):
+        yield False
+        return
+    if fcntl is None:
+        yield True
+        return
+    try:
+        f = open(path, "rb")  # noqa: SIM115
+    except OSError:
+        yield False
+        return
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a writer in another PID namespace (a container) is still at work
+            yield False
+            return
+        yield True
+
+
+@dataclass
+class CleanReport:
+    removed: list[str] = field(default_factory=list)
+    freed: int = 0  # bytes given back (a leftover hard link of a published file frees nothing)
+    failed: list[str] = field(default_factory=list)
+
+    def text(self, where: str) -> str:
+        if not self.removed:
+            return f"no stale temporary files in {where}"
+        return (
+            f"removed {len(self.removed)} stale temporary file{'s' if len(self.removed) != 1 else ''} "
+            f"in {where}, freed {format_bytes(self.freed)}"
+        )
+
+    def add(self, other: CleanReport) -> None:
+        self.removed += other.removed
+        self.freed += other.freed
+        self.failed += other.failed
+
+
+def clean_stale(folder: str, recursive: bool = False, on_file: Callable[[str], None] | None = None) -> CleanReport:
+    """Remove the temporary files of dead processes in `folder` (and below it, with `recursive`)."""
+    report = CleanReport()
+    try:
+        walker = os.walk(folder) if recursive else [(folder, [], os.listdir(folder))]
+        for here, dirs, files in walker:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if is_temp_name(name):
+                    _remove_if_stale(os.path.join(here, name), report)
+    except OSError:
+        pass  # a folder that cannot be listed holds nothing we can clean
+    if on_file is not None:
+        for path in report.removed:
+            on_file(path)
+    return report
+
+
+def _remove_if_stale(path: str, report: CleanReport) -> None:
+    with _stale_lock(path) as stale:
+        if not stale:
+            return
+        try:
+            st = os.lstat(path)
+            os.unlink(path)
+        except OSError:
+            report.failed.append(path)
+            return
+        report.removed.append(path)
+        if st.st_nlink <= 1:
+            report.freed += st.st_size
+
+
+def format_bytes(n: int) -> str:
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"
+
+
+def write_file(
+    target: str,
+    write: Callable[[BinaryIO], None],
+    overwrite: bool = True,
+    before_publish: Callable[[os.stat_result], None] | None = None,
+) -> str:
+    """Write a file through a locked temporary file; `overwrite=False` never replaces `target`."""
+    target = os.path.abspath(target)
+    tmp, f = open_temp(target)
+    try:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+        if before_publish is not None:
+            before_publish(os.fstat(f.fileno()))
+        if os.name == "nt":
+            f.close()
+        publish(tmp, target, overwrite)
+    except BaseException:
+        f.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    f.close()
+    return target
+
+
+def write_text(target: str, text: str, overwrite: bool = True) -> str:
+    return write_file(target, lambda f: f.write(text.encode("utf-8")), overwrite)
