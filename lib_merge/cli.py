@@ -289,19 +289,24 @@ def _progress(args):
 
     def update(event) -> None:
         bar = bars.get(event.phase)
-        if bar is None:
-            for old in bars.values():
-                old.close()
-            unit, scale = ("B", True) if event.unit == "bytes" else ("key", False)
+        if bar is None:  # hashing runs beside merging: one line each
+            if event.unit == "bytes":
+                options = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "desc": f"hashing {event.item}"}
+            else:
+                options = {"unit": "key", "desc": event.phase}
             bar = bars[event.phase] = tqdm(
-                total=event.total, unit=unit, unit_scale=scale, file=sys.stderr, desc=event.phase, leave=False
+                total=event.total, file=sys.stderr, leave=False, position=len(bars), **options
             )
+        elif event.unit == "bytes" and bar.desc != f"hashing {event.item}":
+            bar.reset(total=event.total)
+            bar.set_description_str(f"hashing {event.item}", refresh=False)
         bar.total = event.total
         if event.unit == "keys":
             bar.set_postfix_str(f"{event.bytes_done / 2**20:,.0f} MB written", refresh=False)
         bar.update(event.done - bar.n)
-        if event.done >= event.total and event.phase == "merging":
-            bar.close()
+        if event.phase == "merging" and event.done >= event.total:
+            for each in bars.values():
+                each.close()
 
     return update
 

@@ -145,3 +145,23 @@ def test_xyz_answers_the_grid_and_each_cells_merge(api, webui, tmp_path):
     bad = api.post("/alloy/v1/xyz", json=dict(plan, x={"type": "alpha", "values": "0.1, zz"}))
     assert bad.status_code == 400 and bad.json()["error"] == (
         "X alpha axis: 'zz': not a number or a range like 0-1 (5) or 0-1 [0.25]")  # fmt: skip
+
+
+def test_standalone_auth_guards_the_page_and_the_api(tmp_path, sd1):
+    import base64
+
+    from lib_merge.ui.standalone import create_app, is_loopback, parse_auth
+
+    app, _ = create_app(str(tmp_path), auth=parse_auth("ann:pw1,bob:pw:2"))
+    client = TestClient(app)
+    for path in ("/", "/alloy/v1/status", "/alloy/v1/history"):
+        denied = client.get(path)
+        assert denied.status_code == 401 and denied.headers["www-authenticate"].startswith("Basic")
+    wrong = base64.b64encode(b"ann:nope").decode()
+    assert client.get("/alloy/v1/status", headers={"Authorization": f"Basic {wrong}"}).status_code == 401
+    assert client.get("/alloy/v1/status", headers={"Authorization": "Basic %%%"}).status_code == 401
+    assert client.get("/alloy/v1/status", auth=("bob", "pw:2")).status_code == 200
+    assert client.get("/", auth=("ann", "pw1"), follow_redirects=True).status_code == 200
+    assert [is_loopback(h) for h in ("127.0.0.1", "127.8.0.1", "::1", "localhost", "0.0.0.0", "192.0.2.1")] == [
+        True, True, True, True, False, False,
+    ]  # fmt: skip

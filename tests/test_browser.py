@@ -1,4 +1,8 @@
-"""End to end in headless Chromium: the standalone app merges two miniature models and saves the file."""
+"""End to end in headless Chromium: the standalone app merges two miniature models and saves the file.
+
+Without /usr/bin/chromium these tests are skipped with how to get it, except in CI (CI=true), where a
+missing browser is a failure.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import base64
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,6 +33,20 @@ FLAGS = [
     "--disable-sync",
 ]
 ROOT = Path(__file__).resolve().parent.parent
+USER, PASSWORD = "tester", "s3cret:with colon"
+INSTALL = (
+    "install Debian's Chromium (`sudo apt-get install chromium`; it lands at /usr/bin/chromium), "
+    "then run the tests again"
+)
+
+
+@pytest.fixture(autouse=True)
+def chromium():
+    if os.path.exists(CHROMIUM):
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing in CI: {INSTALL}")
+    pytest.skip(f"the browser tests need {CHROMIUM}: {INSTALL}")
 
 
 def free_port() -> int:
@@ -45,7 +65,18 @@ def app_url(tmp_path, sd1):
     env = dict(os.environ, ALLOY_HOME=str(tmp_path / "home"))
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "lib_merge", "--models-dir", str(models), "ui", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "lib_merge",
+            "--models-dir",
+            str(models),
+            "ui",
+            "--port",
+            str(port),
+            "--auth",
+            f"{USER}:{PASSWORD}",
+        ],  # fmt: skip
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -56,12 +87,18 @@ def app_url(tmp_path, sd1):
     while True:
         try:
             urllib.request.urlopen(url, timeout=2)
+            raise AssertionError("the app answered without credentials")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
             break
         except OSError:
             if server.poll() is not None or time.time() > deadline:
                 server.kill()  # the fixture's teardown does not run when its setup fails
                 raise AssertionError("the app did not start: " + (tmp_path / "server.log").read_text()) from None
             time.sleep(0.3)
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    request = urllib.request.Request(url + "alloy/v1/status", headers={"Authorization": f"Basic {token}"})
+    assert urllib.request.urlopen(request, timeout=5).status == 200
     yield url, models
     server.terminate()
     server.wait(10)
@@ -74,7 +111,7 @@ def test_merge_and_save_in_the_browser(app_url, sd1):
     url, models = app_url
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page()
+        page = browser.new_page(http_credentials={"username": USER, "password": PASSWORD})
         page.goto(url)
         page.wait_for_selector("#alloy_model_a")
 

@@ -143,3 +143,128 @@ def test_supermerger_history_imports_as_settings_and_recipes(tmp_path, monkeypat
     monkeypatch.setenv("ALLOY_HOME", str(tmp_path / "home"))
     proc = cli("history", "import-supermerger", source)
     assert proc.returncode == 0 and proc.stdout == "imported 2 rows\n" and "line 4 skipped" in proc.stderr
+
+
+def _lines(path):
+    return path.read_bytes().decode("utf-8", "ignore")
+
+
+def test_a_truncated_last_line_is_closed_off_and_the_next_row_stands_alone(tmp_path):
+    path = tmp_path / "history.csv"
+    _add(path, "one")
+    _add(path, "two", recipe="r")  # an unquoted last cell: cutting it leaves no open quote
+    path.write_bytes(path.read_bytes()[:-3])  # the power went off mid-row: no newline at the end
+    _add(path, "three")
+    log = read_history(path)
+    assert [r.name for r in log.rows] == ["one", "three"]
+    assert [r.id for r in log.rows] == [1, 2]
+    assert any("the row was cut off" in s for s in log.skipped)
+
+
+def test_a_file_cut_inside_a_quoted_recipe_hides_nothing_after_the_next_append(tmp_path):
+    path = tmp_path / "history.csv"
+    _add(path, "one")
+    _add(path, "two", recipe='alloy-recipe 1\nA = model("a")\nmerged = weighted_sum(A, A, alpha=0.5)\n')
+    raw = path.read_bytes()
+    path.write_bytes(raw[: raw.rindex(b"merged")])  # cut inside the quoted recipe of row two
+    assert [r.name for r in read_history(path).rows] == ["one"]  # the cut row is not passed off as whole
+    _add(path, "three")
+    _add(path, "four")
+    log = read_history(path)
+    assert [r.name for r in log.rows] == ["one", "three", "four"]
+    assert len([s for s in log.skipped if "the row was cut off" in s]) == 1
+
+
+@pytest.mark.parametrize("header", [b"", b"id,ti\n", b"\x00\x00garbage\xff,zz\n", b"identifier,time,name\n"])
+def test_a_damaged_header_is_moved_aside_and_its_rows_stay_readable(tmp_path, header):
+    path = tmp_path / "history.csv"
+    _add(path, "old one")
+    _add(path, "old two")
+    raw = path.read_bytes()
+    path.write_bytes(header + raw[raw.index(b"\n") + 1 :] if header else raw[raw.index(b"\n") + 1 :])
+    warnings = []
+    row = _add(path, "new", warn=warnings.append)
+    (moved,) = [p for p in tmp_path.iterdir() if p.name.startswith("history.csv.damaged-")]
+    assert len(warnings) == 1 and moved.name in warnings[0] and "history list --file" in warnings[0]
+    assert row.id == 1 and [r.name for r in read_history(path).rows] == ["new"]
+    assert [r.name for r in read_history(moved).rows] == ["old one", "old two"]
+    listed = cli("history", "list", "--file", moved)
+    assert listed.returncode == 0 and "old one" in listed.stdout and "old two" in listed.stdout
+    assert "damaged header" in listed.stderr
+
+
+def test_undecodable_and_nul_bytes_are_skipped_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALLOY_HOME", str(tmp_path))
+    path = tmp_path / "history.csv"
+    _add(path, "café")
+    with open(path, "ab") as f:
+        f.write(b"\xff\xfe\x00 junk\n")
+    _add(path, "after")
+    log = read_history(path)
+    assert [r.name for r in log.rows] == ["café", "after"]
+    assert any("undecodable bytes skipped (the first on line" in s for s in log.skipped)
+    listed = cli("history", "list")
+    assert listed.returncode == 0 and "after" in listed.stdout and "Traceback" not in listed.stderr
+    assert "warning: history.csv: 2 undecodable bytes skipped" in listed.stderr
+
+
+def test_a_history_that_cannot_be_written_warns_and_the_merge_stands(sd1, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "history.csv").mkdir(parents=True)  # the history path is a folder
+    monkeypatch.setenv("ALLOY_HOME", str(home))
+    out = tmp_path / "m.safetensors"
+    proc = cli("merge", "--a", sd1[0], "--b", sd1[1], "--mode", "ws", "-o", out)
+    assert proc.returncode == 0 and out.exists() and proc.stdout.splitlines()[-1] == str(out), proc.stderr
+    assert "warning: cannot write history" in proc.stderr and "the merge itself succeeded" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    listed = cli("history", "list")
+    assert listed.returncode == 5 and "cannot read history" in error_line(listed)
+
+
+def test_concurrent_appends_take_distinct_ids(tmp_path):
+    import threading
+
+    path = tmp_path / "history.csv"
+    threads = [threading.Thread(target=lambda n=n: [_add(path, f"t{n}-{i}") for i in range(10)]) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log = read_history(path)
+    assert sorted(r.id for r in log.rows) == list(range(1, 61)) and not log.skipped
+
+
+def test_a_server_imports_supermerger_history_only_from_allowed_folders(tmp_path, monkeypatch):
+    from lib_merge.host.session import Workbench
+    from lib_merge.host.standalone import FolderHost
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("ALLOY_HOME", str(home))
+    extension = tmp_path / "extensions" / "sd-webui-supermerger"
+    extension.mkdir(parents=True)
+    host = FolderHost(str(tmp_path))
+    monkeypatch.setattr(host, "supermerger_folders", lambda: [str(extension)])
+    bench = Workbench(host)
+    row = (
+        '"ID","time","name","weights alpha","weights beta","model A","model B","model C","alpha","beta","mode",'
+        '"use MBW"\n"1","t","mix","","","a.safetensors","b.safetensors","","0.3","0","Weight sum:A","False"\n'
+    )
+    secret = tmp_path / "elsewhere" / "mergehistory.csv"
+    secret.parent.mkdir()
+    secret.write_text(row)
+    (extension / "notes.csv").write_text(row)
+    answers = set()
+    for attempt in (str(secret), str(tmp_path / "elsewhere" / "missing.csv"), "../elsewhere/mergehistory.csv",
+                    str(extension / "notes.csv"), str(extension / ".." / ".." / "elsewhere" / "mergehistory.csv"),
+                    "/etc/passwd", ""):  # fmt: skip
+        with pytest.raises(ParameterError) as refused:
+            bench.import_supermerger_history(attempt)
+        answers.add(str(refused.value))
+    assert len(answers) == 1 and "only a file named mergehistory.csv" in answers.pop()  # tells nothing more
+    assert read_history(bench.history_path()).rows == []
+    (extension / "mergehistory.csv").write_text(row)
+    assert bench.import_supermerger_history(str(extension / "mergehistory.csv")).startswith("Imported 1 rows")
+    (home / "mergehistory.csv").write_text(row)
+    assert bench.import_supermerger_history("mergehistory.csv").startswith("Imported 1 rows")  # a bare name
+    assert len(read_history(bench.history_path()).rows) == 2

@@ -6,6 +6,8 @@ import json
 import os
 import struct
 
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import load, metadata
@@ -92,11 +94,31 @@ class NotATensor:
     pass
 
 
-def test_ckpt_with_python_objects_is_refused(tmp_path):
+class RunsCode:
+    """Unpickling this would create a file: the proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_ckpt_with_python_objects_is_refused_in_alloys_words(tmp_path, protocol):
+    import warnings
+
+    marker = tmp_path / "code-ran"
     path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {"w": torch.ones(2)}, "callback": NotATensor()}, path)
-    with pytest.raises(UnsafePickleError, match="evil.ckpt contains Python objects"):
+    payload = {"state_dict": {"w": torch.ones(2)}, "callback": NotATensor(), "hook": RunsCode(marker)}
+    torch.save(payload, path, pickle_protocol=protocol)
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(UnsafePickleError) as refused:
+        warnings.simplefilter("always")
         open_model(str(path))
+    message = str(refused.value)
+    assert message.startswith("evil.ckpt holds Python objects besides tensors") and "convert it" in message
+    assert "weights_only" not in message and "torch" not in message.lower()
+    assert caught == [] and not marker.exists()
 
 
 def test_writer_output_reads_back_with_metadata(tmp_path):

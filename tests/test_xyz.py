@@ -337,3 +337,29 @@ def test_alpha_zero_cells_are_model_a_and_reuse_one_image():
     result = run_cells(cells, host, threading.Event())
     assert result.merges == 3 and len(generated) == 3
     assert result.cells[0].images == result.cells[1].images != result.cells[2].images
+
+
+def _readme_plan() -> dict:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"\n(    \{\"x\".*?\n)\n", readme, re.S).group(1)
+    return json.loads(block)
+
+
+def test_the_readme_plan_has_no_idle_axis_and_a_vector_that_sets_every_block_is_warned_about(tmp_path, capsys):
+    from lib_merge.cli import main
+
+    plan = _readme_plan()
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    assert main(["xyz", str(path), "--host", "none"]) == 0
+    out, err = capsys.readouterr()
+    assert "has no effect" not in err and out.strip().endswith("12 cells, 6 merges, schema sd1")
+    plan["z"]["values"] = "GRAD_V\nIN00-IN11=0 *=1"  # every block set: the alpha axis does nothing
+    path.write_text(json.dumps(plan))
+    assert main(["xyz", str(path), "--host", "none"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: X axis alpha has no effect" in err
+    assert out.strip().endswith("12 cells, 2 merges, schema sd1")

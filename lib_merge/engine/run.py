@@ -75,7 +75,10 @@ class EngineReport:
 
 
 def check_device(device: str) -> torch.device:
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ParameterError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError(f"device {device!r} asked for, but CUDA is not available here")
     if dev.type not in ("cpu", "cuda", "mps"):

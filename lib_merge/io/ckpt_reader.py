@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 
 import torch
 
@@ -49,15 +50,19 @@ class CkptFile:
 def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
     name = os.path.basename(path)
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+        with warnings.catch_warnings():  # torch's own warnings and advice are not for Alloy's users
+            warnings.simplefilter("ignore")
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
         raise UnsafePickleError(
-            f"{name} contains Python objects ({_first_line(e)}): convert it in a trusted environment"
+            f"{name} holds Python objects besides tensors, and loading them could run code, so Alloy reads "
+            "nothing from it. If you trust its source, convert it to .safetensors with a tool you trust "
+            "(in an environment where its code may run) and merge that file"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         raise CorruptModelError(f"{name} cannot be read as a checkpoint: {_first_line(e)}") from None
