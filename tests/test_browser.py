@@ -6,13 +6,13 @@ missing browser is a failure.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-import base64
 import urllib.error
 import urllib.request
 from pathlib import Path
