@@ -142,3 +142,11 @@ def test_unused_alpha_is_warned_about(sd1, tmp_path):
     quiet = cli("merge", "--a", sd1[0], "--b", sd1[1], "--mode", "ws", "--blocks", "IN00=1", "--alpha", "0.3",
                 "-o", tmp_path / "p.safetensors", "--no-history")  # fmt: skip
     assert quiet.returncode == 0 and "warning" not in quiet.stderr
+
+
+def test_the_command_works_from_any_folder_once_set_up(tmp_path):
+    """The README's setup installs Alloy (editable), so no PYTHONPATH or repository folder is needed."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-m", "lib_merge", "methods"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and "weighted_sum(" in proc.stdout, proc.stderr

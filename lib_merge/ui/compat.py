@@ -37,3 +37,8 @@ def dataframe_rows(value) -> list[list]:
 def mount(app, demo: gr.Blocks, path: str = "/"):
     """The Gradio app inside a FastAPI app (so the standalone app can carry the HTTP API)."""
     return gr.mount_gradio_app(app, demo, path=path)
+
+
+def internal_token(demo: gr.Blocks) -> str | None:
+    """The bearer token Gradio 3's queue sends when it calls the app's own /api/predict (None on 4.x)."""
+    return getattr(getattr(demo, "_queue", None), "access_token", None)

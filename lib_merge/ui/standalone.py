@@ -10,14 +10,17 @@ from __future__ import annotations
 import base64
 import ipaddress
 import secrets
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 
 from lib_merge.errors import ParameterError
 from lib_merge.host.api import add_routes
 from lib_merge.host.session import Workbench
 from lib_merge.host.standalone import FolderHost
 from lib_merge.ui.app import build_ui
-from lib_merge.ui.compat import enable_queue, mount
+from lib_merge.ui.compat import enable_queue, internal_token, mount
 
 
 @dataclass
@@ -49,11 +52,28 @@ def is_loopback(host: str) -> bool:
 
 
 class BasicAuth:
-    """ASGI middleware: HTTP Basic credentials on every request and websocket, or 401."""
+    """ASGI middleware: HTTP Basic credentials on every request, or 401.
 
-    def __init__(self, app, credentials: dict[str, str]):
+    A browser that passed the check gets a session cookie, because browsers do not send Basic credentials
+    with every request (Gradio 3's queue runs over a websocket); the cookie is accepted in their place.
+    Gradio 3's queue also calls the app over loopback with its own bearer token (`internal_token`).
+    """
+
+    COOKIE = "alloy_session"
+    SESSIONS = 1000  # the newest ones are kept
+
+    def __init__(self, app, credentials: dict[str, str], internal_token: Callable[[], str | None] = lambda: None):
         self.app = app
         self.credentials = credentials
+        self.internal_token = internal_token
+        self.sessions: OrderedDict[str, None] = OrderedDict()
+
+    def internal(self, scope, header: bytes | None) -> bool:
+        token = self.internal_token()
+        client = (scope.get("client") or ("",))[0]
+        if not token or not header or not is_loopback(client):
+            return False
+        return secrets.compare_digest(header, f"Bearer {token}".encode())
 
     def allowed(self, header: bytes | None) -> bool:
         if not header or not header[:6].lower() == b"basic ":
@@ -65,23 +85,59 @@ class BasicAuth:
         expected = self.credentials.get(user)
         return expected is not None and secrets.compare_digest(password.encode(), expected.encode())
 
+    def session(self, header: bytes | None) -> bool:
+        if not header:
+            return False
+        try:
+            cookie = SimpleCookie(header.decode("latin-1"))
+        except CookieError:
+            return False
+        token = cookie[self.COOKIE].value if self.COOKIE in cookie else ""
+        return any(secrets.compare_digest(token, known) for known in self.sessions)
+
+    def new_session(self) -> str:
+        token = secrets.token_urlsafe(32)
+        self.sessions[token] = None
+        while len(self.sessions) > self.SESSIONS:
+            self.sessions.popitem(last=False)
+        return token
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] in ("http", "websocket"):
-            header = dict(scope.get("headers") or []).get(b"authorization")
-            if not self.allowed(header):
-                if scope["type"] == "websocket":
-                    await send({"type": "websocket.close", "code": 1008})
-                    return
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [(b"www-authenticate", b'Basic realm="Alloy"'), (b"content-type", b"text/plain")],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b"Alloy: authentication required\n"})
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if self.session(headers.get(b"cookie")) or self.internal(scope, headers.get(b"authorization")):
+            await self.app(scope, receive, send)
+            return
+        if not self.allowed(headers.get(b"authorization")):
+            await self._deny(scope, send)
+            return
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        cookie = f"{self.COOKIE}={self.new_session()}; Path=/; HttpOnly; SameSite=Strict".encode()
+
+        async def send_with_cookie(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+    @staticmethod
+    async def _deny(scope, send) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"www-authenticate", b'Basic realm="Alloy"'), (b"content-type", b"text/plain")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"Alloy: authentication required\n"})
 
 
 def create_app(models_dir: str | None = None, workbench: Workbench | None = None, auth: dict[str, str] | None = None):
@@ -93,7 +149,7 @@ def create_app(models_dir: str | None = None, workbench: Workbench | None = None
     app = FastAPI(title="Alloy")
     add_routes(app, workbench)
     served = mount(app, demo)
-    return (BasicAuth(served, auth) if auth else served), workbench
+    return (BasicAuth(served, auth, lambda: internal_token(demo)) if auth else served), workbench
 
 
 def serve(models_dir: str, options: ServeOptions) -> None:
