@@ -354,3 +354,31 @@ def test_template_in_the_recipe_box_gets_one_field_per_parameter(tmp_path, sd1):
     key = "model.diffusion_model.out.2.weight"
     expected = a[key].double() * 0.75 + b[key].double() * 0.25
     assert torch.allclose(out[key].double(), expected, atol=1e-6)
+
+
+def test_the_merge_button_shows_the_progress_of_the_running_merge(tmp_path, sd1, monkeypatch):
+    """The status line follows the workbench's progress as it changes (it once stayed at 'idle')."""
+    import time
+
+    from lib_merge.engine.progress import ProgressEvent
+    from lib_merge.errors import Cancelled
+    from lib_merge.host.session import Progress
+
+    bench = Workbench(FolderHost(str(tmp_path)))
+    demo = build_ui(bench)
+
+    def slow_merge(request):
+        bench.progress = Progress("merging into the loaded model")
+        bench.progress.update(ProgressEvent("merging", 5, 10, "keys", 50 * 2**20, 100 * 2**20))
+        time.sleep(1.3)
+        raise Cancelled("merge cancelled")
+
+    monkeypatch.setattr(bench, "merge", slow_merge)
+    fn, inputs = handler(demo, "alloy_merge")
+    values = [c.value for c in inputs]
+    ids = [c.elem_id for c in inputs]
+    values[ids.index("alloy_model_a")], values[ids.index("alloy_model_b")] = sd1[0].name, sd1[1].name
+    statuses = [out[0] if isinstance(out, (list, tuple)) else out for out in fn(*values)]
+    texts = [s if isinstance(s, str) else str(s) for s in statuses]
+    assert any("merging into the loaded model: 5/10 keys, 50/100 MB" in t for t in texts), texts
+    assert "merge cancelled" in texts[-1]

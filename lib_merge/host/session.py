@@ -96,21 +96,26 @@ class Progress:
     def text(self) -> str:
         running = [e for e in self.events.values() if e.done < e.total]
         shown = running or list(self.events.values())[-1:]
-        details = "; ".join(_describe(e, self.started[e.phase]) for e in shown)
+        details = "; ".join(_describe(e, self.started[e.phase], self.stage) for e in shown)
         return f"{self.stage}: {details}" if details else self.stage
 
 
-def _describe(event: ProgressEvent, started: float) -> str:
+def _describe(event: ProgressEvent, started: float, stage: str) -> str:
     mb = 2**20
     if event.unit == "bytes":
         text = f"hashing {event.item} {event.done / mb:,.0f}/{event.total / mb:,.0f} MB"
     else:
-        text = f"{event.phase} {event.done:,}/{event.total:,} keys"
+        text = ("" if stage.startswith(event.phase) else f"{event.phase} ") + f"{event.done:,}/{event.total:,} keys"
         if event.bytes_total:
             text += f", {event.bytes_done / mb:,.0f}/{event.bytes_total / mb:,.0f} MB"
+    # Keys differ in size by a thousand times: the bytes tell the share of the work done.
+    if event.bytes_total:
+        share = event.bytes_done / event.bytes_total
+    else:
+        share = event.done / event.total if event.total else 0.0
     elapsed = time.monotonic() - started
-    if 0 < event.done < event.total and elapsed > 0.5:
-        text += f", ETA {elapsed / event.done * (event.total - event.done):,.0f} s"
+    if 0.02 <= share < 1 and elapsed > 1:
+        text += f", ETA {elapsed / share * (1 - share):,.0f} s"
     return text
 
 

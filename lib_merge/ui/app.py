@@ -108,7 +108,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
         except Exception as e:  # noqa: BLE001
             yield "error", error_text(e)
             return
-        yield from run_in_thread(lambda: workbench.merge(request), workbench.progress.text)
+        yield from run_in_thread(lambda: workbench.merge(request), lambda: workbench.progress.text())
 
     def merge(*raw):
         for kind, value in merge_steps(raw):
@@ -129,7 +129,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
         except Exception as e:  # noqa: BLE001
             yield "error", error_text(e)
             return
-        for kind, value in run_in_thread(lambda: workbench.generate(settings), workbench.progress.text):
+        for kind, value in run_in_thread(lambda: workbench.generate(settings), lambda: workbench.progress.text()):
             if kind == "done":
                 value.notes.extend(notes)
             yield kind, value
