@@ -158,7 +158,8 @@ def test_cli_method_flags_equal_the_recipe(four, tmp_path):
     text += "merged = dare(A, B, C, D, alpha=0.5, p=0.3, seed=4)\n"
     same = merge(text, tmp_path / "recipe.safetensors")
     assert proc.stdout.splitlines()[-2] == same.recipe_hash
-    assert all(torch.equal(t, load(same.path)[k]) for k, t in load(out).items())
+    expected = load(same.path)
+    assert all(torch.equal(t, expected[k]) for k, t in load(out).items())
     bad = cli("merge", "--a", four[0], "--models", four[1], "--method", "slerp", "--density", "0.2", "-o", out)
     assert bad.returncode == 3 and "density is not used by slerp" in bad.stderr
 
