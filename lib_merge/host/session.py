@@ -383,20 +383,16 @@ class Workbench:
             lines.append(str(e))
         return lines
 
+    def import_folders(self) -> list[Path]:
+        """Where a server may read files its users name for import: user data, installed SuperMerger extensions."""
+        return [user_data_dir(), *(Path(f) for f in self.host.supermerger_folders())]
+
     def import_supermerger_history(self, path_text: str) -> str:
         """Import SuperMerger's mergehistory.csv from the user-data folder or an installed SuperMerger."""
-        folders = [user_data_dir(), *(Path(f) for f in self.host.supermerger_folders())]
-        source = file_in_folders(path_text, folders, SUPERMERGER_HISTORY)
+        source = file_in_folders(path_text, self.import_folders(), SUPERMERGER_HISTORY)
         warnings: list[str] = []
         count, skipped = import_supermerger(source, self.history_path(), warnings.append)
         return f"Imported {count} rows." + "".join(f" {s}." for s in [*warnings, *skipped][:3])
-
-    def import_xyz_presets(self, path_text: str, presets_file: Path) -> list[str]:
-        """Import SuperMerger's xyzpresets.json from the user-data folder or an installed SuperMerger."""
-        from lib_merge.xyz.presets import SUPERMERGER_PRESETS, import_supermerger_presets
-
-        folders = [user_data_dir(), *(Path(f) for f in self.host.supermerger_folders())]
-        return import_supermerger_presets(file_in_folders(path_text, folders, SUPERMERGER_PRESETS), presets_file)
 
     # -- cache ----------------------------------------------------------------------------------
     def cache(self) -> TensorCache | None:

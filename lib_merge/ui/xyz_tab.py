@@ -325,8 +325,12 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
     parts["preset_delete"].click(delete, [parts["preset"]], [parts["status"], parts["preset"]])
 
     def import_presets(path):
+        from lib_merge.paths import file_in_folders
+        from lib_merge.xyz.presets import SUPERMERGER_PRESETS, import_supermerger_presets
+
         try:
-            names = workbench.import_xyz_presets(path, presets_path())
+            source = file_in_folders(path, workbench.import_folders(), SUPERMERGER_PRESETS)
+            names = import_supermerger_presets(source, presets_path())
         except Exception as e:  # noqa: BLE001
             return error_text(e), update()
         return f"Imported {len(names)} preset(s): {', '.join(names)}.", update(choices=_preset_names())
