@@ -305,7 +305,7 @@ def _progress(args):
             bar.set_postfix_str(f"{event.bytes_done / 2**20:,.0f} MB written", refresh=False)
         bar.update(event.done - bar.n)
         if event.phase == "merging" and event.done >= event.total:
-            for each in bars.values():
+            for each in reversed(list(bars.values())):  # the lower line first, as tqdm expects
                 each.close()
 
     return update
