@@ -74,10 +74,3 @@ def custom_file_name(name: str, file_format: str = "safetensors") -> str:
     if not stem:
         raise UnsafeNameError(f"custom name has no usable characters: {name!r}")
     return _fit(stem, "") + ext
-
-
-def inside_folder(path: str, folder: str, follow_links: bool = True) -> bool:
-    """Whether `path` lies in `folder`; with follow_links, symlinks must not lead out of it either."""
-    resolve = os.path.realpath if follow_links else os.path.abspath
-    real, base = resolve(path), resolve(folder)
-    return real == base or real.startswith(base + os.sep)

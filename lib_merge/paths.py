@@ -18,19 +18,29 @@ def user_data_dir() -> Path:
     return Path(home) if home else Path.home() / ".local" / "share" / "alloy"
 
 
-def file_in_folders(text: str, folders: Sequence[Path], file_name: str) -> Path:
-    """`text` (a path, or a name inside one of `folders`) as an existing file called `file_name`
-    inside one of `folders`. Anything else gets one error, the same whether a file exists there or
-    not, so a server that reads files its users name tells nothing about the rest of its disk."""
-    roots = [os.path.realpath(f) for f in folders]
-    refusal = ParameterError(f"only a file named {file_name} can be read here, from: " + ", ".join(roots or ["-"]))
+def inside_folder(path: str, folder: str, follow_links: bool = True) -> bool:
+    """Whether `path` lies in `folder`; with follow_links, symlinks must not lead out of it either."""
+    resolve = os.path.realpath if follow_links else os.path.abspath
+    real, base = resolve(path), resolve(folder)
+    return real == base or real.startswith(base + os.sep)
+
+
+def file_in_folders(text: str, folders: Sequence[Path | str], file_name: str | None = None) -> Path:
+    """`text` (a path, or a name inside one of `folders`) as an existing file inside one of `folders`,
+    called `file_name` when one is given. Anything else gets one error, the same whether a file exists
+    there or not, so a server that reads files its users name tells nothing about the rest of its disk."""
+    what = f"a file named {file_name}" if file_name else "a file"
+    refusal = ParameterError(f"only {what} can be read here, from: " + ", ".join(str(f) for f in folders))
     name = str(text or "").strip()
     if not name or "\x00" in name:
         raise refusal
-    candidates = [name] if os.path.isabs(name) else [os.path.join(root, name) for root in roots]
-    for candidate in candidates:
-        real = os.path.realpath(candidate)
-        inside = any(real.startswith(root + os.sep) for root in roots)
-        if inside and os.path.basename(real) == file_name and os.path.isfile(real):
-            return Path(real)
+    for folder in folders:
+        path = os.path.realpath(os.path.join(folder, name))  # an absolute `name` stands for itself
+        if (
+            path != os.path.realpath(folder)
+            and inside_folder(path, str(folder))
+            and (file_name is None or os.path.basename(path) == file_name)
+            and os.path.isfile(path)
+        ):
+            return Path(path)
     raise refusal

@@ -52,3 +52,20 @@ def test_cli_compose(sd1, tmp_path):
     assert cli("recipe", "print", template).stdout == TEMPLATE
     bad = cli("recipe", "compose", template, "-p", "alpha", "much")
     assert bad.returncode == 3 and "needs a number" in bad.stderr
+
+
+def test_a_server_fills_templates_only_with_recipe_files_from_its_recipes_folder(tmp_path, monkeypatch):
+    from lib_merge.errors import ParameterError
+    from lib_merge.ui.values import filled_template
+
+    monkeypatch.setenv("ALLOY_HOME", str(tmp_path / "home"))
+    recipes = tmp_path / "home" / "recipes"
+    recipes.mkdir(parents=True)
+    inner = 'alloy-recipe 1\nA = model("a")\nB = model("b")\nmerged = weighted_sum(A, B, alpha=0.25)\n'
+    (recipes / "inner.alloy").write_text(inner)
+    (tmp_path / "secret.alloy").write_text(inner)
+    template = 'alloy-recipe 1\nC = model("c")\nmerged = weighted_sum(param("x"), C, alpha=0.5)\n'
+    assert "alpha=0.25" in filled_template(template, ["inner.alloy"])
+    for outside in (str(tmp_path / "secret.alloy"), "../../secret.alloy", "missing.alloy"):
+        with pytest.raises(ParameterError, match="only a file can be read here"):
+            filled_template(template, [outside])

@@ -6,8 +6,10 @@ import json
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from lib_merge.errors import PlanError
 from lib_merge.history import read_history
 from lib_merge.host.base import GenSettings
 from lib_merge.host.session import MergeRequest
@@ -104,6 +106,12 @@ def test_merge_id_and_recipe_axes_run_whole_recipes(webui, tmp_path, monkeypatch
                               "gen": dict(GEN)})  # fmt: skip
     out = run_plot(webui.workbench, plan)
     assert out.merges == 1 and "alpha=0.9" in webui.workbench.live.recipe_text
+    (tmp_path / "home" / "outside.alloy").write_text(first.recipe_text)  # beside the recipes folder, not in it
+    for name in ("../outside.alloy", str(tmp_path / "home" / "outside.alloy"), "missing.alloy"):
+        plan = XYZPlan.from_dict({"x": {"type": "recipe", "values": name}, "recipe": first.recipe_text,
+                                  "gen": dict(GEN)})  # fmt: skip
+        with pytest.raises(PlanError, match="recipe axis: .*(not a path|only a file can be read here)"):
+            run_plot(webui.workbench, plan)
 
 
 def test_prompt_batch_generates_every_prompt_in_one_batch(webui, tmp_path):

@@ -14,7 +14,7 @@ import torch
 
 from lib_merge.errors import ModelNotFoundError, UnsafePathError
 from lib_merge.host.base import GenResult, GenSettings, HostConfig, MergeIdentity
-from lib_merge.naming import inside_folder
+from lib_merge.paths import inside_folder
 
 OPTION_PREFIX = "alloy_"
 VIRTUAL_SUFFIX = ".alloy-merge"

@@ -33,8 +33,8 @@ from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.io.tempfiles import clean_stale
 from lib_merge.live import LiveBackup, merge_into_model
 from lib_merge.merge import MergeResult, SaveOptions
-from lib_merge.naming import EXTENSIONS, auto_name, custom_file_name, inside_folder
-from lib_merge.paths import file_in_folders, user_data_dir
+from lib_merge.naming import EXTENSIONS, auto_name, custom_file_name
+from lib_merge.paths import file_in_folders, inside_folder, user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.nodes import ModelRef, Node, primary_model, replace_models, walk_models
 from lib_merge.settings import MergeSettings, build_recipe

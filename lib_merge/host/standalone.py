@@ -7,7 +7,7 @@ import os
 
 from lib_merge.errors import ModelNotFoundError, UnsafePathError
 from lib_merge.host.base import GenResult, GenSettings, HostConfig, MergeIdentity
-from lib_merge.naming import inside_folder
+from lib_merge.paths import inside_folder
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt")
 

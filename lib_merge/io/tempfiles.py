@@ -174,7 +174,7 @@ class CleanReport:
         self.failed += other.failed
 
 
-def clean_stale(folder: str, recursive: bool = False, on_file: Callable[[str], None] | None = None) -> CleanReport:
+def clean_stale(folder: str, recursive: bool = False) -> CleanReport:
     """Remove the temporary files of dead processes in `folder` (and below it, with `recursive`)."""
     report = CleanReport()
     try:
@@ -186,9 +186,6 @@ def clean_stale(folder: str, recursive: bool = False, on_file: Callable[[str], N
                     _remove_if_stale(os.path.join(here, name), report)
     except OSError:
         pass  # a folder that cannot be listed holds nothing we can clean
-    if on_file is not None:
-        for path in report.removed:
-            on_file(path)
     return report
 
 

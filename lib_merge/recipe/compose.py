@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 from lib_merge.errors import RecipeError, RecipeTypeError
+from lib_merge.paths import file_in_folders
 from lib_merge.recipe.limits import check_size
 from lib_merge.recipe.nodes import MergeNode, ModelRef, Node, Param, open_params
-from lib_merge.recipe.parse import parse_recipe, read_recipe_file, recipe_file_in
+from lib_merge.recipe.parse import parse_recipe, read_recipe_file
 
 
 def compose(template: Node, values: dict[str, str], recipe_folder: str | None = None) -> Node:
@@ -24,7 +25,7 @@ def compose(template: Node, values: dict[str, str], recipe_folder: str | None = 
         if not value.endswith(".alloy"):
             return ModelRef(value)
         if recipe_folder is not None:
-            return parse_recipe(read_recipe_file(recipe_file_in(recipe_folder, value)))
+            return parse_recipe(read_recipe_file(str(file_in_folders(value, [recipe_folder]))))
         return parse_recipe(read_recipe_file(value)) if os.path.isfile(value) else ModelRef(value)
 
     def as_number(name: str) -> float:

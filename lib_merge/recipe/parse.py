@@ -66,16 +66,6 @@ def read_recipe_file(path: str) -> str:
         raise RecipeSyntaxError(f"{path} line {line}, col {col}: not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
 
 
-def recipe_file_in(folder: str, name: str) -> str:
-    """The recipe file `name` inside `folder` (links may not lead out), or one error that does not
-    tell whether anything exists elsewhere."""
-    base = os.path.realpath(folder)
-    path = os.path.realpath(os.path.join(base, name)) if name and "\x00" not in name else ""
-    if not (path.startswith(base + os.sep) and os.path.isfile(path)):
-        raise RecipeError(f"no recipe file {name!r} in {folder}")
-    return path
-
-
 def parse_recipe(text: str) -> Node:
     """Parse recipe text into its result node; errors carry line and column."""
     if not isinstance(text, str):

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from lib_merge.arch.blocks import BlockSchema
 from lib_merge.dice import DiceSettings, roll, roll_seeds
-from lib_merge.errors import AlloyError, PlanError, RecipeError
+from lib_merge.errors import AlloyError, PlanError
 from lib_merge.host.base import GenSettings
 from lib_merge.methods import get_method
 from lib_merge.methods.adjust import NAMES as ADJUST_NAMES
 from lib_merge.methods.adjust import parse_adjust
+from lib_merge.paths import file_in_folders
 from lib_merge.recipe import parse_recipe, parse_vector, print_recipe, read_recipe_file
-from lib_merge.recipe.parse import recipe_file_in
 from lib_merge.recipe.vectors import format_number
 from lib_merge.settings import MergeSettings, build_recipe, method_for
 from lib_merge.xyz.axes import AxisValue, axis_type, parse_axis
@@ -378,8 +378,8 @@ def _recipe_file(d: _Draft, name: str) -> None:
     if folder is None:
         raise PlanError(f"recipe axis: no recipe folder here for {name!r}")
     try:
-        d.recipe = read_recipe_file(recipe_file_in(str(folder), name))
-    except RecipeError as e:
+        d.recipe = read_recipe_file(str(file_in_folders(name, [folder])))
+    except AlloyError as e:
         raise PlanError(f"recipe axis: {e}") from None
 
 
