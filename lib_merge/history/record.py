@@ -3,7 +3,6 @@ and logged right after, so every published merge gets its row even when the proc
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,17 +27,22 @@ def merge_and_log(
     written only warns: the merge stands."""
     if history is None:
         return merge_to_file(root, save, engine, models_dir), None
-    note: list[Path] = []
+    promised: list[tuple[RowDraft, Path | None]] = []
 
     def promise(result: MergeResult, identity: tuple[int, int]) -> None:
-        with contextlib.suppress(OSError):  # without the note only a kill in the next instant loses the row
-            note.append(announce(history, draft_of(result), identity))
+        draft = draft_of(result)
+        try:
+            note = announce(history, draft, identity)
+        except OSError:  # without the note only a kill in the next instant loses the row
+            note = None
+        promised.append((draft, note))
 
     try:
         result = merge_to_file(root, save, engine, models_dir, promise)
     except BaseException:
-        settle(note[0] if note else None)
+        settle(promised[0][1] if promised else None)
         raise
-    row = try_append_history(draft_of(result), history, warn)
-    settle(note[0] if note else None)
+    draft, note = promised[0] if promised else (draft_of(result), None)
+    row = try_append_history(draft, history, warn)
+    settle(note)
     return result, row

@@ -7,6 +7,7 @@ folders it allows (`paths.file_in_folders`).
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from lib_merge.errors import ParameterError
@@ -64,4 +65,4 @@ def _number(text: str | None) -> float | None:
         value = float(text) if text not in (None, "") else None
     except ValueError:
         return None
-    return value if value is None or abs(value) != float("inf") and value == value else None
+    return value if value is not None and math.isfinite(value) else None
