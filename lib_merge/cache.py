@@ -1,4 +1,4 @@
-"""A RAM cache of source tensors with a byte budget and LRU eviction (SPEC §15).
+"""A RAM cache of source tensors with a byte budget and LRU eviction.
 
 Repeated merges from the same models (the WebUI's usual loop, XYZ sweeps) then skip the
 disk. Entries are keyed by file identity, so a file changed on disk is never served stale.

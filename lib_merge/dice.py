@@ -1,4 +1,4 @@
-"""Dice: random block weights (SPEC §9), reproducible from one seed with numpy's Generator.
+"""Dice: random block weights, reproducible from one seed with numpy's Generator.
 
 A roll resolves letters to numbers; the numbers go into the recipe, the seed and the texts into
 the history settings. E-tokens leave the slot at 0 and add a per-key elemental entry instead.
@@ -173,7 +173,7 @@ class ElistInput:
 
 
 def elist_rows(data: ElistInput) -> list[tuple[str, str, float, float | str]]:
-    """(key, slot, α, β) per key in a block, after block weights and elemental (SPEC §9.4)."""
+    """(key, slot, α, β) per key in a block, after block weights and elemental."""
     fine = SCHEMAS[data.schema.fine] if data.schema.fine else None
     extended = len(data.alpha) == len(fine.names_with_vae()) if fine else False
     slot_names = fine.names_with_vae() if extended and fine else data.schema.names_with_vae()

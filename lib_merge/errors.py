@@ -1,6 +1,6 @@
-"""Exceptions with messages meant for people (SPEC §17.3).
+"""Exceptions with messages meant for people.
 
-Each class carries the CLI exit code of SPEC §18.9, so the command line, the UI and
+Each class carries its CLI exit code (the README's table), so the command line, the UI and
 the HTTP API can all report an error the same way without a lookup table.
 """
 
@@ -126,7 +126,7 @@ class ElementalSyntaxError(RecipeError):
 
 
 class MechaImportError(RecipeError):
-    """A .mecha recipe outside the subset Alloy reads (SPEC §5.7)."""
+    """A .mecha recipe outside the subset Alloy reads."""
 
 
 class PlanError(_RecipeProblem):

@@ -1,4 +1,4 @@
-"""Merging into a loaded torch model in place, with an exact restore (SPEC §7.2).
+"""Merging into a loaded torch model in place, with an exact restore.
 
 Host-independent: the WebUI adapter hands over its model object; the names of its
 parameters equal the checkpoint's once every ``.wrapped`` segment (the WebUI's text-encoder

@@ -121,7 +121,7 @@ class CkptSink:
 
 
 def check_output_path(output: str, bound: BoundRecipe, overwrite: bool) -> str:
-    """SPEC §6.6: never replace an input; replace an existing file only when asked."""
+    """Never replace an input; replace an existing file only when asked."""
     target = os.path.abspath(output)
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):

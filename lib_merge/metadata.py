@@ -1,4 +1,4 @@
-"""The safetensors metadata of a merged file (SPEC §6.3): recipe, WebUI lineage, modelspec."""
+"""The safetensors metadata of a merged file: recipe, WebUI lineage, modelspec."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""File names of merges (SPEC §6.5): the automatic name, sanitising, and custom names.
+"""File names of merges: the automatic name, sanitising, and custom names.
 
 A merge's name is what the WebUI shows in its model list and infotext, so it must be
 readable, safe on every file system, and carry the recipe's short hash to stay unique.
@@ -60,7 +60,7 @@ def auto_name(root: Node, recipe_hash: str, variant: str | None = None) -> str:
 
 
 def custom_file_name(name: str, file_format: str = "safetensors") -> str:
-    """A user's name as a safe file name with the format's extension (SPEC §6.5)."""
+    """A user's name as a safe file name with the format's extension."""
     raw = name.strip()
     if not raw:
         raise UnsafeNameError("the file name is empty")

@@ -1,4 +1,4 @@
-"""Merge settings as one dataclass, and the recipe they describe (SPEC §5.6).
+"""Merge settings as one dataclass, and the recipe they describe.
 
 The CLI flags, the WebUI's widgets and the HTTP API all fill a MergeSettings; only this
 module turns one into a recipe, so every surface builds the same recipe for the same choice.
@@ -30,7 +30,7 @@ class MergeSettings:
     beta: float | None = None
     blocks: str | None = None  # alpha as a block vector (list or named form)
     preset: str | None = None  # alpha as a preset name
-    calc: str = "normal"  # calc mode (SPEC §4.3)
+    calc: str = "normal"  # calc mode
     gamma: float | None = None
     seed: int | None = None
     elemental: str | None = None  # "Blocks:Elements:Ratio" rules
@@ -43,7 +43,7 @@ class MergeSettings:
         return asdict(self)
 
 
-# calc mode -> (the modes it works with, the recipe method, fixed parameters); SPEC §4.4
+# calc mode -> (the modes it works with, the recipe method, fixed parameters)
 CALC_MODES: dict[str, tuple[tuple[str, ...], str | None, dict[str, float]]] = {
     "normal": (("weighted_sum", "add_difference", "triple_sum", "sum_twice"), None, {}),
     "cosineA": (("weighted_sum",), "cosine_a", {}),

@@ -1,5 +1,5 @@
-"""SuperMerger's calc modes (SPEC §4.3, §4.4), each against a float64 reference written here from
-the SPEC formula, on miniature SD1 and SDXL checkpoints."""
+"""SuperMerger's calc modes, each against a float64 reference written here from
+the written formula, on miniature SD1 and SDXL checkpoints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Elemental rules, include/exclude and Adjust (SPEC §4.8, §4.9, §4.11) on miniature SD1 and SDXL models."""
+"""Elemental rules, include/exclude and Adjust on miniature SD1 and SDXL models."""
 
 from __future__ import annotations
 

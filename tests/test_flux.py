@@ -1,4 +1,4 @@
-"""Flux: detection, the 61-slot schema, the VAE keeping A by default (SPEC §2, §3.5, §3.6)."""
+"""Flux: detection, the 61-slot schema, the VAE keeping A by default."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reading sd-mecha .mecha recipes (SPEC §5.7); the sample is what sd-mecha 1.1.8 serialises."""
+"""Reading sd-mecha .mecha recipes; the sample is what sd-mecha 1.1.8 serialises."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Modern and N-model methods (SPEC §4.6, §4.7) against references written here from the SPEC."""
+"""Modern and N-model methods against references written here from the formulas."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def run(method: str, paths, tmp_path, name="m", threads=None, **params) -> dict[
 
 
 def mask(seed: int, stream: int, key: str, shape, keep) -> np.ndarray:
-    """SPEC §4.10: the generator of (seed, stream, key); a draw below the keep probability keeps."""
+    """The generator of (seed, stream, key); a draw below the keep probability keeps."""
     digest = hashlib.sha256(f"{seed}:{stream}:{key}".encode()).digest()
     gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
     return torch.rand(tuple(shape), generator=gen, dtype=torch.float32).double().numpy() < keep

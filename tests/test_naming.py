@@ -1,4 +1,4 @@
-"""File names of merges (SPEC §6.5)."""
+"""File names of merges."""
 
 from __future__ import annotations
 

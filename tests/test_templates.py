@@ -1,4 +1,4 @@
-"""Templates with open param("name") inputs and `recipe compose` (SPEC §5.8)."""
+"""Templates with open param("name") inputs and `recipe compose`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Block-vector syntax (SPEC §3.7) and the shipped presets (SPEC §3.8)."""
+"""Block-vector syntax and the shipped presets."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_canonical_form_collapses_runs_and_reparses_to_the_same_vector():
     assert parse_vector(text, SD1).vector == v
 
 
-# Independent evaluation of the preset formulas of SPEC §3.8.1.
+# Independent evaluation of the preset formulas (tools/build_presets.py).
 def _s(x):
     return 3 * x**2 - 2 * x**3
 

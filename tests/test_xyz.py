@@ -325,7 +325,7 @@ def test_named_vectors_keep_the_alpha_of_the_unnamed_blocks():
 
 
 def test_alpha_zero_cells_are_model_a_and_reuse_one_image():
-    """SPEC §8.2: every α = 0 (scalar or vector) is model A: one merge, one generation per seed."""
+    """Every α = 0 (scalar or vector) is model A: one merge, one generation per seed."""
     p = plan(("alpha", "0, 0.5"), ("mbw_alpha", "*=0\nIN00=0.3"))
     cells = expand(p, PlanContext(SD1))
     assert cells[0].merge_key == cells[1].merge_key == "model A unchanged: a.safetensors"  # "*=0": 0.5 unused

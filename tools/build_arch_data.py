@@ -1,7 +1,8 @@
-"""Rebuild lib_merge/arch/data/*.json from the architecture key lists in ../shared/archs.
+"""Rebuild lib_merge/arch/data/*.json from key lists dumped from real checkpoints.
 
-Run from the project root: python tools/build_arch_data.py [SHARED_ARCHS_DIR]
-The output is compact JSON (key -> [shape, dtype]) in the source file's key order.
+Run from the project root: python tools/build_arch_data.py DUMPS_DIR
+DUMPS_DIR holds one JSON file per architecture (the names in SOURCES) mapping each key to its
+shape and dtype. The output is compact JSON (key -> [shape, dtype]) in the source file's key order.
 """
 
 import json
@@ -18,7 +19,9 @@ SOURCES = {
 
 
 def main() -> None:
-    src = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/archs")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tools/build_arch_data.py DUMPS_DIR")
+    src = Path(sys.argv[1])
     out = Path(__file__).resolve().parents[1] / "lib_merge" / "arch" / "data"
     out.mkdir(parents=True, exist_ok=True)
     for arch_id, name in SOURCES.items():

@@ -1,4 +1,4 @@
-"""Block schemas: the one list of blocks per architecture (SPEC §3).
+"""Block schemas: the one list of blocks per architecture.
 
 MBW vectors, presets and (later) elemental rules, XYZ pinpoint axes, include/exclude and
 Dice all ask the schema object; no other block list exists in the code base.
@@ -26,7 +26,7 @@ class BlockSchema:
     slots: tuple[str, ...]
     slot_of: Callable[[str], str | None]  # key -> slot name, VAE_SLOT, or None (not in a block)
     fine: str | None = None  # id of a finer schema of the same architecture (SDXL's 110 slots)
-    vae_keeps_a: bool = False  # the VAE keeps A unless a vector sets its slot (Flux, SD3; SPEC §3.6)
+    vae_keeps_a: bool = False  # the VAE keeps A unless a vector sets its slot (Flux, SD3)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -88,7 +88,7 @@ _TRANSFORMER = re.compile(r"transformer_blocks\.(\d+)\.")
 
 
 def _sdxl_fine_slot(key: str) -> str | None:
-    """SPEC §3.3/§3.4: IN{N}{S}{T}, MID{S}0{T}, OUT{N}{S}{T}; TIME, LABEL, OUT9, CLIPL, CLIPG, VAE."""
+    """Fine slot names: IN{N}{S}{T}, MID{S}0{T}, OUT{N}{S}{T}; TIME, LABEL, OUT9, CLIPL, CLIPG, VAE."""
     if key.startswith(VAE_PREFIX):
         return VAE_SLOT
     if key.startswith("conditioner.embedders.0."):
@@ -135,7 +135,7 @@ _FLUX_BLOCK = re.compile(re.escape(UNET) + r"(double|single)_blocks\.(\d+)\.")
 
 
 def _flux_slot(key: str) -> str | None:
-    """SPEC §3.5: CLIP, T5, IN, D00…D18, S00…S37, OUT, VAE; other keys are outside the schema."""
+    """CLIP, T5, IN, D00…D18, S00…S37, OUT, VAE; other keys are outside the schema."""
     if key.startswith("text_encoders.clip_l."):
         return "CLIP"
     if key.startswith("text_encoders.t5xxl."):

@@ -1,4 +1,4 @@
-"""Architecture detection from key names and tensor ranks (SPEC §2.1), header only."""
+"""Architecture detection from key names and tensor ranks, header only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from lib_merge.arch.registry import ARCHITECTURES, PREDICTION_MARKERS, UNET, Arc
 
 INPUT_CONV = UNET + "input_blocks.0.0.weight"
 
-# NAI-style CLIP files lack the "text_model." level (SPEC §2.3).
+# NAI-style CLIP files lack the "text_model." level.
 _NAI_PREFIX = "cond_stage_model.transformer."
 _NAI_PARTS = ("embeddings.", "encoder.", "final_layer_norm.")
 

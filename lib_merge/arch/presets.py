@@ -1,4 +1,4 @@
-"""MBW presets (SPEC §3.8): the shipped table plus the user's own file, which wins on a name."""
+"""MBW presets: the shipped table plus the user's own file, which wins on a name."""
 
 from __future__ import annotations
 

@@ -161,7 +161,7 @@ def _describe(source: SourceModel) -> str:
 
 
 def _check_compatible(models: list[tuple[ModelRef, SourceModel]]) -> None:
-    """SPEC §2.5: one architecture; the primary may have extra input channels, never fewer."""
+    """One architecture; the primary may have extra input channels, never fewer."""
     (_, a), rest = models[0], models[1:]
     for i, (_, other) in enumerate(rest, 1):
         role = _ROLE_NAMES[i] if i < 26 else f"#{i + 1}"

@@ -1,4 +1,4 @@
-"""The elemental "print change" log (SPEC §4.8): every key whose α an elemental entry overrides."""
+"""The elemental "print change" log: every key whose α an elemental entry overrides."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-key planning (SPEC §4.1): what every output key is, decided from headers alone.
+"""Per-key planning: what every output key is, decided from headers alone.
 
 A key either copies one model's stored tensor unchanged, or evaluates a reduced merge
 tree whose parameters are already resolved for that key's block.
@@ -25,7 +25,7 @@ _NEVER_MERGE_EXACT = set(SCHEDULE_BUFFERS) | set(PREDICTION_MARKERS) | {"logvar"
 
 
 def is_mergeable(key: str, dtype: torch.dtype) -> bool:
-    """SPEC §1.2: floating, and not a position id, schedule buffer, temperature, EMA or marker."""
+    """Floating, and not a position id, schedule buffer, temperature, EMA or marker."""
     if not dtype.is_floating_point:
         return False
     if key.endswith("position_ids") or key.endswith("logit_scale") or key.startswith("model_ema."):

@@ -1,4 +1,4 @@
-"""The first pass of methods that need one (SPEC §4.5): read every key once, then fix parameters.
+"""The first pass of methods that need one: read every key once, then fix parameters.
 
 Steps of such a method are grouped by their input models; each group reads its keys (VAE
 excluded), the method's `finish` turns what was collected into parameters, and those are set

@@ -1,4 +1,4 @@
-"""The AUTOMATIC1111 WebUI (v1.7–1.10) as an Alloy host. See shared/webui-notes.md for the facts used.
+"""The AUTOMATIC1111 WebUI (v1.7–1.10) as an Alloy host; the WebUI internals it relies on are named where used.
 
 Every WebUI module is imported inside the methods, at call time: this file imports without the
 WebUI, and the tests run it against a double of the objects it touches.
@@ -19,7 +19,7 @@ from lib_merge.paths import inside_folder
 OPTION_PREFIX = "alloy_"
 VIRTUAL_SUFFIX = ".alloy-merge"
 
-# txt2img component elem_id -> GenSettings field (SPEC §7.4; elem_ids verified on v1.10.1)
+# txt2img component elem_id -> GenSettings field (elem_ids verified on v1.10.1)
 TXT2IMG_ELEM_IDS = {
     "txt2img_prompt": "prompt",
     "txt2img_neg_prompt": "negative_prompt",
@@ -216,7 +216,7 @@ class A1111Host:
 
         return ("first_stage_model.",) if getattr(sd_vae, "loaded_vae_file", None) else ()
 
-    # -- identity (SPEC §7.3) ----------------------------------------------------------------
+    # -- identity ----------------------------------------------------------------
     def set_identity(self, identity: MergeIdentity) -> None:
         from modules import sd_models, shared
 
@@ -283,7 +283,7 @@ class A1111Host:
     def after_save(self, path: str) -> None:
         self.refresh_checkpoints()
 
-    # -- generation (SPEC §7.4) ----------------------------------------------------------------
+    # -- generation ----------------------------------------------------------------
     def capture_run(self, p) -> None:
         """before_process of the user's own txt2img runs: their settings, for the fallback."""
         if getattr(p, "alloy_run", False):

@@ -1,4 +1,4 @@
-"""HTTP routes under /alloy/v1 (SPEC §7.6), added to the host's FastAPI app.
+"""HTTP routes under /alloy/v1, added to the host's FastAPI app.
 
 Routes carry an HTTP Basic dependency built from the WebUI's own API credentials, because routes
 added by extensions are not covered by `--api-auth` (webui-notes §7). No middleware is added.

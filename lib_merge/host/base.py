@@ -70,7 +70,7 @@ class GenResult:
 
 @dataclass
 class MergeIdentity:
-    """How a live merge presents itself to the host (SPEC §7.3)."""
+    """How a live merge presents itself to the host."""
 
     name: str  # the auto or custom name, no extension
     recipe_hash: str

@@ -1,4 +1,4 @@
-"""Stable Diffusion WebUI Forge as an Alloy host, in "save and load" mode (SPEC §7.5).
+"""Stable Diffusion WebUI Forge as an Alloy host, in "save and load" mode.
 
 Forge splits a checkpoint into its own component modules with key conversions of its own
 (diffusers-named VAE, split attention projections), so an in-place patch would need those

@@ -335,7 +335,7 @@ class Workbench:
         return f"Selected model A ({os.path.basename(live.base_path)}) again."
 
     def save_current(self, save: SaveRequest) -> str:
-        """SPEC §6.7: run the live merge's recipe again into a file (the same bits for the same dtype)."""
+        """Run the live merge's recipe again into a file (the same bits for the same dtype)."""
         live = self.live
         if live is None:
             raise ParameterError("The loaded model is not an Alloy merge")

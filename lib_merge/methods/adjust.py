@@ -1,4 +1,4 @@
-"""Adjust (SPEC §4.11): detail and colour as a post-op on six UNet keys of the merged model."""
+"""Adjust: detail and colour as a post-op on six UNet keys of the merged model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SuperMerger's calc modes (SPEC §4.3) except the cosine pair, as pure per-key functions.
+"""SuperMerger's calc modes except the cosine pair, as pure per-key functions.
 
 Inputs are fresh fp32 copies on the compute device; each function returns the merged tensor.
 None of these is elementwise over chunks: they look at the whole tensor (norms, filters,
@@ -77,7 +77,7 @@ def self_scale(a: torch.Tensor, *, alpha: float) -> torch.Tensor:
 
 
 def key_generator(seed: int, stream: str, key: str) -> torch.Generator:
-    """SPEC §4.10: a CPU generator from sha256("seed:stream:key"), the same on every thread and device."""
+    """A CPU generator from sha256("seed:stream:key"), the same on every thread and device."""
     digest = hashlib.sha256(f"{int(seed)}:{stream}:{key}".encode()).digest()
     h = int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
     return torch.Generator(device="cpu").manual_seed(h)

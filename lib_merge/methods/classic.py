@@ -1,4 +1,4 @@
-"""The four classic merge modes with the normal calc mode (SPEC §4.2).
+"""The four classic merge modes with the normal calc mode.
 
 Each may overwrite its first argument: the engine passes fresh fp32 copies.
 """

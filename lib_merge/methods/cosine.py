@@ -1,4 +1,4 @@
-"""cosineA / cosineB (SPEC §4.3.1): a similarity-driven mix that needs a pre-pass over all keys.
+"""cosineA / cosineB: a similarity-driven mix that needs a pre-pass over all keys.
 
 The pre-pass collects per-key similarities of A and B; their robust range (P1…P99) turns each
 key's similarity into a mixing factor k in the main pass: result = (1 − k)·B + k·A.

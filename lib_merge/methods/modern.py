@@ -1,7 +1,7 @@
-"""Modern merge methods (SPEC §4.6, §4.7): task vectors of fine-tunes over a shared base.
+"""Modern merge methods: task vectors of fine-tunes over a shared base.
 
 Each function gets fresh fp32 copies of one key's tensors: the base first (where there is one),
-then the models. Random masks come from the key's own generator (SPEC §4.10), drawn on the CPU.
+then the models. Random masks come from the key's own generator, drawn on the CPU.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Filling a template's open `param("name")` inputs (SPEC §5.8)."""
+"""Filling a template's open `param("name")` inputs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Elemental merge rules (SPEC §4.8): `Blocks:Elements:Ratio` entries, the last match sets α.
+"""Elemental merge rules: `Blocks:Elements:Ratio` entries, the last match sets α.
 
 Parsing checks the shape of each entry; slot names are checked against the model's schema when
 the recipe is bound (the same text works on SD1 and SDXL with each one's own block names).
@@ -61,7 +61,7 @@ class Elemental:
         return entry.ratio if isinstance(entry.ratio, float) else self._draw(entry.ratio, key)
 
     def last_match(self, key: str, key_slots: set[str]) -> int | None:
-        """Index of the last entry that matches the key (SPEC §4.8), or None."""
+        """Index of the last entry that matches the key, or None."""
         found = None
         for index, (entry, slots) in enumerate(zip(self.entries, self.slots or (), strict=True)):
             in_blocks = bool(key_slots & slots) != (entry.blocks_not and bool(entry.blocks))
@@ -72,7 +72,7 @@ class Elemental:
         return found
 
     def _draw(self, letter: str, key: str) -> float:
-        """One draw per key from default_rng([seed, crc32(key)]) (SPEC §9.3); X uses u = 1, l = 0."""
+        """One draw per key from default_rng([seed, crc32(key)]); X uses u = 1, l = 0."""
         r = float(np.random.default_rng([self.seed, zlib.crc32(key.encode())]).random())
         return {"R": r, "U": 1.5 - 2 * r, "X": 1.0 - r}[letter]
 

@@ -1,4 +1,4 @@
-"""Include / exclude (SPEC §4.9): which keys a merge touches, by block, VAE, Adjust or substring."""
+"""Include / exclude: which keys a merge touches, by block, VAE, Adjust or substring."""
 
 from __future__ import annotations
 

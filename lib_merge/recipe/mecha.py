@@ -1,4 +1,4 @@
-"""Reading sd-mecha `.mecha` recipes, format version 0.1.0 (SPEC §5.7), for the common subset.
+"""Reading sd-mecha `.mecha` recipes, format version 0.1.0, for the common subset.
 
 Each line produces one value that later lines reference as `&N`. Models, scalar and block
 literals, and the merges Alloy has an equivalent for are mapped; anything else is refused with

@@ -1,4 +1,4 @@
-"""Recipe nodes: an expression tree over models (SPEC §5). Nodes never touch tensors."""
+"""Recipe nodes: an expression tree over models. Nodes never touch tensors."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class BlocksSpec:
 
 @dataclass(frozen=True)
 class Param:
-    """An open input of a template (SPEC §5.8): a model, a sub-recipe or a number filled in later."""
+    """An open input of a template: a model, a sub-recipe or a number filled in later."""
 
     name: str
 

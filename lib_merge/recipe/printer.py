@@ -1,4 +1,4 @@
-"""The one canonical recipe printer (SPEC §5.3) and the recipe hash (SPEC §5.4)."""
+"""The one canonical recipe printer and the recipe hash."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Block vectors (SPEC §3.7): per-slot values parsed from a list, a named form or a preset."""
+"""Block vectors: per-slot values parsed from a list, a named form or a preset."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def build_ui(workbench: Workbench) -> gr.Blocks:
 
 
 def adjust_tab(widgets: dict) -> None:
-    """Adjust (SPEC §4.11): eight numbers applied to six UNet keys after the merge; all 0 = off."""
+    """Adjust: eight numbers applied to six UNet keys after the merge; all 0 = off."""
     gr.Markdown("Detail (IN, OUT, OUT2) and colour of the merged model; all zero leaves it off.")
     sliders = []
     with gr.Row():
@@ -85,7 +85,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
     mode, calc = form.widgets["mode"], form.widgets["calc"]
 
     def calc_changed(calc_mode, current):
-        """Only the modes that work with this calc mode stay selectable (SPEC §4.4)."""
+        """Only the modes that work with this calc mode stay selectable."""
         allowed = list(CALC_MODES.get(calc_mode, CALC_MODES["normal"])[0])
         return update(choices=allowed, value=current if current in allowed else allowed[0])
 

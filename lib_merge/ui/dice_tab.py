@@ -1,4 +1,4 @@
-"""Dice tab: random block weights from a seed (SPEC §9); Run rolls N times as an XYZ plot."""
+"""Dice tab: random block weights from a seed; Run rolls N times as an XYZ plot."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""XYZ axis types and their value parsers (SPEC §8.1).
+"""XYZ axis types and their value parsers.
 
 Each parser turns the text of one axis into labelled values and refuses a bad item by naming the
 axis and the item, before any work starts. What a value does to a cell lives in `plan.py`.

@@ -1,4 +1,4 @@
-"""Running a plot's cells (SPEC §8.2): one merge per distinct recipe, then every generation of it.
+"""Running a plot's cells: one merge per distinct recipe, then every generation of it.
 
 Cells are grouped by their recipe, so a seed or prompt axis never re-merges, on whichever axis it
 lies; a recipe equal to the live model's is not merged again. Stop is checked between cells.

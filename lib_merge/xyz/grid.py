@@ -1,4 +1,4 @@
-"""Grid images with labels (SPEC §8.3), drawn with PIL; the effective-elemental checker's diffs.
+"""Grid images with labels, drawn with PIL; the effective-elemental checker's diffs.
 
 X labels on top, Y labels on the left, the swept formula in the corner. Unfinished cells are grey
 tiles labelled "stopped". The font is the host's when it has one, else PIL's default.

@@ -1,4 +1,4 @@
-"""An XYZ plan (axes + the Merge tab's settings + generation overrides) and its cells (SPEC §8.2).
+"""An XYZ plan (axes + the Merge tab's settings + generation overrides) and its cells.
 
 Everything is checked here, before any work: every cell's recipe is built and validated, so a bad
 vector fails the plan and not cell 17. Cells come Z outer, Y, X inner.
@@ -143,7 +143,7 @@ def split_plan(plan: XYZPlan) -> list[XYZPlan]:
 
 
 def draw_plot_seed(plan: XYZPlan) -> None:
-    """txt2img seed -1 (or none) is fixed once per plot (SPEC §8.2)."""
+    """txt2img seed -1 (or none) is fixed once per plot."""
     if plan.plot_seed is None:
         seed = plan.gen.get("seed")
         plan.plot_seed = int(seed) if seed not in (None, "", -1, "-1") else secrets.randbits(31)
@@ -204,7 +204,7 @@ def expand(plan: XYZPlan, context: PlanContext) -> list[Cell]:
 
 
 def _unchanged_a(s: MergeSettings, schema: BlockSchema) -> str | None:
-    """SPEC §8.2 "α = 0 reuse": a weighted sum whose every α is 0, without Adjust, is model A itself."""
+    """ "α = 0 reuse": a weighted sum whose every α is 0, without Adjust, is model A itself."""
     if get_method(s.mode).name != "weighted_sum" or (s.calc or "normal") != "normal" or s.elemental:
         return None
     if s.adjust and any(parse_adjust(s.adjust).numbers):

@@ -1,4 +1,4 @@
-"""XYZ presets by name (SPEC §8.4): `{"name": {"x": {"type", "values"}, "y": …, "z": …}}` in one JSON file.
+"""XYZ presets by name: `{"name": {"x": {"type", "values"}, "y": …, "z": …}}` in one JSON file.
 
 SuperMerger's `xyzpresets.json` imports with its type labels mapped to Alloy's ids.
 """

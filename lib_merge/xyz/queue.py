@@ -1,4 +1,4 @@
-"""The reservation queue (SPEC §8.4): plots kept in a JSON file that survives a restart.
+"""The reservation queue: plots kept in a JSON file that survives a restart.
 
 Every change is written atomically (temporary file, then rename). A row found `running` when the
 file is loaded was cut off by a restart and becomes `interrupted`. One worker thread runs the
