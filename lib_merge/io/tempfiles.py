@@ -211,6 +211,38 @@ def format_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
+def seal(
+    f: BinaryIO,
+    tmp: str,
+    target: str,
+    overwrite: bool,
+    before_publish: Callable[[os.stat_result], None] | None = None,
+) -> None:
+    """Make the written temporary file durable and give it its name (see `publish`), then close it.
+
+    The lock is held until the file has its name (Windows renames no open file, so it closes first);
+    `before_publish` sees the finished file's stat just before. On failure the caller cleans up."""
+    f.flush()
+    os.fsync(f.fileno())
+    if before_publish is not None:
+        before_publish(os.fstat(f.fileno()))
+    if os.name == "nt":
+        f.close()
+    publish(tmp, target, overwrite)
+    f.close()
+    _fsync_folder(os.path.dirname(target))
+
+
+def _fsync_folder(folder: str) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_file(
     target: str,
     write: Callable[[BinaryIO], None],
@@ -222,19 +254,12 @@ def write_file(
     tmp, f = open_temp(target)
     try:
         write(f)
-        f.flush()
-        os.fsync(f.fileno())
-        if before_publish is not None:
-            before_publish(os.fstat(f.fileno()))
-        if os.name == "nt":
-            f.close()
-        publish(tmp, target, overwrite)
+        seal(f, tmp, target, overwrite, before_publish)
     except BaseException:
         f.close()
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    f.close()
     return target
 
 

@@ -25,7 +25,7 @@ import torch
 
 from lib_merge.errors import CorruptModelError, DiskFullError
 from lib_merge.io.dtypes import DTYPE_NAMES, itemsize
-from lib_merge.io.tempfiles import open_temp, publish
+from lib_merge.io.tempfiles import open_temp, seal
 
 HEADER_SLACK = 256
 HASH_QUEUE = 8  # tensors waiting to be hashed while later ones are written
@@ -114,19 +114,11 @@ class SafetensorsWriter:
                 raise CorruptModelError("metadata grew beyond the space reserved for the header")
             self._file.seek(8)
             self._file.write(header + b" " * (self._reserved - len(header)))
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            if before_publish is not None:
-                before_publish(os.fstat(self._file.fileno()))
-            if os.name == "nt":  # Windows renames no open file; elsewhere the lock is held until published
-                self._file.close()
-            publish(self.tmp, self.target, self.overwrite)
-            self._file.close()
+            seal(self._file, self.tmp, self.target, self.overwrite, before_publish)
             self._hasher.shutdown()
         except BaseException:
             self.abort()
             raise
-        _fsync_folder(os.path.dirname(self.target))
         return self.target
 
     def abort(self) -> None:
@@ -161,16 +153,6 @@ def check_free_space(folder: str, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise DiskFullError(f"not enough space in {folder}: need {needed:,} bytes, {free:,} free")
-
-
-def _fsync_folder(folder: str) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_state_dict(
