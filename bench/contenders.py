@@ -89,7 +89,9 @@ def main() -> None:
     threads = sys.argv[6] if len(sys.argv) > 6 else None
     if name == "import":  # what every Alloy process pays before its first key: python + torch + lib_merge
         os.execve(
-            sys.executable, [sys.executable, "-c", "import lib_merge.merge"], dict(os.environ, PYTHONPATH=str(ROOT))
+            sys.executable,
+            [sys.executable, "-c", "import lib_merge.engine.to_file"],
+            dict(os.environ, PYTHONPATH=str(ROOT)),
         )
     elif name == "io":
         io_baseline(a, b, out)

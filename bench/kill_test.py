@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib_merge.arch.synth import SynthSpec, write_synthetic  # noqa: E402
+from lib_merge.io.synth import SynthSpec, write_synthetic  # noqa: E402
 from lib_merge.io.tempfiles import TEMP_MARK  # noqa: E402
 
 

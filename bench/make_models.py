@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib_merge.arch.synth import SynthSpec, write_synthetic  # noqa: E402
+from lib_merge.io.synth import SynthSpec, write_synthetic  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "models"
 

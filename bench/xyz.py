@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT / "tests"))  # helpers.build_model: a module tree wi
 
 from helpers import build_model  # noqa: E402
 
-from lib_merge.host.base import GenResult, HostConfig  # noqa: E402
-from lib_merge.host.session import MergeRequest, Workbench  # noqa: E402
-from lib_merge.settings import MergeSettings  # noqa: E402
-from lib_merge.xyz.plan import PlanContext, XYZPlan, expand  # noqa: E402
-from lib_merge.xyz.runner import run_plot  # noqa: E402
+from lib_merge.app.plots.plan import PlanContext, XYZPlan, expand  # noqa: E402
+from lib_merge.app.plots.runner import run_plot  # noqa: E402
+from lib_merge.app.ports import GenResult, HostConfig  # noqa: E402
+from lib_merge.app.workbench import MergeRequest, Workbench  # noqa: E402
+from lib_merge.recipe.form import MergeSettings  # noqa: E402
 
 MODELS = ROOT / "bench" / "models"
 ALPHAS = "0.2, 0.5, 0.8"
@@ -123,7 +123,7 @@ def plan_for(y_type: str, y_values: str) -> XYZPlan:
 
 def plain_settings(workbench: Workbench) -> list[MergeSettings]:
     """The nine settings of the 9-merge plot, as the plot itself expands them."""
-    from lib_merge.xyz.runner import plan_context
+    from lib_merge.app.plots.runner import plan_context
 
     plan = plan_for("mbw_alpha", VECTORS)
     context: PlanContext = plan_context(workbench, plan)

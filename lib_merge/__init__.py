@@ -1,6 +1,6 @@
 """Alloy's merge core: streaming checkpoint merges described as recipes.
 
-The core never imports gradio or the WebUI; only ``lib_merge.ui`` and ``lib_merge.host`` do.
+Layers, top to bottom: surfaces and ui → app → engine → recipe, io → methods, arch (docs/ARCHITECTURE.md).
 """
 
 __version__ = "0.1.0"

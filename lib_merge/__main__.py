@@ -1,5 +1,5 @@
 import sys
 
-from lib_merge.cli import main
+from lib_merge.surfaces.cli import main
 
 sys.exit(main())

@@ -8,9 +8,6 @@ from pathlib import Path
 
 from lib_merge.errors import ParameterError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_PRESETS = PROJECT_ROOT / "presets" / "mbw_presets.tsv"
-
 
 def user_data_dir() -> Path:
     """`$ALLOY_HOME`, else ~/.local/share/alloy (the WebUI host points ALLOY_HOME at its own folder)."""

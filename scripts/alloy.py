@@ -15,7 +15,7 @@ os.environ.setdefault("ALLOY_HOME", os.path.join(_EXTENSION_ROOT, "user-data"))
 
 from modules import scripts  # noqa: E402
 
-from lib_merge.host import webui_entry  # noqa: E402
+from lib_merge.surfaces import webui as webui_entry  # noqa: E402
 
 webui_entry.register()
 

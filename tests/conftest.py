@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib_merge.arch.synth import SynthSpec, write_synthetic
+from lib_merge.io.synth import SynthSpec, write_synthetic
 
 
 @pytest.fixture(autouse=True)
@@ -75,8 +75,8 @@ class WebUI:
         import networks  # noqa: F401
         from modules import processing, script_callbacks, sd_models, sd_vae, shared
 
+        from lib_merge.app.workbench import Workbench
         from lib_merge.host.a1111 import A1111Host, connect
-        from lib_merge.host.session import Workbench
 
         self.folder = root / "models" / "Stable-diffusion"
         self.folder.mkdir(parents=True)

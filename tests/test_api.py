@@ -8,8 +8,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from helpers import load
 
-from lib_merge.host.api import add_routes, parse_credentials
-from lib_merge.live import model_tensors
+from lib_merge.engine.live import model_tensors
+from lib_merge.surfaces.http import add_routes, parse_credentials
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_routes_require_the_webui_api_credentials(webui):
 def test_standalone_api_writes_files(tmp_path, sd1):
     import shutil
 
-    from lib_merge.ui.standalone import create_app
+    from lib_merge.surfaces.standalone import create_app
 
     for p in sd1[:2]:
         shutil.copy(p, tmp_path / p.name)
@@ -150,7 +150,7 @@ def test_xyz_answers_the_grid_and_each_cells_merge(api, webui, tmp_path):
 def test_standalone_auth_guards_the_page_and_the_api(tmp_path, sd1):
     import base64
 
-    from lib_merge.ui.standalone import create_app, is_loopback, parse_auth
+    from lib_merge.surfaces.standalone import create_app, is_loopback, parse_auth
 
     app, _ = create_app(str(tmp_path), auth=parse_auth("ann:pw1,bob:pw:2"))
     client = TestClient(app)

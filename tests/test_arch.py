@@ -10,9 +10,9 @@ import torch
 from lib_merge.arch.blocks import schema_for
 from lib_merge.arch.detect import detect
 from lib_merge.arch.registry import ARCHITECTURES
-from lib_merge.arch.synth import SynthSpec, synth_shapes
 from lib_merge.io import save_state_dict
-from lib_merge.source import SourceModel
+from lib_merge.io.source import SourceModel
+from lib_merge.io.synth import SynthSpec, synth_shapes
 
 
 def _full_shapes(arch_id: str) -> dict[str, tuple[int, ...]]:

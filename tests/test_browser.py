@@ -154,7 +154,7 @@ def test_xyz_plot_2x2_in_the_browser(webui, tmp_path):
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    from lib_merge.ui.standalone import create_app
+    from lib_merge.surfaces.standalone import create_app
 
     grids = tmp_path / "grids"
     webui.shared.opts.data["outdir_grids"] = str(grids)

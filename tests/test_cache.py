@@ -6,8 +6,8 @@ import torch
 from helpers import load
 from test_merge import merge, recipe
 
-from lib_merge.cache import TensorCache
-from lib_merge.engine.run import EngineOptions
+from lib_merge.engine.options import EngineOptions
+from lib_merge.io.cache import TensorCache
 
 FILE = ("/m/a.safetensors", 100, 1)
 
@@ -60,7 +60,7 @@ def test_merges_through_the_cache_hit_and_leave_cached_tensors_untouched(sd1, tm
     assert stats.misses == misses and stats.hits >= 3 * 1100
     plain = load(merge(text, tmp_path / "3.safetensors").path)
     assert all(torch.equal(first[k], second[k]) and torch.equal(first[k], plain[k]) for k in plain)
-    from lib_merge.source import SourceModel
+    from lib_merge.io.source import SourceModel
 
     a = SourceModel(str(sd1[0]))
     key = "model.diffusion_model.out.2.weight"

@@ -13,10 +13,10 @@ from helpers import load
 from scipy.ndimage import gaussian_filter, median_filter
 from test_merge import component_keys, merge, recipe
 
-from lib_merge.engine.run import EngineOptions
+from lib_merge.engine.options import EngineOptions
 from lib_merge.errors import InvalidComboError, ParameterError
 from lib_merge.methods import calc
-from lib_merge.settings import MergeSettings, build_recipe, method_for
+from lib_merge.recipe.form import MergeSettings, build_recipe, method_for
 
 KEYS = (
     "model.diffusion_model.input_blocks.1.0.in_layers.2.weight",  # conv 4-D
@@ -81,7 +81,7 @@ def test_calc_modes_match_the_float64_reference(calc_mode, sd1_fp32, tmp_path):
         str(sd1_fp32[0]), str(sd1_fp32[1]), mode, str(sd1_fp32[2]) if mode == "add_difference" else None,
         params["alpha"], params.get("beta"), calc=calc_mode, gamma=params.get("gamma"),
     )  # fmt: skip
-    from lib_merge.merge import SaveOptions, merge_to_file
+    from lib_merge.engine.to_file import SaveOptions, merge_to_file
 
     result = merge_to_file(build_recipe(settings), SaveOptions(str(tmp_path / "m.safetensors"), torch.float32))
     out, a, b, c = (load(p) for p in (result.path, *sd1_fp32))
@@ -124,7 +124,7 @@ def unit_rows(x):
 def test_cosine_modes_with_their_prepass(calc_mode, sd1_fp32, tmp_path):
     alpha = 0.2
     settings = MergeSettings(str(sd1_fp32[0]), str(sd1_fp32[1]), "weighted_sum", alpha=alpha, calc=calc_mode)
-    from lib_merge.merge import SaveOptions, merge_to_file
+    from lib_merge.engine.to_file import SaveOptions, merge_to_file
 
     result = merge_to_file(build_recipe(settings), SaveOptions(str(tmp_path / "m.safetensors"), torch.float32))
     out, a, b = (load(p) for p in (result.path, *sd1_fp32[:2]))
@@ -152,7 +152,7 @@ def test_cosine_modes_with_their_prepass(calc_mode, sd1_fp32, tmp_path):
 
 
 def test_cosine_prepass_is_remembered_in_the_cache(sd1_fp32, tmp_path):
-    from lib_merge.cache import TensorCache
+    from lib_merge.io.cache import TensorCache
 
     cache = TensorCache(1 << 30)
     engine = EngineOptions(cache=cache)

@@ -10,7 +10,7 @@ import sys
 import pytest
 from test_cli import ROOT, cli
 
-from lib_merge.cli import main
+from lib_merge.surfaces.cli import main
 
 DOCUMENTED = {2, 3, 4, 5, 6}
 

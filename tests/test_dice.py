@@ -8,10 +8,10 @@ import zlib
 import numpy as np
 import pytest
 
+from lib_merge.app.dice import DiceSettings, ElistInput, elist_rows, roll, roll_seeds, write_elist
+from lib_merge.app.plots.plan import PlanContext, XYZPlan, expand
 from lib_merge.arch.blocks import SCHEMAS
-from lib_merge.dice import DiceSettings, ElistInput, elist_rows, roll, roll_seeds, write_elist
 from lib_merge.errors import ParameterError
-from lib_merge.xyz.plan import PlanContext, XYZPlan, expand
 
 SD1, SDXL = SCHEMAS["sd1"], SCHEMAS["sdxl"]
 

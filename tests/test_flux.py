@@ -9,7 +9,7 @@ from test_merge import component_keys, merge
 
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.errors import BlockSchemaError
-from lib_merge.source import SourceModel
+from lib_merge.io.source import SourceModel
 
 UNET = "model.diffusion_model."
 

@@ -8,8 +8,7 @@ import json
 import pytest
 from test_cli import cli, error_line
 
-from lib_merge.errors import ParameterError
-from lib_merge.history import (
+from lib_merge.app.history import (
     COLUMNS,
     RowDraft,
     append_history,
@@ -18,6 +17,7 @@ from lib_merge.history import (
     read_history,
     search_history,
 )
+from lib_merge.errors import ParameterError
 
 
 def _add(path, name, warn=None, **kw):
@@ -235,8 +235,8 @@ def test_concurrent_appends_take_distinct_ids(tmp_path):
 
 
 def test_a_server_imports_supermerger_history_only_from_allowed_folders(tmp_path, monkeypatch):
-    from lib_merge.host.session import Workbench
-    from lib_merge.host.standalone import FolderHost
+    from lib_merge.app.workbench import Workbench
+    from lib_merge.host.folder import FolderHost
 
     home = tmp_path / "home"
     home.mkdir()

@@ -9,11 +9,11 @@ import pytest
 import torch
 from helpers import load
 
+from lib_merge.app.ports import GenSettings
+from lib_merge.app.workbench import MergeRequest, SaveRequest
+from lib_merge.engine.live import model_tensors
 from lib_merge.errors import ModelNotFoundError, ParameterError, UnsafePathError
-from lib_merge.host.base import GenSettings
-from lib_merge.host.session import MergeRequest, SaveRequest
-from lib_merge.live import model_tensors
-from lib_merge.settings import MergeSettings
+from lib_merge.recipe.form import MergeSettings
 
 
 def pixels(result) -> np.ndarray:
@@ -175,7 +175,7 @@ def test_failed_merge_changes_nothing(webui):
 
 
 def test_history_logs_every_merge_and_save_current_needs_a_merge(webui):
-    from lib_merge.history import read_history
+    from lib_merge.app.history import read_history
 
     with pytest.raises(ParameterError, match="not an Alloy merge"):
         webui.workbench.save_current(SaveRequest())
@@ -199,8 +199,8 @@ def test_a_linked_checkpoint_keeps_its_listed_name(webui, sd1):
 
 
 def test_stop_during_a_merge_leaves_model_a(webui, monkeypatch):
+    from lib_merge.app.history import read_history
     from lib_merge.errors import Cancelled
-    from lib_merge.history import read_history
 
     image_a = pixels(gen(webui))
     merge(webui, 0.5)
@@ -226,9 +226,9 @@ def test_a_failed_save_after_merging_keeps_the_merge_and_says_why(webui):
 def test_forge_saves_and_loads_the_merge_through_its_own_switch(webui):
     import sys
 
+    from lib_merge.app.workbench import Workbench
     from lib_merge.host.a1111 import connect
     from lib_merge.host.forge import ForgeHost, is_forge
-    from lib_merge.host.session import Workbench
 
     assert is_forge()  # the double carries modules_forge
     workbench = Workbench(ForgeHost())

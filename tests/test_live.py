@@ -7,9 +7,9 @@ import torch
 from helpers import build_model, load
 from test_merge import merge, recipe
 
-from lib_merge.engine.run import CancelToken, EngineOptions
+from lib_merge.engine.live import LiveBackup, merge_into_model, model_tensors
+from lib_merge.engine.options import CancelToken, EngineOptions
 from lib_merge.errors import Cancelled, HostPatchError
-from lib_merge.live import LiveBackup, merge_into_model, model_tensors
 from lib_merge.recipe import parse_recipe
 
 

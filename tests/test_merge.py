@@ -11,12 +11,12 @@ from helpers import load, metadata
 
 from lib_merge.arch.blocks import schema_for
 from lib_merge.arch.registry import ARCHITECTURES
-from lib_merge.arch.synth import SynthSpec, synth_shapes, write_synthetic
+from lib_merge.engine.options import CancelToken, EngineOptions
 from lib_merge.engine.plan import is_mergeable
-from lib_merge.engine.run import CancelToken, EngineOptions
+from lib_merge.engine.to_file import SaveOptions, merge_to_file
 from lib_merge.errors import ArchMismatchError, Cancelled, NonFiniteError, ShapeMismatchError
 from lib_merge.io import save_state_dict
-from lib_merge.merge import SaveOptions, merge_to_file
+from lib_merge.io.synth import SynthSpec, synth_shapes, write_synthetic
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.vectors import parse_vector
 

@@ -12,11 +12,11 @@ from helpers import load
 from test_calc import KEYS, f64
 from test_merge import merge
 
-from lib_merge.engine.run import EngineOptions
+from lib_merge.engine.options import EngineOptions
 from lib_merge.errors import InvalidComboError, RecipeTypeError
 from lib_merge.methods import modern
 from lib_merge.recipe import parse_recipe, print_recipe
-from lib_merge.settings import MethodSettings, build_method_recipe
+from lib_merge.recipe.form import MethodSettings, build_method_recipe
 
 
 @pytest.fixture(scope="module")

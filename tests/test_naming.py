@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lib_merge.app.naming import MAX_STEM, auto_name, custom_file_name, sanitize
 from lib_merge.errors import UnsafeNameError
-from lib_merge.naming import MAX_STEM, auto_name, custom_file_name, sanitize
 from lib_merge.recipe import parse_recipe
 
 HASH = "1a2b3c4d5e" + "0" * 54

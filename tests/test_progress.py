@@ -10,9 +10,9 @@ import shutil
 import sys
 from argparse import Namespace
 
+from lib_merge.engine.options import EngineOptions
 from lib_merge.engine.progress import ProgressEvent
-from lib_merge.engine.run import EngineOptions
-from lib_merge.merge import SaveOptions, merge_to_file
+from lib_merge.engine.to_file import SaveOptions, merge_to_file
 from lib_merge.recipe import parse_recipe
 
 
@@ -42,7 +42,7 @@ class _Terminal(io.StringIO):
 
 
 def test_the_cli_bar_has_no_stray_first_line_and_shows_hashing(monkeypatch):
-    from lib_merge import cli
+    from lib_merge.surfaces import cli
 
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
@@ -56,7 +56,7 @@ def test_the_cli_bar_has_no_stray_first_line_and_shows_hashing(monkeypatch):
 
 
 def test_the_status_line_shows_phase_counts_and_eta(monkeypatch):
-    from lib_merge.host import session
+    from lib_merge.app import workbench as session
 
     now = [100.0]
     monkeypatch.setattr(session.time, "monotonic", lambda: now[0])
@@ -72,10 +72,10 @@ def test_the_status_line_shows_phase_counts_and_eta(monkeypatch):
 
 
 def test_the_web_merge_shows_hashing_and_merging(sd1, tmp_path, monkeypatch):
-    from lib_merge.host import session
-    from lib_merge.host.session import MergeRequest, Workbench
-    from lib_merge.host.standalone import FolderHost
-    from lib_merge.settings import MergeSettings
+    from lib_merge.app import workbench as session
+    from lib_merge.app.workbench import MergeRequest, Workbench
+    from lib_merge.host.folder import FolderHost
+    from lib_merge.recipe.form import MergeSettings
 
     monkeypatch.setenv("ALLOY_HOME", str(tmp_path / "cold"))
     for p in sd1[:2]:

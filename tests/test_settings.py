@@ -6,8 +6,8 @@ import pytest
 
 from lib_merge.errors import InvalidComboError, ParameterError
 from lib_merge.recipe import print_recipe
+from lib_merge.recipe.form import MergeSettings, build_recipe
 from lib_merge.recipe.nodes import BlocksSpec
-from lib_merge.settings import MergeSettings, build_recipe
 
 
 def test_scalar_settings_print_as_the_expected_recipe():

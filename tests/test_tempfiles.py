@@ -17,14 +17,14 @@ import torch
 from helpers import load
 from test_cli import ROOT, cli, error_line
 
+from lib_merge.app.history import RowDraft, read_history
+from lib_merge.app.history.pending import pending_folder
+from lib_merge.app.history.record import merge_and_log
+from lib_merge.engine.to_file import SaveOptions, merge_to_file
 from lib_merge.errors import OutputExistsError
-from lib_merge.history import RowDraft, read_history
-from lib_merge.history.pending import pending_folder
-from lib_merge.history.record import merge_and_log
 from lib_merge.io import tempfiles
 from lib_merge.io.tempfiles import TEMP_MARK, clean_stale, open_temp, publish, write_text
 from lib_merge.io.writer import PlannedTensor, SafetensorsWriter
-from lib_merge.merge import SaveOptions, merge_to_file
 from lib_merge.recipe import parse_recipe
 
 
@@ -216,8 +216,8 @@ def test_kill_9_leftovers_are_cleaned_by_clean_and_by_the_next_merge(sd1, tmp_pa
 
 _DIE_BEFORE_LOGGING = """
 import os, signal, sys
-from lib_merge import cli
-from lib_merge.history import record
+from lib_merge.surfaces import cli
+from lib_merge.app.history import record
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 record.try_append_history = die

@@ -7,11 +7,11 @@ import gradio as gr
 import numpy as np
 import pytest
 
+from lib_merge.app.history import RowDraft, append_history
+from lib_merge.app.workbench import Workbench
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.errors import BlockVectorError, ParameterError
-from lib_merge.history import RowDraft, append_history
-from lib_merge.host.session import Workbench
-from lib_merge.host.standalone import FolderHost
+from lib_merge.host.folder import FolderHost
 from lib_merge.ui.app import TAB_LABELS, build_ui
 from lib_merge.ui.values import merge_request, restore_values, vector_values
 
@@ -237,7 +237,7 @@ def test_restore_finds_models_by_short_hash_then_name():
 
 
 def test_history_page_shows_newest_first(tmp_path, monkeypatch):
-    from lib_merge.history import read_history
+    from lib_merge.app.history import read_history
     from lib_merge.ui.history_tab import table_rows
 
     path = tmp_path / "h.csv"
@@ -360,9 +360,9 @@ def test_the_merge_button_shows_the_progress_of_the_running_merge(tmp_path, sd1,
     """The status line follows the workbench's progress as it changes (it once stayed at 'idle')."""
     import time
 
+    from lib_merge.app.workbench import Progress
     from lib_merge.engine.progress import ProgressEvent
     from lib_merge.errors import Cancelled
-    from lib_merge.host.session import Progress
 
     bench = Workbench(FolderHost(str(tmp_path)))
     demo = build_ui(bench)

@@ -7,7 +7,7 @@ import time
 
 from test_ui import handler, last
 
-from lib_merge.history import read_history
+from lib_merge.app.history import read_history
 from lib_merge.paths import user_data_dir
 from lib_merge.ui.app import build_ui
 

@@ -7,9 +7,8 @@ import math
 import pytest
 
 from lib_merge.arch.blocks import schema_for
-from lib_merge.arch.presets import load_presets, lookup_preset, read_preset_file
+from lib_merge.arch.presets import SHIPPED_PRESETS, load_presets, lookup_preset, read_preset_file
 from lib_merge.errors import BlockVectorError, PresetError
-from lib_merge.paths import SHIPPED_PRESETS
 from lib_merge.recipe.vectors import format_vector, parse_vector
 
 SD1 = schema_for("sd1")

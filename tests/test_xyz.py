@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lib_merge.app.plots.axes import AXIS_TYPES, parse_axis
+from lib_merge.app.plots.executor import MergedCell, run_cells
+from lib_merge.app.plots.grid import GridLabels, draw_grid, pixel_diff_percent
+from lib_merge.app.plots.plan import PlanContext, XYZPlan, expand, split_plan
+from lib_merge.app.plots.presets import get_preset, import_supermerger_presets, save_preset
+from lib_merge.app.plots.queue import ReservationQueue
+from lib_merge.app.ports import GenResult
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.errors import ParameterError, PlanError
-from lib_merge.host.base import GenResult
-from lib_merge.xyz.axes import AXIS_TYPES, parse_axis
-from lib_merge.xyz.executor import MergedCell, run_cells
-from lib_merge.xyz.grid import GridLabels, draw_grid, pixel_diff_percent
-from lib_merge.xyz.plan import PlanContext, XYZPlan, expand, split_plan
-from lib_merge.xyz.presets import get_preset, import_supermerger_presets, save_preset
-from lib_merge.xyz.queue import ReservationQueue
 
 SD1 = SCHEMAS["sd1"]
 MODELS = {"a": "a.safetensors", "b": "b.safetensors"}
@@ -302,7 +302,7 @@ def test_presets_save_load_overwrite_and_supermerger_import(tmp_path):
 
 
 def test_cli_dry_run_prints_the_cells(tmp_path, capsys):
-    from lib_merge.cli import main
+    from lib_merge.surfaces.cli import main
 
     path = tmp_path / "plan.json"
     path.write_text(json.dumps({"x": {"type": "alpha", "values": "0.2,0.5|0.8"}, "y": {"type": "seed", "values": "1,2"},
@@ -349,7 +349,7 @@ def _readme_plan() -> dict:
 
 
 def test_the_readme_plan_has_no_idle_axis_and_a_vector_that_sets_every_block_is_warned_about(tmp_path, capsys):
-    from lib_merge.cli import main
+    from lib_merge.surfaces.cli import main
 
     plan = _readme_plan()
     path = tmp_path / "plan.json"

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lib_merge.app.history import read_history
+from lib_merge.app.plots.plan import XYZPlan
+from lib_merge.app.plots.runner import PlotControl, run_plot
+from lib_merge.app.ports import GenSettings
+from lib_merge.app.workbench import MergeRequest
 from lib_merge.errors import PlanError
-from lib_merge.history import read_history
-from lib_merge.host.base import GenSettings
-from lib_merge.host.session import MergeRequest
-from lib_merge.settings import MergeSettings
-from lib_merge.xyz.plan import XYZPlan
-from lib_merge.xyz.runner import PlotControl, run_plot
+from lib_merge.recipe.form import MergeSettings
 
 GEN = {"steps": 2, "width": 256, "height": 256, "batch_size": 1, "prompt": "a cat"}
 
@@ -159,7 +159,7 @@ def test_one_plot_at_a_time_swap_restore_and_single_images(webui, tmp_path):
 
 
 def test_checker_on_y_labels_its_rows_with_the_diff(webui, tmp_path):
-    from lib_merge.xyz.runner import _label
+    from lib_merge.app.plots.runner import _label
 
     webui.shared.opts.data["outdir_grids"] = str(tmp_path / "grids")
     merge = {"a": webui.title("model_a"), "b": webui.title("model_b"), "alpha": 1.0}

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from lib_merge.arch.blocks import BlockSchema
 from lib_merge.errors import PresetError
-from lib_merge.paths import SHIPPED_PRESETS, user_data_dir
+from lib_merge.paths import user_data_dir
+
+SHIPPED_PRESETS = Path(__file__).resolve().parent / "data" / "mbw_presets.tsv"
 
 # A 26-value vector fits SD1 and, through the 26 -> 20 mapping, SDXL.
 _LENGTHS = {"sd1": (26,), "sdxl": (20, 26)}

@@ -20,13 +20,13 @@ from lib_merge.errors import (
     ParameterError,
     RecipeError,
 )
+from lib_merge.io.source import SourceModel
 from lib_merge.methods import METHODS
 from lib_merge.methods.adjust import AdjustValues
 from lib_merge.recipe.elemental import Elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, open_params, walk_models
 from lib_merge.recipe.vectors import BlockVector, format_number, parse_vector
-from lib_merge.source import SourceModel
 
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")
 _ROLE_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -14,11 +14,11 @@ from lib_merge.arch.blocks import SCHEMAS, VAE_SLOT
 from lib_merge.arch.registry import PREDICTION_MARKERS, SCHEDULE_BUFFERS
 from lib_merge.engine.bind import BoundRecipe
 from lib_merge.errors import ShapeMismatchError
+from lib_merge.io.source import SourceModel
 from lib_merge.io.writer import PlannedTensor
 from lib_merge.methods import METHODS, MethodSpec
 from lib_merge.recipe.nodes import ModelRef, Node, primary_model
 from lib_merge.recipe.vectors import BlockVector
-from lib_merge.source import SourceModel
 
 INPUT_CONV_SUFFIX = "model.diffusion_model.input_blocks.0.0.weight"
 _NEVER_MERGE_EXACT = set(SCHEDULE_BUFFERS) | set(PREDICTION_MARKERS) | {"logvar", "model.model_sampling.sigmas"}

@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from lib_merge.arch.blocks import VAE_SLOT
+from lib_merge.engine.options import CancelToken, EngineOptions
 from lib_merge.engine.plan import MergePlan, Step
-from lib_merge.engine.run import CancelToken, EngineOptions
 from lib_merge.errors import UnsupportedError
-from lib_merge.source import SourceModel
+from lib_merge.io.source import SourceModel
 
 
 def _steps(node) -> list[Step]:

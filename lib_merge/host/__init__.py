@@ -1,1 +1,1 @@
-"""Hosts: the WebUI adapters and the standalone host, behind one protocol (base.Host)."""
+"""Host adapters (AUTOMATIC1111, Forge, a plain folder) behind lib_merge.app.ports.Host."""

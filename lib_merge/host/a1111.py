@@ -12,8 +12,8 @@ from dataclasses import fields
 
 import torch
 
+from lib_merge.app.ports import GenResult, GenSettings, HostConfig, MergeIdentity
 from lib_merge.errors import ModelNotFoundError, UnsafePathError
-from lib_merge.host.base import GenResult, GenSettings, HostConfig, MergeIdentity
 from lib_merge.paths import inside_folder
 
 OPTION_PREFIX = "alloy_"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
+from lib_merge.app.ports import MergeIdentity
 from lib_merge.host.a1111 import A1111Host
-from lib_merge.host.base import MergeIdentity
 
 
 class ForgeHost(A1111Host):

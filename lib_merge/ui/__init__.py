@@ -1,1 +1,1 @@
-"""Gradio tabs of Alloy (the only part of lib_merge besides host/ that imports gradio)."""
+"""Gradio tabs of Alloy: widgets wired to the Workbench (the only part of lib_merge that builds a UI)."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lib_merge.history import find_row, read_history, search_history
-from lib_merge.host.base import GenSettings
-from lib_merge.host.session import Workbench
+from lib_merge.app.history import find_row, read_history, search_history
+from lib_merge.app.ports import GenSettings
+from lib_merge.app.workbench import Workbench
 from lib_merge.recipe import print_recipe
-from lib_merge.settings import CALC_MODES, build_recipe
+from lib_merge.recipe.form import CALC_MODES, build_recipe
 from lib_merge.ui import dice_tab, history_tab, mbw_tab, merge_tab, xyz_tab
 from lib_merge.ui.compat import update
 from lib_merge.ui.form import Form

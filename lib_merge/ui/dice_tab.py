@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lib_merge.dice import DEFAULT_CUSTOM, MODES
+from lib_merge.app.dice import DEFAULT_CUSTOM, MODES
 
 
 def build() -> dict:

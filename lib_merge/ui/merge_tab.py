@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lib_merge.settings import CALC_MODES, MODERN_METHODS
+from lib_merge.recipe.form import CALC_MODES, MODERN_METHODS
 from lib_merge.ui.values import FILTER_MODES, FORMATS, MODES, NO_METHOD, SAVE_DTYPES, TEMPLATE_FIELDS
 
 

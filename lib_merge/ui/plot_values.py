@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from lib_merge.dice import DiceSettings
-from lib_merge.host.base import GenSettings
+from lib_merge.app.dice import DiceSettings
+from lib_merge.app.plots.axes import AXIS_TYPES
+from lib_merge.app.plots.plan import AxisSpec, PlanOptions, XYZPlan
+from lib_merge.app.ports import GenSettings
 from lib_merge.ui.values import merge_request
-from lib_merge.xyz.axes import AXIS_TYPES
-from lib_merge.xyz.plan import AxisSpec, PlanOptions, XYZPlan
 
 NO_AXIS = "none"
 AXIS_CHOICES = [NO_AXIS] + list(AXIS_TYPES)

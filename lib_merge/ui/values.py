@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 
+from lib_merge.app.ports import GenSettings
+from lib_merge.app.workbench import MergeRequest, SaveRequest
 from lib_merge.arch.blocks import SCHEMAS
-from lib_merge.host.base import GenSettings
-from lib_merge.host.session import MergeRequest, SaveRequest
 from lib_merge.methods import get_method
 from lib_merge.recipe import parse_vector
+from lib_merge.recipe.form import MergeSettings, MethodSettings, build_method_recipe, method_for
 from lib_merge.recipe.vectors import format_number
-from lib_merge.settings import MergeSettings, MethodSettings, build_method_recipe, method_for
 
 MODES = ["weighted_sum", "add_difference", "triple_sum", "sum_twice"]
 MBW_ARCHS = {"SD1/SD2 (26)": "sd1", "SDXL (20)": "sdxl", "SDXL extended (110)": "sdxl_ext"}

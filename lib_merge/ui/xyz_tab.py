@@ -6,15 +6,15 @@ import threading
 
 import gradio as gr
 
+from lib_merge.app.plots.plan import XYZPlan, split_plan
+from lib_merge.app.plots.presets import delete_preset, get_preset, load_presets, save_preset
+from lib_merge.app.plots.queue import ReservationQueue
+from lib_merge.app.plots.runner import PlotControl, run_plot
 from lib_merge.errors import ParameterError
 from lib_merge.paths import user_data_dir
 from lib_merge.ui.compat import update
 from lib_merge.ui.jobs import error_text, run_in_thread
 from lib_merge.ui.plot_values import AXIS_CHOICES, NO_AXIS, dice_settings, plan_from_ui, plan_label
-from lib_merge.xyz.plan import XYZPlan, split_plan
-from lib_merge.xyz.presets import delete_preset, get_preset, load_presets, save_preset
-from lib_merge.xyz.queue import ReservationQueue
-from lib_merge.xyz.runner import PlotControl, run_plot
 
 QUEUE_HEADERS = ["id", "created", "status", "label", "message"]
 
@@ -115,7 +115,7 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
         return form.values(raw[:a]), xyz, dict(zip(DICE_FIELDS, raw[b:c], strict=True)), raw[c:]
 
     def current_plan(raw, dice_run: bool = False) -> XYZPlan:
-        from lib_merge.host.base import GenSettings
+        from lib_merge.app.ports import GenSettings
 
         form_values, xyz, dice, gen_raw = split_raw(raw)
         if dice_run:  # Dice's Run: N rolls as a plot with the random axis
@@ -127,8 +127,8 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
 
     def checked_plans(raw, dice_run: bool = False) -> list[XYZPlan]:
         """The split plans, each expanded once so that a bad one is refused before anything runs or queues."""
-        from lib_merge.xyz.plan import expand
-        from lib_merge.xyz.runner import plan_context
+        from lib_merge.app.plots.plan import expand
+        from lib_merge.app.plots.runner import plan_context
 
         plans = split_plan(current_plan(raw, dice_run))
         for plan in plans:
@@ -172,9 +172,9 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
     dice_parts["dice_run"].click(dice_run, inputs, outputs + [dice_parts["dice_status"]])
 
     def dice_preview(*raw):
-        from lib_merge.dice import fresh_seed, roll
-        from lib_merge.host.base import GenSettings
-        from lib_merge.xyz.runner import plan_context
+        from lib_merge.app.dice import fresh_seed, roll
+        from lib_merge.app.plots.runner import plan_context
+        from lib_merge.app.ports import GenSettings
 
         try:
             form_values, _, dice, _ = split_raw(raw)
@@ -196,8 +196,8 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
     dice_parts["dice_roll"].click(dice_preview, inputs, [dice_parts["dice_status"], dice_parts["dice_vectors"]])
 
     def save_elist():
-        from lib_merge.dice import elist_for_settings
-        from lib_merge.history import find_row, read_history
+        from lib_merge.app.dice import elist_for_settings
+        from lib_merge.app.history import find_row, read_history
 
         try:
             live = workbench.live
@@ -222,13 +222,13 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
 
     def check(*raw):
         try:
-            from lib_merge.xyz.plan import expand
-            from lib_merge.xyz.runner import plan_context
+            from lib_merge.app.plots.plan import expand
+            from lib_merge.app.plots.runner import plan_context
 
             plans = split_plan(current_plan(raw))
             counts, warnings = [], []
             for plan in plans:
-                from lib_merge.xyz.executor import idle_axes, merge_groups
+                from lib_merge.app.plots.executor import idle_axes, merge_groups
 
                 cells = expand(plan, plan_context(workbench, plan))
                 counts.append(f"{len(cells)} cells, {len(merge_groups(cells))} merges")
@@ -325,8 +325,8 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
     parts["preset_delete"].click(delete, [parts["preset"]], [parts["status"], parts["preset"]])
 
     def import_presets(path):
+        from lib_merge.app.plots.presets import SUPERMERGER_PRESETS, import_supermerger_presets
         from lib_merge.paths import file_in_folders
-        from lib_merge.xyz.presets import SUPERMERGER_PRESETS, import_supermerger_presets
 
         try:
             source = file_in_folders(path, workbench.import_folders(), SUPERMERGER_PRESETS)

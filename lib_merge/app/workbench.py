@@ -13,12 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib_merge.cache import CacheStats, TensorCache
-from lib_merge.engine.bind import canonical_recipe
-from lib_merge.engine.progress import ProgressEvent
-from lib_merge.engine.run import CancelToken, EngineOptions
-from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
-from lib_merge.history import (
+from lib_merge.app.history import (
     SUPERMERGER_HISTORY,
     HistoryRow,
     RowDraft,
@@ -27,17 +22,22 @@ from lib_merge.history import (
     recover_history,
     try_append_history,
 )
-from lib_merge.history.record import merge_and_log
-from lib_merge.host.base import GenResult, GenSettings, Host, MergeIdentity
+from lib_merge.app.history.record import merge_and_log
+from lib_merge.app.naming import EXTENSIONS, auto_name, custom_file_name
+from lib_merge.app.ports import GenResult, GenSettings, Host, MergeIdentity
+from lib_merge.engine.bind import canonical_recipe
+from lib_merge.engine.live import LiveBackup, merge_into_model
+from lib_merge.engine.options import CancelToken, EngineOptions
+from lib_merge.engine.progress import ProgressEvent
+from lib_merge.engine.to_file import MergeResult, SaveOptions
+from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
+from lib_merge.io.cache import CacheStats, TensorCache
 from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.io.tempfiles import clean_stale
-from lib_merge.live import LiveBackup, merge_into_model
-from lib_merge.merge import MergeResult, SaveOptions
-from lib_merge.naming import EXTENSIONS, auto_name, custom_file_name
 from lib_merge.paths import file_in_folders, inside_folder, user_data_dir
 from lib_merge.recipe import parse_recipe
+from lib_merge.recipe.form import MergeSettings, build_recipe
 from lib_merge.recipe.nodes import ModelRef, Node, primary_model, replace_models, walk_models
-from lib_merge.settings import MergeSettings, build_recipe
 
 AUTO_CACHE_CAP = 16 * 2**30
 

@@ -6,8 +6,8 @@ workbench (and with it the live merge's backups) lives here, not in the script m
 
 from __future__ import annotations
 
+from lib_merge.app.workbench import Workbench
 from lib_merge.host.a1111 import A1111Host, connect
-from lib_merge.host.session import Workbench
 
 _workbench: list[Workbench] = []  # the WebUI forces one process-wide instance
 
@@ -67,7 +67,7 @@ def ui_settings() -> None:
 def app_started(demo, app) -> None:
     from modules import shared
 
-    from lib_merge.host.api import add_routes, parse_credentials
+    from lib_merge.surfaces.http import add_routes, parse_credentials
 
     add_routes(app, workbench(), parse_credentials(getattr(shared.cmd_opts, "api_auth", None)))
     for line in workbench().clean_leftovers():

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import torch
 
 from lib_merge.engine.bind import bind_recipe, hashed_root
+from lib_merge.engine.options import EngineOptions, EngineReport
 from lib_merge.engine.plan import MergePlan, plan_merge
-from lib_merge.engine.run import EngineOptions, EngineReport, run_plan
+from lib_merge.engine.run import run_plan
 from lib_merge.errors import HostPatchError
 from lib_merge.io.writer import PlannedTensor
 from lib_merge.recipe.nodes import Node

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 
+from lib_merge.app.workbench import Workbench
 from lib_merge.errors import ParameterError
-from lib_merge.host.api import add_routes
-from lib_merge.host.session import Workbench
-from lib_merge.host.standalone import FolderHost
+from lib_merge.host.folder import FolderHost
+from lib_merge.surfaces.http import add_routes
 from lib_merge.ui.app import build_ui
 from lib_merge.ui.compat import enable_queue, internal_token, mount
 

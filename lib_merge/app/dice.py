@@ -218,8 +218,8 @@ def write_elist(folder: Path, history_id: int, rows: list[tuple]) -> Path:
 def elist_for_settings(settings: dict, model_a_path: str, folder: Path, history_id: int) -> Path:
     """The E-list of a logged merge: A's keys with the α/β its block weights and elemental gave them."""
     from lib_merge.arch.blocks import schema_for
+    from lib_merge.io.source import SourceModel
     from lib_merge.recipe import parse_vector
-    from lib_merge.source import SourceModel
 
     source = SourceModel(model_a_path)
     try:

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import asdict
 from pathlib import Path
 
-from lib_merge.history.rows import RowDraft
+from lib_merge.app.history.rows import RowDraft
 from lib_merge.io.tempfiles import pid_alive, write_text
 
 RECOVERED = "the merge process ended after saving, before it logged this row"

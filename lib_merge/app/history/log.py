@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from lib_merge.app.history.pending import orphaned_rows, settle
+from lib_merge.app.history.rows import COLUMNS, HistoryRow, RowDraft
 from lib_merge.errors import HistoryError, ParameterError
-from lib_merge.history.pending import orphaned_rows, settle
-from lib_merge.history.rows import COLUMNS, HistoryRow, RowDraft
 from lib_merge.paths import user_data_dir
 
 try:

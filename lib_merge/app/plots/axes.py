@@ -18,8 +18,8 @@ from lib_merge.methods.adjust import NAMES as ADJUST_NAMES
 from lib_merge.methods.adjust import parse_adjust
 from lib_merge.recipe import parse_vector
 from lib_merge.recipe.elemental import parse_elemental
+from lib_merge.recipe.form import CALC_MODES
 from lib_merge.recipe.vectors import VAE_SLOT, expand_target, format_number
-from lib_merge.settings import CALC_MODES
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RANGE = re.compile(rf"^({_NUMBER})\s*-\s*({_NUMBER})\s*(?:\(\s*(\d+)\s*\)|\[\s*({_NUMBER})\s*\])$")

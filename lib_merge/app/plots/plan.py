@@ -13,18 +13,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from lib_merge.app.dice import DiceSettings, roll, roll_seeds
+from lib_merge.app.plots.axes import AxisValue, axis_type, parse_axis
+from lib_merge.app.ports import GenSettings
 from lib_merge.arch.blocks import BlockSchema
-from lib_merge.dice import DiceSettings, roll, roll_seeds
 from lib_merge.errors import AlloyError, PlanError
-from lib_merge.host.base import GenSettings
 from lib_merge.methods import get_method
 from lib_merge.methods.adjust import NAMES as ADJUST_NAMES
 from lib_merge.methods.adjust import parse_adjust
 from lib_merge.paths import file_in_folders
 from lib_merge.recipe import parse_recipe, parse_vector, print_recipe, read_recipe_file
+from lib_merge.recipe.form import MergeSettings, build_recipe, method_for
 from lib_merge.recipe.vectors import format_number
-from lib_merge.settings import MergeSettings, build_recipe, method_for
-from lib_merge.xyz.axes import AxisValue, axis_type, parse_axis
 
 AXES = ("x", "y", "z")
 REPEATABLE = ("add_elemental", "random")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from lib_merge.app.ports import GenResult, GenSettings, HostConfig, MergeIdentity
 from lib_merge.errors import ModelNotFoundError, UnsafePathError
-from lib_merge.host.base import GenResult, GenSettings, HostConfig, MergeIdentity
 from lib_merge.paths import inside_folder
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt")

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lib_merge.app.plots.axes import axis_type
 from lib_merge.errors import ParameterError
 from lib_merge.io.tempfiles import write_text
-from lib_merge.xyz.axes import axis_type
 
 
 def load_presets(path: Path) -> dict[str, dict]:

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import torch
 
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, with_hashes
+from lib_merge.engine.metadata import build_metadata
+from lib_merge.engine.options import EngineOptions, EngineReport
 from lib_merge.engine.plan import MergePlan, plan_merge
 from lib_merge.engine.progress import hashing_progress
-from lib_merge.engine.run import EngineOptions, EngineReport, run_plan
+from lib_merge.engine.run import run_plan
 from lib_merge.errors import OutputExistsError, SourceChangedError, UnsafePathError
 from lib_merge.io.tempfiles import clean_stale, write_file
 from lib_merge.io.writer import PlannedTensor, SafetensorsWriter, check_free_space
-from lib_merge.metadata import build_metadata
 from lib_merge.recipe.nodes import ModelRef, Node
 from lib_merge.recipe.printer import print_recipe, recipe_hash
 

@@ -241,7 +241,7 @@ def _quiet_broken_pipe() -> int:
 
 
 def _flags_settings(args):
-    from lib_merge.settings import MergeSettings
+    from lib_merge.recipe.form import MergeSettings
 
     a_only = args.calc in ("self", "random")
     if a_only and not args.mode:
@@ -329,11 +329,11 @@ def _report_changes(root, args) -> None:
 
 
 def cmd_merge(args) -> int:
-    from lib_merge.engine.run import EngineOptions
+    from lib_merge.engine.options import EngineOptions
+    from lib_merge.engine.to_file import SaveOptions
     from lib_merge.io.dtypes import parse_output_dtype
-    from lib_merge.merge import SaveOptions
+    from lib_merge.recipe.form import build_recipe
     from lib_merge.recipe.printer import cast_dtype
-    from lib_merge.settings import build_recipe
 
     if args.recipe and (args.a or args.b or args.mode or args.method):
         raise UsageError("give a recipe file or --a/--b/--mode, not both")
@@ -380,8 +380,8 @@ def cmd_merge(args) -> int:
 
 
 def _merge_and_log(root, save, engine, args):
-    from lib_merge.history import RowDraft, history_file
-    from lib_merge.history.record import merge_and_log
+    from lib_merge.app.history import RowDraft, history_file
+    from lib_merge.app.history.record import merge_and_log
 
     names = ("mode", "calc", "alpha", "beta", "gamma", "seed", "blocks", "preset", "elemental", "include",
              "exclude", "adjust", "dtype", "device")  # fmt: skip
@@ -401,7 +401,7 @@ def _merge_and_log(root, save, engine, args):
 
 def _warn_unused_alpha(settings, args) -> None:
     """--alpha fills only the blocks a vector leaves open: say so when it fills none."""
-    from lib_merge.settings import vector_covers_every_block
+    from lib_merge.recipe.form import vector_covers_every_block
 
     if args.alpha is None or not (args.blocks or args.preset) or args.quiet:
         return
@@ -410,7 +410,7 @@ def _warn_unused_alpha(settings, args) -> None:
 
 
 def _method_recipe(args):
-    from lib_merge.settings import MethodSettings, build_method_recipe
+    from lib_merge.recipe.form import MethodSettings, build_method_recipe
 
     if not args.a or not args.models:
         raise UsageError("--method needs --a BASE and --models M1 [M2 ...]")
@@ -436,8 +436,8 @@ def _method_recipe(args):
 
 def cmd_methods(args) -> int:
     from lib_merge.methods import METHODS
+    from lib_merge.recipe.form import CALC_MODES
     from lib_merge.recipe.printer import format_param
-    from lib_merge.settings import CALC_MODES
 
     print("methods (recipe functions):")
     for spec in METHODS.values():
@@ -507,10 +507,10 @@ def _check_new_output(path: str, overwrite: bool) -> None:
 def cmd_history(args) -> int:
     from pathlib import Path
 
-    from lib_merge.history import find_row, read_history, search_history
+    from lib_merge.app.history import find_row, read_history, search_history
 
     if args.history_command == "import-supermerger":
-        from lib_merge.history import import_supermerger
+        from lib_merge.app.history import import_supermerger
 
         count, skipped = import_supermerger(Path(args.file), warn=_warn)
         for line in skipped:
@@ -547,7 +547,7 @@ def _warn(text: str) -> None:
 def cmd_clean(args) -> int:
     """Remove stale temporary files in the folder (and below it) and in the user-data folder, and log
     the history rows of merges that were killed between saving and logging."""
-    from lib_merge.history import recover_history
+    from lib_merge.app.history import recover_history
     from lib_merge.io.tempfiles import clean_stale
     from lib_merge.paths import user_data_dir
 
@@ -569,7 +569,7 @@ def cmd_clean(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from lib_merge.report import format_inspect, inspect_model
+    from lib_merge.io.report import format_inspect, inspect_model
 
     report = inspect_model(args.file)
     print(json.dumps(report, indent=1) if args.json else format_inspect(report))
@@ -578,7 +578,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_info(args) -> int:
     from lib_merge.arch.registry import ARCHITECTURES
-    from lib_merge.report import describe_architectures, describe_schema, format_inspect, inspect_model
+    from lib_merge.io.report import describe_architectures, describe_schema, format_inspect, inspect_model
 
     if not args.target:
         print(describe_architectures())
@@ -592,8 +592,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from lib_merge.arch.synth import SynthSpec, write_synthetic
     from lib_merge.io.dtypes import parse_output_dtype
+    from lib_merge.io.synth import SynthSpec, write_synthetic
 
     _check_new_output(args.output, args.overwrite)
     if args.scale < 1:
@@ -605,10 +605,10 @@ def cmd_synth(args) -> int:
 
 def cmd_ui(args) -> int:
     try:
-        from lib_merge.ui.standalone import serve
+        from lib_merge.surfaces.standalone import serve
     except ImportError as e:
         raise UsageError(f"the UI needs gradio: pip install gradio ({e})") from None
-    from lib_merge.ui.standalone import ServeOptions, parse_auth
+    from lib_merge.surfaces.standalone import ServeOptions, parse_auth
 
     options = ServeOptions(args.host, args.port, parse_auth(args.auth) if args.auth else None, args.insecure)
     serve(args.models_dir or os.environ.get("ALLOY_MODELS_DIR") or ".", options)
@@ -618,10 +618,10 @@ def cmd_ui(args) -> int:
 def cmd_xyz(args) -> int:
     import json
 
+    from lib_merge.app.plots.executor import idle_axes, merge_groups
+    from lib_merge.app.plots.plan import PlanContext, XYZPlan, expand, split_plan
     from lib_merge.arch.blocks import SCHEMAS
-    from lib_merge.source import file_schema
-    from lib_merge.xyz.executor import idle_axes, merge_groups
-    from lib_merge.xyz.plan import PlanContext, XYZPlan, expand, split_plan
+    from lib_merge.io.source import file_schema
 
     try:
         with open(args.plan, encoding="utf-8") as f:

@@ -14,22 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lib_merge.app.history import find_row, read_history
+from lib_merge.app.plots.axes import axis_type
+from lib_merge.app.plots.executor import CellResult, MergedCell, run_cells
+from lib_merge.app.plots.grid import GridLabels, draw_grid, pixel_diff_percent, save_grid
+from lib_merge.app.plots.plan import Cell, PlanContext, XYZPlan, expand, swept_formula
+from lib_merge.app.ports import GenResult, GenSettings
+from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.engine.bind import canonical_recipe
 from lib_merge.errors import ParameterError
-from lib_merge.history import find_row, read_history
-from lib_merge.host.base import GenResult, GenSettings
-from lib_merge.host.session import MergeRequest, SaveRequest, Workbench
+from lib_merge.io.source import file_schema
 from lib_merge.io.tempfiles import write_file, write_text
 from lib_merge.paths import user_data_dir
 from lib_merge.recipe import parse_recipe
+from lib_merge.recipe.form import MergeSettings
 from lib_merge.recipe.nodes import primary_model
-from lib_merge.settings import MergeSettings
-from lib_merge.source import file_schema
-from lib_merge.xyz.axes import axis_type
-from lib_merge.xyz.executor import CellResult, MergedCell, run_cells
-from lib_merge.xyz.grid import GridLabels, draw_grid, pixel_diff_percent, save_grid
-from lib_merge.xyz.plan import Cell, PlanContext, XYZPlan, expand, swept_formula
 
 MAX_SINGLE_IMAGES = 100
 WRAP = 10  # columns of a Dice plot with more rolls

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lib_merge.engine.run import EngineOptions
-from lib_merge.history.log import Warn, try_append_history
-from lib_merge.history.pending import announce, settle
-from lib_merge.history.rows import HistoryRow, RowDraft
-from lib_merge.merge import MergeResult, SaveOptions, merge_to_file
+from lib_merge.app.history.log import Warn, try_append_history
+from lib_merge.app.history.pending import announce, settle
+from lib_merge.app.history.rows import HistoryRow, RowDraft
+from lib_merge.engine.options import EngineOptions
+from lib_merge.engine.to_file import MergeResult, SaveOptions, merge_to_file
 from lib_merge.recipe.nodes import Node
 
 

@@ -1,6 +1,6 @@
 """The merge history (a damage-proof CSV log), its pending rows and SuperMerger's import."""
 
-from lib_merge.history.log import (
+from lib_merge.app.history.log import (
     CUT_MARK,
     HistoryLog,
     append_history,
@@ -12,10 +12,10 @@ from lib_merge.history.log import (
     search_history,
     try_append_history,
 )
-from lib_merge.history.pending import announce, settle
-from lib_merge.history.rows import COLUMNS, HistoryRow, RowDraft
-from lib_merge.history.supermerger import FILE_NAME as SUPERMERGER_HISTORY
-from lib_merge.history.supermerger import import_supermerger
+from lib_merge.app.history.pending import announce, settle
+from lib_merge.app.history.rows import COLUMNS, HistoryRow, RowDraft
+from lib_merge.app.history.supermerger import FILE_NAME as SUPERMERGER_HISTORY
+from lib_merge.app.history.supermerger import import_supermerger
 
 __all__ = [
     "COLUMNS",

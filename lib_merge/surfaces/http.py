@@ -9,10 +9,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import fields
 
+from lib_merge.app.history import read_history, search_history
+from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
 from lib_merge.errors import AlloyError, BusyError
-from lib_merge.history import read_history, search_history
-from lib_merge.host.session import MergeRequest, SaveRequest, Workbench
-from lib_merge.settings import MergeSettings
+from lib_merge.recipe.form import MergeSettings
 
 PREFIX = "/alloy/v1"
 _FLAG_FIELDS = {f.name for f in fields(MergeSettings)}
@@ -150,8 +150,8 @@ def run_xyz_body(workbench: Workbench, body: dict) -> dict:
     import base64
     import io
 
-    from lib_merge.xyz.plan import XYZPlan, split_plan
-    from lib_merge.xyz.runner import run_plot
+    from lib_merge.app.plots.plan import XYZPlan, split_plan
+    from lib_merge.app.plots.runner import run_plot
 
     grids, cells, paths, merges = [], [], [], 0
     for plan in split_plan(XYZPlan.from_dict(body)):

@@ -8,7 +8,7 @@ from collections import Counter
 from lib_merge.arch.blocks import VAE_SLOT, schema_for
 from lib_merge.arch.registry import ARCHITECTURES, PREDICTION_MARKERS
 from lib_merge.io.dtypes import DTYPE_NAMES
-from lib_merge.source import SourceModel
+from lib_merge.io.source import SourceModel
 
 
 def _size(n: float) -> str:

@@ -10,9 +10,9 @@ import csv
 import math
 from pathlib import Path
 
+from lib_merge.app.history.log import Warn, append_history
+from lib_merge.app.history.rows import RowDraft
 from lib_merge.errors import ParameterError
-from lib_merge.history.log import Warn, append_history
-from lib_merge.history.rows import RowDraft
 
 FILE_NAME = "mergehistory.csv"
 _MODES = {
@@ -27,7 +27,7 @@ def import_supermerger(source: Path, path: Path | None = None, warn: Warn | None
     """Append the rows of SuperMerger's mergehistory.csv (as settings, with a recipe where one
     can be written) to Alloy's history; returns (rows imported, rows skipped with reasons)."""
     from lib_merge.recipe import print_recipe
-    from lib_merge.settings import MergeSettings, build_recipe
+    from lib_merge.recipe.form import MergeSettings, build_recipe
 
     try:
         with open(source, encoding="utf-8", newline="") as f:

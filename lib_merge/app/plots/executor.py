@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from lib_merge.app.plots.axes import axis_type
+from lib_merge.app.plots.plan import AXES, Cell, XYZPlan
+from lib_merge.app.ports import GenResult, GenSettings
 from lib_merge.errors import AlloyError, Cancelled, PlanError
-from lib_merge.host.base import GenResult, GenSettings
-from lib_merge.xyz.axes import axis_type
-from lib_merge.xyz.plan import AXES, Cell, XYZPlan
 
 
 @dataclass

@@ -1,0 +1,5 @@
+"""The application: the Workbench and its use cases, the Host protocol, history, naming, Dice and plots.
+
+Every surface (CLI, HTTP, WebUI tabs) calls this layer; it calls the engine. Nothing here
+imports gradio, fastapi or the WebUI.
+"""
