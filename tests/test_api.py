@@ -6,7 +6,7 @@ import pytest
 import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from helpers import load
+from helpers import load, metadata
 
 from lib_merge.engine.live import model_tensors
 from lib_merge.surfaces.http import add_routes, parse_credentials
@@ -165,3 +165,19 @@ def test_standalone_auth_guards_the_page_and_the_api(tmp_path, sd1):
     assert [is_loopback(h) for h in ("127.0.0.1", "127.8.0.1", "::1", "localhost", "0.0.0.0", "192.0.2.1")] == [
         True, True, True, True, False, False,
     ]  # fmt: skip
+
+
+def test_a_method_with_a_seed_past_2_53_stays_exact_in_recipe_history_and_metadata(api, webui):
+    seed = 9007199254740993  # 2**53 + 1: a float would make it …992
+    body = {"method": "dare", "a": webui.title("model_a"), "models": [webui.title("model_b")], "seed": seed,
+            "p": 0.3, "save": {"name": "seeded", "dtype": "fp16"}}  # fmt: skip
+    answer = api.post("/alloy/v1/merge", json=body)
+    assert answer.status_code == 200, answer.text
+    (row,) = api.get("/alloy/v1/history").json()["rows"]
+    assert row["settings"]["method"]["seed"] == seed and f"seed={seed}" in row["recipe"]
+    meta = metadata(answer.json()["path"])
+    assert f"seed={seed}" in meta["alloy_recipe"]
+    bad = api.post("/alloy/v1/merge", json=dict(body, seed=1.5))
+    assert bad.status_code == 400 and bad.json()["error"] == "seed must be a whole number, not 1.5"
+    unknown = api.post("/alloy/v1/merge", json=dict(body, method="nope"))
+    assert unknown.status_code == 400 and unknown.json()["error"].startswith("unknown method 'nope'; methods: ties")

@@ -26,7 +26,7 @@ def test_live_merge_equals_the_saved_merge_and_restores_exactly(sd1, tmp_path, d
     result = merge_into_model(parse_recipe(text), model, backup)
     saved = load(merge(text, tmp_path / "m.safetensors", dtype).path)
     live = model_tensors(model)
-    assert result.recipe_hash == merge(text, tmp_path / "again.safetensors", dtype).recipe_hash
+    assert result.recipe.digest == merge(text, tmp_path / "again.safetensors", dtype).recipe_hash
     for key, tensor in saved.items():
         assert live[key].dtype == dtype or not tensor.is_floating_point()
         assert torch.equal(live[key], tensor.to(live[key].dtype)), key

@@ -42,7 +42,7 @@ class _Terminal(io.StringIO):
 
 
 def test_the_cli_bar_has_no_stray_first_line_and_shows_hashing(monkeypatch):
-    from lib_merge.surfaces import cli
+    from lib_merge.surfaces.cli import merge as cli
 
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)

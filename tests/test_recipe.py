@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from lib_merge.engine.bind import bind_recipe, hashed_root
+from lib_merge.engine.bind import bind_recipe, hashed_recipe
 from lib_merge.errors import ModelNotFoundError, RecipeSyntaxError, RecipeTypeError
 from lib_merge.io.hashing import file_sha256
 from lib_merge.recipe import parse_recipe, print_recipe, recipe_hash
@@ -15,12 +15,10 @@ from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef
 
 
 def canonical(text: str, models_dir) -> tuple[str, str]:
-    bound = bind_recipe(parse_recipe(text), str(models_dir))
-    try:
-        root = hashed_root(bound)
-        return print_recipe(root), recipe_hash(root)
-    finally:
-        bound.close()
+    with bind_recipe(parse_recipe(text), str(models_dir)) as bound:
+        hashed = hashed_recipe(bound)
+    assert hashed.text == print_recipe(hashed.root) and hashed.digest == recipe_hash(hashed.root)
+    return hashed.text, hashed.digest
 
 
 def test_parse_builds_the_tree():

@@ -32,10 +32,6 @@ def _recipe(a, b, alpha=0.5):
     return parse_recipe(f'alloy-recipe 1\nA = model("{a}")\nB = model("{b}")\nm = weighted_sum(A, B, alpha={alpha})\n')
 
 
-def _draft(result) -> RowDraft:
-    return RowDraft("m", result.recipe_hash, result.models_text(), {}, result.path, result.recipe_text)
-
-
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -65,17 +61,22 @@ def test_overwrite_means_last_writer_wins(tmp_path):
     assert torch.equal(load(target)["x"], torch.ones(2)) and os.listdir(tmp_path) == ["out.safetensors"]
 
 
-def test_race_at_the_last_instant_fails_cleanly_and_logs_nothing(sd1, tmp_path):
+def test_race_at_the_last_instant_fails_cleanly_and_logs_nothing(sd1, tmp_path, monkeypatch):
     """The target appears between the final check and the rename: exists error, temp gone, no row."""
+    from lib_merge.app.history import record
+
     target = tmp_path / "raced.safetensors"
     history = tmp_path / "history.csv"
+    announce = record.announce
 
-    def draft(result):
-        target.write_bytes(b"another merge got here first")  # called just before the file takes its name
-        return _draft(result)
+    def announce_then_race(*args):  # the row is promised just before the file takes its name
+        note = announce(*args)
+        target.write_bytes(b"another merge got here first")
+        return note
 
+    monkeypatch.setattr(record, "announce", announce_then_race)
     with pytest.raises(OutputExistsError):
-        merge_and_log(_recipe(*sd1[:2]), SaveOptions(str(target)), None, None, history, draft, print)
+        merge_and_log(_recipe(*sd1[:2]), SaveOptions(str(target)), None, None, history, {}, print)
     assert target.read_bytes() == b"another merge got here first"
     assert sorted(os.listdir(tmp_path)) == ["history.csv.pending", "raced.safetensors"]  # no temp file, no history
     assert not os.listdir(pending_folder(history))

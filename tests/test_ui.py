@@ -382,3 +382,46 @@ def test_the_merge_button_shows_the_progress_of_the_running_merge(tmp_path, sd1,
     texts = [s if isinstance(s, str) else str(s) for s in statuses]
     assert any("merging into the loaded model: 5/10 keys, 50/100 MB" in t for t in texts), texts
     assert "merge cancelled" in texts[-1]
+
+
+def test_model_a_starts_as_the_loaded_checkpoint_and_follows_the_webuis_selector(webui):
+    """Model A shows the checkpoint the WebUI has loaded, follows its checkpoint dropdown, and while an Alloy
+    merge is loaded it shows that merge's model A (a merge is no file to merge from)."""
+    from lib_merge.app.requests import MergeRequest
+    from lib_merge.recipe.form import MergeSettings
+    from lib_merge.ui.app import follow_checkpoint
+
+    host = webui.host
+    demo = build_ui(webui.workbench)
+    model_a = by_elem_id(demo, "alloy_model_a")
+    assert model_a.value == webui.title("model_a")
+    with gr.Blocks() as page:  # the WebUI's quicksettings dropdown lives in another Blocks
+        selector = gr.Dropdown(host.checkpoint_titles(), elem_id="setting_sd_model_checkpoint")
+        follow_checkpoint(selector, model_a, host)
+    follow, _ = handler(page, "setting_sd_model_checkpoint", outside=[model_a])
+    assert follow(webui.title("model_b"))["value"] == webui.title("model_b")
+    webui.workbench.merge(MergeRequest(MergeSettings(webui.title("model_a"), webui.title("model_b"))))
+    merged_title = webui.model.sd_checkpoint_info.title
+    assert merged_title not in host.checkpoint_titles()
+    assert follow(merged_title)["value"] == webui.title("model_a")
+    assert build_ui(webui.workbench).blocks  # built again while the merge is loaded
+    assert host.selected_checkpoint() == webui.title("model_a")
+
+
+def test_history_tab_lists_the_newest_rows_when_built_and_when_opened(tmp_path, sd1, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("ALLOY_HOME", str(tmp_path / "home"))
+    for p in sd1[:2]:
+        shutil.copy(p, tmp_path / p.name)
+    bench = Workbench(FolderHost(str(tmp_path)))
+    for i in range(3):
+        append_history(RowDraft(f"row{i}", f"{i}" * 64, "A=a [0]", {}, "not saved", "r"), bench.history_path())
+    demo = build_ui(bench)
+    table = by_elem_id(demo, "alloy_history_table")
+    shown = table.value["data"] if isinstance(table.value, dict) else table.value
+    assert [row[2] for row in shown] == ["row2", "row1", "row0"]
+    append_history(RowDraft("row3", "3" * 64, "A=a [0]", {}, "not saved", "r"), bench.history_path())
+    opened, inputs = handler(demo, "alloy_tab_history")
+    rows, note = opened("", "and", "50")
+    assert [row[2] for row in rows] == ["row3", "row2", "row1", "row0"] and note.startswith("4 of 4 rows")

@@ -123,7 +123,7 @@ def test_stop_ends_the_running_queued_plot(webui, tmp_path, monkeypatch):
         assert time.time() < deadline
         time.sleep(0.05)
     time.sleep(0.3)
-    assert handler(demo, "alloy_xyz_stop")[0]() == "Stopping after the current cell…"
+    assert handler(demo, "alloy_xyz_stop")[0]() == "Stopping the queue and the plot after the current cell…"
     while json.loads(queue_file.read_text())["rows"][0]["status"] == "running":
         assert time.time() < deadline
         time.sleep(0.1)

@@ -18,7 +18,9 @@ import numpy as np
 from lib_merge.arch.blocks import SCHEMAS, BlockSchema
 from lib_merge.errors import ParameterError
 from lib_merge.io.tempfiles import write_text
+from lib_merge.methods import get_method
 from lib_merge.recipe.elemental import parse_elemental
+from lib_merge.recipe.form import method_for
 from lib_merge.recipe.vectors import format_number
 
 MODES = ("off", "R", "U", "X", "D", "ER", "EU", "EX", "custom")
@@ -237,8 +239,15 @@ def elist_for_settings(settings: dict, model_a_path: str, folder: Path, history_
         target = SCHEMAS[parsed.schema_id]
         return [parsed.value(target, s) for s in target.names_with_vae()]
 
-    alpha = vector(settings.get("blocks"), settings.get("alpha") if settings.get("alpha") is not None else 0.5)
-    beta = vector(settings.get("beta_blocks"), settings.get("beta"))
+    method = get_method(method_for(settings.get("mode") or "weighted_sum", settings.get("calc") or "normal"))
+
+    def given_or_default(name: str) -> float | None:  # the method's own default, as the merge used it
+        if settings.get(name) is not None:
+            return settings[name]
+        return float(method.param(name).default) if method.takes(name) else None
+
+    alpha = vector(settings.get("blocks"), given_or_default("alpha"))
+    beta = vector(settings.get("beta_blocks"), given_or_default("beta"))
     rules, seed = str(settings.get("elemental") or ""), int(settings.get("seed") or 0)
     data = ElistInput(keys, schema, alpha or [], beta, rules, seed)
     return write_elist(folder, history_id, elist_rows(data))

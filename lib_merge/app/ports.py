@@ -87,6 +87,11 @@ class Host(Protocol):
 
     def checkpoint_titles(self) -> list[str]: ...
 
+    def selected_checkpoint(self) -> str | None:
+        """The checkpoint file the user has selected, as a title of `checkpoint_titles` (Model A's default);
+        while an Alloy merge is loaded, its model A. None when there is none."""
+        ...
+
     def refresh_checkpoints(self) -> None: ...
 
     def resolve_checkpoint(self, title: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from lib_merge.app.history import (
@@ -20,103 +20,30 @@ from lib_merge.app.history import (
     history_file,
     import_supermerger,
     recover_history,
+    settings_record,
     try_append_history,
 )
 from lib_merge.app.history.record import merge_and_log
 from lib_merge.app.naming import EXTENSIONS, auto_name, custom_file_name
 from lib_merge.app.ports import GenResult, GenSettings, Host, MergeIdentity
-from lib_merge.engine.bind import canonical_recipe
+from lib_merge.app.progress import Progress
+from lib_merge.app.requests import LiveMerge, MergeOutcome, MergeRequest, SaveRequest
+from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
 from lib_merge.engine.live import LiveBackup, merge_into_model
 from lib_merge.engine.options import CancelToken, EngineOptions
 from lib_merge.engine.progress import ProgressEvent
-from lib_merge.engine.to_file import MergeResult, SaveOptions
+from lib_merge.engine.to_file import SaveOptions
 from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
 from lib_merge.io.cache import CacheStats, TensorCache
 from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.io.tempfiles import clean_stale
 from lib_merge.paths import file_in_folders, inside_folder, user_data_dir
 from lib_merge.recipe import parse_recipe
-from lib_merge.recipe.form import MergeSettings, build_recipe
-from lib_merge.recipe.nodes import ModelRef, Node, primary_model, replace_models, walk_models
+from lib_merge.recipe.form import compile_form
+from lib_merge.recipe.hashed import HashedRecipe
+from lib_merge.recipe.nodes import ModelRef, Node, replace_models
 
 AUTO_CACHE_CAP = 16 * 2**30
-
-
-@dataclass
-class SaveRequest:
-    name: str = ""  # custom file name; empty: the automatic name
-    dtype: str = "fp16"
-    format: str = "safetensors"
-    prune: bool = True
-    overwrite: bool = False
-
-
-@dataclass
-class MergeRequest:
-    settings: MergeSettings | None = None
-    recipe: str | None = None  # recipe text (typed or edited by hand) instead of settings
-    save: SaveRequest | None = None  # also write the merge to a file
-    ui: dict = field(default_factory=dict)  # further UI settings to log in history
-    wait: bool = True  # False: fail at once when another merge holds the live model
-
-
-@dataclass
-class MergeOutcome:
-    name: str
-    recipe_hash: str
-    recipe_text: str
-    history_id: int
-    seconds: float
-    path: str | None
-    message: str
-
-
-@dataclass
-class LiveMerge:
-    name: str
-    recipe_text: str
-    recipe_hash: str
-    history_id: int
-    base_path: str
-    path: str | None = None  # the file, on hosts that load merges from files (save and load)
-
-
-@dataclass
-class Progress:
-    """What the running job does now, for status lines: a stage and the latest event of each phase."""
-
-    stage: str = "idle"  # "merging into the loaded model", "saving NAME"
-    events: dict[str, ProgressEvent] = field(default_factory=dict)
-    started: dict[str, float] = field(default_factory=dict)
-
-    def update(self, event: ProgressEvent) -> None:
-        self.started.setdefault(event.phase, time.monotonic())
-        self.events[event.phase] = event
-
-    def text(self) -> str:
-        running = [e for e in self.events.values() if e.done < e.total]
-        shown = running or list(self.events.values())[-1:]
-        details = "; ".join(_describe(e, self.started[e.phase], self.stage) for e in shown)
-        return f"{self.stage}: {details}" if details else self.stage
-
-
-def _describe(event: ProgressEvent, started: float, stage: str) -> str:
-    mb = 2**20
-    if event.unit == "bytes":
-        text = f"hashing {event.item} {event.done / mb:,.0f}/{event.total / mb:,.0f} MB"
-    else:
-        text = ("" if stage.startswith(event.phase) else f"{event.phase} ") + f"{event.done:,}/{event.total:,} keys"
-        if event.bytes_total:
-            text += f", {event.bytes_done / mb:,.0f}/{event.bytes_total / mb:,.0f} MB"
-    # Keys differ in size by a thousand times: the bytes tell the share of the work done.
-    if event.bytes_total:
-        share = event.bytes_done / event.bytes_total
-    else:
-        share = event.done / event.total if event.total else 0.0
-    elapsed = time.monotonic() - started
-    if 0.02 <= share < 1 and elapsed > 1:
-        text += f", ETA {elapsed / share * (1 - share):,.0f} s"
-    return text
 
 
 def parse_cache_budget(text: str) -> int:
@@ -164,10 +91,13 @@ class Workbench:
 
     # -- merging ----------------------------------------------------------------------------
     def recipe_of(self, request: MergeRequest) -> Node:
-        if request.recipe and request.recipe.strip():
+        """The request's recipe with the host's checkpoint titles resolved to files."""
+        if request.root is not None:
+            root = request.root
+        elif request.recipe and request.recipe.strip():
             root = parse_recipe(request.recipe)
         elif request.settings is not None:
-            root = build_recipe(request.settings)
+            root = compile_form(request.settings)
         else:
             raise ParameterError("nothing to merge: give settings or a recipe")
         return replace_models(root, lambda ref: ModelRef(self.host.resolve_checkpoint(ref.path), ref.sha256))
@@ -180,82 +110,92 @@ class Workbench:
             self.progress = Progress("preparing")
             started = time.perf_counter()
             root = self.recipe_of(request)
-            if not self.host.can_patch:
-                return self._merge_to_file(root, request, started)
-            with self.host.exclusive():
-                return self._merge_live(root, request, started)
+            # The one bind of this merge: the live patch, the name and a save after it all use it.
+            with bind_recipe(root, self.host.save_folder()) as bound:
+                if not self.host.can_patch:
+                    return self._merge_to_file(bound, request, started)
+                with self.host.exclusive():
+                    return self._merge_live(bound, request, started)
         finally:
             self.progress = Progress()
             self._lock.release()
 
-    def _merge_live(self, root: Node, request: MergeRequest, started: float) -> MergeOutcome:
-        base = primary_model(root).path
+    def _merge_live(self, bound: BoundRecipe, request: MergeRequest, started: float) -> MergeOutcome:
+        live = self.live
+        if live is not None and request.save is None:
+            recipe = hashed_recipe(bound, self.progress_event)  # the hashes come from the cache, mostly
+            if recipe.digest == live.recipe.digest:  # an XYZ cell or a second click: already loaded
+                seconds = time.perf_counter() - started
+                message = f"{live.name} is loaded already: nothing to merge."
+                return MergeOutcome(live.name, live.recipe, live.history_id, seconds, None, message, merged=False)
+        base = bound.primary.path
         if self.host.loaded_file() != base:
             self.progress = Progress(f"loading {os.path.basename(base)}")
             self.host.load_checkpoint(base)  # its load callback drops backups of the old model
         self.host.before_patch()
         self.progress = Progress("merging into the loaded model")
         result = merge_into_model(
-            root,
-            self.host.live_model(),
-            self.backup,
-            self._engine(),
-            self.host.save_folder(),
-            self.host.skip_prefixes(),
+            bound, self.host.live_model(), self.backup, self._engine(), skip_prefixes=self.host.skip_prefixes()
         )
-        name = auto_name(parse_recipe(result.recipe_text), result.recipe_hash)
-        metadata = {"alloy_recipe": result.recipe_text, "alloy_recipe_hash": result.recipe_hash}
-        self.host.set_identity(MergeIdentity(name, result.recipe_hash, base, metadata))
-        self.live = LiveMerge(name, result.recipe_text, result.recipe_hash, 0, base)
+        recipe = result.recipe
+        name = auto_name(recipe.root, recipe.digest)
+        metadata = {"alloy_recipe": recipe.text, "alloy_recipe_hash": recipe.digest}
+        self.host.set_identity(MergeIdentity(name, recipe.digest, base, metadata))
+        self.live = LiveMerge(name, recipe, 0, base)
         warnings: list[str] = []
         path, row, not_saved = None, None, ""
-        draft = self._draft(name, result.recipe_hash, result.recipe_text, request)
+        settings = self._settings(request)
         if request.save:  # the merge stands even when saving fails; the message says why
             try:
-                path, row = self._save(
-                    parse_recipe(result.recipe_text), result.recipe_hash, request.save, draft, warnings
-                )
+                path, row = self._save(bound, recipe, request.save, settings, warnings, name)
             except AlloyError as e:
                 not_saved = f" Not saved: {e}"
         if path is None:
+            draft = RowDraft.of(recipe, settings, name=name)
             row = try_append_history(draft, self.history_path(), _warn_into(warnings))
         self.live.history_id = row.id if row else 0
         seconds = time.perf_counter() - started
         skipped = " VAE: external VAE kept." if self.host.skip_prefixes() else ""
         message = f"Merged {name} into the loaded model: {result.patched} tensors in {seconds:.1f} s.{skipped}"
         message += (f" Saved {path}." if path else not_saved) + _warning_text(warnings)
-        return MergeOutcome(name, result.recipe_hash, result.recipe_text, self.live.history_id, seconds, path, message)
+        return MergeOutcome(name, recipe, self.live.history_id, seconds, path, message)
 
-    def _merge_to_file(self, root: Node, request: MergeRequest, started: float) -> MergeOutcome:
+    def _merge_to_file(self, bound: BoundRecipe, request: MergeRequest, started: float) -> MergeOutcome:
         """Hosts that cannot patch write the merge; a WebUI among them then loads the file ("save and load")."""
         self.progress = Progress("reading the inputs")
-        text, digest = canonical_recipe(root, self.host.save_folder(), self.progress_event)
+        recipe = hashed_recipe(bound, self.progress_event)  # the automatic file name needs the hash first
         warnings: list[str] = []
-        draft = self._draft("", digest, text, request)
-        path, row = self._save(parse_recipe(text), digest, request.save or SaveRequest(), draft, warnings)
+        settings = self._settings(request)
+        path, row = self._save(bound, recipe, request.save or SaveRequest(), settings, warnings)
         name = os.path.splitext(os.path.basename(path))[0]
         history_id = row.id if row else 0
         message = f"Saved {path}"
         if self.host.can_generate:
             with self.host.exclusive():
                 self.host.load_checkpoint(path)
-            self.live = LiveMerge(name, text, digest, history_id, primary_model(root).path, path)
+            self.live = LiveMerge(name, recipe, history_id, bound.primary.path, path)
             message += " and selected it"
         seconds = time.perf_counter() - started
         message += f" in {seconds:.1f} s." + _warning_text(warnings)
-        return MergeOutcome(name, digest, text, history_id, seconds, path, message)
+        return MergeOutcome(name, recipe, history_id, seconds, path, message)
 
     def _save(
-        self, root: Node, digest: str, save: SaveRequest, draft: RowDraft, warnings: list[str]
+        self,
+        bound: BoundRecipe,
+        recipe: HashedRecipe,
+        save: SaveRequest,
+        settings: dict,
+        warnings: list[str],
+        name: str = "",
     ) -> tuple[str, HistoryRow | None]:
-        """Write the merge to a file and log `draft`, completed with the file, for it."""
+        """Write the bound merge to a file in the save folder and log its row."""
         if save.format not in EXTENSIONS:
             raise ParameterError(f"unknown format {save.format!r}; use safetensors or ckpt")
         folder = self.host.save_folder()
         file_name = (
             custom_file_name(save.name, save.format)
             if save.name.strip()
-            else (auto_name(root, digest) + EXTENSIONS[save.format])
+            else (auto_name(recipe.root, recipe.digest) + EXTENSIONS[save.format])
         )
         target = os.path.join(folder, file_name)
         if not inside_folder(target, folder):
@@ -268,31 +208,23 @@ class Workbench:
             format=save.format,
         )
         self.progress = Progress(f"saving {os.path.basename(target)}")
-
-        def saved(result: MergeResult) -> RowDraft:
-            name = draft.name or os.path.splitext(os.path.basename(result.path))[0]
-            settings = {**draft.settings, "save": dict(save.__dict__)}
-            return RowDraft(name, draft.recipe_hash, draft.models, settings, result.path, draft.recipe)
-
+        record = dict(settings, save=asdict(save))
         result, row = merge_and_log(
-            root, options, self._engine(), folder, self.history_path(), saved, _warn_into(warnings)
+            bound, options, self._engine(), folder, self.history_path(), record, _warn_into(warnings), name
         )
         warnings.extend(f"Note: {note}" for note in result.notes)
         self.host.after_save(result.path)
         return result.path, row
 
-    def _draft(self, name: str, digest: str, text: str, request: MergeRequest) -> RowDraft:
-        """The history row of a merge, before it has a file."""
-        settings = dict(request.settings.as_dict()) if request.settings else {"recipe_edited": True}
-        settings.update(request.ui)
-        if request.save:
-            settings["save"] = dict(request.save.__dict__)
-        config = self.host.config()
-        settings.setdefault("device", config.device)
-        models = []
-        for role, ref in zip("ABCDEFGHIJKLMNOP", walk_models(parse_recipe(text)), strict=False):
-            models.append(f"{role}={os.path.basename(ref.path)} [{(ref.sha256 or '')[:10]}]")
-        return RowDraft(name, digest, ";".join(models), settings, "not saved", text)
+    def _settings(self, request: MergeRequest) -> dict:
+        """The history's settings column of a request (the CLI writes the same record)."""
+        form = None if (request.recipe or "").strip() else request.settings  # typed text: the recipe is the record
+        return settings_record(
+            form,
+            save=request.save,
+            device=self.host.config().device,
+            **request.ui,
+        )
 
     def history_path(self) -> Path:
         configured = self.host.config().history_file
@@ -344,9 +276,10 @@ class Workbench:
         with self._lock:
             self._cancel = CancelToken()
             try:
-                draft = self._draft(live.name, live.recipe_hash, live.recipe_text, MergeRequest())
-                draft.settings = {"saved_from_history_id": live.history_id}
-                return self._save(parse_recipe(live.recipe_text), live.recipe_hash, save, draft, [])[0]
+                # The live merge's hashed recipe, bound again: its files were closed after the merge.
+                with bind_recipe(live.recipe.root, self.host.save_folder()) as bound:
+                    settings = {"saved_from_history_id": live.history_id}
+                    return self._save(bound, live.recipe, save, settings, [], live.name)[0]
             finally:
                 self.progress = Progress()
 
@@ -362,6 +295,10 @@ class Workbench:
                     MergeIdentity(self.live.name, self.live.recipe_hash, self.live.base_path)
                 )  # the host's refresh may have dropped the entry
             return self.host.generate(gen, extra)
+
+    def busy(self) -> bool:
+        """Whether a merge (or a save) holds the live model now."""
+        return self._lock.locked()
 
     def stop(self) -> str:
         self._cancel.cancel()

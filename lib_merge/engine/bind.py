@@ -25,11 +25,11 @@ from lib_merge.methods import METHODS
 from lib_merge.methods.adjust import AdjustValues
 from lib_merge.recipe.elemental import Elemental
 from lib_merge.recipe.filters import KeyFilter
+from lib_merge.recipe.hashed import HashedRecipe, role_name
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, open_params, walk_models
 from lib_merge.recipe.vectors import BlockVector, format_number, parse_vector
 
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")
-_ROLE_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 @dataclass
@@ -52,12 +52,17 @@ class BoundRecipe:
         return self.primary.arch
 
     def role(self, ref: ModelRef) -> str:
-        index = self.models.index(ref)
-        return _ROLE_NAMES[index] if index < 26 else f"#{index + 1}"
+        return role_name(self.models.index(ref))
 
     def close(self) -> None:
         for s in set(self.sources.values()):
             s.close()
+
+    def __enter__(self) -> BoundRecipe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def resolve_model_path(path: str, models_dir: str | None) -> str:
@@ -164,7 +169,7 @@ def _check_compatible(models: list[tuple[ModelRef, SourceModel]]) -> None:
     """One architecture; the primary may have extra input channels, never fewer."""
     (_, a), rest = models[0], models[1:]
     for i, (_, other) in enumerate(rest, 1):
-        role = _ROLE_NAMES[i] if i < 26 else f"#{i + 1}"
+        role = role_name(i)
         if other.arch.id != a.arch.id:
             raise ArchMismatchError(
                 f"model A is {_describe(a)}, model {role} is {_describe(other)}: "
@@ -187,24 +192,19 @@ def _check_compatible(models: list[tuple[ModelRef, SourceModel]]) -> None:
         )
 
 
-def hashed_root(bound: BoundRecipe, progress: ProgressFn | None = None) -> Node:
-    """The bound root with every model's sha256 (from the hash cache, or computed now) checked and filled in."""
+def hashed_recipe(bound: BoundRecipe, progress: ProgressFn | None = None) -> HashedRecipe:
+    """The bound recipe with every model's sha256 (remembered by the source, from the hash cache, or
+    computed now) checked and filled in, with its canonical text and hash."""
     hashes = {
         ref: bound.sources[ref].sha256(hashing_progress(progress, bound.sources[ref].name)) for ref in bound.models
     }
-    return with_hashes(bound, hashes)
+    return HashedRecipe.of(with_hashes(bound, hashes))
 
 
-def canonical_recipe(root: Node, models_dir: str | None = None, progress: ProgressFn | None = None) -> tuple[str, str]:
-    """(canonical text, recipe hash) of a recipe: its models bound, hashed (cached) and printed."""
-    from lib_merge.recipe.printer import print_recipe, recipe_hash
-
-    bound = bind_recipe(root, models_dir)
-    try:
-        filled = hashed_root(bound, progress)
-        return print_recipe(filled), recipe_hash(filled)
-    finally:
-        bound.close()
+def canonical_recipe(root: Node, models_dir: str | None = None, progress: ProgressFn | None = None) -> HashedRecipe:
+    """A recipe bound just to read its models' hashes: its canonical text and hash."""
+    with bind_recipe(root, models_dir) as bound:
+        return hashed_recipe(bound, progress)
 
 
 def with_hashes(bound: BoundRecipe, hashes: dict[ModelRef, str], verify: bool = True) -> Node:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lib_merge.engine.bind import bind_recipe, hashed_root
+from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
 from lib_merge.engine.options import EngineOptions, EngineReport
 from lib_merge.engine.plan import MergePlan, plan_merge
 from lib_merge.engine.run import run_plan
 from lib_merge.errors import HostPatchError
 from lib_merge.io.writer import PlannedTensor
+from lib_merge.recipe.hashed import HashedRecipe
 from lib_merge.recipe.nodes import Node
-from lib_merge.recipe.printer import print_recipe, recipe_hash
 
 
 def canonical_name(name: str) -> str:
@@ -107,15 +107,14 @@ class LiveModelSink:
 
 @dataclass
 class LiveResult:
-    recipe_text: str
-    recipe_hash: str
+    recipe: HashedRecipe
     patched: int
     report: EngineReport
     plan: MergePlan
 
 
 def merge_into_model(
-    root: Node,
+    recipe: Node | BoundRecipe,
     model: torch.nn.Module,
     backup: LiveBackup,
     engine: EngineOptions | None = None,
@@ -125,18 +124,19 @@ def merge_into_model(
     """Restore any earlier patch, then patch the merge of `root` into `model` (which holds A).
 
     Keys under `skip_prefixes` stay as they are (the host keeps them from elsewhere, e.g. an external VAE).
+    A BoundRecipe is used as it is and stays open (its owner closes it); a node is bound here.
     """
+    if not isinstance(recipe, BoundRecipe):
+        with bind_recipe(recipe, models_dir) as bound:
+            return merge_into_model(bound, model, backup, engine, models_dir, skip_prefixes)
+    bound = recipe
     backup.restore(model)
-    bound = bind_recipe(root, models_dir)
-    try:
-        # fp32 results, rounded once to each parameter's own dtype by the sink.
-        full = plan_merge(bound, torch.float32, prune=True)
-        # Keys the merge leaves as A are already in the loaded model: nothing to read or write.
-        jobs = [j for j in full.jobs if j.cast and j.tree is not bound.primary and not j.key.startswith(skip_prefixes)]
-        plan = MergePlan(jobs, full.kept_missing, full.dropped_b_only, full.pruned)
-        sink = LiveModelSink(model, backup)
-        report = run_plan(plan, sink, engine)
-        filled = hashed_root(bound, engine.progress if engine else None)
-        return LiveResult(print_recipe(filled), recipe_hash(filled), len(sink.patched), report, plan)
-    finally:
-        bound.close()
+    # fp32 results, rounded once to each parameter's own dtype by the sink.
+    full = plan_merge(bound, torch.float32, prune=True)
+    # Keys the merge leaves as A are already in the loaded model: nothing to read or write.
+    jobs = [j for j in full.jobs if j.cast and j.tree is not bound.primary and not j.key.startswith(skip_prefixes)]
+    plan = MergePlan(jobs, full.kept_missing, full.dropped_b_only, full.pruned)
+    sink = LiveModelSink(model, backup)
+    report = run_plan(plan, sink, engine)
+    hashed = hashed_recipe(bound, engine.progress if engine else None)
+    return LiveResult(hashed, len(sink.patched), report, plan)

@@ -148,7 +148,7 @@ def param_at(value: object, slot: str, key: str, bound: BoundRecipe) -> object:
             fine = SCHEMAS[value.schema_id]
             return value.value(fine, fine.slot_of(key) or slot)
         return value.value(bound.schema, slot)
-    return float(value) if isinstance(value, (int, float)) else value  # words and value objects as they are
+    return value  # numbers as parsed (whole-number parameters stay exact), words and value objects as they are
 
 
 def _sets_vae(params: dict) -> bool:

@@ -22,8 +22,8 @@ from lib_merge.engine.run import run_plan
 from lib_merge.errors import OutputExistsError, SourceChangedError, UnsafePathError
 from lib_merge.io.tempfiles import clean_stale, write_file
 from lib_merge.io.writer import PlannedTensor, SafetensorsWriter, check_free_space
+from lib_merge.recipe.hashed import CarriesRecipe, HashedRecipe
 from lib_merge.recipe.nodes import ModelRef, Node
-from lib_merge.recipe.printer import print_recipe, recipe_hash
 
 _PLACEHOLDER_HASH = "0" * 64
 
@@ -39,18 +39,15 @@ class SaveOptions:
 
 
 @dataclass
-class MergeResult:
+class MergeResult(CarriesRecipe):
     path: str
-    recipe_text: str
-    recipe_hash: str
+    recipe: HashedRecipe
     report: EngineReport
     plan: MergePlan
     notes: list[str] = field(default_factory=list)
-    models: list[tuple[str, str, str]] = field(default_factory=list)  # (role, file name, sha256)
 
     def models_text(self) -> str:
-        """History's models column: 'A=base.safetensors [6ce0161689];B=…'."""
-        return ";".join(f"{role}={name} [{sha[:10]}]" for role, name, sha in self.models)
+        return self.recipe.models_column()
 
 
 # Called with the result and the (device, inode) of the finished temporary file, just before the
@@ -138,63 +135,60 @@ def check_output_path(output: str, bound: BoundRecipe, overwrite: bool) -> str:
 
 
 def merge_to_file(
-    root: Node,
+    recipe: Node | BoundRecipe,
     save: SaveOptions,
     engine: EngineOptions | None = None,
     models_dir: str | None = None,
     before_publish: PublishHook | None = None,
 ) -> MergeResult:
-    """Merge `root` into the file `save.output`; stale temporary files of dead processes in its
-    folder are removed first (a note says how much that freed)."""
-    bound = bind_recipe(root, models_dir)
+    """Merge a recipe into the file `save.output`; stale temporary files of dead processes in its
+    folder are removed first (a note says how much that freed).
+
+    A BoundRecipe is used as it is and stays open (its owner closes it); a node is bound here.
+    """
+    if not isinstance(recipe, BoundRecipe):
+        with bind_recipe(recipe, models_dir) as bound:
+            return merge_to_file(bound, save, engine, models_dir, before_publish)
+    bound = recipe
+    notes = list(bound.notes)
+    target = check_output_path(save.output, bound, save.overwrite)
+    cleaned = clean_stale(os.path.dirname(target))
+    if cleaned.removed:
+        notes.append(cleaned.text(os.path.dirname(target)))
+    plan = plan_merge(bound, save.dtype, prune=save.prune)
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-hash")
     try:
-        target = check_output_path(save.output, bound, save.overwrite)
-        cleaned = clean_stale(os.path.dirname(target))
-        if cleaned.removed:
-            bound.notes.append(cleaned.text(os.path.dirname(target)))
-        plan = plan_merge(bound, save.dtype, prune=save.prune)
-        hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-hash")
+        progress = engine.progress if engine else None
+        futures = {
+            ref: hasher.submit(bound.sources[ref].sha256, hashing_progress(progress, bound.sources[ref].name))
+            for ref in bound.models
+        }
+        # Distinct stand-ins of the final length, so the header size estimate is exact.
+        placeholder = {ref: f"{i + 1:064x}" for i, ref in enumerate(bound.models)}
+        estimate = _metadata(bound, placeholder, target, save, _PLACEHOLDER_HASH)[0]
+        sink = CkptSink(target, save.overwrite) if save.format == "ckpt" else FileSink(target, estimate, save.overwrite)
+        report = run_plan(plan, sink, engine)
         try:
-            progress = engine.progress if engine else None
-            futures = {
-                ref: hasher.submit(bound.sources[ref].sha256, hashing_progress(progress, bound.sources[ref].name))
-                for ref in bound.models
-            }
-            # Distinct stand-ins of the final length, so the header size estimate is exact.
-            placeholder = {ref: f"{i + 1:064x}" for i, ref in enumerate(bound.models)}
-            estimate = _metadata(bound, placeholder, target, save, _PLACEHOLDER_HASH)[0]
-            sink = (
-                CkptSink(target, save.overwrite)
-                if save.format == "ckpt"
-                else FileSink(target, estimate, save.overwrite)
-            )
-            report = run_plan(plan, sink, engine)
-            try:
-                hashes = {ref: f.result() for ref, f in futures.items()}
-                _check_unchanged(bound)
-                metadata, text, digest = _metadata(bound, hashes, target, save, sink.data_sha256)
-                models = [(bound.role(r), bound.sources[r].name, hashes[r]) for r in bound.models]
-                result = MergeResult(target, text, digest, report, plan, bound.notes, models)
-                hook = (lambda st: before_publish(result, _identity(st))) if before_publish else None
-                result.path = sink.finish(metadata, hook)
-            except BaseException:
-                sink.abort()
-                raise
-        finally:
-            hasher.shutdown(cancel_futures=True)  # a failed merge does not wait for hashes it won't use
-        return result
+            hashes = {ref: f.result() for ref, f in futures.items()}
+            _check_unchanged(bound)
+            metadata, hashed = _metadata(bound, hashes, target, save, sink.data_sha256)
+            result = MergeResult(target, hashed, report, plan, notes)
+            hook = (lambda st: before_publish(result, _identity(st))) if before_publish else None
+            result.path = sink.finish(metadata, hook)
+        except BaseException:
+            sink.abort()
+            raise
     finally:
-        bound.close()
+        hasher.shutdown(cancel_futures=True)  # a failed merge does not wait for hashes it won't use
+    return result
 
 
 def _metadata(bound: BoundRecipe, hashes: dict[ModelRef, str], target: str, save: SaveOptions, data_sha: str):
-    root = with_hashes(bound, hashes, verify=data_sha != _PLACEHOLDER_HASH)
-    text = print_recipe(root)
-    digest = recipe_hash(root)
+    hashed = HashedRecipe.of(with_hashes(bound, hashes, verify=data_sha != _PLACEHOLDER_HASH))
     if not save.metadata:
-        return {"format": "pt"}, text, digest
-    meta = build_metadata(bound, root, text, digest, hashes, target, save.dtype, data_sha)
-    return meta, text, digest
+        return {"format": "pt"}, hashed
+    meta = build_metadata(bound, hashed.root, hashed.text, hashed.digest, hashes, target, save.dtype, data_sha)
+    return meta, hashed
 
 
 def _check_unchanged(bound: BoundRecipe) -> None:

@@ -121,6 +121,15 @@ class A1111Host:
 
         return [t for t, info in sd_models.checkpoints_list.items() if info is not self._entry]
 
+    def selected_checkpoint(self) -> str | None:
+        from modules import sd_models, shared
+
+        title = shared.opts.data.get("sd_model_checkpoint")
+        info = sd_models.checkpoint_aliases.get(title) if title else None
+        if info is not None and info is self._entry:  # the live merge: its model A
+            info = self._base_entry
+        return info.title if info is not None and info.title in sd_models.checkpoints_list else None
+
     def refresh_checkpoints(self) -> None:
         from modules import sd_models
 
@@ -194,7 +203,7 @@ class A1111Host:
         return queue_lock
 
     def before_patch(self) -> None:
-        """Take the built-in LoRA extension's delta out and drop its backups (webui-notes §5)."""
+        """Take the built-in LoRA extension's delta out and drop its backups (docs/WEBUI.md §5)."""
         try:
             import networks
         except ImportError:
@@ -231,7 +240,7 @@ class A1111Host:
         model.sd_model_checkpoint = entry.filename
         model.sd_model_hash = entry.shorthash
         entry.register()
-        # Directly in the data: opts.set would run the onchange reload (webui-notes §3).
+        # Directly in the data: opts.set would run the onchange reload (docs/WEBUI.md §3).
         shared.opts.data["sd_model_checkpoint"] = entry.title
         shared.opts.data["sd_checkpoint_hash"] = entry.sha256
         assert sd_models.checkpoint_aliases.get(entry.title) is entry
@@ -368,7 +377,7 @@ class A1111Host:
         )
         p.alloy_run = True
         # Marked as an API run before the scripts are set, so the always-on sampler and seed
-        # scripts keep these values instead of their UI defaults (webui-notes §6).
+        # scripts keep these values instead of their UI defaults (docs/WEBUI.md §6).
         p.is_api = True
         runner = getattr(scripts, "scripts_txt2img", None)
         if runner is not None:

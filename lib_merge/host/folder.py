@@ -35,6 +35,9 @@ class FolderHost:
                     found.append(os.path.relpath(os.path.join(folder, f), self.models_dir).replace(os.sep, "/"))
         return found
 
+    def selected_checkpoint(self) -> str | None:
+        return None  # no loaded model: the user picks model A
+
     def refresh_checkpoints(self) -> None:
         pass  # the folder is listed afresh each time
 

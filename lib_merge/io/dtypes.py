@@ -36,6 +36,11 @@ def is_floating(dtype: torch.dtype) -> bool:
     return dtype.is_floating_point
 
 
+def output_dtype_name(dtype: torch.dtype) -> str:
+    """ "fp16", "bf16" or "fp32": the name a user types for an output dtype."""
+    return next(name for name, value in OUTPUT_DTYPES.items() if value == dtype)
+
+
 def parse_output_dtype(name: str) -> torch.dtype:
     from lib_merge.errors import ParameterError
 

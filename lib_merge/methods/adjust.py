@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
 from lib_merge.errors import BlockSchemaError, ParameterError
+from lib_merge.methods.registry import TEXT, merge_method
 
 PREFIX = "model.diffusion_model."
 COLOUR = {
@@ -57,7 +59,18 @@ def touches(key: str) -> bool:
     ) and key.startswith(PREFIX)
 
 
-def adjust(x: torch.Tensor, *, values: AdjustValues, key: str) -> torch.Tensor:
+def _unchanged(params: dict) -> int | None:
+    return 0 if not any(params["values"].numbers) else None
+
+
+def _untouched(key: str) -> bool:
+    return not touches(key)
+
+
+@merge_method("Adjust", "op", passthrough=_unchanged, keeps_key=_untouched)
+def adjust(
+    x: torch.Tensor, *, values: Annotated[AdjustValues, TEXT] = AdjustValues((0.0,) * 8), key: str
+) -> torch.Tensor:
     inp, out, out2, cont, bri, c1, c2, c3 = values.numbers
     name = key.removeprefix(PREFIX)
     factors = {

@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from lib_merge.methods.registry import (
+    SCALAR,
+    Bounds,
+    Seed,
+    Unit,
+    UnitScalar,
+    Weight,
+    alpha_is_zero,
+    merge_method,
+)
+
 SELF_SKIP = ("to_out", "proj_out", "norm")  # keys that self/plus random leave as A (SuperMerger)
 
 
-def train_difference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: float) -> torch.Tensor:
+@merge_method("trainDifference", "calc", passthrough=alpha_is_zero)
+def train_difference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: Weight = 0.5) -> torch.Tensor:
     """a + (b − c) · |b − a| / (|b − c| + |b − a|) · 1.8α; keeps A when b equals c everywhere."""
     if torch.equal(b, c):
         return a
@@ -27,7 +40,8 @@ def train_difference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha
     return a.add_(d.mul_(w), alpha=alpha * 1.8)
 
 
-def smooth_add(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: float) -> torch.Tensor:
+@merge_method("smoothAdd", "calc", passthrough=alpha_is_zero)
+def smooth_add(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: Weight = 0.5) -> torch.Tensor:
     """a + α · gaussian(median(b − c, size 3), σ 1), scipy.ndimage defaults, over every dimension."""
     from scipy.ndimage import gaussian_filter, median_filter
 
@@ -37,7 +51,16 @@ def smooth_add(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: floa
     return a.add_(torch.from_numpy(np.ascontiguousarray(d)).to(a.device), alpha=alpha)
 
 
-def extract(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: float, beta: float, gamma: float):
+@merge_method("extract", "calc")
+def extract(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    *,
+    alpha: Unit = 0.5,
+    beta: UnitScalar = 0.0,
+    gamma: Annotated[float, Bounds(0.0, 1e6, enforce=True, slider=(0.0, 10.0)), SCALAR] = 0.3,
+):
     """a + lerp(b − a, c − a, α) · lerp(d, 1 − d, β), d = ((cos(b − a, c − a) per row + 1)/2)^γ."""
     p, q = b.sub_(a), c.sub_(a)
     if p.dim() == 0:
@@ -47,7 +70,15 @@ def extract(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: float, 
     return a.add_(torch.lerp(p, q, alpha).mul_(torch.lerp(d, 1 - d, beta)).reshape(a.shape))
 
 
-def tensor_swap(a: torch.Tensor, b: torch.Tensor, *, alpha: float, beta: float, axis: float) -> torch.Tensor:
+@merge_method("tensor", "calc")
+def tensor_swap(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    alpha: Unit = 0.5,
+    beta: Unit = 0.25,
+    axis: Annotated[int, Bounds(0, 1, enforce=True)] = 0,
+) -> torch.Tensor:
     """Exchange slices along axis 0 (tensor) or 1 (tensor2) instead of interpolating; 0-d keeps A."""
     if a.dim() == 0:
         return a
@@ -71,7 +102,8 @@ def keeps_a_for_self(key: str) -> bool:
     return any(word in key for word in SELF_SKIP)
 
 
-def self_scale(a: torch.Tensor, *, alpha: float) -> torch.Tensor:
+@merge_method("self", "calc", elementwise=True, passthrough=alpha_is_zero, keeps_key=keeps_a_for_self)
+def self_scale(a: torch.Tensor, *, alpha: Weight = 0.5) -> torch.Tensor:
     """a · α (keys with to_out / proj_out / norm, and α = 0, keep A: see the registry)."""
     return a.mul_(alpha)
 
@@ -83,7 +115,8 @@ def key_generator(seed: int, stream: str, key: str) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(h)
 
 
-def plus_random(a: torch.Tensor, *, alpha: float, seed: float, key: str) -> torch.Tensor:
+@merge_method("plus random", "calc", passthrough=alpha_is_zero, keeps_key=keeps_a_for_self)
+def plus_random(a: torch.Tensor, *, alpha: Weight = 0.5, seed: Seed = 0, key: str) -> torch.Tensor:
     """a + α · n, n ~ N(0, 1) drawn for this key from its own seeded generator."""
     noise = torch.randn(a.shape, generator=key_generator(int(seed), "randn", key), dtype=torch.float32)
     return a.add_(noise.to(a.device, a.dtype), alpha=alpha)

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import torch
 
-
-def weighted_sum(a: torch.Tensor, b: torch.Tensor, *, alpha: float) -> torch.Tensor:
-    """(1 − α)·A + α·B"""
-    return a.lerp_(b, alpha)
+from lib_merge.methods.registry import Weight, alpha_at_an_end, alpha_is_zero, merge_method
 
 
 def weighted_sum_into(a: torch.Tensor, b: torch.Tensor, *, alpha: float, out: torch.Tensor) -> torch.Tensor:
@@ -18,16 +15,33 @@ def weighted_sum_into(a: torch.Tensor, b: torch.Tensor, *, alpha: float, out: to
     return torch.lerp(a, b, alpha, out=out)
 
 
-def add_difference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: float) -> torch.Tensor:
+@merge_method("Weight sum", "mode", elementwise=True, passthrough=alpha_at_an_end, fused=weighted_sum_into)
+def weighted_sum(a: torch.Tensor, b: torch.Tensor, *, alpha: Weight = 0.5) -> torch.Tensor:
+    """(1 − α)·A + α·B"""
+    return a.lerp_(b, alpha)
+
+
+@merge_method("Add difference", "mode", elementwise=True, passthrough=alpha_is_zero)
+def add_difference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: Weight = 0.5) -> torch.Tensor:
     """A + α·(B − C)"""
     return a.add_(b.sub_(c), alpha=alpha)
 
 
-def triple_sum(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: float, beta: float) -> torch.Tensor:
+def _both_zero(params: dict) -> int | None:
+    return 0 if params["alpha"] == 0 and params["beta"] == 0 else None
+
+
+@merge_method("Triple sum", "mode", elementwise=True, passthrough=_both_zero)
+def triple_sum(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: Weight = 0.5, beta: Weight = 0.25
+) -> torch.Tensor:
     """(1 − α − β)·A + α·B + β·C"""
     return a.mul_(1 - alpha - beta).add_(b, alpha=alpha).add_(c, alpha=beta)
 
 
-def sum_twice(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: float, beta: float) -> torch.Tensor:
+@merge_method("Sum twice", "mode", elementwise=True, passthrough=_both_zero)
+def sum_twice(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: Weight = 0.5, beta: Weight = 0.25
+) -> torch.Tensor:
     """(1 − β)·((1 − α)·A + α·B) + β·C"""
     return a.lerp_(b, alpha).lerp_(c, beta)

@@ -9,6 +9,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lib_merge.methods.registry import Weight, merge_method
+
+
+def keeps_vae(key: str) -> bool:
+    return key.startswith("first_stage_model.")
+
 
 def _similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
     """(cosine along dim 0, cosine of the flat tensors), from one product and one square of each input.
@@ -60,19 +66,17 @@ def _mix(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor, shift: float, s_mi
     return b.mul_(1 - k).add_(a.mul_(k))
 
 
-def cosine_a(a: torch.Tensor, b: torch.Tensor, *, alpha: float, s_min: float, s_max: float) -> torch.Tensor:
+@merge_method("cosineA", "calc", keeps_key=keeps_vae, prepass=prepass_a, finish=finish_prepass)
+def cosine_a(a: torch.Tensor, b: torch.Tensor, *, alpha: Weight = 0.5, s_min: float, s_max: float) -> torch.Tensor:
     if a.dim() == 0:
         return a.lerp_(b, alpha)
     per_column, flat = _similarity(_normalized(a), _normalized(b))
     return _mix(a, b, (per_column + flat) / 2, abs(alpha), s_min, s_max)
 
 
-def cosine_b(a: torch.Tensor, b: torch.Tensor, *, alpha: float, s_min: float, s_max: float) -> torch.Tensor:
+@merge_method("cosineB", "calc", keeps_key=keeps_vae, prepass=prepass_b, finish=finish_prepass)
+def cosine_b(a: torch.Tensor, b: torch.Tensor, *, alpha: Weight = 0.5, s_min: float, s_max: float) -> torch.Tensor:
     if a.dim() == 0:
         return a.lerp_(b, alpha)
     per_column, flat = _similarity(a, b)
     return _mix(a, b, (per_column + flat) / 2, alpha, s_min, s_max)
-
-
-def keeps_vae(key: str) -> bool:
-    return key.startswith("first_stage_model.")

@@ -7,10 +7,27 @@ then the models. Random masks come from the key's own generator, drawn on the CP
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 
 from lib_merge.methods.calc import key_generator
+from lib_merge.methods.registry import (
+    PER_MODEL,
+    SCALAR,
+    Bounds,
+    DropRate,
+    Seed,
+    Sign,
+    Unit,
+    UnitScalar,
+    Weight,
+    alpha_at_an_end,
+    alpha_is_zero,
+    merge_method,
+)
+
+PerModelWeight = Annotated[float | tuple[float, ...], Bounds(), PER_MODEL]
 
 
 def _deltas(base: torch.Tensor, models: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
@@ -65,7 +82,8 @@ def _merge_slices(base: torch.Tensor, deltas: list[torch.Tensor], alpha: float, 
     return base
 
 
-def ties(base, *models, alpha: float, density: float, sign: str):
+@merge_method("TIES", "method", at_least=1)
+def ties(base, *models, alpha: Weight = 1.0, density: Unit = 0.5, sign: Sign = "sum"):
     """base + α · disjoint mean of the trimmed deltas that agree with the elected sign."""
     deltas = _deltas(base, models)
     limits = [_threshold(d, density) for d in deltas]
@@ -78,13 +96,13 @@ def ties(base, *models, alpha: float, density: float, sign: str):
     return _merge_slices(base, deltas, alpha, combine)
 
 
-def _bernoulli(shape, keep: torch.Tensor | float, seed: float, key: str, stream: int) -> torch.Tensor:
+def _bernoulli(shape, keep: torch.Tensor | float, seed: int, key: str, stream: int) -> torch.Tensor:
     """A 0/1 float mask (1 where a uniform draw falls below `keep`) from the key's own generator."""
     draw = torch.rand(shape, generator=key_generator(int(seed), str(stream), key), dtype=torch.float32)
     return draw.lt_(keep)
 
 
-def _dare_deltas(base, models, p: float, seed: float, key: str) -> list[torch.Tensor]:
+def _dare_deltas(base, models, p: float, seed: int, key: str) -> list[torch.Tensor]:
     out = []
     for i, d in enumerate(_deltas(base, models)):
         scaled_mask = _bernoulli(d.shape, 1 - p, seed, key, i).mul_(1 / (1 - p)).to(d.device)
@@ -92,13 +110,15 @@ def _dare_deltas(base, models, p: float, seed: float, key: str) -> list[torch.Te
     return out
 
 
-def dare(base, *models, alpha: float, p: float, seed: float, key: str):
+@merge_method("DARE", "method", at_least=1)
+def dare(base, *models, alpha: Weight = 1.0, p: DropRate = 0.5, seed: Seed = 0, key: str):
     """base + α · Σ (mask · δ / (1 − p)), mask ~ Bernoulli(1 − p) per model and key."""
     deltas = _dare_deltas(base, models, p, seed, key)
     return _merge_slices(base, deltas, alpha, lambda parts: _sum(parts))
 
 
-def dare_ties(base, *models, alpha: float, p: float, seed: float, sign: str, key: str):
+@merge_method("DARE-TIES", "method", at_least=1)
+def dare_ties(base, *models, alpha: Weight = 1.0, p: DropRate = 0.5, seed: Seed = 0, sign: Sign = "sum", key: str):
     deltas = _dare_deltas(base, models, p, seed, key)
     return _merge_slices(base, deltas, alpha, lambda parts: _elect(parts, sign))
 
@@ -110,7 +130,17 @@ def _sum(parts: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def della(base, *models, alpha: float, density: float, epsilon: float, seed: float, elect: float, key: str):
+@merge_method("DELLA", "method", at_least=1)
+def della(
+    base,
+    *models,
+    alpha: Weight = 1.0,
+    density: Unit = 0.5,
+    epsilon: UnitScalar = 0.1,
+    seed: Seed = 0,
+    elect: bool = True,
+    key: str,
+):
     """Keep probabilities rise with |δ|'s rank from density − ε to density + ε; survivors are rescaled."""
     kept = []
     for i, d in enumerate(_deltas(base, models)):
@@ -124,7 +154,8 @@ def della(base, *models, alpha: float, density: float, epsilon: float, seed: flo
     return base.add_(tau, alpha=alpha)
 
 
-def slerp(a, b, *, alpha: float):
+@merge_method("SLERP", "method", passthrough=alpha_at_an_end)
+def slerp(a, b, *, alpha: Weight = 0.5):
     """Spherical interpolation of the flat tensors, scaled back to the interpolated norm."""
     na, nb = a.norm(), b.norm()
     if na == 0 or nb == 0:
@@ -138,7 +169,12 @@ def slerp(a, b, *, alpha: float):
     return mixed.mul_((1 - alpha) * na + alpha * nb)
 
 
-def geometric_median(*models, eps: float, max_iter: float):
+@merge_method("geometric median", "method", at_least=2)
+def geometric_median(
+    *models,
+    eps: Annotated[float, Bounds(0.0, 1.0, enforce=True), SCALAR] = 1e-6,
+    max_iter: Annotated[int, Bounds(1, 1e6, enforce=True)] = 100,
+):
     """Weiszfeld's iteration from the mean."""
     stack = torch.stack(models)
     x = stack.mean(0)
@@ -153,6 +189,7 @@ def geometric_median(*models, eps: float, max_iter: float):
     return x
 
 
+@merge_method("model stock", "method", at_least=2)
 def model_stock(base, *models):
     """t·mean(M) + (1 − t)·base with t = n·c / (1 + (n − 1)·c), c = the mean pairwise cosine of the deltas."""
     n = len(models)
@@ -169,7 +206,8 @@ def model_stock(base, *models):
     return base.mul_(1 - t).add_(mean, alpha=t)
 
 
-def add_perpendicular(a, b, c, *, alpha: float):
+@merge_method("add perpendicular", "method", passthrough=alpha_is_zero)
+def add_perpendicular(a, b, c, *, alpha: Weight = 1.0):
     """a + α · the part of (b − c) perpendicular to (a − c)."""
     u, v = a - c, b.sub_(c)
     uu = float(u.reshape(-1) @ u.reshape(-1))
@@ -177,12 +215,14 @@ def add_perpendicular(a, b, c, *, alpha: float):
     return a.add_(perp, alpha=alpha)
 
 
+@merge_method("weights clipping", "op", elementwise=True)
 def clip(x, a, b):
     """Weights clipping: x limited to the range that a and b span, elementwise."""
     return torch.minimum(torch.maximum(x, torch.minimum(a, b)), torch.maximum(a, b))
 
 
-def n_average(*models, weights: float | tuple[float, ...]):
+@merge_method("N-model average", "method", at_least=2, elementwise=True)
+def n_average(*models, weights: Annotated[float | tuple[float, ...], Bounds(), PER_MODEL, SCALAR] = 1.0):
     """Σ wᵢ·Mᵢ / Σ wᵢ; one number (the default 1.0) means equal weights."""
     if not isinstance(weights, tuple):
         return torch.stack(models).mean(0)
@@ -192,7 +232,8 @@ def n_average(*models, weights: float | tuple[float, ...]):
     return total.div_(sum(weights))
 
 
-def task_arithmetic(base, *models, alpha: float | tuple[float, ...]):
+@merge_method("task arithmetic", "method", at_least=1, elementwise=True, passthrough=alpha_is_zero)
+def task_arithmetic(base, *models, alpha: PerModelWeight = 1.0):
     """base + Σ αᵢ · (Mᵢ − base); one α for every model, or one per model."""
     alphas = alpha if isinstance(alpha, tuple) else (alpha,) * len(models)
     for weight, delta in zip(alphas, _deltas(base, models), strict=True):

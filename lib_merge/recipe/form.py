@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass
 
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.errors import AlloyError, InvalidComboError, ParameterError
-from lib_merge.methods import get_method
+from lib_merge.methods import get_method, names_of_kind
 from lib_merge.methods.adjust import parse_adjust
+from lib_merge.methods.registry import ParamSpec
 from lib_merge.recipe.elemental import parse_elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef
@@ -42,9 +43,13 @@ class MergeSettings:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def record(self) -> dict:
+        """The history's settings column for this form."""
+        return self.as_dict()
+
 
 # calc mode -> (the modes it works with, the recipe method, fixed parameters)
-CALC_MODES: dict[str, tuple[tuple[str, ...], str | None, dict[str, float]]] = {
+CALC_MODES: dict[str, tuple[tuple[str, ...], str | None, dict[str, int]]] = {
     "normal": (("weighted_sum", "add_difference", "triple_sum", "sum_twice"), None, {}),
     "cosineA": (("weighted_sum",), "cosine_a", {}),
     "cosineB": (("weighted_sum",), "cosine_b", {}),
@@ -52,8 +57,8 @@ CALC_MODES: dict[str, tuple[tuple[str, ...], str | None, dict[str, float]]] = {
     "smoothAdd": (("add_difference",), "smooth_add", {}),
     "smoothAddMT": (("add_difference",), "smooth_add", {}),  # same bytes; the filters are per key anyway
     "extract": (("add_difference",), "extract", {}),
-    "tensor": (("weighted_sum",), "tensor_swap", {"axis": 0.0}),
-    "tensor2": (("weighted_sum",), "tensor_swap", {"axis": 1.0}),
+    "tensor": (("weighted_sum",), "tensor_swap", {"axis": 0}),
+    "tensor2": (("weighted_sum",), "tensor_swap", {"axis": 1}),
     "self": (("weighted_sum",), "self_scale", {}),
     "random": (("weighted_sum",), "plus_random", {}),
 }
@@ -63,7 +68,7 @@ _MODE_LABELS = {"weighted_sum": "Weight sum", "add_difference": "Add difference"
 def method_for(mode: str, calc: str = "normal") -> str:
     """The recipe method of a mode and calc mode, or an error that says which combinations work."""
     calc = calc or "normal"
-    mode = get_method(mode).name
+    mode = get_method(mode, kind="mode").name
     if calc not in CALC_MODES:
         raise InvalidComboError(f"unknown calc mode {calc!r}; known: {', '.join(CALC_MODES)}")
     modes, method, _ = CALC_MODES[calc]
@@ -131,7 +136,7 @@ def build_recipe(s: MergeSettings) -> MergeNode:
         params["alpha"] = float(s.alpha)
     for name in ("beta", "gamma", "seed"):
         if getattr(s, name) is not None and name in names:
-            params[name] = float(getattr(s, name))
+            params[name] = number_for(spec.param(name), getattr(s, name))
     if s.beta_blocks:
         if "beta" not in names:
             raise ParameterError(f"beta is not used by mode {spec.name}")
@@ -170,10 +175,19 @@ def _options(s: MergeSettings) -> dict:
     return options
 
 
-MODERN_METHODS = (
-    "ties", "dare", "dare_ties", "della", "slerp", "geometric_median", "model_stock", "add_perpendicular",
-    "n_average", "task_arithmetic",
-)  # fmt: skip
+MODERN_METHODS = names_of_kind("method")
+
+
+def number_for(param: ParamSpec, value: object) -> int | float:
+    """A form's number as the method's parameter holds it: whole numbers exact, the rest as floats."""
+    if param.integer:
+        number = int(value) if not isinstance(value, float) else value
+        if isinstance(number, float):
+            if not number.is_integer():
+                raise ParameterError(f"{param.name} must be a whole number, not {value!r}")
+            number = int(number)
+        return number
+    return float(value)
 
 
 @dataclass
@@ -192,11 +206,13 @@ class MethodSettings:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def record(self) -> dict:
+        """The history's settings column: a method's form under "method" (the Merge tab reads it back)."""
+        return {"method": self.as_dict()}
+
 
 def build_method_recipe(s: MethodSettings) -> MergeNode:
-    if s.method not in MODERN_METHODS:
-        raise InvalidComboError(f"unknown method {s.method!r}; methods: {', '.join(MODERN_METHODS)}")
-    spec = get_method(s.method)
+    spec = get_method(s.method, kind="method")
     inputs = [s.a, *s.models]
     if len(inputs) < len(spec.inputs) or (not spec.variadic and len(inputs) > len(spec.inputs)):
         count = f"{len(spec.inputs) - 1}" if not spec.variadic else f"at least {len(spec.inputs) - 1}"
@@ -213,7 +229,12 @@ def build_method_recipe(s: MethodSettings) -> MergeNode:
             continue
         if name not in names:
             raise ParameterError(f"{name} is not used by {s.method}; it takes: {', '.join(sorted(names)) or 'nothing'}")
-        params[name] = float(value)
+        params[name] = number_for(spec.param(name), value)
     for p in spec.params:
         params.setdefault(p.name, p.default)
     return MergeNode(spec.name, tuple(ModelRef(m) for m in inputs), params)
+
+
+def compile_form(form: MergeSettings | MethodSettings) -> MergeNode:
+    """The recipe of either form: mode settings or a modern method."""
+    return build_method_recipe(form) if isinstance(form, MethodSettings) else build_recipe(form)

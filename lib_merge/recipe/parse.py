@@ -268,9 +268,9 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
             if value not in param.choices:
                 raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be one of {', '.join(param.choices)}")
         elif type(value) in (int, float):
-            if spec.param(key).integer and not float(value).is_integer():
+            if param.integer and not float(value).is_integer():
                 raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be a whole number, got {value!r}")
-            value = float(value)
+            value = int(value) if param.integer else float(value)  # seeds stay exact up to 2**63 - 1
         elif not (isinstance(value, BlocksSpec) and spec.param(key).vector):
             raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be a number or a block vector")
         params[key] = value

@@ -1,21 +1,25 @@
 """HTTP routes under /alloy/v1, added to the host's FastAPI app.
 
 Routes carry an HTTP Basic dependency built from the WebUI's own API credentials, because routes
-added by extensions are not covered by `--api-auth` (webui-notes §7). No middleware is added.
+added by extensions are not covered by `--api-auth` (docs/WEBUI.md §7). No middleware is added.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import fields
+from typing import Any
 
 from lib_merge.app.history import read_history, search_history
+from lib_merge.app.plots.desk import PlotDesk
+from lib_merge.app.plots.plan import XYZPlan
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
 from lib_merge.errors import AlloyError, BusyError
-from lib_merge.recipe.form import MergeSettings
+from lib_merge.recipe.form import MergeSettings, MethodSettings
 
 PREFIX = "/alloy/v1"
 _FLAG_FIELDS = {f.name for f in fields(MergeSettings)}
+_METHOD_FIELDS = {f.name for f in fields(MethodSettings)}
 
 
 def parse_credentials(api_auth: str | None) -> dict[str, str]:
@@ -28,16 +32,29 @@ def parse_credentials(api_auth: str | None) -> dict[str, str]:
     return found
 
 
-def request_from_body(body: dict) -> MergeRequest:
+def json_object(body: Any) -> dict:
+    """A route's JSON body: an object, or none at all (an empty object); anything else is a 400."""
+    if body is None:
+        return {}
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
-    unknown = set(body) - _FLAG_FIELDS - {"recipe", "wait", "save"}
+    return body
+
+
+def request_from_body(body: Any) -> MergeRequest:
+    body = json_object(body)
+    unknown = set(body) - _FLAG_FIELDS - _METHOD_FIELDS - {"recipe", "wait", "save"}
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
     wait = bool(body.get("wait", True))
     save = SaveRequest(**body["save"]) if isinstance(body.get("save"), dict) else None
     if body.get("recipe"):
         return MergeRequest(recipe=str(body["recipe"]), wait=wait, save=save)
+    if body.get("method"):  # a modern method: "a" is the base, "models" the others
+        if not body.get("a") or not isinstance(body.get("models"), list) or not body["models"]:
+            raise ValueError("a method needs 'a' (the base) and 'models' (a list)")
+        given = {k: body[k] for k in _METHOD_FIELDS if k in body and body[k] is not None}
+        return MergeRequest(settings=MethodSettings(**given), wait=wait, save=save)
     if not body.get("a") or not body.get("b"):
         raise ValueError("give 'recipe', or at least 'a' and 'b'")
     flags = {k: body[k] for k in _FLAG_FIELDS if k in body and body[k] is not None}
@@ -45,7 +62,12 @@ def request_from_body(body: dict) -> MergeRequest:
     return MergeRequest(settings=MergeSettings(**flags), wait=wait, save=save)
 
 
-def add_routes(app, workbench: Workbench, credentials: dict[str, str] | None = None) -> None:
+def add_routes(
+    app, workbench: Workbench, credentials: dict[str, str] | None = None, desk: PlotDesk | None = None
+) -> None:
+    """Every route under /alloy/v1, behind HTTP Basic when `credentials` are given; plots, the queue and
+    stop go through `desk` (shared with the XYZ tab when the caller has one)."""
+    desk = desk or PlotDesk(workbench)
     from fastapi import Body, Depends, HTTPException
     from fastapi.responses import JSONResponse
     from fastapi.security import HTTPBasic
@@ -69,7 +91,7 @@ def add_routes(app, workbench: Workbench, credentials: dict[str, str] | None = N
         except (AlloyError, ValueError, TypeError) as e:
             return JSONResponse({"error": str(e)}, status_code=400)
 
-    def merge(body: dict = Body(default={})):  # noqa: B008
+    def merge(body: Any = Body(default=None)):  # noqa: B008
         def run():
             outcome = workbench.merge(request_from_body(body))
             return {
@@ -86,14 +108,15 @@ def add_routes(app, workbench: Workbench, credentials: dict[str, str] | None = N
     def restore():
         return answer(lambda: {"message": workbench.restore()})
 
-    def save(body: dict = Body(default={})):  # noqa: B008
+    def save(body: Any = Body(default=None)):  # noqa: B008
         def run():
+            body_ = json_object(body)
             request = SaveRequest(
-                name=str(body.get("name") or ""),
-                dtype=str(body.get("dtype") or workbench.host.config().save_dtype),
-                format=str(body.get("format") or "safetensors"),
-                prune=bool(body.get("prune", True)),
-                overwrite=bool(body.get("overwrite", False)),
+                name=str(body_.get("name") or ""),
+                dtype=str(body_.get("dtype") or workbench.host.config().save_dtype),
+                format=str(body_.get("format") or "safetensors"),
+                prune=bool(body_.get("prune", True)),
+                overwrite=bool(body_.get("overwrite", False)),
             )
             return {"path": workbench.save_current(request)}
 
@@ -124,8 +147,39 @@ def add_routes(app, workbench: Workbench, credentials: dict[str, str] | None = N
 
         return answer(run)
 
-    def xyz(body: dict = Body(default={})):  # noqa: B008
-        return answer(lambda: run_xyz_body(workbench, body))
+    def xyz(body: Any = Body(default=None)):  # noqa: B008
+        return answer(lambda: run_xyz_body(desk, json_object(body)))
+
+    def xyz_reserve(body: Any = Body(default=None)):  # noqa: B008
+        def run():
+            ids = desk.reserve(XYZPlan.from_dict(json_object(body)))
+            return {"id": ids[0], "ids": ids}
+
+        return answer(run)
+
+    def xyz_queue():
+        def run():
+            rows = [
+                {"id": r.id, "status": r.status, "summary": r.label, "created": r.created, "message": r.message}
+                for r in desk.rows()
+            ]
+            return {"rows": rows, "running": desk.queue_running()}
+
+        return answer(run)
+
+    def xyz_queue_start():
+        def run():
+            started = desk.start_queue()
+            return {"started": started, "message": "started" if started else "the queue is already running"}
+
+        return answer(run)
+
+    def stop():
+        def run():
+            stopped = desk.stop()
+            return {"stopped": stopped, "message": f"stopping the {' and the '.join(stopped)}" if stopped else "idle"}
+
+        return answer(run)
 
     def status():
         live = workbench.live
@@ -142,20 +196,20 @@ def add_routes(app, workbench: Workbench, credentials: dict[str, str] | None = N
     app.add_api_route(f"{PREFIX}/save", save, methods=["POST"], dependencies=dependencies)
     app.add_api_route(f"{PREFIX}/history", history, methods=["GET"], dependencies=dependencies)
     app.add_api_route(f"{PREFIX}/xyz", xyz, methods=["POST"], dependencies=dependencies)
+    app.add_api_route(f"{PREFIX}/xyz/reserve", xyz_reserve, methods=["POST"], dependencies=dependencies)
+    app.add_api_route(f"{PREFIX}/xyz/queue", xyz_queue, methods=["GET"], dependencies=dependencies)
+    app.add_api_route(f"{PREFIX}/xyz/queue/start", xyz_queue_start, methods=["POST"], dependencies=dependencies)
+    app.add_api_route(f"{PREFIX}/stop", stop, methods=["POST"], dependencies=dependencies)
     app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], dependencies=dependencies)
 
 
-def run_xyz_body(workbench: Workbench, body: dict) -> dict:
+def run_xyz_body(desk: PlotDesk, body: dict) -> dict:
     """A plan as JSON → every split part run → the grids as base64 PNG and each cell's merge."""
     import base64
     import io
 
-    from lib_merge.app.plots.plan import XYZPlan, split_plan
-    from lib_merge.app.plots.runner import run_plot
-
     grids, cells, paths, merges = [], [], [], 0
-    for plan in split_plan(XYZPlan.from_dict(body)):
-        out = run_plot(workbench, plan)
+    for out in desk.run_all(XYZPlan.from_dict(body)):
         merges += out.merges
         paths += out.grid_paths
         for image in out.grids:

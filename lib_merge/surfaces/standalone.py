@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 
+from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.workbench import Workbench
 from lib_merge.errors import ParameterError
 from lib_merge.host.folder import FolderHost
@@ -145,9 +146,10 @@ def create_app(models_dir: str | None = None, workbench: Workbench | None = None
     from fastapi import FastAPI
 
     workbench = workbench or Workbench(FolderHost(models_dir or "."))
-    demo = enable_queue(build_ui(workbench))
+    desk = PlotDesk(workbench)
+    demo = enable_queue(build_ui(workbench, desk))
     app = FastAPI(title="Alloy")
-    add_routes(app, workbench)
+    add_routes(app, workbench, desk=desk)
     served = mount(app, demo)
     return (BasicAuth(served, auth, lambda: internal_token(demo)) if auth else served), workbench
 

@@ -6,18 +6,23 @@ workbench (and with it the live merge's backups) lives here, not in the script m
 
 from __future__ import annotations
 
+from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.workbench import Workbench
 from lib_merge.host.a1111 import A1111Host, connect
 
-_workbench: list[Workbench] = []  # the WebUI forces one process-wide instance
+_desk: list[PlotDesk] = []  # the WebUI forces one process-wide instance (its workbench holds the live merge)
+
+
+def desk() -> PlotDesk:
+    if not _desk:
+        from lib_merge.host.forge import ForgeHost, is_forge
+
+        _desk.append(PlotDesk(Workbench(ForgeHost() if is_forge() else A1111Host())))
+    return _desk[0]
 
 
 def workbench() -> Workbench:
-    if not _workbench:
-        from lib_merge.host.forge import ForgeHost, is_forge
-
-        _workbench.append(Workbench(ForgeHost() if is_forge() else A1111Host()))
-    return _workbench[0]
+    return desk().workbench
 
 
 def register() -> None:
@@ -27,13 +32,30 @@ def register() -> None:
     script_callbacks.on_ui_tabs(ui_tabs)
     script_callbacks.on_ui_settings(ui_settings)
     script_callbacks.on_app_started(app_started)
+    script_callbacks.on_after_component(after_component)
     connect(workbench())
+
+
+MODEL_A = "alloy_model_a"
+CHECKPOINT_SELECTOR = "setting_sd_model_checkpoint"  # the WebUI's checkpoint dropdown (quicksettings)
+
+
+def after_component(component, **kwargs) -> None:
+    """Model A follows the WebUI's checkpoint dropdown: our tab is built first, the dropdown later."""
+    elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
+    components = workbench().host.components
+    if elem_id == MODEL_A:
+        components[MODEL_A] = component
+    elif elem_id == CHECKPOINT_SELECTOR and MODEL_A in components:
+        from lib_merge.ui.app import follow_checkpoint
+
+        follow_checkpoint(component, components[MODEL_A], workbench().host)
 
 
 def ui_tabs():
     from lib_merge.ui.app import build_ui
 
-    return [(build_ui(workbench()), "Alloy", "alloy")]
+    return [(build_ui(workbench(), desk()), "Alloy", "alloy")]
 
 
 def ui_settings() -> None:
@@ -69,6 +91,6 @@ def app_started(demo, app) -> None:
 
     from lib_merge.surfaces.http import add_routes, parse_credentials
 
-    add_routes(app, workbench(), parse_credentials(getattr(shared.cmd_opts, "api_auth", None)))
+    add_routes(app, workbench(), parse_credentials(getattr(shared.cmd_opts, "api_auth", None)), desk())
     for line in workbench().clean_leftovers():
         print(f"Alloy: {line}", flush=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lib_merge.app.history import find_row, read_history, search_history
+from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.ports import GenSettings
 from lib_merge.app.workbench import Workbench
 from lib_merge.recipe import print_recipe
-from lib_merge.recipe.form import CALC_MODES, build_recipe
+from lib_merge.recipe.form import CALC_MODES, compile_form
 from lib_merge.ui import dice_tab, history_tab, mbw_tab, merge_tab, xyz_tab
 from lib_merge.ui.compat import update
 from lib_merge.ui.form import Form
@@ -18,7 +18,6 @@ from lib_merge.ui.values import (
     GEN_OVERRIDE_FIELDS,
     gen_overrides,
     merge_request,
-    restore_values,
     save_request,
     template_params,
 )
@@ -41,14 +40,34 @@ def footer_text(workbench: Workbench) -> str:
     return f"{merged} · {cache}"
 
 
-def build_ui(workbench: Workbench) -> gr.Blocks:
+def follow_checkpoint(selector, model_a, host) -> None:
+    """Model A follows the host's checkpoint selector: the title chosen there, or model A of a loaded merge."""
+
+    def follow(title):
+        if title in host.checkpoint_titles():
+            return update(value=title)
+        selected = host.selected_checkpoint()
+        return update(value=selected) if selected else update()
+
+    selector.change(follow, [selector], [model_a])
+
+
+def build_ui(workbench: Workbench, desk: PlotDesk | None = None) -> gr.Blocks:
+    """The tabs over one workbench; the plot desk is shared with the HTTP routes when the caller has one."""
+    desk = desk or PlotDesk(workbench)
     host = workbench.host
     can_generate = host.can_generate
     widgets: dict = {}
     with gr.Blocks(analytics_enabled=False, title="Alloy") as demo:
         with gr.Tabs(elem_id="alloy_tabs"):
             with gr.Tab("Merge", elem_id="alloy_tab_merge"):
-                parts = merge_tab.build(widgets, host.checkpoint_titles(), can_generate, host.config().save_dtype)
+                parts = merge_tab.build(
+                    widgets,
+                    host.checkpoint_titles(),
+                    can_generate,
+                    host.config().save_dtype,
+                    host.selected_checkpoint(),
+                )
             with gr.Tab("MBW", elem_id="alloy_tab_mbw"):
                 mbw_tab.build(widgets)
             for label in TAB_LABELS[2:-1]:
@@ -61,11 +80,12 @@ def build_ui(workbench: Workbench) -> gr.Blocks:
                         dice_parts = dice_tab.build()
                     else:
                         gr.Markdown(f"**{label}** — {LATER[label]} This tab arrives in a later release of Alloy.")
-            with gr.Tab("History", elem_id="alloy_tab_history"):
-                history = history_tab.build(getattr(host, "supermerger_history", ""))
+            with gr.Tab("History", elem_id="alloy_tab_history") as history_page:
+                history = history_tab.build(getattr(host, "supermerger_history", ""), workbench.history_path())
+                history["page_tab"] = history_page
         _wire(workbench, Form(widgets), parts, history)
         gen_parts, gen_settings = _gen_inputs(host, parts), _gen_settings_fn(host, _gen_inputs(host, parts))
-        xyz_tab.wire(workbench, Form(widgets), plot_parts, dice_parts, gen_parts["inputs"], gen_settings)
+        xyz_tab.wire(desk, Form(widgets), plot_parts, dice_parts, gen_parts["inputs"], gen_settings)
     return demo
 
 
@@ -190,7 +210,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
             request = merge_request(form.values(raw))
             if request.settings is None:
                 return update(), "The recipe box is already the recipe."
-            return print_recipe(build_recipe(request.settings)), "Recipe from the settings (models not yet hashed)."
+            return print_recipe(compile_form(request.settings)), "Recipe from the settings (models not yet hashed)."
         except Exception as e:  # noqa: BLE001
             return update(), error_text(e)
 
@@ -206,49 +226,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
 
     recipe.change(template_fields, [recipe], fields)
 
-    def search(query, match, page):
-        try:
-            log_ = read_history(workbench.history_path())
-            rows = search_history(log_.rows, query or "", match == "or")
-            shown = history_tab.table_rows(rows, page)
-            note = f"{len(rows)} of {len(log_.rows)} rows match." + "".join(f" {s}." for s in log_.skipped[:3])
-            return shown, note
-        except Exception as e:  # noqa: BLE001
-            return update(), error_text(e)
-
-    search_inputs = [history["query"], history["any_word"], history["page"]]
-    history["search"].click(search, search_inputs, [history["table"], history["message"]])
-    history["query"].submit(search, search_inputs, [history["table"], history["message"]])
-
-    def load_settings(ident):
-        try:
-            row = find_row(read_history(workbench.history_path()).rows, int(ident or 0))
-        except Exception as e:  # noqa: BLE001
-            return [update() for _ in inputs] + [error_text(e)]
-        values, notes = restore_values(row.settings, row.models, host.checkpoint_titles())
-        if row.settings.get("recipe_edited"):
-            values.update(recipe=row.recipe, use_recipe=True)
-        message = f"Loaded the settings of history id {row.id} ({row.name})." + "".join(f" {n}." for n in notes)
-        return form.updates(values) + [message]
-
-    history["load_settings"].click(load_settings, [history["id"]], inputs + [history["message"]])
-
-    def import_supermerger(path):
-        try:
-            return workbench.import_supermerger_history(path)
-        except Exception as e:  # noqa: BLE001
-            return error_text(e)
-
-    history["import"].click(import_supermerger, [history["import_path"]], [history["message"]])
-
-    def load_recipe(ident):
-        try:
-            row = find_row(read_history(workbench.history_path()).rows, int(ident or 0))
-        except Exception as e:  # noqa: BLE001
-            return update(), update(), error_text(e)
-        return row.recipe, True, f"Recipe of history id {row.id} loaded into the Merge tab's recipe box."
-
-    history["load_recipe"].click(load_recipe, [history["id"]], [recipe, form.widgets["use_recipe"], history["message"]])
+    history_tab.wire(workbench, form, history, recipe)
 
 
 def _gen_settings_fn(host, gen_parts: dict):

@@ -6,6 +6,7 @@ import gradio as gr
 
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.arch.presets import preset_names
+from lib_merge.methods import get_method
 from lib_merge.ui.compat import update
 from lib_merge.ui.values import MBW_ARCHS, mbw_text, vector_values
 
@@ -30,6 +31,8 @@ def build(widgets: dict) -> None:
         apply_text = gr.Button("Set sliders", elem_id="alloy_mbw_apply")
         read = gr.Button("Read sliders", elem_id="alloy_mbw_read")
     message = gr.Markdown("", elem_id="alloy_mbw_message")
+    alpha = get_method("weighted_sum").param("alpha")  # block weights are alpha per block: its range and default
+    low, high = alpha.slider_range
     groups = {}
     for schema_id in MBW_ARCHS.values():
         names = _slider_names(schema_id)
@@ -40,7 +43,14 @@ def build(widgets: dict) -> None:
                 with gr.Row():
                     for slot in names[start : start + per_row]:
                         sliders.append(
-                            gr.Slider(-1, 2, value=0.5, step=0.01, label=slot, elem_id=f"alloy_{schema_id}_{slot}")
+                            gr.Slider(
+                                low,
+                                high,
+                                value=alpha.default,
+                                step=0.01,
+                                label=slot,
+                                elem_id=f"alloy_{schema_id}_{slot}",
+                            )
                         )
         groups[schema_id] = group
         widgets[f"mbw_{schema_id}"] = sliders

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import gradio as gr
 
+from lib_merge.methods import METHODS
 from lib_merge.recipe.form import CALC_MODES, MODERN_METHODS
 from lib_merge.ui.values import FILTER_MODES, FORMATS, MODES, NO_METHOD, SAVE_DTYPES, TEMPLATE_FIELDS
 
 
-def build(widgets: dict, titles: list[str], can_generate: bool, save_dtype: str = "fp16") -> dict:
-    """Creates the widgets (into `widgets`) and returns the buttons and output components."""
+def _slider(name: str) -> gr.Slider:
+    """A parameter's slider: range and default from the first method that takes it (modes first)."""
+    users = [spec for spec in METHODS.values() if spec.takes(name) and spec.kind != "op"]
+    param = users[0].param(name)
+    low, high = param.slider_range
+    named = "" if len(users) > 4 else f" ({', '.join(spec.label for spec in users)})"
+    step = 0.001 if high - low <= 3 else 0.01
+    return gr.Slider(low, high, value=param.default, step=step, label=name + named, elem_id=f"alloy_{name}")
+
+
+def build(
+    widgets: dict, titles: list[str], can_generate: bool, save_dtype: str = "fp16", model_a: str | None = None
+) -> dict:
+    """Creates the widgets (into `widgets`) and returns the buttons and output components; `model_a` is the
+    loaded checkpoint's title, Model A's first value."""
     out: dict = {}
     with gr.Row():
-        widgets["model_a"] = gr.Dropdown(titles, label="Model A (primary)", elem_id="alloy_model_a", scale=3)
+        widgets["model_a"] = gr.Dropdown(
+            titles, value=model_a, label="Model A (primary)", elem_id="alloy_model_a", scale=3
+        )
         widgets["model_b"] = gr.Dropdown(titles, label="Model B", elem_id="alloy_model_b", scale=3)
         widgets["model_c"] = gr.Dropdown(titles, label="Model C", elem_id="alloy_model_c", scale=3)
         out["refresh"] = gr.Button("Refresh", elem_id="alloy_refresh", scale=0, min_width=80)
@@ -20,10 +36,9 @@ def build(widgets: dict, titles: list[str], can_generate: bool, save_dtype: str 
         widgets["mode"] = gr.Radio(MODES, value="weighted_sum", label="Mode", elem_id="alloy_mode", scale=3)
         widgets["calc"] = gr.Dropdown(list(CALC_MODES), value="normal", label="Calc mode", elem_id="alloy_calc")
     with gr.Row():
-        widgets["alpha"] = gr.Slider(-1, 2, value=0.5, step=0.001, label="alpha", elem_id="alloy_alpha")
-        widgets["beta"] = gr.Slider(-1, 2, value=0.25, step=0.001, label="beta", elem_id="alloy_beta")
-        widgets["gamma"] = gr.Slider(0, 10, value=0.3, step=0.01, label="gamma (extract)", elem_id="alloy_gamma")
-        widgets["seed"] = gr.Number(value=0, precision=0, label="seed (random, elemental R/U/X)", elem_id="alloy_seed")
+        for name in ("alpha", "beta", "gamma"):
+            widgets[name] = _slider(name)
+        widgets["seed"] = gr.Textbox(value="0", label="seed (random, elemental R/U/X)", elem_id="alloy_seed")
     with gr.Accordion("Modern and N-model methods (A is the base; B, C and more models follow)", open=False):
         with gr.Row():
             widgets["method"] = gr.Dropdown(
@@ -33,13 +48,8 @@ def build(widgets: dict, titles: list[str], can_generate: bool, save_dtype: str 
                 titles, multiselect=True, label="More models (up to 16 in all)", elem_id="alloy_more_models", scale=3
             )
         with gr.Row():
-            widgets["density"] = gr.Slider(
-                0, 1, value=0.5, step=0.01, label="density (TIES, DELLA)", elem_id="alloy_density"
-            )
-            widgets["p"] = gr.Slider(0, 0.99, value=0.5, step=0.01, label="p: drop rate (DARE)", elem_id="alloy_p")
-            widgets["epsilon"] = gr.Slider(
-                0, 0.5, value=0.1, step=0.01, label="epsilon (DELLA)", elem_id="alloy_epsilon"
-            )
+            for name in ("density", "p", "epsilon"):
+                widgets[name] = _slider(name)
     with gr.Accordion("Elemental and include/exclude", open=False):
         widgets["elemental"] = gr.Textbox(
             label="Elemental rules (Blocks:Elements:Ratio, comma or line separated; the last match wins)",

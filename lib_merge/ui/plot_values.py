@@ -68,8 +68,3 @@ def plan_from_ui(form_values: dict, xyz: dict, dice: dict, gen: GenSettings) -> 
         dice=dice_settings(dice).as_dict(),
         options=options,
     )
-
-
-def plan_label(plan: XYZPlan) -> str:
-    parts = [f"{name.upper()}: {spec.type} {spec.values}" for name, spec in plan.axes()]
-    return " | ".join(parts)[:120]

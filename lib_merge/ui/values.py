@@ -39,6 +39,25 @@ GEN_OVERRIDE_FIELDS = (
 )  # fmt: skip
 
 
+def whole_number(value: object, name: str) -> int | None:
+    """A seed field's text as an exact whole number (a float would round 2**53 + 1); empty: None."""
+    from lib_merge.errors import ParameterError
+
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            number = float("nan")
+        if number.is_integer():
+            return int(number)
+        raise ParameterError(f"{name} must be a whole number, not {text!r}") from None
+
+
 def mbw_text(values: list[float]) -> str:
     return ",".join(format_number(v) for v in values)
 
@@ -78,7 +97,7 @@ def merge_request(v: dict, always_save: bool = False) -> MergeRequest:
     takes = {p.name for p in method.params}
     filter_mode = v.get("filter_mode") or "Off"
     adjust = [float(x) for x in v.get("adjust") or []]
-    seed = v.get("seed")
+    seed = whole_number(v.get("seed"), "seed") if ("seed" in takes or v.get("elemental")) else None
     settings = MergeSettings(
         a=v["model_a"],
         b=v["model_b"],
@@ -89,7 +108,7 @@ def merge_request(v: dict, always_save: bool = False) -> MergeRequest:
         blocks=mbw_text(mbw_values) if v.get("use_mbw") else None,
         calc=calc,
         gamma=float(v["gamma"]) if "gamma" in takes and v.get("gamma") is not None else None,
-        seed=int(seed) if ("seed" in takes or v.get("elemental")) and seed not in (None, "") else None,
+        seed=seed,
         elemental=str(v.get("elemental") or "").strip() or None,
         include=v.get("filter_text") if filter_mode == "Include" else None,
         exclude=v.get("filter_text") if filter_mode == "Exclude" else None,
@@ -128,8 +147,6 @@ def filled_template(text: str, values: list) -> str:
 
 def _method_request(v: dict, save, ui: dict) -> MergeRequest:
     """A modern or N-model method: A is the base, then B, C and the further models, in that order."""
-    from lib_merge.recipe import print_recipe
-
     if not v.get("model_a"):
         from lib_merge.errors import ParameterError
 
@@ -141,10 +158,10 @@ def _method_request(v: dict, save, ui: dict) -> MergeRequest:
         for name in ("alpha", "density", "p", "epsilon")
         if name in takes and v.get(name) is not None
     }
-    seed = int(v["seed"]) if "seed" in takes and v.get("seed") not in (None, "") else None
+    seed = whole_number(v.get("seed"), "seed") if "seed" in takes else None
     settings = MethodSettings(v["model_a"], models, v["method"], seed=seed, **chosen)
-    ui = dict(ui, method=settings.as_dict())
-    return MergeRequest(recipe=print_recipe(build_method_recipe(settings)), save=save, ui=ui)
+    build_method_recipe(settings)  # refuse a wrong combination here, before the merge waits for the lock
+    return MergeRequest(settings=settings, save=save, ui=ui)
 
 
 def vector_values(text: str, schema_id: str) -> list[float]:
@@ -196,6 +213,8 @@ def restore_values(settings: dict, models_column: str, titles: list[str]) -> tup
     for name in ("mode", "calc", "alpha", "beta", "gamma", "seed", "elemental"):
         if settings.get(name) is not None:
             values[name] = settings[name]
+    if values.get("seed") is not None:
+        values["seed"] = str(int(values["seed"]))  # the seed field is text: exact beyond 2**53
     for mode in ("include", "exclude"):
         if settings.get(mode):
             values.update(filter_mode=mode.capitalize(), filter_text=settings[mode])
@@ -225,7 +244,7 @@ def restore_values(settings: dict, models_column: str, titles: list[str]) -> tup
         values["more_models"] = [m for m in rest[2:] if m]
         for name in ("alpha", "density", "p", "epsilon", "seed"):
             if method.get(name) is not None:
-                values[name] = method[name]
+                values[name] = str(int(method[name])) if name == "seed" else method[name]
     values["save_after"] = bool(settings.get("save_after"))
     values["use_recipe"] = False
     return values, notes
@@ -245,14 +264,13 @@ def gen_overrides(v: dict) -> GenSettings:
 
             raise ParameterError(f"{name.replace('_', ' ')} must be a number, not {raw!r}") from None
 
-    seed = str(v.get("seed") or "").strip()
     return GenSettings(
         prompt=v.get("prompt") or None,
         negative_prompt=v.get("negative_prompt") or None,
         steps=number("steps", int),
         sampler=v.get("sampler") or None,
         cfg_scale=number("cfg_scale", float),
-        seed=int(seed) if seed else None,
+        seed=whole_number(v.get("seed"), "seed"),
         width=number("width", int),
         height=number("height", int),
         batch_size=number("batch_size", int),

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-
 import gradio as gr
 
-from lib_merge.app.plots.plan import XYZPlan, split_plan
+from lib_merge.app.plots.desk import PlotDesk
+from lib_merge.app.plots.plan import XYZPlan
 from lib_merge.app.plots.presets import delete_preset, get_preset, load_presets, save_preset
-from lib_merge.app.plots.queue import ReservationQueue
-from lib_merge.app.plots.runner import PlotControl, run_plot
-from lib_merge.errors import ParameterError
+from lib_merge.app.ports import GenSettings
 from lib_merge.paths import user_data_dir
 from lib_merge.ui.compat import update
 from lib_merge.ui.jobs import error_text, run_in_thread
-from lib_merge.ui.plot_values import AXIS_CHOICES, NO_AXIS, dice_settings, plan_from_ui, plan_label
+from lib_merge.ui.plot_values import AXIS_CHOICES, NO_AXIS, dice_settings, plan_from_ui
 
 QUEUE_HEADERS = ["id", "created", "status", "label", "message"]
-
-
-def queue_path():
-    return user_data_dir() / "xyz_queue.json"
 
 
 def presets_path():
@@ -93,8 +86,9 @@ AXIS_INPUTS = ("x_type", "x_values", "y_type", "y_values", "z_type", "z_values")
 OPTION_INPUTS = ("swap_xy", "restore_after", "individual", "no_grid", "save_csv", "save_models", "checker_gif")
 
 
-def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_settings) -> None:
-    """`gen_settings(raw)` → (GenSettings, notes) from `gen_inputs`' values (the Merge tab's Gen inputs)."""
+def wire(desk: PlotDesk, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_settings) -> None:
+    """Widgets → the plot desk. `gen_settings(raw)` → (GenSettings, notes) from `gen_inputs`' values
+    (the Merge tab's Gen inputs)."""
     from lib_merge.ui.plot_values import DICE_FIELDS
 
     xyz_names = AXIS_INPUTS + OPTION_INPUTS
@@ -102,9 +96,7 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
     dice_inputs = [dice_parts[n] for n in DICE_FIELDS]
     form_inputs = form.components()
     inputs = form_inputs + xyz_inputs + dice_inputs + gen_inputs
-    queue = ReservationQueue(queue_path())
-    current = {"control": None}
-    queue_stop = threading.Event()
+    workbench = desk.workbench
 
     def split_raw(raw) -> tuple[dict, dict, dict, list]:
         raw = list(raw)
@@ -115,8 +107,6 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
         return form.values(raw[:a]), xyz, dict(zip(DICE_FIELDS, raw[b:c], strict=True)), raw[c:]
 
     def current_plan(raw, dice_run: bool = False) -> XYZPlan:
-        from lib_merge.app.ports import GenSettings
-
         form_values, xyz, dice, gen_raw = split_raw(raw)
         if dice_run:  # Dice's Run: N rolls as a plot with the random axis
             rolls = max(1, int(dice.get("dice_rolls") or 1))
@@ -125,26 +115,13 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
         gen, _ = gen_settings(gen_raw) if gen_inputs else (None, [])
         return plan_from_ui(form_values, xyz, dice, gen or GenSettings())
 
-    def checked_plans(raw, dice_run: bool = False) -> list[XYZPlan]:
-        """The split plans, each expanded once so that a bad one is refused before anything runs or queues."""
-        from lib_merge.app.plots.plan import expand
-        from lib_merge.app.plots.runner import plan_context
-
-        plans = split_plan(current_plan(raw, dice_run))
-        for plan in plans:
-            expand(plan, plan_context(workbench, plan))
-        return plans
-
     def run(*raw, dice_run: bool = False):
         try:
-            plans = checked_plans(raw, dice_run)
+            plan = current_plan(raw, dice_run)
+            desk.split(plan)  # refused here, before the job starts, when any part is wrong
         except Exception as e:  # noqa: BLE001
             yield error_text(e), update(), update()
             return
-        for extra in plans[1:]:
-            queue.add(extra.to_dict(), plan_label(extra))
-        control = PlotControl(workbench)
-        current["control"] = control
         messages: list[str] = []
 
         def progress() -> str:
@@ -153,14 +130,14 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
                 return merge
             return messages[-1] if merge == "idle" else f"{messages[-1]} — {merge}"
 
-        for kind, value in run_in_thread(lambda: run_plot(workbench, plans[0], control, messages.append), progress):
+        for kind, value in run_in_thread(lambda: desk.run(plan, messages.append), progress):
             if kind != "done":  # progress text, or the error
-                yield value, update(), queue.table()
+                yield value, update(), queue_table(desk)
             else:
-                options = plans[0].options
-                images = value.grids + (value.singles() if options.individual or options.no_grid else [])
-                queued = f" {len(plans) - 1} more plots queued." if len(plans) > 1 else ""
-                yield value.message() + queued, images, queue.table()
+                options = plan.options
+                output = value.output
+                images = output.grids + (output.singles() if options.individual or options.no_grid else [])
+                yield value.message(), images, queue_table(desk)
 
     outputs = [parts["status"], parts["gallery"], parts["queue"]]
     parts["run"].click(run, inputs, outputs)
@@ -172,68 +149,40 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
     dice_parts["dice_run"].click(dice_run, inputs, outputs + [dice_parts["dice_status"]])
 
     def dice_preview(*raw):
-        from lib_merge.app.dice import fresh_seed, roll
-        from lib_merge.app.plots.runner import plan_context
-        from lib_merge.app.ports import GenSettings
-
         try:
             form_values, _, dice, _ = split_raw(raw)
             plan = plan_from_ui(form_values, {"x_type": "seed", "x_values": "1"}, dice, GenSettings())
-            settings = dice_settings(dice)
-            seed = settings.seed if settings.seed != -1 else fresh_seed()
-            result = roll(settings, plan_context(workbench, plan).schema, seed)
+            result = desk.roll_dice(plan, dice_settings(dice))
         except Exception as e:  # noqa: BLE001
             return error_text(e), update()
-        lines = [f"seed: {seed}"]
+        lines = [f"seed: {result.seed}"]
         if result.alpha is not None:
             lines.append("alpha: " + result.blocks_text(result.alpha))
         if result.beta is not None:
             lines.append("beta: " + result.blocks_text(result.beta))
         if result.elemental:
             lines.append("elemental: " + ", ".join(result.elemental))
-        return f"Rolled with seed {seed}.", "\n".join(lines)
+        return f"Rolled with seed {result.seed}.", "\n".join(lines)
 
     dice_parts["dice_roll"].click(dice_preview, inputs, [dice_parts["dice_status"], dice_parts["dice_vectors"]])
 
     def save_elist():
-        from lib_merge.app.dice import elist_for_settings
-        from lib_merge.app.history import find_row, read_history
-
         try:
-            live = workbench.live
-            if live is None:
-                raise ParameterError("no Alloy merge is loaded: run a Dice roll or a merge first")
-            row = find_row(read_history(workbench.history_path()).rows, live.history_id)
-            path = elist_for_settings(row.settings, live.base_path, user_data_dir() / "elists", row.id)
+            return f"Saved E-list {desk.save_elist()}."
         except Exception as e:  # noqa: BLE001
             return error_text(e)
-        return f"Saved E-list {path}."
 
     dice_parts["dice_elist"].click(save_elist, [], [dice_parts["dice_status"]])
 
     def stop():
-        control = current["control"]
-        if control is not None:
-            control.stop()
-        queue_stop.set()
-        return "Stopping after the current cell…"
+        stopped = desk.stop()
+        return f"Stopping the {' and the '.join(stopped)} after the current cell…" if stopped else "Nothing runs."
 
     parts["stop"].click(stop, [], [parts["status"]], queue=False)
 
     def check(*raw):
         try:
-            from lib_merge.app.plots.plan import expand
-            from lib_merge.app.plots.runner import plan_context
-
-            plans = split_plan(current_plan(raw))
-            counts, warnings = [], []
-            for plan in plans:
-                from lib_merge.app.plots.executor import idle_axes, merge_groups
-
-                cells = expand(plan, plan_context(workbench, plan))
-                counts.append(f"{len(cells)} cells, {len(merge_groups(cells))} merges")
-                warnings += [w for w in idle_axes(plan, cells) if w not in warnings]
-            return f"Plan OK: {'; '.join(counts)}." + "".join(f" Warning: {w}." for w in warnings)
+            return desk.check(current_plan(raw)).text()
         except Exception as e:  # noqa: BLE001
             return error_text(e)
 
@@ -241,35 +190,28 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
 
     def reserve(*raw):
         try:
-            plans = checked_plans(raw)
-            for plan in plans:
-                queue.add(plan.to_dict(), plan_label(plan))
-            return f"Reserved {len(plans)} plot(s).", queue.table()
+            ids = desk.reserve(current_plan(raw))
+            return f"Reserved {len(ids)} plot(s).", queue_table(desk)
         except Exception as e:  # noqa: BLE001
             return error_text(e), update()
 
     parts["reserve"].click(reserve, inputs, [parts["status"], parts["queue"]])
 
-    def run_queued(plan_dict: dict) -> str:
-        control = PlotControl(workbench)
-        current["control"] = control  # Stop ends the queued plot that is running, then the queue
-        return run_plot(workbench, XYZPlan.from_dict(plan_dict), control).message()
-
     def start_queue():
-        queue_stop.clear()
-        started = queue.start(run_queued, queue_stop)
-        text = "Queue started in the background." if started else "The queue is already running."
-        return text, queue.table()
+        text = "Queue started in the background." if desk.start_queue() else "The queue is already running."
+        return text, queue_table(desk)
 
     parts["start_queue"].click(start_queue, [], [parts["status"], parts["queue"]])
+
+    queue = desk.queue
 
     def edit(action):
         def call(ident):
             try:
                 text = action(ident)
             except Exception as e:  # noqa: BLE001
-                return error_text(e), queue.table()
-            return text, queue.table()
+                return error_text(e), queue_table(desk)
+            return text, queue_table(desk)
 
         return call
 
@@ -283,7 +225,14 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
     }
     for name, action in edits.items():
         parts[name].click(edit(action), [parts["queue_id"]], [parts["status"], parts["queue"]])
+    _wire_presets(desk, parts)
 
+
+def queue_table(desk: PlotDesk) -> list[list]:
+    return [[r.id, r.created, r.status, r.label, r.message] for r in desk.rows()]
+
+
+def _wire_presets(desk: PlotDesk, parts: dict) -> None:
     axis_outputs = [parts[n] for n in AXIS_INPUTS]
 
     def load(name):
@@ -329,7 +278,7 @@ def wire(workbench, form, parts: dict, dice_parts: dict, gen_inputs: list, gen_s
         from lib_merge.paths import file_in_folders
 
         try:
-            source = file_in_folders(path, workbench.import_folders(), SUPERMERGER_PRESETS)
+            source = file_in_folders(path, desk.workbench.import_folders(), SUPERMERGER_PRESETS)
             names = import_supermerger_presets(source, presets_path())
         except Exception as e:  # noqa: BLE001
             return error_text(e), update()

@@ -1,4 +1,4 @@
-"""The built-in LoRA extension's per-module state, as v1.10 keeps it (webui-notes §5)."""
+"""The built-in LoRA extension's per-module state, as v1.10 keeps it (docs/WEBUI.md §5)."""
 
 import torch
 

@@ -13,7 +13,7 @@ from lib_merge.app.history.log import (
     try_append_history,
 )
 from lib_merge.app.history.pending import announce, settle
-from lib_merge.app.history.rows import COLUMNS, HistoryRow, RowDraft
+from lib_merge.app.history.rows import COLUMNS, NOT_SAVED, HistoryRow, RowDraft, settings_record
 from lib_merge.app.history.supermerger import FILE_NAME as SUPERMERGER_HISTORY
 from lib_merge.app.history.supermerger import import_supermerger
 
@@ -22,6 +22,7 @@ __all__ = [
     "CUT_MARK",
     "HistoryLog",
     "HistoryRow",
+    "NOT_SAVED",
     "RowDraft",
     "SUPERMERGER_HISTORY",
     "announce",
@@ -33,6 +34,7 @@ __all__ = [
     "read_history",
     "recover_history",
     "search_history",
+    "settings_record",
     "settle",
     "try_append_history",
 ]

@@ -22,16 +22,15 @@ class MergedCell:
     name: str
     recipe_hash: str
     history_id: int | None
+    fresh: bool = True  # False: the live model was this merge already
 
 
 class PlotHost(Protocol):
     """What the executor needs of a host (the workbench adapter, or a fake one in tests)."""
 
-    def cell_hash(self, cell: Cell) -> str: ...
-
-    def live_hash(self) -> str | None: ...
-
-    def merge(self, cell: Cell) -> MergedCell: ...
+    def merge(self, cell: Cell) -> MergedCell:
+        """Make the cell's merge the live model (nothing to do when it is already)."""
+        ...
 
     def generate(self, gen: GenSettings) -> GenResult: ...
 
@@ -95,13 +94,9 @@ def run_cells(
         if stop.is_set():
             break
         first = cells[group[0]]
-        digest = host.cell_hash(first)
         try:
-            if digest != host.live_hash():
-                merged = host.merge(first)
-                merges += 1
-            else:
-                merged = MergedCell("(live model)", digest, None)
+            merged = host.merge(first)
+            merges += merged.fresh
         except Cancelled:
             break
         except AlloyError as e:

@@ -24,6 +24,7 @@ from lib_merge.methods.adjust import parse_adjust
 from lib_merge.paths import file_in_folders
 from lib_merge.recipe import parse_recipe, parse_vector, print_recipe, read_recipe_file
 from lib_merge.recipe.form import MergeSettings, build_recipe, method_for
+from lib_merge.recipe.nodes import Node
 from lib_merge.recipe.vectors import format_number
 
 AXES = ("x", "y", "z")
@@ -66,6 +67,10 @@ class XYZPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def label(self) -> str:
+        """One line for the queue: its axes and their values."""
+        return " | ".join(f"{name.upper()}: {spec.type} {spec.values}" for name, spec in self.axes())[:120]
 
     @classmethod
     def from_dict(cls, data: dict) -> XYZPlan:
@@ -119,7 +124,8 @@ class Cell:
     settings: MergeSettings | None
     recipe: str | None  # recipe text of a whole-recipe cell (merge id, recipe axes)
     gen: GenSettings
-    merge_key: str  # the canonical recipe text (model paths as given): equal keys merge once
+    merge_key: str  # the recipe's text (model paths as given): equal keys merge once
+    root: Node | None = None  # the cell's recipe, built and checked once, here
     dice_seed: int | None = None
     checker: str | None = None  # effective elemental checker: the item, "" for the baseline
     checker_axis: int | None = None  # 0, 1, 2 for X, Y, Z: the baseline cell has index 0 there
@@ -209,7 +215,7 @@ def _unchanged_a(s: MergeSettings, schema: BlockSchema) -> str | None:
         return None
     if s.adjust and any(parse_adjust(s.adjust).numbers):
         return None
-    alpha = s.alpha if s.alpha is not None else 0.5
+    alpha = s.alpha if s.alpha is not None else get_method("weighted_sum").param("alpha").default
     if s.blocks or s.preset:
         vector = parse_vector(s.blocks or s.preset, schema, default=alpha).vector
         zero = not any(vector.values) and not vector.vae
@@ -252,17 +258,18 @@ def _cell(plan, context, base, dice, chosen, index) -> Cell:
     if draft.settings is not None:
         if draft.settings.blocks:
             parse_vector(draft.settings.blocks, context.schema, default=draft.settings.alpha)
-        key = print_recipe(build_recipe(draft.settings))  # builds (and so checks) the recipe either way
-        key = _unchanged_a(draft.settings, context.schema) or key
+        root = build_recipe(draft.settings)  # builds (and so checks) the recipe either way
+        key = _unchanged_a(draft.settings, context.schema) or print_recipe(root)
     else:
         if not draft.recipe:
             raise PlanError("no merge settings and no recipe for the plot")
-        key = print_recipe(parse_recipe(draft.recipe))
+        root = parse_recipe(draft.recipe)
+        key = print_recipe(root)
     labels = tuple(v.label for _, v in chosen) + ("",) * (3 - len(chosen))
     axis = next((i for i, (t, _) in enumerate(chosen) if t == "elemental_checker"), None)
     batch = any(t == "prompt_batch" for t, _ in chosen)
-    return Cell(*index, labels, draft.settings, draft.recipe, draft.gen, key, draft.dice_seed, draft.checker, axis,
-                batch)  # fmt: skip
+    return Cell(*index, labels, draft.settings, draft.recipe, draft.gen, key, root, draft.dice_seed, draft.checker,
+                axis, batch)  # fmt: skip
 
 
 @dataclass
@@ -282,10 +289,17 @@ class _Draft:
             raise PlanError("this axis changes merge settings, but the plot runs a whole recipe")
         return self.settings
 
+    def default(self, name: str) -> float:
+        """The merge method's own default for `name`: the one a plain merge of these settings uses."""
+        spec = get_method(method_for(self.s.mode, self.s.calc))
+        if not spec.takes(name):
+            raise PlanError(f"mode {spec.name} has no parameter {name}")
+        return float(spec.param(name).default)
+
     def base_vector(self) -> list[float]:
         s = self.s
         spec = s.blocks or s.preset
-        alpha = s.alpha if s.alpha is not None else 0.5
+        alpha = s.alpha if s.alpha is not None else self.default("alpha")
         if not spec:
             return [alpha] * len(self.context.schema)
         parsed = parse_vector(spec, self.context.schema, default=alpha).vector
@@ -308,7 +322,7 @@ def _pinpoint_blocks(d: _Draft, slots, partner: str, value) -> None:
             vector = d.base_vector()
             d.s.blocks, d.s.preset = _vector_text(vector, names, slots, number), None
         else:
-            beta = d.s.beta if d.s.beta is not None else 0.5
+            beta = d.s.beta if d.s.beta is not None else d.default("beta")
             vector = (
                 list(parse_vector(d.s.beta_blocks, d.context.schema, default=beta).vector.values)
                 if d.s.beta_blocks

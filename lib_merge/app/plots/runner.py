@@ -22,7 +22,6 @@ from lib_merge.app.plots.plan import Cell, PlanContext, XYZPlan, expand, swept_f
 from lib_merge.app.ports import GenResult, GenSettings
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
 from lib_merge.arch.blocks import SCHEMAS
-from lib_merge.engine.bind import canonical_recipe
 from lib_merge.errors import ParameterError
 from lib_merge.io.source import file_schema
 from lib_merge.io.tempfiles import write_file, write_text
@@ -49,21 +48,12 @@ class WorkbenchPlotHost:
         if cell.dice_seed is not None:
             ui["dice_seed"] = cell.dice_seed
         save = SaveRequest(dtype=self.workbench.host.config().save_dtype) if self.save_models else None
-        if cell.settings is not None:
-            return MergeRequest(settings=cell.settings, ui=ui, save=save)
-        return MergeRequest(recipe=cell.recipe, ui=ui, save=save)
-
-    def cell_hash(self, cell: Cell) -> str:
-        root = self.workbench.recipe_of(self._request(cell))
-        return canonical_recipe(root, self.workbench.host.save_folder())[1]
-
-    def live_hash(self) -> str | None:
-        live = self.workbench.live
-        return live.recipe_hash if live is not None else None
+        # The cell's recipe was built (and checked) once, in the plan; its settings are what history logs.
+        return MergeRequest(settings=cell.settings, root=cell.root, ui=ui, save=save)
 
     def merge(self, cell: Cell) -> MergedCell:
         outcome = self.workbench.merge(self._request(cell))
-        return MergedCell(outcome.name, outcome.recipe_hash, outcome.history_id)
+        return MergedCell(outcome.name, outcome.recipe_hash, outcome.history_id, outcome.merged)
 
     def generate(self, gen: GenSettings) -> GenResult:
         return self.workbench.generate(self.gen_base.overlay(gen))

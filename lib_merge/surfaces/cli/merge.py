@@ -1,0 +1,198 @@
+"""`merge`: a recipe file, mode flags or a modern method into one file, with its history row."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lib_merge.surfaces.cli.common import canonical, load_recipe
+from lib_merge.surfaces.cli.errors import UsageError
+
+
+def _flags_settings(args):
+    from lib_merge.recipe.form import MergeSettings
+
+    a_only = args.calc in ("self", "random")
+    if a_only and not args.mode:
+        args.mode = "weighted_sum"
+    if not (args.a and (args.b or a_only) and args.mode):
+        raise UsageError("merge needs a recipe file, or --a, --b and --mode")
+    if args.blocks and args.preset:
+        raise UsageError("give either --blocks or --preset, not both")
+
+    def path(p: str | None) -> str | None:  # CLI paths are relative to the working folder
+        return os.path.abspath(p) if p and os.path.exists(p) else p
+
+    return MergeSettings(
+        path(args.a),
+        path(args.b),
+        args.mode,
+        path(args.c),
+        args.alpha,
+        args.beta,
+        args.blocks,
+        args.preset,
+        args.calc,
+        args.gamma,
+        args.seed,
+        args.elemental,
+        args.include,
+        args.exclude,
+        args.adjust,
+    )
+
+
+def _progress(args):
+    """A progress bar on a terminal: hashing (MB) and merging (keys, MB written), made at the first update."""
+    if args.no_progress or args.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(event) -> None:
+        bar = bars.get(event.phase)
+        if bar is None:  # hashing runs beside merging: one line each
+            if event.unit == "bytes":
+                options = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "desc": f"hashing {event.item}"}
+            else:
+                options = {"unit": "key", "desc": event.phase}
+            bar = bars[event.phase] = tqdm(
+                total=event.total, file=sys.stderr, leave=False, position=len(bars), **options
+            )
+        elif event.unit == "bytes" and bar.desc != f"hashing {event.item}":
+            bar.reset(total=event.total)
+            bar.set_description_str(f"hashing {event.item}", refresh=False)
+        bar.total = event.total
+        if event.unit == "keys":
+            bar.set_postfix_str(f"{event.bytes_done / 2**20:,.0f} MB written", refresh=False)
+        bar.update(event.done - bar.n)
+        if event.phase == "merging" and event.done >= event.total:
+            for each in reversed(list(bars.values())):  # the lower line first, as tqdm expects
+                each.close()
+
+    return update
+
+
+def _report_changes(root, args) -> None:
+    from lib_merge.engine.bind import bind_recipe
+    from lib_merge.engine.changes import elemental_changes, write_changes_csv
+
+    bound = bind_recipe(root, args.models_dir)
+    try:
+        changes = elemental_changes(bound)
+    finally:
+        bound.close()
+    if args.print_changes:
+        for change in changes:
+            print(change.line(), file=sys.stderr)
+        print(f"{len(changes)} keys changed by elemental entries", file=sys.stderr)
+    if args.changes_csv:
+        write_changes_csv(args.changes_csv, changes, args.overwrite)
+
+
+def cmd_merge(args) -> int:
+    from lib_merge.engine.options import EngineOptions
+    from lib_merge.engine.to_file import SaveOptions
+    from lib_merge.io.dtypes import parse_output_dtype
+    from lib_merge.recipe.form import MergeSettings, build_method_recipe, build_recipe
+    from lib_merge.recipe.printer import cast_dtype
+
+    if args.recipe and (args.a or args.b or args.mode or args.method):
+        raise UsageError("give a recipe file or --a/--b/--mode, not both")
+    if args.recipe:
+        form, root = None, load_recipe(args.recipe)
+    elif args.method:
+        form = _method_settings(args)
+        root = build_method_recipe(form)
+    else:
+        form = _flags_settings(args)
+        root = build_recipe(form)
+    if args.print_recipe:
+        print(canonical(root, args.models_dir).text, end="")
+        return 0
+    if not args.output:
+        raise UsageError("merge needs -o OUT")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    if isinstance(form, MergeSettings):
+        _warn_unused_alpha(form, args)
+    if args.print_changes or args.changes_csv:
+        _report_changes(root, args)
+    engine = EngineOptions(device=args.device, nonfinite=args.nonfinite, progress=_progress(args))
+    if args.threads:
+        engine.threads = args.threads
+    save = SaveOptions(
+        output=args.output,
+        dtype=parse_output_dtype(args.dtype or cast_dtype(root) or "fp16"),
+        overwrite=args.overwrite,
+        prune=not args.no_prune,
+        metadata=not args.no_metadata,
+        format=args.format,
+    )
+    result, row = _merge_and_log(root, save, engine, form, args)
+    if not args.quiet:
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+        for role, count in sorted(result.plan.kept_missing.items()):
+            print(f"note: {count} keys missing in {role} kept from A", file=sys.stderr)
+        if row is not None:
+            print(f"note: history id {row.id}", file=sys.stderr)
+    print(result.recipe_hash)
+    print(result.path)
+    return 0
+
+
+def _merge_and_log(root, save, engine, form, args):
+    """The merge and its history row, in the Workbench's row format."""
+    from lib_merge.app.history import history_file, settings_record
+    from lib_merge.app.history.record import merge_and_log
+    from lib_merge.io.dtypes import output_dtype_name
+
+    saved_as = {
+        "name": os.path.basename(save.output),
+        "dtype": output_dtype_name(save.dtype),
+        "format": save.format,
+        "prune": save.prune,
+        "overwrite": save.overwrite,
+    }
+    record = settings_record(form, save=saved_as, device=args.device, recipe_file=args.recipe)
+
+    def warn(text: str) -> None:
+        print(f"warning: {text}", file=sys.stderr)
+
+    history = None if args.no_history else history_file()
+    return merge_and_log(root, save, engine, args.models_dir, history, record, warn)
+
+
+def _warn_unused_alpha(settings, args) -> None:
+    """--alpha fills only the blocks a vector leaves open: say so when it fills none."""
+    from lib_merge.recipe.form import vector_covers_every_block
+
+    if args.alpha is None or not (args.blocks or args.preset) or args.quiet:
+        return
+    if vector_covers_every_block(settings):
+        print(f"warning: --alpha {args.alpha:g} is not used: the block vector sets every block", file=sys.stderr)
+
+
+def _method_settings(args):
+    from lib_merge.recipe.form import MethodSettings
+
+    if not args.a or not args.models:
+        raise UsageError("--method needs --a BASE and --models M1 [M2 ...]")
+    if args.mode or args.b or args.c:
+        raise UsageError("give --method with --a and --models, not --mode/--b/--c")
+
+    def path(p: str) -> str:
+        return os.path.abspath(p) if os.path.exists(p) else p
+
+    return MethodSettings(
+        path(args.a),
+        [path(m) for m in args.models],
+        args.method,
+        args.alpha,
+        args.density,
+        args.p,
+        args.epsilon,
+        args.seed,
+    )

@@ -1,0 +1,201 @@
+"""The command line's arguments: one parser, with help read from the method registry when shown."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from lib_merge.surfaces.cli.errors import UsageError
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (inf and nan are refused before anything is read)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+class _FromRegistry(str):
+    """Help text made from the method registry only when help is shown (the registry imports torch)."""
+
+    def __new__(cls, render):
+        text = super().__new__(cls, "(see the method registry)")
+        text.render = render
+        return text
+
+
+class _Formatter(argparse.HelpFormatter):
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if isinstance(action.help, _FromRegistry):
+            return action.help.render().replace("%", "%%")
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # one clear line, exit code 2
+        raise UsageError(message)
+
+
+def _param_help(name: str, suffix: str = "") -> _FromRegistry:
+    """--NAME's help: the methods that take the parameter, with their defaults and ranges."""
+
+    def render() -> str:
+        from lib_merge.methods import METHODS
+        from lib_merge.recipe.printer import format_param
+
+        groups: dict[str, list[str]] = {}  # "0.5" or "0.5, 0 to 1" -> the methods with that default
+        for spec in METHODS.values():
+            if spec.takes(name) and spec.kind != "op":
+                p = spec.param(name)
+                low, high = (int(p.low), int(p.high)) if p.integer else (p.low, p.high)
+                bounds = f", {low:g} to {high:g}" if p.enforce and not p.integer else ""
+                bounds = f", {low} to {high}" if p.enforce and p.integer else bounds
+                groups.setdefault(format_param(p.default, p) + bounds, []).append(spec.name)
+        return "; ".join(f"{', '.join(names)}: default {text}" for text, names in groups.items()) + suffix
+
+    return _FromRegistry(render)
+
+
+def _names_help(kind: str, prefix: str = "") -> _FromRegistry:
+    def render() -> str:
+        from lib_merge.methods import MODE_ALIASES, names_of_kind
+
+        names = names_of_kind(kind)
+        aliases = [f"{alias}={name}" for alias, name in MODE_ALIASES.items() if name in names]
+        return prefix + " | ".join(names) + (f" (short: {', '.join(aliases)})" if aliases else "")
+
+    return _FromRegistry(render)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m lib_merge", description="Alloy: streaming model merges for Stable Diffusion")
+    p.add_argument("--models-dir", help="folder that relative model paths in recipes resolve against")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    m = sub.add_parser("merge", help="merge models (from a recipe file or from flags) into a file")
+    m.add_argument("recipe", nargs="?", help="recipe file (.alloy)")
+    m.add_argument("--a", help="model A (primary)")
+    m.add_argument("--b", help="model B")
+    m.add_argument("--c", help="model C")
+    m.add_argument("--mode", help=_names_help("mode"))
+    m.add_argument("--alpha", type=finite_float, help=_param_help("alpha"))
+    m.add_argument("--beta", type=finite_float, help=_param_help("beta"))
+    m.add_argument(
+        "--calc",
+        default="normal",
+        help="calc mode: normal, trainDifference, smoothAdd, smoothAddMT, extract, tensor, tensor2, self, random",
+    )
+    m.add_argument("--gamma", type=finite_float, help=_param_help("gamma"))
+    m.add_argument("--seed", type=whole_number, help=_param_help("seed", "; also elemental R/U/X"))
+    m.add_argument("--elemental", help='elemental rules, "Blocks:Elements:Ratio, …"')
+    m.add_argument("--include", help='merge only these: blocks, VAE, Adjust, key substrings ("OUT03 attn2")')
+    m.add_argument("--exclude", help="merge all but these (same words as --include)")
+    m.add_argument("--adjust", help='"IN,OUT,OUT2,CONT,BRI,COL1,COL2,COL3" after the merge')
+    m.add_argument("--models", nargs="+", help="further models of a modern or N-model method (--a is the base)")
+    m.add_argument("--method", help=_names_help("method", "a modern or N-model method: "))
+    m.add_argument("--density", type=finite_float, help=_param_help("density"))
+    m.add_argument("--p", type=finite_float, help=_param_help("p", " (drop probability)"))
+    m.add_argument("--epsilon", type=finite_float, help=_param_help("epsilon"))
+    m.add_argument("--blocks", help='alpha as a block vector: "IN00=0.3 OUT05-OUT11=1 *=0.5" or 26/20 values')
+    m.add_argument("--preset", help="alpha as a block-weight preset name")
+    m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: a recipe's cast(…), else fp16")
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--threads", type=whole_number)
+    m.add_argument("-o", "--output", help="output .safetensors file")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    m.add_argument("--no-prune", action="store_true", help="keep EMA, schedule buffers and extra keys of A")
+    m.add_argument("--no-metadata", action="store_true")
+    m.add_argument("--format", default="safetensors", choices=["safetensors", "ckpt"])
+    m.add_argument("--nonfinite", default="error", choices=["error", "keep_a", "ignore"])
+    m.add_argument("--print-recipe", action="store_true", help="print the canonical recipe and exit")
+    m.add_argument(
+        "--print-changes",
+        action="store_true",
+        help="list every key whose alpha an elemental entry overrides (key  slot  old → new  (entry n))",
+    )
+    m.add_argument("--changes-csv", metavar="FILE", help="write that list as CSV")
+
+    m.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
+
+    h = sub.add_parser("history", help="the merge history: list, search, show")
+    hsub = h.add_subparsers(dest="history_command", required=True, parser_class=_Parser)
+    hl = hsub.add_parser("list", help="the newest rows")
+    hl.add_argument("--limit", type=whole_number, default=20)
+    hs = hsub.add_parser("search", help="rows containing all the words (or any, with --or)")
+    hs.add_argument("words", nargs="+")
+    hs.add_argument("--or", dest="any_word", action="store_true")
+    hw = hsub.add_parser("show", help="one row with its settings and recipe (-1 = the last)")
+    hw.add_argument("id", type=whole_number)
+    for history_parser in (hl, hs, hw):
+        history_parser.add_argument(
+            "--file", help="read this history file (e.g. a history.csv.damaged-… moved aside) instead"
+        )
+    hi = hsub.add_parser("import-supermerger", help="append SuperMerger's mergehistory.csv to the history")
+    hi.add_argument("file")
+
+    r = sub.add_parser("recipe", help="print, hash or compose a recipe")
+    r.add_argument("action", choices=["print", "hash", "compose", "from-mecha"])
+    r.add_argument("file")
+    r.add_argument(
+        "-p",
+        dest="params",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        default=[],
+        help="compose: fill the template parameter NAME with a number, model or recipe file",
+    )
+    r.add_argument("-o", "--output", help="compose, from-mecha: write the recipe here instead of printing it")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
+
+    i = sub.add_parser("inspect", help="architecture, components, keys, dtypes and size of a checkpoint")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+
+    n = sub.add_parser("info", help="architectures and block schemas; or detection results for a file")
+    n.add_argument("target", nargs="?", help="an architecture id or a checkpoint file")
+    n.add_argument("-v", "--verbose", action="store_true", help="list the keys of every block")
+    sub.add_parser("methods", help="every merge method and calc mode with its inputs and parameters")
+
+    u = sub.add_parser("ui", help="the Alloy tabs in a browser, without the WebUI (merges go to files)")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (another than 127.0.0.1 needs --auth)")
+    u.add_argument("--port", type=whole_number, default=7870)
+    u.add_argument("--auth", metavar="USER:PASS", help="HTTP Basic credentials for the page and the HTTP API")
+    u.add_argument("--insecure", action="store_true", help="bind another address without --auth anyway")
+
+    c = sub.add_parser("clean", help="remove temporary files that killed merges left behind")
+    c.add_argument("folder", nargs="?", help="default: --models-dir, $ALLOY_MODELS_DIR or the current folder")
+
+    x = sub.add_parser("xyz", help="an XYZ plot plan (JSON): check it and print its cells")
+    x.add_argument("plan", help="plan JSON: x/y/z axes {type, values}, merge settings, gen overrides, dice")
+    x.add_argument("--host", choices=["none"], default="none", help="none: a dry run that prints the cells")
+    x.add_argument("--schema", help="block schema (sd1, sdxl, flux…); default: detected from model A")
+
+    s = sub.add_parser("synth", help="write a random-weight checkpoint with an architecture's real keys")
+    s.add_argument("arch", choices=["sd1", "sd2", "sdxl", "flux"])
+    s.add_argument("output")
+    s.add_argument("--scale", type=whole_number, default=32, help="divide large dimensions by this (1 = full size)")
+    s.add_argument("--seed", type=whole_number, default=0)
+    s.add_argument(
+        "--channels", type=int, choices=[4, 8, 9], default=4, help="UNet input channels (9 = inpainting, 8 = pix2pix)"
+    )
+    s.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
+    s.add_argument("--overwrite", action="store_true")
+    return p
