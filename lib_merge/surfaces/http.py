@@ -62,145 +62,160 @@ def request_from_body(body: Any) -> MergeRequest:
     return MergeRequest(settings=MergeSettings(**flags), wait=wait, save=save)
 
 
-def add_routes(
-    app, workbench: Workbench, credentials: dict[str, str] | None = None, desk: PlotDesk | None = None
-) -> None:
-    """Every route under /alloy/v1, behind HTTP Basic when `credentials` are given; plots, the queue and
-    stop go through `desk` (shared with the XYZ tab when the caller has one)."""
-    desk = desk or PlotDesk(workbench)
-    from fastapi import Body, Depends, HTTPException
-    from fastapi.responses import JSONResponse
-    from fastapi.security import HTTPBasic
+class Api:
+    """What each route does, without FastAPI: a decoded JSON body (or query) in, a JSON-ready dict out."""
 
-    dependencies = []
-    if credentials:
-        basic = HTTPBasic()
+    def __init__(self, workbench: Workbench, desk: PlotDesk):
+        self.workbench = workbench
+        self.desk = desk
 
-        def check(given=Depends(basic)) -> None:  # noqa: B008
-            expected = credentials.get(given.username)
-            if expected is None or not secrets.compare_digest(given.password, expected):
-                raise HTTPException(401, "Incorrect username or password", {"WWW-Authenticate": "Basic"})
+    def merge(self, body: Any) -> dict:
+        outcome = self.workbench.merge(request_from_body(body))
+        return {
+            "name": outcome.name,
+            "hash": outcome.recipe_hash,
+            "history_id": outcome.history_id,
+            "seconds": round(outcome.seconds, 3),
+            "path": outcome.path,
+            "message": outcome.message,
+        }
 
-        dependencies = [Depends(check)]
+    def restore(self, body: Any) -> dict:
+        return {"message": self.workbench.restore()}
 
-    def answer(fn):
-        try:
-            return fn()
-        except BusyError as e:
-            return JSONResponse({"error": str(e)}, status_code=409)
-        except (AlloyError, ValueError, TypeError) as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
+    def save(self, body: Any) -> dict:
+        given = json_object(body)
+        request = SaveRequest(
+            name=str(given.get("name") or ""),
+            dtype=str(given.get("dtype") or self.workbench.host.config().save_dtype),
+            format=str(given.get("format") or "safetensors"),
+            prune=bool(given.get("prune", True)),
+            overwrite=bool(given.get("overwrite", False)),
+        )
+        return {"path": self.workbench.save_current(request)}
 
-    def merge(body: Any = Body(default=None)):  # noqa: B008
-        def run():
-            outcome = workbench.merge(request_from_body(body))
-            return {
-                "name": outcome.name,
-                "hash": outcome.recipe_hash,
-                "history_id": outcome.history_id,
-                "seconds": round(outcome.seconds, 3),
-                "path": outcome.path,
-                "message": outcome.message,
-            }
+    def history(self, q: str = "", any_word: bool = False, limit: int = 0) -> dict:
+        log = read_history(self.workbench.history_path())
+        rows = search_history(log.rows, q, any_word) if q else log.rows
+        if limit > 0:
+            rows = rows[-limit:]
+        return {"rows": [_row(r) for r in rows], "skipped": log.skipped}
 
-        return answer(run)
+    def xyz(self, body: Any) -> dict:
+        return run_xyz_body(self.desk, json_object(body))
 
-    def restore():
-        return answer(lambda: {"message": workbench.restore()})
+    def xyz_reserve(self, body: Any) -> dict:
+        ids = self.desk.reserve(XYZPlan.from_dict(json_object(body)))
+        return {"id": ids[0], "ids": ids}
 
-    def save(body: Any = Body(default=None)):  # noqa: B008
-        def run():
-            body_ = json_object(body)
-            request = SaveRequest(
-                name=str(body_.get("name") or ""),
-                dtype=str(body_.get("dtype") or workbench.host.config().save_dtype),
-                format=str(body_.get("format") or "safetensors"),
-                prune=bool(body_.get("prune", True)),
-                overwrite=bool(body_.get("overwrite", False)),
-            )
-            return {"path": workbench.save_current(request)}
+    def xyz_queue(self, body: Any) -> dict:
+        rows = [
+            {"id": r.id, "status": r.status, "summary": r.label, "created": r.created, "message": r.message}
+            for r in self.desk.rows()
+        ]
+        return {"rows": rows, "running": self.desk.queue_running()}
 
-        return answer(run)
+    def xyz_queue_start(self, body: Any) -> dict:
+        started = self.desk.start_queue()
+        return {"started": started, "message": "started" if started else "the queue is already running"}
 
-    def history(q: str = "", any_word: bool = False, limit: int = 0):
-        def run():
-            log = read_history(workbench.history_path())
-            rows = search_history(log.rows, q, any_word) if q else log.rows
-            if limit > 0:
-                rows = rows[-limit:]
-            return {
-                "rows": [
-                    {
-                        "id": r.id,
-                        "time": r.time,
-                        "name": r.name,
-                        "hash": r.recipe_hash,
-                        "models": r.models,
-                        "settings": r.settings,
-                        "output": r.output,
-                        "recipe": r.recipe,
-                    }
-                    for r in rows
-                ],
-                "skipped": log.skipped,
-            }
+    def stop(self, body: Any) -> dict:
+        stopped = self.desk.stop()
+        return {"stopped": stopped, "message": f"stopping the {' and the '.join(stopped)}" if stopped else "idle"}
 
-        return answer(run)
-
-    def xyz(body: Any = Body(default=None)):  # noqa: B008
-        return answer(lambda: run_xyz_body(desk, json_object(body)))
-
-    def xyz_reserve(body: Any = Body(default=None)):  # noqa: B008
-        def run():
-            ids = desk.reserve(XYZPlan.from_dict(json_object(body)))
-            return {"id": ids[0], "ids": ids}
-
-        return answer(run)
-
-    def xyz_queue():
-        def run():
-            rows = [
-                {"id": r.id, "status": r.status, "summary": r.label, "created": r.created, "message": r.message}
-                for r in desk.rows()
-            ]
-            return {"rows": rows, "running": desk.queue_running()}
-
-        return answer(run)
-
-    def xyz_queue_start():
-        def run():
-            started = desk.start_queue()
-            return {"started": started, "message": "started" if started else "the queue is already running"}
-
-        return answer(run)
-
-    def stop():
-        def run():
-            stopped = desk.stop()
-            return {"stopped": stopped, "message": f"stopping the {' and the '.join(stopped)}" if stopped else "idle"}
-
-        return answer(run)
-
-    def status():
-        live = workbench.live
+    def status(self, body: Any) -> dict:
+        live = self.workbench.live
         return {
             "merged": live is not None,
             "name": live.name if live else None,
             "hash": live.recipe_hash if live else None,
             "history_id": live.history_id if live else None,
-            "progress": workbench.progress.text(),
+            "progress": self.workbench.progress.text(),
         }
 
-    app.add_api_route(f"{PREFIX}/merge", merge, methods=["POST"], dependencies=dependencies)
-    app.add_api_route(f"{PREFIX}/restore", restore, methods=["POST"], dependencies=dependencies)
-    app.add_api_route(f"{PREFIX}/save", save, methods=["POST"], dependencies=dependencies)
+
+# (HTTP method, path under PREFIX, Api method); GET /history takes query parameters instead of a body.
+ROUTES = (
+    ("POST", "/merge", "merge"),
+    ("POST", "/restore", "restore"),
+    ("POST", "/save", "save"),
+    ("POST", "/xyz", "xyz"),
+    ("POST", "/xyz/reserve", "xyz_reserve"),
+    ("GET", "/xyz/queue", "xyz_queue"),
+    ("POST", "/xyz/queue/start", "xyz_queue_start"),
+    ("POST", "/stop", "stop"),
+    ("GET", "/status", "status"),
+)
+
+
+def add_routes(
+    app, workbench: Workbench, credentials: dict[str, str] | None = None, desk: PlotDesk | None = None
+) -> None:
+    """Every route under /alloy/v1, behind HTTP Basic when `credentials` are given; plots, the queue and
+    stop go through `desk` (shared with the XYZ tab when the caller has one)."""
+    from fastapi import Body
+
+    api = Api(workbench, desk or PlotDesk(workbench))
+    dependencies = _basic_auth(credentials) if credentials else []
+
+    def endpoint(method: str, work):
+        if method == "GET":
+            return lambda: _answer(lambda: work(None))
+
+        def with_body(body: Any = Body(default=None)):  # noqa: B008
+            return _answer(lambda: work(body))
+
+        return with_body
+
+    for method, path, name in ROUTES:
+        app.add_api_route(
+            PREFIX + path, endpoint(method, getattr(api, name)), methods=[method], dependencies=dependencies
+        )
+
+    def history(q: str = "", any_word: bool = False, limit: int = 0):
+        return _answer(lambda: api.history(q, any_word, limit))
+
     app.add_api_route(f"{PREFIX}/history", history, methods=["GET"], dependencies=dependencies)
-    app.add_api_route(f"{PREFIX}/xyz", xyz, methods=["POST"], dependencies=dependencies)
-    app.add_api_route(f"{PREFIX}/xyz/reserve", xyz_reserve, methods=["POST"], dependencies=dependencies)
-    app.add_api_route(f"{PREFIX}/xyz/queue", xyz_queue, methods=["GET"], dependencies=dependencies)
-    app.add_api_route(f"{PREFIX}/xyz/queue/start", xyz_queue_start, methods=["POST"], dependencies=dependencies)
-    app.add_api_route(f"{PREFIX}/stop", stop, methods=["POST"], dependencies=dependencies)
-    app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], dependencies=dependencies)
+
+
+def _basic_auth(credentials: dict[str, str]) -> list:
+    """The dependency the WebUI's own API routes get from --api-auth, rebuilt for ours."""
+    from fastapi import Depends, HTTPException
+    from fastapi.security import HTTPBasic
+
+    basic = HTTPBasic()
+
+    def check(given=Depends(basic)) -> None:  # noqa: B008
+        expected = credentials.get(given.username)
+        if expected is None or not secrets.compare_digest(given.password, expected):
+            raise HTTPException(401, "Incorrect username or password", {"WWW-Authenticate": "Basic"})
+
+    return [Depends(check)]
+
+
+def _answer(work):
+    """The route's answer: its dict, or {"error": …} with 409 (busy) or 400 (anything the user can fix)."""
+    from fastapi.responses import JSONResponse
+
+    try:
+        return work()
+    except BusyError as e:
+        return JSONResponse({"error": str(e)}, status_code=409)
+    except (AlloyError, ValueError, TypeError) as e:
+        return JSONResponse({"error": str(e)}, status_code=400)
+
+
+def _row(r) -> dict:
+    return {
+        "id": r.id,
+        "time": r.time,
+        "name": r.name,
+        "hash": r.recipe_hash,
+        "models": r.models,
+        "settings": r.settings,
+        "output": r.output,
+        "recipe": r.recipe,
+    }
 
 
 def run_xyz_body(desk: PlotDesk, body: dict) -> dict:

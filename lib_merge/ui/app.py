@@ -185,6 +185,16 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
             merge_and_gen, inputs + gen_parts["inputs"], [status, recipe, footer, parts["gallery"], parts["infotext"]]
         )
 
+    _wire_buttons(workbench, form, parts)
+    _wire_recipe_box(form, parts)
+    history_tab.wire(workbench, form, history, recipe)
+
+
+def _wire_buttons(workbench: Workbench, form: Form, parts: dict) -> None:
+    """Stop, Restore, Save current merge and Clear cache: one call each, the answer in the status line."""
+    inputs = form.components()
+    status, footer = parts["status"], parts["footer"]
+
     def guarded(fn):
         def call(*args):
             try:
@@ -204,6 +214,12 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
         return workbench.clear_cache(), footer_text(workbench)
 
     parts["clear_cache"].click(clear_cache, [], [status, footer])
+
+
+def _wire_recipe_box(form: Form, parts: dict) -> None:
+    """The recipe box: fill it from the settings; a template's open parameters get their fields."""
+    inputs = form.components()
+    status, recipe = parts["status"], form.widgets["recipe"]
 
     def show_recipe(*raw):
         try:
@@ -225,8 +241,6 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
         ]
 
     recipe.change(template_fields, [recipe], fields)
-
-    history_tab.wire(workbench, form, history, recipe)
 
 
 def _gen_settings_fn(host, gen_parts: dict):

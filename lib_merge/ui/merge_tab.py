@@ -38,7 +38,9 @@ def build(
     with gr.Row():
         for name in ("alpha", "beta", "gamma"):
             widgets[name] = _slider(name)
-        widgets["seed"] = gr.Textbox(value="0", label="seed (random, elemental R/U/X)", elem_id="alloy_seed")
+        widgets["seed"] = gr.Textbox(
+            value="0", max_lines=1, label="seed (random, elemental R/U/X)", elem_id="alloy_seed"
+        )
     with gr.Accordion("Modern and N-model methods (A is the base; B, C and more models follow)", open=False):
         with gr.Row():
             widgets["method"] = gr.Dropdown(

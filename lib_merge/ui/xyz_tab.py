@@ -148,6 +148,37 @@ def wire(desk: PlotDesk, form, parts: dict, dice_parts: dict, gen_inputs: list, 
 
     dice_parts["dice_run"].click(dice_run, inputs, outputs + [dice_parts["dice_status"]])
 
+    def stop():
+        stopped = desk.stop()
+        return f"Stopping the {' and the '.join(stopped)} after the current cell…" if stopped else "Nothing runs."
+
+    parts["stop"].click(stop, [], [parts["status"]], queue=False)
+
+    def check(*raw):
+        try:
+            return desk.check(current_plan(raw)).text()
+        except Exception as e:  # noqa: BLE001
+            return error_text(e)
+
+    parts["check"].click(check, inputs, [parts["status"]])
+
+    def reserve(*raw):
+        try:
+            ids = desk.reserve(current_plan(raw))
+            return f"Reserved {len(ids)} plot(s).", queue_table(desk)
+        except Exception as e:  # noqa: BLE001
+            return error_text(e), update()
+
+    parts["reserve"].click(reserve, inputs, [parts["status"], parts["queue"]])
+
+    _wire_dice(desk, dice_parts, inputs, split_raw)
+    _wire_queue(desk, parts)
+    _wire_presets(desk, parts)
+
+
+def _wire_dice(desk: PlotDesk, dice_parts: dict, inputs: list, split_raw) -> None:
+    """Dice's Roll (a preview of one roll) and Save E-list; its Run is a plot, wired with Run."""
+
     def dice_preview(*raw):
         try:
             form_values, _, dice, _ = split_raw(raw)
@@ -174,28 +205,9 @@ def wire(desk: PlotDesk, form, parts: dict, dice_parts: dict, gen_inputs: list, 
 
     dice_parts["dice_elist"].click(save_elist, [], [dice_parts["dice_status"]])
 
-    def stop():
-        stopped = desk.stop()
-        return f"Stopping the {' and the '.join(stopped)} after the current cell…" if stopped else "Nothing runs."
 
-    parts["stop"].click(stop, [], [parts["status"]], queue=False)
-
-    def check(*raw):
-        try:
-            return desk.check(current_plan(raw)).text()
-        except Exception as e:  # noqa: BLE001
-            return error_text(e)
-
-    parts["check"].click(check, inputs, [parts["status"]])
-
-    def reserve(*raw):
-        try:
-            ids = desk.reserve(current_plan(raw))
-            return f"Reserved {len(ids)} plot(s).", queue_table(desk)
-        except Exception as e:  # noqa: BLE001
-            return error_text(e), update()
-
-    parts["reserve"].click(reserve, inputs, [parts["status"], parts["queue"]])
+def _wire_queue(desk: PlotDesk, parts: dict) -> None:
+    """The reservation queue's buttons: start, and the row edits by id."""
 
     def start_queue():
         text = "Queue started in the background." if desk.start_queue() else "The queue is already running."
@@ -225,7 +237,6 @@ def wire(desk: PlotDesk, form, parts: dict, dice_parts: dict, gen_inputs: list, 
     }
     for name, action in edits.items():
         parts[name].click(edit(action), [parts["queue_id"]], [parts["status"], parts["queue"]])
-    _wire_presets(desk, parts)
 
 
 def queue_table(desk: PlotDesk) -> list[list]:

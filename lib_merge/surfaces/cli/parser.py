@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
+    _merge_command(sub)
+    _history_command(sub)
+    _other_commands(sub)
+    return p
+
+
+def _merge_command(sub) -> None:
     m = sub.add_parser("merge", help="merge models (from a recipe file or from flags) into a file")
     m.add_argument("recipe", nargs="?", help="recipe file (.alloy)")
     m.add_argument("--a", help="model A (primary)")
@@ -134,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
 
+
+def _history_command(sub) -> None:
     h = sub.add_parser("history", help="the merge history: list, search, show")
     hsub = h.add_subparsers(dest="history_command", required=True, parser_class=_Parser)
     hl = hsub.add_parser("list", help="the newest rows")
@@ -150,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     hi = hsub.add_parser("import-supermerger", help="append SuperMerger's mergehistory.csv to the history")
     hi.add_argument("file")
 
+
+def _other_commands(sub) -> None:
+    """recipe, inspect, info, methods, ui, clean, xyz, synth."""
     r = sub.add_parser("recipe", help="print, hash or compose a recipe")
     r.add_argument("action", choices=["print", "hash", "compose", "from-mecha"])
     r.add_argument("file")
@@ -198,4 +210,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
     s.add_argument("--overwrite", action="store_true")
-    return p
