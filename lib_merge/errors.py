@@ -135,3 +135,11 @@ class PlanError(_RecipeProblem):
 
 class HistoryError(_OutputProblem):
     """The history file cannot be read or written (a merge that succeeded still stands)."""
+
+
+class LoraFormatError(_InputProblem):
+    """A LoRA file whose keys or shapes are no LoRA format Alloy reads."""
+
+
+class LoraMismatchError(_InputProblem):
+    """A LoRA made for another base: too many of its modules have no target in the checkpoint."""

@@ -35,3 +35,39 @@ def build_model(state: dict[str, torch.Tensor], dtype: torch.dtype, hijack: bool
         else:
             module.register_buffer(leaf, value.clone())
     return root
+
+
+def write_lora(path, checkpoint, names, rank: int = 2, alpha: float | None = None, seed: int = 0) -> dict:
+    """A kohya LoRA (LoCon for convs) for a miniature checkpoint: each named module gets up/down factors of
+    `rank` that fit its target's shape there. Returns {module: target key}."""
+    from safetensors.torch import save_file
+
+    from lib_merge.io.source import SourceModel
+    from lib_merge.lora.keymap import KeyMap
+
+    source = SourceModel(str(checkpoint))
+    try:
+        shapes = {k: tuple(source.info(k).shape) for k in source.keys}
+    finally:
+        source.close()
+    keymap = KeyMap(shapes)
+    generator = torch.Generator().manual_seed(seed)
+    tensors, targets = {}, {}
+    for name in names:
+        target = keymap.target(name)
+        assert target is not None, name
+        shape = shapes[target.key]
+        rows = target.rows[1] - target.rows[0] if target.rows else shape[0]
+        if len(shape) == 4:
+            down = torch.randn(rank, shape[1], *shape[2:], generator=generator)
+            up = torch.randn(rows, rank, 1, 1, generator=generator)
+        else:
+            down = torch.randn(rank, shape[1], generator=generator)
+            up = torch.randn(rows, rank, generator=generator)
+        tensors[f"{name}.lora_down.weight"] = (down * 0.1).half()
+        tensors[f"{name}.lora_up.weight"] = (up * 0.1).half()
+        if alpha is not None:
+            tensors[f"{name}.alpha"] = torch.tensor(float(alpha))
+        targets[name] = target.key
+    save_file(tensors, str(path))
+    return targets

@@ -15,18 +15,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from structure_report import cycles, module_graph, package_graph, package_of, read_package  # noqa: E402
 
 MODULES = read_package("lib_merge")
-CORE = ("app", "engine", "recipe", "io", "methods", "arch")
+CORE = ("app", "engine", "recipe", "io", "lora", "methods", "arch")
 # What each layer may import from the project (besides the foundation modules errors and paths).
 ALLOWED = {
     "arch": set(),
     "methods": set(),
     "recipe": {"methods", "arch"},
     "io": {"arch"},
-    "engine": {"recipe", "io", "methods", "arch"},
-    "app": {"engine", "recipe", "io", "methods", "arch"},
-    "host": {"app", "engine", "recipe", "io", "methods", "arch"},
-    "ui": {"app", "engine", "recipe", "io", "methods", "arch"},
-    "surfaces": {"host", "ui", "app", "engine", "recipe", "io", "methods", "arch"},
+    "lora": {"io", "methods", "arch"},
+    "engine": {"recipe", "io", "lora", "methods", "arch"},
+    "app": {"engine", "recipe", "io", "lora", "methods", "arch"},
+    "host": {"app", "engine", "recipe", "io", "lora", "methods", "arch"},
+    "ui": {"app", "engine", "recipe", "io", "lora", "methods", "arch"},
+    "surfaces": {"host", "ui", "app", "engine", "recipe", "io", "lora", "methods", "arch"},
 }
 FOUNDATION = {"lib_merge", "lib_merge.errors", "lib_merge.paths", "lib_merge.__main__"}
 FORBIDDEN_OUTSIDE = {"gradio", "fastapi", "starlette", "uvicorn", "modules", "modules_forge", "networks"}

@@ -100,6 +100,10 @@ class Host(Protocol):
 
     def save_folder(self) -> str: ...
 
+    def lora_folder(self) -> str:
+        """Where the user's LoRA files are (the WebUI's Lora folder)."""
+        ...
+
     def exclusive(self) -> AbstractContextManager:
         """Held while the live model changes or generates (the host's own job lock)."""
         ...

@@ -31,6 +31,16 @@ class MergeRequest:
 
 
 @dataclass
+class LoraBakeRequest:
+    """LoRAs baked into the loaded model (onto the live merge, if there is one) or into `model`."""
+
+    loras: list[str]  # "name:strength[:blocks]" lines
+    model: str | None = None  # a checkpoint title instead of the loaded model (the standalone app)
+    save: SaveRequest | None = None
+    wait: bool = True
+
+
+@dataclass
 class MergeOutcome(CarriesRecipe):
     name: str
     recipe: HashedRecipe

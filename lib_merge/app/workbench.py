@@ -24,10 +24,11 @@ from lib_merge.app.history import (
     try_append_history,
 )
 from lib_merge.app.history.record import merge_and_log
+from lib_merge.app.lora import find_lora, lora_recipe
 from lib_merge.app.naming import EXTENSIONS, auto_name, custom_file_name
 from lib_merge.app.ports import GenResult, GenSettings, Host, MergeIdentity
 from lib_merge.app.progress import Progress
-from lib_merge.app.requests import LiveMerge, MergeOutcome, MergeRequest, SaveRequest
+from lib_merge.app.requests import LiveMerge, LoraBakeRequest, MergeOutcome, MergeRequest, SaveRequest
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
 from lib_merge.engine.live import LiveBackup, merge_into_model
 from lib_merge.engine.options import CancelToken, EngineOptions
@@ -36,12 +37,13 @@ from lib_merge.engine.to_file import SaveOptions
 from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
 from lib_merge.io.cache import CacheStats, TensorCache
 from lib_merge.io.dtypes import parse_output_dtype
+from lib_merge.io.source import file_schema
 from lib_merge.io.tempfiles import clean_stale
 from lib_merge.paths import file_in_folders, inside_folder, user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.form import compile_form
 from lib_merge.recipe.hashed import HashedRecipe
-from lib_merge.recipe.nodes import ModelRef, Node, replace_models
+from lib_merge.recipe.nodes import ModelRef, Node, primary_model, replace_models
 
 AUTO_CACHE_CAP = 16 * 2**30
 
@@ -295,6 +297,24 @@ class Workbench:
                     MergeIdentity(self.live.name, self.live.recipe_hash, self.live.base_path)
                 )  # the host's refresh may have dropped the entry
             return self.host.generate(gen, extra)
+
+    def bake_loras(self, request: LoraBakeRequest) -> MergeOutcome:
+        """LoRAs onto the loaded model: on top of the live merge when there is one (its recipe, one bind),
+        else onto the loaded checkpoint; `model` names another checkpoint instead."""
+        live = self.live if self.host.can_patch else None
+        if request.model:
+            base: Node = ModelRef(request.model)
+        elif live is not None:
+            base = live.recipe.root
+        elif self.host.loaded_file():
+            base = ModelRef(self.host.loaded_file())
+        else:
+            raise ParameterError("no model is loaded: choose the model to bake the LoRAs into")
+        schema = file_schema(self.host.resolve_checkpoint(primary_model(base).path))
+        folder = self.host.lora_folder()
+        root = lora_recipe(base, request.loras, lambda name: find_lora(name, folder), schema.id if schema else None)
+        ui = {"loras": list(request.loras)}
+        return self.merge(MergeRequest(root=root, save=request.save, ui=ui, wait=request.wait))
 
     def busy(self) -> bool:
         """Whether a merge (or a save) holds the live model now."""

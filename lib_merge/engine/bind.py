@@ -21,8 +21,10 @@ from lib_merge.errors import (
     RecipeError,
 )
 from lib_merge.io.source import SourceModel
+from lib_merge.lora.bake import BoundLora, bind_lora
 from lib_merge.methods import METHODS
 from lib_merge.methods.adjust import AdjustValues
+from lib_merge.methods.lora import LoraRef
 from lib_merge.recipe.elemental import Elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.hashed import HashedRecipe, role_name
@@ -107,7 +109,9 @@ def bind_recipe(root: Node, models_dir: str | None = None) -> BoundRecipe:
         _check_compatible([(r, sources[r]) for r in ordered])
         schema = schema_for(sources[ordered[0]].arch.id)
         notes: list[str] = []
-        new_root = _rebuild(root, bound_refs, schema, sources[ordered[0]].arch, notes)
+        primary = sources[ordered[0]]
+        loras = _lora_binder(primary, models_dir, notes)
+        new_root = _rebuild(root, bound_refs, schema, primary.arch, notes, loras)
         return BoundRecipe(new_root, sources, schema, notes)
     except BaseException:
         for s in opened.values():
@@ -115,7 +119,25 @@ def bind_recipe(root: Node, models_dir: str | None = None) -> BoundRecipe:
         raise
 
 
-def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo, notes: list[str]) -> Node:
+def _lora_binder(primary: SourceModel, models_dir: str | None, notes: list[str]):
+    """lora(…) refs → LoRAs read, hashed and matched to the primary model's keys (shapes read once)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def bind(ref: LoraRef) -> BoundLora:
+        if not ref.path:
+            raise RecipeError("lora(): name the LoRA file")
+        if not shapes:
+            shapes.update({k: tuple(primary.info(k).shape) for k in primary.keys})
+        bound = bind_lora(ref, resolve_model_path(ref.path, models_dir), shapes, primary.name)
+        if bound.unmatched:
+            shown = ", ".join(bound.unmatched[:3]) + (", …" if len(bound.unmatched) > 3 else "")
+            notes.append(f"{ref.path}: {len(bound.unmatched)} modules not found in {primary.name}: {shown}")
+        return bound
+
+    return bind
+
+
+def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo, notes: list[str], loras=None) -> Node:
     if isinstance(node, ModelRef):
         return refs[node]
     params = {}
@@ -127,6 +149,8 @@ def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo,
             value = value.bind(schema.names_with_vae(), schema.label, fine)
         elif isinstance(value, AdjustValues):
             value = value.bind(arch.id)
+        elif isinstance(value, (LoraRef, BoundLora)):  # a bound one again: a saved merge's recipe
+            value = loras(value if isinstance(value, LoraRef) else value.ref)
         if isinstance(value, BlocksSpec):
             if schema is None:
                 raise BlockSchemaError(f"{arch.label} has no blocks: block weights cannot be used")
@@ -137,7 +161,7 @@ def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo,
             value = parsed.vector
         params[name] = value
     _check_ranges(node.method, params)
-    inputs = tuple(_rebuild(i, refs, schema, arch, notes) for i in node.inputs)
+    inputs = tuple(_rebuild(i, refs, schema, arch, notes, loras) for i in node.inputs)
     return MergeNode(node.method, inputs, params)
 
 

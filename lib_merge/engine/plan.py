@@ -143,6 +143,8 @@ def _inpaint_channels(key: str, bound: BoundRecipe) -> int | None:
 
 
 def param_at(value: object, slot: str, key: str, bound: BoundRecipe) -> object:
+    if hasattr(value, "at_key"):  # a bound LoRA: this key's modules, or None
+        return value.at_key(key)
     if isinstance(value, BlockVector):
         if bound.schema is not None and value.schema_id != bound.schema.id:  # a finer schema (SDXL's 110)
             fine = SCHEMAS[value.schema_id]

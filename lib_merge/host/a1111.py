@@ -155,6 +155,11 @@ class A1111Host:
             raise ModelNotFoundError(f"checkpoint not found: {title!r}")
         return path
 
+    def lora_folder(self) -> str:
+        from modules import paths, shared
+
+        return getattr(shared.cmd_opts, "lora_dir", None) or os.path.join(paths.models_path, "Lora")
+
     def save_folder(self) -> str:
         return self.model_folders()[-1] if len(self.model_folders()) > 1 else self.model_folders()[0]
 

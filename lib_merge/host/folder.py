@@ -52,6 +52,11 @@ class FolderHost:
     def save_folder(self) -> str:
         return self.models_dir
 
+    def lora_folder(self) -> str:
+        """<models>/Lora when there is one, else the models folder itself."""
+        folder = os.path.join(self.models_dir, "Lora")
+        return folder if os.path.isdir(folder) else self.models_dir
+
     def grid_folder(self) -> str:
         from lib_merge.paths import user_data_dir
 

@@ -28,6 +28,10 @@ class AdjustValues:
     def text(self) -> str:
         return ",".join(repr(float(x)) if x else "0" for x in self.numbers)
 
+    @classmethod
+    def from_text(cls, text: str) -> AdjustValues:
+        return parse_adjust(text)
+
     def bind(self, arch_id: str | None) -> AdjustValues:
         family = (arch_id or "").split("_")[0]
         if family not in COLOUR:

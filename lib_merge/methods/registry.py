@@ -13,7 +13,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import torch
@@ -67,6 +67,7 @@ class ParamSpec:
     text: bool = False  # a value object written as one positional string after the models (Adjust)
     per_model: bool = False  # also takes a list of numbers, one per model
     slider: tuple[float, float] | None = None
+    parse_text: Callable[[str], object] | None = field(default=None, compare=False)  # text → the value object
 
     @property
     def slider_range(self) -> tuple[float, float]:
@@ -192,8 +193,8 @@ def _param_spec(method: str, name: str, hint: object, default: object) -> ParamS
     }
     if origin is Literal:
         return ParamSpec(name, default, vector=False, choices=tuple(typing.get_args(hint)), **flags)
-    if TEXT in metadata:
-        return ParamSpec(name, default, vector=False, text=True, **flags)
+    if TEXT in metadata:  # the value's class reads its own text (AdjustValues, LoraRef)
+        return ParamSpec(name, default, vector=False, text=True, parse_text=hint.from_text, **flags)
     if hint is bool:
         return ParamSpec(name, float(default), vector=False, boolean=True, **flags)
     if hint is int:

@@ -13,7 +13,6 @@ import re
 
 from lib_merge.errors import RecipeError, RecipeSyntaxError, RecipeTypeError
 from lib_merge.methods import METHODS, MethodSpec
-from lib_merge.methods.adjust import parse_adjust
 from lib_merge.recipe.elemental import Elemental, parse_elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_STATEMENTS, MAX_SYNTAX_NODES, check_size
@@ -261,7 +260,7 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
                 )
             value = tuple(float(v) for v in value)
         elif param.text:
-            value = parse_adjust(value) if isinstance(value, str) else value
+            value = param.parse_text(value) if isinstance(value, str) else value
         elif param.boolean and isinstance(value, bool):
             value = float(value)
         elif param.choices:

@@ -23,7 +23,7 @@ def quote(text: str) -> str:
 
 def format_param(value: object, spec: ParamSpec | None = None) -> str:
     """A parameter value as a recipe writes it."""
-    if isinstance(value, AdjustValues):
+    if isinstance(value, AdjustValues) or (spec is not None and spec.text):  # value objects that read as text
         return quote(value.text)
     if isinstance(value, Param):
         return f"param({quote(value.name)})"
@@ -108,7 +108,8 @@ def print_recipe(root: Node, identity: bool = False) -> str:
     for node in merges:
         spec = METHODS[node.method]
         args = [ref_name(n) for n in node.inputs]
-        args += [quote(node.params.get(p.name, p.default).text) for p in spec.params if p.text]
+        texts = [node.params.get(p.name, p.default) for p in spec.params if p.text]
+        args += [quote(getattr(v, "identity_text", v.text) if identity else v.text) for v in texts]
         args += [f"{p.name}={format_param(node.params.get(p.name, p.default), p)}" for p in spec.params if not p.text]
         args += _options(node.params)
         lines.append(f"{names[id(node)]} = {node.method}({', '.join(args)})")

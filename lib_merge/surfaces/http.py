@@ -13,6 +13,7 @@ from typing import Any
 from lib_merge.app.history import read_history, search_history
 from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.plots.plan import XYZPlan
+from lib_merge.app.requests import LoraBakeRequest
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
 from lib_merge.errors import AlloyError, BusyError
 from lib_merge.recipe.form import MergeSettings, MethodSettings
@@ -70,7 +71,10 @@ class Api:
         self.desk = desk
 
     def merge(self, body: Any) -> dict:
-        outcome = self.workbench.merge(request_from_body(body))
+        return self.merge_answer(self.workbench.merge(request_from_body(body)))
+
+    @staticmethod
+    def merge_answer(outcome) -> dict:
         return {
             "name": outcome.name,
             "hash": outcome.recipe_hash,
@@ -119,6 +123,19 @@ class Api:
         started = self.desk.start_queue()
         return {"started": started, "message": "started" if started else "the queue is already running"}
 
+    def lora_bake(self, body: Any) -> dict:
+        given = json_object(body)
+        loras = given.get("loras")
+        if not isinstance(loras, list) or not all(isinstance(x, str) for x in loras):
+            raise ValueError('"loras" must be a list of "name:strength[:blocks]" strings')
+        save = (
+            SaveRequest(name=str(given["save"]), dtype=self.workbench.host.config().save_dtype)
+            if given.get("save")
+            else None
+        )
+        request = LoraBakeRequest(loras, model=given.get("model"), save=save, wait=bool(given.get("wait", True)))
+        return self.merge_answer(self.workbench.bake_loras(request))
+
     def stop(self, body: Any) -> dict:
         stopped = self.desk.stop()
         return {"stopped": stopped, "message": f"stopping the {' and the '.join(stopped)}" if stopped else "idle"}
@@ -144,6 +161,7 @@ ROUTES = (
     ("GET", "/xyz/queue", "xyz_queue"),
     ("POST", "/xyz/queue/start", "xyz_queue_start"),
     ("POST", "/stop", "stop"),
+    ("POST", "/lora/bake", "lora_bake"),
     ("GET", "/status", "status"),
 )
 

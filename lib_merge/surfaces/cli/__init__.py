@@ -23,6 +23,7 @@ from lib_merge.surfaces.cli.errors import (
     Terminated,
     UsageError,
 )
+from lib_merge.surfaces.cli.lora import cmd_lora
 from lib_merge.surfaces.cli.merge import cmd_merge
 from lib_merge.surfaces.cli.parser import build_parser
 
@@ -99,5 +100,6 @@ COMMANDS = {
     "ui": commands.cmd_ui,
     "methods": commands.cmd_methods,
     "xyz": commands.cmd_xyz,
+    "lora": cmd_lora,
     "clean": commands.cmd_clean,
 }

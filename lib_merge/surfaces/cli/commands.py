@@ -18,7 +18,8 @@ def cmd_methods(args) -> int:
     print("methods (recipe functions):")
     for spec in METHODS.values():
         inputs = ", ".join(spec.inputs) + (", …" if spec.variadic else "")
-        params = ", ".join(f"{p.name}={format_param(p.default, p)}" for p in spec.params)
+        texts = [f'"{p.name.upper()}"' for p in spec.params if p.text]  # positional text after the models
+        params = ", ".join(texts + [f"{p.name}={format_param(p.default, p)}" for p in spec.params if not p.text])
         print(f"  {spec.name}({inputs}{', ' if params else ''}{params})  [{spec.label}]")
     print("calc modes (--calc), with the modes they work with:")
     for calc, (modes, method, _) in CALC_MODES.items():

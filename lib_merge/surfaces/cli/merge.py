@@ -92,11 +92,7 @@ def _report_changes(root, args) -> None:
 
 
 def cmd_merge(args) -> int:
-    from lib_merge.engine.options import EngineOptions
-    from lib_merge.engine.to_file import SaveOptions
-    from lib_merge.io.dtypes import parse_output_dtype
     from lib_merge.recipe.form import MergeSettings, build_method_recipe, build_recipe
-    from lib_merge.recipe.printer import cast_dtype
 
     if args.recipe and (args.a or args.b or args.mode or args.method):
         raise UsageError("give a recipe file or --a/--b/--mode, not both")
@@ -119,18 +115,29 @@ def cmd_merge(args) -> int:
         _warn_unused_alpha(form, args)
     if args.print_changes or args.changes_csv:
         _report_changes(root, args)
-    engine = EngineOptions(device=args.device, nonfinite=args.nonfinite, progress=_progress(args))
-    if args.threads:
+    return save_merge(root, form, args)
+
+
+def save_merge(root, form, args, **record) -> int:
+    """Merge `root` into -o OUT with its history row, and print the notes, the hash and the path
+    (the output lines of every command that writes a model)."""
+    from lib_merge.engine.options import EngineOptions
+    from lib_merge.engine.to_file import SaveOptions
+    from lib_merge.io.dtypes import parse_output_dtype
+    from lib_merge.recipe.printer import cast_dtype
+
+    engine = EngineOptions(device=args.device, nonfinite=getattr(args, "nonfinite", "error"), progress=_progress(args))
+    if getattr(args, "threads", None):
         engine.threads = args.threads
     save = SaveOptions(
         output=args.output,
         dtype=parse_output_dtype(args.dtype or cast_dtype(root) or "fp16"),
         overwrite=args.overwrite,
-        prune=not args.no_prune,
-        metadata=not args.no_metadata,
-        format=args.format,
+        prune=not getattr(args, "no_prune", False),
+        metadata=not getattr(args, "no_metadata", False),
+        format=getattr(args, "format", "safetensors"),
     )
-    result, row = _merge_and_log(root, save, engine, form, args)
+    result, row = _merge_and_log(root, save, engine, form, args, record)
     if not args.quiet:
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
@@ -143,7 +150,7 @@ def cmd_merge(args) -> int:
     return 0
 
 
-def _merge_and_log(root, save, engine, form, args):
+def _merge_and_log(root, save, engine, form, args, extra: dict):
     """The merge and its history row, in the Workbench's row format."""
     from lib_merge.app.history import history_file, settings_record
     from lib_merge.app.history.record import merge_and_log
@@ -156,7 +163,9 @@ def _merge_and_log(root, save, engine, form, args):
         "prune": save.prune,
         "overwrite": save.overwrite,
     }
-    record = settings_record(form, save=saved_as, device=args.device, recipe_file=args.recipe)
+    record = settings_record(
+        form, save=saved_as, device=args.device, recipe_file=getattr(args, "recipe", None), **extra
+    )
 
     def warn(text: str) -> None:
         print(f"warning: {text}", file=sys.stderr)

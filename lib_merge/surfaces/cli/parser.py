@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _merge_command(sub)
     _history_command(sub)
     _other_commands(sub)
+    _lora_command(sub)
     return p
 
 
@@ -210,3 +211,27 @@ def _other_commands(sub) -> None:
     )
     s.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
     s.add_argument("--overwrite", action="store_true")
+
+
+def _lora_command(sub) -> None:
+    lo = sub.add_parser("lora", help="LoRA files: inspect, bake into a checkpoint")
+    lsub = lo.add_subparsers(dest="lora_command", required=True, parser_class=_Parser)
+    li = lsub.add_parser("inspect", help="module types, ranks, alphas, base model, matched/unmatched modules")
+    li.add_argument("file")
+    li.add_argument("--model", help="match against this checkpoint (default: the base's reference layout)")
+    li.add_argument("--json", action="store_true")
+    lb = lsub.add_parser("bake", help="bake LoRAs into a checkpoint: W + Σ strength · ΔW, written to -o OUT")
+    lb.add_argument("--model", required=True, help="the checkpoint (model A)")
+    lb.add_argument(
+        "--lora",
+        action="append",
+        required=True,
+        metavar="FILE:STRENGTH[:BLOCKS]",
+        help="a LoRA, its strength (default 1) and block weights (a preset such as INS, or 17/26 values for SD1, "
+        "12/20 for SDXL); repeat for more",
+    )
+    lb.add_argument("-o", "--output", help="the baked checkpoint")
+    lb.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: fp16")
+    lb.add_argument("--device", default="cpu")
+    lb.add_argument("--overwrite", action="store_true")
+    lb.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")

@@ -1,0 +1,86 @@
+"""Baking LoRAs: "name:strength[:blocks]" lines → lora(…) nodes over a base recipe.
+
+The CLI's `lora bake`, the HTTP route and the LoRA tab all build their recipe here; the merge itself is
+an ordinary merge (live or to a file, logged, restorable).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from lib_merge.errors import ModelNotFoundError, ParameterError
+from lib_merge.lora.blocks import lora_block_vector
+from lib_merge.methods.lora import LoraRef
+from lib_merge.paths import inside_folder
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, Node
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_PROMPT_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::([^>]*))?>")
+
+
+def parse_lora_spec(text: str) -> tuple[str, float, str | None]:
+    """ "NAME:STRENGTH[:BLOCKS]" → (name, strength, blocks); a bare NAME has strength 1. Colons inside a
+    path (C:\\…) stay in it: only a number after the last (or second-last) colon is a strength."""
+    text = text.strip()
+    if not text:
+        raise ParameterError("an empty LoRA line: give NAME[:STRENGTH[:BLOCKS]]")
+    parts = text.rsplit(":", 2)
+    if len(parts) == 3 and _NUMBER.match(parts[1]) and parts[0]:
+        return parts[0], float(parts[1]), parts[2] or None
+    parts = text.rsplit(":", 1)
+    if len(parts) == 2 and _NUMBER.match(parts[1]) and parts[0]:
+        return parts[0], float(parts[1]), None
+    return text, 1.0, None
+
+
+def loras_in_prompt(prompt: str) -> list[str]:
+    """The `<lora:name:strength>` tags of a txt2img prompt as LoRA lines (`lbw=` block arguments kept)."""
+    lines = []
+    for name, strength, rest in _PROMPT_TAG.findall(prompt or ""):
+        line = f"{name}:{strength or '1'}"
+        blocks = next((part[4:] for part in (rest or "").split(":") if part.startswith("lbw=")), "")
+        lines.append(line + (f":{blocks}" if blocks else ""))
+    return lines
+
+
+def lora_recipe(base: Node, lines: list[str], resolve: Callable[[str], str], schema_id: str | None) -> Node:
+    """lora(…lora(base, F1, s1)…, Fn, sn): each line's file found by `resolve`, its block weights (a LoRA
+    preset or a 17/26-value SD1, 12/20-value SDXL vector) times its strength."""
+    if not lines:
+        raise ParameterError("no LoRA to bake: give one NAME:STRENGTH line at least")
+    root = base
+    for line in lines:
+        name, strength, blocks = parse_lora_spec(line)
+        value: object = strength
+        if blocks:
+            if schema_id is None:
+                raise ParameterError("LoRA block weights need a model with blocks (SD1, SD2, SDXL)")
+            value = BlocksSpec([strength * v for v in lora_block_vector(blocks, schema_id)])
+        root = MergeNode("lora", (root,), {"file": LoraRef(resolve(name)), "strength": value})
+    return root
+
+
+LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
+
+
+def find_lora(name: str, folder: str) -> str:
+    """A LoRA named as the WebUI names it (file name with or without extension, or a path below the
+    folder) → its file; only files inside `folder` (links followed) are found."""
+    wanted = name.strip()
+    candidates = [wanted] + [wanted + ext for ext in LORA_EXTENSIONS]
+    for candidate in candidates:
+        path = os.path.join(folder, candidate)
+        if os.path.isfile(path) and inside_folder(path, folder):
+            return os.path.abspath(path)
+    stem = os.path.basename(wanted)
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for file in sorted(files):
+            base, ext = os.path.splitext(file)
+            if ext.lower() in LORA_EXTENSIONS and stem in (file, base):
+                path = os.path.join(root, file)
+                if inside_folder(path, folder):
+                    return os.path.abspath(path)
+    raise ModelNotFoundError(f"LoRA {name!r} not found in {folder}")

@@ -1,0 +1,53 @@
+"""LoRA block weights: the 17-value (SD1) and 12-value (SDXL) vectors of LoRA tools, their presets, and
+the full 26/20-slot vectors they stand for (slots they do not name are 0)."""
+
+from __future__ import annotations
+
+from lib_merge.arch.blocks import SCHEMAS
+from lib_merge.errors import BlockVectorError
+
+SD1_LORA_SLOTS = ("BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00",
+                  "OUT03", "OUT04", "OUT05", "OUT06", "OUT07", "OUT08", "OUT09", "OUT10", "OUT11")  # fmt: skip
+SDXL_LORA_SLOTS = ("BASE", "IN04", "IN05", "IN07", "IN08", "M00", "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05")
+# An SD1 preset on SDXL: BASE, IN04, IN05, IN07, IN08, M00 and OUT03…OUT08 (as OUT00…OUT05).
+_SD1_TO_SDXL = (0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+PRESETS: dict[str, tuple[float, ...]] = {
+    "NONE": (0.0,) * 17,
+    "ALL": (1.0,) * 17,
+    "ALL0.5": (0.5,) * 17,
+    "INS": (1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+    "IND": (1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+    "INALL": (1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+    "MIDD": (1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
+    "OUTD": (1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0),
+    "OUTS": (1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1),
+    "OUTALL": (1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1),
+}
+
+
+def lora_block_vector(spec: str, schema_id: str) -> list[float]:
+    """A LoRA block spec (a preset name, or 17/26 values for SD1, 12/20 for SDXL) as the schema's full vector."""
+    schema = SCHEMAS.get(schema_id)
+    if schema is None or schema_id not in ("sd1", "sdxl"):
+        raise BlockVectorError(f"LoRA block weights are defined for SD1/SD2 and SDXL, not {schema_id}")
+    short = SD1_LORA_SLOTS if schema_id == "sd1" else SDXL_LORA_SLOTS
+    text = spec.strip()
+    if text.upper() in PRESETS:
+        values = [float(v) for v in PRESETS[text.upper()]]
+        if schema_id == "sdxl":
+            values = [values[i] for i in _SD1_TO_SDXL]
+    else:
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            known = ", ".join(PRESETS)
+            raise BlockVectorError(f"LoRA blocks {spec!r}: not a preset ({known}) nor a list of numbers") from None
+    if len(values) == len(schema):
+        return values
+    if len(values) != len(short):
+        raise BlockVectorError(
+            f"LoRA blocks for {schema.label} take {len(short)} or {len(schema)} values, not {len(values)}"
+        )
+    full = dict.fromkeys(schema.slots, 0.0)
+    full.update(zip(short, values, strict=True))
+    return [full[slot] for slot in schema.slots]

@@ -1,0 +1,141 @@
+"""A LoRA file: its modules, what base model it was made for, and where its modules land in a checkpoint.
+
+LoRA files are small (MB, not GB), so they are read whole; the checkpoint they apply to is not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lib_merge.arch.registry import ARCHITECTURES, arch_keys
+from lib_merge.errors import CorruptModelError, LoraFormatError, LoraMismatchError
+from lib_merge.io import open_model
+from lib_merge.lora.formats import LoraModule, group_modules
+from lib_merge.lora.keymap import KeyMap, Target, kohya_name
+
+MAX_UNMATCHED = 0.10  # more than this share of modules without a target: the LoRA is for another base
+
+
+@dataclass
+class LoraFile:
+    path: str
+    modules: dict[str, LoraModule]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    @classmethod
+    def read(cls, path: str) -> LoraFile:
+        """The whole file, grouped into modules; a damaged file or one without LoRA modules is an error
+        naming the file."""
+        source = open_model(path)
+        try:
+            tensors = {key: source.read(key) for key in source.keys()}
+            metadata = dict(source.metadata)
+        finally:
+            source.close()
+        try:
+            modules = group_modules(tensors)
+        except LoraFormatError as e:
+            raise LoraFormatError(f"{os.path.basename(path)}: {e}") from None
+        if not modules:
+            raise LoraFormatError(f"{os.path.basename(path)} holds no LoRA modules")
+        for module in modules.values():
+            try:
+                module.kind  # noqa: B018 - refuses a module with parts of no known type
+            except LoraFormatError as e:
+                raise LoraFormatError(f"{os.path.basename(path)}: {e}") from None
+        return cls(os.path.abspath(path), modules, metadata)
+
+    def likely_base(self) -> str | None:
+        """The architecture id the module names and widths point to (sd1, sd2, sdxl, flux), or None."""
+        names = [kohya_name(n) for n in self.modules]
+        if any(n.startswith(("lora_te1_", "lora_te2_")) for n in names):
+            return "sdxl"
+        if any("double_blocks" in n or "single_blocks" in n or n.startswith("lora_transformer_") for n in names):
+            return "flux"
+        if any(n.startswith("lora_unet_input_blocks_") for n in names):
+            return "sdxl"
+        widths = Counter(self._text_width(m) for n, m in self.modules.items() if kohya_name(n).startswith("lora_te_"))
+        widths.pop(None, None)
+        if widths:
+            return "sd2" if widths.most_common(1)[0][0] == 1024 else "sd1"
+        return "sd1" if any(n.startswith("lora_unet_") for n in names) else None
+
+    @staticmethod
+    def _text_width(module: LoraModule) -> int | None:
+        down = module.parts.get("down")
+        return int(down.shape[1]) if down is not None and down.dim() == 2 else None
+
+    def kinds(self) -> Counter:
+        return Counter(m.kind + ("+dora" if m.dora else "") for m in self.modules.values())
+
+
+@dataclass
+class LoraMatch:
+    """Where the modules of one LoRA land in one checkpoint."""
+
+    targets: dict[str, Target]  # module name -> the checkpoint weight (or row slice) it changes
+    unmatched: list[str]
+
+    def summary(self) -> str:
+        text = f"{len(self.targets)} modules matched"
+        if self.unmatched:
+            shown = ", ".join(self.unmatched[:5]) + (", …" if len(self.unmatched) > 5 else "")
+            text += f"; {len(self.unmatched)} not found in the checkpoint: {shown}"
+        return text
+
+
+def match(lora: LoraFile, shapes: Mapping[str, tuple[int, ...]], model_label: str, strict: bool = True) -> LoraMatch:
+    """Map every module; with `strict`, more than 10 % unmatched (or a shape that does not fit) is an
+    error that names the base the LoRA looks made for."""
+    keymap = KeyMap(shapes)
+    targets: dict[str, Target] = {}
+    unmatched: list[str] = []
+    for name, module in lora.modules.items():
+        target = keymap.target(name)
+        if target is None or not _fits(module, target, shapes):
+            unmatched.append(name)
+        else:
+            targets[name] = target
+    if strict and len(unmatched) > MAX_UNMATCHED * len(lora.modules):
+        base = lora.likely_base()
+        hint = f"; it looks made for {ARCHITECTURES[base].label}" if base in ARCHITECTURES else ""
+        raise LoraMismatchError(
+            f"{lora.name}: {len(unmatched)} of {len(lora.modules)} modules have no place in {model_label}{hint} "
+            f"(first: {', '.join(unmatched[:3])})"
+        )
+    return LoraMatch(targets, unmatched)
+
+
+def _fits(module: LoraModule, target: Target, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+    """Whether the module's factors have the target's output and input sizes (where they tell)."""
+    shape = tuple(shapes[target.key])
+    rows = target.rows[1] - target.rows[0] if target.rows else shape[0]
+    p = module.parts
+    if "up" in p and "down" in p:
+        return p["up"].shape[0] == rows and p["down"].shape[1] == (shape[1] if len(shape) > 1 else 1)
+    for part in ("diff", "w_norm"):
+        if part in p:
+            return p[part].numel() == rows * (int(_product(shape[1:])) if len(shape) > 1 else 1)
+    return True
+
+
+def _product(values) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
+def base_shapes(arch_id: str) -> dict[str, tuple[int, ...]]:
+    """The key shapes of an architecture's reference layout (for inspecting a LoRA without a checkpoint)."""
+    arch = ARCHITECTURES[arch_id]
+    if not arch.data_file:
+        raise CorruptModelError(f"no key data for {arch.label}")
+    return {k: shape for k, (shape, _) in arch_keys(arch.data_file).items()}

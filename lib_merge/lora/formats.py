@@ -1,0 +1,213 @@
+"""LoRA file formats: a state dict grouped into modules, and each module's weight change ΔW.
+
+One file may mix module types (kohya LoRA/LoCon with Tucker mids, LyCORIS LoHa, LoKr, IA3, full
+and norm diffs, DoRA on any of them, PEFT/diffusers lora_A/lora_B). The formulas are the ones the
+WebUI applies at generation time (docs/FORMULAS.md §10); strength is applied by the caller, linearly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from lib_merge.errors import LoraFormatError
+
+# Suffix → the part's name, longest first so that ".lora_down.weight" wins over an IA3 ".weight".
+_SUFFIXES = (
+    (".lora_down.weight", "down"),
+    (".lora_up.weight", "up"),
+    (".lora_mid.weight", "mid"),
+    (".lora_A.weight", "down"),
+    (".lora_B.weight", "up"),
+    (".hada_w1_a", "hada_w1_a"),
+    (".hada_w1_b", "hada_w1_b"),
+    (".hada_w2_a", "hada_w2_a"),
+    (".hada_w2_b", "hada_w2_b"),
+    (".hada_t1", "hada_t1"),
+    (".hada_t2", "hada_t2"),
+    (".lokr_w1_a", "lokr_w1_a"),
+    (".lokr_w1_b", "lokr_w1_b"),
+    (".lokr_w2_a", "lokr_w2_a"),
+    (".lokr_w2_b", "lokr_w2_b"),
+    (".lokr_w1", "lokr_w1"),
+    (".lokr_w2", "lokr_w2"),
+    (".lokr_t2", "lokr_t2"),
+    (".dora_scale", "dora_scale"),
+    (".diff_b", "diff_b"),
+    (".diff", "diff"),
+    (".w_norm", "w_norm"),
+    (".b_norm", "b_norm"),
+    (".on_input", "on_input"),
+    (".alpha", "alpha"),
+    (".bias", "bias"),
+    (".weight", "ia3"),
+)
+PEFT_PREFIXES = ("base_model.model.", "unet.", "text_encoder.", "transformer.")
+
+
+@dataclass
+class LoraModule:
+    """One module of a LoRA file: its name as written and its tensors by part."""
+
+    name: str
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        p = self.parts
+        if "up" in p and "down" in p:
+            return "lora"
+        if "hada_w1_a" in p:
+            return "loha"
+        if "lokr_w1" in p or "lokr_w1_a" in p:
+            return "lokr"
+        if "diff" in p:
+            return "full"
+        if "w_norm" in p:
+            return "norm"
+        if "ia3" in p:
+            return "ia3"
+        raise LoraFormatError(f"module {self.name!r} has no known LoRA parts: {', '.join(sorted(p))}")
+
+    @property
+    def dora(self) -> bool:
+        return "dora_scale" in self.parts
+
+    @property
+    def rank(self) -> int | None:
+        p = self.parts
+        if "down" in p:
+            return int(p["down"].shape[0])
+        if "hada_w1_b" in p:
+            return int(p["hada_w1_b"].shape[0])
+        for name in ("lokr_w1_b", "lokr_w2_b"):
+            if name in p:
+                return int(p[name].shape[0])
+        return None
+
+    @property
+    def alpha(self) -> float | None:
+        return float(self.parts["alpha"]) if "alpha" in self.parts else None
+
+    def scale(self) -> float:
+        """alpha / rank, or 1 without an alpha (or for LoKr with no decomposed factor)."""
+        rank = self.rank
+        if self.alpha is None or not rank:
+            return 1.0
+        return self.alpha / rank
+
+
+def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
+    """The file's keys grouped into modules by their known suffixes; unknown keys are an error naming them."""
+    modules: dict[str, LoraModule] = {}
+    unknown = []
+    for key, tensor in tensors.items():
+        for suffix, part in _SUFFIXES:
+            if key.endswith(suffix):
+                name = key[: -len(suffix)]
+                modules.setdefault(name, LoraModule(name)).parts[part] = tensor
+                break
+        else:
+            unknown.append(key)
+    # "P.weight" is IA3 only under a LoRA name or beside "on_input": a checkpoint's keys are not LoRA parts
+    for name, m in list(modules.items()):
+        if "ia3" in m.parts and not (name.startswith(("lora_", *PEFT_PREFIXES)) or "on_input" in m.parts):
+            unknown.append(f"{name}.weight")
+            del m.parts["ia3"]
+    if unknown:
+        raise LoraFormatError(f"{len(unknown)} keys are no LoRA part: {', '.join(sorted(unknown)[:5])}")
+    return {name: m for name, m in modules.items() if set(m.parts) - {"bias", "alpha"}}  # "P.bias" alone: none
+
+
+def _lora_delta(m: LoraModule, shape: tuple[int, ...]) -> torch.Tensor:
+    up, down = m.parts["up"].float(), m.parts["down"].float()
+    if "mid" in m.parts:  # Tucker: mid [r, r, kh, kw]
+        mid = m.parts["mid"].float()
+        return torch.einsum("ijkl,jr,pi->prkl", mid, down.flatten(1), up.flatten(1))
+    if len(shape) == 2 or down.dim() == 2:
+        return (up.flatten(1) @ down.flatten(1)).reshape(shape)
+    return (up.reshape(up.shape[0], -1) @ down.reshape(down.shape[0], -1)).reshape(shape)
+
+
+def _factor(m: LoraModule, whole: str, a: str, b: str) -> torch.Tensor:
+    p = m.parts
+    if whole in p:
+        return p[whole].float()
+    return p[a].float().flatten(1) @ p[b].float().flatten(1)
+
+
+def _loha_delta(m: LoraModule, shape: tuple[int, ...]) -> torch.Tensor:
+    p = m.parts
+    if "hada_t1" in p:  # Tucker forms: t [r, r, kh, kw]
+        w1 = torch.einsum("ijkl,jr,ip->prkl", p["hada_t1"].float(), p["hada_w1_b"].float(), p["hada_w1_a"].float())
+        w2 = torch.einsum("ijkl,jr,ip->prkl", p["hada_t2"].float(), p["hada_w2_b"].float(), p["hada_w2_a"].float())
+        return (w1 * w2).reshape(shape)
+    w1 = p["hada_w1_a"].float() @ p["hada_w1_b"].float()
+    w2 = p["hada_w2_a"].float() @ p["hada_w2_b"].float()
+    return (w1 * w2).reshape(shape)
+
+
+def _lokr_delta(m: LoraModule, shape: tuple[int, ...]) -> torch.Tensor:
+    w1 = _factor(m, "lokr_w1", "lokr_w1_a", "lokr_w1_b")
+    if "lokr_t2" in m.parts:
+        w2 = torch.einsum(
+            "ijkl,jr,ip->prkl", m.parts["lokr_t2"].float(), m.parts["lokr_w2_b"].float(), m.parts["lokr_w2_a"].float()
+        )
+    elif "lokr_w2" in m.parts:
+        w2 = m.parts["lokr_w2"].float()
+    else:
+        w2 = m.parts["lokr_w2_a"].float() @ m.parts["lokr_w2_b"].float().flatten(1)
+        if len(shape) == 4:
+            w2 = w2.reshape(w2.shape[0], -1, *shape[2:]) if w2.numel() != 0 else w2
+    if w2.dim() == 4 and w1.dim() == 2:
+        w1 = w1[:, :, None, None]
+    return torch.kron(w1, w2).reshape(shape)
+
+
+def module_delta(m: LoraModule, weight: torch.Tensor) -> torch.Tensor:
+    """ΔW of a module at strength 1 for a target weight (needed for its shape, and by IA3 and DoRA)."""
+    shape = tuple(weight.shape)
+    kind = m.kind
+    scale = m.scale()
+    if kind == "lora":
+        delta = _lora_delta(m, shape)
+    elif kind == "loha":
+        delta = _loha_delta(m, shape)
+    elif kind == "lokr":
+        decomposed = any(k in m.parts for k in ("lokr_w1_a", "lokr_w2_a"))
+        scale = scale if decomposed else 1.0
+        delta = _lokr_delta(m, shape)
+    elif kind == "full":
+        return m.parts["diff"].float().reshape(shape)
+    elif kind == "norm":
+        return m.parts["w_norm"].float().reshape(shape)
+    else:  # IA3: W ⊙ w along output rows, or input columns with on_input
+        w = m.parts["ia3"].float()
+        on_input = bool(m.parts["on_input"].item()) if "on_input" in m.parts else False
+        view = (1, -1) + (1,) * (weight.dim() - 2) if on_input else (-1,) + (1,) * (weight.dim() - 1)
+        return weight.float() * w.reshape(view)
+    if not m.dora:
+        return delta * scale
+    return _dora(weight.float(), delta, m.parts["dora_scale"].float(), scale)
+
+
+def _dora(weight: torch.Tensor, delta: torch.Tensor, dora_scale: torch.Tensor, scale: float) -> torch.Tensor:
+    """ΔW = s·(W′·(dora_scale / n) − W), W′ = W + D (D without s), n the norms along dora_scale's axis."""
+    merged = weight + delta
+    if dora_scale.dim() >= 2 and dora_scale.shape[0] == 1:  # [1, in, …]: per input column (LyCORIS)
+        dims = (0,)
+        target = dora_scale.reshape((1,) + tuple(merged.shape[1:]))
+    else:  # [out, 1, …] or [out]: per output row (PEFT)
+        dims = tuple(range(1, merged.dim()))
+        target = dora_scale.reshape((-1,) + (1,) * (merged.dim() - 1))
+    norms = merged.norm(dim=dims, keepdim=True)
+    return scale * (merged * (target / norms) - weight)
+
+
+def module_bias_delta(m: LoraModule) -> torch.Tensor | None:
+    """Δb at strength 1, where the module carries one."""
+    for part in ("diff_b", "b_norm", "bias"):
+        if part in m.parts:
+            return m.parts[part].float()
+    return None
