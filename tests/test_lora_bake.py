@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import load, write_lora
 from test_lora_file import SD1_MODULES
@@ -141,3 +142,33 @@ def test_bake_into_the_loaded_model_restores_and_stacks_on_a_live_merge(webui, t
     bad = client.post("/alloy/v1/lora/bake", json={"loras": ["missing:1"]})
     assert bad.status_code == 400 and bad.json()["error"].startswith("LoRA 'missing' not found in")
     assert client.post("/alloy/v1/lora/bake", json={"loras": "style"}).status_code == 400
+
+
+def test_lora_lines_and_prompt_tags():
+    from lib_merge.app.lora import loras_in_prompt, parse_lora_spec
+
+    assert parse_lora_spec("style") == ("style", 1.0, None)
+    assert parse_lora_spec("style:0.8") == ("style", 0.8, None)
+    assert parse_lora_spec("style:0.5:INS") == ("style", 0.5, "INS")
+    assert parse_lora_spec(r"C:\loras\style.safetensors:0.7") == (r"C:\loras\style.safetensors", 0.7, None)
+    assert parse_lora_spec("a:b:c") == ("a:b:c", 1.0, None)  # no number after a colon: all of it is the name
+    prompt = "a cat <lora:style:0.8>, <lora:detail>, <lora:blocks:1:lbw=INS> <hypernet:x:1>"
+    assert loras_in_prompt(prompt) == ["style:0.8", "detail:1", "blocks:1:INS"]
+
+
+def test_a_request_names_no_lora_outside_the_lora_folder(webui, tmp_path):
+    """A recipe sent to the Workbench may only bake LoRAs of the host's LoRA folder; outside it, the error
+    is the same whether the file exists or not."""
+    from lib_merge.app.requests import MergeRequest
+    from lib_merge.errors import ModelNotFoundError
+
+    folder = tmp_path / "Lora"
+    folder.mkdir()
+    webui.shared.cmd_opts.lora_dir = str(folder)
+    outside = tmp_path / "outside.safetensors"
+    write_lora(outside, webui.folder / "model_a.safetensors", SD1_MODULES)
+    for path in (outside, tmp_path / "missing.safetensors", "../outside.safetensors"):
+        text = f'alloy-recipe 1\nA = model("model_a.safetensors")\nmerged = lora(A, "{path}", strength=1.0)\n'
+        with pytest.raises(ModelNotFoundError, match=f"not found in {folder}"):
+            webui.workbench.merge(MergeRequest(recipe=text))
+    assert webui.workbench.live is None

@@ -84,3 +84,16 @@ def find_lora(name: str, folder: str) -> str:
                 if inside_folder(path, folder):
                     return os.path.abspath(path)
     raise ModelNotFoundError(f"LoRA {name!r} not found in {folder}")
+
+
+def confine_loras(node: Node, folder: str) -> Node:
+    """The recipe with every LoRA file looked up inside `folder` only (a recipe from a user or a request
+    names no file elsewhere on the disk; a bound LoRA of a live merge is looked up again)."""
+    if not isinstance(node, MergeNode):
+        return node
+    params = dict(node.params)
+    for name, value in node.params.items():
+        ref = getattr(value, "ref", value)  # a BoundLora carries its LoraRef
+        if isinstance(ref, LoraRef):
+            params[name] = LoraRef(find_lora(ref.path, folder), ref.sha256)
+    return MergeNode(node.method, tuple(confine_loras(i, folder) for i in node.inputs), params)

@@ -24,7 +24,7 @@ from lib_merge.app.history import (
     try_append_history,
 )
 from lib_merge.app.history.record import merge_and_log
-from lib_merge.app.lora import find_lora, lora_recipe
+from lib_merge.app.lora import confine_loras, find_lora, lora_recipe
 from lib_merge.app.naming import EXTENSIONS, auto_name, custom_file_name
 from lib_merge.app.ports import GenResult, GenSettings, Host, MergeIdentity
 from lib_merge.app.progress import Progress
@@ -102,7 +102,8 @@ class Workbench:
             root = compile_form(request.settings)
         else:
             raise ParameterError("nothing to merge: give settings or a recipe")
-        return replace_models(root, lambda ref: ModelRef(self.host.resolve_checkpoint(ref.path), ref.sha256))
+        root = replace_models(root, lambda ref: ModelRef(self.host.resolve_checkpoint(ref.path), ref.sha256))
+        return confine_loras(root, self.host.lora_folder())
 
     def merge(self, request: MergeRequest) -> MergeOutcome:
         if not self._lock.acquire(blocking=request.wait):
