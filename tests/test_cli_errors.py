@@ -150,3 +150,17 @@ def test_the_command_works_from_any_folder_once_set_up(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lib_merge", "methods"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0 and "weighted_sum(" in proc.stdout, proc.stderr
+
+
+def test_whatever_unwinds_after_a_signal_reports_the_signal(capsys):
+    """A SIGINT that lands inside a lock wait surfaces as RuntimeError("release unlocked lock"); a worker
+    sees Cancelled. Either way the user pressed Ctrl-C (or the system sent SIGTERM): that is the answer."""
+    from lib_merge.errors import Cancelled
+    from lib_merge.surfaces.cli import _failure
+
+    assert _failure(RuntimeError("release unlocked lock"), ["cancelled"]) == 130
+    assert capsys.readouterr().err == "error: cancelled\n"
+    assert _failure(Cancelled("merge cancelled"), ["terminated"]) == 143
+    assert capsys.readouterr().err == "error: terminated\n"
+    assert _failure(RuntimeError("boom"), []) == 1
+    assert "unexpected RuntimeError: boom" in capsys.readouterr().err

@@ -30,7 +30,8 @@ from lib_merge.surfaces.cli.parser import build_parser
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    previous = _handle_sigterm()
+    signals: list[str] = []  # "cancelled" (SIGINT) or "terminated" (SIGTERM), as they arrive
+    previous = _handle_signals(signals)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -38,26 +39,39 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return COMMANDS[args.command](args)
-    except UsageError as e:
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - every failure becomes one line and an exit code
+        return _failure(e, signals)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_SIGNALLED = {"cancelled": EXIT_CANCELLED, "terminated": EXIT_TERMINATED}
+
+
+def _failure(e: BaseException, signals: list[str]) -> int:
+    """The error line and exit code of what ended the command. After a signal, whatever unwound the
+    work (an interrupted lock wait raises RuntimeError, a worker's Cancelled) reports the signal."""
+    if signals:
+        return _fail(signals[0], _SIGNALLED[signals[0]])
+    if isinstance(e, UsageError):
         return _fail(str(e), EXIT_USAGE)
-    except AlloyError as e:
+    if isinstance(e, AlloyError):
         return _fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
+    if isinstance(e, KeyboardInterrupt):
         return _fail("cancelled", EXIT_CANCELLED)
-    except Terminated:
+    if isinstance(e, Terminated):
         return _fail("terminated", EXIT_TERMINATED)
-    except BrokenPipeError:
+    if isinstance(e, BrokenPipeError):
         return _quiet_broken_pipe()
-    except OSError as e:
+    if isinstance(e, OSError):
         where = f"{e.filename}: " if e.filename else ""
         return _fail(f"{where}{e.strerror or e}", EXIT_UNEXPECTED)
-    except Exception as e:  # noqa: BLE001 - the last net: one line, never a traceback
-        if os.environ.get("ALLOY_DEBUG"):
-            raise
-        return _fail(f"unexpected {type(e).__name__}: {e} (ALLOY_DEBUG=1 shows where)", EXIT_UNEXPECTED)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    if os.environ.get("ALLOY_DEBUG") or not isinstance(e, Exception):
+        raise e
+    return _fail(f"unexpected {type(e).__name__}: {e} (ALLOY_DEBUG=1 shows where)", EXIT_UNEXPECTED)
 
 
 def _fail(message: str, code: int) -> int:
@@ -68,16 +82,25 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _handle_sigterm():
-    """SIGTERM raises Terminated in the main thread (a second one during the cleanup is ignored)."""
+def _handle_signals(signals: list[str]) -> dict:
+    """SIGINT raises KeyboardInterrupt and SIGTERM Terminated in the main thread, each noted in `signals`;
+    a second signal during the cleanup is ignored. Returns the handlers to put back."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
-    def terminate(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated
+    def handler(outcome: str, error: type[BaseException]):
+        def handle(signum, frame):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signals.append(outcome)
+            raise error
 
-    return signal.signal(signal.SIGTERM, terminate)
+        return handle
+
+    return {
+        signal.SIGINT: signal.signal(signal.SIGINT, handler("cancelled", KeyboardInterrupt)),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, handler("terminated", Terminated)),
+    }
 
 
 def _quiet_broken_pipe() -> int:
