@@ -47,7 +47,7 @@ def write_lora(path, checkpoint, names, rank: int = 2, alpha: float | None = Non
 
     source = SourceModel(str(checkpoint))
     try:
-        shapes = {k: tuple(source.info(k).shape) for k in source.keys}
+        shapes = source.shapes
     finally:
         source.close()
     keymap = KeyMap(shapes)

@@ -28,7 +28,7 @@ SDXL_MODULES = [
 def shapes_of(path) -> dict:
     source = SourceModel(str(path))
     try:
-        return {k: tuple(source.info(k).shape) for k in source.keys}
+        return source.shapes
     finally:
         source.close()
 

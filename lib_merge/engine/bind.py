@@ -120,15 +120,12 @@ def bind_recipe(root: Node, models_dir: str | None = None) -> BoundRecipe:
 
 
 def _lora_binder(primary: SourceModel, models_dir: str | None, notes: list[str]):
-    """lora(…) refs → LoRAs read, hashed and matched to the primary model's keys (shapes read once)."""
-    shapes: dict[str, tuple[int, ...]] = {}
+    """lora(…) refs → LoRAs read, hashed and matched to the primary model's keys."""
 
     def bind(ref: LoraRef) -> BoundLora:
         if not ref.path:
             raise RecipeError("lora(): name the LoRA file")
-        if not shapes:
-            shapes.update({k: tuple(primary.info(k).shape) for k in primary.keys})
-        bound = bind_lora(ref, resolve_model_path(ref.path, models_dir), shapes, primary.name)
+        bound = bind_lora(ref, resolve_model_path(ref.path, models_dir), primary.shapes, primary.name)
         if bound.unmatched:
             shown = ", ".join(bound.unmatched[:3]) + (", …" if len(bound.unmatched) > 3 else "")
             notes.append(f"{ref.path}: {len(bound.unmatched)} modules not found in {primary.name}: {shown}")

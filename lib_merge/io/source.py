@@ -31,8 +31,8 @@ class SourceModel:
         # Canonical keys in the order their bytes lie in the file.
         order = {k: i for i, k in enumerate(stored)}
         self.keys = sorted(self._file_key, key=lambda k: order[self._file_key[k]])
-        shapes = {k: self.info(k).shape for k in self.keys}
-        self.arch: ArchInfo = detect(shapes, self.file.metadata)
+        self.shapes: dict[str, tuple[int, ...]] = {k: tuple(self.info(k).shape) for k in self.keys}
+        self.arch: ArchInfo = detect(self.shapes, self.file.metadata)
         self.arch.aliases = aliases
         if self.arch.prediction_source == "default" and _sidecar_says_v(self.path):
             self.arch.prediction, self.arch.prediction_source = "v", "sidecar yaml"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lib_merge.errors import ModelHashMismatchError
 from lib_merge.io.hashing import file_sha256
 from lib_merge.lora.file import LoraFile, match
 from lib_merge.lora.formats import LoraModule, module_bias_delta, module_delta
@@ -63,7 +64,5 @@ def bind_lora(ref: LoraRef, path: str, shapes: Mapping[str, tuple[int, ...]], mo
             by_key.setdefault(target.bias_key, KeyLora()).entries.append((module, target.rows, True))
     sha = file_sha256(path)
     if ref.sha256 and ref.sha256 != sha:
-        from lib_merge.errors import ModelHashMismatchError
-
         raise ModelHashMismatchError(f"LoRA {lora.name} has sha256 {sha}, but the recipe expects {ref.sha256}")
     return BoundLora(LoraRef(ref.path, sha), by_key, tuple(found.unmatched))

@@ -5,6 +5,7 @@ LoRA files are small (MB, not GB), so they are read whole; the checkpoint they a
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Mapping
@@ -122,15 +123,8 @@ def _fits(module: LoraModule, target: Target, shapes: Mapping[str, tuple[int, ..
         return p["up"].shape[0] == rows and p["down"].shape[1] == (shape[1] if len(shape) > 1 else 1)
     for part in ("diff", "w_norm"):
         if part in p:
-            return p[part].numel() == rows * (int(_product(shape[1:])) if len(shape) > 1 else 1)
+            return p[part].numel() == rows * math.prod(shape[1:])
     return True
-
-
-def _product(values) -> int:
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out
 
 
 def base_shapes(arch_id: str) -> dict[str, tuple[int, ...]]:

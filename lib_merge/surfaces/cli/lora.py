@@ -29,7 +29,7 @@ def _model_shapes(path: str) -> tuple[dict, str]:
 
     source = SourceModel(path)
     try:
-        return {k: tuple(source.info(k).shape) for k in source.keys}, source.name
+        return source.shapes, source.name
     finally:
         source.close()
 
