@@ -10,8 +10,14 @@ import os
 import re
 from collections.abc import Callable
 
+from lib_merge.app.naming import custom_file_name, sanitize
+from lib_merge.app.requests import LoraExtractRequest, LoraMergeRequest
 from lib_merge.errors import ModelNotFoundError, ParameterError
 from lib_merge.lora.blocks import lora_block_vector
+from lib_merge.lora.extract import ExtractSettings
+from lib_merge.lora.factor import Factoring, RankRule
+from lib_merge.lora.merge import LoraInput, LoraMergeSettings
+from lib_merge.lora.write import WrittenLora
 from lib_merge.methods.lora import LoraRef
 from lib_merge.paths import inside_folder
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, Node
@@ -97,3 +103,88 @@ def confine_loras(node: Node, folder: str) -> Node:
         if isinstance(ref, LoraRef):
             params[name] = LoraRef(find_lora(ref.path, folder), ref.sha256)
     return MergeNode(node.method, tuple(confine_loras(i, folder) for i in node.inputs), params)
+
+
+def merge_settings(request: LoraMergeRequest, folder: str, model: str | None) -> LoraMergeSettings:
+    """The request's lines as inputs found in the LoRA folder."""
+    if not request.loras:
+        raise ParameterError("no LoRA to merge: give one NAME:STRENGTH line at least")
+    inputs = []
+    for line in request.loras:
+        name, strength, blocks = parse_lora_spec(line)
+        inputs.append(LoraInput(find_lora(name, folder), strength, blocks))
+    rule = RankRule(rank=request.rank) if request.rank else RankRule(energy=request.energy)
+    return LoraMergeSettings(inputs, request.method, rule, Factoring(clamp=request.clamp), model)
+
+
+def extract_settings(request: LoraExtractRequest, resolve: Callable[[str], str]) -> ExtractSettings:
+    conv = None if request.conv_rank is None or request.conv_rank == 0 else RankRule(rank=request.conv_rank)
+    return ExtractSettings(
+        resolve(request.a),
+        resolve(request.b),
+        rule=RankRule(rank=request.rank),
+        conv_rule=conv,
+        skip_convs=request.conv_rank == 0,
+        factoring=Factoring(full_svd=request.full_svd),
+    )
+
+
+def lora_output_name(name: str, fallback: str) -> str:
+    """The user's plain file name (made safe), or the fallback's."""
+    return custom_file_name(name if name.strip() else sanitize(fallback) or "lora")
+
+
+def written_text(written: WrittenLora, notes: list[str], seconds: float) -> str:
+    meta = written.metadata
+    lines = [
+        f"Wrote **{os.path.basename(written.path)}** in {seconds:.1f} s: {written.modules} modules, "
+        f"rank {meta['ss_network_dim']}, alpha {meta['ss_network_alpha']}, for {meta['ss_base_model_version']}."
+    ]
+    return "\n\n".join(lines + notes)
+
+
+def lora_names(folder: str) -> list[str]:
+    """The LoRA files of the folder (and below), named as the WebUI names them: the stem."""
+    names = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for file in sorted(files):
+            stem, ext = os.path.splitext(file)
+            if ext.lower() in LORA_EXTENSIONS and inside_folder(os.path.join(root, file), folder):
+                names.append(stem)
+    return names
+
+
+def lora_reports(lines: list[str], folder: str, model: str | None) -> str:
+    """For each line: the LoRA's types, ranks, alpha, base and matched modules (in `model`, or in the
+    base's reference layout); a line that fails says why, the others still report."""
+    from lib_merge.errors import AlloyError
+    from lib_merge.io.source import SourceModel
+    from lib_merge.lora.inspect import inspect_lora
+
+    shapes, label = None, None
+    if model:
+        source = SourceModel(model)
+        try:
+            shapes, label = source.shapes, source.name
+        finally:
+            source.close()
+    out = []
+    for line in lines:
+        try:
+            name, strength, blocks = parse_lora_spec(line)
+            report = inspect_lora(find_lora(name, folder), shapes, label)
+        except AlloyError as e:
+            out.append(f"- **{line}**: {e}")
+            continue
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(report.kinds.items()))
+        ranks = ", ".join(str(r) for r in sorted(report.ranks)) or "none"
+        alphas = ", ".join(sorted(report.alphas))
+        base = report.lines()[4].removeprefix("base: ")
+        text = (f"- **{name}** × {strength:g}{' blocks ' + blocks if blocks else ''}: {kinds}; rank {ranks}; "
+                f"alpha {alphas}; base {base}; {report.matched} of {report.modules} modules matched in "
+                f"{report.checked_against}")  # fmt: skip
+        if report.unmatched:
+            text += f" (not found: {', '.join(report.unmatched[:5])}{', …' if len(report.unmatched) > 5 else ''})"
+        out.append(text)
+    return "\n".join(out)

@@ -41,6 +41,40 @@ class LoraBakeRequest:
 
 
 @dataclass
+class LoraMergeRequest:
+    """LoRAs of the LoRA folder merged into one new LoRA there."""
+
+    loras: list[str]  # "name:strength[:blocks]" lines
+    method: str = "concat"  # or "svd"
+    rank: int | None = None  # svd: a fixed rank, else by energy
+    energy: float = 0.99
+    clamp: float = 1.0  # svd: quantile to clamp up/down to; 1 = off
+    name: str = ""  # the new LoRA's file name; empty: an automatic one
+    dtype: str = "fp16"
+    overwrite: bool = False
+
+
+@dataclass
+class LoraExtractRequest:
+    """A LoRA extracted from two checkpoints (titles or files), written to the LoRA folder."""
+
+    a: str  # the fine-tune
+    b: str  # its base
+    rank: int = 32
+    conv_rank: int | None = None  # None: as rank; 0: no 3×3 convolutions
+    full_svd: bool = False
+    name: str = ""
+    dtype: str = "fp16"
+    overwrite: bool = False
+
+
+@dataclass
+class LoraOutcome:
+    path: str
+    message: str
+
+
+@dataclass
 class MergeOutcome(CarriesRecipe):
     name: str
     recipe: HashedRecipe

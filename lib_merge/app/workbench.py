@@ -24,11 +24,28 @@ from lib_merge.app.history import (
     try_append_history,
 )
 from lib_merge.app.history.record import merge_and_log
-from lib_merge.app.lora import confine_loras, find_lora, lora_recipe
+from lib_merge.app.lora import (
+    confine_loras,
+    extract_settings,
+    find_lora,
+    lora_output_name,
+    lora_recipe,
+    merge_settings,
+    written_text,
+)
 from lib_merge.app.naming import EXTENSIONS, auto_name, custom_file_name
 from lib_merge.app.ports import GenResult, GenSettings, Host, MergeIdentity
 from lib_merge.app.progress import Progress
-from lib_merge.app.requests import LiveMerge, LoraBakeRequest, MergeOutcome, MergeRequest, SaveRequest
+from lib_merge.app.requests import (
+    LiveMerge,
+    LoraBakeRequest,
+    LoraExtractRequest,
+    LoraMergeRequest,
+    LoraOutcome,
+    MergeOutcome,
+    MergeRequest,
+    SaveRequest,
+)
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
 from lib_merge.engine.live import LiveBackup, merge_into_model
 from lib_merge.engine.options import CancelToken, EngineOptions
@@ -39,6 +56,9 @@ from lib_merge.io.cache import CacheStats, TensorCache
 from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.io.source import file_schema
 from lib_merge.io.tempfiles import clean_stale
+from lib_merge.lora.extract import extract_lora
+from lib_merge.lora.merge import merge_loras
+from lib_merge.lora.write import write_lora
 from lib_merge.paths import file_in_folders, inside_folder, user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.form import compile_form
@@ -316,6 +336,50 @@ class Workbench:
         root = lora_recipe(base, request.loras, lambda name: find_lora(name, folder), schema.id if schema else None)
         ui = {"loras": list(request.loras)}
         return self.merge(MergeRequest(root=root, save=request.save, ui=ui, wait=request.wait))
+
+    def merge_loras(self, request: LoraMergeRequest) -> LoraOutcome:
+        """LoRAs of the LoRA folder into one new LoRA there (the loaded checkpoint gives the layout)."""
+        folder = self.host.lora_folder()
+        model = self.host.loaded_file() if self.host.can_patch else None
+        settings = merge_settings(request, folder, model if model and os.path.isfile(model) else None)
+        fallback = "-".join(os.path.splitext(os.path.basename(i.path))[0] for i in settings.inputs)
+        name = lora_output_name(request.name, f"{fallback}-{request.method}")
+        return self._lora_job(f"merging LoRAs into {name}", lambda step: merge_loras(settings, step, self._stopping),
+                              name, request.dtype, request.overwrite)  # fmt: skip
+
+    def extract_lora(self, request: LoraExtractRequest) -> LoraOutcome:
+        """A LoRA of A − B written to the LoRA folder."""
+        settings = extract_settings(request, self.host.resolve_checkpoint)
+        stems = [os.path.splitext(os.path.basename(p))[0] for p in (settings.a, settings.b)]
+        name = lora_output_name(request.name, f"{stems[0]}-minus-{stems[1]}-r{request.rank}")
+        return self._lora_job(f"extracting {name}", lambda step: extract_lora(settings, step, self._stopping),
+                              name, request.dtype, request.overwrite)  # fmt: skip
+
+    def _lora_job(self, stage: str, make, name: str, dtype: str, overwrite: bool) -> LoraOutcome:
+        target = os.path.join(self.host.lora_folder(), name)
+        if os.path.exists(target) and not overwrite:
+            raise ParameterError(f"{name} exists in the LoRA folder; choose another name or tick overwrite")
+        if not self._lock.acquire(blocking=False):
+            raise BusyError("a merge is running")
+        try:
+            self._cancel = CancelToken()
+            self.progress = Progress(stage)
+            started = time.perf_counter()
+
+            def step(done: int, total: int) -> None:
+                self.progress_event(ProgressEvent("modules", done, total, "keys"))
+
+            build = make(step)
+            if not build.modules:
+                raise ParameterError("nothing to write: every module's change is zero")
+            written = write_lora(build, target, parse_output_dtype(dtype), overwrite)
+            return LoraOutcome(written.path, written_text(written, build.notes, time.perf_counter() - started))
+        finally:
+            self.progress = Progress()
+            self._lock.release()
+
+    def _stopping(self) -> bool:
+        return self._cancel.cancelled
 
     def busy(self) -> bool:
         """Whether a merge (or a save) holds the live model now."""

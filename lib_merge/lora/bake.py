@@ -15,6 +15,7 @@ from lib_merge.errors import ModelHashMismatchError
 from lib_merge.io.hashing import file_sha256
 from lib_merge.lora.file import LoraFile, match
 from lib_merge.lora.formats import LoraModule, module_bias_delta, module_delta
+from lib_merge.lora.keymap import Target
 from lib_merge.methods.lora import LoraRef
 
 
@@ -22,11 +23,13 @@ from lib_merge.methods.lora import LoraRef
 class KeyLora:
     """The modules of one LoRA that change one key (several for a fused q/k/v weight)."""
 
-    entries: list[tuple[LoraModule, tuple[int, int] | None, bool]] = field(default_factory=list)  # module, rows, bias
+    entries: list[tuple[LoraModule, Target, bool]] = field(default_factory=list)  # module, where, bias
 
     def apply(self, x: torch.Tensor, strength: float) -> torch.Tensor:
-        for module, rows, bias in self.entries:
-            target = x[rows[0] : rows[1]] if rows else x
+        for module, where, bias in self.entries:
+            target = x[where.rows[0] : where.rows[1]] if where.rows else x
+            if where.columns and not bias:
+                target = target[:, : where.columns]
             delta = module_bias_delta(module) if bias else module_delta(module, target)
             target.add_(delta.to(target.device, target.dtype).reshape(target.shape), alpha=float(strength))
         return x
@@ -59,9 +62,9 @@ def bind_lora(ref: LoraRef, path: str, shapes: Mapping[str, tuple[int, ...]], mo
     by_key: dict[str, KeyLora] = {}
     for name, target in found.targets.items():
         module = lora.modules[name]
-        by_key.setdefault(target.key, KeyLora()).entries.append((module, target.rows, False))
+        by_key.setdefault(target.key, KeyLora()).entries.append((module, target, False))
         if module_bias_delta(module) is not None and target.bias_key in shapes:
-            by_key.setdefault(target.bias_key, KeyLora()).entries.append((module, target.rows, True))
+            by_key.setdefault(target.bias_key, KeyLora()).entries.append((module, target, True))
     sha = file_sha256(path)
     if ref.sha256 and ref.sha256 != sha:
         raise ModelHashMismatchError(f"LoRA {lora.name} has sha256 {sha}, but the recipe expects {ref.sha256}")

@@ -99,7 +99,7 @@ def match(lora: LoraFile, shapes: Mapping[str, tuple[int, ...]], model_label: st
     targets: dict[str, Target] = {}
     unmatched: list[str] = []
     for name, module in lora.modules.items():
-        target = keymap.target(name)
+        target = _inpainting_input(module, keymap.target(name), shapes)
         if target is None or not _fits(module, target, shapes):
             unmatched.append(name)
         else:
@@ -114,10 +114,35 @@ def match(lora: LoraFile, shapes: Mapping[str, tuple[int, ...]], model_label: st
     return LoraMatch(targets, unmatched)
 
 
+_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+LATENT_CHANNELS = 4
+
+
+def _inpainting_input(module: LoraModule, target: Target | None, shapes) -> Target | None:
+    """An SD LoRA's conv_in change on an inpainting (9) or pix2pix (8) model: its first 4 input channels."""
+    if target is None or target.key != _CONV_IN or len(shapes[_CONV_IN]) != 4:
+        return target
+    down = module.parts.get("down")
+    wide = shapes[_CONV_IN][1] > LATENT_CHANNELS
+    if wide and down is not None and down.dim() > 1 and down.shape[1] == LATENT_CHANNELS:
+        return Target(target.key, columns=LATENT_CHANNELS)
+    return target
+
+
+def target_shape(target: Target, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
+    """The shape of the part of the weight a module changes (its rows and input channels)."""
+    shape = list(shapes[target.key])
+    if target.rows:
+        shape[0] = target.rows[1] - target.rows[0]
+    if target.columns:
+        shape[1] = target.columns
+    return tuple(shape)
+
+
 def _fits(module: LoraModule, target: Target, shapes: Mapping[str, tuple[int, ...]]) -> bool:
     """Whether the module's factors have the target's output and input sizes (where they tell)."""
-    shape = tuple(shapes[target.key])
-    rows = target.rows[1] - target.rows[0] if target.rows else shape[0]
+    shape = target_shape(target, shapes)
+    rows = shape[0]
     p = module.parts
     if "up" in p and "down" in p:
         return p["up"].shape[0] == rows and p["down"].shape[1] == (shape[1] if len(shape) > 1 else 1)

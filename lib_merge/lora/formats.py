@@ -211,3 +211,35 @@ def module_bias_delta(m: LoraModule) -> torch.Tensor | None:
         if part in m.parts:
             return m.parts[part].float()
     return None
+
+
+def factor_shape(m: LoraModule) -> tuple[int, ...] | None:
+    """The weight shape a module's own tensors tell (None for IA3 and DoRA, whose ΔW needs the weight).
+    A LoHa or LoKr on a convolution without Tucker factors tells only [out, in·kh·kw]."""
+    p = m.parts
+    if m.dora:
+        return None
+    kind = m.kind
+    if kind == "lora":
+        up, down = p["up"], p["down"]
+        if "mid" in p:
+            return (up.shape[0], down.shape[1], *p["mid"].shape[2:])
+        if up.dim() == 4 and down.dim() == 2:
+            return (up.shape[0], down.shape[1], 1, 1)
+        return (up.shape[0], *down.shape[1:])
+    if kind == "loha":
+        if "hada_t1" in p:
+            return (p["hada_w1_a"].shape[0], p["hada_w1_b"].shape[1], *p["hada_t1"].shape[2:])
+        return (p["hada_w1_a"].shape[0], p["hada_w1_b"].shape[1])
+    if kind == "lokr":
+        w1 = p["lokr_w1"] if "lokr_w1" in p else p["lokr_w1_a"] @ p["lokr_w1_b"]
+        w2 = p["lokr_w2"] if "lokr_w2" in p else None
+        if w2 is None and "lokr_t2" in p:
+            return None
+        rows2, cols2 = (
+            (w2.shape[0], w2[0].numel()) if w2 is not None else (p["lokr_w2_a"].shape[0], p["lokr_w2_b"].shape[1])
+        )
+        return (w1.shape[0] * rows2, w1.shape[1] * cols2)
+    if kind in ("full", "norm"):
+        return tuple(p["diff" if kind == "full" else "w_norm"].shape)
+    return None

@@ -42,11 +42,26 @@ _OPENCLIP_TE = {
 _OPENCLIP_PART = {"self_attn_out_proj": "attn.out_proj", "mlp_fc1": "mlp.c_fc", "mlp_fc2": "mlp.c_proj"}
 _QKV = {"self_attn_q_proj": 0, "self_attn_k_proj": 1, "self_attn_v_proj": 2}
 _LAYER = re.compile(r"text_model_encoder_layers_(\d+)_(\w+)$")
+# Flux in diffusers names (transformer_blocks = double blocks, single_transformer_blocks = single blocks)
+_FLUX_DIFFUSERS = re.compile(r"(single_)?transformer_blocks_(\d+)_(.+)$")
+_FLUX_QKV = {
+    "attn_to_q": ("img", 0), "attn_to_k": ("img", 1), "attn_to_v": ("img", 2),
+    "attn_add_q_proj": ("txt", 0), "attn_add_k_proj": ("txt", 1), "attn_add_v_proj": ("txt", 2),
+}  # fmt: skip
+_FLUX_DOUBLE = {
+    "attn_to_out_0": "img_attn.proj", "attn_to_add_out": "txt_attn.proj",
+    "ff_net_0_proj": "img_mlp.0", "ff_net_2": "img_mlp.2",
+    "ff_context_net_0_proj": "txt_mlp.0", "ff_context_net_2": "txt_mlp.2",
+    "norm1_linear": "img_mod.lin", "norm1_context_linear": "txt_mod.lin",
+}  # fmt: skip
+_FLUX_SINGLE = {"proj_out": "linear2", "norm_linear": "modulation.lin"}
+_FLUX_SINGLE_ROWS = {"attn_to_q": 0, "attn_to_k": 1, "attn_to_v": 2, "proj_mlp": 3}  # × hidden width
 _PEFT = (
     ("base_model.model.", ""),
     ("unet.", "lora_unet_"),
     ("text_encoder_2.", "lora_te2_"),
     ("text_encoder.", "lora_te_"),
+    ("transformer.", "lora_unet_"),
 )
 
 
@@ -54,6 +69,7 @@ _PEFT = (
 class Target:
     key: str  # the checkpoint's weight key
     rows: tuple[int, int] | None = None  # a row slice of a fused q/k/v weight
+    columns: int | None = None  # the first input channels only (an SD LoRA on an inpainting model's conv_in)
 
     @property
     def bias_key(self) -> str:
@@ -83,6 +99,9 @@ class KeyMap:
     def _candidates(self, name: str) -> Iterator[str | Target]:
         if name.startswith("lora_unet_"):
             rest = name[len("lora_unet_") :]
+            flux = self._flux(rest)
+            if flux is not None:
+                yield flux
             for ldm in unet_names(rest):
                 yield "model_diffusion_model_" + ldm
             return
@@ -94,6 +113,31 @@ class KeyMap:
                 target = self._openclip(base, name[len(prefix) :])
                 if target is not None:
                     yield target
+
+    def _flux(self, rest: str) -> Target | None:
+        """Diffusers names of Flux blocks: separate q/k/v (and the single blocks' MLP input) are row
+        slices of the fused qkv / linear1 weights."""
+        m = _FLUX_DIFFUSERS.match(rest)
+        if not m:
+            return None
+        single, n, part = m.groups()
+        if single:
+            key = f"{UNET}single_blocks.{n}.linear1.weight"
+            if part in _FLUX_SINGLE:
+                return Target(f"{UNET}single_blocks.{n}.{_FLUX_SINGLE[part]}.weight")
+            if key not in self.shapes or part not in _FLUX_SINGLE_ROWS:
+                return None
+            width = self.shapes[f"{UNET}single_blocks.{n}.linear2.weight"][0]
+            start = _FLUX_SINGLE_ROWS[part] * width
+            return Target(key, (start, start + width if part != "proj_mlp" else self.shapes[key][0]))
+        if part in _FLUX_DOUBLE:
+            return Target(f"{UNET}double_blocks.{n}.{_FLUX_DOUBLE[part]}.weight")
+        if part not in _FLUX_QKV:
+            return None
+        stream, index = _FLUX_QKV[part]
+        key = f"{UNET}double_blocks.{n}.{stream}_attn.qkv.weight"
+        width = self.shapes[key][0] // 3 if key in self.shapes else 0
+        return Target(key, (index * width, (index + 1) * width))
 
     def _openclip(self, base: str, rest: str) -> Target | None:
         m = _LAYER.match(rest)
@@ -112,6 +156,8 @@ class KeyMap:
 
 def kohya_name(name: str) -> str:
     """A PEFT/diffusers module name ("unet.down_blocks.0…to_q") in kohya form ("lora_unet_down_blocks_0…to_q")."""
+    if name.startswith("lora_transformer_"):  # Flux in diffusers names, kohya-style prefix
+        return "lora_unet_" + name[len("lora_transformer_") :]
     if name.startswith("lora_"):
         return name
     for prefix, replacement in _PEFT:

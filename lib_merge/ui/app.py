@@ -9,7 +9,7 @@ from lib_merge.app.ports import GenSettings
 from lib_merge.app.workbench import Workbench
 from lib_merge.recipe import print_recipe
 from lib_merge.recipe.form import CALC_MODES, compile_form
-from lib_merge.ui import dice_tab, history_tab, mbw_tab, merge_tab, xyz_tab
+from lib_merge.ui import dice_tab, history_tab, lora_tab, mbw_tab, merge_tab, xyz_tab
 from lib_merge.ui.compat import update
 from lib_merge.ui.form import Form
 from lib_merge.ui.jobs import error_text, run_in_thread
@@ -24,7 +24,6 @@ from lib_merge.ui.values import (
 
 TAB_LABELS = ("Merge", "MBW", "XYZ plot", "Adjust", "Dice", "LoRA", "Toolkit", "Analysis", "History")
 LATER = {
-    "LoRA": "Merge LoRAs into a checkpoint, merge LoRAs, extract a LoRA.",
     "Toolkit": "Inspect, prune, convert, swap components, fingerprint.",
     "Analysis": "Similarity of two models by block.",
 }
@@ -78,6 +77,9 @@ def build_ui(workbench: Workbench, desk: PlotDesk | None = None) -> gr.Blocks:
                         plot_parts = xyz_tab.build(can_generate)
                     elif label == "Dice":
                         dice_parts = dice_tab.build()
+                    elif label == "LoRA":
+                        prompts = _prompt_boxes(host, parts)
+                        lora_parts = lora_tab.build(workbench, prompts)
                     else:
                         gr.Markdown(f"**{label}** — {LATER[label]} This tab arrives in a later release of Alloy.")
             with gr.Tab("History", elem_id="alloy_tab_history") as history_page:
@@ -86,7 +88,15 @@ def build_ui(workbench: Workbench, desk: PlotDesk | None = None) -> gr.Blocks:
         _wire(workbench, Form(widgets), parts, history)
         gen_parts, gen_settings = _gen_inputs(host, parts), _gen_settings_fn(host, _gen_inputs(host, parts))
         xyz_tab.wire(desk, Form(widgets), plot_parts, dice_parts, gen_parts["inputs"], gen_settings)
+        lora_tab.wire(workbench, lora_parts, prompts, lambda outcome: outcome.message)
     return demo
+
+
+def _prompt_boxes(host, parts: dict) -> list:
+    """The prompts whose <lora:…> tags "Get from prompt" reads: Alloy's own Gen prompt and the WebUI's txt2img one."""
+    boxes = [parts["gen_overrides"]["prompt"]] if "gen_overrides" in parts else []
+    components = getattr(host, "components", {})
+    return boxes + ([components["txt2img_prompt"]] if "txt2img_prompt" in components else [])
 
 
 def adjust_tab(widgets: dict) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
+from lib_merge.surfaces.cli.common import check_new_output
 from lib_merge.surfaces.cli.errors import UsageError
 from lib_merge.surfaces.cli.merge import save_merge
 
 
 def cmd_lora(args) -> int:
-    return {"inspect": _inspect, "bake": _bake}[args.lora_command](args)
+    return {"inspect": _inspect, "bake": _bake, "merge": _merge, "extract": _extract}[args.lora_command](args)
 
 
 def _inspect(args) -> int:
@@ -51,3 +53,94 @@ def _bake(args) -> int:
 
     root = lora_recipe(ModelRef(model), args.lora, resolve, schema.id if schema else None)
     return save_merge(root, None, args, loras=list(args.lora))
+
+
+def _factoring(args):
+    from lib_merge.lora.factor import Factoring
+
+    return Factoring(full_svd=args.full_svd, seed=args.seed, clamp=args.clamp)
+
+
+def _merge(args) -> int:
+    """--lora FILE:STRENGTH[:BLOCKS] … --method concat|svd → one LoRA at -o OUT."""
+    from lib_merge.app.lora import parse_lora_spec
+    from lib_merge.lora.factor import RankRule
+    from lib_merge.lora.merge import LoraInput, LoraMergeSettings, merge_loras
+
+    _check_output(args)
+    if args.method == "concat" and (args.rank or args.energy):
+        raise UsageError("--rank and --energy are for --method svd (concat keeps every rank)")
+    inputs = [LoraInput(*parse_lora_spec(line)) for line in args.lora]
+    rule = RankRule(rank=args.rank, energy=None if args.rank else (args.energy or 0.99), max_rank=args.max_rank)
+    settings = LoraMergeSettings(inputs, args.method, rule, _factoring(args), args.model)
+    return _write(merge_loras(settings, progress=_progress(args, "merging")), args)
+
+
+def _extract(args) -> int:
+    """ΔW = alpha·A − beta·B per module, factorised → a LoRA at -o OUT."""
+    from lib_merge.lora.extract import ExtractSettings, extract_lora
+    from lib_merge.lora.factor import RankRule
+
+    _check_output(args)
+    if args.conv_rank is not None and args.conv_rank < 0:
+        raise UsageError("--conv-rank must be 0 (no convolutions) or more")
+    chosen = args.rank or args.energy or args.ratio
+    rank = args.rank if chosen else 32
+    rule = RankRule(rank=rank, energy=args.energy, ratio=args.ratio, max_rank=args.max_rank)
+    conv_rule = RankRule(rank=args.conv_rank, max_rank=args.max_rank) if args.conv_rank else None
+    settings = ExtractSettings(
+        args.a,
+        args.b,
+        alpha=args.alpha,
+        beta=args.beta,
+        rule=rule,
+        conv_rule=conv_rule,
+        skip_convs=args.conv_rank == 0,
+        factoring=_factoring(args),
+        te_threshold=args.te_threshold,
+        output_alpha=args.network_alpha,
+    )
+    return _write(extract_lora(settings, progress=_progress(args, "extracting")), args)
+
+
+def _check_output(args) -> None:
+    if not args.output:
+        raise UsageError(f"lora {args.lora_command} needs -o OUT")
+    check_new_output(args.output, args.overwrite)
+
+
+def _write(build, args) -> int:
+    """The LoRA's notes, then its recipe hash and path (the output lines of every command that writes)."""
+    from lib_merge.errors import ParameterError
+    from lib_merge.io.dtypes import parse_output_dtype
+    from lib_merge.lora.write import write_lora
+
+    if not build.modules:
+        raise ParameterError("nothing to write: every module's change is zero")
+    written = write_lora(build, args.output, parse_output_dtype(args.dtype), args.overwrite)
+    for note in build.notes:
+        print(f"note: {note}", file=sys.stderr)
+    meta = written.metadata
+    print(f"note: {written.modules} modules, rank {meta['ss_network_dim']}, alpha {meta['ss_network_alpha']}",
+          file=sys.stderr)  # fmt: skip
+    print(written.recipe_hash)
+    print(written.path)
+    return 0
+
+
+def _progress(args, label: str):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, file=sys.stderr, leave=False, unit="module", desc=label)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update

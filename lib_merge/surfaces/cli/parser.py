@@ -214,7 +214,7 @@ def _other_commands(sub) -> None:
 
 
 def _lora_command(sub) -> None:
-    lo = sub.add_parser("lora", help="LoRA files: inspect, bake into a checkpoint")
+    lo = sub.add_parser("lora", help="LoRA files: inspect, bake into a checkpoint, merge, extract")
     lsub = lo.add_subparsers(dest="lora_command", required=True, parser_class=_Parser)
     li = lsub.add_parser("inspect", help="module types, ranks, alphas, base model, matched/unmatched modules")
     li.add_argument("file")
@@ -235,3 +235,46 @@ def _lora_command(sub) -> None:
     lb.add_argument("--device", default="cpu")
     lb.add_argument("--overwrite", action="store_true")
     lb.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
+    _lora_merge_command(lsub)
+    _lora_extract_command(lsub)
+
+
+def _lora_output_options(p) -> None:
+    p.add_argument("-o", "--output", help="the LoRA to write (.safetensors)")
+    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--clamp", type=finite_float, default=1.0, metavar="Q",
+                   help="clamp up/down to the Q quantile of their absolute values (e.g. 0.99; 1 = off)")  # fmt: skip
+    p.add_argument("--full-svd", action="store_true", help="full SVD instead of the randomized one (slower)")
+    p.add_argument("--seed", type=whole_number, default=0, help="seed of the randomized SVD")
+    p.add_argument("--max-rank", type=whole_number, default=128, help="cap of --energy and --ratio")
+
+
+def _lora_merge_command(lsub) -> None:
+    lm = lsub.add_parser("merge", help="merge LoRAs into one: concat (exact) or svd (re-rank the summed ΔW)")
+    lm.add_argument(
+        "--lora", action="append", required=True, metavar="FILE:STRENGTH[:BLOCKS]", help="a LoRA; repeat for more"
+    )
+    lm.add_argument("--method", choices=["concat", "svd"], default="concat")
+    rank = lm.add_mutually_exclusive_group()
+    rank.add_argument("--rank", type=whole_number, help="svd: the output rank")
+    rank.add_argument("--energy", type=finite_float, help="svd: keep this share of the energy (default 0.99)")
+    lm.add_argument("--model", help="the base checkpoint: its layout, and its weights for IA3/DoRA inputs")
+    _lora_output_options(lm)
+
+
+def _lora_extract_command(lsub) -> None:
+    le = lsub.add_parser("extract", help="extract a LoRA: ΔW = alpha·A − beta·B, factorised per module")
+    le.add_argument("--a", required=True, help="the fine-tuned checkpoint")
+    le.add_argument("--b", required=True, help="the base checkpoint")
+    rank = le.add_mutually_exclusive_group()
+    rank.add_argument("--rank", type=whole_number, help="linear rank (default 32)")
+    rank.add_argument("--energy", type=finite_float, help="rank by energy share, e.g. 0.9")
+    rank.add_argument("--ratio", type=finite_float, help="keep singular values ≥ ratio · the largest")
+    le.add_argument("--conv-rank", type=whole_number, help="rank of the 3×3 convolutions (default: --rank; 0 = none)")
+    le.add_argument("--alpha", type=finite_float, default=1.0, help="ΔW = alpha·A − beta·B")
+    le.add_argument("--beta", type=finite_float, default=1.0)
+    le.add_argument("--network-alpha", type=finite_float, help="the alpha to write (default: the rank, scale 1)")
+    le.add_argument("--te-threshold", type=finite_float, default=1e-4,
+                    help="leave out a text encoder whose largest |ΔW| is at most this")  # fmt: skip
+    _lora_output_options(le)

@@ -1,0 +1,132 @@
+"""A LoRA extracted from two checkpoints: ΔW = α·W_A − β·W_B per targeted module, factorised
+(docs/FORMULAS.md §10.6).
+
+Streams module by module: only the two weights of one module and its factors are in memory at a
+time. Spatial (3×3) convolutions take their own rank; a text encoder whose largest change is below
+the threshold is left out, and the notes say so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from lib_merge.errors import ArchMismatchError, Cancelled, ShapeMismatchError
+from lib_merge.io.source import SourceModel
+from lib_merge.lora.factor import Factoring, RankRule, factorise
+from lib_merge.lora.names import ModuleTarget, module_targets
+from lib_merge.lora.write import LoraBuild, OutModule
+
+Progress = Callable[[int, int], None]
+_TE_LABELS = {"te": "the text encoder", "te1": "text encoder 1 (CLIP-L)", "te2": "text encoder 2 (OpenCLIP-G)"}
+
+
+@dataclass
+class ExtractSettings:
+    a: str  # the fine-tune
+    b: str  # the base it was tuned from
+    alpha: float = 1.0  # ΔW = alpha · A − beta · B
+    beta: float = 1.0
+    rule: RankRule = field(default_factory=lambda: RankRule(rank=32))
+    conv_rule: RankRule | None = None  # spatial convolutions; None: the same as `rule`
+    skip_convs: bool = False  # leave the 3×3 convolutions out
+    factoring: Factoring = field(default_factory=Factoring)
+    te_threshold: float = 1e-4
+    output_alpha: float | None = None  # None: alpha = rank (scale 1)
+
+
+def extract_lora(
+    settings: ExtractSettings,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> LoraBuild:
+    a, b = SourceModel(settings.a), SourceModel(settings.b)
+    try:
+        if a.arch.id != b.arch.id:
+            raise ArchMismatchError(f"{a.name} is {a.arch.label} but {b.name} is {b.arch.label}")
+        targets = [t for t in module_targets(a.shapes, a.arch.id) if not (settings.skip_convs and t.spatial)]
+        notes: list[str] = []
+        missing = [t for t in targets if t.target.key not in b]
+        if missing:
+            notes.append(f"{len(missing)} modules missing in {b.name}, not extracted (first: {missing[0].name})")
+            targets = [t for t in targets if t.target.key in b]
+        targets = _drop_quiet_text_encoders(targets, a, b, settings, notes)
+        modules: dict[str, OutModule] = {}
+        unchanged = 0
+        for done, module in enumerate(targets):
+            if should_stop is not None and should_stop():
+                raise Cancelled("LoRA extraction cancelled")
+            rule = settings.conv_rule if module.spatial and settings.conv_rule else settings.rule
+            pair = factorise(_delta(module, a, b, settings), rule, settings.factoring)
+            if pair is None:
+                unchanged += 1
+            else:
+                up, alpha = pair.up, float(pair.rank)
+                if settings.output_alpha is not None:  # (alpha / rank) · up' · down = up · down
+                    alpha = settings.output_alpha
+                    up = up * (pair.rank / alpha)
+                modules[module.name] = OutModule(up, pair.down, alpha)
+            if progress is not None:
+                progress(done + 1, len(targets))
+        if unchanged:
+            notes.append(f"{unchanged} modules are equal in both models, not written")
+        return LoraBuild(modules, a.arch.id, a.arch.prediction, _recipe(settings, a, b), notes)
+    finally:
+        a.close()
+        b.close()
+
+
+def _delta(module: ModuleTarget, a: SourceModel, b: SourceModel, settings: ExtractSettings) -> torch.Tensor:
+    key = module.target.key
+    wa, wb = a.read(key).float(), b.read(key).float()
+    if wa.shape != wb.shape:
+        raise ShapeMismatchError(f"{key}: {tuple(wa.shape)} in {a.name} but {tuple(wb.shape)} in {b.name}")
+    delta = settings.alpha * wa - settings.beta * wb
+    rows = module.target.rows
+    return delta[rows[0] : rows[1]] if rows else delta
+
+
+def _drop_quiet_text_encoders(
+    targets: list[ModuleTarget], a: SourceModel, b: SourceModel, settings: ExtractSettings, notes: list[str]
+) -> list[ModuleTarget]:
+    """The targets without the text encoders whose largest |ΔW| is at most the threshold."""
+    largest: dict[str, float] = {}
+    seen: set[str] = set()
+    for module in targets:
+        if module.text_encoder and module.target.key not in seen:  # a fused q/k/v weight once
+            seen.add(module.target.key)
+            change = float(_delta_full(module, a, b, settings).abs().max())
+            largest[module.text_encoder] = max(largest.get(module.text_encoder, 0.0), change)
+    quiet = {te for te, change in largest.items() if change <= settings.te_threshold}
+    for te in sorted(quiet):
+        notes.append(
+            f"{_TE_LABELS[te]} is left out: its largest change {largest[te]:.3g} is at most "
+            f"the threshold {settings.te_threshold:g}"
+        )
+    return [t for t in targets if t.text_encoder not in quiet]
+
+
+def _delta_full(module: ModuleTarget, a: SourceModel, b: SourceModel, settings: ExtractSettings) -> torch.Tensor:
+    """ΔW of the whole weight (all of a fused q/k/v), for the threshold test."""
+    key = module.target.key
+    return settings.alpha * a.read(key).float() - settings.beta * b.read(key).float()
+
+
+def _recipe(settings: ExtractSettings, a: SourceModel, b: SourceModel) -> dict:
+    how = settings.factoring
+    conv = settings.conv_rule or settings.rule
+    return {
+        "method": "extract",
+        "a": {"file": os.path.basename(a.path), "sha256": a.sha256(), "alpha": settings.alpha},
+        "b": {"file": os.path.basename(b.path), "sha256": b.sha256(), "beta": settings.beta},
+        "rank_rule": settings.rule.describe(),
+        "conv_rank_rule": "off" if settings.skip_convs else conv.describe(),
+        "full_svd": how.full_svd,
+        "seed": how.seed,
+        "clamp": how.clamp,
+        "te_threshold": settings.te_threshold,
+        "alpha": settings.output_alpha,
+    }
