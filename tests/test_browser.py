@@ -207,3 +207,43 @@ def test_xyz_plot_2x2_in_the_browser(webui, tmp_path):
         for c in (0, 1)
     ]
     assert all(not np.array_equal(tiles[i], tiles[j]) for i in range(4) for j in range(i + 1, 4))
+
+
+def test_lora_tab_bakes_and_merges_in_the_browser(app_url, sd1):
+    from helpers import write_lora
+    from playwright.sync_api import sync_playwright
+    from test_lora_bake import reference_delta
+    from test_lora_file import SD1_MODULES
+
+    url, models = app_url
+    (models / "Lora").mkdir()
+    targets = write_lora(models / "Lora" / "style.safetensors", sd1[0], SD1_MODULES, rank=2, alpha=1)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(http_credentials={"username": USER, "password": PASSWORD})
+        page.goto(url)
+        page.locator("#alloy_tabs button:has-text('LoRA')").first.click()
+        page.locator("#alloy_lora_lines textarea").fill("style:0.5")
+        page.locator("#alloy_lora_model input").click()
+        page.locator("#alloy_lora_model li").filter(has_text=sd1[0].name).first.click()
+        page.locator("#alloy_lora_save_name textarea, #alloy_lora_save_name input").first.fill("baked_browser")
+        page.locator("#alloy_lora_bake_save").click()
+        status = "() => /Saved|Error/.test(document.querySelector('#alloy_lora_status').innerText)"
+        page.wait_for_function(status, timeout=120_000)
+        baked = page.locator("#alloy_lora_status").first.inner_text()
+        page.locator("#alloy_lora_lines textarea").fill("style:1\nstyle:-0.5")
+        page.get_by_text("Merge LoRAs into one", exact=True).click()
+        page.locator("#alloy_lora_merge_name textarea, #alloy_lora_merge_name input").first.fill("twice")
+        page.locator("#alloy_lora_merge").click()
+        page.wait_for_function(
+            "() => /Wrote|Error/.test(document.querySelector('#alloy_lora_status').innerText)", timeout=120_000
+        )
+        merged = page.locator("#alloy_lora_status").first.inner_text()
+        browser.close()
+    assert baked.startswith("Saved"), baked
+    assert merged.startswith("Wrote twice.safetensors"), merged
+    a, lora, out = load(sd1[0]), load(models / "Lora" / "style.safetensors"), load(models / "baked_browser.safetensors")
+    for name, key in targets.items():
+        expected = a[key].double() + 0.5 * reference_delta(lora, name, a[key].shape)
+        assert torch.allclose(out[key].double(), expected, atol=2e-3, rtol=1e-3), key
+    assert metadata(models / "Lora" / "twice.safetensors")["ss_network_dim"] == "4"

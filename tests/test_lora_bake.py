@@ -172,3 +172,38 @@ def test_a_request_names_no_lora_outside_the_lora_folder(webui, tmp_path):
         with pytest.raises(ModelNotFoundError, match=f"not found in {folder}"):
             webui.workbench.merge(MergeRequest(recipe=text))
     assert webui.workbench.live is None
+
+
+def test_an_sd_lora_on_an_inpainting_model_changes_the_latent_channels_of_conv_in(models, sd1, tmp_path):
+    inpainting = models("sd1_inpaint", arch="sd1", seed=1, input_channels=9)
+    path = tmp_path / "conv_in.safetensors"
+    write_lora(path, sd1[0], ["lora_unet_conv_in", SD1_MODULES[0]], rank=2, alpha=2)
+    text = recipe(f'lora(A, "{path}", strength=0.5)', inpainting)
+    out = merge_to_file(parse_recipe(text), SaveOptions(str(tmp_path / "baked.safetensors"), torch.float32))
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    a, lora, baked = load(inpainting), load(path), load(out.path)
+    assert a[key].shape[1] == 9
+    expected = a[key].double()
+    expected[:, :4] += 0.5 * reference_delta(lora, "lora_unet_conv_in", expected[:, :4].shape)
+    torch.testing.assert_close(baked[key].double(), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(baked[key][:, 4:], a[key][:, 4:].float())  # the mask and masked-image channels stay
+
+
+def test_user_and_imported_lora_block_presets(tmp_path, monkeypatch):
+    from lib_merge.arch.blocks import SCHEMAS
+    from lib_merge.lora.blocks import load_lora_presets, lora_block_vector
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("ALLOY_HOME", str(home))
+    lbw = tmp_path / "lbwpresets.txt"  # the LoRA Block Weight extension's file: NAME:values, some not numbers
+    lbw.write_text("MINE:1,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0\nRAND:R,R,R\nXL:0,0,0,0,0,0,1,1,1,1,1,1\n", "utf-8")
+    (home / "lbw_presets.tsv").write_text("preset_name\tpreset_weights\nMINE\t" + ",".join(["0.5"] * 17) + "\n")
+    presets = load_lora_presets([lbw])
+    assert "RAND" not in presets and presets["INS"][0] == 1  # built-ins stay; a bad line is skipped
+    mine = dict(zip(SCHEMAS["sd1"].slots, lora_block_vector("MINE", "sd1", presets), strict=True))
+    assert mine["IN01"] == 0.5 and mine["IN00"] == 0  # the user's file wins over the imported one
+    xl = dict(zip(SCHEMAS["sdxl"].slots, lora_block_vector("XL", "sdxl", presets), strict=True))
+    assert {slot for slot, v in xl.items() if v} == {f"OUT0{i}" for i in range(6)}
+    with pytest.raises(Exception, match="not a preset"):
+        lora_block_vector("MISSING", "sd1", presets)

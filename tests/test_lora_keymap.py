@@ -93,3 +93,38 @@ def test_sd2_unet_names_are_sd1s():
     keymap = KeyMap(shapes("sd2"))
     unet = [name for name, _ in modules("kohya_sd1_modules.txt") if name.startswith("lora_unet_")]
     assert all(keymap.target(name) is not None for name in unet)
+
+
+@pytest.mark.parametrize("arch, listing", [("sd1", "kohya_sd1_modules.txt"), ("sd2", None),
+                                           ("sdxl", "kohya_sdxl_modules.txt"), ("flux", None)])  # fmt: skip
+def test_the_names_alloy_writes_are_kohyas_and_map_back_to_their_keys(arch, listing):
+    from lib_merge.lora.names import module_targets
+
+    keymap = KeyMap(shapes(arch))
+    targets = module_targets(keymap.shapes, arch)
+    assert targets and all(keymap.target(t.name) == t.target for t in targets)
+    if listing:
+        real = {name for name, _ in modules(listing)}
+        written = {t.name for t in targets}
+        # every module Alloy extracts is one kohya trains; kohya's extra ones are conv_in/out, time and label embeddings
+        assert written <= real
+        outside_blocks = ("conv_in", "conv_out", "time_emb", "label_emb", "input_blocks_0_0", "out_2")
+        assert all(any(part in n for part in outside_blocks) for n in real - written), sorted(real - written)
+
+
+def test_flux_diffusers_names_are_row_slices_of_the_fused_weights():
+    keymap = KeyMap(shapes("flux"))
+    unet = "model.diffusion_model."
+    assert keymap.target("transformer.transformer_blocks.2.attn.to_k") == Target(
+        f"{unet}double_blocks.2.img_attn.qkv.weight", (3072, 6144)
+    )
+    assert keymap.target("transformer.transformer_blocks.2.attn.add_v_proj") == Target(
+        f"{unet}double_blocks.2.txt_attn.qkv.weight", (6144, 9216)
+    )
+    assert keymap.target("transformer.single_transformer_blocks.5.proj_mlp") == Target(
+        f"{unet}single_blocks.5.linear1.weight", (9216, 21504)
+    )
+    assert keymap.target("lora_transformer_single_transformer_blocks_5_proj_out") == Target(
+        f"{unet}single_blocks.5.linear2.weight"
+    )
+    assert keymap.target("lora_unet_double_blocks_0_img_mod_lin") == Target(f"{unet}double_blocks.0.img_mod.lin.weight")

@@ -305,3 +305,18 @@ def test_sdxl_lora_metadata_and_factorising_a_zero_change():
     build = LoraBuild({"lora_te1_x": OutModule(torch.ones(4, 2), torch.ones(2, 3), 2.0)}, "sdxl")
     meta = training_metadata(build, "/tmp/style.safetensors", torch.bfloat16)
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0" and meta["ss_mixed_precision"] == "bf16"
+
+
+def test_hostile_values_and_an_input_as_output_are_refused(sd1, tmp_path):
+    one = tmp_path / "one.safetensors"
+    write_lora(one, sd1[0], SD1_MODULES, rank=2)
+    before = one.read_bytes()
+    proc = cli("lora", "merge", "--lora", one, "--overwrite", "-o", one)
+    assert proc.returncode != 0 and "input" in error_line(proc) and one.read_bytes() == before
+    proc = cli("lora", "merge", "--lora", f"{one}:1e999", "-o", tmp_path / "inf.safetensors")
+    assert proc.returncode != 0 and "not a finite number" in error_line(proc)
+    with pytest.raises(ParameterError, match="network alpha 0"):
+        extract_lora(ExtractSettings(str(sd1[0]), str(sd1[1]), output_alpha=0.0))
+    proc = cli("lora", "extract", "--a", one, "--b", sd1[1], "-o", tmp_path / "x.safetensors")
+    assert proc.returncode != 0 and "one.safetensors" in error_line(proc)
+    assert not (tmp_path / "inf.safetensors").exists() and not (tmp_path / "x.safetensors").exists()

@@ -70,3 +70,31 @@ def test_lora_tab_lines_check_bake_restore_merge_and_extract(webui, tmp_path):
     assert metadata(folder / "diff.safetensors")["ss_network_dim"] == "2"
     missing = last(extract(*values_for(inputs)))
     assert missing == "**Error:** choose both checkpoints, A and B"
+
+
+def test_lora_merge_and_extract_routes_check_their_fields(webui, tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from lib_merge.surfaces.http import add_routes
+
+    folder = tmp_path / "Lora"
+    folder.mkdir()
+    webui.shared.cmd_opts.lora_dir = str(folder)
+    write_lora(folder / "style.safetensors", webui.folder / "model_a.safetensors", SD1_MODULES, rank=2, alpha=1)
+    app = FastAPI()
+    add_routes(app, webui.workbench)
+    client = TestClient(app)
+    answer = client.post("/alloy/v1/lora/merge", json={"loras": ["style:1", "style:-0.5"], "name": "twice"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["path"] == str(folder / "twice.safetensors")
+    assert metadata(folder / "twice.safetensors")["ss_network_dim"] == "4"
+    for body in ({"loras": "style"}, {"loras": ["style"], "rank": "8"}, {"loras": ["style"], "colour": 1}, [1]):
+        bad = client.post("/alloy/v1/lora/merge", json=body)
+        assert bad.status_code == 400 and bad.json()["error"], body
+    answer = client.post("/alloy/v1/lora/extract", json={"a": webui.title("model_a"), "b": webui.title("model_b"),
+                                                          "rank": 2, "conv_rank": 0, "name": "ab"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert load(folder / "ab.safetensors")
+    outside = client.post("/alloy/v1/lora/extract", json={"a": "/etc/passwd", "b": webui.title("model_b")})
+    assert outside.status_code in (400, 404) and "passwd" in outside.json()["error"]

@@ -6,6 +6,7 @@ an ordinary merge (live or to a file, logged, restorable).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -34,11 +35,18 @@ def parse_lora_spec(text: str) -> tuple[str, float, str | None]:
         raise ParameterError("an empty LoRA line: give NAME[:STRENGTH[:BLOCKS]]")
     parts = text.rsplit(":", 2)
     if len(parts) == 3 and _NUMBER.match(parts[1]) and parts[0]:
-        return parts[0], float(parts[1]), parts[2] or None
+        return parts[0], _strength(parts[1], text), parts[2] or None
     parts = text.rsplit(":", 1)
     if len(parts) == 2 and _NUMBER.match(parts[1]) and parts[0]:
-        return parts[0], float(parts[1]), None
+        return parts[0], _strength(parts[1], text), None
     return text, 1.0, None
+
+
+def _strength(number: str, line: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):
+        raise ParameterError(f"LoRA line {line!r}: the strength {number} is not a finite number")
+    return value
 
 
 def loras_in_prompt(prompt: str) -> list[str]:
@@ -51,7 +59,13 @@ def loras_in_prompt(prompt: str) -> list[str]:
     return lines
 
 
-def lora_recipe(base: Node, lines: list[str], resolve: Callable[[str], str], schema_id: str | None) -> Node:
+def lora_recipe(
+    base: Node,
+    lines: list[str],
+    resolve: Callable[[str], str],
+    schema_id: str | None,
+    presets: dict[str, tuple[float, ...]] | None = None,
+) -> Node:
     """lora(…lora(base, F1, s1)…, Fn, sn): each line's file found by `resolve`, its block weights (a LoRA
     preset or a 17/26-value SD1, 12/20-value SDXL vector) times its strength."""
     if not lines:
@@ -63,7 +77,7 @@ def lora_recipe(base: Node, lines: list[str], resolve: Callable[[str], str], sch
         if blocks:
             if schema_id is None:
                 raise ParameterError("LoRA block weights need a model with blocks (SD1, SD2, SDXL)")
-            value = BlocksSpec([strength * v for v in lora_block_vector(blocks, schema_id)])
+            value = BlocksSpec([strength * v for v in lora_block_vector(blocks, schema_id, presets)])
         root = MergeNode("lora", (root,), {"file": LoraRef(resolve(name)), "strength": value})
     return root
 
@@ -105,7 +119,9 @@ def confine_loras(node: Node, folder: str) -> Node:
     return MergeNode(node.method, tuple(confine_loras(i, folder) for i in node.inputs), params)
 
 
-def merge_settings(request: LoraMergeRequest, folder: str, model: str | None) -> LoraMergeSettings:
+def merge_settings(
+    request: LoraMergeRequest, folder: str, model: str | None, presets: dict[str, tuple[float, ...]] | None = None
+) -> LoraMergeSettings:
     """The request's lines as inputs found in the LoRA folder."""
     if not request.loras:
         raise ParameterError("no LoRA to merge: give one NAME:STRENGTH line at least")
@@ -114,7 +130,25 @@ def merge_settings(request: LoraMergeRequest, folder: str, model: str | None) ->
         name, strength, blocks = parse_lora_spec(line)
         inputs.append(LoraInput(find_lora(name, folder), strength, blocks))
     rule = RankRule(rank=request.rank) if request.rank else RankRule(energy=request.energy)
-    return LoraMergeSettings(inputs, request.method, rule, Factoring(clamp=request.clamp), model)
+    factoring = Factoring(clamp=request.clamp)
+    return LoraMergeSettings(inputs, request.method, rule, factoring, _same_base(inputs, model), presets)
+
+
+def _same_base(inputs: list[LoraInput], model: str | None) -> str | None:
+    """The loaded model as the layout of a LoRA merge only when the LoRAs are made for its architecture
+    (merging LoRAs of another base needs no model)."""
+    from lib_merge.io.source import SourceModel
+    from lib_merge.lora.file import LoraFile
+
+    if not model:
+        return None
+    source = SourceModel(model)
+    try:
+        arch = source.arch.id
+    finally:
+        source.close()
+    bases = {LoraFile.read(i.path).likely_base() for i in inputs}
+    return model if bases == {arch} else None
 
 
 def extract_settings(request: LoraExtractRequest, resolve: Callable[[str], str]) -> ExtractSettings:

@@ -104,6 +104,10 @@ class Host(Protocol):
         """Where the user's LoRA files are (the WebUI's Lora folder)."""
         ...
 
+    def lora_preset_files(self) -> list[str]:
+        """Other tools' LoRA block preset files to import (the LoRA Block Weight extension's lbwpresets.txt)."""
+        ...
+
     def exclusive(self) -> AbstractContextManager:
         """Held while the live model changes or generates (the host's own job lock)."""
         ...

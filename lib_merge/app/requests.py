@@ -69,6 +69,17 @@ class LoraExtractRequest:
 
 
 @dataclass
+class LoraJob:
+    """A new LoRA file the Workbench writes: what the status line says, its name, and the files it reads."""
+
+    stage: str
+    name: str
+    dtype: str
+    overwrite: bool
+    sources: list[str]
+
+
+@dataclass
 class LoraOutcome:
     path: str
     message: str

@@ -40,6 +40,7 @@ from lib_merge.app.requests import (
     LiveMerge,
     LoraBakeRequest,
     LoraExtractRequest,
+    LoraJob,
     LoraMergeRequest,
     LoraOutcome,
     MergeOutcome,
@@ -56,9 +57,10 @@ from lib_merge.io.cache import CacheStats, TensorCache
 from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.io.source import file_schema
 from lib_merge.io.tempfiles import clean_stale
+from lib_merge.lora.blocks import load_lora_presets
 from lib_merge.lora.extract import extract_lora
 from lib_merge.lora.merge import merge_loras
-from lib_merge.lora.write import write_lora
+from lib_merge.lora.write import check_lora_output, write_lora
 from lib_merge.paths import file_in_folders, inside_folder, user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.form import compile_form
@@ -333,7 +335,9 @@ class Workbench:
             raise ParameterError("no model is loaded: choose the model to bake the LoRAs into")
         schema = file_schema(self.host.resolve_checkpoint(primary_model(base).path))
         folder = self.host.lora_folder()
-        root = lora_recipe(base, request.loras, lambda name: find_lora(name, folder), schema.id if schema else None)
+        presets = load_lora_presets(self.host.lora_preset_files())
+        root = lora_recipe(base, request.loras, lambda name: find_lora(name, folder), schema.id if schema else None,
+                           presets)  # fmt: skip
         ui = {"loras": list(request.loras)}
         return self.merge(MergeRequest(root=root, save=request.save, ui=ui, wait=request.wait))
 
@@ -341,29 +345,32 @@ class Workbench:
         """LoRAs of the LoRA folder into one new LoRA there (the loaded checkpoint gives the layout)."""
         folder = self.host.lora_folder()
         model = self.host.loaded_file() if self.host.can_patch else None
-        settings = merge_settings(request, folder, model if model and os.path.isfile(model) else None)
+        loaded = model if model and os.path.isfile(model) else None
+        settings = merge_settings(request, folder, loaded, load_lora_presets(self.host.lora_preset_files()))
         fallback = "-".join(os.path.splitext(os.path.basename(i.path))[0] for i in settings.inputs)
         name = lora_output_name(request.name, f"{fallback}-{request.method}")
-        return self._lora_job(f"merging LoRAs into {name}", lambda step: merge_loras(settings, step, self._stopping),
-                              name, request.dtype, request.overwrite)  # fmt: skip
+        sources = [i.path for i in settings.inputs] + ([settings.model] if settings.model else [])
+        job = LoraJob(f"merging LoRAs into {name}", name, request.dtype, request.overwrite, sources)
+        return self._lora_job(job, lambda step: merge_loras(settings, step, self._stopping))
 
     def extract_lora(self, request: LoraExtractRequest) -> LoraOutcome:
         """A LoRA of A − B written to the LoRA folder."""
         settings = extract_settings(request, self.host.resolve_checkpoint)
         stems = [os.path.splitext(os.path.basename(p))[0] for p in (settings.a, settings.b)]
         name = lora_output_name(request.name, f"{stems[0]}-minus-{stems[1]}-r{request.rank}")
-        return self._lora_job(f"extracting {name}", lambda step: extract_lora(settings, step, self._stopping),
-                              name, request.dtype, request.overwrite)  # fmt: skip
+        job = LoraJob(f"extracting {name}", name, request.dtype, request.overwrite, [settings.a, settings.b])
+        return self._lora_job(job, lambda step: extract_lora(settings, step, self._stopping))
 
-    def _lora_job(self, stage: str, make, name: str, dtype: str, overwrite: bool) -> LoraOutcome:
-        target = os.path.join(self.host.lora_folder(), name)
-        if os.path.exists(target) and not overwrite:
-            raise ParameterError(f"{name} exists in the LoRA folder; choose another name or tick overwrite")
+    def _lora_job(self, job: LoraJob, make) -> LoraOutcome:
+        target = os.path.join(self.host.lora_folder(), job.name)
+        if os.path.exists(target) and not job.overwrite:
+            raise ParameterError(f"{job.name} exists in the LoRA folder; choose another name or tick overwrite")
+        check_lora_output(target, job.sources, job.overwrite)
         if not self._lock.acquire(blocking=False):
             raise BusyError("a merge is running")
         try:
             self._cancel = CancelToken()
-            self.progress = Progress(stage)
+            self.progress = Progress(job.stage)
             started = time.perf_counter()
 
             def step(done: int, total: int) -> None:
@@ -372,7 +379,7 @@ class Workbench:
             build = make(step)
             if not build.modules:
                 raise ParameterError("nothing to write: every module's change is zero")
-            written = write_lora(build, target, parse_output_dtype(dtype), overwrite)
+            written = write_lora(build, target, parse_output_dtype(job.dtype), job.overwrite)
             return LoraOutcome(written.path, written_text(written, build.notes, time.perf_counter() - started))
         finally:
             self.progress = Progress()

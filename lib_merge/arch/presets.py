@@ -15,10 +15,11 @@ SHIPPED_PRESETS = Path(__file__).resolve().parent / "data" / "mbw_presets.tsv"
 _LENGTHS = {"sd1": (26,), "sdxl": (20, 26)}
 
 
-def read_preset_file(path: Path) -> dict[tuple[str, int], list[float]]:
-    """Parse a preset table; `NAME<TAB>values` and SuperMerger's `NAME:values` both read."""
+def read_preset_file(path: Path, strict: bool = True) -> dict[tuple[str, int], list[float]]:
+    """Parse a preset table; `NAME<TAB>values` and SuperMerger's `NAME:values` both read. Without
+    `strict` (another tool's file), lines that are not all numbers are skipped."""
     presets: dict[tuple[str, int], list[float]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#") or line.startswith("preset_name"):
             continue
@@ -27,6 +28,8 @@ def read_preset_file(path: Path) -> dict[tuple[str, int], list[float]]:
         try:
             numbers = [float(v) for v in values.split(",")]
         except ValueError:
+            if not strict:
+                continue
             raise PresetError(f"{path}: line {lineno}: preset {name.strip()!r} has a non-number value") from None
         presets[(name.strip(), len(numbers))] = numbers
     return presets

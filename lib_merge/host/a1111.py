@@ -91,6 +91,18 @@ class A1111Host:
             os.path.join(root, n) for n in names if "supermerger" in n.lower() and os.path.isdir(os.path.join(root, n))
         ]
 
+    def lora_preset_files(self) -> list[str]:
+        """lbwpresets.txt of an installed LoRA Block Weight extension (in its scripts folder)."""
+        from modules import paths
+
+        root = os.path.join(paths.script_path, "extensions")
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            return []
+        found = [os.path.join(root, n, "scripts", "lbwpresets.txt") for n in names]
+        return [path for path in found if os.path.isfile(path)]
+
     def __init__(self) -> None:
         self.components: dict[str, object] = {}  # txt2img components by elem_id, from after_component
         self.last_run: GenSettings | None = None  # the user's last txt2img run, from before_process

@@ -57,6 +57,9 @@ class FolderHost:
         folder = os.path.join(self.models_dir, "Lora")
         return folder if os.path.isdir(folder) else self.models_dir
 
+    def lora_preset_files(self) -> list[str]:
+        return []
+
     def grid_folder(self) -> str:
         from lib_merge.paths import user_data_dir
 

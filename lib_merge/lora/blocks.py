@@ -3,8 +3,13 @@ the full 26/20-slot vectors they stand for (slots they do not name are 0)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
 from lib_merge.arch.blocks import SCHEMAS
+from lib_merge.arch.presets import read_preset_file
 from lib_merge.errors import BlockVectorError
+from lib_merge.paths import user_data_dir
 
 SD1_LORA_SLOTS = ("BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00",
                   "OUT03", "OUT04", "OUT05", "OUT06", "OUT07", "OUT08", "OUT09", "OUT10", "OUT11")  # fmt: skip
@@ -25,22 +30,38 @@ PRESETS: dict[str, tuple[float, ...]] = {
 }
 
 
-def lora_block_vector(spec: str, schema_id: str) -> list[float]:
+USER_PRESETS = "lbw_presets.tsv"  # in the user-data folder; NAME<TAB>values or NAME:values per line
+
+
+def load_lora_presets(imported: Iterable[Path] = ()) -> dict[str, tuple[float, ...]]:
+    """The built-in LoRA presets, then those of other tools' files (the LoRA Block Weight extension's
+    lbwpresets.txt; lines that are not numbers are skipped), then the user's own file, which wins on a name."""
+    presets = dict(PRESETS)
+    files = [(Path(p), False) for p in imported] + [(user_data_dir() / USER_PRESETS, True)]
+    for path, strict in files:
+        if path.is_file():
+            presets.update({name: tuple(values) for (name, _), values in read_preset_file(path, strict).items()})
+    return presets
+
+
+def lora_block_vector(spec: str, schema_id: str, presets: Mapping[str, tuple[float, ...]] | None = None) -> list[float]:
     """A LoRA block spec (a preset name, or 17/26 values for SD1, 12/20 for SDXL) as the schema's full vector."""
     schema = SCHEMAS.get(schema_id)
     if schema is None or schema_id not in ("sd1", "sdxl"):
         raise BlockVectorError(f"LoRA block weights are defined for SD1/SD2 and SDXL, not {schema_id}")
     short = SD1_LORA_SLOTS if schema_id == "sd1" else SDXL_LORA_SLOTS
+    presets = PRESETS if presets is None else presets
     text = spec.strip()
-    if text.upper() in PRESETS:
-        values = [float(v) for v in PRESETS[text.upper()]]
-        if schema_id == "sdxl":
+    named = presets.get(text, presets.get(text.upper()))
+    if named is not None:
+        values = [float(v) for v in named]
+        if schema_id == "sdxl" and len(values) == len(SD1_LORA_SLOTS):
             values = [values[i] for i in _SD1_TO_SDXL]
     else:
         try:
             values = [float(v) for v in text.split(",")]
         except ValueError:
-            known = ", ".join(PRESETS)
+            known = ", ".join(presets)
             raise BlockVectorError(f"LoRA blocks {spec!r}: not a preset ({known}) nor a list of numbers") from None
     if len(values) == len(schema):
         return values

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lib_merge.errors import ArchMismatchError, Cancelled, ShapeMismatchError
+from lib_merge.errors import ArchMismatchError, Cancelled, ParameterError, ShapeMismatchError
 from lib_merge.io.source import SourceModel
 from lib_merge.lora.factor import Factoring, RankRule, factorise
 from lib_merge.lora.names import ModuleTarget, module_targets
@@ -43,8 +43,12 @@ def extract_lora(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> LoraBuild:
+    if settings.output_alpha is not None and not 0 < settings.output_alpha < float("inf"):
+        raise ParameterError(f"network alpha {settings.output_alpha}: give a positive number")
     a, b = SourceModel(settings.a), SourceModel(settings.b)
     try:
+        if a.arch.arch is None:
+            raise ArchMismatchError(f"{a.name} is no checkpoint Alloy knows ({a.arch.label})")
         if a.arch.id != b.arch.id:
             raise ArchMismatchError(f"{a.name} is {a.arch.label} but {b.name} is {b.arch.label}")
         targets = [t for t in module_targets(a.shapes, a.arch.id) if not (settings.skip_convs and t.spatial)]
@@ -73,7 +77,7 @@ def extract_lora(
                 progress(done + 1, len(targets))
         if unchanged:
             notes.append(f"{unchanged} modules are equal in both models, not written")
-        return LoraBuild(modules, a.arch.id, a.arch.prediction, _recipe(settings, a, b), notes)
+        return LoraBuild(modules, a.arch.id, a.arch.prediction, _recipe(settings, a, b), notes, [a.path, b.path])
     finally:
         a.close()
         b.close()

@@ -46,6 +46,7 @@ class LoraMergeSettings:
     rule: RankRule = field(default_factory=lambda: RankRule(energy=0.99))  # svd only
     factoring: Factoring = field(default_factory=Factoring)  # svd only
     model: str | None = None  # the base checkpoint: its shapes, and its weights for IA3 and DoRA inputs
+    presets: dict[str, tuple[float, ...]] | None = None  # LoRA block presets by name; None: the built-in ones
 
 
 @dataclass
@@ -81,7 +82,7 @@ def merge_loras(
         for spec, lora in zip(settings.inputs, loras, strict=True):
             if spec.blocks and schema is None:
                 raise ParameterError(f"{lora.name}: block weights need SD1, SD2 or SDXL, not {arch_id}")
-            vector = lora_block_vector(spec.blocks, schema.id) if spec.blocks else None
+            vector = lora_block_vector(spec.blocks, schema.id, settings.presets) if spec.blocks else None
             if model is not None:
                 targets = match(lora, shapes, model.name).targets
             else:
@@ -106,7 +107,8 @@ def merge_loras(
         recipe = _recipe(settings, sources, model)
         notes = [f"{src.lora.name}: {len(src.lora.modules) - len(src.targets)} modules not found" for src in sources
                  if len(src.targets) < len(src.lora.modules)]  # fmt: skip
-        return LoraBuild(modules, arch_id, prediction, recipe, notes)
+        sources = [lora.path for lora in loras] + ([model.path] if model else [])
+        return LoraBuild(modules, arch_id, prediction, recipe, notes, sources)
     finally:
         if model is not None:
             model.close()

@@ -20,6 +20,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from lib_merge import __version__
 from lib_merge.arch.registry import ARCHITECTURES
+from lib_merge.errors import OutputExistsError, UnsafePathError
 from lib_merge.io.dtypes import output_dtype_name
 from lib_merge.io.tempfiles import write_file
 
@@ -55,6 +56,7 @@ class LoraBuild:
     prediction: str = "epsilon"
     recipe: dict = field(default_factory=dict)  # alloy_lora_recipe: inputs, strengths, method, rank rule
     notes: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # the files it was made from (never overwritten)
 
     def tensors(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -134,8 +136,23 @@ def modelspec(build: LoraBuild, output: str, data_sha256: str) -> dict[str, str]
     }
 
 
+def check_lora_output(output: str, sources: list[str], overwrite: bool) -> str:
+    """Never replace an input; replace an existing file only when asked (checked before the work starts)."""
+    target = os.path.abspath(output)
+    if not os.path.isdir(os.path.dirname(target)):
+        raise UnsafePathError(f"output folder does not exist: {os.path.dirname(target)}")
+    if os.path.exists(target):
+        for source in sources:
+            if os.path.exists(source) and os.path.samefile(target, source):
+                raise UnsafePathError(f"output would overwrite the input {source}")
+        if not overwrite:
+            raise OutputExistsError(f"{target} exists; choose another name or use --overwrite")
+    return target
+
+
 def write_lora(build: LoraBuild, output: str, dtype: torch.dtype, overwrite: bool = False) -> WrittenLora:
     """The LoRA at `output`, published whole or not at all; without `overwrite` an existing file stays."""
+    check_lora_output(output, build.sources, overwrite)
     tensors = build.tensors(dtype)
     ss = training_metadata(build, output, dtype)
     model_hash, legacy = addnet_hashes(tensors, ss)

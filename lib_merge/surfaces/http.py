@@ -7,13 +7,15 @@ added by extensions are not covered by `--api-auth` (docs/WEBUI.md §7). No midd
 from __future__ import annotations
 
 import secrets
+import types
+import typing
 from dataclasses import fields
 from typing import Any
 
 from lib_merge.app.history import read_history, search_history
 from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.plots.plan import XYZPlan
-from lib_merge.app.requests import LoraBakeRequest
+from lib_merge.app.requests import LoraBakeRequest, LoraExtractRequest, LoraMergeRequest
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
 from lib_merge.errors import AlloyError, BusyError
 from lib_merge.recipe.form import MergeSettings, MethodSettings
@@ -61,6 +63,42 @@ def request_from_body(body: Any) -> MergeRequest:
     flags = {k: body[k] for k in _FLAG_FIELDS if k in body and body[k] is not None}
     flags.setdefault("mode", "weighted_sum")
     return MergeRequest(settings=MergeSettings(**flags), wait=wait, save=save)
+
+
+def _fits_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a simple annotation (str, int, float, bool, list[str], X | None)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_fits_type(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits_type(v, item) for v in value)
+    return isinstance(value, hint)
+
+
+def typed_request(cls: type, body: Any) -> Any:
+    """A request dataclass from a JSON object whose fields are its own and of its types (else a 400)."""
+    given = json_object(body)
+    hints = typing.get_type_hints(cls)
+    unknown = set(given) - set(hints)
+    if unknown:
+        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+    for name, value in given.items():
+        if not _fits_type(value, hints[name]):
+            raise ValueError(f"{name!r} must be {hints[name]}, not {json_type(value)}")
+    return cls(**given)
+
+
+def json_type(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)  # fmt: skip
 
 
 class Api:
@@ -136,6 +174,14 @@ class Api:
         request = LoraBakeRequest(loras, model=given.get("model"), save=save, wait=bool(given.get("wait", True)))
         return self.merge_answer(self.workbench.bake_loras(request))
 
+    def lora_merge(self, body: Any) -> dict:
+        outcome = self.workbench.merge_loras(typed_request(LoraMergeRequest, body))
+        return {"path": outcome.path, "message": outcome.message}
+
+    def lora_extract(self, body: Any) -> dict:
+        outcome = self.workbench.extract_lora(typed_request(LoraExtractRequest, body))
+        return {"path": outcome.path, "message": outcome.message}
+
     def stop(self, body: Any) -> dict:
         stopped = self.desk.stop()
         return {"stopped": stopped, "message": f"stopping the {' and the '.join(stopped)}" if stopped else "idle"}
@@ -162,6 +208,8 @@ ROUTES = (
     ("POST", "/xyz/queue/start", "xyz_queue_start"),
     ("POST", "/stop", "stop"),
     ("POST", "/lora/bake", "lora_bake"),
+    ("POST", "/lora/merge", "lora_merge"),
+    ("POST", "/lora/extract", "lora_extract"),
     ("GET", "/status", "status"),
 )
 

@@ -6,7 +6,6 @@ import json
 import os
 import sys
 
-from lib_merge.surfaces.cli.common import check_new_output
 from lib_merge.surfaces.cli.errors import UsageError
 from lib_merge.surfaces.cli.merge import save_merge
 
@@ -40,6 +39,7 @@ def _bake(args) -> int:
     """--model A and each --lora FILE:STRENGTH[:BLOCKS] as a recipe: lora(…lora(A, F1, s1)…, Fn, sn)."""
     from lib_merge.app.lora import lora_recipe, parse_lora_spec
     from lib_merge.io.source import file_schema
+    from lib_merge.lora.blocks import load_lora_presets
     from lib_merge.recipe.nodes import ModelRef
 
     if not args.output:
@@ -51,7 +51,7 @@ def _bake(args) -> int:
     def resolve(path: str) -> str:  # CLI paths are relative to the working folder
         return os.path.abspath(path) if os.path.exists(path) else path
 
-    root = lora_recipe(ModelRef(model), args.lora, resolve, schema.id if schema else None)
+    root = lora_recipe(ModelRef(model), args.lora, resolve, schema.id if schema else None, load_lora_presets())
     return save_merge(root, None, args, loras=list(args.lora))
 
 
@@ -64,15 +64,16 @@ def _factoring(args):
 def _merge(args) -> int:
     """--lora FILE:STRENGTH[:BLOCKS] … --method concat|svd → one LoRA at -o OUT."""
     from lib_merge.app.lora import parse_lora_spec
+    from lib_merge.lora.blocks import load_lora_presets
     from lib_merge.lora.factor import RankRule
     from lib_merge.lora.merge import LoraInput, LoraMergeSettings, merge_loras
 
-    _check_output(args)
+    _check_output(args, [parse_lora_spec(line)[0] for line in args.lora] + ([args.model] if args.model else []))
     if args.method == "concat" and (args.rank or args.energy):
         raise UsageError("--rank and --energy are for --method svd (concat keeps every rank)")
     inputs = [LoraInput(*parse_lora_spec(line)) for line in args.lora]
     rule = RankRule(rank=args.rank, energy=None if args.rank else (args.energy or 0.99), max_rank=args.max_rank)
-    settings = LoraMergeSettings(inputs, args.method, rule, _factoring(args), args.model)
+    settings = LoraMergeSettings(inputs, args.method, rule, _factoring(args), args.model, load_lora_presets())
     return _write(merge_loras(settings, progress=_progress(args, "merging")), args)
 
 
@@ -81,7 +82,7 @@ def _extract(args) -> int:
     from lib_merge.lora.extract import ExtractSettings, extract_lora
     from lib_merge.lora.factor import RankRule
 
-    _check_output(args)
+    _check_output(args, [args.a, args.b])
     if args.conv_rank is not None and args.conv_rank < 0:
         raise UsageError("--conv-rank must be 0 (no convolutions) or more")
     chosen = args.rank or args.energy or args.ratio
@@ -103,10 +104,13 @@ def _extract(args) -> int:
     return _write(extract_lora(settings, progress=_progress(args, "extracting")), args)
 
 
-def _check_output(args) -> None:
+def _check_output(args, sources: list[str]) -> None:
+    """Before the work: an output is given, its folder exists, it is no input, and it is new unless --overwrite."""
+    from lib_merge.lora.write import check_lora_output
+
     if not args.output:
         raise UsageError(f"lora {args.lora_command} needs -o OUT")
-    check_new_output(args.output, args.overwrite)
+    check_lora_output(args.output, sources, args.overwrite)
 
 
 def _write(build, args) -> int:
@@ -118,11 +122,11 @@ def _write(build, args) -> int:
     if not build.modules:
         raise ParameterError("nothing to write: every module's change is zero")
     written = write_lora(build, args.output, parse_output_dtype(args.dtype), args.overwrite)
-    for note in build.notes:
-        print(f"note: {note}", file=sys.stderr)
-    meta = written.metadata
-    print(f"note: {written.modules} modules, rank {meta['ss_network_dim']}, alpha {meta['ss_network_alpha']}",
-          file=sys.stderr)  # fmt: skip
+    if not args.quiet:
+        meta = written.metadata
+        for note in [*build.notes, f"{written.modules} modules, rank {meta['ss_network_dim']}, "
+                     f"alpha {meta['ss_network_alpha']}"]:  # fmt: skip
+            print(f"note: {note}", file=sys.stderr)
     print(written.recipe_hash)
     print(written.path)
     return 0
