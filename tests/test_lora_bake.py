@@ -137,6 +137,7 @@ def test_bake_into_the_loaded_model_restores_and_stacks_on_a_live_merge(webui, t
     answer = client.post("/alloy/v1/lora/bake", json={"loras": ["style:1"]})
     assert answer.status_code == 200, answer.text
     assert answer.json()["hash"] != merged.recipe_hash
+    assert "on top of the loaded merge" in answer.json()["message"]
     text = webui.workbench.live.recipe_text
     assert "weighted_sum(A, B, alpha=0.5)" in text and "lora(m1," in text  # the LoRA on top of the live merge
     bad = client.post("/alloy/v1/lora/bake", json={"loras": ["missing:1"]})

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import subprocess
 
 import pytest
 import torch
@@ -20,6 +23,16 @@ from lib_merge.lora.merge import LoraInput, LoraMergeSettings, merge_loras
 from lib_merge.lora.names import module_targets
 
 TE_Q = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+
+
+def run(*args) -> subprocess.CompletedProcess:
+    """The command line in this process (as `python -m lib_merge …`, without a new interpreter's start-up)."""
+    from lib_merge.surfaces.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def module_delta(tensors: dict, name: str) -> torch.Tensor:
@@ -52,8 +65,8 @@ def test_concat_equals_baking_both_and_writes_the_true_sizes(sd1, tmp_path):
     both = tmp_path / "baked_both.safetensors"
     merged = tmp_path / "baked_merged.safetensors"
     args = ("--model", sd1[0], "--dtype", "fp32", "--no-history")
-    assert cli("lora", "bake", *args, "--lora", f"{one}:0.8", "--lora", f"{two}:-0.5", "-o", both).returncode == 0
-    assert cli("lora", "bake", *args, "--lora", f"{out}:1", "-o", merged).returncode == 0
+    assert run("lora", "bake", *args, "--lora", f"{one}:0.8", "--lora", f"{two}:-0.5", "-o", both).returncode == 0
+    assert run("lora", "bake", *args, "--lora", f"{out}:1", "-o", merged).returncode == 0
     a, x, y = load(sd1[0]), load(both), load(merged)
     changed = [k for k in a if not torch.equal(x[k], a[k].float())]
     assert len(changed) == len(SD1_MODULES) + 1
@@ -129,7 +142,7 @@ def test_svd_merges_any_type_and_concat_refuses_loha_naming_it(sd1, tmp_path):
     with pytest.raises(LoraFormatError, match="concat needs LoRA/LoCon inputs; use svd"):
         merge_loras(LoraMergeSettings([LoraInput(str(path))], "concat", model=str(sd1[0])))
     out = tmp_path / "out.safetensors"
-    proc = cli("lora", "merge", "--lora", path, "--method", "concat", "--model", sd1[0], "-o", out)
+    proc = run("lora", "merge", "--lora", path, "--method", "concat", "--model", sd1[0], "-o", out)
     assert proc.returncode != 0 and "concat needs LoRA/LoCon inputs; use svd" in error_line(proc)
     assert not out.exists()
 
@@ -162,10 +175,10 @@ def test_bad_merge_inputs_are_refused_with_nothing_written(sd1, sdxl, tmp_path):
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(good.read_bytes()[:-100])
     out = tmp_path / "out.safetensors"
-    proc = cli("lora", "merge", "--lora", good, "--lora", f"{cut}:0.5", "-o", out)
+    proc = run("lora", "merge", "--lora", good, "--lora", f"{cut}:0.5", "-o", out)
     assert proc.returncode != 0 and "cut.safetensors" in error_line(proc)
     out.write_bytes(b"keep me")
-    proc = cli("lora", "merge", "--lora", good, "-o", out)
+    proc = run("lora", "merge", "--lora", good, "-o", out)
     assert proc.returncode == 5 and "exists" in error_line(proc)
     assert out.read_bytes() == b"keep me"
 
@@ -222,7 +235,7 @@ def test_extraction_of_q_k_v_slices_and_text_encoders_and_seeded_output(tuned_sd
     changed = tmp_path / "te_changed.safetensors"
     save_file(tensors, str(changed))
     out = tmp_path / "ex.safetensors"
-    proc = cli("lora", "extract", "--a", changed, "--b", b, "--rank", "2", "--conv-rank", "0", "--dtype", "fp32",
+    proc = run("lora", "extract", "--a", changed, "--b", b, "--rank", "2", "--conv-rank", "0", "--dtype", "fp32",
                "-o", out)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lora, meta = load(out), metadata(out)
@@ -234,7 +247,7 @@ def test_extraction_of_q_k_v_slices_and_text_encoders_and_seeded_output(tuned_sd
     assert meta["modelspec.architecture"] == "stable-diffusion-v2-512/lora"
     assert meta["ss_network_dim"] == "2" and "ss_network_args" not in meta
     again = tmp_path / "again.safetensors"
-    cli("lora", "extract", "--a", changed, "--b", b, "--rank", "2", "--conv-rank", "0", "--dtype", "fp32", "-o", again)
+    run("lora", "extract", "--a", changed, "--b", b, "--rank", "2", "--conv-rank", "0", "--dtype", "fp32", "-o", again)
     assert all(torch.equal(lora[k], v) for k, v in load(again).items())  # seeded: the same file content
 
 
@@ -261,7 +274,7 @@ def test_extracted_lora_baked_onto_b_gives_back_a(sd1_fp32, tmp_path):
 
     write(build, str(lora), torch.float32)
     out = tmp_path / "back.safetensors"
-    proc = cli("lora", "bake", "--model", b, "--lora", lora, "--dtype", "fp32", "--no-history", "-o", out)
+    proc = run("lora", "bake", "--model", b, "--lora", lora, "--dtype", "fp32", "--no-history", "-o", out)
     assert proc.returncode == 0, proc.stderr
     back = load(out)
     for key, value in tuned.items():
@@ -271,7 +284,7 @@ def test_extracted_lora_baked_onto_b_gives_back_a(sd1_fp32, tmp_path):
 
 def test_extraction_of_different_architectures_is_refused(sd1, sdxl, tmp_path):
     out = tmp_path / "x.safetensors"
-    proc = cli("lora", "extract", "--a", sd1[0], "--b", sdxl[0], "-o", out)
+    proc = run("lora", "extract", "--a", sd1[0], "--b", sdxl[0], "-o", out)
     assert proc.returncode != 0 and "SDXL" in error_line(proc) and not out.exists()
 
 
@@ -282,7 +295,7 @@ def test_metadata_hashes_are_the_additional_networks_hashes(sd1, tmp_path):
     one = tmp_path / "one.safetensors"
     write_lora(one, sd1[0], SD1_MODULES, rank=2, alpha=1)
     out = tmp_path / "merged.safetensors"
-    assert cli("lora", "merge", "--lora", one, "--lora", f"{one}:0.5", "-o", out).returncode == 0
+    assert run("lora", "merge", "--lora", one, "--lora", f"{one}:0.5", "-o", out).returncode == 0
     meta, data = metadata(out), out.read_bytes()
     # the tensors written again with only the ss_* fields: the bytes after the header, and 64 KiB at 1 MiB
     ss_only = save(load(out), {k: v for k, v in meta.items() if k.startswith("ss_")})
@@ -311,12 +324,12 @@ def test_hostile_values_and_an_input_as_output_are_refused(sd1, tmp_path):
     one = tmp_path / "one.safetensors"
     write_lora(one, sd1[0], SD1_MODULES, rank=2)
     before = one.read_bytes()
-    proc = cli("lora", "merge", "--lora", one, "--overwrite", "-o", one)
+    proc = run("lora", "merge", "--lora", one, "--overwrite", "-o", one)
     assert proc.returncode != 0 and "input" in error_line(proc) and one.read_bytes() == before
-    proc = cli("lora", "merge", "--lora", f"{one}:1e999", "-o", tmp_path / "inf.safetensors")
+    proc = run("lora", "merge", "--lora", f"{one}:1e999", "-o", tmp_path / "inf.safetensors")
     assert proc.returncode != 0 and "not a finite number" in error_line(proc)
     with pytest.raises(ParameterError, match="network alpha 0"):
         extract_lora(ExtractSettings(str(sd1[0]), str(sd1[1]), output_alpha=0.0))
-    proc = cli("lora", "extract", "--a", one, "--b", sd1[1], "-o", tmp_path / "x.safetensors")
+    proc = run("lora", "extract", "--a", one, "--b", sd1[1], "-o", tmp_path / "x.safetensors")
     assert proc.returncode != 0 and "one.safetensors" in error_line(proc)
     assert not (tmp_path / "inf.safetensors").exists() and not (tmp_path / "x.safetensors").exists()

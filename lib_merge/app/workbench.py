@@ -339,7 +339,10 @@ class Workbench:
         root = lora_recipe(base, request.loras, lambda name: find_lora(name, folder), schema.id if schema else None,
                            presets)  # fmt: skip
         ui = {"loras": list(request.loras)}
-        return self.merge(MergeRequest(root=root, save=request.save, ui=ui, wait=request.wait))
+        outcome = self.merge(MergeRequest(root=root, save=request.save, ui=ui, wait=request.wait))
+        if live is not None and base is live.recipe.root and outcome.merged:
+            outcome.message += f" The LoRAs went on top of the loaded merge {live.name}; Restore gives model A back."
+        return outcome
 
     def merge_loras(self, request: LoraMergeRequest) -> LoraOutcome:
         """LoRAs of the LoRA folder into one new LoRA there (the loaded checkpoint gives the layout)."""
