@@ -208,3 +208,24 @@ def test_user_and_imported_lora_block_presets(tmp_path, monkeypatch):
     assert {slot for slot, v in xl.items() if v} == {f"OUT0{i}" for i in range(6)}
     with pytest.raises(Exception, match="not a preset"):
         lora_block_vector("MISSING", "sd1", presets)
+
+
+def test_the_webui_host_imports_the_lora_block_weight_presets(webui, tmp_path, monkeypatch):
+    from modules import paths
+
+    scripts = tmp_path / "extensions" / "sd-webui-lora-block-weight" / "scripts"
+    scripts.mkdir(parents=True)
+    (scripts / "lbwpresets.txt").write_text("HALF:" + ",".join(["0.5"] * 17) + "\n", "utf-8")
+    (tmp_path / "extensions" / "sd-webui-supermerger").mkdir()
+    monkeypatch.setattr(paths, "script_path", str(tmp_path))
+    assert webui.host.lora_preset_files() == [str(scripts / "lbwpresets.txt")]
+    assert webui.host.supermerger_folders() == [str(tmp_path / "extensions" / "sd-webui-supermerger")]
+    folder = tmp_path / "Lora"
+    folder.mkdir()
+    webui.shared.cmd_opts.lora_dir = str(folder)
+    write_lora(folder / "style.safetensors", webui.folder / "model_a.safetensors", SD1_MODULES, rank=2, alpha=1)
+    from lib_merge.app.requests import LoraBakeRequest
+
+    outcome = webui.workbench.bake_loras(LoraBakeRequest(["style:1:HALF"]))
+    assert "blocks(" in outcome.recipe_text and "0.5" in outcome.recipe_text
+    assert webui.workbench.restore().startswith("Restored")

@@ -333,3 +333,18 @@ def test_hostile_values_and_an_input_as_output_are_refused(sd1, tmp_path):
     proc = run("lora", "extract", "--a", one, "--b", sd1[1], "-o", tmp_path / "x.safetensors")
     assert proc.returncode != 0 and "one.safetensors" in error_line(proc)
     assert not (tmp_path / "inf.safetensors").exists() and not (tmp_path / "x.safetensors").exists()
+
+
+def test_sdxl_extraction_writes_kohyas_names_for_both_text_encoders(sdxl):
+    from pathlib import Path
+
+    build = extract_lora(ExtractSettings(str(sdxl[0]), str(sdxl[1]), rule=RankRule(rank=2), skip_convs=True))
+    listing = Path(__file__).parent / "data" / "kohya_sdxl_modules.txt"
+    real = {line.split("\t")[0] for line in listing.read_text().splitlines() if line}
+    names = set(build.modules)
+    assert names <= real
+    assert any(n.startswith("lora_te1_") for n in names) and "lora_te2_text_model_encoder_layers_0_self_attn_v_proj" in names
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q" in names
+    from lib_merge.lora.write import training_metadata
+
+    assert training_metadata(build, "x.safetensors", torch.float16)["ss_base_model_version"] == "sdxl_base_v1-0"

@@ -80,27 +80,11 @@ class A1111Host:
 
     def supermerger_folders(self) -> list[str]:
         """Installed extensions whose folder name says SuperMerger (it keeps mergehistory.csv there)."""
-        from modules import paths
-
-        root = os.path.join(paths.script_path, "extensions")
-        try:
-            names = sorted(os.listdir(root))
-        except OSError:
-            return []
-        return [
-            os.path.join(root, n) for n in names if "supermerger" in n.lower() and os.path.isdir(os.path.join(root, n))
-        ]
+        return [path for path in _extension_folders() if "supermerger" in os.path.basename(path).lower()]
 
     def lora_preset_files(self) -> list[str]:
         """lbwpresets.txt of an installed LoRA Block Weight extension (in its scripts folder)."""
-        from modules import paths
-
-        root = os.path.join(paths.script_path, "extensions")
-        try:
-            names = sorted(os.listdir(root))
-        except OSError:
-            return []
-        found = [os.path.join(root, n, "scripts", "lbwpresets.txt") for n in names]
+        found = [os.path.join(path, "scripts", "lbwpresets.txt") for path in _extension_folders()]
         return [path for path in found if os.path.isfile(path)]
 
     def __init__(self) -> None:
@@ -435,3 +419,15 @@ def connect(workbench) -> None:
 
     host = workbench.host
     script_callbacks.on_model_loaded(lambda model: workbench.model_loaded(host.is_ours(model)))
+
+
+def _extension_folders() -> list[str]:
+    """The folders of the installed extensions, sorted by name."""
+    from modules import paths
+
+    root = os.path.join(paths.script_path, "extensions")
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    return [os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n))]
