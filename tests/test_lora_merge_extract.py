@@ -348,3 +348,22 @@ def test_sdxl_extraction_writes_kohyas_names_for_both_text_encoders(sdxl):
     from lib_merge.lora.write import training_metadata
 
     assert training_metadata(build, "x.safetensors", torch.float16)["ss_base_model_version"] == "sdxl_base_v1-0"
+
+
+def test_non_finite_values_are_refused_naming_the_module_or_key(sd1_fp32, tmp_path):
+    good = tmp_path / "good.safetensors"
+    write_lora(good, sd1_fp32[0], SD1_MODULES, rank=2)
+    tensors = load(good)
+    tensors[f"{SD1_MODULES[1]}.lora_up.weight"][0, 0] = float("nan")
+    nan = tmp_path / "nan.safetensors"
+    save_file(tensors, str(nan))
+    proc = run("lora", "merge", "--lora", nan, "-o", tmp_path / "out.safetensors")
+    assert proc.returncode != 0 and SD1_MODULES[1] in error_line(proc) and "NaN" in error_line(proc)
+    model = load(sd1_fp32[1])
+    key = "model.diffusion_model.middle_block.1.proj_out.weight"
+    model[key][0, 0] = float("inf")
+    broken = tmp_path / "broken.safetensors"
+    save_file(model, str(broken))
+    proc = run("lora", "extract", "--a", broken, "--b", sd1_fp32[0], "-o", tmp_path / "ex.safetensors")
+    assert proc.returncode == 6 and key in error_line(proc)
+    assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "ex.safetensors").exists()

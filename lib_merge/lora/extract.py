@@ -64,7 +64,7 @@ def extract_lora(
             if should_stop is not None and should_stop():
                 raise Cancelled("LoRA extraction cancelled")
             rule = settings.conv_rule if module.spatial and settings.conv_rule else settings.rule
-            pair = factorise(_delta(module, a, b, settings), rule, settings.factoring)
+            pair = factorise(_delta(module, a, b, settings), rule, settings.factoring, module.target.key)
             if pair is None:
                 unchanged += 1
             else:

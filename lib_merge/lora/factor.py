@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lib_merge.errors import ParameterError
+from lib_merge.errors import NonFiniteError, ParameterError
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,12 @@ def svd_top(matrix: torch.Tensor, k: int, how: Factoring) -> tuple[torch.Tensor,
     return u[:, :k], s[:k], v[:, :k].T
 
 
-def factorise(delta: torch.Tensor, rule: RankRule, how: Factoring) -> LowRank | None:
+def factorise(delta: torch.Tensor, rule: RankRule, how: Factoring, what: str = "a module") -> LowRank | None:
     """ΔW as a balanced LoRA pair, or None when ΔW is zero (nothing to write)."""
     shape = tuple(delta.shape)
     matrix = delta.reshape(shape[0], -1).float()
+    if not matrix.isfinite().all():
+        raise NonFiniteError(f"{what}: the weight change has NaN or infinite values")
     total = float(matrix.double().square().sum())
     if total == 0.0:
         return None

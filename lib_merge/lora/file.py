@@ -51,6 +51,10 @@ class LoraFile:
                 module.kind  # noqa: B018 - refuses a module with parts of no known type
             except LoraFormatError as e:
                 raise LoraFormatError(f"{os.path.basename(path)}: {e}") from None
+            bad = [part for part, t in module.parts.items() if t.is_floating_point() and not t.isfinite().all()]
+            if bad:
+                name = os.path.basename(path)
+                raise LoraFormatError(f"{name}: module {module.name} has NaN or infinite values in {bad[0]}")
         return cls(os.path.abspath(path), modules, metadata)
 
     def likely_base(self) -> str | None:

@@ -201,7 +201,7 @@ def _svd(members, weights, target: Target, shapes, model: SourceModel | None, se
         delta_b = module_bias_delta(module)
         if delta_b is not None:
             bias = c * delta_b if bias is None else bias + c * delta_b
-    pair = factorise(total, settings.rule, settings.factoring)
+    pair = factorise(total, settings.rule, settings.factoring, target.key)
     if pair is None:
         return None
     return OutModule(pair.up, pair.down, float(pair.rank), bias)
