@@ -143,3 +143,7 @@ class LoraFormatError(_InputProblem):
 
 class LoraMismatchError(_InputProblem):
     """A LoRA made for another base: too many of its modules have no target in the checkpoint."""
+
+
+class PrecisionError(_InputProblem):
+    """Values that the chosen output dtype cannot hold (fp16 tops out at 65504)."""

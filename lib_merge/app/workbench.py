@@ -56,11 +56,11 @@ from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathEr
 from lib_merge.io.cache import CacheStats, TensorCache
 from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.io.source import file_schema
-from lib_merge.io.tempfiles import clean_stale
+from lib_merge.io.tempfiles import check_new_output, clean_stale
 from lib_merge.lora.blocks import load_lora_presets
 from lib_merge.lora.extract import extract_lora
 from lib_merge.lora.merge import merge_loras
-from lib_merge.lora.write import check_lora_output, write_lora
+from lib_merge.lora.write import write_lora
 from lib_merge.paths import file_in_folders, inside_folder, user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.form import compile_form
@@ -368,7 +368,7 @@ class Workbench:
         target = os.path.join(self.host.lora_folder(), job.name)
         if os.path.exists(target) and not job.overwrite:
             raise ParameterError(f"{job.name} exists in the LoRA folder; choose another name or tick overwrite")
-        check_lora_output(target, job.sources, job.overwrite)
+        check_new_output(target, job.sources, job.overwrite)
         if not self._lock.acquire(blocking=False):
             raise BusyError("a merge is running")
         try:

@@ -265,3 +265,18 @@ def write_file(
 
 def write_text(target: str, text: str, overwrite: bool = True) -> str:
     return write_file(target, lambda f: f.write(text.encode("utf-8")), overwrite)
+
+
+def check_new_output(output: str, sources: list[str], overwrite: bool) -> str:
+    """Before the work: the output's folder exists, it is none of the inputs, and it is new unless
+    `overwrite`. Returns the absolute path."""
+    target = os.path.abspath(output)
+    if not os.path.isdir(os.path.dirname(target)):
+        raise UnsafePathError(f"output folder does not exist: {os.path.dirname(target)}")
+    if os.path.exists(target):
+        for source in sources:
+            if os.path.exists(source) and os.path.samefile(target, source):
+                raise UnsafePathError(f"output would overwrite the input {source}")
+        if not overwrite:
+            raise OutputExistsError(f"{target} exists; choose another name or use --overwrite")
+    return target

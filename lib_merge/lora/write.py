@@ -20,9 +20,8 @@ from safetensors.torch import save as safetensors_bytes
 
 from lib_merge import __version__
 from lib_merge.arch.registry import ARCHITECTURES
-from lib_merge.errors import OutputExistsError, UnsafePathError
 from lib_merge.io.dtypes import output_dtype_name
-from lib_merge.io.tempfiles import write_file
+from lib_merge.io.tempfiles import check_new_output, write_file
 
 _BASE_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
 _IMPLEMENTATIONS = {"flux": "https://github.com/black-forest-labs/flux"}
@@ -136,23 +135,9 @@ def modelspec(build: LoraBuild, output: str, data_sha256: str) -> dict[str, str]
     }
 
 
-def check_lora_output(output: str, sources: list[str], overwrite: bool) -> str:
-    """Never replace an input; replace an existing file only when asked (checked before the work starts)."""
-    target = os.path.abspath(output)
-    if not os.path.isdir(os.path.dirname(target)):
-        raise UnsafePathError(f"output folder does not exist: {os.path.dirname(target)}")
-    if os.path.exists(target):
-        for source in sources:
-            if os.path.exists(source) and os.path.samefile(target, source):
-                raise UnsafePathError(f"output would overwrite the input {source}")
-        if not overwrite:
-            raise OutputExistsError(f"{target} exists; choose another name or use --overwrite")
-    return target
-
-
 def write_lora(build: LoraBuild, output: str, dtype: torch.dtype, overwrite: bool = False) -> WrittenLora:
     """The LoRA at `output`, published whole or not at all; without `overwrite` an existing file stays."""
-    check_lora_output(output, build.sources, overwrite)
+    check_new_output(output, build.sources, overwrite)
     tensors = build.tensors(dtype)
     ss = training_metadata(build, output, dtype)
     model_hash, legacy = addnet_hashes(tensors, ss)

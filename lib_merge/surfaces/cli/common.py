@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -19,13 +18,10 @@ def canonical(root, models_dir):
 
 
 def check_new_output(path: str, overwrite: bool) -> None:
-    from lib_merge.errors import OutputExistsError, UnsafePathError
+    """A new output file: its folder exists and it is new unless --overwrite."""
+    from lib_merge.io.tempfiles import check_new_output as check
 
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UnsafePathError(f"output folder does not exist: {folder}")
-    if os.path.exists(path) and not overwrite:
-        raise OutputExistsError(f"{path} exists; choose another name or use --overwrite")
+    check(path, [], overwrite)
 
 
 def warn(text: str) -> None:

@@ -106,11 +106,11 @@ def _extract(args) -> int:
 
 def _check_output(args, sources: list[str]) -> None:
     """Before the work: an output is given, its folder exists, it is no input, and it is new unless --overwrite."""
-    from lib_merge.lora.write import check_lora_output
+    from lib_merge.io.tempfiles import check_new_output
 
     if not args.output:
         raise UsageError(f"lora {args.lora_command} needs -o OUT")
-    check_lora_output(args.output, sources, args.overwrite)
+    check_new_output(args.output, sources, args.overwrite)
 
 
 def _write(build, args) -> int:
