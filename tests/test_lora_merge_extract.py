@@ -343,7 +343,8 @@ def test_sdxl_extraction_writes_kohyas_names_for_both_text_encoders(sdxl):
     real = {line.split("\t")[0] for line in listing.read_text().splitlines() if line}
     names = set(build.modules)
     assert names <= real
-    assert any(n.startswith("lora_te1_") for n in names) and "lora_te2_text_model_encoder_layers_0_self_attn_v_proj" in names
+    assert any(n.startswith("lora_te1_") for n in names)
+    assert "lora_te2_text_model_encoder_layers_0_self_attn_v_proj" in names
     assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q" in names
     from lib_merge.lora.write import training_metadata
 

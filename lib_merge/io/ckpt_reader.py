@@ -25,7 +25,7 @@ class CkptFile:
         self.size = st.st_size
         self.mtime_ns = st.st_mtime_ns
         self.metadata: dict[str, str] = {}
-        self._state = _load_state_dict(path)
+        self._state, self.dropped = _load_state_dict(path)
         self.tensors = {
             k: TensorInfo(k, t.dtype, tuple(t.shape), i, t.numel() * t.element_size())
             for i, (k, t) in enumerate(self._state.items())
@@ -47,7 +47,9 @@ class CkptFile:
         self._state = {}
 
 
-def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
+def _load_state_dict(path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The tensors of the state dict, and the names of the entries around or beside them that are not
+    (a trainer's "global_step", "optimizer_states", …)."""
     name = os.path.basename(path)
     try:
         with warnings.catch_warnings():  # torch's own warnings and advice are not for Alloy's users
@@ -66,11 +68,14 @@ def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         raise CorruptModelError(f"{name} cannot be read as a checkpoint: {_first_line(e)}") from None
+    dropped: list[str] = []
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        dropped = [str(k) for k in obj if k != "state_dict"]
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise CorruptModelError(f"{name} does not hold a state dict")
-    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    state = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    return state, dropped + [str(k) for k in obj if k not in state]
 
 
 def _first_line(e: BaseException) -> str:

@@ -13,7 +13,7 @@ import sys
 import threading
 
 from lib_merge.errors import AlloyError
-from lib_merge.surfaces.cli import commands
+from lib_merge.surfaces.cli import commands, toolkit
 from lib_merge.surfaces.cli.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_CANCELLED,
@@ -125,4 +125,9 @@ COMMANDS = {
     "xyz": commands.cmd_xyz,
     "lora": cmd_lora,
     "clean": commands.cmd_clean,
+    "prune": toolkit.cmd_prune,
+    "convert": toolkit.cmd_convert,
+    "extract": toolkit.cmd_extract,
+    "replace": toolkit.cmd_replace,
+    "fingerprint": toolkit.cmd_fingerprint,
 }

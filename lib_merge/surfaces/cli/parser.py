@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _history_command(sub)
     _other_commands(sub)
     _lora_command(sub)
+    _toolkit_commands(sub)
     return p
 
 
@@ -278,3 +279,34 @@ def _lora_extract_command(lsub) -> None:
     le.add_argument("--te-threshold", type=finite_float, default=1e-4,
                     help="leave out a text encoder whose largest |ΔW| is at most this")  # fmt: skip
     _lora_output_options(le)
+
+
+def _toolkit_commands(sub) -> None:
+    """prune, convert, extract, replace, fingerprint."""
+    pr = sub.add_parser("prune", help="keep the model's components (EMA on request), as fp16 safetensors by default")
+    pr.add_argument("file")
+    pr.add_argument("--keep-ema", action="store_true")
+    pr.add_argument("--dtype", choices=["fp16", "bf16", "fp32", "keep"], default="fp16")
+    cv = sub.add_parser("convert", help="a .ckpt/.pt/.bin or safetensors file as safetensors in another dtype")
+    cv.add_argument("file")
+    cv.add_argument("--dtype", choices=["fp16", "bf16", "fp32", "keep"], required=True)
+    cv.add_argument("--clamp", action="store_true", help="clamp values beyond ±65504 when writing fp16")
+    for p in (pr, cv):
+        p.add_argument("--fix-position-ids", action="store_true", help="reset CLIP-L position_ids to 0…76")
+        p.add_argument("-o", "--output", help="default: <stem>-pruned / -converted .safetensors beside the input")
+        p.add_argument("--overwrite", action="store_true")
+    components = ["unet", "diffuser", "vae", "clip_l", "clip_g", "clip_h", "t5xxl"]
+    ex = sub.add_parser("extract", help="one component to its own file, without the checkpoint's prefix")
+    ex.add_argument("file")
+    ex.add_argument("--component", required=True, choices=components)
+    ex.add_argument("-o", "--output", help="default: <stem>.<component>.safetensors")
+    ex.add_argument("--overwrite", action="store_true")
+    rp = sub.add_parser("replace", help="a checkpoint with one component taken from another file")
+    rp.add_argument("file")
+    rp.add_argument("--component", required=True, choices=components)
+    rp.add_argument("--from", dest="donor", required=True, help="a checkpoint or a component file")
+    rp.add_argument("-o", "--output")
+    rp.add_argument("--overwrite", action="store_true")
+    fp = sub.add_parser("fingerprint", help="toolkit numbers (SD1/SD2), component hashes, the WebUI's file hashes")
+    fp.add_argument("file")
+    fp.add_argument("--json", action="store_true")

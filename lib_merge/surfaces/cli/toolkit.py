@@ -1,0 +1,95 @@
+"""prune, convert, extract, replace, fingerprint: the Toolkit on the command line, with `merge`'s
+output lines (notes on stderr; the new file's sha256, then its path, on stdout) and error rules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+from lib_merge.surfaces.cli.errors import UsageError
+
+DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "keep": None}
+
+
+def _dtype(name: str):
+    import torch
+
+    return None if DTYPES[name] is None else getattr(torch, DTYPES[name])
+
+
+def _progress(args, label: str):
+    if args.no_progress or args.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, file=sys.stderr, leave=False, unit="key", desc=label)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _written(args, path: str, notes: list[str]) -> int:
+    from lib_merge.io.hashing import file_sha256
+
+    if not args.quiet:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    print(file_sha256(path))
+    print(path)
+    return 0
+
+
+def cmd_prune(args) -> int:
+    return _rewrite(args, prune=True)
+
+
+def cmd_convert(args) -> int:
+    return _rewrite(args, prune=False)
+
+
+def _rewrite(args, prune: bool) -> int:
+    from lib_merge.toolkit.prune import RewriteOptions, prune_file
+
+    options = RewriteOptions(
+        dtype=_dtype(args.dtype),
+        prune=prune,
+        keep_ema=getattr(args, "keep_ema", False),
+        fix_position_ids=args.fix_position_ids,
+        clamp=getattr(args, "clamp", False),
+        overwrite=args.overwrite,
+    )
+    report = prune_file(args.file, args.output, options, _progress(args, "pruning" if prune else "converting"))
+    return _written(args, report.written.path, report.lines())
+
+
+def cmd_extract(args) -> int:
+    from lib_merge.toolkit.components import extract_component
+
+    written = extract_component(args.file, args.component, args.output, args.overwrite, _progress(args, "extracting"))
+    return _written(args, written.path, [f"{written.keys} keys of the {args.component}"])
+
+
+def cmd_replace(args) -> int:
+    from lib_merge.toolkit.components import replace_component
+
+    if not args.output:
+        raise UsageError("replace needs -o OUT")
+    written = replace_component(args.file, args.component, args.donor, args.output, args.overwrite,
+                                _progress(args, "replacing"))  # fmt: skip
+    return _written(args, written.path, [f"{args.component} taken from {args.donor}"])
+
+
+def cmd_fingerprint(args) -> int:
+    from lib_merge.toolkit.fingerprint import fingerprint
+
+    found = fingerprint(args.file, _progress(args, "fingerprint"))
+    print(json.dumps(asdict(found), indent=1) if args.json else "\n".join(found.lines()))
+    return 0

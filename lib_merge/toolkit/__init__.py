@@ -1,0 +1,1 @@
+"""The Toolkit: inspect, prune, convert, components and fingerprints of checkpoint files."""
