@@ -174,3 +174,42 @@ def test_fingerprints_against_the_formulas_and_equal_for_fp32_and_fp16(sd1_fp32,
 def _with_vae_number(found, n):
     found.numbers["vae"] = n
     return found
+
+
+def test_inspect_reports_what_is_wrong_with_a_file(bloated, sd1, sdxl, tmp_path):
+    from lib_merge.toolkit.inspect import format_full_report, full_report
+
+    path, tensors, ema = bloated
+    report = full_report(str(path))
+    text = format_full_report(report)
+    assert report["ema_keys"] == len(ema) and f"EMA: {len(ema)} keys" in text
+    assert report["junk"] == {"embedding_manager": 64}
+    wide = sum(t.numel() * 4 for k, t in tensors.items() if t.dtype == torch.float32)
+    assert report["fp16_saves_bytes"] == wide // 2
+    assert f"position_ids {CLIP_POS} (float32): broken: 2 (4 at 3, 75.9975 at 76)" in text
+    assert report["metadata"] == {"ss_keep": "me"} and "  sd1 (detected): all 1,131" in text
+    # the JSON object holds every field of the header report
+    from lib_merge.io.report import inspect_model
+
+    assert set(inspect_model(str(path))) <= set(report)
+
+    clip_keys = sum(1 for k in load(sd1[0]) if k.startswith("cond_stage_model."))
+    no_clip = {k: v for k, v in load(sd1[0]).items() if not k.startswith("cond_stage_model.")}
+    no_clip["conditioner.embedders.0.transformer.text_model.final_layer_norm.weight"] = torch.ones(4)  # SDXL's
+    broken = tmp_path / "no_clip.safetensors"
+    save_file(no_clip, str(broken))
+    text = format_full_report(full_report(str(broken)))
+    assert "components missing: clip_l" in text
+    assert f"  sd1 (detected): missing {clip_keys} of 1,131 (first: cond_stage_model." in text
+    assert "useless keys (another architecture's): 1, 16 bytes: conditioner.embedders.0" in text
+
+    nai = {k.replace("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."): v
+           for k, v in load(sd1[0]).items()}  # fmt: skip
+    nai_path = tmp_path / "nai.safetensors"
+    save_file(nai, str(nai_path))
+    text = format_full_report(full_report(str(nai_path)))
+    renamed = sum(1 for k in nai if k.startswith("cond_stage_model.transformer.") and ".text_model." not in k)
+    assert f"CLIP keys renamed from NAI layout: {renamed}" in text and "components missing" not in text
+
+    text = format_full_report(full_report(str(sdxl[0])))
+    assert "architecture: SDXL (sdxl)" in text and "  sdxl (detected): all 2,515" in text

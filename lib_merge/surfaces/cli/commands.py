@@ -126,10 +126,10 @@ def cmd_clean(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from lib_merge.io.report import format_inspect, inspect_model
+    from lib_merge.toolkit.inspect import format_full_report, full_report
 
-    report = inspect_model(args.file)
-    print(json.dumps(report, indent=1) if args.json else format_inspect(report))
+    report = full_report(args.file, args.fingerprint)
+    print(json.dumps(report, indent=1) if args.json else format_full_report(report))
     return 0
 
 

@@ -182,6 +182,7 @@ def _other_commands(sub) -> None:
     i = sub.add_parser("inspect", help="architecture, components, keys, dtypes and size of a checkpoint")
     i.add_argument("file")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--fingerprint", action="store_true", help="also the fingerprints (reads every tensor)")
 
     n = sub.add_parser("info", help="architectures and block schemas; or detection results for a file")
     n.add_argument("target", nargs="?", help="an architecture id or a checkpoint file")
