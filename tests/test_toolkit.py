@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 
 import pytest
@@ -213,3 +214,42 @@ def test_inspect_reports_what_is_wrong_with_a_file(bloated, sd1, sdxl, tmp_path)
 
     text = format_full_report(full_report(str(sdxl[0])))
     assert "architecture: SDXL (sdxl)" in text and "  sdxl (detected): all 2,515" in text
+
+
+def test_autoprune_moves_what_it_pruned_and_keeps_what_failed(bloated, sd1, tmp_path, monkeypatch):
+    from lib_merge.toolkit import autoprune as module
+
+    path, _, _ = bloated
+    inbox, models = tmp_path / "Autoprune", tmp_path / "models"
+    inbox.mkdir()
+    (models / "Stable-diffusion").mkdir(parents=True)
+    (inbox / "model.safetensors").write_bytes(path.read_bytes())
+    proc = run("extract", sd1[0], "--component", "vae", "-o", inbox / "my_vae.safetensors")
+    assert proc.returncode == 0
+    (inbox / "broken.ckpt").write_bytes(b"not a pickle")
+    (inbox / "notes.txt").write_text("left alone")
+    (models / "Stable-diffusion" / "model.safetensors").write_bytes(b"taken")  # a name clash
+    # a save that fails after its file is written: the source stays (in Failed/), no output is left
+    real_verify = module._verify
+
+    def flaky_verify(target, keys):
+        if "second" in target:
+            raise OSError("simulated verify failure")
+        real_verify(target, keys)
+
+    monkeypatch.setattr(module, "_verify", flaky_verify)
+    (inbox / "second.safetensors").write_bytes(path.read_bytes())
+    results = {
+        os.path.basename(r.source): r for r in module.autoprune(str(inbox), module.Destinations.under(str(models)))
+    }
+    assert results["model.safetensors"].output == str(models / "Stable-diffusion" / "model (1).safetensors")
+    assert (models / "Stable-diffusion" / "model.safetensors").read_bytes() == b"taken"
+    assert set(load(results["model.safetensors"].output)) == set(load(sd1[0]))
+    assert results["my_vae.safetensors"].output == str(models / "VAE" / "my_vae.safetensors")
+    assert not results["second.safetensors"].ok and not results["broken.ckpt"].ok
+    failed = inbox / "Failed"
+    assert (failed / "second.safetensors").read_bytes() == path.read_bytes()
+    assert "simulated verify failure" in (failed / "second.safetensors.error.txt").read_text()
+    assert (failed / "broken.ckpt.error.txt").read_text().startswith("broken.ckpt cannot be read")
+    assert not (models / "Stable-diffusion" / "second.safetensors").exists()
+    assert sorted(os.listdir(inbox)) == ["Failed", "notes.txt"]

@@ -61,6 +61,8 @@ def _load_state_dict(path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
                     raise
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        if not _looks_pickled(path):  # damaged or another kind of file, not a refused object
+            raise CorruptModelError(f"{name} cannot be read as a checkpoint: it is no torch or pickle file") from None
         raise UnsafePickleError(
             f"{name} holds Python objects besides tensors, and loading them could run code, so Alloy reads "
             "nothing from it. If you trust its source, convert it to .safetensors with a tool you trust "
@@ -76,6 +78,13 @@ def _load_state_dict(path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
         raise CorruptModelError(f"{name} does not hold a state dict")
     state = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     return state, dropped + [str(k) for k in obj if k not in state]
+
+
+def _looks_pickled(path: str) -> bool:
+    """A torch zip archive, or a bare pickle (which starts with its PROTO opcode)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def _first_line(e: BaseException) -> str:

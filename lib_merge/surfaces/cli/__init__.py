@@ -130,4 +130,5 @@ COMMANDS = {
     "extract": toolkit.cmd_extract,
     "replace": toolkit.cmd_replace,
     "fingerprint": toolkit.cmd_fingerprint,
+    "autoprune": toolkit.cmd_autoprune,
 }

@@ -311,3 +311,7 @@ def _toolkit_commands(sub) -> None:
     fp = sub.add_parser("fingerprint", help="toolkit numbers (SD1/SD2), component hashes, the WebUI's file hashes")
     fp.add_argument("file")
     fp.add_argument("--json", action="store_true")
+    ap = sub.add_parser("autoprune", help="prune every checkpoint of a folder to fp16 and move it where it belongs")
+    ap.add_argument("folder")
+    where = "the models folder: with Stable-diffusion/ and VAE/ as the WebUI has them, or the checkpoints' own"
+    ap.add_argument("--models-dir", dest="target_dir", required=True, help=where)

@@ -4,6 +4,7 @@ output lines (notes on stderr; the new file's sha256, then its path, on stdout) 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 
@@ -92,4 +93,23 @@ def cmd_fingerprint(args) -> int:
 
     found = fingerprint(args.file, _progress(args, "fingerprint"))
     print(json.dumps(asdict(found), indent=1) if args.json else "\n".join(found.lines()))
+    return 0
+
+
+def cmd_autoprune(args) -> int:
+    """One line per file on stdout (the output's path); failures are notes, and the exit code says so."""
+    from lib_merge.errors import CorruptModelError
+    from lib_merge.toolkit.autoprune import Destinations, autoprune
+
+    if not os.path.isdir(args.folder):
+        raise UsageError(f"no such folder: {args.folder}")
+    results = autoprune(args.folder, Destinations.under(args.target_dir))
+    for result in results:
+        if result.ok:
+            print(result.output)
+        elif not args.quiet:
+            print(f"note: {result.message}", file=sys.stderr)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise CorruptModelError(f"{len(failed)} of {len(results)} files failed; they are in {args.folder}/Failed")
     return 0
