@@ -30,6 +30,17 @@ SCHEDULE_BUFFERS = (
     "posterior_mean_coef2",
 )
 PREDICTION_MARKERS = ("v_pred", "ztsnr", "edm_vpred.sigma_max", "edm_vpred.sigma_min")
+_NEVER_MERGE_EXACT = set(SCHEDULE_BUFFERS) | set(PREDICTION_MARKERS) | {"logvar", "model.model_sampling.sigmas"}
+
+
+def is_mergeable(key: str, dtype) -> bool:
+    """Floating (a torch dtype), and not a position id, schedule buffer, temperature, EMA or marker."""
+    if not dtype.is_floating_point:
+        return False
+    if key.endswith("position_ids") or key.endswith("logit_scale") or key.startswith("model_ema."):
+        return False
+    # Schedule buffers are never merged, at the top level or under "model.".
+    return key not in _NEVER_MERGE_EXACT and key.removeprefix("model.") not in SCHEDULE_BUFFERS
 
 
 @dataclass(frozen=True)

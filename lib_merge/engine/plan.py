@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from lib_merge.arch.blocks import SCHEMAS, VAE_SLOT
-from lib_merge.arch.registry import PREDICTION_MARKERS, SCHEDULE_BUFFERS
+from lib_merge.arch.registry import PREDICTION_MARKERS, is_mergeable
 from lib_merge.engine.bind import BoundRecipe
 from lib_merge.errors import ShapeMismatchError
 from lib_merge.io.source import SourceModel
@@ -21,17 +21,6 @@ from lib_merge.recipe.nodes import ModelRef, Node, primary_model
 from lib_merge.recipe.vectors import BlockVector
 
 INPUT_CONV_SUFFIX = "model.diffusion_model.input_blocks.0.0.weight"
-_NEVER_MERGE_EXACT = set(SCHEDULE_BUFFERS) | set(PREDICTION_MARKERS) | {"logvar", "model.model_sampling.sigmas"}
-
-
-def is_mergeable(key: str, dtype: torch.dtype) -> bool:
-    """Floating, and not a position id, schedule buffer, temperature, EMA or marker."""
-    if not dtype.is_floating_point:
-        return False
-    if key.endswith("position_ids") or key.endswith("logit_scale") or key.startswith("model_ema."):
-        return False
-    # Schedule buffers are never merged, at the top level or under "model.".
-    return key not in _NEVER_MERGE_EXACT and key.removeprefix("model.") not in SCHEDULE_BUFFERS
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,24 @@ class Api:
         outcome = self.workbench.extract_lora(typed_request(LoraExtractRequest, body))
         return {"path": outcome.path, "message": outcome.message}
 
+    def analyze(self, body: Any) -> dict:
+        """The per-block similarity of two checkpoints (titles or files the host knows)."""
+        from lib_merge.analysis.report import block_rows
+        from lib_merge.analysis.similarity import compare
+
+        given = json_object(body)
+        unknown = set(given) - {"a", "b", "attention"}
+        if unknown:
+            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+        if not isinstance(given.get("a"), str) or not isinstance(given.get("b"), str):
+            raise ValueError('"a" and "b" must be checkpoint names')
+        host = self.workbench.host
+        result = compare(host.resolve_checkpoint(given["a"]), host.resolve_checkpoint(given["b"]),
+                         bool(given.get("attention", False)))  # fmt: skip
+        columns = ["block", "keys", "cosine_mean", "cosine_min", "cosine_weighted", "attention"]
+        return {"a": result.a, "b": result.b, "architecture": result.architecture,
+                "blocks": [dict(zip(columns, row, strict=True)) for row in block_rows(result)]}  # fmt: skip
+
     def stop(self, body: Any) -> dict:
         stopped = self.desk.stop()
         return {"stopped": stopped, "message": f"stopping the {' and the '.join(stopped)}" if stopped else "idle"}
@@ -210,6 +228,7 @@ ROUTES = (
     ("POST", "/lora/bake", "lora_bake"),
     ("POST", "/lora/merge", "lora_merge"),
     ("POST", "/lora/extract", "lora_extract"),
+    ("POST", "/analyze", "analyze"),
     ("GET", "/status", "status"),
 )
 

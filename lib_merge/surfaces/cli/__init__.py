@@ -131,4 +131,5 @@ COMMANDS = {
     "replace": toolkit.cmd_replace,
     "fingerprint": toolkit.cmd_fingerprint,
     "autoprune": toolkit.cmd_autoprune,
+    "analyze": toolkit.cmd_analyze,
 }

@@ -315,3 +315,10 @@ def _toolkit_commands(sub) -> None:
     ap.add_argument("folder")
     where = "the models folder: with Stable-diffusion/ and VAE/ as the WebUI has them, or the checkpoints' own"
     ap.add_argument("--models-dir", dest="target_dir", required=True, help=where)
+    an = sub.add_parser("analyze", help="how alike two models are: cosine and L2 per key and block, attention")
+    an.add_argument("a")
+    an.add_argument("b")
+    an.add_argument("--csv", help="every key: block,key,shape,cosine,rel_l2,attention_sim")
+    an.add_argument("--heatmap", help="a PNG of blocks × metrics")
+    an.add_argument("--attention", action="store_true", help="also the attention similarity of every attention module")
+    an.add_argument("--overwrite", action="store_true")

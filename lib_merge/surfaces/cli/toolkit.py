@@ -113,3 +113,29 @@ def cmd_autoprune(args) -> int:
     if failed:
         raise CorruptModelError(f"{len(failed)} of {len(results)} files failed; they are in {args.folder}/Failed")
     return 0
+
+
+def cmd_analyze(args) -> int:
+    """The per-block table on stdout; the CSV and heatmap files when asked for (their paths as notes)."""
+    from lib_merge.analysis.report import block_rows, write_csv, write_heatmap
+    from lib_merge.analysis.similarity import compare
+    from lib_merge.surfaces.cli.common import check_new_output
+
+    for path in (args.csv, args.heatmap):
+        if path:
+            check_new_output(path, args.overwrite)
+    result = compare(args.a, args.b, args.attention, _progress(args, "comparing"))
+    print("block\tkeys\tcosine mean %\tcosine min %\tcosine weighted %\tattention %")
+    for row in block_rows(result):
+        print("\t".join("" if v is None else str(v) for v in row))
+    written = []
+    if args.csv:
+        written.append(write_csv(result, args.csv, args.overwrite))
+    if args.heatmap:
+        written.append(write_heatmap(result, args.heatmap, args.overwrite))
+    if not args.quiet:
+        if result.skipped:
+            print(f"note: {result.skipped} keys are not in both models with one shape", file=sys.stderr)
+        for path in written:
+            print(f"note: wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""Analysis of models: how alike two are (per key, per block, per attention module)."""
