@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 from lib_merge.app.history import (
     SUPERMERGER_HISTORY,
@@ -88,6 +90,9 @@ def parse_cache_budget(text: str) -> int:
     if gib < 0:
         raise ParameterError(f"cache budget must not be negative: {text!r}")
     return int(gib * 2**30)
+
+
+T = TypeVar("T")
 
 
 class Workbench:
@@ -369,21 +374,30 @@ class Workbench:
         if os.path.exists(target) and not job.overwrite:
             raise ParameterError(f"{job.name} exists in the LoRA folder; choose another name or tick overwrite")
         check_new_output(target, job.sources, job.overwrite)
-        if not self._lock.acquire(blocking=False):
-            raise BusyError("a merge is running")
-        try:
-            self._cancel = CancelToken()
-            self.progress = Progress(job.stage)
-            started = time.perf_counter()
+        started = time.perf_counter()
 
-            def step(done: int, total: int) -> None:
-                self.progress_event(ProgressEvent("modules", done, total, "keys"))
-
+        def work(step) -> LoraOutcome:
             build = make(step)
             if not build.modules:
                 raise ParameterError("nothing to write: every module's change is zero")
             written = write_lora(build, target, parse_output_dtype(job.dtype), job.overwrite)
             return LoraOutcome(written.path, written_text(written, build.notes, time.perf_counter() - started))
+
+        return self.file_job(job.stage, work)
+
+    def file_job(self, stage: str, work: Callable[[Callable[[int, int], None]], T]) -> T:
+        """Work on files that leaves the loaded model alone (LoRA files, the Toolkit, an analysis): one job
+        at a time beside merges, with its progress shown; `work(step)` reports (done, total)."""
+        if not self._lock.acquire(blocking=False):
+            raise BusyError("a merge is running")
+        try:
+            self._cancel = CancelToken()
+            self.progress = Progress(stage)
+
+            def step(done: int, total: int) -> None:
+                self.progress_event(ProgressEvent("items", done, total, "keys"))
+
+            return work(step)
         finally:
             self.progress = Progress()
             self._lock.release()

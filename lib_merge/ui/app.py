@@ -9,7 +9,7 @@ from lib_merge.app.ports import GenSettings
 from lib_merge.app.workbench import Workbench
 from lib_merge.recipe import print_recipe
 from lib_merge.recipe.form import CALC_MODES, compile_form
-from lib_merge.ui import dice_tab, history_tab, lora_tab, mbw_tab, merge_tab, xyz_tab
+from lib_merge.ui import analysis_tab, dice_tab, history_tab, lora_tab, mbw_tab, merge_tab, toolkit_tab, xyz_tab
 from lib_merge.ui.compat import update
 from lib_merge.ui.form import Form
 from lib_merge.ui.jobs import error_text, run_in_thread
@@ -23,10 +23,6 @@ from lib_merge.ui.values import (
 )
 
 TAB_LABELS = ("Merge", "MBW", "XYZ plot", "Adjust", "Dice", "LoRA", "Toolkit", "Analysis", "History")
-LATER = {
-    "Toolkit": "Inspect, prune, convert, swap components, fingerprint.",
-    "Analysis": "Similarity of two models by block.",
-}
 
 
 def footer_text(workbench: Workbench) -> str:
@@ -80,8 +76,10 @@ def build_ui(workbench: Workbench, desk: PlotDesk | None = None) -> gr.Blocks:
                     elif label == "LoRA":
                         prompts = _prompt_boxes(host, parts)
                         lora_parts = lora_tab.build(workbench, prompts)
-                    else:
-                        gr.Markdown(f"**{label}** — {LATER[label]} This tab arrives in a later release of Alloy.")
+                    elif label == "Toolkit":
+                        toolkit_parts = toolkit_tab.build(workbench)
+                    elif label == "Analysis":
+                        analysis_parts = analysis_tab.build(workbench)
             with gr.Tab("History", elem_id="alloy_tab_history") as history_page:
                 history = history_tab.build(getattr(host, "supermerger_history", ""), workbench.history_path())
                 history["page_tab"] = history_page
@@ -89,6 +87,8 @@ def build_ui(workbench: Workbench, desk: PlotDesk | None = None) -> gr.Blocks:
         gen_parts, gen_settings = _gen_inputs(host, parts), _gen_settings_fn(host, _gen_inputs(host, parts))
         xyz_tab.wire(desk, Form(widgets), plot_parts, dice_parts, gen_parts["inputs"], gen_settings)
         lora_tab.wire(workbench, lora_parts, prompts, lambda outcome: outcome.message)
+        toolkit_tab.wire(workbench, toolkit_parts)
+        analysis_tab.wire(workbench, analysis_parts, widgets.get("recipe"), history.get("id"))
     return demo
 
 

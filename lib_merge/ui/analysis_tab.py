@@ -1,0 +1,134 @@
+"""Analysis tab: how alike two models are (table, heatmap, CSV), the elements of one model, its metadata
+(with the Alloy recipe: load it into the Merge tab, verify its hash), and what a PNG says of its merge."""
+
+from __future__ import annotations
+
+import re
+
+import gradio as gr
+
+from lib_merge.analysis.report import block_rows
+from lib_merge.app.toolkit import ELEMENT_COLUMNS, analyze, elements, metadata_view, verify_recipe_hash
+from lib_merge.app.workbench import Workbench
+from lib_merge.ui.compat import update
+from lib_merge.ui.jobs import error_text, run_in_thread
+
+BLOCK_COLUMNS = ["block", "keys", "cosine mean %", "cosine min %", "cosine weighted %", "attention %"]
+_HISTORY_ID = re.compile(r"Alloy history:\s*(\d+)")
+_RECIPE_HASH = re.compile(r"Alloy recipe:\s*([0-9a-f]+)")
+
+
+def build(workbench: Workbench) -> dict:
+    titles = workbench.host.checkpoint_titles()
+    parts: dict = {}
+    with gr.Accordion("Similarity of two models", open=True):
+        with gr.Row():
+            parts["a"] = gr.Dropdown(titles, label="A", elem_id="alloy_an_a")
+            parts["b"] = gr.Dropdown(titles, label="B", elem_id="alloy_an_b")
+            parts["attention"] = gr.Checkbox(label="Attention similarity", value=True, elem_id="alloy_an_attention")
+            parts["run"] = gr.Button("Analyze", variant="primary", elem_id="alloy_an_run")
+        parts["status"] = gr.Markdown("", elem_id="alloy_an_status")
+        with gr.Row():
+            parts["table"] = gr.Dataframe(headers=BLOCK_COLUMNS, interactive=False, elem_id="alloy_an_table")
+            parts["heatmap"] = gr.Image(label="Heatmap", type="filepath", interactive=False, elem_id="alloy_an_heatmap")
+        parts["csv"] = gr.File(label="Every key (CSV)", interactive=False, elem_id="alloy_an_csv")
+    with gr.Accordion("Elements of one model", open=False):
+        with gr.Row():
+            parts["el_model"] = gr.Dropdown(titles, label="Model", elem_id="alloy_an_el_model")
+            parts["el_filter"] = gr.Textbox(label="Filter (part of a key, or a block such as IN04)",
+                                            elem_id="alloy_an_el_filter")  # fmt: skip
+            parts["el_run"] = gr.Button("List", elem_id="alloy_an_el_run")
+        parts["el_table"] = gr.Dataframe(headers=ELEMENT_COLUMNS, interactive=False, elem_id="alloy_an_el_table")
+    with gr.Accordion("Metadata", open=False):
+        with gr.Row():
+            parts["md_model"] = gr.Dropdown(titles, label="Model", elem_id="alloy_an_md_model")
+            parts["md_run"] = gr.Button("Show", elem_id="alloy_an_md_run")
+            parts["md_verify"] = gr.Button("Verify the recipe's hash", elem_id="alloy_an_md_verify")
+            parts["md_load"] = gr.Button("Load the recipe into the Merge tab", elem_id="alloy_an_md_load")
+        parts["md_status"] = gr.Markdown("", elem_id="alloy_an_md_status")
+        parts["md_recipe"] = gr.Textbox(label="Alloy recipe", lines=6, elem_id="alloy_an_md_recipe")
+        parts["md_hash"] = gr.Textbox(label="alloy_recipe_hash", elem_id="alloy_an_md_hash")
+        parts["md_json"] = gr.Code(label="Metadata", language="json", elem_id="alloy_an_md_json")
+    with gr.Accordion("Load from image", open=False):
+        with gr.Row():
+            parts["png"] = gr.Image(label="A PNG made after an Alloy merge", type="pil", elem_id="alloy_an_png")
+            parts["png_info"] = gr.Markdown("", elem_id="alloy_an_png_info")
+    return parts
+
+
+def wire(workbench: Workbench, parts: dict, merge_recipe, history_id) -> None:
+    """`merge_recipe` is the Merge tab's recipe box, `history_id` the History tab's id box."""
+    host = workbench.host
+
+    def run(a, b, attention):
+        if not a or not b:
+            yield "**Error:** choose models A and B", update(), update(), update()
+            return
+        job = lambda: workbench.file_job("analysis", lambda step: analyze(a, b, bool(attention), host, step))  # noqa: E731
+        for kind, value in run_in_thread(job, workbench.progress.text):
+            if kind == "done":
+                result = value.result
+                note = f" ({result.skipped} keys not in both)" if result.skipped else ""
+                text = f"{result.a} vs {result.b}: {len(result.keys):,} keys compared{note}."
+                yield text, block_rows(result), value.heatmap_path, value.csv_path
+            else:
+                yield value, update(), update(), update()
+
+    parts["run"].click(run, [parts["a"], parts["b"], parts["attention"]],
+                       [parts["status"], parts["table"], parts["heatmap"], parts["csv"]])  # fmt: skip
+
+    def listing(model, needle):
+        if not model:
+            return update()
+        try:
+            return elements(model, host, needle or "")
+        except Exception as e:  # noqa: BLE001
+            return [[error_text(e), "", "", "", "", 0, ""]]
+
+    parts["el_run"].click(listing, [parts["el_model"], parts["el_filter"]], [parts["el_table"]])
+
+    def show(model):
+        if not model:
+            return "**Error:** choose a model", update(), update(), update()
+        try:
+            view = metadata_view(model, host)
+        except Exception as e:  # noqa: BLE001
+            return error_text(e), update(), update(), update()
+        note = "" if view.recipe else "This file carries no Alloy recipe."
+        return note, view.recipe, view.recipe_hash, view.text
+
+    parts["md_run"].click(show, [parts["md_model"]],
+                          [parts["md_status"], parts["md_recipe"], parts["md_hash"], parts["md_json"]])  # fmt: skip
+
+    def verify(recipe, expected):
+        try:
+            return verify_recipe_hash(recipe or "", (expected or "").strip())
+        except Exception as e:  # noqa: BLE001
+            return error_text(e)
+
+    parts["md_verify"].click(verify, [parts["md_recipe"], parts["md_hash"]], [parts["md_status"]])
+    if merge_recipe is not None:
+        parts["md_load"].click(lambda text: (text, "Loaded into the Merge tab's recipe box." if text else "No recipe."),
+                               [parts["md_recipe"]], [merge_recipe, parts["md_status"]])  # fmt: skip
+
+    def from_image(image):
+        if image is None:
+            return "", update()
+        text = _infotext(image)
+        found = _HISTORY_ID.search(text)
+        recipe = _RECIPE_HASH.search(text)
+        if not found:
+            return "No `Alloy history` in this image's infotext.", update()
+        hash_note = f", recipe hash {recipe.group(1)}" if recipe else ""
+        row = int(found.group(1))
+        return f"History id **{row}**{hash_note}: its settings load from the History tab.", row
+
+    if history_id is not None:
+        parts["png"].change(from_image, [parts["png"]], [parts["png_info"], history_id])
+    else:
+        parts["png"].change(lambda image: from_image(image)[0], [parts["png"]], [parts["png_info"]])
+
+
+def _infotext(image) -> str:
+    info = getattr(image, "info", {}) or {}
+    return str(info.get("parameters") or info.get("Comment") or "")
