@@ -19,6 +19,7 @@ from lib_merge.errors import ArchMismatchError
 from lib_merge.io.source import SourceModel
 
 Progress = Callable[[int, int], None]
+CHUNK = 1 << 22  # elements per float64 step
 
 
 @dataclass
@@ -52,16 +53,24 @@ class Similarity:
 
 
 def key_similarity(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(cosine, relative L2) of two tensors, in float64 sums over fp32 values."""
-    x, y = a.reshape(-1).double(), b.reshape(-1).double()
-    na, nb = float(x.norm()), float(y.norm())
+    """(cosine, relative L2) of two tensors: float64 sums over chunks, so a large tensor needs no
+    float64 copy of itself."""
+    x, y = a.reshape(-1), b.reshape(-1)
+    dot = sq_a = sq_b = sq_diff = 0.0
+    for start in range(0, x.numel(), CHUNK):
+        xs, ys = x[start : start + CHUNK].double(), y[start : start + CHUNK].double()
+        dot += float(xs @ ys)
+        sq_a += float(xs @ xs)
+        sq_b += float(ys @ ys)
+        sq_diff += float((xs - ys).square().sum())
+    na, nb = math.sqrt(sq_a), math.sqrt(sq_b)
     if na == 0 and nb == 0:
         cosine = 1.0
     elif na == 0 or nb == 0:
         cosine = 0.0
     else:
-        cosine = float(x @ y) / (na * nb)
-    rel = float((x - y).norm()) / na if na else (0.0 if nb == 0 else float("inf"))
+        cosine = dot / (na * nb)
+    rel = math.sqrt(sq_diff) / na if na else (0.0 if nb == 0 else float("inf"))
     return cosine, rel
 
 
@@ -76,7 +85,11 @@ def compare(path_a: str, path_b: str, attention: bool = False, progress: Progres
         shared = [k for k in keys if k in b and tuple(b.info(k).shape) == tuple(a.info(k).shape)]
         result = Similarity(a.name, b.name, a.arch.id, skipped=len(keys) - len(shared))
         for done, key in enumerate(shared, 1):
-            cosine, rel = key_similarity(a.read(key), b.read(key))
+            try:
+                cosine, rel = key_similarity(a.view(key), b.view(key))
+            finally:
+                a.release(key)
+                b.release(key)
             slot = (schema.slot_of(key) if schema else None) or "other"
             result.keys.append(KeySimilarity(key, slot, tuple(a.info(key).shape), cosine, rel))
             if progress is not None:

@@ -18,6 +18,7 @@ from lib_merge.io.source import SourceModel
 from lib_merge.io.writer import PlannedTensor, SafetensorsWriter
 
 FP16_MAX = 65504.0
+_WIDER_THAN_FP16 = (torch.float32, torch.float64, torch.bfloat16)  # fp8 never exceeds fp16's range
 Progress = Callable[[int, int], None]
 
 
@@ -59,8 +60,13 @@ def rewrite(
     clamped: dict[str, int] = {}
     try:
         for done, c in enumerate(copies, 1):
-            tensor = c.replacement if c.replacement is not None else c.source.read(c.source_key)
-            writer.write(c.key, _cast(tensor, c.dtype, c.key, clamp, clamped))
+            if c.replacement is not None:
+                writer.write(c.key, _cast(c.replacement, c.dtype, c.key, clamp, clamped))
+            else:
+                try:  # a view of the file's bytes: cast into a new tensor, or written as it is
+                    writer.write(c.key, _cast(c.source.view(c.source_key), c.dtype, c.key, clamp, clamped))
+                finally:
+                    c.source.release(c.source_key)
             if progress is not None:
                 progress(done, len(copies))
         final = dict(metadata)
@@ -80,15 +86,15 @@ def _shape(c: Copy) -> tuple[int, ...]:
 def _cast(tensor: torch.Tensor, dtype: torch.dtype, key: str, clamp: bool, clamped: dict[str, int]) -> torch.Tensor:
     if tensor.dtype == dtype:
         return tensor
-    if dtype == torch.float16 and tensor.is_floating_point() and tensor.numel():
-        wide = tensor.float()
-        over = int((wide.abs() > FP16_MAX).sum())
-        if over:
+    if dtype == torch.float16 and tensor.dtype in _WIDER_THAN_FP16 and tensor.numel():
+        low, high = torch.aminmax(tensor)  # one pass, no copy; the count only when something overflows
+        if float(low) < -FP16_MAX or float(high) > FP16_MAX:
+            wide = tensor.float()
             if not clamp:
-                top = float(wide.abs().max())
+                top = max(-float(low), float(high))
                 raise PrecisionError(
                     f"key {key} has values up to {top:.3g} which overflow fp16; use bf16 or fp32 (or clamp)"
                 )
-            clamped[key] = over
+            clamped[key] = int((wide.abs() > FP16_MAX).sum())
             return wide.clamp(-FP16_MAX, FP16_MAX).to(dtype)
     return tensor.to(dtype)
