@@ -253,3 +253,23 @@ def test_autoprune_moves_what_it_pruned_and_keeps_what_failed(bloated, sd1, tmp_
     assert (failed / "broken.ckpt.error.txt").read_text().startswith("broken.ckpt cannot be read")
     assert not (models / "Stable-diffusion" / "second.safetensors").exists()
     assert sorted(os.listdir(inbox)) == ["Failed", "notes.txt"]
+
+
+def test_build_a_checkpoint_from_its_component_files(sd1, tmp_path):
+    parts = {}
+    for name in ("unet", "clip_l", "vae"):
+        parts[name] = tmp_path / f"{name}.safetensors"
+        assert run("extract", sd1[0], "--component", name, "-o", parts[name]).returncode == 0
+    out = tmp_path / "rebuilt.safetensors"
+    args = [a for name, path in parts.items() for a in ("--component", f"{name}={path}")]
+    proc = run("build", "--arch", "sd1", *args, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    original, rebuilt = load(sd1[0]), load(out)
+    kept = {k for k in original if k.startswith(SD1_PREFIXES)}
+    assert set(rebuilt) == kept and all(torch.equal(rebuilt[k], original[k]) for k in kept)
+    proc = run("build", "--arch", "sd1", *args[:4], "-o", tmp_path / "half.safetensors")
+    assert proc.returncode != 0 and "needs its vae too" in error_line(proc)
+    proc = run(
+        "build", "--arch", "sd1", "--component", f"vae={parts['unet']}", *args[:4], "-o", tmp_path / "x.safetensors"
+    )
+    assert proc.returncode != 0 and "not vae" in error_line(proc)

@@ -104,3 +104,39 @@ def _check_same_layout(mine: ComponentKeys, theirs: ComponentKeys, a: SourceMode
     ]
     if shapes:
         raise ShapeMismatchError(f"the {mine.name} of {b.name} has other shapes: {'; '.join(shapes[:5])}")
+
+
+def build_checkpoint(
+    arch_id: str,
+    parts: dict[str, str],
+    output: str,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> RewriteReport:
+    """A full checkpoint of `arch_id` from one file per component (component files or checkpoints); every
+    component the architecture has must be given."""
+    from lib_merge.arch.registry import ARCHITECTURES
+
+    arch = ARCHITECTURES.get(arch_id)
+    if arch is None:
+        raise ParameterError(f"unknown architecture {arch_id!r}: choose {', '.join(ARCHITECTURES)}")
+    unknown = sorted(set(parts) - set(arch.components))
+    if unknown:
+        raise ParameterError(
+            f"{arch.label} has no {', '.join(unknown)}; its components are {', '.join(arch.components)}"
+        )
+    missing = [name for name in arch.components if name not in parts]
+    if missing:
+        raise ParameterError(f"a {arch.label} checkpoint needs its {', '.join(missing)} too")
+    sources = {name: SourceModel(path) for name, path in parts.items()}
+    try:
+        target = check_new_output(output, [s.path for s in sources.values()], overwrite)
+        copies = []
+        for name, prefix in arch.components.items():
+            found = find_component(sources[name], name)
+            copies += [Copy(prefix + bare, sources[name], key, sources[name].info(key).dtype)
+                       for bare, key in sorted(found.by_bare.items())]  # fmt: skip
+        return rewrite(target, copies, {"format": "pt"}, overwrite, progress=progress)
+    finally:
+        for source in sources.values():
+            source.close()

@@ -132,4 +132,5 @@ COMMANDS = {
     "fingerprint": toolkit.cmd_fingerprint,
     "autoprune": toolkit.cmd_autoprune,
     "analyze": toolkit.cmd_analyze,
+    "build": toolkit.cmd_build,
 }

@@ -322,3 +322,9 @@ def _toolkit_commands(sub) -> None:
     an.add_argument("--heatmap", help="a PNG of blocks × metrics")
     an.add_argument("--attention", action="store_true", help="also the attention similarity of every attention module")
     an.add_argument("--overwrite", action="store_true")
+    bd = sub.add_parser("build", help="a full checkpoint from one file per component")
+    bd.add_argument("--arch", required=True, help="sd1, sd2, sdxl, flux, …")
+    bd.add_argument("--component", action="append", required=True, metavar="NAME=FILE",
+                    help="e.g. unet=unet.safetensors; repeat for every component")  # fmt: skip
+    bd.add_argument("-o", "--output", required=True)
+    bd.add_argument("--overwrite", action="store_true")

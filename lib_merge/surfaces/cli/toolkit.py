@@ -139,3 +139,16 @@ def cmd_analyze(args) -> int:
         for path in written:
             print(f"note: wrote {path}", file=sys.stderr)
     return 0
+
+
+def cmd_build(args) -> int:
+    from lib_merge.toolkit.components import build_checkpoint
+
+    parts = {}
+    for item in args.component:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--component {item!r}: give NAME=FILE, e.g. vae=vae.safetensors")
+        parts[name.strip()] = path
+    written = build_checkpoint(args.arch, parts, args.output, args.overwrite, _progress(args, "building"))
+    return _written(args, written.path, [f"{written.keys} keys from {len(parts)} files"])
