@@ -38,7 +38,7 @@ def find_component(source: SourceModel, component: str) -> ComponentKeys:
         if not keys:
             raise ParameterError(f"{source.name} has no {component} keys")
         return ComponentKeys(component, keys)
-    found = component_file(source.shapes)
+    found = component_file(source.shapes, component)
     if found is None or found.component != component:
         what = f"a {found.component} component file" if found else "no checkpoint or component file Alloy knows"
         raise ArchMismatchError(f"{source.name} is {what}, not {component}")

@@ -31,17 +31,27 @@ class ComponentFile:
     component: str
 
 
-def component_file(shapes: Mapping[str, tuple[int, ...]]) -> ComponentFile | None:
-    """The component a bare component file holds, or None for anything else."""
-    for name, (landmark, width) in _LANDMARKS.items():
-        if landmark not in shapes:
-            continue
-        if width is not None:
-            key, dim, size = width
-            if key not in shapes or shapes[key][dim] != size:
-                continue
-        return ComponentFile(name)
+def component_file(shapes: Mapping[str, tuple[int, ...]], wanted: str | None = None) -> ComponentFile | None:
+    """The component a bare component file holds, or None for anything else. With `wanted`, its landmark
+    key suffices unless the widths say the file is another component with the same landmark (CLIP-L/HF
+    CLIP-G, OpenCLIP-H/G), so files of unusual widths are taken for what they are asked to be."""
+    if wanted in _LANDMARKS and _LANDMARKS[wanted][0] in shapes:
+        landmark = _LANDMARKS[wanted][0]
+        rivals = [n for n, (mark, _) in _LANDMARKS.items() if mark == landmark and n != wanted]
+        if not any(_width_fits(shapes, n) for n in rivals):
+            return ComponentFile(wanted)
+    for name, (landmark, _) in _LANDMARKS.items():
+        if landmark in shapes and _width_fits(shapes, name):
+            return ComponentFile(name)
     return None
+
+
+def _width_fits(shapes: Mapping[str, tuple[int, ...]], name: str) -> bool:
+    width = _LANDMARKS[name][1]
+    if width is None:
+        return True
+    key, dim, size = width
+    return key in shapes and shapes[key][dim] == size
 
 
 def kept_by_prune(key: str, arch: Architecture, keep_ema: bool) -> bool:
