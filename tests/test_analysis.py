@@ -61,6 +61,8 @@ def test_csv_heatmap_cli_and_a_mismatch(sd1, sdxl, tmp_path):
     assert tuple(rows[0]) == CSV_HEADER and len(rows) == len(result.keys) + 1 and rows[1][5] == ""
     image = heatmap(result)
     assert image.size[1] > 22 * len(result.blocks)
+    result.a, result.b = "モデル – α.safetensors", "b.safetensors"  # names the bitmap font cannot draw
+    assert heatmap(result).size == image.size
     proc = run("analyze", sd1[0], sd1[1], "--csv", tmp_path / "a.csv", "--heatmap", tmp_path / "a.png", "--attention")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

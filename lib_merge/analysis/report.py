@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from lib_merge.analysis.similarity import BlockSimilarity, Similarity
 from lib_merge.io.tempfiles import write_file, write_text
@@ -65,21 +65,28 @@ def heatmap(result: Similarity) -> Image.Image:
     rows = result.blocks
     image = Image.new("RGB", (label_w + cell_w * len(METRICS), head_h + cell_h * max(1, len(rows))), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((4, 4), f"{result.a} vs {result.b}"[:80], fill="black")
+    # The bitmap font on every Pillow (the WebUI pins 9.5, which has no other built in): Latin-1 only.
+    draw.font = getattr(ImageFont, "load_default_imagefont", ImageFont.load_default)()
+    draw.text((4, 4), _drawable(f"{result.a} vs {result.b}"[:80]), fill="black")
     for j, name in enumerate(METRICS):
         draw.text((label_w + j * cell_w + 4, head_h - 16), name, fill="black")
     for i, block in enumerate(rows):
         y = head_h + i * cell_h
-        draw.text((4, y + 5), block.slot, fill="black")
+        draw.text((4, y + 5), _drawable(block.slot), fill="black")
         for j, value in enumerate(_values(block)):
             x = label_w + j * cell_w
             if value is None:
                 draw.rectangle((x, y, x + cell_w - 1, y + cell_h - 1), fill=(235, 235, 235))
-                draw.text((x + 4, y + 5), "–", fill="black")
+                draw.text((x + 4, y + 5), "-", fill="black")
             else:
                 draw.rectangle((x, y, x + cell_w - 1, y + cell_h - 1), fill=_colour(value))
                 draw.text((x + 4, y + 5), f"{value:.2f} %", fill="black")
     return image
+
+
+def _drawable(text: str) -> str:
+    """Text the built-in bitmap font can draw (Latin-1); other characters become "?"."""
+    return text.encode("latin-1", "replace").decode("latin-1")
 
 
 def write_heatmap(result: Similarity, path: str, overwrite: bool = True) -> str:
