@@ -26,3 +26,22 @@ def check_new_output(path: str, overwrite: bool) -> None:
 
 def warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr)
+
+
+def count_progress(args, label: str, unit: str):
+    """A progress bar of (done, total) counts on a terminal, made at the first update; None otherwise."""
+    if getattr(args, "no_progress", False) or getattr(args, "quiet", False) or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, file=sys.stderr, leave=False, unit=unit, desc=label)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update

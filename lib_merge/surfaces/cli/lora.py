@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from lib_merge.surfaces.cli.common import count_progress
 from lib_merge.surfaces.cli.errors import UsageError
 from lib_merge.surfaces.cli.merge import save_merge
 
@@ -133,18 +134,4 @@ def _write(build, args) -> int:
 
 
 def _progress(args, label: str):
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, file=sys.stderr, leave=False, unit="module", desc=label)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
+    return count_progress(args, label, "module")

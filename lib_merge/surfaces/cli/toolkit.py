@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import asdict
 
+from lib_merge.surfaces.cli.common import count_progress
 from lib_merge.surfaces.cli.errors import UsageError
 
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "keep": None}
@@ -20,21 +21,7 @@ def _dtype(name: str):
 
 
 def _progress(args, label: str):
-    if args.no_progress or args.quiet or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, file=sys.stderr, leave=False, unit="key", desc=label)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
+    return count_progress(args, label, "key")
 
 
 def _written(args, path: str, notes: list[str]) -> int:
