@@ -253,7 +253,15 @@ def test_autoprune_moves_what_it_pruned_and_keeps_what_failed(bloated, sd1, tmp_
     assert "simulated verify failure" in (failed / "second.safetensors.error.txt").read_text()
     assert (failed / "broken.ckpt.error.txt").read_text().startswith("broken.ckpt cannot be read")
     assert not (models / "Stable-diffusion" / "second.safetensors").exists()
-    assert sorted(os.listdir(inbox)) == ["Failed", "notes.txt"]
+    assert sorted(os.listdir(inbox)) == [".alloy-autoprune.lock", "Failed", "notes.txt"]
+    import fcntl
+
+    from lib_merge.errors import BusyError
+
+    with open(inbox / ".alloy-autoprune.lock", "a") as held:  # another run holds the folder
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(BusyError, match="already running"):
+            module.autoprune(str(inbox), module.Destinations.under(str(models)))
 
 
 def test_build_a_checkpoint_from_its_component_files(sd1, tmp_path):

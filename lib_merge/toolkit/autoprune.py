@@ -6,20 +6,27 @@ moves the source to `Failed/` with `<name>.error.txt` beside it, so nothing the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from lib_merge.errors import AlloyError, ArchMismatchError, CorruptModelError
+from lib_merge.errors import AlloyError, ArchMismatchError, BusyError, CorruptModelError
 from lib_merge.io import open_model
 from lib_merge.io.source import SourceModel
 from lib_merge.io.tempfiles import write_text
 from lib_merge.toolkit.layout import component_file
 from lib_merge.toolkit.prune import RewriteOptions, prune_file
 
+try:
+    import fcntl
+except ImportError:
+    fcntl = None
+
 EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth")
 FAILED = "Failed"
+LOCK_NAME = ".alloy-autoprune.lock"
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,26 @@ class AutopruneResult:
 
 
 def autoprune(folder: str, dest: Destinations, progress: Callable[[str], None] | None = None) -> list[AutopruneResult]:
-    """Every checkpoint file directly in `folder`, in name order."""
+    """Every checkpoint file directly in `folder`, in name order; one autoprune per folder at a time."""
+    with _folder_lock(folder):
+        return _autoprune(folder, dest, progress)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: str) -> Iterator[None]:
+    """An exclusive lock on the folder's `.alloy-autoprune.lock` (two runs would prune a file twice)."""
+    if fcntl is None:  # Windows: an open file cannot be deleted there, so a second run fails on its own
+        yield
+        return
+    with open(os.path.join(folder, LOCK_NAME), "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(f"autoprune is already running on {folder}") from None
+        yield
+
+
+def _autoprune(folder: str, dest: Destinations, progress: Callable[[str], None] | None) -> list[AutopruneResult]:
     results = []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
