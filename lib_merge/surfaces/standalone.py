@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import os
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,4 +169,22 @@ def serve(models_dir: str, options: ServeOptions) -> None:
         print(f"Alloy: {line}", flush=True)
     guarded = " (HTTP Basic auth)" if options.auth else ""
     print(f"Alloy on http://{options.host}:{options.port}/{guarded} (models: {models_dir})", flush=True)
-    uvicorn.run(app, host=options.host, port=options.port, log_level="warning")
+    _run_server(uvicorn.Config(app, host=options.host, port=options.port, log_level="warning"))
+
+
+SHUTDOWN_GRACE = 10.0  # seconds a stop signal waits for open connections and the app's shutdown
+
+
+def _run_server(config) -> None:
+    """uvicorn's server, which after a stop signal exits within SHUTDOWN_GRACE even when a browser's open
+    queue connection or the Gradio app's shutdown would keep it waiting forever (seen on Gradio 3)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame) -> None:
+            super().handle_exit(sig, frame)
+            timer = threading.Timer(SHUTDOWN_GRACE, os._exit, args=(128 + int(sig),))
+            timer.daemon = True
+            timer.start()
+
+    Server(config).run()
