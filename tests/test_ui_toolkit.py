@@ -31,6 +31,13 @@ def test_toolkit_tab_inspects_prunes_and_refuses_what_it_must(tmp_path, sd1):
     status, report = last(replace(*values_for(inputs, alloy_tk_model=sd1[0].name, alloy_tk_donor=sd1[1].name,
                                               alloy_tk_component="vae", alloy_tk_name="a_vae_b")))  # fmt: skip
     assert "the vae of" in report, status
+    (tmp_path / "VAE").mkdir()
+    extract, inputs = handler(demo, "alloy_tk_extract")
+    status, report = last(extract(*values_for(inputs, alloy_tk_model=sd1[0].name, alloy_tk_component="vae")))
+    vae = tmp_path / "VAE" / f"{sd1[0].stem}.vae.safetensors"
+    assert report.startswith(f"Wrote {vae}") and set(load(vae)) == {
+        k[len("first_stage_model.") :] for k in load(sd1[0]) if k.startswith("first_stage_model.")
+    }
     autoprune, inputs = handler(demo, "alloy_tk_autoprune")
     status, _ = last(autoprune("/etc"))
     assert status.startswith("**Error:**") and "inside" in status

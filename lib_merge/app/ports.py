@@ -104,6 +104,10 @@ class Host(Protocol):
         """Where the user's LoRA files are (the WebUI's Lora folder)."""
         ...
 
+    def vae_folder(self) -> str:
+        """Where the user's VAE files are (the WebUI's VAE folder)."""
+        ...
+
     def lora_preset_files(self) -> list[str]:
         """Other tools' LoRA block preset files to import (the LoRA Block Weight extension's lbwpresets.txt)."""
         ...

@@ -73,7 +73,8 @@ def run_toolkit(request: ToolkitRequest, host: Host, step: Step | None = None) -
         report = prune_file(path, target, options, step)
         return "\n".join([f"Wrote {report.written.path}"] + report.lines())
     if request.action == "extract":
-        target = _output(host, request.name, f"{stem}.{request.component}")
+        folder = host.vae_folder() if request.component == "vae" else host.save_folder()
+        target = _output(host, request.name, f"{stem}.{request.component}", folder)
         written = extract_component(path, request.component, target, request.overwrite, step)
         return f"Wrote {written.path}: {written.keys} keys of the {request.component}"
     if not request.donor:
@@ -85,8 +86,11 @@ def run_toolkit(request: ToolkitRequest, host: Host, step: Step | None = None) -
     return f"Wrote {written.path}: the {request.component} of {os.path.basename(donor)}, all else unchanged"
 
 
-def _output(host: Host, name: str, fallback: str) -> str:
-    return os.path.join(host.save_folder(), custom_file_name(name if name.strip() else sanitize(fallback)))
+def _output(host: Host, name: str, fallback: str, folder: str | None = None) -> str:
+    """A file in `folder` (default: the save folder) named by the user, or after the input."""
+    folder = folder or host.save_folder()
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, custom_file_name(name if name.strip() else sanitize(fallback)))
 
 
 def run_autoprune(folder: str, host: Host) -> str:

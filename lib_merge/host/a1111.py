@@ -151,6 +151,13 @@ class A1111Host:
             raise ModelNotFoundError(f"checkpoint not found: {title!r}")
         return path
 
+    def vae_folder(self) -> str:
+        """--vae-dir when it is a folder, else models/VAE (as the WebUI's VAE list looks)."""
+        from modules import paths, shared
+
+        given = getattr(shared.cmd_opts, "vae_dir", None)
+        return given if given and os.path.isdir(given) else os.path.join(paths.models_path, "VAE")
+
     def lora_folder(self) -> str:
         from modules import paths, shared
 

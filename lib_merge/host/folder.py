@@ -57,6 +57,11 @@ class FolderHost:
         folder = os.path.join(self.models_dir, "Lora")
         return folder if os.path.isdir(folder) else self.models_dir
 
+    def vae_folder(self) -> str:
+        """<models>/VAE when there is one, else the models folder itself."""
+        folder = os.path.join(self.models_dir, "VAE")
+        return folder if os.path.isdir(folder) else self.models_dir
+
     def lora_preset_files(self) -> list[str]:
         return []
 
