@@ -83,3 +83,33 @@ def test_analysis_tab_table_heatmap_elements_metadata_and_image(tmp_path, sd1):
     from_png, _ = handler(demo, "alloy_an_png")
     text, history_id = from_png(Image.open(tmp_path / "x.png"))
     assert "History id **7**" in text and "1a2b3c4d5e" in text and history_id == 7
+
+
+def test_lora_elements_list_type_rank_alpha_target_and_block(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "Lora").mkdir()
+    modules = {  # real SD1 widths, rank 1
+        "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k": (640, 768),
+        "lora_te_text_model_encoder_layers_3_mlp_fc1": (3072, 768),
+    }
+    tensors = {}
+    for name, (out, width) in modules.items():
+        tensors[f"{name}.lora_up.weight"] = torch.zeros(out, 1)
+        tensors[f"{name}.lora_down.weight"] = torch.zeros(1, width)
+        tensors[f"{name}.alpha"] = torch.tensor(0.5)
+    tensors["lora_unet_mystery.hada_w1_a"] = torch.zeros(4, 1)
+    tensors["lora_unet_mystery.hada_w1_b"] = torch.zeros(1, 4)
+    tensors["lora_unet_mystery.hada_w2_a"] = torch.zeros(4, 1)
+    tensors["lora_unet_mystery.hada_w2_b"] = torch.zeros(1, 4)
+    save_file(tensors, str(tmp_path / "Lora" / "small.safetensors"))
+    demo = build_ui(Workbench(FolderHost(str(tmp_path))))
+    listing, _ = handler(demo, "alloy_an_el_lora_run")
+    rows = {r[0]: r for r in listing("small", "")}
+    attn = rows["lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"]
+    key = "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
+    assert attn[1:] == ["lora", 1, "0.5", key, "IN04"]
+    assert rows["lora_te_text_model_encoder_layers_3_mlp_fc1"][5] == "BASE"
+    assert rows["lora_unet_mystery"][1:5] == ["loha", 1, "", "not found"]
+    assert [r[0] for r in listing("small", "IN04")] == [attn[0]]

@@ -153,6 +153,41 @@ def elements(model: str, host: Host, needle: str = "") -> list[list]:
         source.close()
 
 
+LORA_ELEMENT_COLUMNS = ["module", "type", "rank", "alpha", "target key", "slot"]
+
+
+def lora_elements(name: str, host: Host, needle: str = "") -> list[list]:
+    """The modules of a LoRA of the LoRA folder: type, rank, alpha, the checkpoint key it changes (in the
+    loaded model, else in its base's reference layout) and that key's block."""
+    from lib_merge.app.lora import find_lora
+    from lib_merge.lora.file import LoraFile, base_shapes, match
+
+    lora = LoraFile.read(find_lora(name, host.lora_folder()))
+    base = lora.likely_base() or "sd1"
+    shapes = base_shapes(base)
+    loaded = host.loaded_file() if host.can_patch else None
+    if loaded and os.path.isfile(loaded):
+        source = SourceModel(loaded)
+        try:
+            if source.arch.id == base:
+                shapes = source.shapes
+        finally:
+            source.close()
+    targets = match(lora, shapes, "the checkpoint", strict=False).targets
+    schema = schema_for(base)
+    rows = []
+    for module_name, module in lora.modules.items():
+        target = targets.get(module_name)
+        key = "" if target is None else target.key + (f" rows {target.rows[0]}:{target.rows[1]}" if target.rows else "")
+        slot = (schema.slot_of(target.key) if schema and target else None) or ""
+        kind = module.kind + ("+dora" if module.dora else "")
+        alpha = "" if module.alpha is None else f"{module.alpha:g}"
+        row = [module_name, kind, module.rank or "", alpha, key or "not found", slot]
+        if not needle or needle.lower() in module_name.lower() or needle.upper() == slot:
+            rows.append(row)
+    return rows
+
+
 @dataclass
 class MetadataView:
     text: str  # the metadata as JSON, JSON-in-string values decoded

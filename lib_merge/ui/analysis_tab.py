@@ -8,7 +8,16 @@ import re
 import gradio as gr
 
 from lib_merge.analysis.report import block_rows
-from lib_merge.app.toolkit import ELEMENT_COLUMNS, analyze, elements, metadata_view, verify_recipe_hash
+from lib_merge.app.lora import lora_names
+from lib_merge.app.toolkit import (
+    ELEMENT_COLUMNS,
+    LORA_ELEMENT_COLUMNS,
+    analyze,
+    elements,
+    lora_elements,
+    metadata_view,
+    verify_recipe_hash,
+)
 from lib_merge.app.workbench import Workbench
 from lib_merge.ui.compat import update
 from lib_merge.ui.jobs import error_text, run_in_thread
@@ -39,6 +48,12 @@ def build(workbench: Workbench) -> dict:
                                             elem_id="alloy_an_el_filter")  # fmt: skip
             parts["el_run"] = gr.Button("List", elem_id="alloy_an_el_run")
         parts["el_table"] = gr.Dataframe(headers=ELEMENT_COLUMNS, interactive=False, elem_id="alloy_an_el_table")
+        with gr.Row():
+            parts["el_lora"] = gr.Dropdown(lora_names(workbench.host.lora_folder()), label="or a LoRA",
+                                           elem_id="alloy_an_el_lora")  # fmt: skip
+            parts["el_lora_run"] = gr.Button("List its modules", elem_id="alloy_an_el_lora_run")
+        parts["el_lora_table"] = gr.Dataframe(headers=LORA_ELEMENT_COLUMNS, interactive=False,
+                                              elem_id="alloy_an_el_lora_table")  # fmt: skip
     with gr.Accordion("Metadata", open=False):
         with gr.Row():
             parts["md_model"] = gr.Dropdown(titles, label="Model", elem_id="alloy_an_md_model")
@@ -86,6 +101,16 @@ def wire(workbench: Workbench, parts: dict, merge_recipe, history_id) -> None:
             return [[error_text(e), "", "", "", "", 0, ""]]
 
     parts["el_run"].click(listing, [parts["el_model"], parts["el_filter"]], [parts["el_table"]])
+
+    def lora_listing(name, needle):
+        if not name:
+            return update()
+        try:
+            return lora_elements(name, host, needle or "")
+        except Exception as e:  # noqa: BLE001
+            return [[error_text(e), "", "", "", "", ""]]
+
+    parts["el_lora_run"].click(lora_listing, [parts["el_lora"], parts["el_filter"]], [parts["el_lora_table"]])
 
     def show(model):
         if not model:
