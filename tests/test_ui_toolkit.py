@@ -113,3 +113,16 @@ def test_lora_elements_list_type_rank_alpha_target_and_block(tmp_path):
     assert rows["lora_te_text_model_encoder_layers_3_mlp_fc1"][5] == "BASE"
     assert rows["lora_unet_mystery"][1:5] == ["loha", 1, "", "not found"]
     assert [r[0] for r in listing("small", "IN04")] == [attn[0]]
+
+
+def test_the_webui_autoprunes_its_folder_at_start_when_set(webui, sd1):
+    models = webui.folder.parent
+    (models / "Autoprune").mkdir()
+    shutil.copy(sd1[2], models / "Autoprune" / "new.safetensors")
+    assert webui.workbench.autoprune_at_start() == []  # the setting is off by default
+    webui.shared.opts.data["alloy_autoprune_folder"] = "Autoprune"
+    lines = webui.workbench.autoprune_at_start()
+    assert lines == [f"new.safetensors → {webui.folder / 'new.safetensors'}"]
+    assert not (models / "Autoprune" / "new.safetensors").exists() and (webui.folder / "new.safetensors").is_file()
+    webui.shared.opts.data["alloy_autoprune_folder"] = "../../etc"
+    assert webui.workbench.autoprune_at_start()[0].startswith("autoprune: ")

@@ -22,6 +22,7 @@ class HostConfig:
     compute_dtype: str = "fp32"
     history_file: str = ""  # empty: <user data>/history.csv
     save_dtype: str = "fp16"
+    autoprune_folder: str = ""  # autoprune at start: a folder in the models folder (e.g. Autoprune); empty: off
 
 
 @dataclass

@@ -98,7 +98,7 @@ def run_autoprune(folder: str, host: Host) -> str:
     (checkpoints, VAE, components beside them); only folders inside the models folder are taken."""
     save = host.save_folder()
     models = os.path.dirname(save) if os.path.basename(save) == "Stable-diffusion" else save
-    folder = folder.strip() or os.path.join(models, "Autoprune")
+    folder = os.path.join(models, folder.strip() or "Autoprune")  # relative to the models folder
     if not os.path.isdir(folder):
         raise ParameterError(f"no such folder: {folder}")
     if not inside_folder(folder, models):

@@ -49,6 +49,7 @@ from lib_merge.app.requests import (
     MergeRequest,
     SaveRequest,
 )
+from lib_merge.app.toolkit import run_autoprune
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
 from lib_merge.engine.live import LiveBackup, merge_into_model
 from lib_merge.engine.options import CancelToken, EngineOptions
@@ -404,6 +405,16 @@ class Workbench:
 
     def _stopping(self) -> bool:
         return self._cancel.cancelled
+
+    def autoprune_at_start(self) -> list[str]:
+        """The host's "autoprune at start" folder pruned (nothing when the setting is empty)."""
+        folder = self.host.config().autoprune_folder.strip()
+        if not folder:
+            return []
+        try:
+            return self.file_job("autoprune", lambda step: run_autoprune(folder, self.host)).splitlines()
+        except AlloyError as e:
+            return [f"autoprune: {e}"]
 
     def busy(self) -> bool:
         """Whether a merge (or a save) holds the live model now."""

@@ -6,6 +6,8 @@ workbench (and with it the live merge's backups) lives here, not in the script m
 
 from __future__ import annotations
 
+import threading
+
 from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.workbench import Workbench
 from lib_merge.host.a1111 import A1111Host, connect
@@ -78,6 +80,9 @@ def ui_settings() -> None:
         "alloy_history_file": shared.OptionInfo(
             "", "History file (empty: user-data/history.csv in the extension folder)", section=section
         ),
+        "alloy_autoprune_folder": shared.OptionInfo(
+            "", "Autoprune at start: a folder in the models folder, e.g. Autoprune (empty: off)", section=section
+        ),
         "alloy_save_dtype": shared.OptionInfo(
             "fp16", "Default dtype of saved merges", gr.Radio, {"choices": ["fp16", "bf16", "fp32"]}, section=section
         ),
@@ -93,4 +98,10 @@ def app_started(demo, app) -> None:
 
     add_routes(app, workbench(), parse_credentials(getattr(shared.cmd_opts, "api_auth", None)), desk())
     for line in workbench().clean_leftovers():
+        print(f"Alloy: {line}", flush=True)
+    threading.Thread(target=_autoprune_at_start, name="alloy-autoprune", daemon=True).start()
+
+
+def _autoprune_at_start() -> None:
+    for line in workbench().autoprune_at_start():
         print(f"Alloy: {line}", flush=True)

@@ -42,7 +42,8 @@ def build(workbench: Workbench) -> dict:
             parts["replace"] = gr.Button("Replace", elem_id="alloy_tk_replace")
     with gr.Accordion("Autoprune a folder", open=False):
         with gr.Row():
-            parts["folder"] = gr.Textbox(label="Folder (each checkpoint in it is pruned and moved)",
+            parts["folder"] = gr.Textbox(label="Folder in the models folder (empty: Autoprune); each checkpoint "
+                                         "in it is pruned to fp16 and moved",
                                          elem_id="alloy_tk_folder")  # fmt: skip
             parts["autoprune"] = gr.Button("Run autoprune", elem_id="alloy_tk_autoprune")
     with gr.Row():
