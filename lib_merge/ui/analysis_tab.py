@@ -92,25 +92,23 @@ def wire(workbench: Workbench, parts: dict, merge_recipe, history_id) -> None:
     parts["run"].click(run, [parts["a"], parts["b"], parts["attention"]],
                        [parts["status"], parts["table"], parts["heatmap"], parts["csv"]])  # fmt: skip
 
-    def listing(model, needle):
-        if not model:
-            return update()
-        try:
-            return elements(model, host, needle or "")
-        except Exception as e:  # noqa: BLE001
-            return [[error_text(e), "", "", "", "", 0, ""]]
+    def table_of(make, width: int):
+        """A table callback: rows for a chosen name, or one row carrying the error."""
 
-    parts["el_run"].click(listing, [parts["el_model"], parts["el_filter"]], [parts["el_table"]])
+        def fill(name, needle):
+            if not name:
+                return update()
+            try:
+                return make(name, host, needle or "")
+            except Exception as e:  # noqa: BLE001
+                return [[error_text(e)] + [""] * (width - 1)]
 
-    def lora_listing(name, needle):
-        if not name:
-            return update()
-        try:
-            return lora_elements(name, host, needle or "")
-        except Exception as e:  # noqa: BLE001
-            return [[error_text(e), "", "", "", "", ""]]
+        return fill
 
-    parts["el_lora_run"].click(lora_listing, [parts["el_lora"], parts["el_filter"]], [parts["el_lora_table"]])
+    parts["el_run"].click(table_of(elements, len(ELEMENT_COLUMNS)), [parts["el_model"], parts["el_filter"]],
+                          [parts["el_table"]])  # fmt: skip
+    parts["el_lora_run"].click(table_of(lora_elements, len(LORA_ELEMENT_COLUMNS)),
+                               [parts["el_lora"], parts["el_filter"]], [parts["el_lora_table"]])  # fmt: skip
 
     def show(model):
         if not model:
