@@ -19,6 +19,7 @@ from lib_merge.app.ports import Host
 from lib_merge.arch.blocks import schema_for
 from lib_merge.errors import ParameterError, RecipeError, UnsafePathError
 from lib_merge.io.source import SourceModel
+from lib_merge.io.tempfiles import write_text
 from lib_merge.paths import inside_folder, user_data_dir
 from lib_merge.toolkit.autoprune import Destinations, autoprune
 from lib_merge.toolkit.components import extract_component, replace_component
@@ -151,6 +152,20 @@ def elements(model: str, host: Host, needle: str = "") -> list[list]:
         return rows
     finally:
         source.close()
+
+
+def table_csv(columns: list[str], rows: list[list], name: str) -> str:
+    """A table saved as <user-data>/analysis/<name>.csv (for download)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    folder = Path(user_data_dir()) / "analysis"
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_text(str(folder / f"{sanitize(name) or 'table'}.csv"), out.getvalue())
 
 
 LORA_ELEMENT_COLUMNS = ["module", "type", "rank", "alpha", "target key", "slot"]

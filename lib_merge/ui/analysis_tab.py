@@ -16,6 +16,7 @@ from lib_merge.app.toolkit import (
     elements,
     lora_elements,
     metadata_view,
+    table_csv,
     verify_recipe_hash,
 )
 from lib_merge.app.workbench import Workbench
@@ -48,12 +49,15 @@ def build(workbench: Workbench) -> dict:
                                             elem_id="alloy_an_el_filter")  # fmt: skip
             parts["el_run"] = gr.Button("List", elem_id="alloy_an_el_run")
         parts["el_table"] = gr.Dataframe(headers=ELEMENT_COLUMNS, interactive=False, elem_id="alloy_an_el_table")
+        parts["el_csv"] = gr.File(label="The listed rows (CSV)", interactive=False, elem_id="alloy_an_el_csv")
         with gr.Row():
             parts["el_lora"] = gr.Dropdown(lora_names(workbench.host.lora_folder()), label="or a LoRA",
                                            elem_id="alloy_an_el_lora")  # fmt: skip
             parts["el_lora_run"] = gr.Button("List its modules", elem_id="alloy_an_el_lora_run")
         parts["el_lora_table"] = gr.Dataframe(headers=LORA_ELEMENT_COLUMNS, interactive=False,
                                               elem_id="alloy_an_el_lora_table")  # fmt: skip
+        parts["el_lora_csv"] = gr.File(label="The listed modules (CSV)", interactive=False,
+                                       elem_id="alloy_an_el_lora_csv")  # fmt: skip
     with gr.Accordion("Metadata", open=False):
         with gr.Row():
             parts["md_model"] = gr.Dropdown(titles, label="Model", elem_id="alloy_an_md_model")
@@ -92,23 +96,25 @@ def wire(workbench: Workbench, parts: dict, merge_recipe, history_id) -> None:
     parts["run"].click(run, [parts["a"], parts["b"], parts["attention"]],
                        [parts["status"], parts["table"], parts["heatmap"], parts["csv"]])  # fmt: skip
 
-    def table_of(make, width: int):
-        """A table callback: rows for a chosen name, or one row carrying the error."""
+    def table_of(make, columns: list[str], suffix: str):
+        """A table callback: rows for a chosen name and their CSV, or one row carrying the error."""
 
         def fill(name, needle):
             if not name:
-                return update()
+                return update(), update()
             try:
-                return make(name, host, needle or "")
+                rows = make(name, host, needle or "")
+                return rows, table_csv(columns, rows, f"{name}-{suffix}")
             except Exception as e:  # noqa: BLE001
-                return [[error_text(e)] + [""] * (width - 1)]
+                return [[error_text(e)] + [""] * (len(columns) - 1)], update()
 
         return fill
 
-    parts["el_run"].click(table_of(elements, len(ELEMENT_COLUMNS)), [parts["el_model"], parts["el_filter"]],
-                          [parts["el_table"]])  # fmt: skip
-    parts["el_lora_run"].click(table_of(lora_elements, len(LORA_ELEMENT_COLUMNS)),
-                               [parts["el_lora"], parts["el_filter"]], [parts["el_lora_table"]])  # fmt: skip
+    parts["el_run"].click(table_of(elements, ELEMENT_COLUMNS, "elements"), [parts["el_model"], parts["el_filter"]],
+                          [parts["el_table"], parts["el_csv"]])  # fmt: skip
+    parts["el_lora_run"].click(table_of(lora_elements, LORA_ELEMENT_COLUMNS, "modules"),
+                               [parts["el_lora"], parts["el_filter"]],
+                               [parts["el_lora_table"], parts["el_lora_csv"]])  # fmt: skip
 
     def show(model):
         if not model:
