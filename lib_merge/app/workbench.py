@@ -28,23 +28,13 @@ from lib_merge.app.history import (
 from lib_merge.app.history.record import merge_and_log
 from lib_merge.app.lora import (
     confine_loras,
-    extract_settings,
-    find_lora,
-    lora_output_name,
-    lora_recipe,
-    merge_settings,
-    written_text,
 )
+from lib_merge.app.lora_jobs import LoraJobs
 from lib_merge.app.naming import EXTENSIONS, auto_name, custom_file_name
 from lib_merge.app.ports import GenResult, GenSettings, Host, MergeIdentity
 from lib_merge.app.progress import Progress
 from lib_merge.app.requests import (
     LiveMerge,
-    LoraBakeRequest,
-    LoraExtractRequest,
-    LoraJob,
-    LoraMergeRequest,
-    LoraOutcome,
     MergeOutcome,
     MergeRequest,
     SaveRequest,
@@ -58,17 +48,12 @@ from lib_merge.engine.to_file import SaveOptions
 from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
 from lib_merge.io.cache import CacheStats, TensorCache
 from lib_merge.io.dtypes import parse_output_dtype
-from lib_merge.io.source import file_schema
-from lib_merge.io.tempfiles import check_new_output, clean_stale
-from lib_merge.lora.blocks import load_lora_presets
-from lib_merge.lora.extract import extract_lora
-from lib_merge.lora.merge import merge_loras
-from lib_merge.lora.write import write_lora
+from lib_merge.io.tempfiles import clean_stale
 from lib_merge.paths import file_in_folders, inside_folder, user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.form import compile_form
 from lib_merge.recipe.hashed import HashedRecipe
-from lib_merge.recipe.nodes import ModelRef, Node, primary_model, replace_models
+from lib_merge.recipe.nodes import ModelRef, Node, replace_models
 
 AUTO_CACHE_CAP = 16 * 2**30
 
@@ -96,7 +81,7 @@ def parse_cache_budget(text: str) -> int:
 T = TypeVar("T")
 
 
-class Workbench:
+class Workbench(LoraJobs):
     def __init__(self, host: Host):
         self.host = host
         self.backup = LiveBackup()
@@ -326,65 +311,6 @@ class Workbench:
                     MergeIdentity(self.live.name, self.live.recipe_hash, self.live.base_path)
                 )  # the host's refresh may have dropped the entry
             return self.host.generate(gen, extra)
-
-    def bake_loras(self, request: LoraBakeRequest) -> MergeOutcome:
-        """LoRAs onto the loaded model: on top of the live merge when there is one (its recipe, one bind),
-        else onto the loaded checkpoint; `model` names another checkpoint instead."""
-        live = self.live if self.host.can_patch else None
-        if request.model:
-            base: Node = ModelRef(request.model)
-        elif live is not None:
-            base = live.recipe.root
-        elif self.host.loaded_file():
-            base = ModelRef(self.host.loaded_file())
-        else:
-            raise ParameterError("no model is loaded: choose the model to bake the LoRAs into")
-        schema = file_schema(self.host.resolve_checkpoint(primary_model(base).path))
-        folder = self.host.lora_folder()
-        presets = load_lora_presets(self.host.lora_preset_files())
-        root = lora_recipe(base, request.loras, lambda name: find_lora(name, folder), schema.id if schema else None,
-                           presets)  # fmt: skip
-        ui = {"loras": list(request.loras)}
-        outcome = self.merge(MergeRequest(root=root, save=request.save, ui=ui, wait=request.wait))
-        if live is not None and base is live.recipe.root and outcome.merged:
-            outcome.message += f" The LoRAs went on top of the loaded merge {live.name}; Restore gives model A back."
-        return outcome
-
-    def merge_loras(self, request: LoraMergeRequest) -> LoraOutcome:
-        """LoRAs of the LoRA folder into one new LoRA there (the loaded checkpoint gives the layout)."""
-        folder = self.host.lora_folder()
-        model = self.host.loaded_file() if self.host.can_patch else None
-        loaded = model if model and os.path.isfile(model) else None
-        settings = merge_settings(request, folder, loaded, load_lora_presets(self.host.lora_preset_files()))
-        fallback = "-".join(os.path.splitext(os.path.basename(i.path))[0] for i in settings.inputs)
-        name = lora_output_name(request.name, f"{fallback}-{request.method}")
-        sources = [i.path for i in settings.inputs] + ([settings.model] if settings.model else [])
-        job = LoraJob(f"merging LoRAs into {name}", name, request.dtype, request.overwrite, sources)
-        return self._lora_job(job, lambda step: merge_loras(settings, step, self._stopping))
-
-    def extract_lora(self, request: LoraExtractRequest) -> LoraOutcome:
-        """A LoRA of A − B written to the LoRA folder."""
-        settings = extract_settings(request, self.host.resolve_checkpoint)
-        stems = [os.path.splitext(os.path.basename(p))[0] for p in (settings.a, settings.b)]
-        name = lora_output_name(request.name, f"{stems[0]}-minus-{stems[1]}-r{request.rank}")
-        job = LoraJob(f"extracting {name}", name, request.dtype, request.overwrite, [settings.a, settings.b])
-        return self._lora_job(job, lambda step: extract_lora(settings, step, self._stopping))
-
-    def _lora_job(self, job: LoraJob, make) -> LoraOutcome:
-        target = os.path.join(self.host.lora_folder(), job.name)
-        if os.path.exists(target) and not job.overwrite:
-            raise ParameterError(f"{job.name} exists in the LoRA folder; choose another name or tick overwrite")
-        check_new_output(target, job.sources, job.overwrite)
-        started = time.perf_counter()
-
-        def work(step) -> LoraOutcome:
-            build = make(step)
-            if not build.modules:
-                raise ParameterError("nothing to write: every module's change is zero")
-            written = write_lora(build, target, parse_output_dtype(job.dtype), job.overwrite)
-            return LoraOutcome(written.path, written_text(written, build.notes, time.perf_counter() - started))
-
-        return self.file_job(job.stage, work)
 
     def file_job(self, stage: str, work: Callable[[Callable[[int, int], None]], T]) -> T:
         """Work on files that leaves the loaded model alone (LoRA files, the Toolkit, an analysis): one job
