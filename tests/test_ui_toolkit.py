@@ -63,6 +63,7 @@ def test_analysis_tab_table_heatmap_elements_metadata_and_image(tmp_path, sd1):
     rows, csv_path = listing(sd1[0].name, "IN04")
     assert rows and all(r[1] == "IN04" for r in rows) and rows[0][6] == "unet"
     assert open(csv_path).read().splitlines()[1].split(",")[0] == rows[0][0]
+    assert all(r[2] == "" for r in rows)  # SD1 has no finer schema
     merge, merge_inputs = handler(demo, "alloy_merge")
     ids = [c.elem_id for c in merge_inputs]
     values = [c.value for c in merge_inputs]
@@ -127,3 +128,11 @@ def test_the_webui_autoprunes_its_folder_at_start_when_set(webui, sd1):
     assert not (models / "Autoprune" / "new.safetensors").exists() and (webui.folder / "new.safetensors").is_file()
     webui.shared.opts.data["alloy_autoprune_folder"] = "../../etc"
     assert webui.workbench.autoprune_at_start()[0].startswith("autoprune: ")
+
+
+def test_sdxl_elements_carry_the_fine_slot(tmp_path, sdxl):
+    shutil.copy(sdxl[0], tmp_path / sdxl[0].name)
+    from lib_merge.app.toolkit import elements
+
+    rows = elements(sdxl[0].name, FolderHost(str(tmp_path)), "IN04")
+    assert rows and all(r[1] == "IN04" and r[2].startswith("IN4") for r in rows)  # IN04 splits into IN40, IN41…

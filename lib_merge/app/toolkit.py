@@ -16,7 +16,7 @@ from lib_merge.analysis.report import write_csv, write_heatmap
 from lib_merge.analysis.similarity import Similarity, compare
 from lib_merge.app.naming import custom_file_name, sanitize
 from lib_merge.app.ports import Host
-from lib_merge.arch.blocks import schema_for
+from lib_merge.arch.blocks import SCHEMAS, schema_for
 from lib_merge.errors import ParameterError, RecipeError, UnsafePathError
 from lib_merge.io.source import SourceModel
 from lib_merge.io.tempfiles import write_text
@@ -138,7 +138,7 @@ def elements(model: str, host: Host, needle: str = "") -> list[list]:
     try:
         arch = source.arch.arch
         schema = schema_for(source.arch.id)
-        fine = schema_for("sdxl_ext") if schema is not None and schema.fine else None
+        fine = SCHEMAS[schema.fine] if schema is not None and schema.fine else None
         rows = []
         for key in source.keys:
             info = source.info(key)
