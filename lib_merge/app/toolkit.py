@@ -25,11 +25,10 @@ from lib_merge.toolkit.autoprune import Destinations, autoprune
 from lib_merge.toolkit.components import extract_component, replace_component
 from lib_merge.toolkit.fingerprint import fingerprint
 from lib_merge.toolkit.inspect import format_full_report, full_report
-from lib_merge.toolkit.prune import RewriteOptions, prune_file
+from lib_merge.toolkit.prune import RewriteOptions, prune_file, rewrite_dtype
 
 Step = Callable[[int, int], None]
 ACTIONS = ("inspect", "fingerprint", "prune", "convert", "extract", "replace")
-DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "keep": None}
 
 
 @dataclass
@@ -57,13 +56,8 @@ def run_toolkit(request: ToolkitRequest, host: Host, step: Step | None = None) -
         return "\n".join(fingerprint(path, step).lines())
     stem = os.path.splitext(os.path.basename(path))[0]
     if request.action in ("prune", "convert"):
-        import torch
-
-        dtype = DTYPES.get(request.dtype, "missing")
-        if dtype == "missing":
-            raise ParameterError(f"dtype {request.dtype!r}: choose fp16, bf16, fp32 or keep")
         options = RewriteOptions(
-            dtype=getattr(torch, dtype) if dtype else None,
+            dtype=rewrite_dtype(request.dtype),
             prune=request.action == "prune",
             keep_ema=request.keep_ema,
             fix_position_ids=request.fix_position_ids,

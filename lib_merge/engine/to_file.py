@@ -19,8 +19,8 @@ from lib_merge.engine.options import EngineOptions, EngineReport
 from lib_merge.engine.plan import MergePlan, plan_merge
 from lib_merge.engine.progress import hashing_progress
 from lib_merge.engine.run import run_plan
-from lib_merge.errors import OutputExistsError, SourceChangedError, UnsafePathError
-from lib_merge.io.tempfiles import clean_stale, write_file
+from lib_merge.errors import SourceChangedError, UnsafePathError
+from lib_merge.io.tempfiles import check_new_output, clean_stale, write_file
 from lib_merge.io.writer import PlannedTensor, SafetensorsWriter, check_free_space
 from lib_merge.recipe.hashed import CarriesRecipe, HashedRecipe
 from lib_merge.recipe.nodes import ModelRef, Node
@@ -121,17 +121,12 @@ class CkptSink:
 def check_output_path(output: str, bound: BoundRecipe, overwrite: bool) -> str:
     """Never replace an input; replace an existing file only when asked."""
     target = os.path.abspath(output)
-    folder = os.path.dirname(target)
-    if not os.path.isdir(folder):
-        raise UnsafePathError(f"output folder does not exist: {folder}")
-    if os.path.exists(target):
+    if os.path.exists(target):  # named by role here; the folder and overwrite rules are the shared ones
         for ref in bound.models:
             source = bound.sources[ref]
             if os.path.samefile(target, source.path):
                 raise UnsafePathError(f"output would overwrite input model {bound.role(ref)} ({source.path})")
-        if not overwrite:
-            raise OutputExistsError(f"{target} exists; choose another name or use --overwrite")
-    return target
+    return check_new_output(target, [], overwrite)
 
 
 def merge_to_file(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lib_merge.errors import ArchMismatchError
+from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.io.source import SourceModel
 from lib_merge.io.tempfiles import check_new_output, format_bytes
 from lib_merge.toolkit.layout import component_file, kept_by_prune
@@ -68,6 +69,11 @@ class PruneReport:
         if self.dropped_entries:
             out.append("dropped entries that are no tensors: " + ", ".join(self.dropped_entries[:10]))
         return out
+
+
+def rewrite_dtype(name: str) -> torch.dtype | None:
+    """A dtype name as prune and convert take it: the output dtypes, or "keep" (None)."""
+    return None if name == "keep" else parse_output_dtype(name)
 
 
 def check_position_ids(source: SourceModel) -> list[PositionIdsReport]:

@@ -11,14 +11,6 @@ from dataclasses import asdict
 from lib_merge.surfaces.cli.common import count_progress
 from lib_merge.surfaces.cli.errors import UsageError
 
-DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "keep": None}
-
-
-def _dtype(name: str):
-    import torch
-
-    return None if DTYPES[name] is None else getattr(torch, DTYPES[name])
-
 
 def _progress(args, label: str):
     return count_progress(args, label, "key")
@@ -44,10 +36,10 @@ def cmd_convert(args) -> int:
 
 
 def _rewrite(args, prune: bool) -> int:
-    from lib_merge.toolkit.prune import RewriteOptions, prune_file
+    from lib_merge.toolkit.prune import RewriteOptions, prune_file, rewrite_dtype
 
     options = RewriteOptions(
-        dtype=_dtype(args.dtype),
+        dtype=rewrite_dtype(args.dtype),
         prune=prune,
         keep_ema=getattr(args, "keep_ema", False),
         fix_position_ids=args.fix_position_ids,
