@@ -23,46 +23,51 @@ def inspect_model(path: str) -> dict:
     """Facts about one checkpoint read from its header: what `inspect` prints."""
     model = SourceModel(path)
     try:
-        info = model.arch
-        arch = info.arch
-        components: dict[str, dict] = {}
-        unknown = Counter()
-        for key in model.keys:
-            t = model.info(key)
-            name = arch.component_of(key) if arch else None
-            if name is None:
-                unknown["ema" if key.startswith("model_ema.") else "extra"] += t.nbytes
-                continue
-            c = components.setdefault(name, {"keys": 0, "bytes": 0, "dtypes": Counter()})
-            c["keys"] += 1
-            c["bytes"] += t.nbytes
-            c["dtypes"][DTYPE_NAMES[t.dtype]] += 1
-        kept = [k for k in model.keys if arch is None or arch.component_of(k) or k in PREDICTION_MARKERS]
-        return {
-            "file": model.path,
-            "format": "safetensors" if model.path.endswith(".safetensors") else "pickle (weights-only)",
-            "size": os.path.getsize(model.path),
-            "tensors": len(model.keys),
-            "tensor_bytes": sum(model.info(k).nbytes for k in model.keys),
-            "dtypes": dict(Counter(DTYPE_NAMES[model.info(k).dtype] for k in model.keys)),
-            "metadata_keys": sorted(model.metadata),
-            "architecture": info.id,
-            "label": info.label,
-            "variant": info.variant,
-            "prediction": info.prediction,
-            "prediction_source": info.prediction_source,
-            "components": {k: {**v, "dtypes": dict(v["dtypes"])} for k, v in components.items()},
-            "components_missing": info.components_missing,
-            "aliases": len(info.aliases),
-            "rejected": info.rejected,
-            "ema_keys": sum(1 for k in model.keys if k.startswith("model_ema.")),
-            "extra_bytes": unknown["extra"],
-            "ema_bytes": unknown["ema"],
-            "prune_keys": len(kept),
-            "prune_bytes": sum(model.info(k).nbytes for k in kept),
-        }
+        return inspect_source(model)
     finally:
         model.close()
+
+
+def inspect_source(model: SourceModel) -> dict:
+    """The header facts of an open model (the Toolkit's full report adds to them without opening it again)."""
+    info = model.arch
+    arch = info.arch
+    components: dict[str, dict] = {}
+    unknown = Counter()
+    for key in model.keys:
+        t = model.info(key)
+        name = arch.component_of(key) if arch else None
+        if name is None:
+            unknown["ema" if key.startswith("model_ema.") else "extra"] += t.nbytes
+            continue
+        c = components.setdefault(name, {"keys": 0, "bytes": 0, "dtypes": Counter()})
+        c["keys"] += 1
+        c["bytes"] += t.nbytes
+        c["dtypes"][DTYPE_NAMES[t.dtype]] += 1
+    kept = [k for k in model.keys if arch is None or arch.component_of(k) or k in PREDICTION_MARKERS]
+    return {
+        "file": model.path,
+        "format": "safetensors" if model.path.endswith(".safetensors") else "pickle (weights-only)",
+        "size": os.path.getsize(model.path),
+        "tensors": len(model.keys),
+        "tensor_bytes": sum(model.info(k).nbytes for k in model.keys),
+        "dtypes": dict(Counter(DTYPE_NAMES[model.info(k).dtype] for k in model.keys)),
+        "metadata_keys": sorted(model.metadata),
+        "architecture": info.id,
+        "label": info.label,
+        "variant": info.variant,
+        "prediction": info.prediction,
+        "prediction_source": info.prediction_source,
+        "components": {k: {**v, "dtypes": dict(v["dtypes"])} for k, v in components.items()},
+        "components_missing": info.components_missing,
+        "aliases": len(info.aliases),
+        "rejected": info.rejected,
+        "ema_keys": sum(1 for k in model.keys if k.startswith("model_ema.")),
+        "extra_bytes": unknown["extra"],
+        "ema_bytes": unknown["ema"],
+        "prune_keys": len(kept),
+        "prune_bytes": sum(model.info(k).nbytes for k in kept),
+    }
 
 
 def format_inspect(r: dict) -> str:

@@ -12,7 +12,7 @@ from collections import Counter
 
 from lib_merge.arch.registry import ARCHITECTURES
 from lib_merge.io.hashing import cached_sha256
-from lib_merge.io.report import format_inspect, inspect_model
+from lib_merge.io.report import format_inspect, inspect_source
 from lib_merge.io.source import SourceModel
 from lib_merge.io.tempfiles import format_bytes
 from lib_merge.toolkit.layout import JUNK_PREFIXES, component_file
@@ -24,9 +24,9 @@ _SAVED_BY_FP16 = {"float32": 0.5, "float64": 0.75}
 
 def full_report(path: str, with_fingerprint: bool = False) -> dict:
     """The report as a JSON-ready dict (the `inspect --json` object)."""
-    report = inspect_model(path)
     source = SourceModel(path)
     try:
+        report = inspect_source(source)
         keys, info = source.keys, source.arch
         sizes = {k: source.info(k).nbytes for k in keys}
         report["metadata"] = {k: v if len(v) <= 200 else v[:200] + "…" for k, v in source.metadata.items()}
@@ -77,8 +77,9 @@ def _foreign_keys(source: SourceModel, sizes: dict[str, int]) -> dict:
     if arch is None:
         return {"useless_keys": [], "useless_bytes": 0, "unknown_keys": [], "unknown_bytes": 0}
     own = arch.keys
+    reported_elsewhere = (*JUNK_PREFIXES, "model_ema.")  # junk and EMA have their own lines
     outside = [
-        k for k in source.keys if arch.component_of(k) is None and k not in own and not k.startswith(JUNK_PREFIXES)
+        k for k in source.keys if arch.component_of(k) is None and k not in own and not k.startswith(reported_elsewhere)
     ]
     others = [a for a in ARCHITECTURES.values() if a.id != arch.id and a.keys]
     useless = [k for k in outside if any(k in a.keys for a in others)]
@@ -99,7 +100,7 @@ def _junk(source: SourceModel, sizes: dict[str, int]) -> dict[str, int]:
     junk: Counter = Counter()
     for key in source.keys:
         for prefix in JUNK_PREFIXES:
-            if key.startswith(prefix) and prefix != "model_ema.":
+            if key.startswith(prefix):
                 junk[prefix.rstrip(".")] += sizes[key]
         if source.arch.id == "sdxl" and key.startswith("cond_stage_model."):
             junk["cond_stage_model (SDXL duplicate)"] += sizes[key]

@@ -21,7 +21,7 @@ _LANDMARKS: dict[str, tuple[str, tuple[str, int, int] | None]] = {
     "clip_g": ("transformer.resblocks.0.attn.in_proj_weight", ("transformer.resblocks.0.ln_1.weight", 0, 1280)),
     "t5xxl": ("encoder.block.0.layer.0.SelfAttention.q.weight", None),
 }
-JUNK_PREFIXES = ("embedding_manager.", "optimizer", "lr_scheduler", "state_dict.", "loss_fn.", "model_ema.")
+JUNK_PREFIXES = ("embedding_manager.", "optimizer", "lr_scheduler", "state_dict.", "loss_fn.")
 
 
 @dataclass(frozen=True)
