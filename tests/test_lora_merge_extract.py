@@ -168,6 +168,9 @@ def test_bad_merge_inputs_are_refused_with_nothing_written(sd1, sdxl, tmp_path):
     write_lora(xl, sdxl[0], SDXL_MODULES, rank=2)
     with pytest.raises(LoraMismatchError, match="SDXL"):
         merge_loras(LoraMergeSettings([LoraInput(str(xl))], "concat", model=str(sd1[0])))
+    # the WebUI's loaded SD1 model is only a hint: SDXL LoRAs merge without it
+    hinted = LoraMergeSettings([LoraInput(str(xl))], "concat", model=str(sd1[0]), model_if_same_base=True)
+    assert merge_loras(hinted).arch_id == "sdxl"
     with pytest.raises(ParameterError, match="rank 0"):
         RankRule(rank=0)
     good = tmp_path / "good.safetensors"

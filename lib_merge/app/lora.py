@@ -122,7 +122,8 @@ def confine_loras(node: Node, folder: str) -> Node:
 def merge_settings(
     request: LoraMergeRequest, folder: str, model: str | None, presets: dict[str, tuple[float, ...]] | None = None
 ) -> LoraMergeSettings:
-    """The request's lines as inputs found in the LoRA folder."""
+    """The request's lines as inputs found in the LoRA folder; `model` (the loaded checkpoint) gives the
+    layout only when the LoRAs are made for its architecture (merging LoRAs of another base needs none)."""
     if not request.loras:
         raise ParameterError("no LoRA to merge: give one NAME:STRENGTH line at least")
     inputs = []
@@ -131,24 +132,9 @@ def merge_settings(
         inputs.append(LoraInput(find_lora(name, folder), strength, blocks))
     rule = RankRule(rank=request.rank) if request.rank else RankRule(energy=request.energy)
     factoring = Factoring(clamp=request.clamp)
-    return LoraMergeSettings(inputs, request.method, rule, factoring, _same_base(inputs, model), presets)
-
-
-def _same_base(inputs: list[LoraInput], model: str | None) -> str | None:
-    """The loaded model as the layout of a LoRA merge only when the LoRAs are made for its architecture
-    (merging LoRAs of another base needs no model)."""
-    from lib_merge.io.source import SourceModel
-    from lib_merge.lora.file import LoraFile
-
-    if not model:
-        return None
-    source = SourceModel(model)
-    try:
-        arch = source.arch.id
-    finally:
-        source.close()
-    bases = {LoraFile.read(i.path).likely_base() for i in inputs}
-    return model if bases == {arch} else None
+    return LoraMergeSettings(
+        inputs, request.method, rule, factoring, model=model, presets=presets, model_if_same_base=True
+    )
 
 
 def extract_settings(request: LoraExtractRequest, resolve: Callable[[str], str]) -> ExtractSettings:

@@ -47,6 +47,7 @@ class LoraMergeSettings:
     factoring: Factoring = field(default_factory=Factoring)  # svd only
     model: str | None = None  # the base checkpoint: its shapes, and its weights for IA3 and DoRA inputs
     presets: dict[str, tuple[float, ...]] | None = None  # LoRA block presets by name; None: the built-in ones
+    model_if_same_base: bool = False  # the model is a hint (the WebUI's loaded one): unused for other bases
 
 
 @dataclass
@@ -72,6 +73,9 @@ def merge_loras(
     loras = [LoraFile.read(spec.path) for spec in settings.inputs]
     model = SourceModel(settings.model) if settings.model else None
     try:
+        if model is not None and settings.model_if_same_base and model.arch.id != _common_base(loras):
+            model.close()
+            model = None
         if model is not None:
             arch_id, prediction, shapes = model.arch.id, model.arch.prediction, dict(model.shapes)
         else:
