@@ -1,9 +1,9 @@
 """A LoRA extracted from two checkpoints: ΔW = α·W_A − β·W_B per targeted module, factorised
-(docs/FORMULAS.md §10.6).
+(docs/FORMULAS.md §10.2).
 
-Streams module by module: only the two weights of one module and its factors are in memory at a
-time. Spatial (3×3) convolutions take their own rank; a text encoder whose largest change is below
-the threshold is left out, and the notes say so.
+Streams weight by weight (a fused q/k/v weight once for its three modules): only two weights and
+their factors are in memory at a time. Spatial (3×3) convolutions take their own rank; a text encoder
+whose largest change is below the threshold is left out, and the notes say so.
 """
 
 from __future__ import annotations
@@ -57,66 +57,79 @@ def extract_lora(
         if missing:
             notes.append(f"{len(missing)} modules missing in {b.name}, not extracted (first: {missing[0].name})")
             targets = [t for t in targets if t.target.key in b]
-        targets = _drop_quiet_text_encoders(targets, a, b, settings, notes)
+        by_key: dict[str, list[ModuleTarget]] = {}  # a fused q/k/v weight: three modules, read once
+        for module in targets:
+            by_key.setdefault(module.target.key, []).append(module)
         modules: dict[str, OutModule] = {}
-        unchanged = 0
-        for done, module in enumerate(targets):
+        unchanged: list[str] = []
+        largest: dict[str, float] = {}  # text encoder -> its largest |ΔW|
+        encoder_modules: dict[str, list[str]] = {}
+        for done, (key, group) in enumerate(by_key.items()):
             if should_stop is not None and should_stop():
                 raise Cancelled("LoRA extraction cancelled")
-            rule = settings.conv_rule if module.spatial and settings.conv_rule else settings.rule
-            pair = factorise(_delta(module, a, b, settings), rule, settings.factoring, module.target.key)
-            if pair is None:
-                unchanged += 1
-            else:
-                up, alpha = pair.up, float(pair.rank)
-                if settings.output_alpha is not None:  # (alpha / rank) · up' · down = up · down
-                    alpha = settings.output_alpha
-                    up = up * (pair.rank / alpha)
-                modules[module.name] = OutModule(up, pair.down, alpha)
+            delta = _delta(key, a, b, settings)
+            encoder = group[0].text_encoder
+            if encoder:
+                largest[encoder] = max(largest.get(encoder, 0.0), float(delta.abs().max()))
+                encoder_modules.setdefault(encoder, []).extend(m.name for m in group)
+            for module in group:
+                rows = module.target.rows
+                out = _factorised(delta[rows[0] : rows[1]] if rows else delta, module, settings)
+                if out is None:
+                    unchanged.append(module.name)
+                else:
+                    modules[module.name] = out
             if progress is not None:
-                progress(done + 1, len(targets))
+                progress(done + 1, len(by_key))
+        dropped = _drop_quiet_text_encoders(modules, largest, encoder_modules, settings, notes)
+        unchanged = [n for n in unchanged if n not in dropped]
         if unchanged:
-            notes.append(f"{unchanged} modules are equal in both models, not written")
+            notes.append(f"{len(unchanged)} modules are equal in both models, not written")
         return LoraBuild(modules, a.arch.id, a.arch.prediction, _recipe(settings, a, b), notes, [a.path, b.path])
     finally:
         a.close()
         b.close()
 
 
-def _delta(module: ModuleTarget, a: SourceModel, b: SourceModel, settings: ExtractSettings) -> torch.Tensor:
-    key = module.target.key
+def _delta(key: str, a: SourceModel, b: SourceModel, settings: ExtractSettings) -> torch.Tensor:
     wa, wb = a.read(key).float(), b.read(key).float()
     if wa.shape != wb.shape:
         raise ShapeMismatchError(f"{key}: {tuple(wa.shape)} in {a.name} but {tuple(wb.shape)} in {b.name}")
-    delta = settings.alpha * wa - settings.beta * wb
-    rows = module.target.rows
-    return delta[rows[0] : rows[1]] if rows else delta
+    return settings.alpha * wa - settings.beta * wb
+
+
+def _factorised(delta: torch.Tensor, module: ModuleTarget, settings: ExtractSettings) -> OutModule | None:
+    """The module's LoRA pair at its rank rule (the conv rule for 3×3 convs), or None for a zero change."""
+    rule = settings.conv_rule if module.spatial and settings.conv_rule else settings.rule
+    pair = factorise(delta, rule, settings.factoring, module.target.key)
+    if pair is None:
+        return None
+    up, alpha = pair.up, float(pair.rank)
+    if settings.output_alpha is not None:  # (alpha / rank) · up' · down = up · down
+        alpha = settings.output_alpha
+        up = up * (pair.rank / alpha)
+    return OutModule(up, pair.down, alpha)
 
 
 def _drop_quiet_text_encoders(
-    targets: list[ModuleTarget], a: SourceModel, b: SourceModel, settings: ExtractSettings, notes: list[str]
-) -> list[ModuleTarget]:
-    """The targets without the text encoders whose largest |ΔW| is at most the threshold."""
-    largest: dict[str, float] = {}
-    seen: set[str] = set()
-    for module in targets:
-        if module.text_encoder and module.target.key not in seen:  # a fused q/k/v weight once
-            seen.add(module.target.key)
-            change = float(_delta_full(module, a, b, settings).abs().max())
-            largest[module.text_encoder] = max(largest.get(module.text_encoder, 0.0), change)
-    quiet = {te for te, change in largest.items() if change <= settings.te_threshold}
-    for te in sorted(quiet):
-        notes.append(
-            f"{_TE_LABELS[te]} is left out: its largest change {largest[te]:.3g} is at most "
-            f"the threshold {settings.te_threshold:g}"
-        )
-    return [t for t in targets if t.text_encoder not in quiet]
-
-
-def _delta_full(module: ModuleTarget, a: SourceModel, b: SourceModel, settings: ExtractSettings) -> torch.Tensor:
-    """ΔW of the whole weight (all of a fused q/k/v), for the threshold test."""
-    key = module.target.key
-    return settings.alpha * a.read(key).float() - settings.beta * b.read(key).float()
+    modules: dict[str, OutModule],
+    largest: dict[str, float],
+    encoder_modules: dict[str, list[str]],
+    settings: ExtractSettings,
+    notes: list[str],
+) -> set[str]:
+    """Remove the modules of each text encoder whose largest |ΔW| is at most the threshold; their names."""
+    dropped: set[str] = set()
+    for encoder in sorted(largest):
+        if largest[encoder] <= settings.te_threshold:
+            dropped.update(encoder_modules[encoder])
+            notes.append(
+                f"{_TE_LABELS[encoder]} is left out: its largest change {largest[encoder]:.3g} is at most "
+                f"the threshold {settings.te_threshold:g}"
+            )
+    for name in dropped:
+        modules.pop(name, None)
+    return dropped
 
 
 def _recipe(settings: ExtractSettings, a: SourceModel, b: SourceModel) -> dict:

@@ -1,4 +1,4 @@
-"""A weight change ΔW as a low-rank LoRA pair: up · down ≈ ΔW (docs/FORMULAS.md §10.5–10.6).
+"""A weight change ΔW as a low-rank LoRA pair: up · down ≈ ΔW (docs/FORMULAS.md §10.3).
 
 ΔW is flattened to [out, in·kh·kw]; U, S, Vᵀ come from a randomized SVD (torch.svd_lowrank,
 seeded, q = rank + oversample, 2 power iterations) or a full SVD. The rank is fixed, or the

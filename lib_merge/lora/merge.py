@@ -1,4 +1,4 @@
-"""Several LoRAs into one (docs/FORMULAS.md §10.5).
+"""Several LoRAs into one (docs/FORMULAS.md §10.1).
 
 `concat` is exact: per module the scaled ups are placed side by side and the downs stacked, so the
 output's up · down is Σ_j c_j · s_j · up_j · down_j (c_j = strength_j · block weight, s_j = alpha_j/r_j),
