@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 
 import torch
 
 from lib_merge import __version__
+from lib_merge.arch.modelspec import modelspec_fields
 from lib_merge.engine.bind import BoundRecipe
 from lib_merge.io.hashing import legacy_hash
 from lib_merge.methods import METHODS
 from lib_merge.recipe.nodes import MergeNode, ModelRef, Node
 from lib_merge.recipe.vectors import BlockVector
-
-_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
-_IMPLEMENTATIONS = {
-    "flux": "https://github.com/black-forest-labs/flux",
-    "sd3": "https://github.com/comfyanonymous/ComfyUI",
-}
-
-
-def _modelspec_architecture(bound: BoundRecipe) -> str:
-    info = bound.arch
-    arch = info.arch
-    if arch is None:
-        return "unknown"
-    name = arch.modelspec
-    if info.id == "sd2" and info.prediction.startswith("v"):
-        name = "stable-diffusion-v2-768-v"
-    suffix = {"inpainting": "/inpaint", "pix2pix": "/instruct-pix2pix"}.get(info.variant, "")
-    return name + suffix
-
-
-def _resolution(bound: BoundRecipe) -> str:
-    info = bound.arch
-    if info.id == "sd2" and info.prediction.startswith("v"):
-        return "768x768"
-    return info.arch.resolution if info.arch else "512x512"
 
 
 def _vector_text(value: object) -> str | None:
@@ -114,13 +89,6 @@ def build_metadata(
         "alloy_version": __version__,
         "sd_merge_recipe": json.dumps(merge_recipe),
         "sd_merge_models": json.dumps(lineage),
-        "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": _modelspec_architecture(bound),
-        "modelspec.implementation": _IMPLEMENTATIONS.get(info.id, _IMPLEMENTATION),
-        "modelspec.title": os.path.splitext(os.path.basename(output_path))[0],
-        "modelspec.date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "modelspec.hash_sha256": "0x" + data_sha256,
-        "modelspec.prediction_type": "v" if info.prediction.startswith("v") else "epsilon",
-        "modelspec.resolution": _resolution(bound),
+        **modelspec_fields(info.id, info.prediction, output_path, data_sha256, info.variant),
         "modelspec.merged_from": ", ".join(os.path.splitext(bound.sources[m].name)[0] for m in models),
     }

@@ -9,7 +9,6 @@ the sha256 of 64 KiB at offset 1 MiB).
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -19,13 +18,11 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from lib_merge import __version__
-from lib_merge.arch.registry import ARCHITECTURES
+from lib_merge.arch.modelspec import modelspec_fields
 from lib_merge.io.dtypes import output_dtype_name
 from lib_merge.io.tempfiles import check_new_output, write_file
 
 _BASE_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
-_IMPLEMENTATIONS = {"flux": "https://github.com/black-forest-labs/flux"}
-_SD_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
 
 
 @dataclass
@@ -118,23 +115,6 @@ def addnet_hashes(tensors: dict[str, torch.Tensor], ss_metadata: dict[str, str])
     return model_hash, legacy
 
 
-def modelspec(build: LoraBuild, output: str, data_sha256: str) -> dict[str, str]:
-    arch = ARCHITECTURES.get(build.arch_id)
-    v = build.arch_id == "sd2" and build.prediction.startswith("v")
-    name = "stable-diffusion-v2-768-v" if v else (arch.modelspec if arch else build.arch_id)
-    resolution = "768x768" if v else (arch.resolution if arch else "512x512")
-    return {
-        "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": f"{name}/lora",
-        "modelspec.implementation": _IMPLEMENTATIONS.get(build.arch_id, _SD_IMPLEMENTATION),
-        "modelspec.title": os.path.splitext(os.path.basename(output))[0],
-        "modelspec.date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "modelspec.hash_sha256": "0x" + data_sha256,
-        "modelspec.prediction_type": "v" if build.prediction.startswith("v") else "epsilon",
-        "modelspec.resolution": resolution,
-    }
-
-
 def write_lora(build: LoraBuild, output: str, dtype: torch.dtype, overwrite: bool = False) -> WrittenLora:
     """The LoRA at `output`, published whole or not at all; without `overwrite` an existing file stays."""
     check_new_output(output, build.sources, overwrite)
@@ -145,7 +125,7 @@ def write_lora(build: LoraBuild, output: str, dtype: torch.dtype, overwrite: boo
     metadata = {
         "format": "pt",
         **ss,
-        **modelspec(build, output, model_hash),
+        **modelspec_fields(build.arch_id, build.prediction, output, model_hash, kind="/lora"),
         "alloy_version": __version__,
         "alloy_lora_recipe": json.dumps(build.recipe, sort_keys=True),
         "alloy_lora_recipe_hash": recipe_hash,
