@@ -200,7 +200,7 @@ def lora_reports(lines: list[str], folder: str, model: str | None) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(report.kinds.items()))
         ranks = ", ".join(str(r) for r in sorted(report.ranks)) or "none"
         alphas = ", ".join(sorted(report.alphas))
-        base = report.lines()[4].removeprefix("base: ")
+        base = report.base_label
         text = (f"- **{name}** × {strength:g}{' blocks ' + blocks if blocks else ''}: {kinds}; rank {ranks}; "
                 f"alpha {alphas}; base {base}; {report.matched} of {report.modules} modules matched in "
                 f"{report.checked_against}")  # fmt: skip

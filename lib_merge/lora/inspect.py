@@ -24,8 +24,12 @@ class LoraReport:
     unmatched: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def base_label(self) -> str:
+        return ARCHITECTURES[self.base].label if self.base in ARCHITECTURES else "unknown"
+
     def lines(self) -> list[str]:
-        base = ARCHITECTURES[self.base].label if self.base in ARCHITECTURES else "unknown"
+        base = self.base_label
         ranks = ", ".join(f"{r} ×{n}" for r, n in sorted(self.ranks.items()))
         out = [
             f"file: {self.file}",

@@ -99,7 +99,7 @@ def merge_loras(
             if should_stop is not None and should_stop():
                 raise Cancelled("LoRA merge cancelled")
             name = names[target].name if target in names else kohya_name(members[0][1].name)
-            weights = [c * _block(src, target, schema) for src, _, c in _with_strength(members)]
+            weights = [src.spec.strength * _block(src, target, schema) for src, _ in members]
             if settings.method == "concat":
                 out = _concat(members, weights, target_shape(target, shapes))
             else:
@@ -153,10 +153,6 @@ def _group(sources: list[_Source]) -> dict[Target, list[tuple[_Source, LoraModul
         for name, target in src.targets.items():
             groups.setdefault(target, []).append((src, src.lora.modules[name]))
     return groups
-
-
-def _with_strength(members: list[tuple[_Source, LoraModule]]):
-    return [(src, module, src.spec.strength) for src, module in members]
 
 
 def _block(src: _Source, target: Target, schema) -> float:

@@ -109,11 +109,14 @@ def fingerprint(path: str, progress: Callable[[int, int], None] | None = None) -
         for name, keys in parts.items():  # keys: (key in the file, key within the component), sorted by the latter
             digest = hashlib.sha256()
             for key, bare in keys:
-                tensor = source.read(key)
-                digest.update(bare.encode() + b"\0" + _fp16_bytes(tensor))
-                if name in _METRIC and tensor.is_floating_point() and _counts_for_metric(name, bare):
-                    rounded = tensor.to(torch.float16).to(torch.float32)
-                    sums[name] = sums.get(name, 0.0) + float((torch.sigmoid(rounded) - 0.5).double().sum())
+                try:  # a view of the file's bytes, dropped from this process after use
+                    tensor = source.view(key)
+                    digest.update(bare.encode() + b"\0" + _fp16_bytes(tensor))
+                    if name in _METRIC and tensor.is_floating_point() and _counts_for_metric(name, bare):
+                        rounded = tensor.to(torch.float16).to(torch.float32)
+                        sums[name] = sums.get(name, 0.0) + float((torch.sigmoid(rounded) - 0.5).double().sum())
+                finally:
+                    source.release(key)
                 done += 1
                 if progress is not None:
                     progress(done, total)
