@@ -70,6 +70,9 @@ def test_merge_by_recipe_and_history_search(api, webui):
         ({"a": "model_a", "b": "model_b", "mode": "add", "calc": "cosineA"}, "cosineA needs mode Weight sum"),
         ({"a": "model_a", "b": "model_b", "calc": "trainDifference"}, "needs mode Add difference and a model C"),
         ({"a": "model_a", "b": "model_b", "gamma": 0.5}, "gamma is not used"),
+        ({"a": "model_a", "b": "model_b", "rebasin": "false"}, "'rebasin' must be"),
+        ({"a": "model_a", "b": "model_b", "alpha": [1]}, "'alpha' must be"),
+        ({"a": "model_a", "b": "model_b", "rebasin": True}, "do not split into 8 heads"),  # scale-32 miniatures
     ],
 )
 def test_errors_answer_400_with_a_message(api, body, words):

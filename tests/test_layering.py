@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from structure_report import cycles, module_graph, package_graph, package_of, read_package  # noqa: E402
 
 MODULES = read_package("lib_merge")
-CORE = ("app", "engine", "recipe", "io", "lora", "toolkit", "analysis", "methods", "arch")
+CORE = ("app", "engine", "recipe", "io", "lora", "rebasin", "toolkit", "analysis", "methods", "arch")
 # What each layer may import from the project (besides the foundation modules errors and paths).
 ALLOWED = {
     "arch": set(),
@@ -23,13 +23,27 @@ ALLOWED = {
     "recipe": {"methods", "arch"},
     "io": {"arch"},
     "lora": {"io", "methods", "arch"},
+    "rebasin": {"io", "methods", "arch"},
     "toolkit": {"io", "arch"},
     "analysis": {"io", "arch"},
-    "engine": {"recipe", "io", "lora", "methods", "arch"},
-    "app": {"engine", "recipe", "io", "lora", "toolkit", "analysis", "methods", "arch"},
-    "host": {"app", "engine", "recipe", "io", "lora", "toolkit", "analysis", "methods", "arch"},
-    "ui": {"app", "engine", "recipe", "io", "lora", "toolkit", "analysis", "methods", "arch"},
-    "surfaces": {"host", "ui", "app", "engine", "recipe", "io", "lora", "toolkit", "analysis", "methods", "arch"},
+    "engine": {"recipe", "io", "lora", "rebasin", "methods", "arch"},
+    "app": {"engine", "recipe", "io", "lora", "rebasin", "toolkit", "analysis", "methods", "arch"},
+    "host": {"app", "engine", "recipe", "io", "lora", "rebasin", "toolkit", "analysis", "methods", "arch"},
+    "ui": {"app", "engine", "recipe", "io", "lora", "rebasin", "toolkit", "analysis", "methods", "arch"},
+    "surfaces": {
+        "host",
+        "ui",
+        "app",
+        "engine",
+        "recipe",
+        "io",
+        "lora",
+        "rebasin",
+        "toolkit",
+        "analysis",
+        "methods",
+        "arch",
+    },  # fmt: skip
 }
 FOUNDATION = {"lib_merge", "lib_merge.errors", "lib_merge.paths", "lib_merge.__main__"}
 FORBIDDEN_OUTSIDE = {"gradio", "fastapi", "starlette", "uvicorn", "modules", "modules_forge", "networks"}

@@ -70,7 +70,7 @@ def test_every_registered_function_matches_its_spec():
 def test_kinds_split_the_modes_methods_and_ops():
     assert names_of_kind("mode") == ("weighted_sum", "add_difference", "triple_sum", "sum_twice")
     assert {"ties", "dare", "slerp", "n_average", "task_arithmetic"} <= set(names_of_kind("method"))
-    assert {"cast", "clip", "adjust", "lora"} == set(names_of_kind("op"))
+    assert {"cast", "clip", "adjust", "lora", "rebasin"} == set(names_of_kind("op"))
     with pytest.raises(RecipeTypeError) as error:
         get_method("nope", kind="mode")
     assert str(error.value) == "unknown mode 'nope'; modes: weighted_sum, add_difference, triple_sum, sum_twice"

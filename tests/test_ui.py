@@ -275,6 +275,24 @@ def test_calc_mode_limits_the_modes_and_new_controls_reach_the_recipe(tmp_path, 
     assert 'merged = adjust(m1, "0,0,0,0,1.0,0,0,0", filter=exclude("VAE", elements=["attn2"]))' in recipe
 
 
+def test_the_rebasin_checkbox_merges_b_re_based_to_a(tmp_path):
+    from lib_merge.io.synth import SynthSpec, write_synthetic
+
+    for name, seed in (("rb_a", 41), ("rb_b", 42)):  # scale 8: SD1's 8 heads split the miniature's channels
+        write_synthetic(str(tmp_path / f"{name}.safetensors"), SynthSpec("sd1", scale=8, seed=seed))
+    demo = build_ui(Workbench(FolderHost(str(tmp_path))))
+    fn, inputs = handler(demo, "alloy_merge")
+    ids = [c.elem_id for c in inputs]
+    values = [c.value for c in inputs]
+    for elem_id, value in {
+        "alloy_model_a": "rb_a.safetensors", "alloy_model_b": "rb_b.safetensors", "alloy_rebasin": True,
+    }.items():  # fmt: skip
+        values[ids.index(elem_id)] = value
+    status, recipe, _ = last(fn(*values))
+    assert status.startswith("Saved") and "re-basin: matched" in status, status
+    assert "m1 = rebasin(B, ref=A, max_sweeps=10)" in recipe and "weighted_sum(A, m1, alpha=0.5)" in recipe
+
+
 def handler_for_change(demo, elem_id):
     """The .change handler of a component (Gradio 3 and 4)."""
     block = by_elem_id(demo, elem_id)

@@ -44,6 +44,7 @@ VALID = {
     "adjust": ("1,0,0,0,0,0,0,0\n0,0,0,0,0.1,0,0,0", ["1,0,0,0,0,0,0,0", "0,0,0,0,0.1,0,0,0"]),
     "pinpoint_adjust": ("IN, CONT BRI, ALL", [("IN",), ("CONT", "BRI"), tuple("IN OUT OUT2 CONT BRI COL1 COL2 COL3".split())]),  # noqa: E501
     "calcmode": ("normal, cosineA", ["normal", "cosineA"]),
+    "rebasin": ("off, ON, 1", [False, True, True]),
     "prompt": ("a cat\na dog", ["a cat", "a dog"]),
     "prompt_multiline": ("a cat\nin a hat\n\na dog", ["a cat\nin a hat", "a dog"]),
     "prompt_batch": ("a\n\nb", ["a", "b"]),
@@ -71,6 +72,7 @@ INVALID = {
     "adjust": ("1,2,3,4,5,6,7,8,9", "8 numbers"),
     "pinpoint_adjust": ("GAMMA", "GAMMA"),
     "calcmode": ("cosineC", "cosineC"),
+    "rebasin": ("maybe", "give on or off"),
     "random": ("0", "positive"),
     "merge_id": ("last", "'last'"),
     "recipe": ("../x.txt", "not a path"),

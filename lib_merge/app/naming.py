@@ -12,7 +12,7 @@ import unicodedata
 
 from lib_merge.errors import UnsafeNameError
 from lib_merge.methods import MODE_ALIASES
-from lib_merge.recipe.nodes import BlocksSpec, MergeNode, Node, walk_models
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, Node, walk_merges, walk_models
 from lib_merge.recipe.vectors import BlockVector, format_number
 
 MAX_STEM = 120
@@ -55,6 +55,8 @@ def auto_name(root: Node, recipe_hash: str, variant: str | None = None) -> str:
         for key, letter in (("alpha", "a"), ("beta", "b")):
             if key in root.params:
                 parts.append(_param_text(letter, root.params[key]))
+        if root.method != "rebasin" and any(n.method == "rebasin" for n in walk_merges(root)):
+            parts.append("rebasin")
     suffix = (f"-{variant}" if variant else "") + f"-{recipe_hash[:10]}"
     return _fit(sanitize("_".join(parts)), suffix)
 

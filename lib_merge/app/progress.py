@@ -32,7 +32,8 @@ def _describe(event: ProgressEvent, started: float, stage: str) -> str:
     if event.unit == "bytes":
         text = f"hashing {event.item} {event.done / mb:,.0f}/{event.total / mb:,.0f} MB"
     else:
-        text = ("" if stage.startswith(event.phase) else f"{event.phase} ") + f"{event.done:,}/{event.total:,} keys"
+        phase = "" if stage.startswith(event.phase) else f"{event.phase} "
+        text = f"{phase}{event.done:,}/{event.total:,} {event.unit}"
         if event.bytes_total:
             text += f", {event.bytes_done / mb:,.0f}/{event.bytes_total / mb:,.0f} MB"
     # Keys differ in size by a thousand times: the bytes tell the share of the work done.

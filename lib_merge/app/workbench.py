@@ -158,7 +158,7 @@ class Workbench(LoraJobs):
         metadata = {"alloy_recipe": recipe.text, "alloy_recipe_hash": recipe.digest}
         self.host.set_identity(MergeIdentity(name, recipe.digest, base, metadata))
         self.live = LiveMerge(name, recipe, 0, base)
-        warnings: list[str] = []
+        warnings: list[str] = [f"Note: {note}" for note in result.report.notes]
         path, row, not_saved = None, None, ""
         settings = self._settings(request)
         if request.save:  # the merge stands even when saving fails; the message says why

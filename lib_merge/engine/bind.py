@@ -25,10 +25,11 @@ from lib_merge.lora.bake import BoundLora, bind_lora
 from lib_merge.methods import METHODS
 from lib_merge.methods.adjust import AdjustValues
 from lib_merge.methods.lora import LoraRef
+from lib_merge.rebasin.permuted import PermutedModel
 from lib_merge.recipe.elemental import Elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.hashed import HashedRecipe, role_name
-from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, open_params, walk_models
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, open_params, walk_merges, walk_models
 from lib_merge.recipe.vectors import BlockVector, format_number, parse_vector
 
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")
@@ -40,6 +41,11 @@ class BoundRecipe:
     sources: dict[ModelRef, SourceModel]
     schema: BlockSchema | None
     notes: list[str] = field(default_factory=list)
+    # rebasin(B, ref=A) nodes: B read through its permutations, by (B, A, max_sweeps)
+    permuted: dict[tuple[ModelRef, ModelRef, int], PermutedModel] = field(default_factory=dict)
+
+    def permuted_for(self, node: MergeNode) -> PermutedModel:
+        return self.permuted[_rebasin_identity(node)]
 
     @property
     def models(self) -> list[ModelRef]:
@@ -112,7 +118,7 @@ def bind_recipe(root: Node, models_dir: str | None = None) -> BoundRecipe:
         primary = sources[ordered[0]]
         loras = _lora_binder(primary, models_dir, notes)
         new_root = _rebuild(root, bound_refs, schema, primary.arch, notes, loras)
-        return BoundRecipe(new_root, sources, schema, notes)
+        return BoundRecipe(new_root, sources, schema, notes, _permuted_models(new_root, sources))
     except BaseException:
         for s in opened.values():
             s.close()
@@ -132,6 +138,26 @@ def _lora_binder(primary: SourceModel, models_dir: str | None, notes: list[str])
         return bound
 
     return bind
+
+
+def _rebasin_identity(node: MergeNode) -> tuple[ModelRef, ModelRef, int]:
+    model, ref = node.inputs
+    return model, ref, int(node.params["max_sweeps"])
+
+
+def _permuted_models(root: Node, sources: dict[ModelRef, SourceModel]) -> dict:
+    """A PermutedModel per distinct rebasin(B, ref=A) of the recipe (header reads only: groups, shapes)."""
+    permuted: dict[tuple[ModelRef, ModelRef, int], PermutedModel] = {}
+    for node in walk_merges(root):
+        if not METHODS[node.method].references:
+            continue
+        if not all(isinstance(i, ModelRef) for i in node.inputs):
+            raise RecipeError(f"{node.method}(): both models must be model files, not merges")
+        identity = _rebasin_identity(node)
+        if identity not in permuted:
+            model, ref, sweeps = identity
+            permuted[identity] = PermutedModel(sources[model], sources[ref], sweeps)
+    return permuted
 
 
 def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo, notes: list[str], loras=None) -> Node:

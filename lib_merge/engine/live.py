@@ -8,6 +8,7 @@ CPU in its own dtype, and written with ``copy_`` under ``no_grad``, keeping dtyp
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -135,7 +136,7 @@ def merge_into_model(
     full = plan_merge(bound, torch.float32, prune=True)
     # Keys the merge leaves as A are already in the loaded model: nothing to read or write.
     jobs = [j for j in full.jobs if j.cast and j.tree is not bound.primary and not j.key.startswith(skip_prefixes)]
-    plan = MergePlan(jobs, full.kept_missing, full.dropped_b_only, full.pruned)
+    plan = dataclasses.replace(full, jobs=jobs)
     sink = LiveModelSink(model, backup)
     report = run_plan(plan, sink, engine)
     hashed = hashed_recipe(bound, engine.progress if engine else None)

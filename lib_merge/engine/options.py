@@ -59,3 +59,4 @@ class EngineReport:
     bytes_written: int = 0
     bytes_total: int = 0  # of the output
     nonfinite_kept: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the run found worth telling (re-basin matching)

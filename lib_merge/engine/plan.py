@@ -6,7 +6,7 @@ tree whose parameters are already resolved for that key's block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,10 +17,14 @@ from lib_merge.errors import ShapeMismatchError
 from lib_merge.io.source import SourceModel
 from lib_merge.io.writer import PlannedTensor
 from lib_merge.methods import METHODS, MethodSpec
+from lib_merge.rebasin.permuted import PermutedModel
 from lib_merge.recipe.nodes import ModelRef, Node, primary_model
 from lib_merge.recipe.vectors import BlockVector
 
 INPUT_CONV_SUFFIX = "model.diffusion_model.input_blocks.0.0.weight"
+
+
+Leaf = SourceModel | PermutedModel  # what a key is read from: a file, or a file through re-basin permutations
 
 
 @dataclass(frozen=True)
@@ -28,27 +32,31 @@ class Step:
     """One method call of a reduced tree: inputs are sources (leaves) or earlier steps."""
 
     method: MethodSpec
-    inputs: tuple[SourceModel | Step, ...]
+    inputs: tuple[Leaf | Step, ...]
     params: dict[str, float]
 
 
-Reduced = SourceModel | Step
+Reduced = Leaf | Step
+
+
+def is_leaf(node: Reduced) -> bool:
+    return not isinstance(node, Step)
 
 
 @dataclass(frozen=True)
 class KeyJob:
     key: str
     out: PlannedTensor
-    tree: Reduced  # a bare SourceModel means: that model's tensor (cast when `cast` is set)
+    tree: Reduced  # a bare leaf means: that model's tensor (cast when `cast` is set)
     cast: bool  # False: copy the stored bytes unchanged
     slot: str | None = None
     inpaint_channels: int | None = None  # merge only [:, :n] of the input conv, keep A's rest
 
-    def leaves(self) -> list[SourceModel]:
-        found: list[SourceModel] = []
+    def leaves(self) -> list[Leaf]:
+        found: list[Leaf] = []
 
         def visit(node: Reduced) -> None:
-            if isinstance(node, SourceModel):
+            if is_leaf(node):
                 if not any(node is f for f in found):
                     found.append(node)
             else:
@@ -69,6 +77,7 @@ class MergePlan:
     kept_missing: dict[str, int]  # role -> keys missing in that model, kept from A
     dropped_b_only: list[str]
     pruned: int
+    permuted: list[PermutedModel] = field(default_factory=list)  # re-basin inputs, matched before the run
 
     @property
     def tensors(self) -> list[PlannedTensor]:
@@ -112,7 +121,7 @@ def plan_merge(bound: BoundRecipe, output_dtype: torch.dtype, prune: bool = True
                 jobs.append(KeyJob(key, PlannedTensor(key, output_dtype, info.shape), source, True))
             else:
                 dropped.append(key)
-    return MergePlan(jobs, missing, dropped, pruned)
+    return MergePlan(jobs, missing, dropped, pruned, list(bound.permuted.values()))
 
 
 def _slot(key: str, bound: BoundRecipe) -> str | None:
@@ -162,6 +171,9 @@ def _reduce(
     if isinstance(node, ModelRef):
         return bound.sources[node]
     spec = METHODS[node.method]
+    if spec.references:  # rebasin(B, ref=A): B's tensor, through the permutations where a group touches it
+        permuted = bound.permuted_for(node)
+        return permuted if permuted.covers(key) else bound.sources[node.inputs[0]]
     first = _source_of(node.inputs[0], bound)
     ref_shape = first.info(key).shape
     for child in node.inputs[1:]:

@@ -13,13 +13,12 @@ import torch
 
 from lib_merge.arch.blocks import VAE_SLOT
 from lib_merge.engine.options import CancelToken, EngineOptions
-from lib_merge.engine.plan import MergePlan, Step
+from lib_merge.engine.plan import MergePlan, Step, is_leaf
 from lib_merge.errors import UnsupportedError
-from lib_merge.io.source import SourceModel
 
 
 def _steps(node) -> list[Step]:
-    if isinstance(node, SourceModel):
+    if is_leaf(node):
         return []
     return [s for i in node.inputs for s in _steps(i)] + [node]
 
@@ -27,12 +26,12 @@ def _steps(node) -> list[Step]:
 def run_prepass(plan: MergePlan, options: EngineOptions, cancel: CancelToken) -> None:
     groups: dict[tuple, list[tuple[str, str | None, Step]]] = {}
     for job in plan.jobs:
-        if not job.cast or isinstance(job.tree, SourceModel):
+        if not job.cast or is_leaf(job.tree):
             continue
         for step in _steps(job.tree):
             if step.method.prepass is None:
                 continue
-            if not all(isinstance(i, SourceModel) for i in step.inputs):
+            if not all(is_leaf(i) for i in step.inputs):
                 raise UnsupportedError(f"{step.method.name} takes models as its inputs, not merges")
             ident = (step.method.name,) + tuple(i.cache_identity for i in step.inputs)
             groups.setdefault(ident, []).append((job.key, job.slot, step))

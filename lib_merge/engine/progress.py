@@ -8,15 +8,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """One step of a long phase: hashing an input (bytes) or merging (keys, with bytes written)."""
+    """One step of a long phase: hashing an input (bytes), matching for re-basin (layers) or merging
+    (keys, with bytes written)."""
 
-    phase: str  # "hashing" | "merging"
+    phase: str  # "hashing" | "rebasin" | "merging"
     done: int
     total: int
-    unit: str  # "bytes" | "keys"
+    unit: str  # "bytes" | "layers" | "keys"
     bytes_done: int = 0  # merging: bytes handed to the sink so far
     bytes_total: int = 0
-    item: str = ""  # hashing: the file's name
+    item: str = ""  # hashing: the file's name; rebasin: the model being matched
 
 
 ProgressFn = Callable[[ProgressEvent], None]

@@ -15,11 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from lib_merge.engine.options import CancelToken, EngineOptions, EngineReport, Sink
-from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step
+from lib_merge.engine.plan import KeyJob, Leaf, MergePlan, Reduced, Step, is_leaf
 from lib_merge.engine.progress import ProgressEvent
 from lib_merge.errors import NonFiniteError, ParameterError
 from lib_merge.io.cache import TensorCache
-from lib_merge.io.source import SourceModel
 from lib_merge.io.writer import PlannedTensor
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32 per operand: the working set stays in cache
@@ -66,6 +65,7 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     done = 0
     from lib_merge.engine.prepass import run_prepass
 
+    _match_rebasin(plan, options, cancel, report)
     run_prepass(plan, options, cancel)
     sink.begin(plan.tensors)
     try:
@@ -91,6 +91,17 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
         sink.abort()
         raise
     return report
+
+
+def _match_rebasin(plan: MergePlan, options: EngineOptions, cancel: CancelToken, report: EngineReport) -> None:
+    """Re-basin inputs get their permutations (from the cache, or matched now) before any key is read."""
+    for permuted in plan.permuted:
+
+        def progress(done: int, total: int, name: str = permuted.name) -> None:
+            if options.progress:
+                options.progress(ProgressEvent("rebasin", done, total, "layers", item=name))
+
+        report.notes.append(permuted.prepare(options.device, cancel.check, progress).note)
 
 
 def _drain_one(pending, sink: Sink, budget, report: EngineReport, options: EngineOptions, done: int) -> int:
@@ -143,7 +154,7 @@ class _KeyComputer:
     def __call__(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
         cancel.check()
         leaves = job.leaves()
-        merging = job.cast and not isinstance(job.tree, SourceModel)
+        merging = job.cast and not is_leaf(job.tree)
         # A merge's inputs die with this call: without a cache they are mapped, not copied,
         # and their pages dropped afterwards. Tensors passed on as they are get a real read.
         mapped = merging and self.cache is None
@@ -165,7 +176,7 @@ class _KeyComputer:
                 for s in leaves:
                     s.release(job.key)
 
-    def _cached(self, source: SourceModel, key: str) -> torch.Tensor:
+    def _cached(self, source: Leaf, key: str) -> torch.Tensor:
         tensor = self.cache.get(source.cache_identity, key)
         if tensor is None:
             tensor = source.read(key)
@@ -226,12 +237,12 @@ class _KeyComputer:
             return None
         if self.cdt != torch.float32 or odt not in (torch.float16, torch.bfloat16):
             return None
-        if not all(isinstance(i, SourceModel) and raw[id(i)].dtype == odt for i in tree.inputs):
+        if not all(is_leaf(i) and raw[id(i)].dtype == odt for i in tree.inputs):
             return None
         return tree
 
     def _eval(self, node: Reduced, chunk: dict[int, torch.Tensor], key: str) -> torch.Tensor:
-        if isinstance(node, SourceModel):
+        if is_leaf(node):
             # A fresh copy each use: methods write into their inputs.
             return chunk[id(node)].to(self.device, self.cdt, copy=True)
         args = [self._eval(i, chunk, key) for i in node.inputs]
@@ -256,6 +267,6 @@ class _KeyComputer:
 
 def _elementwise_tree(node: Reduced) -> bool:
     """Whether every step of the tree may run on matching chunks of its inputs."""
-    if isinstance(node, SourceModel):
+    if is_leaf(node):
         return True
     return node.method.elementwise and all(_elementwise_tree(i) for i in node.inputs)

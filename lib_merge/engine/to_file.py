@@ -163,6 +163,7 @@ def merge_to_file(
         estimate = _metadata(bound, placeholder, target, save, _PLACEHOLDER_HASH)[0]
         sink = CkptSink(target, save.overwrite) if save.format == "ckpt" else FileSink(target, estimate, save.overwrite)
         report = run_plan(plan, sink, engine)
+        notes.extend(report.notes)
         try:
             hashes = {ref: f.result() for ref, f in futures.items()}
             _check_unchanged(bound)

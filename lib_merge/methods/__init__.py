@@ -11,7 +11,7 @@ from __future__ import annotations
 from types import MappingProxyType, ModuleType
 
 from lib_merge.errors import RecipeTypeError
-from lib_merge.methods import adjust, calc, cast, classic, cosine, lora, modern
+from lib_merge.methods import adjust, calc, cast, classic, cosine, lora, modern, rebasin
 from lib_merge.methods.registry import MethodSpec, ParamSpec
 
 __all__ = ["METHODS", "MODE_ALIASES", "MethodSpec", "ParamSpec", "get_method", "names_of_kind"]
@@ -22,7 +22,7 @@ def _collect(*modules: ModuleType) -> MappingProxyType:
     return MappingProxyType({spec.name: spec for spec in specs})
 
 
-METHODS: MappingProxyType[str, MethodSpec] = _collect(classic, calc, cosine, modern, adjust, cast, lora)
+METHODS: MappingProxyType[str, MethodSpec] = _collect(classic, calc, cosine, modern, adjust, cast, lora, rebasin)
 MODE_ALIASES = MappingProxyType(
     {"ws": "weighted_sum", "add": "add_difference", "triple": "triple_sum", "twice": "sum_twice"}
 )

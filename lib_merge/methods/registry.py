@@ -50,7 +50,7 @@ Seed = Annotated[int, Bounds(0, 2**63 - 1, enforce=True)]
 Sign = Literal["sum", "count"]
 
 KINDS = ("mode", "calc", "method", "op")  # Merge tab modes, calc-mode methods, modern methods, recipe-only ops
-ENGINE_ARGUMENTS = ("key", "out")  # keyword arguments the engine passes, never the user
+ENGINE_ARGUMENTS = ("key", "out", "permutation")  # keyword arguments the engine passes, never the user
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,13 @@ class MethodSpec:
     finish: Callable[[list], dict[str, float]] | None = None
     variadic: bool = False  # inputs: the named ones, then any number of further models
     max_models: int = 17  # A plus 16
+    # Inputs named by keyword in recipes (re-basin's ref=), after the positional ones: they shape
+    # how the method reads its other inputs and are never read per key themselves.
+    references: tuple[str, ...] = ()
+
+    @property
+    def per_key_inputs(self) -> int:
+        return len(self.inputs) - len(self.references)
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -133,10 +140,12 @@ def merge_method(
     keeps_key: Callable[[str], bool] | None = None,
     prepass: Callable[[torch.Tensor, torch.Tensor], object] | None = None,
     finish: Callable[[list], dict[str, float]] | None = None,
+    references: tuple[str, ...] = (),
 ) -> Callable[[Callable], Callable]:
     """Mark a function as a merge method; its MethodSpec is built from its signature.
 
     `at_least`: for a function with *models, how many further models it needs at least.
+    `references`: models the recipe names by keyword (`ref=A`), listed after the positional inputs.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
@@ -155,6 +164,7 @@ def merge_method(
                 inputs.extend(f"M{i}" for i in range(1, at_least + 1))
             elif p.kind is p.KEYWORD_ONLY and p.name not in ENGINE_ARGUMENTS and p.default is not p.empty:
                 params.append(_param_spec(fn.__name__, p.name, hints.get(p.name, float), p.default))
+        inputs.extend(references)
         fn.method_spec = MethodSpec(
             name=fn.__name__,
             label=label,
@@ -170,6 +180,7 @@ def merge_method(
             prepass=prepass,
             finish=finish,
             variadic=variadic,
+            references=references,
         )
         return fn
 

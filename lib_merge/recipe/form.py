@@ -17,7 +17,7 @@ from lib_merge.methods.adjust import parse_adjust
 from lib_merge.methods.registry import ParamSpec
 from lib_merge.recipe.elemental import parse_elemental
 from lib_merge.recipe.filters import KeyFilter
-from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node
 from lib_merge.recipe.vectors import parse_vector
 
 
@@ -39,6 +39,8 @@ class MergeSettings:
     exclude: str | None = None
     adjust: str | None = None  # "IN,OUT,OUT2,CONT,BRI,COL1,COL2,COL3"
     beta_blocks: str | None = None  # beta as a block vector (XYZ mbw beta, Dice)
+    rebasin: bool = False  # B (and C) as rebasin(M, ref=A): aligned to A before the merge
+    max_sweeps: int | None = None  # re-basin's sweep cap (None: its default)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -144,13 +146,28 @@ def build_recipe(s: MergeSettings) -> MergeNode:
     for p in spec.params:
         params.setdefault(p.name, p.default)
     options = _options(s)
-    node = MergeNode(spec.name, tuple(ModelRef(m) for m in models), params | options)
+    inputs = _rebased([ModelRef(m) for m in models], s.rebasin, s.max_sweeps)
+    node = MergeNode(spec.name, inputs, params | options)
     if s.adjust and s.adjust.strip():
         values = parse_adjust(s.adjust)
         if any(values.numbers):
             extra = {"filter": options["filter"]} if "filter" in options else {}
             node = MergeNode("adjust", (node,), {"values": values} | extra)
     return node
+
+
+def _rebased(models: list[ModelRef], rebasin: bool, max_sweeps: int | None) -> tuple[Node, ...]:
+    """With re-basin, every model after A as rebasin(M, ref=A)."""
+    if not rebasin:
+        if max_sweeps is not None:
+            raise ParameterError("max_sweeps is a re-basin setting: turn re-basin on to use it")
+        return tuple(models)
+    if len(models) < 2:
+        raise InvalidComboError("re-basin aligns B to A: it needs a model B")
+    spec = get_method("rebasin")
+    param = spec.param("max_sweeps")
+    sweeps = number_for(param, param.default if max_sweeps is None else max_sweeps)
+    return (models[0], *(MergeNode(spec.name, (m, models[0]), {"max_sweeps": sweeps}) for m in models[1:]))
 
 
 _TARGET = re.compile(r"^(BASE|VAE|Adjust|[A-Z]+\d+)$")
@@ -202,6 +219,8 @@ class MethodSettings:
     p: float | None = None
     epsilon: float | None = None
     seed: int | None = None
+    rebasin: bool = False  # every model after A as rebasin(M, ref=A)
+    max_sweeps: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -232,7 +251,7 @@ def build_method_recipe(s: MethodSettings) -> MergeNode:
         params[name] = number_for(spec.param(name), value)
     for p in spec.params:
         params.setdefault(p.name, p.default)
-    return MergeNode(spec.name, tuple(ModelRef(m) for m in inputs), params)
+    return MergeNode(spec.name, _rebased([ModelRef(m) for m in inputs], s.rebasin, s.max_sweeps), params)
 
 
 def compile_form(form: MergeSettings | MethodSettings) -> MergeNode:

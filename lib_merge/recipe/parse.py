@@ -227,6 +227,7 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
     if text_params and len(args) == len(spec.inputs) + 1 and isinstance(args[-1], str):
         kwargs = {**kwargs, text_params[0].name: args.pop()}
     options = {k: kwargs.pop(k) for k in OPTIONS if k in kwargs}
+    args = args + [kwargs.pop(name) for name in spec.references if name in kwargs]  # ref=A: a model by keyword
     if "elemental" in options and not isinstance(options["elemental"], Elemental):
         raise RecipeTypeError(f'{spec.name}(): elemental= takes elemental("...")')
     if "filter" in options and not isinstance(options["filter"], KeyFilter):
@@ -238,7 +239,8 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
                 + ("; at most 16 models per method" if len(args) > spec.max_models else "")
             )
     elif len(args) != len(spec.inputs):
-        raise RecipeTypeError(f"{spec.name}() takes {len(spec.inputs)} models, got {len(args)}")
+        named = f" (the last as {', '.join(r + '=' for r in spec.references)})" if spec.references else ""
+        raise RecipeTypeError(f"{spec.name}() takes {len(spec.inputs)} models{named}, got {len(args)}")
     for i, a in enumerate(args):
         if not isinstance(a, (ModelRef, MergeNode, Param)):
             raise RecipeTypeError(f"{spec.name}() argument {i + 1} must be a model, got {a!r}")

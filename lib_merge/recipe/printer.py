@@ -107,7 +107,9 @@ def print_recipe(root: Node, identity: bool = False) -> str:
 
     for node in merges:
         spec = METHODS[node.method]
-        args = [ref_name(n) for n in node.inputs]
+        plain = len(node.inputs) - len(spec.references)
+        args = [ref_name(n) for n in node.inputs[:plain]]
+        args += [f"{name}={ref_name(n)}" for name, n in zip(spec.references, node.inputs[plain:])]
         texts = [node.params.get(p.name, p.default) for p in spec.params if p.text]
         args += [quote(getattr(v, "identity_text", v.text) if identity else v.text) for v in texts]
         args += [f"{p.name}={format_param(node.params.get(p.name, p.default), p)}" for p in spec.params if not p.text]

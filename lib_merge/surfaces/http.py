@@ -49,6 +49,7 @@ def request_from_body(body: Any) -> MergeRequest:
     unknown = set(body) - _FLAG_FIELDS - _METHOD_FIELDS - {"recipe", "wait", "save"}
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+    _check_types(body, MethodSettings if body.get("method") else MergeSettings)
     wait = bool(body.get("wait", True))
     save = SaveRequest(**body["save"]) if isinstance(body.get("save"), dict) else None
     if body.get("recipe"):
@@ -63,6 +64,14 @@ def request_from_body(body: Any) -> MergeRequest:
     flags = {k: body[k] for k in _FLAG_FIELDS if k in body and body[k] is not None}
     flags.setdefault("mode", "weighted_sum")
     return MergeRequest(settings=MergeSettings(**flags), wait=wait, save=save)
+
+
+def _check_types(body: dict, cls: type) -> None:
+    """Form fields of the wrong JSON type are a 400 (a string "false" must not turn re-basin on)."""
+    hints = typing.get_type_hints(cls)
+    for name, value in body.items():
+        if name in hints and value is not None and not _fits_type(value, hints[name]):
+            raise ValueError(f"{name!r} must be {hints[name]}, not {json_type(value)}")
 
 
 def _fits_type(value: Any, hint: Any) -> bool:

@@ -35,6 +35,11 @@ def build(
     with gr.Row():
         widgets["mode"] = gr.Radio(MODES, value="weighted_sum", label="Mode", elem_id="alloy_mode", scale=3)
         widgets["calc"] = gr.Dropdown(list(CALC_MODES), value="normal", label="Calc mode", elem_id="alloy_calc")
+        widgets["rebasin"] = gr.Checkbox(
+            label="re-basin B to A (B and C aligned to A by exact permutations first; SD1, SD2, SDXL)",
+            value=False,
+            elem_id="alloy_rebasin",
+        )
     with gr.Row():
         for name in ("alpha", "beta", "gamma"):
             widgets[name] = _slider(name)

@@ -24,7 +24,7 @@ FORMATS = ["safetensors", "ckpt"]
 # Order of the merge form's widgets; the Merge, Save and History callbacks all use it.
 MERGE_FIELDS = (
     "model_a", "model_b", "model_c", "mode", "calc", "alpha", "beta", "gamma", "seed", "elemental", "filter_mode",
-    "filter_text", "adjust", "method", "more_models", "density", "p", "epsilon",
+    "filter_text", "adjust", "method", "more_models", "density", "p", "epsilon", "rebasin",
     "use_mbw", "mbw_arch", "mbw_sd1", "mbw_sdxl", "mbw_sdxl_ext",
     "use_recipe", "recipe", "template_values",
     "save_name", "save_dtype", "save_format", "save_prune", "save_overwrite", "save_after",
@@ -113,6 +113,7 @@ def merge_request(v: dict, always_save: bool = False) -> MergeRequest:
         include=v.get("filter_text") if filter_mode == "Include" else None,
         exclude=v.get("filter_text") if filter_mode == "Exclude" else None,
         adjust=",".join(format_number(x) for x in adjust) if any(adjust) else None,
+        rebasin=bool(v.get("rebasin")),
     )
     return MergeRequest(settings=settings, save=save, ui=ui)
 
@@ -159,7 +160,7 @@ def _method_request(v: dict, save, ui: dict) -> MergeRequest:
         if name in takes and v.get(name) is not None
     }
     seed = whole_number(v.get("seed"), "seed") if "seed" in takes else None
-    settings = MethodSettings(v["model_a"], models, v["method"], seed=seed, **chosen)
+    settings = MethodSettings(v["model_a"], models, v["method"], seed=seed, rebasin=bool(v.get("rebasin")), **chosen)
     build_method_recipe(settings)  # refuse a wrong combination here, before the merge waits for the lock
     return MergeRequest(settings=settings, save=save, ui=ui)
 
@@ -245,6 +246,7 @@ def restore_values(settings: dict, models_column: str, titles: list[str]) -> tup
         for name in ("alpha", "density", "p", "epsilon", "seed"):
             if method.get(name) is not None:
                 values[name] = str(int(method[name])) if name == "seed" else method[name]
+    values["rebasin"] = bool(settings.get("rebasin") or (method.get("rebasin") if isinstance(method, dict) else False))
     values["save_after"] = bool(settings.get("save_after"))
     values["use_recipe"] = False
     return values, notes

@@ -293,6 +293,21 @@ def _recipe_files(text: str, schema: BlockSchema) -> list[AxisValue]:
     return out
 
 
+_SWITCH = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+
+def _switches(axis: str):
+    def parse(text: str, schema: BlockSchema) -> list[AxisValue]:
+        out = []
+        for item in _commas(text):
+            if item.lower() not in _SWITCH:
+                raise _fail(axis, item, "give on or off")
+            out.append(AxisValue(f"{axis} {item.lower()}", _SWITCH[item.lower()]))
+        return out
+
+    return parse
+
+
 _NUMERIC = ("alpha", "beta", "alpha_beta")
 AXIS_TYPES: dict[str, AxisType] = {
     t.id: t
@@ -319,6 +334,7 @@ AXIS_TYPES: dict[str, AxisType] = {
         AxisType("adjust", "adjust", "merge", _adjusts),
         AxisType("pinpoint_adjust", "pinpoint adjust", "merge", _adjust_names, ("alpha",)),
         AxisType("calcmode", "calcmode", "merge", _calc_modes),
+        AxisType("rebasin", "re-basin", "merge", _switches("re-basin")),
         AxisType("prompt", "prompt", "gen", _prompt_lines),
         AxisType("prompt_multiline", "prompt (multi-line)", "gen", _prompt_paragraphs),
         AxisType("prompt_batch", "prompt batch", "gen", _prompt_paragraphs),

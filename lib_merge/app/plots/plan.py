@@ -441,6 +441,7 @@ _APPLY: dict[str, Callable] = {
     "adjust": _setting("adjust"),
     "pinpoint_adjust": _pinpoint_adjust,
     "calcmode": _setting("calc"),
+    "rebasin": _setting("rebasin"),
     "prompt": _gen("prompt"),
     "prompt_multiline": _gen("prompt"),
     "prompt_batch": _gen("prompt"),

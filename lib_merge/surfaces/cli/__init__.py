@@ -26,6 +26,7 @@ from lib_merge.surfaces.cli.errors import (
 from lib_merge.surfaces.cli.lora import cmd_lora
 from lib_merge.surfaces.cli.merge import cmd_merge
 from lib_merge.surfaces.cli.parser import build_parser
+from lib_merge.surfaces.cli.rebasin import cmd_rebasin
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,4 +134,5 @@ COMMANDS = {
     "autoprune": toolkit.cmd_autoprune,
     "analyze": toolkit.cmd_analyze,
     "build": toolkit.cmd_build,
+    "rebasin": cmd_rebasin,
 }

@@ -39,6 +39,8 @@ def _flags_settings(args):
         args.include,
         args.exclude,
         args.adjust,
+        rebasin=args.rebasin,
+        max_sweeps=args.max_sweeps,
     )
 
 
@@ -204,4 +206,6 @@ def _method_settings(args):
         args.p,
         args.epsilon,
         args.seed,
+        rebasin=args.rebasin,
+        max_sweeps=args.max_sweeps,
     )

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _other_commands(sub)
     _lora_command(sub)
     _toolkit_commands(sub)
+    _rebasin_command(sub)
     return p
 
 
@@ -141,7 +142,31 @@ def _merge_command(sub) -> None:
     )
     m.add_argument("--changes-csv", metavar="FILE", help="write that list as CSV")
 
+    m.add_argument("--rebasin", action="store_true", help="align B (and C) to A by exact permutations first")
+    m.add_argument("--max-sweeps", type=whole_number, help="re-basin's cap on matching sweeps (default 10)")
     m.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
+
+
+def _rebasin_command(sub) -> None:
+    rb = sub.add_parser(
+        "rebasin", help="align B's hidden units to A's by exact permutations; write π(B), or merge it with A"
+    )
+    rb.add_argument("--a", required=True, help="the reference model")
+    rb.add_argument("--b", required=True, help="the model whose units are reordered")
+    rb.add_argument("--alpha", type=finite_float, help="write (1 − alpha)·A + alpha·π(B) instead of π(B)")
+    rb.add_argument("--max-sweeps", type=whole_number, default=10, help="cap on matching sweeps (default 10)")
+    rb.add_argument(
+        "--self-check",
+        action="store_true",
+        help="first check that every permutation group leaves real-layout blocks unchanged and that A matched "
+        "to itself stays unpermuted (one more matching pass); refuse to run if not",
+    )
+    rb.add_argument("-o", "--output", help="output .safetensors file")
+    rb.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: fp16")
+    rb.add_argument("--device", default="cpu", help="where the matching products and the merge run")
+    rb.add_argument("--threads", type=whole_number)
+    rb.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    rb.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
 
 
 def _history_command(sub) -> None:
