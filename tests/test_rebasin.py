@@ -120,22 +120,22 @@ def permute_like_a_user(state: dict[str, torch.Tensor], groups: list[Group], see
 # -- 1. the groups are exact symmetries ------------------------------------------------------------
 
 
+def write_pair(folder, arch: str, scale: int, seed: int):
+    """Two independent random models of one architecture (their matching permutes nearly every group)."""
+    a, b = folder / "a.safetensors", folder / "b.safetensors"
+    for path, offset in ((a, 0), (b, 1)):
+        write_synthetic(str(path), SynthSpec(arch, scale=scale, seed=seed + offset, std=0.2))
+    return a, b
+
+
 @pytest.fixture(scope="module")
 def sd1_pair(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rebasin_sd1")
-    a, b = folder / "a.safetensors", folder / "b.safetensors"
-    write_synthetic(str(a), SynthSpec("sd1", scale=8, seed=101, std=0.2))
-    write_synthetic(str(b), SynthSpec("sd1", scale=8, seed=102, std=0.2))
-    return a, b
+    return write_pair(tmp_path_factory.mktemp("rebasin_sd1"), "sd1", 8, 101)
 
 
 @pytest.fixture(scope="module")
 def sdxl_pair(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rebasin_sdxl")
-    a, b = folder / "a.safetensors", folder / "b.safetensors"
-    write_synthetic(str(a), SynthSpec("sdxl", scale=16, seed=201, std=0.2))
-    write_synthetic(str(b), SynthSpec("sdxl", scale=16, seed=202, std=0.2))
-    return a, b
+    return write_pair(tmp_path_factory.mktemp("rebasin_sdxl"), "sdxl", 16, 201)
 
 
 def test_permuting_an_sd1_model_leaves_its_blocks_computing_the_same(sd1_pair, tmp_path):
@@ -517,3 +517,25 @@ def test_rebasin_in_the_loaded_webui_model_equals_the_saved_merge(sd1_pair, tmp_
         assert "from the cache" in again.message
     finally:
         ui.close()
+
+
+def test_an_inpainting_a_with_a_plain_b_keeps_its_extra_channels(tmp_path):
+    """The input convolution is in no group: an inpainting A merges a re-based plain B as it would B."""
+    a, b = tmp_path / "inpaint.safetensors", tmp_path / "plain.safetensors"
+    write_synthetic(str(a), SynthSpec("sd1", scale=8, seed=51, input_channels=9, dtype=torch.float32))
+    write_synthetic(str(b), SynthSpec("sd1", scale=8, seed=52, dtype=torch.float32))
+    pb, merged = tmp_path / "pb.safetensors", tmp_path / "m.safetensors"
+    # π(B) alone, the plain B first: the inpainting reference's extra channels do not matter. Paths relative to
+    # the models folder, as the WebUI and recipes give them.
+    recipe = tmp_path / "pb.alloy"
+    recipe.write_text(f'alloy-recipe 1\nA = model("{a.name}")\nB = model("{b.name}")\nmerged = rebasin(B, ref=A)\n')
+    code, _, err = run("--models-dir", tmp_path, "merge", recipe, "--dtype", "fp32", "-o", pb, "--no-history")
+    assert code == 0, err
+    code, _, err = run("rebasin", "--a", a, "--b", b, "--alpha", 0.5, "--dtype", "fp32", "-o", merged, "--no-history")
+    assert code == 0, err
+    conv = UNET + "input_blocks.0.0.weight"
+    wa, wpb, wm = load(a), load(pb), load(merged)
+    assert wm[conv].shape[1] == 9 and torch.equal(wm[conv][:, 4:], wa[conv][:, 4:])
+    assert torch.allclose(wm[conv][:, :4], 0.5 * wa[conv][:, :4] + 0.5 * wpb[conv], atol=1e-6)
+    key = SD1_BLOCK + ".ff.net.2.weight"
+    assert torch.allclose(wm[key], 0.5 * wa[key] + 0.5 * wpb[key], atol=1e-6)

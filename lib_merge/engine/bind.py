@@ -112,7 +112,9 @@ def bind_recipe(root: Node, models_dir: str | None = None) -> BoundRecipe:
             bound_refs[ref] = new_ref
             sources[new_ref] = opened[real]
         ordered = [bound_refs[r] for r in refs]
-        _check_compatible([(r, sources[r]) for r in ordered])
+        references = [bound_refs[r] for r in _reference_only(root)]
+        _check_compatible([(r, sources[r]) for r in ordered if r not in references])
+        _check_references([sources[r] for r in references], sources[ordered[0]])
         schema = schema_for(sources[ordered[0]].arch.id)
         notes: list[str] = []
         primary = sources[ordered[0]]
@@ -205,6 +207,33 @@ def _check_ranges(method: str, params: dict) -> None:
             raise ParameterError(
                 f"{method}(): {p.name} must lie in [{format_number(p.low)}, {format_number(p.high)}], "
                 f"not {format_number(bad[0])}"
+            )
+
+
+def _reference_only(root: Node) -> list[ModelRef]:
+    """Models used only as a re-basin reference (ref=): matched against, never merged."""
+    merged: list[ModelRef] = []
+    references: list[ModelRef] = []
+
+    def visit(node: Node, as_reference: bool) -> None:
+        if isinstance(node, ModelRef):
+            (references if as_reference else merged).append(node)
+        elif isinstance(node, MergeNode):
+            plain = METHODS[node.method].per_key_inputs
+            for i, child in enumerate(node.inputs):
+                visit(child, as_reference or i >= plain)
+
+    visit(root, False)
+    return [r for r in dict.fromkeys(references) if r not in merged]
+
+
+def _check_references(references: list[SourceModel], primary: SourceModel) -> None:
+    """A reference needs the primary's architecture; its input channels do not matter (the input conv is in no
+    permutation group)."""
+    for source in references:
+        if source.arch.id != primary.arch.id:
+            raise ArchMismatchError(
+                f"re-basin reference {_describe(source)} and {_describe(primary)} are of different architectures"
             )
 
 
