@@ -186,3 +186,32 @@ def test_ctrl_c_while_the_writer_starts_leaves_no_temp_file(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         SafetensorsWriter(str(tmp_path / "o.safetensors"), [PlannedTensor("x", torch.float32, (2,))], {})
     assert os.listdir(tmp_path) == []
+
+
+def test_two_threads_asking_for_a_models_hash_read_the_file_once(sd1, monkeypatch):
+    """Re-basin's matching and the merge's background hasher both need the inputs' sha256 at once."""
+    import threading
+    import time
+
+    import lib_merge.io.source as source_module
+    from lib_merge.io.source import SourceModel
+
+    calls = []
+
+    def slow_hash(path, progress=None):
+        calls.append(path)
+        time.sleep(0.2)
+        return "ab" * 32
+
+    monkeypatch.setattr(source_module, "file_sha256", slow_hash)
+    model = SourceModel(str(sd1[0]))
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(model.sha256())) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        model.close()
+    assert results == ["ab" * 32] * 2 and len(calls) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from collections.abc import Callable
 
 import torch
@@ -37,6 +38,7 @@ class SourceModel:
         if self.arch.prediction_source == "default" and _sidecar_says_v(self.path):
             self.arch.prediction, self.arch.prediction_source = "v", "sidecar yaml"
         self._sha256: str | None = None
+        self._hashing = threading.Lock()  # one hash per file even when two threads ask at once
 
     def __contains__(self, key: str) -> bool:
         return key in self._file_key
@@ -60,8 +62,9 @@ class SourceModel:
         return self.file.metadata
 
     def sha256(self, progress: Callable[[int, int], None] | None = None) -> str:
-        if self._sha256 is None:
-            self._sha256 = file_sha256(self.path, progress)
+        with self._hashing:
+            if self._sha256 is None:
+                self._sha256 = file_sha256(self.path, progress)
         return self._sha256
 
     def identity(self) -> tuple[int, int]:
