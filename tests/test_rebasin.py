@@ -428,7 +428,7 @@ def test_bad_inputs_are_refused_before_any_matching(sd1_pair, sdxl_pair, tmp_pat
     code, _, err = run("merge", nested, "-o", out, "--no-history")
     assert code == 3 and "model files, not merges" in err
     code, _, err = run("rebasin", "--a", a, "--b", b, "--max-sweeps", 0, "-o", out)
-    assert code == 2 and "--max-sweeps" in err
+    assert code == 3 and "max_sweeps must lie in [1, 100], not 0" in err
     code, _, err = run("rebasin", "--a", a, "--b", sdxl_pair[1], "-o", out, "--no-history")
     assert code == 4 and "different architectures" in err
     code, _, err = run("rebasin", "--a", a, "--b", tmp_path / "missing.safetensors", "-o", out)

@@ -204,9 +204,9 @@ def _check_ranges(method: str, params: dict) -> None:
         )
         bad = [v for v in values if not p.low <= v <= p.high]
         if bad:
+            shown = (lambda v: str(int(v))) if p.integer else format_number  # whole-number parameters as written
             raise ParameterError(
-                f"{method}(): {p.name} must lie in [{format_number(p.low)}, {format_number(p.high)}], "
-                f"not {format_number(bad[0])}"
+                f"{method}(): {p.name} must lie in [{shown(p.low)}, {shown(p.high)}], not {shown(bad[0])}"
             )
 
 

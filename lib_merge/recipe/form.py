@@ -164,10 +164,15 @@ def _rebased(models: list[ModelRef], rebasin: bool, max_sweeps: int | None) -> t
         return tuple(models)
     if len(models) < 2:
         raise InvalidComboError("re-basin aligns B to A: it needs a model B")
+    return (models[0], *(rebasin_node(m, models[0], max_sweeps) for m in models[1:]))
+
+
+def rebasin_node(model: ModelRef, ref: ModelRef, max_sweeps: int | None = None) -> MergeNode:
+    """rebasin(model, ref=ref) with the method's own default sweep cap when none is given."""
     spec = get_method("rebasin")
     param = spec.param("max_sweeps")
     sweeps = number_for(param, param.default if max_sweeps is None else max_sweeps)
-    return (models[0], *(MergeNode(spec.name, (m, models[0]), {"max_sweeps": sweeps}) for m in models[1:]))
+    return MergeNode(spec.name, (model, ref), {"max_sweeps": sweeps})
 
 
 _TARGET = re.compile(r"^(BASE|VAE|Adjust|[A-Z]+\d+)$")

@@ -154,7 +154,7 @@ def _rebasin_command(sub) -> None:
     rb.add_argument("--a", required=True, help="the reference model")
     rb.add_argument("--b", required=True, help="the model whose units are reordered")
     rb.add_argument("--alpha", type=finite_float, help="write (1 − alpha)·A + alpha·π(B) instead of π(B)")
-    rb.add_argument("--max-sweeps", type=whole_number, default=10, help="cap on matching sweeps (default 10)")
+    rb.add_argument("--max-sweeps", type=whole_number, help="cap on matching sweeps (default 10)")
     rb.add_argument(
         "--self-check",
         action="store_true",

@@ -12,25 +12,25 @@ from lib_merge.surfaces.cli.merge import save_merge
 
 
 def cmd_rebasin(args) -> int:
-    from lib_merge.recipe.form import MergeSettings, build_recipe
-    from lib_merge.recipe.nodes import MergeNode, ModelRef
+    from lib_merge.recipe.form import MergeSettings, build_recipe, rebasin_node
+    from lib_merge.recipe.nodes import ModelRef
 
     if not args.output:
         raise UsageError("rebasin needs -o OUT")
-    if args.max_sweeps < 1:
-        raise UsageError("--max-sweeps must be at least 1")
     a, b = (os.path.abspath(p) if os.path.exists(p) else p for p in (args.a, args.b))
+    node = rebasin_node(ModelRef(b), ModelRef(a), args.max_sweeps)  # the sweep cap's default and range: the method's
+    sweeps = node.params["max_sweeps"]
     if args.alpha is not None:
         form = MergeSettings(a, b, alpha=args.alpha, rebasin=True, max_sweeps=args.max_sweeps)
         root = build_recipe(form)
     else:
-        form, root = None, MergeNode("rebasin", (ModelRef(b), ModelRef(a)), {"max_sweeps": args.max_sweeps})
+        form, root = None, node
     if args.self_check:
-        _self_check(a, args)
-    return save_merge(root, form, args, rebasin={"max_sweeps": args.max_sweeps, "self_check": args.self_check})
+        _self_check(a, sweeps, args)
+    return save_merge(root, form, args, rebasin={"max_sweeps": sweeps, "self_check": args.self_check})
 
 
-def _self_check(a: str, args) -> None:
+def _self_check(a: str, max_sweeps: int, args) -> None:
     """The symmetry checks on real-layout blocks, then A matched to itself must give identities."""
     from lib_merge.engine.run import check_device
     from lib_merge.io.source import SourceModel
@@ -43,7 +43,7 @@ def _self_check(a: str, args) -> None:
     try:
         groups = permutation_groups(model.shapes, model.arch.id)
         progress = count_progress(args, "self-check", "layer")
-        settings = MatchSettings(args.max_sweeps, str(check_device(args.device)))
+        settings = MatchSettings(max_sweeps, str(check_device(args.device)))
         checked = check_identity(model, groups, settings, progress=progress)
     finally:
         model.close()
