@@ -147,3 +147,7 @@ class LoraMismatchError(_InputProblem):
 
 class PrecisionError(_InputProblem):
     """Values that the chosen output dtype cannot hold (fp16 tops out at 65504)."""
+
+
+class SelfCheckError(AlloyError):
+    """A re-basin permutation group changed what the network computes: re-basin refuses to run."""

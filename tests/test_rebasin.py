@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from helpers import load
 from safetensors.torch import save_file
 
+from lib_merge.errors import SelfCheckError
 from lib_merge.io.source import SourceModel
 from lib_merge.io.synth import SynthSpec, write_synthetic
 from lib_merge.rebasin import matching
 from lib_merge.rebasin.groups import Group, Slice, permutation_groups
 from lib_merge.rebasin.matching import MatchSettings, match_models, solve
-from lib_merge.rebasin.selfcheck import SelfCheckError, block_checks, check_blocks
+from lib_merge.rebasin.selfcheck import block_checks, check_blocks
 from lib_merge.surfaces.cli import main
 
 UNET = "model.diffusion_model."
@@ -539,3 +540,20 @@ def test_an_inpainting_a_with_a_plain_b_keeps_its_extra_channels(tmp_path):
     assert torch.allclose(wm[conv][:, :4], 0.5 * wa[conv][:, :4] + 0.5 * wpb[conv], atol=1e-6)
     key = SD1_BLOCK + ".ff.net.2.weight"
     assert torch.allclose(wm[key], 0.5 * wa[key] + 0.5 * wpb[key], atol=1e-6)
+
+
+def test_a_cache_file_that_is_not_a_set_of_permutations_is_a_miss(tmp_path):
+    from lib_merge.rebasin.store import load_permutations, store_permutations
+
+    groups = [Group("g", 4, (Slice("w", 0, 0),), "l")]
+    sha_a, sha_b = "a" * 64, "b" * 64
+    path = tmp_path / "cache.safetensors"
+    store_permutations(path, {"g": torch.tensor([2, 0, 3, 1])}, sha_a, sha_b, 10, converged=True)
+    assert load_permutations(path, groups, sha_a, sha_b, 10)["g"].tolist() == [2, 0, 3, 1]
+    assert load_permutations(path, groups, sha_b, sha_a, 10) is None  # another pair of models
+    for bad in ([0, 0, 1, 2], [0, 1, 2, 7], [-1, 0, 1, 2], [0, 1, 2]):
+        store_permutations(path, {"g": torch.tensor(bad)}, sha_a, sha_b, 10, converged=True)
+        assert load_permutations(path, groups, sha_a, sha_b, 10) is None, bad
+    store_permutations(path, {"g": torch.arange(4)}, sha_a, sha_b, 3, converged=False)
+    assert load_permutations(path, groups, sha_a, sha_b, 10) is None  # capped at 3 sweeps: only good for 3
+    assert load_permutations(path, groups, sha_a, sha_b, 3) is not None

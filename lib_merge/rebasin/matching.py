@@ -97,18 +97,18 @@ def match_models(
 @dataclass
 class _Dependents:
     of: dict[str, set[str]]  # group -> groups whose scores read a tensor this group permutes on another axis
-    slices: dict[str, list[tuple[Slice, int, str]]]  # key -> (slice, size, group) of every group on that key
+    slices: dict[str, list[tuple[Slice, str]]]  # key -> (slice, group) of every group on that key
 
 
 def _dependents(groups: list[Group]) -> _Dependents:
-    by_key: dict[str, list[tuple[Slice, int, str]]] = {}
+    by_key: dict[str, list[tuple[Slice, str]]] = {}
     for g in groups:
         for s in g.slices:
-            by_key.setdefault(s.key, []).append((s, g.size, g.name))
+            by_key.setdefault(s.key, []).append((s, g.name))
     of: dict[str, set[str]] = {}
     for entries in by_key.values():
-        for s, _, name in entries:
-            for t, _, other in entries:
+        for s, name in entries:
+            for t, other in entries:
                 if t.axis != s.axis and other != name:
                     of.setdefault(other, set()).add(name)
     return _Dependents(of, by_key)
@@ -150,7 +150,7 @@ def _window(t: torch.Tensor, s: Slice, size: int) -> torch.Tensor:
 def _scores(
     g: Group,
     tensors: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    slices_by_key: dict[str, list[tuple[Slice, int, str]]],
+    slices_by_key: dict[str, list[tuple[Slice, str]]],
     perms: dict[str, torch.Tensor],
 ) -> torch.Tensor:
     rows_a, rows_b = [], []
@@ -163,11 +163,11 @@ def _scores(
 
 
 def _other_axes_permuted(
-    b: torch.Tensor, s: Slice, on_key: list[tuple[Slice, int, str]], perms: dict[str, torch.Tensor]
+    b: torch.Tensor, s: Slice, on_key: list[tuple[Slice, str]], perms: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """B's tensor with the current permutations of the other groups on its other axes applied."""
-    for axis in {t.axis for t, _, _ in on_key if t.axis != s.axis}:
-        index = full_index(b.shape[axis], [(t, perms[name]) for t, _, name in on_key if t.axis == axis])
+    for axis in {t.axis for t, _ in on_key if t.axis != s.axis}:
+        index = full_index(b.shape[axis], [(t, perms[name]) for t, name in on_key if t.axis == axis])
         b = b.index_select(axis, index.to(b.device))
     return b
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lib_merge.arch.registry import ARCHITECTURES
-from lib_merge.errors import AlloyError
+from lib_merge.errors import SelfCheckError
 from lib_merge.rebasin.groups import CLIP_L_HEADS, OPEN_CLIP_HEADS, SD1_UNET_HEADS, UNET, Group, permutation_groups
 from lib_merge.rebasin.matching import MatchSettings, TensorReader, match_models
 from lib_merge.rebasin.permuted import Permutations
@@ -40,10 +40,6 @@ TEXT_LAYERS = {
     ],
 }
 EMBEDDINGS = [UNET + "time_embed", UNET + "label_emb.0"]
-
-
-class SelfCheckError(AlloyError):
-    """A permutation group changed what the network computes: re-basin refuses to run."""
 
 
 @dataclass(frozen=True)

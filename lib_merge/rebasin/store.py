@@ -52,7 +52,7 @@ def load_permutations(
         if p is None or p.dim() != 1 or len(p) != g.size or p.dtype != torch.int32:
             return None
         p = p.to(torch.int64)
-        if not bool((torch.bincount(p.clamp(0, g.size - 1), minlength=g.size) == 1).all()) or int(p.min()) < 0:
+        if not torch.equal(p.sort().values, torch.arange(g.size)):  # not a permutation of 0…size−1
             return None
         perms[g.name] = p
     return perms
