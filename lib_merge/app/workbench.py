@@ -58,17 +58,31 @@ from lib_merge.recipe.nodes import ModelRef, Node, replace_models
 AUTO_CACHE_CAP = 16 * 2**30
 
 
+def available_memory() -> int:
+    """RAM that can be had without swapping: free pages plus the page cache the kernel can drop.
+
+    The free pages alone undercount: after reading a few checkpoints most RAM is page cache.
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
 def parse_cache_budget(text: str) -> int:
-    """ "auto" = 25% of the available RAM capped at 16 GiB; otherwise GiB as a number (0 = off)."""
+    """ "auto" = 25% of the available RAM (page cache counted) up to 16 GiB; else GiB as a number (0 = off)."""
     value = str(text).strip().lower()
     if value in ("", "0", "off"):
         return 0
     if value == "auto":
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            available = 8 * 2**30
-        return min(available // 4, AUTO_CACHE_CAP)
+        return min(available_memory() // 4, AUTO_CACHE_CAP)
     try:
         gib = float(value)
     except ValueError:
@@ -91,6 +105,7 @@ class Workbench(LoraJobs):
         self.plot_lock = threading.Lock()  # one XYZ plot at a time: its merges and generations must not interleave
         self._cancel = CancelToken()
         self._cache: TensorCache | None = None
+        self._cache_setting = ""  # the setting the cache was made for
 
     # -- state the host reports -------------------------------------------------------------
     def model_loaded(self, ours: bool) -> None:
@@ -379,11 +394,13 @@ class Workbench(LoraJobs):
 
     # -- cache ----------------------------------------------------------------------------------
     def cache(self) -> TensorCache | None:
-        budget = parse_cache_budget(self.host.config().cache_budget)
-        if budget == 0:
-            self._cache = None
-        elif self._cache is None or self._cache.budget != budget:
-            self._cache = TensorCache(budget)
+        """The RAM cache as the setting asks; kept while the setting's text stays the same
+        ("auto" is sized once, not again at every merge as the free memory moves)."""
+        setting = str(self.host.config().cache_budget).strip().lower()
+        if self._cache is None or self._cache_setting != setting:
+            budget = parse_cache_budget(setting)
+            self._cache = TensorCache(budget) if budget else None
+            self._cache_setting = setting
         return self._cache
 
     def cache_stats(self) -> CacheStats | None:

@@ -3,21 +3,26 @@
 Host-independent: the WebUI adapter hands over its model object; the names of its
 parameters equal the checkpoint's once every ``.wrapped`` segment (the WebUI's text-encoder
 hijack) is removed. Each tensor is looked up when the patch starts, backed up once on the
-CPU in its own dtype, and written with ``copy_`` under ``no_grad``, keeping dtype and device.
+CPU, and written in place, keeping dtype and device. Model A is read from those backups,
+model B and the rest from the RAM cache: a repeated merge touches no disk.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
 from lib_merge.engine.options import EngineOptions, EngineReport
-from lib_merge.engine.plan import MergePlan, plan_merge
+from lib_merge.engine.plan import Leaf, MergePlan, Reduced, Step, is_leaf, plan_merge
 from lib_merge.engine.run import run_plan
 from lib_merge.errors import HostPatchError
+from lib_merge.io.cache import peak_magnitude, read_through
+from lib_merge.io.dtypes import itemsize
+from lib_merge.io.source import SourceModel
 from lib_merge.io.writer import PlannedTensor
 from lib_merge.recipe.hashed import HashedRecipe
 from lib_merge.recipe.nodes import Node
@@ -44,36 +49,124 @@ def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @dataclass
 class LiveBackup:
-    """Original values (CPU, own dtype) of every tensor patched since the model was loaded.
+    """Original values (CPU) of every tensor patched since the model was loaded.
 
-    The copies stay after a restore: they are still the loaded checkpoint's values, so the next
-    merge need not copy them again. A new checkpoint load makes them void (a new LiveBackup).
+    Each is kept in the checkpoint's own dtype when that holds the loaded value exactly (an fp16
+    file in fp32 parameters: half the memory), else in the parameter's dtype. The copies stay after
+    a restore: they are still the loaded checkpoint's values, and later merges read model A from
+    them instead of from disk. A new checkpoint load makes them void (a new LiveBackup).
     """
 
     originals: dict[str, torch.Tensor] = field(default_factory=dict)
     patched: set[str] = field(default_factory=set)  # keys that differ from their original now
+    peaks: dict[str, float] = field(default_factory=dict)  # largest |value| of each original
 
-    def restore(self, model: torch.nn.Module) -> int:
-        tensors = model_tensors(model)
+    def original(self, key: str, tensor: torch.Tensor, stored: torch.dtype) -> torch.Tensor:
+        """The key's loaded value, copied from the model's `tensor` on first use."""
+        found = self.originals.get(key)
+        if found is None:
+            found = _exact_copy(tensor, stored)
+            self.peaks[key] = peak_magnitude(found)
+            self.originals[key] = found
+        return found
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.originals.values())
+
+    def nbytes_with(self, keys: list[str], tensors: dict[str, torch.Tensor], source: SourceModel) -> int:
+        """What the backups will hold once `keys` are backed up too (narrowed where the file is)."""
+        more = 0
+        for key in keys:
+            if key not in self.originals:
+                tensor = tensors[key]
+                stored = source.info(key).dtype if key in source else tensor.dtype
+                more += tensor.numel() * min(itemsize(stored), itemsize(tensor.dtype))
+        return self.nbytes + more
+
+    def restore(
+        self,
+        model: torch.nn.Module,
+        keep: set[str] | frozenset[str] = frozenset(),
+        tensors: dict[str, torch.Tensor] | None = None,
+    ) -> int:
+        """Put back every patched tensor except those in `keep` (the next merge writes them anyway)."""
+        tensors = tensors if tensors is not None else model_tensors(model)
+        back = [key for key in self.patched if key not in keep]
         with torch.no_grad():
-            for key in self.patched:
+            for key in back:
                 tensors[key].copy_(self.originals[key])
-        count = len(self.patched)
-        self.patched.clear()
-        return count
+        self.patched.difference_update(back)
+        return len(back)
+
+
+def _exact_copy(tensor: torch.Tensor, stored: torch.dtype) -> torch.Tensor:
+    """A CPU copy, narrowed to the stored dtype when the round trip gives the same bits."""
+    wider = tensor.dtype.is_floating_point and stored.is_floating_point and itemsize(stored) < itemsize(tensor.dtype)
+    if wider:
+        narrow = tensor.detach().to("cpu", stored, copy=True)
+        if torch.equal(narrow.to(tensor.device, tensor.dtype), tensor.detach()):
+            return narrow
+    return tensor.detach().to("cpu", copy=True)
+
+
+class ResidentModel:
+    """Model A read from memory: the loaded model's values through its backups, not from disk.
+
+    Exact wherever the backup holds the checkpoint's dtype (its values are then the file's, as the
+    host loaded them from it); a key the host narrowed (an fp32 file in fp16 parameters) is read
+    from the file through the RAM cache instead.
+    """
+
+    cache_identity = None  # in memory already: the engine does not cache it again
+
+    def __init__(self, source: SourceModel, backup: LiveBackup, tensors: dict[str, torch.Tensor], cache=None):
+        self.source, self.backup, self.tensors, self.cache = source, backup, tensors, cache
+        self.name = source.name
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.source
+
+    def info(self, key: str):
+        return self.source.info(key)
+
+    def read(self, key: str) -> torch.Tensor:
+        stored = self.source.info(key).dtype
+        kept = self.backup.original(key, self.tensors[key], stored)
+        return kept if kept.dtype == stored else read_through(self.cache, self.source, key)
+
+    view = read
+
+    def peak(self, key: str) -> float:
+        """The largest |value| of what `read` gives (inf when unknown)."""
+        kept = self.backup.originals.get(key)
+        if kept is not None and kept.dtype == self.source.info(key).dtype:
+            return self.backup.peaks[key]
+        return self.cache.peak(self.source.cache_identity, key) if self.cache else math.inf
+
+    def release(self, key: str) -> None:
+        pass
 
 
 class LiveModelSink:
-    """Engine sink that writes each merged tensor into the model's own parameter."""
+    """Engine sink that writes each merged tensor into the model's own parameter.
 
-    def __init__(self, model: torch.nn.Module, backup: LiveBackup):
+    Where a parameter is a contiguous CPU tensor of the result's dtype, the engine computes
+    straight into it (`write_into`); the backup is taken first.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, backup: LiveBackup, source: SourceModel, tensors: dict[str, torch.Tensor]
+    ):
         self.model = model
         self.backup = backup
+        self.source = source  # model A, whose dtypes the backups keep where exact
+        self.tensors = tensors  # model_tensors(model)
         self.targets: dict[str, torch.Tensor] = {}
         self.patched: list[str] = []
 
     def begin(self, plan: list[PlannedTensor]) -> None:
-        tensors = model_tensors(self.model)
+        tensors = self.tensors
         wanted = plan
         missing = [p.key for p in wanted if p.key not in tensors]
         wrong = [
@@ -89,21 +182,31 @@ class LiveModelSink:
             )
         self.targets = {p.key: tensors[p.key] for p in wanted}
 
+    def _back_up(self, key: str) -> None:
+        target = self.targets[key]
+        stored = self.source.info(key).dtype if key in self.source else target.dtype
+        self.backup.original(key, target, stored)
+        self.backup.patched.add(key)
+
+    def write_into(self, key: str, dtype: torch.dtype) -> torch.Tensor | None:
+        """The parameter itself, to compute into (called from the engine's workers)."""
+        tensor = self.targets[key]
+        if tensor.device.type != "cpu" or tensor.dtype != dtype or not tensor.is_contiguous():
+            return None
+        self._back_up(key)
+        return tensor.detach()
+
     def put(self, key: str, tensor: torch.Tensor) -> None:
         target = self.targets[key]
-        with torch.no_grad():
-            if key not in self.backup.originals:
-                self.backup.originals[key] = target.detach().to("cpu", copy=True)
-            self.backup.patched.add(key)
-            target.copy_(tensor.to(target.device, target.dtype))
+        if tensor.data_ptr() != target.data_ptr():  # not computed in place
+            self._back_up(key)
+            with torch.no_grad():
+                target.copy_(tensor.to(target.device, target.dtype))
         self.patched.append(key)
 
     def abort(self) -> None:
-        """All or nothing: a failed or cancelled merge puts back what it wrote."""
-        with torch.no_grad():
-            for key in self.patched:
-                self.targets[key].copy_(self.backup.originals[key])
-                self.backup.patched.discard(key)
+        """All or nothing: a failed or cancelled merge leaves model A, as a restore would."""
+        self.backup.restore(self.model, tensors=self.tensors)
 
 
 @dataclass
@@ -122,7 +225,7 @@ def merge_into_model(
     models_dir: str | None = None,
     skip_prefixes: tuple[str, ...] = (),
 ) -> LiveResult:
-    """Restore any earlier patch, then patch the merge of `root` into `model` (which holds A).
+    """Patch the merge of `recipe` into `model` (which holds A), undoing any earlier patch.
 
     Keys under `skip_prefixes` stay as they are (the host keeps them from elsewhere, e.g. an external VAE).
     A BoundRecipe is used as it is and stays open (its owner closes it); a node is bound here.
@@ -131,13 +234,39 @@ def merge_into_model(
         with bind_recipe(recipe, models_dir) as bound:
             return merge_into_model(bound, model, backup, engine, models_dir, skip_prefixes)
     bound = recipe
-    backup.restore(model)
-    # fp32 results, rounded once to each parameter's own dtype by the sink.
+    primary = bound.primary
+    tensors = model_tensors(model)
     full = plan_merge(bound, torch.float32, prune=True)
     # Keys the merge leaves as A are already in the loaded model: nothing to read or write.
-    jobs = [j for j in full.jobs if j.cast and j.tree is not bound.primary and not j.key.startswith(skip_prefixes)]
+    jobs = [j for j in full.jobs if j.cast and j.tree is not primary and not j.key.startswith(skip_prefixes)]
+    # Results in each parameter's own dtype (one rounding, as the file path's), A from memory.
+    resident = ResidentModel(primary, backup, tensors, engine.cache if engine else None)
+    jobs = [
+        dataclasses.replace(
+            job,
+            out=PlannedTensor(job.key, tensors[job.key].dtype, job.out.shape) if job.key in tensors else job.out,
+            tree=_with_leaf(job.tree, primary, resident),
+        )
+        for job in jobs
+    ]
     plan = dataclasses.replace(full, jobs=jobs)
-    sink = LiveModelSink(model, backup)
-    report = run_plan(plan, sink, engine)
+    cache = engine.cache if engine else None
+    if cache is not None:  # the backups are model A's copy in RAM: one budget for both
+        cache.reserve(backup.nbytes_with([j.key for j in jobs if j.key in tensors], tensors, primary))
+    backup.restore(model, {j.key for j in jobs}, tensors)  # the earlier patch, where this one does not write
+    sink = LiveModelSink(model, backup, primary, tensors)
+    try:
+        report = run_plan(plan, sink, engine)
+    finally:
+        if cache is not None:
+            cache.reserve(backup.nbytes)
     hashed = hashed_recipe(bound, engine.progress if engine else None)
     return LiveResult(hashed, len(sink.patched), report, plan)
+
+
+def _with_leaf(tree: Reduced, old: Leaf, new: ResidentModel) -> Reduced:
+    if tree is old:
+        return new
+    if is_leaf(tree):
+        return tree
+    return Step(tree.method, tuple(_with_leaf(i, old, new) for i in tree.inputs), tree.params)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
 from lib_merge.engine.options import CancelToken, EngineOptions, EngineReport, Sink
-from lib_merge.engine.plan import KeyJob, Leaf, MergePlan, Reduced, Step, is_leaf
+from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step, is_leaf
 from lib_merge.engine.progress import ProgressEvent
 from lib_merge.errors import NonFiniteError, ParameterError
-from lib_merge.io.cache import TensorCache
+from lib_merge.io.cache import TensorCache, peak_magnitude, read_through
 from lib_merge.io.writer import PlannedTensor
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32 per operand: the working set stays in cache
@@ -61,6 +62,7 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     cancel = options.cancel or CancelToken()
     budget = _ByteBudget(IN_FLIGHT_BYTES)
     compute = _KeyComputer(device, options.compute_dtype, options.nonfinite, report, options.cache)
+    compute.write_into = getattr(sink, "write_into", None)
     pending: deque[tuple[KeyJob, Future, int]] = deque()
     done = 0
     from lib_merge.engine.prepass import run_prepass
@@ -68,8 +70,13 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     _match_rebasin(plan, options, cancel, report)
     run_prepass(plan, options, cancel)
     sink.begin(plan.tensors)
+    workers = max(1, options.threads)
+    intra_op = torch.get_num_threads()
+    # Each worker computes single-threaded: the workers already fill the cores, and torch's own
+    # pool on top of them would put two threads on every core. Restored for the host afterwards.
+    one_each = dict(initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else {}
     try:
-        with ThreadPoolExecutor(max(1, options.threads), thread_name_prefix="alloy-merge") as pool:
+        with ThreadPoolExecutor(workers, thread_name_prefix="alloy-merge", **one_each) as pool:
             try:
                 for job in plan.jobs:
                     cancel.check()
@@ -90,6 +97,8 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     except BaseException:
         sink.abort()
         raise
+    finally:
+        torch.set_num_threads(intra_op)
     return report
 
 
@@ -150,6 +159,8 @@ class _KeyComputer:
         self.nonfinite = nonfinite
         self.report = report
         self.lock = threading.Lock()
+        # The sink's own tensor for a key, when the result may be written straight into it.
+        self.write_into: Callable[[str, torch.dtype], torch.Tensor | None] | None = None
 
     def __call__(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
         cancel.check()
@@ -159,7 +170,8 @@ class _KeyComputer:
         # and their pages dropped afterwards. Tensors passed on as they are get a real read.
         mapped = merging and self.cache is None
         if self.cache is not None:
-            raw = {id(s): self._cached(s, job.key) for s in leaves}
+            # Leaves without a cache identity live in memory already (a loaded model's own weights).
+            raw = {id(s): read_through(self.cache if s.cache_identity else None, s, job.key) for s in leaves}
         elif mapped:
             raw = {id(s): s.view(job.key) for s in leaves}
         else:
@@ -169,19 +181,15 @@ class _KeyComputer:
             if not job.cast:
                 return raw[id(job.tree)]
             if not merging and not job.inpaint_channels:
+                direct = self.write_into(job.key, job.out.dtype) if self.write_into else None
+                if direct is not None:
+                    return direct.copy_(raw[id(job.tree)].view(direct.shape))
                 return raw[id(job.tree)].to(job.out.dtype, copy=self.cache is not None)
             return self._merge(job, raw)
         finally:
             if mapped:
                 for s in leaves:
                     s.release(job.key)
-
-    def _cached(self, source: Leaf, key: str) -> torch.Tensor:
-        tensor = self.cache.get(source.cache_identity, key)
-        if tensor is None:
-            tensor = source.read(key)
-            self.cache.put(source.cache_identity, key, tensor)
-        return tensor
 
     def _count(self, raw: dict[int, torch.Tensor], job: KeyJob) -> dict[int, torch.Tensor]:
         with self.lock:
@@ -217,8 +225,16 @@ class _KeyComputer:
         odt = job.out.dtype
         flat = {k: t.reshape(-1) for k, t in raw.items()}
         numel = next(iter(flat.values())).numel()
-        out = torch.empty(numel, dtype=odt)
+        direct = self.write_into(job.key, odt) if self.write_into and not job.inpaint_channels else None
+        out = direct.view(-1) if direct is not None else torch.empty(numel, dtype=odt)
         fused = self._fused_step(job.tree, raw, odt)
+        check = not self._finite_by_bounds(job, odt)
+        # Output in the compute dtype: the first input's copy is made into the output itself, and
+        # the methods (which may overwrite their first argument) compute there.
+        in_place = odt == self.cdt and self.device.type == "cpu"
+        if fused is not None and not check:  # no chunk to look at while it is in cache: one call
+            fused.method.fused(*(flat[id(i)] for i in fused.inputs), out=out, **fused.params)
+            return out.reshape(shape)
         for start in range(0, numel, CHUNK_ELEMENTS):
             end = min(numel, start + CHUNK_ELEMENTS)
             chunk = {k: t[start:end] for k, t in flat.items()}
@@ -226,9 +242,28 @@ class _KeyComputer:
             if fused is not None:
                 fused.method.fused(*(chunk[id(i)] for i in fused.inputs), out=target, **fused.params)
             else:
-                target.copy_(self._eval(job.tree, chunk, job.key))
-            self._check_finite(target, job, chunk)
+                result = self._eval(job.tree, chunk, job.key, target if in_place else None)
+                if result.data_ptr() != target.data_ptr():
+                    target.copy_(result)
+            if check:
+                self._check_finite(target, job, chunk)
         return out.reshape(shape)
+
+    def _finite_by_bounds(self, job: KeyJob, odt: torch.dtype) -> bool:
+        """Whether the result is finite without looking: a convex combination of inputs whose
+        largest magnitudes are known (RAM-resident inputs, checked once when they came in) and
+        far from the output dtype's overflow."""
+        if not _bounded_tree(job.tree):
+            return False
+        limit = torch.finfo(odt).max / 4
+        for source in job.leaves():
+            if source.cache_identity is None:
+                peak = source.peak(job.key)
+            else:
+                peak = self.cache.peak(source.cache_identity, job.key) if self.cache else math.inf
+            if not peak <= limit:  # NaN fails too
+                return False
+        return True
 
     def _fused_step(self, tree: Reduced, raw: dict[int, torch.Tensor], odt: torch.dtype) -> Step | None:
         """A single step whose method computes in fp32 internally on fp16/bf16 tensors and rounds
@@ -241,20 +276,24 @@ class _KeyComputer:
             return None
         return tree
 
-    def _eval(self, node: Reduced, chunk: dict[int, torch.Tensor], key: str) -> torch.Tensor:
+    def _eval(
+        self, node: Reduced, chunk: dict[int, torch.Tensor], key: str, into: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The tree's value on `chunk`; the first leaf's copy goes into `into` when given."""
         if is_leaf(node):
+            if into is not None:
+                return into.copy_(chunk[id(node)])
             # A fresh copy each use: methods write into their inputs.
             return chunk[id(node)].to(self.device, self.cdt, copy=True)
-        args = [self._eval(i, chunk, key) for i in node.inputs]
+        args = [self._eval(i, chunk, key, into if n == 0 else None) for n, i in enumerate(node.inputs)]
         extra = {"key": key} if node.method.needs_key else {}
         return node.method.fn(*args, **node.params, **extra)
 
     def _check_finite(self, result: torch.Tensor, job: KeyJob, chunk: dict[int, torch.Tensor]) -> None:
         """Checked on the output dtype, so an overflow of the cast (beyond ±65504 in fp16) counts too."""
-        # A sum is a cheap read-only pass that is finite whenever every element is.
-        if self.nonfinite == "ignore" or math.isfinite(float(result.sum(dtype=torch.float32))):
-            return
-        if bool(torch.isfinite(result).all()):
+        # The extremes in one read-only pass, finite exactly when every element is (a NaN
+        # anywhere makes them NaN): half the cost of an fp32 sum, and no false alarm.
+        if self.nonfinite == "ignore" or math.isfinite(peak_magnitude(result)):
             return
         if self.nonfinite == "keep_a":
             result.copy_(chunk[id(job.leaves()[0])].to(result.dtype))
@@ -270,3 +309,10 @@ def _elementwise_tree(node: Reduced) -> bool:
     if is_leaf(node):
         return True
     return node.method.elementwise and all(_elementwise_tree(i) for i in node.inputs)
+
+
+def _bounded_tree(node: Reduced) -> bool:
+    """Whether every step keeps finite inputs finite with its parameters (convex combinations)."""
+    if is_leaf(node):
+        return True
+    return node.method.bounded(node.params) and all(_bounded_tree(i) for i in node.inputs)

@@ -8,6 +8,7 @@ Cached tensors are read-only by contract: the engine only reads its inputs.
 from __future__ import annotations
 
 import gc
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -39,12 +40,18 @@ class CacheStats:
 
 
 class TensorCache:
-    """Byte-budget LRU. A tensor larger than a quarter of the budget is not cached."""
+    """Byte-budget LRU. A tensor larger than a quarter of the budget is not cached.
+
+    Part of the budget can be reserved for memory held elsewhere for the same purpose (the
+    loaded model's backups, which serve as model A): the entries then fit in what is left.
+    """
 
     def __init__(self, budget_bytes: int):
         self.budget = max(0, int(budget_bytes))
         self._entries: OrderedDict[tuple[FileIdentity, str], torch.Tensor] = OrderedDict()
+        self._peaks: dict[tuple[FileIdentity, str], float] = {}  # largest magnitude of each entry
         self._used = 0
+        self.reserved = 0
         self._identities: set[FileIdentity] = set()  # files whose stale entries are already dropped
         self.memo: dict[tuple, dict] = {}  # small per-file-pair results (cosine pre-pass ranges)
         self._lock = threading.Lock()
@@ -62,19 +69,36 @@ class TensorCache:
 
     def put(self, identity: FileIdentity, key: str, tensor: torch.Tensor) -> None:
         nbytes = tensor.numel() * tensor.element_size()
-        if nbytes > self.budget // 4:
+        if nbytes > self.budget // 4 or nbytes + self.reserved > self.budget:
             return
+        peak = peak_magnitude(tensor)
         with self._lock:
             self._drop_stale(identity)
             old = self._entries.pop((identity, key), None)
             if old is not None:
                 self._used -= old.numel() * old.element_size()
-            while self._entries and self._used + nbytes > self.budget:
-                _, evicted = self._entries.popitem(last=False)
-                self._used -= evicted.numel() * evicted.element_size()
-                self.evictions += 1
+            self._evict_to(self.budget - self.reserved - nbytes)
             self._entries[(identity, key)] = tensor
+            self._peaks[(identity, key)] = peak
             self._used += nbytes
+
+    def peak(self, identity: FileIdentity, key: str) -> float:
+        """The largest |value| of a cached tensor (NaN when it holds one); inf when not cached."""
+        with self._lock:
+            return self._peaks.get((identity, key), math.inf)
+
+    def reserve(self, nbytes: int) -> None:
+        """Keep `nbytes` of the budget for memory held outside the cache, evicting what no longer fits."""
+        with self._lock:
+            self.reserved = max(0, int(nbytes))
+            self._evict_to(self.budget - self.reserved)
+
+    def _evict_to(self, limit: int) -> None:
+        while self._entries and self._used > limit:
+            entry, evicted = self._entries.popitem(last=False)
+            self._peaks.pop(entry, None)
+            self._used -= evicted.numel() * evicted.element_size()
+            self.evictions += 1
 
     def _drop_stale(self, identity: FileIdentity) -> None:
         """Entries of the same path with another size or mtime belong to an older file."""
@@ -84,11 +108,13 @@ class TensorCache:
         stale = [k for k in self._entries if k[0][0] == identity[0] and k[0] != identity]
         for k in stale:
             t = self._entries.pop(k)
+            self._peaks.pop(k, None)
             self._used -= t.numel() * t.element_size()
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._peaks.clear()
             self._identities.clear()
             self.memo.clear()
             self._used = 0
@@ -99,3 +125,25 @@ class TensorCache:
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(len(self._entries), self._used, self.budget, self.hits, self.misses, self.evictions)
+
+
+def peak_magnitude(tensor: torch.Tensor) -> float:
+    """max |x| in one read-only pass: NaN if any element is NaN, inf if any is infinite."""
+    if tensor.numel() == 0:
+        return 0.0
+    if not tensor.is_floating_point():
+        return math.inf  # never taken as a bound
+    low, high = torch.aminmax(tensor)
+    low, high = float(low), float(high)
+    return math.nan if math.isnan(low) or math.isnan(high) else max(-low, high)
+
+
+def read_through(cache: TensorCache | None, source, key: str) -> torch.Tensor:
+    """`source.read(key)`, served from and kept in `cache` when there is one."""
+    if cache is None:
+        return source.read(key)
+    tensor = cache.get(source.cache_identity, key)
+    if tensor is None:
+        tensor = source.read(key)
+        cache.put(source.cache_identity, key, tensor)
+    return tensor

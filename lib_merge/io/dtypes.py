@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
@@ -28,7 +30,9 @@ OUTPUT_DTYPES: dict[str, torch.dtype] = {
 }
 
 
+@functools.cache
 def itemsize(dtype: torch.dtype) -> int:
+    """Bytes per element; cached, as planning a header asks once per tensor."""
     return torch.empty((), dtype=dtype).element_size()
 
 

@@ -15,7 +15,20 @@ def weighted_sum_into(a: torch.Tensor, b: torch.Tensor, *, alpha: float, out: to
     return torch.lerp(a, b, alpha, out=out)
 
 
-@merge_method("Weight sum", "mode", elementwise=True, passthrough=alpha_at_an_end, fused=weighted_sum_into)
+def _convex(params: dict) -> bool:
+    """Every weight in [0, 1] and their sum too: the result lies between the inputs."""
+    weights = [params[name] for name in ("alpha", "beta") if name in params]
+    return all(isinstance(w, (int, float)) and 0 <= w <= 1 for w in weights) and sum(weights) <= 1
+
+
+def _lerps(params: dict) -> bool:
+    """Each weight of a chain of lerps in [0, 1]."""
+    return all(isinstance(params[n], (int, float)) and 0 <= params[n] <= 1 for n in ("alpha", "beta") if n in params)
+
+
+@merge_method(
+    "Weight sum", "mode", elementwise=True, passthrough=alpha_at_an_end, fused=weighted_sum_into, bounded=_lerps
+)
 def weighted_sum(a: torch.Tensor, b: torch.Tensor, *, alpha: Weight = 0.5) -> torch.Tensor:
     """(1 − α)·A + α·B"""
     return a.lerp_(b, alpha)
@@ -31,7 +44,7 @@ def _both_zero(params: dict) -> int | None:
     return 0 if params["alpha"] == 0 and params["beta"] == 0 else None
 
 
-@merge_method("Triple sum", "mode", elementwise=True, passthrough=_both_zero)
+@merge_method("Triple sum", "mode", elementwise=True, passthrough=_both_zero, bounded=_convex)
 def triple_sum(
     a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: Weight = 0.5, beta: Weight = 0.25
 ) -> torch.Tensor:
@@ -39,7 +52,7 @@ def triple_sum(
     return a.mul_(1 - alpha - beta).add_(b, alpha=alpha).add_(c, alpha=beta)
 
 
-@merge_method("Sum twice", "mode", elementwise=True, passthrough=_both_zero)
+@merge_method("Sum twice", "mode", elementwise=True, passthrough=_both_zero, bounded=_lerps)
 def sum_twice(
     a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: Weight = 0.5, beta: Weight = 0.25
 ) -> torch.Tensor:

@@ -92,6 +92,9 @@ class MethodSpec:
     # The same result computed on fp16/bf16 inputs with fp32 arithmetic inside one op, written
     # to `out` (a single rounding, so bit-identical to the fp32 path).
     fused: Callable[..., torch.Tensor] | None = None
+    # Whether finite inputs of moderate size give a finite result with these params (a convex
+    # combination): the engine then skips checking results whose inputs were checked already.
+    bounded: Callable[[dict], bool] = lambda p: False
     needs_key: bool = False  # fn also gets key= (per-key seeds)
     keeps_key: Callable[[str], bool] | None = None  # keys this method leaves as its first input
     # A first pass over every key (A and B only): prepass(a, b) per key, then finish(parts) gives
@@ -137,6 +140,7 @@ def merge_method(
     elementwise: bool = False,
     passthrough: Callable[[dict], int | None] | None = None,
     fused: Callable[..., torch.Tensor] | None = None,
+    bounded: Callable[[dict], bool] | None = None,
     keeps_key: Callable[[str], bool] | None = None,
     prepass: Callable[[torch.Tensor, torch.Tensor], object] | None = None,
     finish: Callable[[list], dict[str, float]] | None = None,
@@ -175,6 +179,7 @@ def merge_method(
             elementwise=elementwise,
             passthrough=passthrough or (lambda p: None),
             fused=fused,
+            bounded=bounded or (lambda p: False),
             needs_key="key" in signature.parameters,
             keeps_key=keeps_key,
             prepass=prepass,

@@ -1,0 +1,113 @@
+"""A stand-in WebUI for the live benchmarks: a real torch module holding model A, no generation cost.
+
+The module has the checkpoint's names with the text encoder under `.wrapped.` (as the WebUI's
+hijack puts it), parameters in the WebUI's dtype. It is built key by key from the file, so the
+build itself never holds a second copy of the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from lib_merge.app.ports import GenResult, HostConfig
+
+
+def load_live_module(path: Path, dtype: torch.dtype) -> torch.nn.Module:
+    root = torch.nn.Module()
+    with safe_open(str(path), "pt") as f:
+        for key in f.keys():
+            value = f.get_tensor(key)
+            name = key.replace("cond_stage_model.", "cond_stage_model.wrapped.", 1)
+            *parents, leaf = name.split(".")
+            module = root
+            for part in parents:
+                if not hasattr(module, part):
+                    module.add_module(part, torch.nn.Module())
+                module = getattr(module, part)
+            if value.is_floating_point():
+                module.register_parameter(leaf, torch.nn.Parameter(value.to(dtype, copy=True), requires_grad=False))
+            else:
+                module.register_buffer(leaf, value.clone())
+    trim_heap()
+    return root
+
+
+def trim_heap() -> None:
+    """Hand freed heap pages back to the system, so RSS shows what is really held."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class StubHost:
+    """Patches the module in memory; generation is a constant 8×8 image (its cost is not measured)."""
+
+    name = "bench"
+    can_generate = True
+    can_patch = True
+
+    def __init__(self, folder: Path, module: torch.nn.Module, a_name: str, data: Path, cache_budget: str):
+        self.folder, self.module, self.data, self.cache_budget = folder, module, data, cache_budget
+        self.path = str(folder / a_name)
+
+    def config(self) -> HostConfig:
+        return HostConfig(history_file=str(self.data / "history.csv"), cache_budget=self.cache_budget)
+
+    def checkpoint_titles(self) -> list[str]:
+        return [p.name for p in self.folder.glob("*.safetensors")]
+
+    def refresh_checkpoints(self) -> None:
+        pass
+
+    def resolve_checkpoint(self, title: str) -> str:
+        return str(self.folder / title)
+
+    def save_folder(self) -> str:
+        return str(self.folder)
+
+    def lora_folder(self) -> str:
+        return str(self.data)
+
+    def exclusive(self):
+        return contextlib.nullcontext()
+
+    def live_model(self):
+        return self.module
+
+    def loaded_file(self) -> str:
+        return self.path
+
+    def load_checkpoint(self, path: str) -> None:
+        raise AssertionError("the bench keeps model A loaded")
+
+    def before_patch(self) -> None:
+        pass
+
+    def skip_prefixes(self) -> tuple[str, ...]:
+        return ()
+
+    def set_identity(self, identity) -> None:
+        pass
+
+    def clear_identity(self) -> None:
+        pass
+
+    def after_save(self, path: str) -> None:
+        pass
+
+    def generate(self, gen, extra_info) -> GenResult:
+        return GenResult([Image.new("RGB", (8, 8))], "")
+
+    def interrupt(self) -> None:
+        pass
+
+    def grid_folder(self) -> str:
+        return str(self.data)
+
+    def font_path(self) -> None:
+        return None
