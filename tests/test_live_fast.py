@@ -1,0 +1,208 @@
+"""The fast live path: model A from memory, B from the RAM cache, results written into the parameters,
+exact against the file merge in every dtype pairing, checked for NaN/Inf wherever it could arise."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+import torch
+from helpers import build_model, load
+from safetensors.torch import save_file
+from test_merge import merge, recipe
+
+from lib_merge.app.workbench import parse_cache_budget
+from lib_merge.engine.live import LiveBackup, merge_into_model, model_tensors
+from lib_merge.engine.options import EngineOptions
+from lib_merge.errors import NonFiniteError
+from lib_merge.io.cache import TensorCache
+from lib_merge.io.safetensors_reader import SafetensorsFile
+from lib_merge.recipe import parse_recipe
+
+BIAS = "model.diffusion_model.out.2.bias"
+
+
+@pytest.fixture
+def reads(monkeypatch) -> Counter:
+    """Tensors read from disk, counted per file name."""
+    counted: Counter = Counter()
+    real_read, real_view = SafetensorsFile.read, SafetensorsFile.view
+
+    def read(self, key):
+        counted[self.path.rsplit("/", 1)[-1]] += 1
+        return real_read(self, key)
+
+    def view(self, key):
+        counted[self.path.rsplit("/", 1)[-1]] += 1
+        return real_view(self, key)
+
+    monkeypatch.setattr(SafetensorsFile, "read", read)
+    monkeypatch.setattr(SafetensorsFile, "view", view)
+    return counted
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: t.detach().clone() for k, t in model_tensors(model).items()}
+
+
+def live(text: str, model, backup: LiveBackup, cache: TensorCache | None = None):
+    return merge_into_model(parse_recipe(text), model, backup, EngineOptions(cache=cache))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_a_comes_from_memory_and_b_from_the_cache_after_the_first_merge(sd1, tmp_path, reads, dtype):
+    model = build_model(load(sd1[0]), dtype)
+    backup, cache = LiveBackup(), TensorCache(1 << 30)
+    live(recipe("weighted_sum", sd1[:2], alpha=0.3), model, backup, cache)
+    assert reads[sd1[0].name] == 0  # A: the loaded model's own values
+    assert reads[sd1[1].name] > 1000
+    reads.clear()
+    text = recipe("weighted_sum", sd1[:2], alpha=0.6)
+    result = live(text, model, backup, cache)
+    assert sum(reads.values()) == 0  # a repeated merge touches no disk
+    saved = load(merge(text, tmp_path / "m.safetensors", dtype).path)
+    tensors = model_tensors(model)
+    assert all(torch.equal(tensors[k], v) for k, v in saved.items())
+    assert result.patched > 1000
+
+
+def test_fp32_parameters_of_an_fp16_file_keep_half_size_backups(sd1):
+    model = build_model(load(sd1[0]), torch.float32)
+    original = snapshot(model)
+    backup = LiveBackup()
+    live(recipe("weighted_sum", sd1[:2], alpha=0.5), model, backup)
+    floats = [t for t in backup.originals.values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float16 for t in floats)
+    backup.restore(model)
+    assert all(torch.equal(model_tensors(model)[k], v) for k, v in original.items())
+
+
+def test_a_value_the_host_changed_is_kept_exactly_and_the_merge_reads_a_from_the_file(sd1, tmp_path, reads):
+    model = build_model(load(sd1[0]), torch.float32)
+    with torch.no_grad():
+        model_tensors(model)[BIAS].add_(1e-4)  # no longer an fp16 value
+    changed = snapshot(model)
+    backup = LiveBackup()
+    text = recipe("weighted_sum", sd1[:2], alpha=0.5)
+    live(text, model, backup)
+    assert backup.originals[BIAS].dtype == torch.float32
+    assert reads[sd1[0].name] == 1  # that one key, from the file
+    saved = load(merge(text, tmp_path / "m.safetensors", torch.float32).path)
+    assert torch.equal(model_tensors(model)[BIAS], saved[BIAS])
+    backup.restore(model)
+    assert all(torch.equal(model_tensors(model)[k], v) for k, v in changed.items())
+
+
+def test_an_fp32_file_in_fp16_parameters_reads_a_from_the_file_for_the_exact_result(sd1_fp32, tmp_path):
+    model = build_model(load(sd1_fp32[0]), torch.float16)
+    backup, cache = LiveBackup(), TensorCache(1 << 30)
+    text = recipe("add_difference", sd1_fp32, alpha=0.7)
+    for _ in range(2):  # the second from the cache
+        live(text, model, backup, cache)
+        saved = load(merge(text, tmp_path / "m.safetensors", torch.float16, overwrite=True).path)
+        tensors = model_tensors(model)
+        assert all(torch.equal(tensors[k], v) for k, v in saved.items())
+
+
+def with_values(source, path, changes: dict[str, float]):
+    state = load(source)
+    for key, value in changes.items():
+        state[key] = torch.full_like(state[key], value)
+    save_file(state, str(path))
+    return path
+
+
+def test_nan_in_b_is_refused_on_every_merge_even_from_the_cache(sd1, tmp_path):
+    b = with_values(sd1[1], tmp_path / "b_nan.safetensors", {BIAS: float("nan")})
+    model = build_model(load(sd1[0]), torch.float16)
+    before = snapshot(model)
+    backup, cache = LiveBackup(), TensorCache(1 << 30)
+    for _ in range(2):
+        with pytest.raises(NonFiniteError, match=BIAS):
+            live(recipe("weighted_sum", [sd1[0], b], alpha=0.5), model, backup, cache)
+        assert all(torch.equal(model_tensors(model)[k], v) for k, v in before.items())
+
+
+def test_overflow_is_caught_when_alpha_leaves_0_1_and_not_raised_inside_it(sd1, tmp_path):
+    a = with_values(sd1[0], tmp_path / "a_big.safetensors", {BIAS: -60000.0})
+    b = with_values(sd1[1], tmp_path / "b_big.safetensors", {BIAS: 60000.0})
+    model = build_model(load(a), torch.float16)
+    backup, cache = LiveBackup(), TensorCache(1 << 30)
+    live(recipe("weighted_sum", [a, b], alpha=0.25), model, backup, cache)  # within the inputs: fine
+    assert float(model_tensors(model)[BIAS][0]) == -30000.0
+    with pytest.raises(NonFiniteError, match=BIAS):
+        live(recipe("weighted_sum", [a, b], alpha=2.0), model, backup, cache)  # -60000 + 2 * 120000
+    assert float(model_tensors(model)[BIAS][0]) == -60000.0  # all or nothing: model A again
+
+
+def test_the_backups_count_against_the_cache_budget(sd1):
+    model = build_model(load(sd1[0]), torch.float16)
+    backup = LiveBackup()
+    b_bytes = sum(t.numel() * t.element_size() for t in load(sd1[1]).values())
+    a_bytes = sum(t.numel() * t.element_size() for t in load(sd1[0]).values())
+    cache = TensorCache(a_bytes + b_bytes // 2)
+    live(recipe("weighted_sum", sd1[:2], alpha=0.5), model, backup, cache)
+    stats = cache.stats()
+    assert cache.reserved == backup.nbytes > 0
+    assert 0 < stats.bytes_used <= cache.budget - backup.nbytes
+    assert stats.bytes_used + backup.nbytes <= a_bytes + b_bytes // 2
+
+
+def test_cache_reserve_evicts_what_no_longer_fits():
+    cache = TensorCache(100)
+    for k in "abcd":
+        cache.put(("/m", 1, 1), k, torch.zeros(25, dtype=torch.uint8))
+    cache.reserve(60)
+    assert cache.stats().bytes_used == 25 and cache.get(("/m", 1, 1), "d") is not None
+    cache.put(("/m", 1, 1), "e", torch.zeros(25, dtype=torch.uint8))
+    assert cache.stats().bytes_used == 25 and cache.get(("/m", 1, 1), "d") is None
+    cache.put(("/m", 1, 1), "f", torch.zeros(45, dtype=torch.uint8))  # beyond what is left: not kept
+    assert cache.get(("/m", 1, 1), "f") is None
+
+
+def test_peaks_of_cached_tensors():
+    cache = TensorCache(1000)
+    cache.put(("/m", 1, 1), "x", torch.tensor([1.0, -3.0, 2.0]))
+    cache.put(("/m", 1, 1), "n", torch.tensor([1.0, float("nan")]))
+    assert cache.peak(("/m", 1, 1), "x") == 3.0
+    assert cache.peak(("/m", 1, 1), "n") != cache.peak(("/m", 1, 1), "n")  # NaN
+    assert cache.peak(("/m", 1, 1), "missing") == float("inf")
+
+
+def test_merge_workers_leave_torch_threads_as_they_were(sd1):
+    before = torch.get_num_threads()
+    model = build_model(load(sd1[0]), torch.float16)
+    live(recipe("weighted_sum", sd1[:2], alpha=0.5), model, LiveBackup())
+    assert torch.get_num_threads() == before
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert seen == [before]
+
+
+def test_auto_cache_budget_counts_reclaimable_page_cache():
+    with open("/proc/meminfo") as f:
+        available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    budget = parse_cache_budget("auto")
+    assert abs(budget - min(available // 4, 16 * 2**30)) < 256 * 2**20
+
+
+def test_an_auto_cache_is_kept_from_merge_to_merge():
+    """Sized once: the free memory moves with every merge, and a new size must not empty the cache."""
+    from lib_merge.app.ports import HostConfig
+    from lib_merge.app.workbench import Workbench
+
+    class Host:
+        setting = "auto"
+
+        def config(self) -> HostConfig:
+            return HostConfig(cache_budget=self.setting)
+
+    host = Host()
+    workbench = Workbench(host)
+    cache = workbench.cache()
+    assert cache is not None and workbench.cache() is cache
+    host.setting = "0"
+    assert workbench.cache() is None
