@@ -1,6 +1,8 @@
 """One benchmark contender per process, so each gets its own wall time and peak RSS.
 
-python bench/contenders.py io|naive|alloy|mecha A B OUT ALPHA [THREADS]
+python bench/contenders.py io|naive|alloy|mecha OUT ALPHA THREADS A B [C]
+
+With C: add difference A + alpha (B - C); without: weighted sum. THREADS 0 = the contender's default.
 """
 
 from __future__ import annotations
@@ -21,72 +23,70 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def io_baseline(a: str, b: str, out: str) -> None:
-    """Read both inputs fully and write one file of the output's size (A's bytes), then fsync."""
+def io_baseline(inputs: list[str], out: str) -> None:
+    """Read every input fully and write one file of the output's size (A's bytes), then fsync."""
     buf = bytearray(CHUNK)
-    with open(a, "rb", buffering=0) as fa, open(out, "wb", buffering=0) as fo:
+    with open(inputs[0], "rb", buffering=0) as fa, open(out, "wb", buffering=0) as fo:
         while n := fa.readinto(buf):
             fo.write(memoryview(buf)[:n])
         os.fsync(fo.fileno())
-    with open(b, "rb", buffering=0) as fb:
-        while fb.readinto(buf):
-            pass
+    for path in inputs[1:]:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
 
 
-def naive(a: str, b: str, out: str, alpha: float) -> None:
-    """What simple merge scripts do: load both models whole, merge, save."""
+def naive(inputs: list[str], out: str, alpha: float) -> None:
+    """What simple merge scripts do: load the models whole, merge, save."""
     import torch
     from safetensors.torch import load_file, save_file
 
-    sa, sb = load_file(a), load_file(b)
+    sa, sb = load_file(inputs[0]), load_file(inputs[1])
+    sc = load_file(inputs[2]) if len(inputs) > 2 else None
     merged = {}
     for k in list(sa):
         t = sa.pop(k)  # freeing inputs as it goes keeps an SDXL run within this machine's RAM
         other = sb.pop(k, None)
-        if t.is_floating_point() and other is not None:
+        third = sc.pop(k, None) if sc is not None else None
+        if not t.is_floating_point() or other is None:
+            merged[k] = t
+        elif sc is None:
             merged[k] = ((1 - alpha) * t.float() + alpha * other.float()).to(torch.float16)
+        elif third is not None:
+            merged[k] = (t.float() + alpha * (other.float() - third.float())).to(torch.float16)
         else:
             merged[k] = t
     save_file(merged, out)
     _fsync(out)
 
 
-def alloy(a: str, b: str, out: str, alpha: float, threads: str | None) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "lib_merge",
-        "--no-progress",
-        "--quiet",
-        "merge",
-        "--a",
-        a,
-        "--b",
-        b,
-        "--mode",
-        "weighted_sum",
-        "--alpha",
-        str(alpha),
-        "-o",
-        out,
-    ]
-    if threads:
+def alloy(inputs: list[str], out: str, alpha: float, threads: str) -> None:
+    cmd = [sys.executable, "-m", "lib_merge", "--no-progress", "--quiet", "merge", "--a", inputs[0], "--b", inputs[1]]
+    if len(inputs) > 2:
+        cmd += ["--c", inputs[2], "--mode", "add_difference"]
+    else:
+        cmd += ["--mode", "weighted_sum"]
+    cmd += ["--alpha", str(alpha), "-o", out]
+    if threads != "0":
         cmd += ["--threads", threads]
     # exec, so this process's peak RSS is Alloy's own.
     os.execve(sys.executable, cmd, dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
-def mecha(a: str, b: str, out: str, alpha: float, threads: str | None) -> None:
+def mecha(inputs: list[str], out: str, alpha: float, threads: str) -> None:
     import sd_mecha
 
-    recipe = sd_mecha.weighted_sum(sd_mecha.model(a), sd_mecha.model(b), alpha=alpha)
-    kwargs = {"threads": int(threads)} if threads else {}
+    models = [sd_mecha.model(p) for p in inputs]
+    if len(models) > 2:
+        recipe = sd_mecha.add_difference(models[0], models[1], models[2], alpha=alpha)
+    else:
+        recipe = sd_mecha.weighted_sum(models[0], models[1], alpha=alpha)
+    kwargs = {"threads": int(threads)} if threads != "0" else {}
     sd_mecha.merge(recipe, output=out, output_dtype=__import__("torch").float16, **kwargs)
 
 
 def main() -> None:
-    name, a, b, out, alpha = sys.argv[1:6]
-    threads = sys.argv[6] if len(sys.argv) > 6 else None
+    name, out, alpha, threads, *inputs = sys.argv[1:]
     if name == "import":  # what every Alloy process pays before its first key: python + torch + lib_merge
         os.execve(
             sys.executable,
@@ -94,13 +94,13 @@ def main() -> None:
             dict(os.environ, PYTHONPATH=str(ROOT)),
         )
     elif name == "io":
-        io_baseline(a, b, out)
+        io_baseline(inputs, out)
     elif name == "naive":
-        naive(a, b, out, float(alpha))
+        naive(inputs, out, float(alpha))
     elif name == "alloy":
-        alloy(a, b, out, float(alpha), threads)
+        alloy(inputs, out, float(alpha), threads)
     elif name == "mecha":
-        mecha(a, b, out, float(alpha), threads)
+        mecha(inputs, out, float(alpha), threads)
     else:
         raise SystemExit(f"unknown contender {name}")
 

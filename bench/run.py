@@ -1,7 +1,7 @@
 """Side-by-side merge benchmark: I/O baseline, naive whole-model merge, Alloy, sd-mecha.
 
     python bench/make_models.py            # once: full-size synthetic SD1.5 and SDXL checkpoints
-    python bench/run.py [--arch sd1 sdxl] [--repeat 2] [--mecha-python PATH]
+    python bench/run.py [--arch sd1 sdxl] [--mode weighted_sum|add_difference] [--repeat 2] [--mecha-python PATH]
 
 Every contender runs in its own process (wall time and peak RSS from wait4), on the same
 inputs, after one warm-up read that puts both inputs in the page cache. By default Alloy finds
@@ -27,11 +27,9 @@ HERE = Path(__file__).resolve().parent
 MODELS = HERE / "models"
 
 
-def measure(python: str, name: str, a: Path, b: Path, out: Path, threads: int | None, env: dict) -> tuple[float, float]:
+def measure(python: str, name: str, inputs: list[Path], out: Path, threads: int | None, env: dict) -> tuple:
     """(seconds, peak RSS in MB) of one contender process; the output is removed afterwards."""
-    cmd = [python, str(HERE / "contenders.py"), name, str(a), str(b), str(out), "0.3"]
-    if threads:
-        cmd.append(str(threads))
+    cmd = [python, str(HERE / "contenders.py"), name, str(out), "0.3", str(threads or 0), *map(str, inputs)]
     os.sync()  # the previous run's dirty pages are not charged to this one
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
@@ -59,6 +57,8 @@ def warm(paths: list[Path]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", nargs="+", default=["sd1", "sdxl"])
+    ap.add_argument("--mode", choices=["weighted_sum", "add_difference"], default="weighted_sum",
+                    help="add_difference reads a third model, <arch>_c")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=2, help="runs per contender; the best time is reported")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip", nargs="*", default=[], help="contenders to leave out (import, io, naive, alloy, mecha)")
@@ -72,11 +72,13 @@ def main() -> None:
         contenders.append("mecha")
     rows = []
     for arch in args.arch:
-        a, b = MODELS / f"{arch}_a.safetensors", MODELS / f"{arch}_b.safetensors"
-        if not (a.exists() and b.exists()):
-            raise SystemExit(f"missing {a} or {b}: run python bench/make_models.py --arch {arch}")
+        roles = "abc" if args.mode == "add_difference" else "ab"
+        inputs = [MODELS / f"{arch}_{r}.safetensors" for r in roles]
+        missing = [str(p) for p in inputs if not p.exists()]
+        if missing:
+            raise SystemExit(f"missing {', '.join(missing)}: run bench/make_models.py --arch {arch} --roles a b c")
         out = args.out_dir / f"{arch}_bench_out.safetensors"
-        warm([a, b])
+        warm(inputs)
         shared_home = tempfile.mkdtemp(prefix="alloy-bench-home-")
         if not args.cold_hash:
             subprocess.run(
@@ -84,8 +86,7 @@ def main() -> None:
                     sys.executable,
                     "-c",
                     "import sys; from lib_merge.io.hashing import file_sha256; [file_sha256(p) for p in sys.argv[1:]]",
-                    str(a),
-                    str(b),
+                    *map(str, inputs),
                 ],
                 env=dict(os.environ, ALLOY_HOME=shared_home, PYTHONPATH=str(HERE.parent)),
                 check=True,
@@ -97,7 +98,7 @@ def main() -> None:
                 home = tempfile.mkdtemp(prefix="alloy-bench-home-") if args.cold_hash else shared_home
                 env = dict(os.environ, ALLOY_HOME=home)
                 python = args.mecha_python if name == "mecha" else sys.executable
-                seconds, rss = measure(python, name, a, b, out, args.threads, env)
+                seconds, rss = measure(python, name, inputs, out, args.threads, env)
                 if args.cold_hash:
                     shutil.rmtree(home, ignore_errors=True)
                 runs.setdefault(name, []).append(seconds)

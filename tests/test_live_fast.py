@@ -206,3 +206,45 @@ def test_an_auto_cache_is_kept_from_merge_to_merge():
     assert cache is not None and workbench.cache() is cache
     host.setting = "0"
     assert workbench.cache() is None
+
+
+def test_the_merge_tab_tells_where_inputs_come_from_and_the_result_line_gives_time_count_and_cache(webui):
+    """A first merge reads B from disk, the next only from RAM; progress says which, with counts and
+    bytes, and the result line gives the time, the tensors and the RAM cache in use."""
+    import re
+
+    from lib_merge.app.progress import Progress
+    from lib_merge.app.requests import MergeRequest
+    from lib_merge.recipe.form import MergeSettings
+
+    bench = webui.workbench
+    events, texts = [], []
+    real = bench.progress_event
+
+    def record(event):
+        real(event)
+        events.append(event)
+        texts.append(bench.progress.text())
+
+    bench.progress_event = record
+    outcomes = []
+    for alpha in (0.3, 0.6):
+        events.clear()
+        settings = MergeSettings(webui.title("model_a"), webui.title("model_b"), alpha=alpha)
+        outcomes.append((bench.merge(MergeRequest(settings=settings)), [e for e in events if e.phase == "merging"]))
+    (first, first_events), (second, second_events) = outcomes
+    assert {e.item for e in first_events} == {"reading from disk"}
+    assert {e.item for e in second_events} == {"inputs in RAM"}
+    assert first_events[-1].done == first_events[-1].total > 1000 and first_events[-1].unit == "tensors"
+    line = r"Merged \S+ into the loaded model in \d+\.\d s, 1,\d{3} tensors, cache \d+\.\d GB\."
+    assert re.match(line, first.message) and re.match(line, second.message), second.message
+    assert any(re.search(r"merging into the loaded model: [\d,]+/[\d,]+ tensors, [\d,]+/[\d,]+ MB, inputs in RAM", t)
+               for t in texts), texts[-3:]  # fmt: skip
+    from lib_merge.engine.progress import ProgressEvent
+
+    shown = Progress("merging into the loaded model")
+    shown.update(ProgressEvent("merging", 565, 1130, "tensors", 2**30, 2**31, "reading from disk"))
+    shown.started["merging"] -= 10  # half the bytes in 10 s
+    assert shown.text() == (
+        "merging into the loaded model: 565/1,130 tensors, 1,024/2,048 MB, reading from disk, ETA 10 s"
+    )

@@ -387,7 +387,7 @@ def test_the_merge_button_shows_the_progress_of_the_running_merge(tmp_path, sd1,
 
     def slow_merge(request):
         bench.progress = Progress("merging into the loaded model")
-        bench.progress.update(ProgressEvent("merging", 5, 10, "keys", 50 * 2**20, 100 * 2**20))
+        bench.progress.update(ProgressEvent("merging", 5, 10, "tensors", 50 * 2**20, 100 * 2**20))
         time.sleep(1.3)
         raise Cancelled("merge cancelled")
 
@@ -398,7 +398,7 @@ def test_the_merge_button_shows_the_progress_of_the_running_merge(tmp_path, sd1,
     values[ids.index("alloy_model_a")], values[ids.index("alloy_model_b")] = sd1[0].name, sd1[1].name
     statuses = [out[0] if isinstance(out, (list, tuple)) else out for out in fn(*values)]
     texts = [s if isinstance(s, str) else str(s) for s in statuses]
-    assert any("merging into the loaded model: 5/10 keys, 50/100 MB" in t for t in texts), texts
+    assert any("merging into the loaded model: 5/10 tensors, 50/100 MB" in t for t in texts), texts
     assert "merge cancelled" in texts[-1]
 
 

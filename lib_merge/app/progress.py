@@ -36,6 +36,8 @@ def _describe(event: ProgressEvent, started: float, stage: str) -> str:
         text = f"{phase}{event.done:,}/{event.total:,} {event.unit}"
         if event.bytes_total:
             text += f", {event.bytes_done / mb:,.0f}/{event.bytes_total / mb:,.0f} MB"
+        if event.item and event.unit != "layers":
+            text += f", {event.item}"
     # Keys differ in size by a thousand times: the bytes tell the share of the work done.
     if event.bytes_total:
         share = event.bytes_done / event.bytes_total

@@ -187,7 +187,10 @@ class Workbench(LoraJobs):
         self.live.history_id = row.id if row else 0
         seconds = time.perf_counter() - started
         skipped = " VAE: external VAE kept." if self.host.skip_prefixes() else ""
-        message = f"Merged {name} into the loaded model: {result.patched} tensors in {seconds:.1f} s.{skipped}"
+        stats = self.cache_stats()
+        cached = f", cache {stats.bytes_used / 1e9:.1f} GB" if stats else ""
+        message = f"Merged {name} into the loaded model in {seconds:.1f} s, {result.patched:,} tensors{cached}."
+        message += skipped
         message += (f" Saved {path}." if path else not_saved) + _warning_text(warnings)
         return MergeOutcome(name, recipe, self.live.history_id, seconds, path, message)
 

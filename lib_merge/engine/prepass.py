@@ -14,6 +14,7 @@ import torch
 from lib_merge.arch.blocks import VAE_SLOT
 from lib_merge.engine.options import CancelToken, EngineOptions
 from lib_merge.engine.plan import MergePlan, Step, is_leaf
+from lib_merge.engine.progress import ProgressEvent
 from lib_merge.errors import UnsupportedError
 
 
@@ -59,6 +60,11 @@ def _collect(steps: list[tuple[str, str | None, Step]], options: EngineOptions, 
             for source in step.inputs:
                 source.release(key)
 
+    parts = []
     with ThreadPoolExecutor(max(1, options.threads), thread_name_prefix="alloy-prepass") as pool:
-        parts = [p for p in pool.map(one, steps) if p is not None]
+        for done, part in enumerate(pool.map(one, steps), 1):
+            if part is not None:
+                parts.append(part)
+            if options.progress:
+                options.progress(ProgressEvent(f"{method.name} pre-pass", done, len(steps), "tensors"))
     return method.finish(parts)

@@ -8,16 +8,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """One step of a long phase: hashing an input (bytes), matching for re-basin (layers) or merging
-    (keys, with bytes written)."""
+    """One step of a long phase: hashing an input (bytes), matching for re-basin (layers), a method's
+    pre-pass, or the main pass (tensors, with bytes written) that reads from disk or only from RAM."""
 
-    phase: str  # "hashing" | "rebasin" | "merging"
+    phase: str  # "hashing" | "rebasin" | "<method> pre-pass" | "merging"
     done: int
     total: int
-    unit: str  # "bytes" | "layers" | "keys"
-    bytes_done: int = 0  # merging: bytes handed to the sink so far
+    unit: str  # "bytes" | "layers" | "tensors"
+    bytes_done: int = 0  # the main pass: bytes handed to the sink so far
     bytes_total: int = 0
-    item: str = ""  # hashing: the file's name; rebasin: the model being matched
+    item: str = ""  # hashing: the file's name; rebasin: the model; merging: "reading from disk" or "inputs in RAM"
 
 
 ProgressFn = Callable[[ProgressEvent], None]

@@ -7,6 +7,7 @@ keys in flight are capped, so peak memory does not grow with the model.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import deque
@@ -75,6 +76,8 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     # Each worker computes single-threaded: the workers already fill the cores, and torch's own
     # pool on top of them would put two threads on every core. Restored for the host afterwards.
     one_each = dict(initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else {}
+    source = "reading from disk" if _reads_disk(plan, options.cache) else "inputs in RAM"
+    drain = functools.partial(_drain_one, pending, sink, budget, report, options, source)
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="alloy-merge", **one_each) as pool:
             try:
@@ -83,12 +86,12 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
                     cost = job.read_bytes + job.out.nbytes
                     # Hand finished keys to the sink until this one fits in the budget.
                     while pending and not budget.try_acquire(cost):
-                        done = _drain_one(pending, sink, budget, report, options, done)
+                        done = drain(done)
                     if not pending:
                         budget.acquire_anyway(cost)
                     pending.append((job, pool.submit(compute, job, cancel), cost))
                 while pending:
-                    done = _drain_one(pending, sink, budget, report, options, done)
+                    done = drain(done)
             except BaseException:
                 cancel.cancel()
                 for _, fut, _ in pending:
@@ -113,7 +116,18 @@ def _match_rebasin(plan: MergePlan, options: EngineOptions, cancel: CancelToken,
         report.notes.append(permuted.prepare(options.device, cancel.check, progress).note)
 
 
-def _drain_one(pending, sink: Sink, budget, report: EngineReport, options: EngineOptions, done: int) -> int:
+def _reads_disk(plan: MergePlan, cache: TensorCache | None) -> bool:
+    """Whether some input tensor is neither in memory already nor in the RAM cache (for the progress line)."""
+    for job in plan.jobs:
+        for leaf in job.leaves():
+            if leaf.cache_identity is not None and (cache is None or not cache.contains(leaf.cache_identity, job.key)):
+                return True
+    return False
+
+
+def _drain_one(
+    pending, sink: Sink, budget, report: EngineReport, options: EngineOptions, source: str, done: int
+) -> int:
     job, fut, cost = pending.popleft()
     tensor = fut.result()
     sink.put(job.key, tensor)
@@ -121,7 +135,8 @@ def _drain_one(pending, sink: Sink, budget, report: EngineReport, options: Engin
     budget.release(cost)
     done += 1
     if options.progress:
-        options.progress(ProgressEvent("merging", done, report.keys, "keys", report.bytes_written, report.bytes_total))
+        event = ProgressEvent("merging", done, report.keys, "tensors", report.bytes_written, report.bytes_total, source)
+        options.progress(event)
     return done
 
 

@@ -82,6 +82,11 @@ class TensorCache:
             self._peaks[(identity, key)] = peak
             self._used += nbytes
 
+    def contains(self, identity: FileIdentity, key: str) -> bool:
+        """Whether the tensor is cached (not counted as a hit or a miss)."""
+        with self._lock:
+            return (identity, key) in self._entries
+
     def peak(self, identity: FileIdentity, key: str) -> float:
         """The largest |value| of a cached tensor (NaN when it holds one); inf when not cached."""
         with self._lock:

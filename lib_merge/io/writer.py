@@ -26,6 +26,7 @@ import torch
 from lib_merge.errors import CorruptModelError, DiskFullError
 from lib_merge.io.dtypes import DTYPE_NAMES, itemsize
 from lib_merge.io.tempfiles import open_temp, seal
+from lib_merge.io.writeback import Writeback
 
 HEADER_SLACK = 256
 HASH_QUEUE = 8  # tensors waiting to be hashed while later ones are written
@@ -69,6 +70,7 @@ class SafetensorsWriter:
             self.tmp, self._file = open_temp(self.target)
             self._file.write(struct.pack("<Q", self._reserved))
             self._file.write(b" " * self._reserved)
+            self._writeback = Writeback(self._file.fileno(), 8 + self._reserved)
         except BaseException:
             self.abort()
             raise
@@ -90,6 +92,7 @@ class SafetensorsWriter:
         self._hashing.append(self._hasher.submit(self._hash.update, view))
         try:
             self._file.write(view)
+            self._writeback.wrote(len(view))
         except OSError as e:
             self.abort()
             if e.errno == errno.ENOSPC:

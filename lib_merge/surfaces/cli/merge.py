@@ -58,7 +58,7 @@ def _progress(args):
             if event.unit == "bytes":
                 options = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "desc": f"hashing {event.item}"}
             else:
-                options = {"unit": "key", "desc": event.phase}
+                options = {"unit": "tensor", "desc": event.phase}
             bar = bars[event.phase] = tqdm(
                 total=event.total, file=sys.stderr, leave=False, position=len(bars), **options
             )
@@ -66,7 +66,7 @@ def _progress(args):
             bar.reset(total=event.total)
             bar.set_description_str(f"hashing {event.item}", refresh=False)
         bar.total = event.total
-        if event.unit == "keys":
+        if event.phase == "merging":
             bar.set_postfix_str(f"{event.bytes_done / 2**20:,.0f} MB written", refresh=False)
         bar.update(event.done - bar.n)
         if event.phase == "merging" and event.done >= event.total:
