@@ -1,6 +1,6 @@
 """One benchmark contender per process, so each gets its own wall time and peak RSS.
 
-python bench/contenders.py io|naive|alloy|mecha OUT ALPHA THREADS A B [C]
+python bench/contenders.py io|io-paced|naive|alloy|mecha OUT ALPHA THREADS A B [C]
 
 With C: add difference A + alpha (B - C); without: weighted sum. THREADS 0 = the contender's default.
 """
@@ -29,6 +29,24 @@ def io_baseline(inputs: list[str], out: str) -> None:
     with open(inputs[0], "rb", buffering=0) as fa, open(out, "wb", buffering=0) as fo:
         while n := fa.readinto(buf):
             fo.write(memoryview(buf)[:n])
+        os.fsync(fo.fileno())
+    for path in inputs[1:]:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+
+def io_paced(inputs: list[str], out: str) -> None:
+    """The I/O baseline writing with early writeback, as Alloy's writer does (lib_merge/io/writeback.py)."""
+    sys.path.insert(0, str(ROOT))
+    from lib_merge.io.writeback import Writeback
+
+    buf = bytearray(CHUNK)
+    with open(inputs[0], "rb", buffering=0) as fa, open(out, "wb", buffering=0) as fo:
+        pacing = Writeback(fo.fileno())
+        while n := fa.readinto(buf):
+            fo.write(memoryview(buf)[:n])
+            pacing.wrote(n)
         os.fsync(fo.fileno())
     for path in inputs[1:]:
         with open(path, "rb", buffering=0) as f:
@@ -95,6 +113,8 @@ def main() -> None:
         )
     elif name == "io":
         io_baseline(inputs, out)
+    elif name == "io-paced":
+        io_paced(inputs, out)
     elif name == "naive":
         naive(inputs, out, float(alpha))
     elif name == "alloy":

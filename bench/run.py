@@ -8,7 +8,9 @@ inputs, after one warm-up read that puts both inputs in the page cache. By defau
 the inputs' sha256 in its hash cache, as it does for every merge after a model's first (the
 WebUI caches these hashes too); --cold-hash empties the cache before each run, so hashing both
 inputs (2 x 2 GB for SD1.5) is included. --out-dir /dev/shm takes the disk out of the figures.
-Prints a table and the ratios alloy/io, alloy/naive and alloy/mecha.
+Two I/O baselines: "io" writes plainly, "io-paced" with the early writeback Alloy's writer uses
+(lib_merge/io/writeback.py), which on these machines is several times faster for large files.
+Prints a table and the ratios alloy/io, alloy/io-paced, alloy/naive and alloy/mecha.
 """
 
 from __future__ import annotations
@@ -61,13 +63,13 @@ def main() -> None:
                     help="add_difference reads a third model, <arch>_c")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=2, help="runs per contender; the best time is reported")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--skip", nargs="*", default=[], help="contenders to leave out (import, io, naive, alloy, mecha)")
+    ap.add_argument("--skip", nargs="*", default=[], help="leave out: import, io, io-paced, naive, alloy, mecha")
     ap.add_argument("--mecha-python", help="a python with sd-mecha installed (its own environment)")
     ap.add_argument("--out-dir", type=Path, default=MODELS)
     ap.add_argument("--cold-hash", action="store_true", help="Alloy hashes its inputs in every run")
     args = ap.parse_args()
 
-    contenders = [c for c in ("import", "io", "naive", "alloy") if c not in args.skip]
+    contenders = [c for c in ("import", "io", "io-paced", "naive", "alloy") if c not in args.skip]
     if args.mecha_python and "mecha" not in args.skip:
         contenders.append("mecha")
     rows = []
@@ -120,7 +122,7 @@ def main() -> None:
                     f"{arch:6} alloy without interpreter and torch start-up: {merge_only:.2f} s, "
                     f"{merge_only / results['io'][0]:.2f}x io"
                 )
-            for base in ("io", "naive", "mecha"):
+            for base in ("io", "io-paced", "naive", "mecha"):
                 if base in results:
                     bt, bm = results[base]
                     # Disk speed drifts during a run: the ratio of runs made back to back is steadier.

@@ -4,7 +4,8 @@
 
 Needs bench/models/sd1_{a,b}.safetensors (python bench/make_models.py --arch sd1 --roles a b).
 Both sides patch one live model in place: a real torch module holding model A's full-size SD1.5
-weights (fp16), through one Workbench, on a host whose generate returns an 8×8 image at once.
+weights (fp16, as bench/live_host.py builds it), through one Workbench with the RAM cache at its
+"auto" budget, on a host whose generate returns an 8×8 image at once.
 - "9 merges": X = alpha (0.2, 0.5, 0.8) × Y = mbw alpha (three vectors): nine distinct recipes;
   baseline: the same nine MergeSettings through Workbench.merge one after another.
 - "3 merges": X = alpha × Y = seed (1, 2, 3): the plot merges three times, the baseline nine.
@@ -15,7 +16,6 @@ Each repeat runs the plot and its baseline back to back; best and median ratios 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -23,91 +23,21 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
-from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # helpers.build_model: a module tree with a checkpoint's names
+sys.path.insert(0, str(ROOT / "bench"))
 
-from helpers import build_model  # noqa: E402
+from live_host import StubHost, load_live_module  # noqa: E402
 
 from lib_merge.app.plots.plan import PlanContext, XYZPlan, expand  # noqa: E402
 from lib_merge.app.plots.runner import run_plot  # noqa: E402
-from lib_merge.app.ports import GenResult, HostConfig  # noqa: E402
 from lib_merge.app.workbench import MergeRequest, Workbench  # noqa: E402
 from lib_merge.recipe.form import MergeSettings  # noqa: E402
 
 MODELS = ROOT / "bench" / "models"
 ALPHAS = "0.2, 0.5, 0.8"
 VECTORS = "IN00-IN11=0.0\nM00=1.0\nOUT00-OUT11=1.0"  # named: the blocks not named take the X alpha
-
-
-class StubHost:
-    """Patches a module in memory; generation is a constant 8×8 image (its cost is not measured here)."""
-
-    name = "bench"
-    can_generate = True
-    can_patch = True
-
-    def __init__(self, folder: Path, grids: Path):
-        self.folder, self.grids = folder, grids
-        self.path = str(folder / "sd1_a.safetensors")
-        self.module = build_model(load_file(self.path), torch.float16)
-
-    def config(self) -> HostConfig:
-        return HostConfig(history_file=str(self.grids / "history.csv"))
-
-    def checkpoint_titles(self) -> list[str]:
-        return [p.name for p in self.folder.glob("*.safetensors")]
-
-    def refresh_checkpoints(self) -> None:
-        pass
-
-    def resolve_checkpoint(self, title: str) -> str:
-        return str(self.folder / title)
-
-    def save_folder(self) -> str:
-        return str(self.folder)
-
-    def exclusive(self):
-        return contextlib.nullcontext()
-
-    def live_model(self):
-        return self.module
-
-    def loaded_file(self) -> str:
-        return self.path
-
-    def load_checkpoint(self, path: str) -> None:
-        raise AssertionError("the bench keeps model A loaded")
-
-    def before_patch(self) -> None:
-        pass
-
-    def skip_prefixes(self) -> tuple[str, ...]:
-        return ()
-
-    def set_identity(self, identity) -> None:
-        pass
-
-    def clear_identity(self) -> None:
-        pass
-
-    def after_save(self, path: str) -> None:
-        pass
-
-    def generate(self, gen, extra_info) -> GenResult:
-        return GenResult([Image.new("RGB", (8, 8))], "")
-
-    def interrupt(self) -> None:
-        pass
-
-    def grid_folder(self) -> str:
-        return str(self.grids)
-
-    def font_path(self) -> None:
-        return None
 
 
 def plan_for(y_type: str, y_values: str) -> XYZPlan:
@@ -151,7 +81,8 @@ def main() -> None:
     if missing:
         sys.exit(f"missing {', '.join(map(str, missing))}: run python bench/make_models.py --arch sd1 --roles a b")
     with tempfile.TemporaryDirectory() as tmp:
-        workbench = Workbench(StubHost(MODELS, Path(tmp)))
+        module = load_live_module(MODELS / "sd1_a.safetensors", torch.float16)
+        workbench = Workbench(StubHost(MODELS, module, "sd1_a.safetensors", Path(tmp), "auto"))
         settings = plain_settings(workbench)
         workbench.merge(MergeRequest(settings=MergeSettings("sd1_a.safetensors", "sd1_b.safetensors", alpha=0.1)))
         rows = {"9 merges": ("mbw_alpha", VECTORS), "3 merges": ("seed", "1, 2, 3")}
@@ -163,13 +94,14 @@ def main() -> None:
                 results[name].append((plot_seconds, plain_seconds, merges))
                 print(f"{name}: plot {plot_seconds:.2f} s ({merges} merges), 9 plain merges {plain_seconds:.2f} s",
                       flush=True)  # fmt: skip
-    print("\n| plot | merges | plot s (best) | 9 plain merges s (best) | ratio best/best | median paired ratio |")
-    print("|---|---|---|---|---|---|")
+    print("\n| plot | merges | plot s (best) | per cell s | 9 plain merges s (best) | per merge s | ratio best/best "
+          "| median paired ratio |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         plot_best, plain_best = min(r[0] for r in runs), min(r[1] for r in runs)
         paired = statistics.median(r[0] / r[1] for r in runs)
-        print(f"| {name} | {runs[0][2]} | {plot_best:.2f} | {plain_best:.2f} | {plot_best / plain_best:.3f}× | "
-              f"{paired:.3f}× |")  # fmt: skip
+        cells = f"{plot_best:.2f} | {plot_best / 9:.2f} | {plain_best:.2f} | {plain_best / 9:.2f}"
+        print(f"| {name} | {runs[0][2]} | {cells} | {plot_best / plain_best:.3f}× | {paired:.3f}× |")
 
 
 if __name__ == "__main__":

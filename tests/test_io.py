@@ -215,3 +215,32 @@ def test_two_threads_asking_for_a_models_hash_read_the_file_once(sd1, monkeypatc
     finally:
         model.close()
     assert results == ["ab" * 32] * 2 and len(calls) == 1
+
+
+def test_early_writeback_hands_over_all_but_the_newest_bytes(tmp_path, monkeypatch):
+    """The pacing of large writes: every range older than the lag is advised once, in order, and the
+    file's bytes are what was written."""
+    import os
+
+    from lib_merge.io.writeback import Writeback
+
+    calls = []
+    real = os.posix_fadvise
+
+    def advise(fd, offset, length, advice):
+        calls.append((offset, length))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", advise)
+    path = tmp_path / "big.bin"
+    chunk = bytes(range(256)) * 16  # 4 KiB
+    with open(path, "wb") as f:
+        f.write(b"H" * 100)
+        pacing = Writeback(f.fileno(), 100, lag=10_000)
+        for _ in range(40):
+            f.write(chunk)
+            pacing.wrote(len(chunk))
+    assert calls and calls[0][0] == 100
+    assert all(a[0] + a[1] == b[0] for a, b in zip(calls, calls[1:]))  # contiguous, no overlap
+    assert 100 + 40 * len(chunk) - (calls[-1][0] + calls[-1][1]) >= 10_000  # the newest lag untouched
+    assert path.read_bytes() == b"H" * 100 + chunk * 40

@@ -15,17 +15,18 @@ LAG = 256 * 2**20  # the newest bytes stay untouched: they may still be in the w
 
 
 class Writeback:
-    def __init__(self, fd: int, position: int = 0):
+    def __init__(self, fd: int, position: int = 0, lag: int = LAG):
         self.fd = fd
+        self.lag = lag
         self.position = position  # bytes written so far
         self.started = position  # everything before this was handed to the disk
         self.enabled = hasattr(os, "posix_fadvise")
 
     def wrote(self, nbytes: int) -> None:
         self.position += nbytes
-        if not self.enabled or self.position - self.started < 2 * LAG:
+        if not self.enabled or self.position - self.started < 2 * self.lag:
             return
-        end = self.position - LAG
+        end = self.position - self.lag
         try:
             # On dirty pages DONTNEED starts their writeback; clean ones leave the page cache.
             os.posix_fadvise(self.fd, self.started, end - self.started, os.POSIX_FADV_DONTNEED)
