@@ -248,3 +248,36 @@ def test_the_merge_tab_tells_where_inputs_come_from_and_the_result_line_gives_ti
     assert shown.text() == (
         "merging into the loaded model: 565/1,130 tensors, 1,024/2,048 MB, reading from disk, ETA 10 s"
     )
+
+
+def test_backups_beyond_the_budget_stay_on_file_and_restore_from_it(sd1, tmp_path):
+    """SDXL in fp32 leaves no room for a second copy: beyond the RAM budget an original that equals
+    model A's file is restored from the file; merges and Restore stay exact."""
+    model = build_model(load(sd1[0]), torch.float32)
+    original = snapshot(model)
+    backup, cache = LiveBackup(), TensorCache(64 * 1024)
+    for alpha in (0.3, 0.7):
+        text = recipe("weighted_sum", sd1[:2], alpha=alpha)
+        live(text, model, backup, cache)
+        saved = load(merge(text, tmp_path / "m.safetensors", torch.float32, overwrite=True).path)
+        assert all(torch.equal(model_tensors(model)[k], v) for k, v in saved.items())
+    assert len(backup.on_file) > 1000 and backup.nbytes <= 64 * 1024
+    assert cache.reserved <= cache.budget
+    assert backup.restore(model) > 1000
+    assert all(torch.equal(model_tensors(model)[k], v) for k, v in original.items())
+
+
+def test_a_restore_from_a_file_changed_on_disk_is_refused(sd1, tmp_path):
+    import os
+    import shutil
+
+    from lib_merge.errors import HostPatchError
+
+    a = tmp_path / "a.safetensors"
+    shutil.copy(sd1[0], a)
+    model = build_model(load(a), torch.float16)
+    backup = LiveBackup()
+    live(recipe("weighted_sum", [a, sd1[1]], alpha=0.5), model, backup, TensorCache(1024))
+    os.utime(a, ns=(1, 1))
+    with pytest.raises(HostPatchError, match="changed on disk since it was loaded"):
+        backup.restore(model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +20,7 @@ from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
 from lib_merge.engine.options import EngineOptions, EngineReport
 from lib_merge.engine.plan import Leaf, MergePlan, Reduced, Step, is_leaf, plan_merge
 from lib_merge.engine.run import run_plan
-from lib_merge.errors import HostPatchError
+from lib_merge.errors import AlloyError, HostPatchError
 from lib_merge.io.cache import peak_magnitude, read_through
 from lib_merge.io.dtypes import itemsize
 from lib_merge.io.source import SourceModel
@@ -49,40 +50,58 @@ def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @dataclass
 class LiveBackup:
-    """Original values (CPU) of every tensor patched since the model was loaded.
+    """Original values of every tensor patched since the model was loaded, for an exact restore.
 
-    Each is kept in the checkpoint's own dtype when that holds the loaded value exactly (an fp16
-    file in fp32 parameters: half the memory), else in the parameter's dtype. The copies stay after
-    a restore: they are still the loaded checkpoint's values, and later merges read model A from
-    them instead of from disk. A new checkpoint load makes them void (a new LiveBackup).
+    Kept in RAM (CPU) up to `limit` bytes: in the checkpoint's own dtype when that holds the loaded
+    value exactly (an fp16 file in fp32 parameters: half the memory), else in the parameter's dtype.
+    Beyond the limit, a tensor found equal to model A's file is restored from that file instead (an
+    SDXL model in fp32 leaves no room for a second copy on a 24 GB machine); one the host changed is
+    kept in RAM all the same. The copies stay after a restore: later merges read model A from them
+    instead of from disk. A new checkpoint load makes them void (a new LiveBackup).
     """
 
     originals: dict[str, torch.Tensor] = field(default_factory=dict)
     patched: set[str] = field(default_factory=set)  # keys that differ from their original now
-    peaks: dict[str, float] = field(default_factory=dict)  # largest |value| of each original
+    peaks: dict[str, float] = field(default_factory=dict)  # largest |value| of each original in RAM
+    on_file: set[str] = field(default_factory=set)  # keys whose original is model A's file, verified
+    limit: int | None = None  # bytes of RAM copies; None: no limit
+    file: tuple[str, int, int] | None = None  # model A's path, size and mtime, for the keys on file
+    nbytes: int = 0  # of the RAM copies
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def original(self, key: str, tensor: torch.Tensor, stored: torch.dtype) -> torch.Tensor:
-        """The key's loaded value, copied from the model's `tensor` on first use."""
+    def take(self, key: str, tensor: torch.Tensor, source: SourceModel) -> torch.Tensor | None:
+        """The key's loaded value, backed up from the model's `tensor` on first use; None: it is
+        model A's file value (read that from the file)."""
         found = self.originals.get(key)
-        if found is None:
-            found = _exact_copy(tensor, stored)
-            self.peaks[key] = peak_magnitude(found)
-            self.originals[key] = found
-        return found
+        if found is not None or key in self.on_file:
+            return found
+        stored = source.info(key).dtype if key in source else tensor.dtype
+        size = tensor.numel() * min(itemsize(stored), itemsize(tensor.dtype))
+        with self._lock:
+            room = self.limit is None or self.nbytes + size <= self.limit
+            if room:
+                self.nbytes += size  # claimed before the copy, so two workers cannot both take the last room
+        if not room and key in source and _equals_file(tensor, source, key):
+            self.on_file.add(key)
+            self.file = (source.path, *source.identity())
+            return None
+        copy = _exact_copy(tensor, stored)
+        with self._lock:
+            self.nbytes += copy.numel() * copy.element_size() - (size if room else 0)
+        self.peaks[key] = peak_magnitude(copy)
+        self.originals[key] = copy
+        return copy
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.originals.values())
-
-    def nbytes_with(self, keys: list[str], tensors: dict[str, torch.Tensor], source: SourceModel) -> int:
-        """What the backups will hold once `keys` are backed up too (narrowed where the file is)."""
+    def ram_after(self, keys: list[str], tensors: dict[str, torch.Tensor], source: SourceModel) -> int:
+        """What the RAM copies will hold once `keys` are backed up too (narrowed where the file is)."""
         more = 0
         for key in keys:
-            if key not in self.originals:
+            if key not in self.originals and key not in self.on_file:
                 tensor = tensors[key]
                 stored = source.info(key).dtype if key in source else tensor.dtype
                 more += tensor.numel() * min(itemsize(stored), itemsize(tensor.dtype))
-        return self.nbytes + more
+        total = self.nbytes + more
+        return total if self.limit is None else min(total, max(self.limit, self.nbytes))
 
     def restore(
         self,
@@ -93,11 +112,36 @@ class LiveBackup:
         """Put back every patched tensor except those in `keep` (the next merge writes them anyway)."""
         tensors = tensors if tensors is not None else model_tensors(model)
         back = [key for key in self.patched if key not in keep]
-        with torch.no_grad():
-            for key in back:
-                tensors[key].copy_(self.originals[key])
+        from_file = [key for key in back if key in self.on_file]
+        source = self._open_file() if from_file else None
+        try:
+            with torch.no_grad():
+                for key in back:
+                    original = self.originals.get(key)
+                    tensors[key].copy_(original if original is not None else source.read(key))
+        finally:
+            if source is not None:
+                source.close()
         self.patched.difference_update(back)
         return len(back)
+
+    def _open_file(self) -> SourceModel:
+        path, size, mtime = self.file
+        try:
+            source = SourceModel(path)
+        except (OSError, AlloyError) as e:
+            raise HostPatchError(f"cannot restore from {path}: {e}; load the checkpoint again") from None
+        if source.identity() != (size, mtime):
+            source.close()
+            raise HostPatchError(f"{path} changed on disk since it was loaded: load the checkpoint again to restore it")
+        return source
+
+
+def _equals_file(tensor: torch.Tensor, source: SourceModel, key: str) -> bool:
+    stored = source.read(key)
+    return tuple(stored.shape) == tuple(tensor.shape) and torch.equal(
+        stored.to(tensor.device, tensor.dtype), tensor.detach()
+    )
 
 
 def _exact_copy(tensor: torch.Tensor, stored: torch.dtype) -> torch.Tensor:
@@ -131,9 +175,9 @@ class ResidentModel:
         return self.source.info(key)
 
     def read(self, key: str) -> torch.Tensor:
-        stored = self.source.info(key).dtype
-        kept = self.backup.original(key, self.tensors[key], stored)
-        return kept if kept.dtype == stored else read_through(self.cache, self.source, key)
+        kept = self.backup.take(key, self.tensors[key], self.source)
+        exact = kept is not None and kept.dtype == self.source.info(key).dtype
+        return kept if exact else read_through(self.cache, self.source, key)
 
     view = read
 
@@ -183,9 +227,7 @@ class LiveModelSink:
         self.targets = {p.key: tensors[p.key] for p in wanted}
 
     def _back_up(self, key: str) -> None:
-        target = self.targets[key]
-        stored = self.source.info(key).dtype if key in self.source else target.dtype
-        self.backup.original(key, target, stored)
+        self.backup.take(key, self.targets[key], self.source)
         self.backup.patched.add(key)
 
     def write_into(self, key: str, dtype: torch.dtype) -> torch.Tensor | None:
@@ -252,7 +294,8 @@ def merge_into_model(
     plan = dataclasses.replace(full, jobs=jobs)
     cache = engine.cache if engine else None
     if cache is not None:  # the backups are model A's copy in RAM: one budget for both
-        cache.reserve(backup.nbytes_with([j.key for j in jobs if j.key in tensors], tensors, primary))
+        backup.limit = cache.budget
+        cache.reserve(backup.ram_after([j.key for j in jobs if j.key in tensors], tensors, primary))
     backup.restore(model, {j.key for j in jobs}, tensors)  # the earlier patch, where this one does not write
     sink = LiveModelSink(model, backup, primary, tensors)
     try:
