@@ -68,7 +68,8 @@ def ui_settings() -> None:
     options = {
         "alloy_cache_budget": shared.OptionInfo(
             "auto",
-            "RAM cache of source tensors: auto (25% of free RAM, at most 16 GiB), GiB, or 0 for off",
+            "RAM for repeated merges, the loaded model's backups included: auto (25% of available RAM, at most "
+            "16 GiB), GiB, or 0 for off",
             section=section,
         ),
         "alloy_device": shared.OptionInfo(
