@@ -158,8 +158,9 @@ def test_cosine_prepass_is_remembered_in_the_cache(sd1_fp32, tmp_path):
     engine = EngineOptions(cache=cache)
     first = merge(recipe("cosine_b", sd1_fp32[:2], alpha=0.1), tmp_path / "1.safetensors", torch.float32, engine=engine)
     assert len(cache.memo) == 1
-    (range_,) = cache.memo.values()
+    ((range_, prepared),) = cache.memo.values()
     assert range_["s_min"] < range_["s_max"]
+    assert len(prepared) > 800  # each key's similarity, not computed again in the main pass
     second = merge(recipe("cosine_b", sd1_fp32[:2], alpha=0.1), tmp_path / "2.safetensors", torch.float32,
                    engine=EngineOptions(cache=cache))  # fmt: skip
     again = load(second.path)

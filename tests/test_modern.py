@@ -199,3 +199,26 @@ def test_n_average_with_weights(four, tmp_path):
     assert "n_average(A, B, C, D, weights=1.0)" in print_recipe(parse_recipe(text + "merged = n_average(A, B, C, D)\n"))
     with pytest.raises(RecipeTypeError, match=r"one number per model \(4\)"):
         parse_recipe(text + "merged = n_average(A, B, C, D, weights=[1, 2])\n")
+
+
+@pytest.mark.parametrize("case", ["normal", "ties", "constant", "small_k", "large_k", "skewed"])
+def test_kth_largest_is_exact(case):
+    """TIES's trim threshold: the sampled bracket gives exactly what a full partition gives."""
+    import numpy as np
+
+    from lib_merge.methods.modern import kth_largest
+
+    rng = np.random.default_rng(7)
+    n = 300_000
+    values = {
+        "normal": np.abs(rng.standard_normal(n)),
+        "ties": rng.integers(0, 5, n).astype(np.float32),
+        "constant": np.full(n, 0.25, np.float32),
+        "small_k": np.abs(rng.standard_normal(n)),
+        "large_k": np.abs(rng.standard_normal(n)),
+        "skewed": np.abs(rng.standard_cauchy(n)),
+    }[case].astype(np.float32)
+    ks = {"small_k": [1, 2, 17], "large_k": [n - 1, n]}.get(case, [n // 2, n // 10, n // 3 + 1])
+    for k in ks:
+        expected = np.sort(values)[n - k]
+        assert kth_largest(values.copy(), k) == expected, (case, k)

@@ -7,14 +7,13 @@ on every step of the group before the main pass starts. Results are remembered i
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 
 from lib_merge.arch.blocks import VAE_SLOT
 from lib_merge.engine.options import CancelToken, EngineOptions
 from lib_merge.engine.plan import MergePlan, Step, is_leaf
 from lib_merge.engine.progress import ProgressEvent
+from lib_merge.engine.threads import worker_pool
 from lib_merge.errors import UnsupportedError
 
 
@@ -34,18 +33,27 @@ def run_prepass(plan: MergePlan, options: EngineOptions, cancel: CancelToken) ->
                 continue
             if not all(is_leaf(i) for i in step.inputs):
                 raise UnsupportedError(f"{step.method.name} takes models as its inputs, not merges")
-            ident = (step.method.name,) + tuple(i.cache_identity for i in step.inputs)
+            # A loaded model read from memory is named by its file (it has no cache identity of its own).
+            ident = (step.method.name,) + tuple(getattr(i, "source", i).cache_identity for i in step.inputs)
             groups.setdefault(ident, []).append((job.key, job.slot, step))
     for ident, steps in groups.items():
         memo = options.cache.memo if options.cache is not None else {}
         if ident not in memo:
             memo[ident] = _collect(steps, options, cancel)
-        for _, _, step in steps:
-            step.params.update(memo[ident])
+        params, prepared = memo[ident]
+        for key, _, step in steps:
+            step.params.update(params)
+            if key in prepared:  # what the pre-pass computed for this key, not computed again
+                step.params["prepared"] = prepared[key]
 
 
-def _collect(steps: list[tuple[str, str | None, Step]], options: EngineOptions, cancel: CancelToken) -> dict:
-    """Every key of the group once, on the engine's threads (torch releases the GIL while it computes)."""
+def _collect(
+    steps: list[tuple[str, str | None, Step]], options: EngineOptions, cancel: CancelToken
+) -> tuple[dict, dict]:
+    """Every key of the group once, on the engine's threads (torch releases the GIL while it computes).
+
+    Returns the parameters of the main pass and, for a method whose pre-pass gives (part, prepared)
+    pairs, each key's prepared value."""
     method = steps[0][2].method
 
     def one(item: tuple[str, str | None, Step]):
@@ -60,11 +68,13 @@ def _collect(steps: list[tuple[str, str | None, Step]], options: EngineOptions, 
             for source in step.inputs:
                 source.release(key)
 
-    parts = []
-    with ThreadPoolExecutor(max(1, options.threads), thread_name_prefix="alloy-prepass") as pool:
-        for done, part in enumerate(pool.map(one, steps), 1):
+    parts, prepared = [], {}
+    with worker_pool(options.threads, "alloy-prepass") as pool:
+        for done, ((key, _, _), part) in enumerate(zip(steps, pool.map(one, steps)), 1):
+            if isinstance(part, tuple):
+                part, prepared[key] = part
             if part is not None:
                 parts.append(part)
             if options.progress:
                 options.progress(ProgressEvent(f"{method.name} pre-pass", done, len(steps), "tensors"))
-    return method.finish(parts)
+    return method.finish(parts), prepared

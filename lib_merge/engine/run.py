@@ -12,13 +12,14 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import torch
 
 from lib_merge.engine.options import CancelToken, EngineOptions, EngineReport, Sink
 from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step, is_leaf
 from lib_merge.engine.progress import ProgressEvent
+from lib_merge.engine.threads import worker_pool
 from lib_merge.errors import NonFiniteError, ParameterError
 from lib_merge.io.cache import TensorCache, peak_magnitude, read_through
 from lib_merge.io.writer import PlannedTensor
@@ -71,15 +72,10 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     _match_rebasin(plan, options, cancel, report)
     run_prepass(plan, options, cancel)
     sink.begin(plan.tensors)
-    workers = max(1, options.threads)
-    intra_op = torch.get_num_threads()
-    # Each worker computes single-threaded: the workers already fill the cores, and torch's own
-    # pool on top of them would put two threads on every core. Restored for the host afterwards.
-    one_each = dict(initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else {}
     source = "reading from disk" if _reads_disk(plan, options.cache) else "inputs in RAM"
     drain = functools.partial(_drain_one, pending, sink, budget, report, options, source)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="alloy-merge", **one_each) as pool:
+        with worker_pool(options.threads, "alloy-merge") as pool:
             try:
                 for job in plan.jobs:
                     cancel.check()
@@ -100,8 +96,6 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     except BaseException:
         sink.abort()
         raise
-    finally:
-        torch.set_num_threads(intra_op)
     return report
 
 

@@ -36,17 +36,30 @@ def _normalized(a: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return (a2 / (a2 * a2).sum(0).sqrt_().clamp_min_(eps)).reshape(a.shape)
 
 
-def prepass_a(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    if a.dim() == 0:
-        return np.empty(0, np.float32)
-    return _similarity(_normalized(a), _normalized(b))[0].reshape(-1).cpu().numpy()
+def _sim_a(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cosineA's (per-column similarity, the main pass's mix similarity), on unit columns."""
+    per_column, flat = _similarity(_normalized(a), _normalized(b))
+    return per_column, (per_column + flat) / 2
 
 
-def prepass_b(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    if a.dim() == 0:
-        return np.empty(0, np.float32)
+def _sim_b(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     per_column, flat = _similarity(a, b)
-    return ((per_column + flat) / 2).reshape(-1).cpu().numpy()
+    return (per_column + flat) / 2
+
+
+def prepass_a(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, torch.Tensor | None]:
+    """The per-column similarities for the range, and this key's mix similarity for the main pass."""
+    if a.dim() == 0:
+        return np.empty(0, np.float32), None
+    per_column, sim = _sim_a(a, b)
+    return per_column.reshape(-1).cpu().numpy(), sim
+
+
+def prepass_b(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, torch.Tensor | None]:
+    if a.dim() == 0:
+        return np.empty(0, np.float32), None
+    sim = _sim_b(a, b)
+    return sim.reshape(-1).cpu().numpy(), sim
 
 
 def finish_prepass(parts: list[np.ndarray]) -> dict[str, float]:
@@ -67,16 +80,20 @@ def _mix(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor, shift: float, s_mi
 
 
 @merge_method("cosineA", "calc", keeps_key=keeps_vae, prepass=prepass_a, finish=finish_prepass)
-def cosine_a(a: torch.Tensor, b: torch.Tensor, *, alpha: Weight = 0.5, s_min: float, s_max: float) -> torch.Tensor:
+def cosine_a(
+    a: torch.Tensor, b: torch.Tensor, *, alpha: Weight = 0.5, s_min: float, s_max: float, prepared=None
+) -> torch.Tensor:
     if a.dim() == 0:
         return a.lerp_(b, alpha)
-    per_column, flat = _similarity(_normalized(a), _normalized(b))
-    return _mix(a, b, (per_column + flat) / 2, abs(alpha), s_min, s_max)
+    sim = prepared.to(a.device) if prepared is not None else _sim_a(a, b)[1]
+    return _mix(a, b, sim, abs(alpha), s_min, s_max)
 
 
 @merge_method("cosineB", "calc", keeps_key=keeps_vae, prepass=prepass_b, finish=finish_prepass)
-def cosine_b(a: torch.Tensor, b: torch.Tensor, *, alpha: Weight = 0.5, s_min: float, s_max: float) -> torch.Tensor:
+def cosine_b(
+    a: torch.Tensor, b: torch.Tensor, *, alpha: Weight = 0.5, s_min: float, s_max: float, prepared=None
+) -> torch.Tensor:
     if a.dim() == 0:
         return a.lerp_(b, alpha)
-    per_column, flat = _similarity(a, b)
-    return _mix(a, b, (per_column + flat) / 2, alpha, s_min, s_max)
+    sim = prepared.to(a.device) if prepared is not None else _sim_b(a, b)
+    return _mix(a, b, sim, alpha, s_min, s_max)

@@ -50,7 +50,8 @@ Seed = Annotated[int, Bounds(0, 2**63 - 1, enforce=True)]
 Sign = Literal["sum", "count"]
 
 KINDS = ("mode", "calc", "method", "op")  # Merge tab modes, calc-mode methods, modern methods, recipe-only ops
-ENGINE_ARGUMENTS = ("key", "out", "permutation")  # keyword arguments the engine passes, never the user
+# Keyword arguments the engine passes, never the user ("prepared": a key's value from the method's pre-pass).
+ENGINE_ARGUMENTS = ("key", "out", "permutation", "prepared")
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ class MethodSpec:
     needs_key: bool = False  # fn also gets key= (per-key seeds)
     keeps_key: Callable[[str], bool] | None = None  # keys this method leaves as its first input
     # A first pass over every key (A and B only): prepass(a, b) per key, then finish(parts) gives
-    # the extra keyword arguments of the main pass (the cosine modes' similarity range).
+    # the extra keyword arguments of the main pass (the cosine modes' similarity range). A prepass
+    # that returns (part, prepared) hands `prepared` to that key's main pass as prepared=.
     prepass: Callable[[torch.Tensor, torch.Tensor], object] | None = None
     finish: Callable[[list], dict[str, float]] | None = None
     variadic: bool = False  # inputs: the named ones, then any number of further models
