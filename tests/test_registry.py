@@ -53,12 +53,19 @@ def test_a_parameter_type_no_recipe_can_hold_is_refused_at_import():
 
 
 def test_every_registered_function_matches_its_spec():
-    """The spec's parameters are exactly the function's keyword parameters with defaults, with those defaults."""
+    """The spec's parameters are exactly the function's keyword parameters with defaults, with those defaults
+    (those the engine passes, like a pre-pass's prepared value, are not the user's)."""
     import inspect
+
+    from lib_merge.methods.registry import ENGINE_ARGUMENTS
 
     for name, spec in METHODS.items():
         signature = inspect.signature(spec.fn)
-        defaults = {p.name: p.default for p in signature.parameters.values() if p.default is not p.empty}
+        defaults = {
+            p.name: p.default
+            for p in signature.parameters.values()
+            if p.default is not p.empty and p.name not in ENGINE_ARGUMENTS
+        }
         assert [p.name for p in spec.params] == list(defaults), name
         for p in spec.params:
             expected = defaults[p.name]
