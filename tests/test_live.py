@@ -57,6 +57,17 @@ def test_unresolvable_keys_change_nothing(sd1):
     assert all(torch.equal(model_tensors(model)[k], v) for k, v in before.items())
 
 
+def test_a_missing_key_is_refused_cleanly_by_a_method_with_a_pre_pass(sd1_fp32):
+    """The cosine pre-pass reads A from the loaded model first: a key the model lacks is the sink's clear error."""
+    state = load(sd1_fp32[0])
+    del state["model.diffusion_model.out.2.weight"]
+    model = build_model(state, torch.float32)
+    before = snapshot(model)
+    with pytest.raises(HostPatchError, match=r"1 keys missing.*model.diffusion_model.out.2.weight"):
+        merge_into_model(parse_recipe(recipe("cosine_b", sd1_fp32[:2], alpha=0.3)), model, LiveBackup())
+    assert all(torch.equal(model_tensors(model)[k], v) for k, v in before.items())
+
+
 def test_cancel_puts_everything_back(sd1):
     model = build_model(load(sd1[0]), torch.float16)
     before = snapshot(model)

@@ -175,7 +175,10 @@ class ResidentModel:
         return self.source.info(key)
 
     def read(self, key: str) -> torch.Tensor:
-        kept = self.backup.take(key, self.tensors[key], self.source)
+        tensor = self.tensors.get(key)
+        if tensor is None:  # not in the loaded model: the sink refuses the merge before any write
+            return read_through(self.cache, self.source, key)
+        kept = self.backup.take(key, tensor, self.source)
         exact = kept is not None and kept.dtype == self.source.info(key).dtype
         return kept if exact else read_through(self.cache, self.source, key)
 
