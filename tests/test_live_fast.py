@@ -250,7 +250,7 @@ def test_the_merge_tab_tells_where_inputs_come_from_and_the_result_line_gives_ti
     )
 
 
-def test_backups_beyond_the_budget_stay_on_file_and_restore_from_it(sd1, tmp_path):
+def test_backups_beyond_the_budget_stay_on_file_and_restore_from_it(sd1, tmp_path, reads):
     """SDXL in fp32 leaves no room for a second copy: beyond the RAM budget an original that equals
     model A's file is restored from the file; merges and Restore stay exact."""
     model = build_model(load(sd1[0]), torch.float32)
@@ -259,6 +259,8 @@ def test_backups_beyond_the_budget_stay_on_file_and_restore_from_it(sd1, tmp_pat
     for alpha in (0.3, 0.7):
         text = recipe("weighted_sum", sd1[:2], alpha=alpha)
         live(text, model, backup, cache)
+        if alpha == 0.3:  # each such key read once: compared with the model, then merged from that read
+            assert reads[sd1[0].name] == len(backup.on_file)
         saved = load(merge(text, tmp_path / "m.safetensors", torch.float32, overwrite=True).path)
         assert all(torch.equal(model_tensors(model)[k], v) for k, v in saved.items())
     assert len(backup.on_file) > 1000 and backup.nbytes <= 64 * 1024

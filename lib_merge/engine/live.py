@@ -70,21 +70,25 @@ class LiveBackup:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, key: str, tensor: torch.Tensor, source: SourceModel) -> torch.Tensor | None:
-        """The key's loaded value, backed up from the model's `tensor` on first use; None: it is
-        model A's file value (read that from the file)."""
+        """The key's loaded value, backed up from the model's `tensor` on first use; None when it is
+        model A's file value and not at hand (read it from the file)."""
         found = self.originals.get(key)
         if found is not None or key in self.on_file:
             return found
         stored = source.info(key).dtype if key in source else tensor.dtype
-        size = tensor.numel() * min(itemsize(stored), itemsize(tensor.dtype))
+        size = _backup_size(tensor, stored)
         with self._lock:
             room = self.limit is None or self.nbytes + size <= self.limit
             if room:
                 self.nbytes += size  # claimed before the copy, so two workers cannot both take the last room
-        if not room and key in source and _equals_file(tensor, source, key):
-            self.on_file.add(key)
-            self.file = (source.path, *source.identity())
-            return None
+        if not room and key in source:
+            value = source.read(key)  # compared once, and handed on: the caller need not read it again
+            if tuple(value.shape) == tuple(tensor.shape) and torch.equal(
+                value.to(tensor.device, tensor.dtype), tensor.detach()
+            ):
+                self.on_file.add(key)
+                self.file = (source.path, *source.identity())
+                return value
         copy = _exact_copy(tensor, stored)
         with self._lock:
             self.nbytes += copy.numel() * copy.element_size() - (size if room else 0)
@@ -94,12 +98,11 @@ class LiveBackup:
 
     def ram_after(self, keys: list[str], tensors: dict[str, torch.Tensor], source: SourceModel) -> int:
         """What the RAM copies will hold once `keys` are backed up too (narrowed where the file is)."""
-        more = 0
-        for key in keys:
-            if key not in self.originals and key not in self.on_file:
-                tensor = tensors[key]
-                stored = source.info(key).dtype if key in source else tensor.dtype
-                more += tensor.numel() * min(itemsize(stored), itemsize(tensor.dtype))
+        more = sum(
+            _backup_size(tensors[key], source.info(key).dtype if key in source else tensors[key].dtype)
+            for key in keys
+            if key not in self.originals and key not in self.on_file
+        )
         total = self.nbytes + more
         return total if self.limit is None else min(total, max(self.limit, self.nbytes))
 
@@ -137,11 +140,9 @@ class LiveBackup:
         return source
 
 
-def _equals_file(tensor: torch.Tensor, source: SourceModel, key: str) -> bool:
-    stored = source.read(key)
-    return tuple(stored.shape) == tuple(tensor.shape) and torch.equal(
-        stored.to(tensor.device, tensor.dtype), tensor.detach()
-    )
+def _backup_size(tensor: torch.Tensor, stored: torch.dtype) -> int:
+    """Bytes of a RAM backup: narrowed to the file's dtype where that is the smaller (see _exact_copy)."""
+    return tensor.numel() * min(itemsize(stored), itemsize(tensor.dtype))
 
 
 def _exact_copy(tensor: torch.Tensor, stored: torch.dtype) -> torch.Tensor:
