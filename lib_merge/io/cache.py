@@ -48,27 +48,29 @@ class TensorCache:
 
     def __init__(self, budget_bytes: int):
         self.budget = max(0, int(budget_bytes))
-        self._entries: OrderedDict[tuple[FileIdentity, str], torch.Tensor] = OrderedDict()
-        self._peaks: dict[tuple[FileIdentity, str], float] = {}  # largest magnitude of each entry
+        # (tensor, its largest |value|) by (file, key), least recently used first
+        self._entries: OrderedDict[tuple[FileIdentity, str], tuple[torch.Tensor, float]] = OrderedDict()
         self._used = 0
         self.reserved = 0
         self._identities: set[FileIdentity] = set()  # files whose stale entries are already dropped
-        self.memo: dict[tuple, dict] = {}  # small per-file-pair results (cosine pre-pass ranges)
+        # Pre-pass results per method and file pair: the cosine range and each key's similarity
+        # (one value per column: a few MB for SDXL), kept with the cache and cleared with it.
+        self.memo: dict[tuple, tuple[dict, dict]] = {}
         self._lock = threading.Lock()
         self.hits = self.misses = self.evictions = 0
 
     def get(self, identity: FileIdentity, key: str) -> torch.Tensor | None:
         with self._lock:
-            tensor = self._entries.get((identity, key))
-            if tensor is None:
+            entry = self._entries.get((identity, key))
+            if entry is None:
                 self.misses += 1
                 return None
             self._entries.move_to_end((identity, key))
             self.hits += 1
-            return tensor
+            return entry[0]
 
     def put(self, identity: FileIdentity, key: str, tensor: torch.Tensor) -> None:
-        nbytes = tensor.numel() * tensor.element_size()
+        nbytes = _nbytes(tensor)
         if nbytes > self.budget // 4 or nbytes + self.reserved > self.budget:
             return
         peak = peak_magnitude(tensor)
@@ -76,10 +78,9 @@ class TensorCache:
             self._drop_stale(identity)
             old = self._entries.pop((identity, key), None)
             if old is not None:
-                self._used -= old.numel() * old.element_size()
+                self._used -= _nbytes(old[0])
             self._evict_to(self.budget - self.reserved - nbytes)
-            self._entries[(identity, key)] = tensor
-            self._peaks[(identity, key)] = peak
+            self._entries[(identity, key)] = (tensor, peak)
             self._used += nbytes
 
     def contains(self, identity: FileIdentity, key: str) -> bool:
@@ -90,7 +91,8 @@ class TensorCache:
     def peak(self, identity: FileIdentity, key: str) -> float:
         """The largest |value| of a cached tensor (NaN when it holds one); inf when not cached."""
         with self._lock:
-            return self._peaks.get((identity, key), math.inf)
+            entry = self._entries.get((identity, key))
+            return entry[1] if entry is not None else math.inf
 
     def reserve(self, nbytes: int) -> None:
         """Keep `nbytes` of the budget for memory held outside the cache, evicting what no longer fits."""
@@ -100,9 +102,8 @@ class TensorCache:
 
     def _evict_to(self, limit: int) -> None:
         while self._entries and self._used > limit:
-            entry, evicted = self._entries.popitem(last=False)
-            self._peaks.pop(entry, None)
-            self._used -= evicted.numel() * evicted.element_size()
+            _, (evicted, _) = self._entries.popitem(last=False)
+            self._used -= _nbytes(evicted)
             self.evictions += 1
 
     def _drop_stale(self, identity: FileIdentity) -> None:
@@ -112,14 +113,11 @@ class TensorCache:
         self._identities.add(identity)
         stale = [k for k in self._entries if k[0][0] == identity[0] and k[0] != identity]
         for k in stale:
-            t = self._entries.pop(k)
-            self._peaks.pop(k, None)
-            self._used -= t.numel() * t.element_size()
+            self._used -= _nbytes(self._entries.pop(k)[0])
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
-            self._peaks.clear()
             self._identities.clear()
             self.memo.clear()
             self._used = 0
@@ -130,6 +128,10 @@ class TensorCache:
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(len(self._entries), self._used, self.budget, self.hits, self.misses, self.evictions)
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 def peak_magnitude(tensor: torch.Tensor) -> float:
