@@ -63,8 +63,8 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     report = EngineReport(keys=len(plan.jobs), bytes_total=sum(t.nbytes for t in plan.tensors))
     cancel = options.cancel or CancelToken()
     budget = _ByteBudget(IN_FLIGHT_BYTES)
-    compute = _KeyComputer(device, options.compute_dtype, options.nonfinite, report, options.cache)
-    compute.write_into = getattr(sink, "write_into", None)
+    write_into = getattr(sink, "write_into", None)  # a sink whose own tensors take results directly
+    compute = _KeyComputer(device, options.compute_dtype, options.nonfinite, report, options.cache, write_into)
     pending: deque[tuple[KeyJob, Future, int]] = deque()
     done = 0
     from lib_merge.engine.prepass import run_prepass
@@ -161,6 +161,7 @@ class _KeyComputer:
         nonfinite: str,
         report: EngineReport,
         cache: TensorCache | None = None,
+        write_into: Callable[[str, torch.dtype], torch.Tensor | None] | None = None,
     ):
         self.cache = cache
         self.device = device
@@ -168,8 +169,7 @@ class _KeyComputer:
         self.nonfinite = nonfinite
         self.report = report
         self.lock = threading.Lock()
-        # The sink's own tensor for a key, when the result may be written straight into it.
-        self.write_into: Callable[[str, torch.dtype], torch.Tensor | None] | None = None
+        self.write_into = write_into  # the sink's own tensor for a key, when the result may go straight there
 
     def __call__(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
         cancel.check()
