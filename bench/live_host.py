@@ -1,41 +1,33 @@
 """A stand-in WebUI for the live benchmarks: a real torch module holding model A, no generation cost.
 
 The module has the checkpoint's names with the text encoder under `.wrapped.` (as the WebUI's
-hijack puts it), parameters in the WebUI's dtype. It is built key by key from the file, so the
-build itself never holds a second copy of the model.
+hijack puts it), parameters in the WebUI's dtype (tests/helpers.build_model).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import sys
 from pathlib import Path
 
 import torch
 from PIL import Image
 from safetensors import safe_open
 
-from lib_merge.app.ports import GenResult, HostConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from helpers import build_model  # noqa: E402
+
+from lib_merge.app.ports import GenResult, HostConfig  # noqa: E402
 
 
 def load_live_module(path: Path, dtype: torch.dtype) -> torch.nn.Module:
-    root = torch.nn.Module()
+    """tests/helpers.build_model fed key by key from the file, so the build holds no second copy."""
     with safe_open(str(path), "pt") as f:
-        for key in f.keys():
-            value = f.get_tensor(key)
-            name = key.replace("cond_stage_model.", "cond_stage_model.wrapped.", 1)
-            *parents, leaf = name.split(".")
-            module = root
-            for part in parents:
-                if not hasattr(module, part):
-                    module.add_module(part, torch.nn.Module())
-                module = getattr(module, part)
-            if value.is_floating_point():
-                module.register_parameter(leaf, torch.nn.Parameter(value.to(dtype, copy=True), requires_grad=False))
-            else:
-                module.register_buffer(leaf, value.clone())
+        module = build_model(((key, f.get_tensor(key)) for key in f.keys()), dtype)
     trim_heap()
-    return root
+    return module
 
 
 def trim_heap() -> None:

@@ -18,10 +18,12 @@ def metadata(path: Path | str) -> dict[str, str]:
         return f.metadata() or {}
 
 
-def build_model(state: dict[str, torch.Tensor], dtype: torch.dtype, hijack: bool = True) -> torch.nn.Module:
-    """A real module tree with the checkpoint's names, text encoder under `.wrapped.` as the WebUI hijack does."""
+def build_model(state, dtype: torch.dtype, hijack: bool = True) -> torch.nn.Module:
+    """A real module tree with the checkpoint's names, text encoder under `.wrapped.` as the WebUI hijack does.
+
+    `state`: a state dict, or (key, tensor) pairs streamed from a file (full-size models in the benchmarks)."""
     root = torch.nn.Module()
-    for key, value in state.items():
+    for key, value in state.items() if isinstance(state, dict) else state:
         if hijack and key.startswith("cond_stage_model."):
             key = key.replace("cond_stage_model.", "cond_stage_model.wrapped.", 1)
         *path, leaf = key.split(".")

@@ -47,24 +47,22 @@ def test_second_merge_starts_from_a(sd1, tmp_path):
     assert all(torch.equal(live[k], v) for k, v in saved.items())
 
 
-def test_unresolvable_keys_change_nothing(sd1):
-    state = load(sd1[0])
-    del state["model.diffusion_model.out.2.bias"]
-    model = build_model(state, torch.float16)
+@pytest.mark.parametrize(
+    ("method", "fixture", "dtype", "key"),
+    [
+        ("weighted_sum", "sd1", torch.float16, "model.diffusion_model.out.2.bias"),
+        # cosine's pre-pass reads A from the loaded model before the sink checks the keys
+        ("cosine_b", "sd1_fp32", torch.float32, "model.diffusion_model.out.2.weight"),
+    ],
+)
+def test_unresolvable_keys_change_nothing(method, fixture, dtype, key, request):
+    paths = request.getfixturevalue(fixture)
+    state = load(paths[0])
+    del state[key]
+    model = build_model(state, dtype)
     before = snapshot(model)
-    with pytest.raises(HostPatchError, match=r"1 keys missing.*model.diffusion_model.out.2.bias"):
-        merge_into_model(parse_recipe(recipe("weighted_sum", sd1[:2], alpha=0.5)), model, LiveBackup())
-    assert all(torch.equal(model_tensors(model)[k], v) for k, v in before.items())
-
-
-def test_a_missing_key_is_refused_cleanly_by_a_method_with_a_pre_pass(sd1_fp32):
-    """The cosine pre-pass reads A from the loaded model first: a key the model lacks is the sink's clear error."""
-    state = load(sd1_fp32[0])
-    del state["model.diffusion_model.out.2.weight"]
-    model = build_model(state, torch.float32)
-    before = snapshot(model)
-    with pytest.raises(HostPatchError, match=r"1 keys missing.*model.diffusion_model.out.2.weight"):
-        merge_into_model(parse_recipe(recipe("cosine_b", sd1_fp32[:2], alpha=0.3)), model, LiveBackup())
+    with pytest.raises(HostPatchError, match=rf"1 keys missing.*{key}"):
+        merge_into_model(parse_recipe(recipe(method, paths[:2], alpha=0.3)), model, LiveBackup())
     assert all(torch.equal(model_tensors(model)[k], v) for k, v in before.items())
 
 
