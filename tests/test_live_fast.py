@@ -283,3 +283,16 @@ def test_a_restore_from_a_file_changed_on_disk_is_refused(sd1, tmp_path):
     os.utime(a, ns=(1, 1))
     with pytest.raises(HostPatchError, match="changed on disk since it was loaded"):
         backup.restore(model)
+
+
+def test_which_merges_count_as_bounded():
+    """The finite check is skipped only where finite inputs cannot give NaN/Inf: convex combinations."""
+    from lib_merge.methods import METHODS
+
+    assert METHODS["weighted_sum"].bounded({"alpha": 0.0}) and METHODS["weighted_sum"].bounded({"alpha": 1.0})
+    assert not METHODS["weighted_sum"].bounded({"alpha": 1.5})
+    assert not METHODS["weighted_sum"].bounded({"alpha": -0.1})
+    assert METHODS["sum_twice"].bounded({"alpha": 0.9, "beta": 0.9})  # two lerps, each between its inputs
+    assert METHODS["triple_sum"].bounded({"alpha": 0.3, "beta": 0.3})
+    assert not METHODS["triple_sum"].bounded({"alpha": 0.6, "beta": 0.6})  # A gets weight -0.2
+    assert not METHODS["add_difference"].bounded({"alpha": 0.5})

@@ -15,15 +15,14 @@ def weighted_sum_into(a: torch.Tensor, b: torch.Tensor, *, alpha: float, out: to
     return torch.lerp(a, b, alpha, out=out)
 
 
-def _convex(params: dict) -> bool:
-    """Every weight in [0, 1] and their sum too: the result lies between the inputs."""
-    weights = [params[name] for name in ("alpha", "beta") if name in params]
-    return all(isinstance(w, (int, float)) and 0 <= w <= 1 for w in weights) and sum(weights) <= 1
-
-
 def _lerps(params: dict) -> bool:
-    """Each weight of a chain of lerps in [0, 1]."""
+    """Each weight of a chain of lerps in [0, 1]: every step lies between its inputs."""
     return all(isinstance(params[n], (int, float)) and 0 <= params[n] <= 1 for n in ("alpha", "beta") if n in params)
+
+
+def _convex(params: dict) -> bool:
+    """Weights in [0, 1] that also sum to at most 1: a convex combination of the inputs."""
+    return _lerps(params) and params["alpha"] + params["beta"] <= 1
 
 
 @merge_method(
