@@ -80,6 +80,9 @@ class StubHost:
     def before_patch(self) -> None:
         pass
 
+    def before_generate(self) -> None:
+        pass
+
     def skip_prefixes(self) -> tuple[str, ...]:
         return ()
 

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import torch
 
+from lib_merge.engine.live import PatchTarget
+
 
 @dataclass
 class HostConfig:
@@ -117,8 +119,9 @@ class Host(Protocol):
         """Held while the live model changes or generates (the host's own job lock)."""
         ...
 
-    def live_model(self) -> torch.nn.Module | None:
-        """The loaded model to patch in place; None for hosts that only write files."""
+    def live_model(self) -> torch.nn.Module | PatchTarget | None:
+        """The loaded model to patch in place: a module whose tensor names are the checkpoint's, or a
+        map of checkpoint keys onto the host's own tensors; None for hosts that only write files."""
         ...
 
     def loaded_file(self) -> str | None:
@@ -129,6 +132,11 @@ class Host(Protocol):
 
     def before_patch(self) -> None:
         """Make the live weights clean (for example, take a LoRA extension's delta out)."""
+        ...
+
+    def before_generate(self) -> None:
+        """Bring the loaded model up to the user's checkpoint choice before Alloy generates (Forge defers
+        loads to the next generation; its load ends a live merge through the model-loaded callback)."""
         ...
 
     def skip_prefixes(self) -> tuple[str, ...]:

@@ -320,11 +320,11 @@ class Workbench(LoraJobs):
     def generate(self, gen: GenSettings) -> GenResult:
         if not self.host.can_generate:
             raise ParameterError("this host cannot generate images (standalone app): save the merge instead")
-        extra = {}
-        if self.live is not None:
-            extra = {"Alloy recipe": self.live.recipe_hash[:10], "Alloy history": str(self.live.history_id)}
         with self._lock, self.host.exclusive():
+            self.host.before_generate()  # a checkpoint chosen since the merge loads now, ending it
+            extra = {}
             if self.live is not None:
+                extra = {"Alloy recipe": self.live.recipe_hash[:10], "Alloy history": str(self.live.history_id)}
                 self.host.set_identity(
                     MergeIdentity(self.live.name, self.live.recipe_hash, self.live.base_path)
                 )  # the host's refresh may have dropped the entry

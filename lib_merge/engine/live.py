@@ -1,18 +1,21 @@
 """Merging into a loaded torch model in place, with an exact restore.
 
-Host-independent: the WebUI adapter hands over its model object; the names of its
-parameters equal the checkpoint's once every ``.wrapped`` segment (the WebUI's text-encoder
-hijack) is removed. Each tensor is looked up when the patch starts, backed up once on the
-CPU, and written in place, keeping dtype and device. Model A is read from those backups,
-model B and the rest from the RAM cache: a repeated merge touches no disk.
+Host-independent: the WebUI adapter hands over its model object, whose parameter names equal
+the checkpoint's once every ``.wrapped`` segment (the WebUI's text-encoder hijack) is removed,
+or a `PatchTarget` that maps checkpoint keys to the host's own tensors (Forge). Each tensor is
+looked up when the patch starts, backed up once on the CPU, and written in place, keeping dtype
+and device. Model A is read from those backups, model B and the rest from the RAM cache: a
+repeated merge touches no disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -31,6 +34,27 @@ from lib_merge.recipe.nodes import Node
 
 def canonical_name(name: str) -> str:
     return ".".join(part for part in name.split(".") if part != "wrapped")
+
+
+class PatchTarget(Protocol):
+    """What a live merge writes into: checkpoint key -> the host's tensor (or a `StoredParts`)."""
+
+    unused_keys: frozenset[str]  # checkpoint keys the host does not load: a merge leaves them out
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]: ...
+
+
+def live_tensors(model: torch.nn.Module | PatchTarget) -> dict[str, torch.Tensor]:
+    """Checkpoint key -> tensor to patch, looked up now (hosts may swap parameter objects)."""
+    if isinstance(model, torch.nn.Module):
+        return model_tensors(model)
+    return model.checkpoint_tensors()
+
+
+def writing(tensor) -> contextlib.AbstractContextManager:
+    """The grad mode a write into `tensor` needs: Forge builds its models under inference mode, and
+    an inference tensor may only be changed inside it."""
+    return torch.inference_mode() if tensor.is_inference() else torch.no_grad()
 
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -108,19 +132,19 @@ class LiveBackup:
 
     def restore(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | PatchTarget,
         keep: set[str] | frozenset[str] = frozenset(),
         tensors: dict[str, torch.Tensor] | None = None,
     ) -> int:
         """Put back every patched tensor except those in `keep` (the next merge writes them anyway)."""
-        tensors = tensors if tensors is not None else model_tensors(model)
+        tensors = tensors if tensors is not None else live_tensors(model)
         back = [key for key in self.patched if key not in keep]
         from_file = [key for key in back if key in self.on_file]
         source = self._open_file() if from_file else None
         try:
-            with torch.no_grad():
-                for key in back:
-                    original = self.originals.get(key)
+            for key in back:
+                original = self.originals.get(key)
+                with writing(tensors[key]):
                     tensors[key].copy_(original if original is not None else source.read(key))
         finally:
             if source is not None:
@@ -204,7 +228,11 @@ class LiveModelSink:
     """
 
     def __init__(
-        self, model: torch.nn.Module, backup: LiveBackup, source: SourceModel, tensors: dict[str, torch.Tensor]
+        self,
+        model: torch.nn.Module | PatchTarget,
+        backup: LiveBackup,
+        source: SourceModel,
+        tensors: dict[str, torch.Tensor],
     ):
         self.model = model
         self.backup = backup
@@ -237,7 +265,13 @@ class LiveModelSink:
     def write_into(self, key: str, dtype: torch.dtype) -> torch.Tensor | None:
         """The parameter itself, to compute into (called from the engine's workers)."""
         tensor = self.targets[key]
-        if tensor.device.type != "cpu" or tensor.dtype != dtype or not tensor.is_contiguous():
+        if (
+            not isinstance(tensor, torch.Tensor)  # stored in parts (Forge's split projections)
+            or tensor.is_inference()  # writable only in inference mode, which the engine's workers are not in
+            or tensor.device.type != "cpu"
+            or tensor.dtype != dtype
+            or not tensor.is_contiguous()
+        ):
             return None
         self._back_up(key)
         return tensor.detach()
@@ -246,7 +280,7 @@ class LiveModelSink:
         target = self.targets[key]
         if tensor.data_ptr() != target.data_ptr():  # not computed in place
             self._back_up(key)
-            with torch.no_grad():
+            with writing(target):
                 target.copy_(tensor.to(target.device, target.dtype))
         self.patched.append(key)
 
@@ -265,7 +299,7 @@ class LiveResult:
 
 def merge_into_model(
     recipe: Node | BoundRecipe,
-    model: torch.nn.Module,
+    model: torch.nn.Module | PatchTarget,
     backup: LiveBackup,
     engine: EngineOptions | None = None,
     models_dir: str | None = None,
@@ -273,7 +307,8 @@ def merge_into_model(
 ) -> LiveResult:
     """Patch the merge of `recipe` into `model` (which holds A), undoing any earlier patch.
 
-    Keys under `skip_prefixes` stay as they are (the host keeps them from elsewhere, e.g. an external VAE).
+    Keys under `skip_prefixes` stay as they are (the host keeps them from elsewhere, e.g. an external VAE),
+    and so do keys the host does not load at all (`PatchTarget.unused_keys`).
     A BoundRecipe is used as it is and stays open (its owner closes it); a node is bound here.
     """
     if not isinstance(recipe, BoundRecipe):
@@ -281,10 +316,15 @@ def merge_into_model(
             return merge_into_model(bound, model, backup, engine, models_dir, skip_prefixes)
     bound = recipe
     primary = bound.primary
-    tensors = model_tensors(model)
+    tensors = live_tensors(model)
+    unused = getattr(model, "unused_keys", frozenset())
     full = plan_merge(bound, torch.float32, prune=True)
     # Keys the merge leaves as A are already in the loaded model: nothing to read or write.
-    jobs = [j for j in full.jobs if j.cast and j.tree is not primary and not j.key.startswith(skip_prefixes)]
+    jobs = [
+        j
+        for j in full.jobs
+        if j.cast and j.tree is not primary and not j.key.startswith(skip_prefixes) and j.key not in unused
+    ]
     # Results in each parameter's own dtype (one rounding, as the file path's), A from memory.
     resident = ResidentModel(primary, backup, tensors, engine.cache if engine else None)
     jobs = [

@@ -24,7 +24,7 @@ from lib_merge.errors import NonFiniteError, ParameterError
 from lib_merge.io.cache import TensorCache, peak_magnitude, read_through
 from lib_merge.io.writer import PlannedTensor
 
-CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32 per operand: the working set stays in cache
+CHUNK_ELEMENTS = 1 << 17  # 512 KiB of fp32 per operand: inputs, result and temporaries stay in L2
 IN_FLIGHT_BYTES = 512 * 1024 * 1024  # inputs + outputs of the keys being read, computed or written
 
 

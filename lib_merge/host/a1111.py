@@ -179,13 +179,16 @@ class A1111Host:
         return roboto_ttf_file if os.path.isfile(roboto_ttf_file) else None
 
     # -- the live model ----------------------------------------------------------------------
-    def live_model(self) -> torch.nn.Module | None:
+    def _sd_model(self):
         from modules import sd_models
 
         return sd_models.model_data.sd_model
 
+    def live_model(self) -> torch.nn.Module | None:
+        return self._sd_model()
+
     def loaded_file(self) -> str | None:
-        model = self.live_model()
+        model = self._sd_model()
         if model is None:
             return None
         info = self._base_entry if self._entry is not None else getattr(model, "sd_checkpoint_info", None)
@@ -216,7 +219,7 @@ class A1111Host:
             import networks
         except ImportError:
             return
-        model = self.live_model()
+        model = self._sd_model()
         with torch.no_grad():
             for module in model.modules():
                 if (
@@ -228,6 +231,9 @@ class A1111Host:
                 if hasattr(module, "network_current_names"):
                     networks.network_reset_cached_weight(module)
 
+    def before_generate(self) -> None:
+        pass  # a checkpoint choice loads at once in A1111
+
     def skip_prefixes(self) -> tuple[str, ...]:
         from modules import sd_vae
 
@@ -237,7 +243,7 @@ class A1111Host:
     def set_identity(self, identity: MergeIdentity) -> None:
         from modules import sd_models, shared
 
-        model = self.live_model()
+        model = self._sd_model()
         if self._entry is None or self._entry.sha256 != identity.recipe_hash:
             if self._entry is None:
                 self._base_entry = model.sd_checkpoint_info
@@ -280,7 +286,7 @@ class A1111Host:
         entry, base = self._entry, self._base_entry
         self._unregister()
         self._entry = self._base_entry = None
-        model = self.live_model()
+        model = self._sd_model()
         if entry is not None and model is not None and model.sd_checkpoint_info is entry and base is not None:
             model.sd_checkpoint_info = base
             model.sd_model_checkpoint = base.filename

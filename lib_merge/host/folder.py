@@ -91,6 +91,9 @@ class FolderHost:
     def before_patch(self) -> None:
         pass
 
+    def before_generate(self) -> None:
+        pass
+
     def skip_prefixes(self) -> tuple[str, ...]:
         return ()
 

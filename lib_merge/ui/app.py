@@ -28,11 +28,12 @@ TAB_LABELS = ("Merge", "MBW", "XYZ plot", "Adjust", "Dice", "LoRA", "Toolkit", "
 def footer_text(workbench: Workbench) -> str:
     stats = workbench.cache_stats()
     cache = str(stats) if stats else "cache: off"
-    if not workbench.host.can_patch:
-        return cache
+    host = workbench.host
+    if not host.can_patch:
+        return f"Mode: save and load (merges are written, then selected) · {cache}" if host.can_generate else cache
     live = workbench.live
     merged = f"Loaded: **{live.name}** (history {live.history_id})" if live else "Loaded: the selected checkpoint"
-    return f"{merged} · {cache}"
+    return f"Mode: in place · {merged} · {cache}"
 
 
 def follow_checkpoint(selector, model_a, host) -> None:
@@ -62,6 +63,7 @@ def build_ui(workbench: Workbench, desk: PlotDesk | None = None) -> gr.Blocks:
                     can_generate,
                     host.config().save_dtype,
                     host.selected_checkpoint(),
+                    footer_text(workbench),
                 )
             with gr.Tab("MBW", elem_id="alloy_tab_mbw"):
                 mbw_tab.build(widgets)

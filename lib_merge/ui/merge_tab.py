@@ -20,10 +20,15 @@ def _slider(name: str) -> gr.Slider:
 
 
 def build(
-    widgets: dict, titles: list[str], can_generate: bool, save_dtype: str = "fp16", model_a: str | None = None
+    widgets: dict,
+    titles: list[str],
+    can_generate: bool,
+    save_dtype: str = "fp16",
+    model_a: str | None = None,
+    footer: str = "",
 ) -> dict:
     """Creates the widgets (into `widgets`) and returns the buttons and output components; `model_a` is the
-    loaded checkpoint's title, Model A's first value."""
+    loaded checkpoint's title, Model A's first value; `footer` the first status line (the merge mode)."""
     out: dict = {}
     with gr.Row():
         widgets["model_a"] = gr.Dropdown(
@@ -119,5 +124,5 @@ def build(
         out["gen_overrides"] = gen
     out["gallery"] = gr.Gallery(label="Images", columns=4, visible=can_generate, elem_id="alloy_gallery")
     out["infotext"] = gr.Textbox(label="Infotext", lines=3, visible=can_generate, elem_id="alloy_infotext")
-    out["footer"] = gr.Markdown("", elem_id="alloy_footer")
+    out["footer"] = gr.Markdown(footer, elem_id="alloy_footer")
     return out

@@ -1,0 +1,62 @@
+"""A checkpoint tensor that the host keeps as several tensors.
+
+Forge splits some keys when it loads a checkpoint: a text encoder's fused q/k/v projection becomes
+three row blocks, a text projection is stored transposed. A live merge still computes the
+checkpoint's tensor; this object reads it back in the checkpoint's layout (for backups and
+comparisons) and writes a result into every part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Part:
+    tensor: torch.Tensor  # the host's own tensor
+    rows: tuple[int, int] | None = None  # the checkpoint rows it holds; None: all of them
+    transposed: bool = False  # it holds those rows transposed
+
+    def of(self, whole: torch.Tensor) -> torch.Tensor:
+        """The view of a checkpoint-shaped tensor that this part holds."""
+        block = whole[self.rows[0] : self.rows[1]] if self.rows else whole
+        return block.t() if self.transposed else block
+
+
+class StoredParts:
+    """Quacks like the tensor a live merge patches: shape, dtype, device, detach() and copy_()."""
+
+    def __init__(self, parts: list[Part], shape: tuple[int, ...]):
+        self.parts = parts
+        self.shape = torch.Size(shape)
+        self.dtype = parts[0].tensor.dtype
+        self.device = parts[0].tensor.device
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def element_size(self) -> int:
+        return self.parts[0].tensor.element_size()
+
+    def is_contiguous(self) -> bool:
+        return False
+
+    def is_inference(self) -> bool:
+        return any(part.tensor.is_inference() for part in self.parts)
+
+    def data_ptr(self) -> int:
+        return 0  # no single storage: never the result's own
+
+    def detach(self) -> torch.Tensor:
+        """The checkpoint-shaped value, assembled from the parts."""
+        whole = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        for part in self.parts:
+            part.of(whole).copy_(part.tensor.detach())
+        return whole
+
+    def copy_(self, value: torch.Tensor) -> StoredParts:
+        for part in self.parts:
+            part.tensor.copy_(part.of(value))
+        return self

@@ -1,0 +1,55 @@
+"""Forge's txt2img processing around the model: `forge_model_reload()` first, then LoRAs from the prompt
+applied through the patchers (as `load_model_gpu` does at use); the image is a pure function of every
+tensor of the component modules and the seed, so equal images mean equal weights."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import torch
+
+from modules import sd_models, shared
+
+_spec = importlib.util.spec_from_file_location(
+    "modules._a1111_processing", Path(__file__).resolve().parents[2] / "webui_double" / "modules" / "processing.py"
+)
+_a1111 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_a1111)
+StableDiffusionProcessingTxt2Img = _a1111.StableDiffusionProcessingTxt2Img
+Processed = _a1111.Processed
+
+
+def components(model):
+    objects = model.forge_objects_original
+    return torch.nn.ModuleDict(
+        {"unet": objects.unet.model, "clip": objects.clip.cond_stage_model, "vae": objects.vae.first_stage_model}
+    )
+
+
+def process_images(p):
+    from backend.patcher.lora import DELTA
+
+    if p.scripts is not None:
+        p.scripts.before_process(p)
+    sd_models.forge_model_reload()
+    model = shared.sd_model
+    count = p.batch_size * p.n_iter
+    prompts = list(p.prompt) if isinstance(p.prompt, list) else [p.prompt] * count
+    objects = model.forge_objects_original
+    unet, clip = objects.unet.clone(), objects.clip.patcher.clone()
+    for name in re.findall(r"<lora:([^:>]+)", " ".join(prompts)):
+        for patcher in (unet, clip):
+            keys = [k for k, v in patcher.model.named_parameters() if k.endswith("weight") and v.dim() == 2]
+            patcher.add_patches(filename=name, patches={k: DELTA for k in keys})
+    unet.refresh_loras()
+    clip.refresh_loras()
+    seed = p.seed if p.seed != -1 else 1234
+    images = [_a1111.render(components(model), seed + i, p.width, p.height, prompts[i]) for i in range(count)]
+    fields = {
+        "Steps": p.steps,
+        "Seed": seed,
+        "Model hash": model.sd_model_hash,
+        "Model": model.sd_checkpoint_info.name_for_extra,
+    }
+    fields.update(p.extra_generation_params)
+    return Processed(images, f"{prompts[0]}\n" + ", ".join(f"{k}: {v}" for k, v in fields.items()))

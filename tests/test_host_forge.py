@@ -1,0 +1,254 @@
+"""The Forge host adapter against the Forge double (tests/forge_double): the merge goes into Forge's own
+component modules, equals what Forge builds from the saved file, survives generation, restores exactly,
+and leaves Forge's LoRAs on top."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lib_merge.app.ports import GenSettings
+from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
+from lib_merge.recipe.form import MergeSettings
+
+FORGE = Path(__file__).parent / "forge_double"
+DOUBLES = ("modules", "modules_forge", "networks", "backend", "huggingface_guess")
+
+
+def _forget_doubles() -> None:
+    for name in [m for m in sys.modules if m.split(".")[0] in DOUBLES]:
+        del sys.modules[name]
+
+
+class Forge:
+    """The Forge double, started with model A selected and loaded, and Alloy connected."""
+
+    def __init__(self, root: Path, models_src: list[Path], patch: bool = True):
+        _forget_doubles()
+        sys.path.insert(0, str(FORGE))
+        from modules import processing, sd_models, shared
+        from modules_forge import main_entry
+
+        import lib_merge.host.forge as forge
+        from lib_merge.host.a1111 import connect
+
+        self.folder = root / "models" / "Stable-diffusion"
+        self.folder.mkdir(parents=True)
+        for name, src in zip(("model_a", "model_b", "model_c"), models_src, strict=True):
+            shutil.copy(src, self.folder / f"{name}.safetensors")
+        sd_models.model_path = sd_models.registry.model_path = str(self.folder)
+        self.shared, self.sd_models, self.processing, self.main_entry = shared, sd_models, processing, main_entry
+        sd_models.list_models()
+        shared.opts.data["sd_model_checkpoint"] = "model_a.safetensors"
+        shared.opts.data["alloy_history_file"] = str(root / "history.csv")
+        main_entry.refresh_model_loading_parameters()
+        sd_models.forge_model_reload()  # Forge loads the selected checkpoint at start-up
+        if not patch:
+            forge.exposes_component_modules = lambda: False
+        self.host = forge.ForgeHost()
+        self.workbench = Workbench(self.host)
+        connect(self.workbench)
+
+    def title(self, stem: str) -> str:
+        return next(t for t in self.sd_models.checkpoints_list if t.startswith(stem))
+
+    @property
+    def model(self):
+        return self.sd_models.model_data.sd_model
+
+    def gen(self, prompt: str = "a cat", seed: int = 7):
+        gen = GenSettings(
+            prompt=prompt,
+            negative_prompt="",
+            steps=2,
+            sampler="Euler",
+            seed=seed,
+            width=64,
+            height=64,
+            batch_size=1,
+            n_iter=1,
+            cfg_scale=7.0,
+            save_images=False,
+        )
+        return self.workbench.generate(gen)
+
+    def image(self, prompt: str = "a cat") -> np.ndarray:
+        return np.asarray(self.gen(prompt).images[0])
+
+    def merge(self, alpha: float = 0.4, **kw):
+        settings = MergeSettings(self.title("model_a"), self.title("model_b"), "weighted_sum", alpha=alpha)
+        return self.workbench.merge(MergeRequest(settings=settings, **kw))
+
+    def choose(self, stem: str) -> None:
+        """The user picks a checkpoint in Forge's dropdown."""
+        self.main_entry.checkpoint_change(self.title(stem))
+
+    def close(self) -> None:
+        import lib_merge.host.forge as forge
+
+        sys.path.remove(str(FORGE))
+        _forget_doubles()
+        forge.exposes_component_modules = EXPOSES
+
+
+import lib_merge.host.forge as _forge  # noqa: E402
+
+EXPOSES = _forge.exposes_component_modules
+
+
+@pytest.fixture(params=["sd1", "sdxl"])
+def forge(request, tmp_path):
+    ui = Forge(tmp_path, request.getfixturevalue(request.param))
+    yield ui
+    ui.close()
+
+
+@pytest.fixture
+def forge_sd1(tmp_path, sd1):
+    ui = Forge(tmp_path, sd1)
+    yield ui
+    ui.close()
+
+
+def component_tensors(model) -> dict[str, torch.Tensor]:
+    """Every tensor of Forge's component modules, by component and name."""
+    objects = model.forge_objects_original
+    modules = {"unet": objects.unet.model, "clip": objects.clip.cond_stage_model, "vae": objects.vae.first_stage_model}
+    named = {c: {**dict(m.named_buffers()), **dict(m.named_parameters())} for c, m in modules.items()}
+    return {f"{c}/{n}": t for c, tensors in named.items() for n, t in tensors.items()}
+
+
+def forge_loads(path) -> dict[str, torch.Tensor]:
+    """What Forge itself builds from a checkpoint file: the reference for a live merge."""
+    from backend.loader import forge_loader
+
+    return component_tensors(forge_loader(str(path)))
+
+
+def assert_same(live: dict, reference: dict) -> None:
+    assert live.keys() == reference.keys()
+    for name, tensor in reference.items():
+        assert torch.equal(live[name], tensor), name
+
+
+def test_the_merge_goes_into_forges_modules_as_forge_would_load_it_and_restore_is_exact(forge):
+    image_a = forge.image()
+    assert all(t.is_inference() for t in component_tensors(forge.model).values())  # as Forge loads them
+    outcome = forge.merge(0.4)
+    assert "into the loaded model" in outcome.message
+    merged = forge.image()
+    assert not np.array_equal(merged, image_a)
+    path = forge.workbench.save_current(SaveRequest(name="saved_merge", dtype="fp32"))  # as Forge holds it
+    assert_same(component_tensors(forge.model), forge_loads(path))  # split q/k/v and transposes included
+    assert forge.workbench.restore().startswith("Restored")
+    assert np.array_equal(forge.image(), image_a)
+    assert_same(component_tensors(forge.model), forge_loads(forge.folder / "model_a.safetensors"))
+
+
+def test_each_key_has_its_place_in_forge_and_keys_forge_ignores_are_left_out(forge):
+    from lib_merge.engine.parts import StoredParts
+
+    view = forge.host.live_model()
+    tensors = view.checkpoint_tensors()
+    unet = forge.model.forge_objects_original.unet.model.diffusion_model
+    assert tensors["model.diffusion_model.out.2.weight"] is unet.get_parameter("out.2.weight")
+    if "conditioner.embedders.1.model.logit_scale" in view.shapes:  # SDXL: Forge's loader ignores logit_scale
+        assert view.unused_keys == {"conditioner.embedders.1.model.logit_scale"}
+        fused = tensors["conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"]
+        assert isinstance(fused, StoredParts) and [p.rows for p in fused.parts] == [
+            (0, fused.shape[0] // 3),
+            (fused.shape[0] // 3, 2 * fused.shape[0] // 3),
+            (2 * fused.shape[0] // 3, fused.shape[0]),
+        ]
+        projection = tensors["conditioner.embedders.1.model.text_projection"]
+        assert isinstance(projection, StoredParts) and projection.parts[0].transposed
+    else:
+        assert view.unused_keys == set()
+
+
+def test_generation_keeps_the_merge_names_it_and_any_checkpoint_choice_reloads_from_disk(forge_sd1):
+    forge = forge_sd1
+    image_a = forge.image()
+    outcome = forge.merge(0.3)
+    loads = len(forge.sd_models.loads)
+    result = forge.gen()
+    assert len(forge.sd_models.loads) == loads  # forge_model_reload kept the patched model
+    assert f"Model: {outcome.name}" in result.infotext
+    assert f"Model hash: {outcome.recipe_hash[:10]}" in result.infotext
+    assert f"Alloy history: {outcome.history_id}" in result.infotext
+    forge.choose("model_a")  # model A itself, chosen again: loaded from disk, the merge is gone
+    assert np.array_equal(forge.image(), image_a)
+    assert len(forge.sd_models.loads) == loads + 1
+    assert forge.workbench.live is None and not forge.workbench.backup.patched
+    forge.merge(0.3)
+    forge.choose("model_b")
+    image_b = forge.image()
+    forge.choose("model_a")
+    assert np.array_equal(forge.image(), image_a) and not np.array_equal(image_b, image_a)
+
+
+def test_a_lora_applies_on_top_of_the_merge_and_never_sticks(forge_sd1):
+    forge = forge_sd1
+    image_a = forge.image()
+    forge.merge(0.6)
+    merged = forge.image()
+    with_lora = forge.image("a cat <lora:style>")
+    assert not np.array_equal(with_lora, merged)
+    assert np.array_equal(forge.image(), merged)  # the LoRA is not baked in
+    forge.image("a cat <lora:style>")  # applied now: Forge's loader holds the merged weights as backups
+    forge.merge(0.2)  # merging while it is applied: from model A's true weights, not A + LoRA
+    merged_02 = forge.image()
+    assert forge.workbench.restore().startswith("Restored")
+    assert np.array_equal(forge.image(), image_a)
+    forge.merge(0.2)
+    assert np.array_equal(forge.image(), merged_02)
+    forge.image("a cat <lora:style>")
+    assert forge.workbench.restore().startswith("Restored")  # restore while a LoRA is applied
+    assert np.array_equal(forge.image(), image_a)
+
+
+def test_without_component_modules_forge_saves_and_loads(tmp_path, sd1):
+    from lib_merge.ui.app import footer_text
+
+    forge = Forge(tmp_path, sd1, patch=False)
+    try:
+        assert footer_text(forge.workbench).startswith("Mode: save and load")
+        image_a = forge.image()
+        outcome = forge.merge(0.4)
+        assert outcome.path and Path(outcome.path).parent == forge.folder
+        assert not np.array_equal(forge.image(), image_a)
+        assert forge.model.sd_checkpoint_info.filename == outcome.path  # Forge loaded the file itself
+        assert forge.workbench.restore().startswith("Selected model A")
+        assert np.array_equal(forge.image(), image_a)
+    finally:
+        forge.close()
+
+
+def test_the_footer_says_in_place(forge_sd1):
+    from lib_merge.ui.app import footer_text
+
+    assert footer_text(forge_sd1.workbench).startswith("Mode: in place")
+
+
+def test_a_vae_chosen_in_forges_module_list_is_kept(forge_sd1, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    forge = forge_sd1
+    prefix = "first_stage_model."
+    vae = {
+        k[len(prefix) :]: v for k, v in load_file(forge.folder / "model_c.safetensors").items() if k.startswith(prefix)
+    }
+    save_file(vae, str(tmp_path / "my_vae.safetensors"))
+    forge.shared.opts.data["forge_additional_modules"] = [str(tmp_path / "my_vae.safetensors")]
+    before = {k: v.clone() for k, v in component_tensors(forge.model).items() if k.startswith("vae/")}
+    outcome = forge.merge(0.5)
+    assert "VAE: external VAE kept" in outcome.message
+    after = component_tensors(forge.model)
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    model_a = forge_loads(forge.folder / "model_a.safetensors")
+    assert not torch.equal(after["unet/diffusion_model.out.2.weight"], model_a["unet/diffusion_model.out.2.weight"])
