@@ -126,8 +126,11 @@ def component_tensors(model) -> dict[str, torch.Tensor]:
 def forge_loads(path) -> dict[str, torch.Tensor]:
     """What Forge itself builds from a checkpoint file: the reference for a live merge."""
     from backend.loader import forge_loader
+    from modules.processing import widen_embeddings
 
-    return component_tensors(forge_loader(str(path)))
+    model = forge_loader(str(path))
+    widen_embeddings(model)  # as the first prompt does
+    return component_tensors(model)
 
 
 def assert_same(live: dict, reference: dict) -> None:
@@ -252,3 +255,49 @@ def test_a_vae_chosen_in_forges_module_list_is_kept(forge_sd1, tmp_path):
     assert all(torch.equal(after[k], v) for k, v in before.items())
     model_a = forge_loads(forge.folder / "model_a.safetensors")
     assert not torch.equal(after["unet/diffusion_model.out.2.weight"], model_a["unet/diffusion_model.out.2.weight"])
+
+
+def test_a_forge_conversion_alloy_cannot_follow_is_refused_with_the_reason(forge_sd1):
+    """A conversion step that needs tensor values (here a concatenation) stops the map before any write."""
+    from lib_merge.errors import HostPatchError
+    from lib_merge.host.forge_keys import trace_conversion
+
+    class Joins(type(forge_sd1.model.model_config)):
+        def process_clip_state_dict(self, sd):
+            sd = super().process_clip_state_dict(sd)
+            q = "clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
+            sd["joined"] = torch.cat([sd[q], sd[q]])
+            return sd
+
+    stored = {
+        "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight": ((8, 8), torch.float16)
+    }
+    with pytest.raises(HostPatchError, match="could not be traced"):
+        trace_conversion(Joins(), stored)
+
+
+def test_row_slices_and_transposes_are_traced_like_the_tensors_they_stand_for():
+    from lib_merge.engine.parts import Part, StoredParts
+    from lib_merge.host.forge_keys import KeyTrace
+
+    fused = torch.arange(24.0).reshape(6, 4)
+    trace = KeyTrace("k", (6, 4), torch.float32)
+    thirds = [trace[2 * i : 2 * (i + 1)] for i in range(3)]
+    twice = trace[2:6][1:3]  # a slice of a slice: rows 3 and 4
+    assert twice.rows == (3, 5) and torch.equal(Part(fused, twice.rows).of(fused), fused[2:6][1:3])
+    flipped = trace.transpose(0, 1)
+    assert flipped.shape == (4, 6) and flipped.transposed
+    parts = [Part(torch.zeros(2, 4), t.rows) for t in thirds] + [Part(torch.zeros(4, 6), None, True)]
+    whole = StoredParts(parts, (6, 4))
+    whole.copy_(fused)
+    assert all(torch.equal(p.tensor, p.of(fused)) for p in parts)
+    assert torch.equal(whole.detach(), fused)
+
+
+def test_the_switch_makes_forge_save_and_load(forge_sd1, monkeypatch):
+    from lib_merge.host.forge import SAVE_AND_LOAD_SWITCH, ForgeHost
+
+    monkeypatch.setenv(SAVE_AND_LOAD_SWITCH, "1")
+    assert not ForgeHost().can_patch
+    monkeypatch.setenv(SAVE_AND_LOAD_SWITCH, "0")
+    assert ForgeHost().can_patch

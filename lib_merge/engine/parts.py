@@ -1,9 +1,11 @@
-"""A checkpoint tensor that the host keeps as several tensors.
+"""A checkpoint tensor that the host keeps as several tensors, or widened after loading.
 
 Forge splits some keys when it loads a checkpoint: a text encoder's fused q/k/v projection becomes
 three row blocks, a text projection is stored transposed. A live merge still computes the
 checkpoint's tensor; this object reads it back in the checkpoint's layout (for backups and
-comparisons) and writes a result into every part.
+comparisons) and writes a result into every part. Forge also widens a few tensors after loading
+(the text encoder's embeddings, stored in fp16, go to fp32 at the first prompt): a result is rounded
+to the dtype the host loaded them in (`via`) before it is written, as loading it from a file would.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ class Part:
 class StoredParts:
     """Quacks like the tensor a live merge patches: shape, dtype, device, detach() and copy_()."""
 
-    def __init__(self, parts: list[Part], shape: tuple[int, ...]):
+    def __init__(self, parts: list[Part], shape: tuple[int, ...], via: torch.dtype | None = None):
         self.parts = parts
         self.shape = torch.Size(shape)
+        self.via = via
         self.dtype = parts[0].tensor.dtype
         self.device = parts[0].tensor.device
 
@@ -57,6 +60,8 @@ class StoredParts:
         return whole
 
     def copy_(self, value: torch.Tensor) -> StoredParts:
+        if self.via is not None:
+            value = value.to(self.via)
         for part in self.parts:
             part.tensor.copy_(part.of(value))
         return self

@@ -29,6 +29,7 @@ from lib_merge.host.forge_keys import ForgeModelView, trace_conversion
 from lib_merge.io.source import SourceModel
 
 MERGE_PARAMETER = "alloy_merge"  # the live merge's recipe hash in Forge's loading parameters
+SAVE_AND_LOAD_SWITCH = "ALLOY_FORGE_SAVE_AND_LOAD"  # =1: save and load even where in place works
 
 
 class ForgeHost(A1111Host):
@@ -36,7 +37,7 @@ class ForgeHost(A1111Host):
 
     def __init__(self) -> None:
         super().__init__()
-        self.can_patch = exposes_component_modules()
+        self.can_patch = exposes_component_modules() and os.environ.get(SAVE_AND_LOAD_SWITCH, "") != "1"
         self._view_key = None  # (model, file identity) the view below was made for
         self._view: ForgeModelView | None = None
 
@@ -183,7 +184,7 @@ def component_modules(model) -> dict[str, torch.nn.Module] | None:
         }
         clip_target = config.clip_target if isinstance(config.clip_target, dict) else {}
         for prefix, component in clip_target.items():
-            modules[component] = objects.clip.cond_stage_model[prefix]
+            modules[component] = getattr(objects.clip.cond_stage_model, prefix)  # a Module, not a ModuleDict
     except (AttributeError, KeyError, TypeError) as e:
         raise HostPatchError(f"this Forge model does not expose its component modules as expected ({e})") from None
     return modules

@@ -104,7 +104,9 @@ def trace_conversion(config, stored: Mapping[str, tuple[tuple[int, ...], torch.d
 class ForgeModelView:
     """Model A's checkpoint keys mapped onto Forge's component modules: the live merge's `PatchTarget`.
 
-    Parameters are looked up on every call: Forge's LoRA loader swaps parameter objects.
+    Parameters are looked up on every call: Forge's LoRA loader swaps parameter objects. A component
+    stored in half precision whose tensor is fp32 now had it widened after loading (Forge's text
+    encoder embeddings): results are rounded to half first, as Forge's loading of the file would.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class ForgeModelView:
         self.placements = dict(placements)
         self.shapes = dict(shapes)
         present = {component: set(_named_tensors(module)) for component, module in self.modules.items()}
+        self.stored_dtypes = {component: _stored_dtype(module) for component, module in self.modules.items()}
         self.unused_keys = frozenset(
             key
             for key in self.shapes
@@ -131,12 +134,26 @@ class ForgeModelView:
             if key in self.unused_keys:
                 continue
             parts = [Part(named[p.component][p.name], p.rows, p.transposed) for p in places]
-            if len(parts) == 1 and parts[0].rows is None and not parts[0].transposed:
+            stored = self.stored_dtypes[places[0].component]
+            widened = stored in HALF and all(part.tensor.dtype == torch.float32 for part in parts)
+            if len(parts) == 1 and parts[0].rows is None and not parts[0].transposed and not widened:
                 found[key] = parts[0].tensor
             else:
-                found[key] = StoredParts(parts, self.shapes[key])
+                found[key] = StoredParts(parts, self.shapes[key], via=stored if widened else None)
         return found
+
+
+HALF = (torch.float16, torch.bfloat16)
 
 
 def _named_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {**dict(module.named_buffers()), **dict(module.named_parameters())}
+
+
+def _stored_dtype(module: torch.nn.Module) -> torch.dtype | None:
+    """The floating dtype most of a component's parameters have: the one Forge loaded it in."""
+    counts: dict[torch.dtype, int] = {}
+    for tensor in module.parameters():
+        if tensor.is_floating_point():
+            counts[tensor.dtype] = counts.get(tensor.dtype, 0) + tensor.numel()
+    return max(counts, key=counts.get) if counts else None

@@ -1,7 +1,8 @@
 """Forge's checkpoint loader (backend/loader.py) as the double needs it: the checkpoint is split by the
 model's huggingface_guess class into component state dicts, and each is loaded into its own module.
 Modules are built under inference mode, as Forge's `forge_model_reload` does: their parameters are
-inference tensors. The text encoders get a `text_projection` of their own (Forge's IntegratedCLIP) and
+inference tensors. On the CPU Forge stores the text encoders in fp16 (`text_encoder_dtype()`), the
+UNet and VAE in fp32. The text encoders get a `text_projection` of their own (Forge's IntegratedCLIP) and
 ignore `logit_scale`, as Forge's loader does."""
 
 import huggingface_guess
@@ -13,6 +14,7 @@ from backend.patcher.base import ModelPatcher
 from backend.state_dict import try_filter_state_dict
 
 IGNORED = ("logit_scale",)
+TEXT_ENCODER_DTYPE = torch.float16
 
 
 def preprocess_state_dict(sd):
@@ -59,9 +61,18 @@ class KModel(torch.nn.Module):
         self.diffusion_model = diffusion_model
 
 
+class JointTextEncoder(torch.nn.Module):
+    """Forge's (backend/patcher/clip.py): a plain Module with one child per text encoder, not subscriptable."""
+
+    def __init__(self, encoders):
+        super().__init__()
+        for name, module in encoders.items():
+            self.add_module(name, module)
+
+
 class CLIP:
     def __init__(self, encoders):
-        self.cond_stage_model = torch.nn.ModuleDict(encoders)
+        self.cond_stage_model = JointTextEncoder(encoders)
         self.patcher = ModelPatcher(self.cond_stage_model)
 
 
@@ -76,10 +87,10 @@ def forge_loader(path, dtype=torch.float32):
     parts, guess = split_state_dict(path)
     encoders = {}
     for prefix, component in guess.clip_target.items():
-        encoder = build_module(parts[component], dtype)
+        encoder = build_module(parts[component], TEXT_ENCODER_DTYPE)
         if not hasattr(encoder.transformer, "text_projection"):
             width = parts[component]["transformer.text_model.final_layer_norm.weight"].shape[0]
-            projection = torch.nn.Linear(width, width, bias=False)
+            projection = torch.nn.Linear(width, width, bias=False, dtype=TEXT_ENCODER_DTYPE)
             torch.nn.init.eye_(projection.weight)
             encoder.transformer.add_module("text_projection", projection)
         encoders[prefix] = encoder

@@ -26,6 +26,16 @@ def components(model):
     )
 
 
+def widen_embeddings(model):
+    """What Forge's classic text engine does before every prompt: the text encoders' embedding modules
+    go to fp32 (`Module.to`, which swaps each parameter's data)."""
+    for encoder in model.forge_objects_original.clip.cond_stage_model.children():
+        embeddings = encoder.transformer.text_model.embeddings
+        with torch.inference_mode():
+            embeddings.position_embedding.to(dtype=torch.float32)
+            embeddings.token_embedding.to(dtype=torch.float32)
+
+
 def process_images(p):
     from backend.patcher.lora import DELTA
 
@@ -43,6 +53,7 @@ def process_images(p):
             patcher.add_patches(filename=name, patches={k: DELTA for k in keys})
     unet.refresh_loras()
     clip.refresh_loras()
+    widen_embeddings(model)
     seed = p.seed if p.seed != -1 else 1234
     images = [_a1111.render(components(model), seed + i, p.width, p.height, prompts[i]) for i in range(count)]
     fields = {
