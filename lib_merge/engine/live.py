@@ -240,6 +240,7 @@ class LiveModelSink:
         self.tensors = tensors  # model_tensors(model)
         self.targets: dict[str, torch.Tensor] = {}
         self.patched: list[str] = []
+        self.inference = False  # the targets are inference tensors: the engine writes in inference mode
 
     def begin(self, plan: list[PlannedTensor]) -> None:
         tensors = self.tensors
@@ -257,6 +258,7 @@ class LiveModelSink:
                 + ", ".join(listed)
             )
         self.targets = {p.key: tensors[p.key] for p in wanted}
+        self.inference = any(t.is_inference() for t in self.targets.values())
 
     def _back_up(self, key: str) -> None:
         self.backup.take(key, self.targets[key], self.source)
@@ -267,7 +269,7 @@ class LiveModelSink:
         tensor = self.targets[key]
         if (
             not isinstance(tensor, torch.Tensor)  # stored in parts (Forge's split projections)
-            or tensor.is_inference()  # writable only in inference mode, which the engine's workers are not in
+            or (tensor.is_inference() and not torch.is_inference_mode_enabled())  # writable only in there
             or tensor.device.type != "cpu"
             or tensor.dtype != dtype
             or not tensor.is_contiguous()

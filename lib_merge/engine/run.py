@@ -64,7 +64,6 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     cancel = options.cancel or CancelToken()
     budget = _ByteBudget(IN_FLIGHT_BYTES)
     write_into = getattr(sink, "write_into", None)  # a sink whose own tensors take results directly
-    compute = _KeyComputer(device, options.compute_dtype, options.nonfinite, report, options.cache, write_into)
     pending: deque[tuple[KeyJob, Future, int]] = deque()
     done = 0
     from lib_merge.engine.prepass import run_prepass
@@ -72,6 +71,11 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     _match_rebasin(plan, options, cancel, report)
     run_prepass(plan, options, cancel)
     sink.begin(plan.tensors)
+    # A sink whose tensors are inference tensors (Forge's) is written in inference mode, by the workers too.
+    inference = bool(getattr(sink, "inference", False))
+    compute = _KeyComputer(
+        device, options.compute_dtype, options.nonfinite, report, options.cache, write_into, inference
+    )
     source = "reading from disk" if _reads_disk(plan, options.cache) else "inputs in RAM"
     drain = functools.partial(_drain_one, pending, sink, budget, report, options, source)
     try:
@@ -162,8 +166,10 @@ class _KeyComputer:
         report: EngineReport,
         cache: TensorCache | None = None,
         write_into: Callable[[str, torch.dtype], torch.Tensor | None] | None = None,
+        inference: bool = False,
     ):
         self.cache = cache
+        self.inference = inference
         self.device = device
         self.cdt = cdt
         self.nonfinite = nonfinite
@@ -172,6 +178,10 @@ class _KeyComputer:
         self.write_into = write_into  # the sink's own tensor for a key, when the result may go straight there
 
     def __call__(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
+        with torch.inference_mode(self.inference):
+            return self._compute(job, cancel)
+
+    def _compute(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
         cancel.check()
         leaves = job.leaves()
         merging = job.cast and not is_leaf(job.tree)

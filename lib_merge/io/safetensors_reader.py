@@ -56,7 +56,7 @@ class SafetensorsFile:
     def read(self, key: str) -> torch.Tensor:
         """A fresh copy of the tensor at `key`."""
         info = self.tensors[key]
-        buf = torch.empty(info.nbytes, dtype=torch.uint8)
+        buf = fresh_bytes(info.nbytes)
         if info.nbytes:
             view = memoryview(buf.numpy())
             got = 0
@@ -173,3 +173,15 @@ def _check_overlaps(name: str, tensors: dict[str, TensorInfo]) -> None:
     for (_, end, key), (start, _, next_key) in zip(spans, spans[1:]):
         if start < end:
             raise CorruptModelError(f"{name}: tensors {key!r} and {next_key!r} overlap in the file")
+
+
+OWN_MAPPING_BYTES = 1 << 20
+
+
+def fresh_bytes(nbytes: int) -> torch.Tensor:
+    """A new byte buffer; from 1 MiB up, in a mapping of its own, which goes back to the system the
+    moment the tensor dies. From the allocator, freed tensor memory may stay with the process: the RAM
+    cache, evicting and reading again, then holds more than its budget."""
+    if nbytes < OWN_MAPPING_BYTES:
+        return torch.empty(nbytes, dtype=torch.uint8)
+    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=torch.uint8)
