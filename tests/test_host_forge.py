@@ -153,25 +153,37 @@ def test_the_merge_goes_into_forges_modules_as_forge_would_load_it_and_restore_i
     assert_same(component_tensors(forge.model), forge_loads(forge.folder / "model_a.safetensors"))
 
 
-def test_each_key_has_its_place_in_forge_and_keys_forge_ignores_are_left_out(forge):
+def test_each_key_has_its_place_in_forge(forge):
     from lib_merge.engine.parts import StoredParts
 
     view = forge.host.live_model()
     tensors = view.checkpoint_tensors()
+    assert view.unused_keys == set()
     unet = forge.model.forge_objects_original.unet.model.diffusion_model
     assert tensors["model.diffusion_model.out.2.weight"] is unet.get_parameter("out.2.weight")
-    if "conditioner.embedders.1.model.logit_scale" in view.shapes:  # SDXL: Forge's loader ignores logit_scale
-        assert view.unused_keys == {"conditioner.embedders.1.model.logit_scale"}
+    if "conditioner.embedders.1.model.text_projection" in view.shapes:  # SDXL's OpenCLIP-G
         fused = tensors["conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"]
-        assert isinstance(fused, StoredParts) and [p.rows for p in fused.parts] == [
-            (0, fused.shape[0] // 3),
-            (fused.shape[0] // 3, 2 * fused.shape[0] // 3),
-            (2 * fused.shape[0] // 3, fused.shape[0]),
-        ]
+        third = fused.shape[0] // 3
+        assert isinstance(fused, StoredParts)
+        assert [p.rows for p in fused.parts] == [(0, third), (third, 2 * third), (2 * third, 3 * third)]
         projection = tensors["conditioner.embedders.1.model.text_projection"]
         assert isinstance(projection, StoredParts) and projection.parts[0].transposed
-    else:
-        assert view.unused_keys == set()
+
+
+def test_keys_forge_does_not_load_are_left_out_of_the_merge(tmp_path, models, sd1):
+    """The noise schedule's buffers lie outside every component: Forge never loads them."""
+    a = models("sd1_sched_a", arch="sd1", seed=1, schedule=True)
+    forge = Forge(tmp_path, [a, sd1[1], sd1[2]])
+    try:
+        view = forge.host.live_model()
+        assert view.unused_keys and all("." not in k for k in view.unused_keys)  # betas, alphas_cumprod, ...
+        image_a = forge.image()
+        assert forge.merge(0.5).merged
+        assert not np.array_equal(forge.image(), image_a)
+        assert forge.workbench.restore().startswith("Restored")
+        assert np.array_equal(forge.image(), image_a)
+    finally:
+        forge.close()
 
 
 def test_generation_keeps_the_merge_names_it_and_any_checkpoint_choice_reloads_from_disk(forge_sd1):

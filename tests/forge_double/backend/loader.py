@@ -2,8 +2,8 @@
 model's huggingface_guess class into component state dicts, and each is loaded into its own module.
 Modules are built under inference mode, as Forge's `forge_model_reload` does: their parameters are
 inference tensors. On the CPU Forge stores the text encoders in fp16 (`text_encoder_dtype()`), the
-UNet and VAE in fp32. The text encoders get a `text_projection` of their own (Forge's IntegratedCLIP) and
-ignore `logit_scale`, as Forge's loader does."""
+UNet and VAE in fp32. Keys outside every component (the noise schedule's buffers, EMA copies) are not
+loaded at all. The text encoders get a `text_projection` of their own (Forge's IntegratedCLIP)."""
 
 import huggingface_guess
 import torch
@@ -13,7 +13,6 @@ from backend.diffusion_engine.base import ForgeDiffusionEngine, ForgeObjects
 from backend.patcher.base import ModelPatcher
 from backend.state_dict import try_filter_state_dict
 
-IGNORED = ("logit_scale",)
 TEXT_ENCODER_DTYPE = torch.float16
 
 
@@ -40,8 +39,6 @@ def split_state_dict(path):
 def build_module(state, dtype=torch.float32):
     root = torch.nn.Module()
     for key, value in state.items():
-        if key.split(".")[-1] in IGNORED:
-            continue
         *path, leaf = key.split(".")
         module = root
         for part in path:
