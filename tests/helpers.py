@@ -18,7 +18,7 @@ def metadata(path: Path | str) -> dict[str, str]:
         return f.metadata() or {}
 
 
-def build_model(state, dtype: torch.dtype, hijack: bool = True) -> torch.nn.Module:
+def build_model(state, dtype: torch.dtype, hijack: bool = True, requires_grad: bool = True) -> torch.nn.Module:
     """A real module tree with the checkpoint's names, text encoder under `.wrapped.` as the WebUI hijack does.
 
     `state`: a state dict, or (key, tensor) pairs streamed from a file (full-size models in the benchmarks)."""
@@ -33,7 +33,7 @@ def build_model(state, dtype: torch.dtype, hijack: bool = True) -> torch.nn.Modu
                 module.add_module(part, torch.nn.Module())
             module = getattr(module, part)
         if value.is_floating_point():
-            module.register_parameter(leaf, torch.nn.Parameter(value.to(dtype).clone(), requires_grad=True))
+            module.register_parameter(leaf, torch.nn.Parameter(value.to(dtype).clone(), requires_grad=requires_grad))
         else:
             module.register_buffer(leaf, value.clone())
     return root

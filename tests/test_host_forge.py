@@ -4,6 +4,7 @@ and leaves Forge's LoRAs on top."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib_merge.app.ports import GenSettings
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
+from lib_merge.host.a1111 import DEFAULT_GEN
 from lib_merge.recipe.form import MergeSettings
 
 FORGE = Path(__file__).parent / "forge_double"
@@ -62,18 +63,8 @@ class Forge:
         return self.sd_models.model_data.sd_model
 
     def gen(self, prompt: str = "a cat", seed: int = 7):
-        gen = GenSettings(
-            prompt=prompt,
-            negative_prompt="",
-            steps=2,
-            sampler="Euler",
-            seed=seed,
-            width=64,
-            height=64,
-            batch_size=1,
-            n_iter=1,
-            cfg_scale=7.0,
-            save_images=False,
+        gen = dataclasses.replace(
+            DEFAULT_GEN, prompt=prompt, steps=2, seed=seed, width=64, height=64, save_images=False
         )
         return self.workbench.generate(gen)
 

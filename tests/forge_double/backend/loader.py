@@ -7,6 +7,7 @@ loaded at all. The text encoders get a `text_projection` of their own (Forge's I
 
 import huggingface_guess
 import torch
+from helpers import build_model
 from safetensors.torch import load_file
 
 from backend.diffusion_engine.base import ForgeDiffusionEngine, ForgeObjects
@@ -37,19 +38,7 @@ def split_state_dict(path):
 
 
 def build_module(state, dtype=torch.float32):
-    root = torch.nn.Module()
-    for key, value in state.items():
-        *path, leaf = key.split(".")
-        module = root
-        for part in path:
-            if not hasattr(module, part):
-                module.add_module(part, torch.nn.Module())
-            module = getattr(module, part)
-        if value.is_floating_point():
-            module.register_parameter(leaf, torch.nn.Parameter(value.to(dtype).clone(), requires_grad=False))
-        else:
-            module.register_buffer(leaf, value.clone())
-    return root
+    return build_model(state, dtype, hijack=False, requires_grad=False)
 
 
 class KModel(torch.nn.Module):
