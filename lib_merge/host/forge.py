@@ -83,7 +83,7 @@ class ForgeHost(A1111Host):
         path = self.loaded_file()
         if modules is None or path is None:
             return None
-        key = (id(model), path, os.stat(path).st_mtime_ns)
+        key = (id(model), path)  # made from the file the model was loaded from; a new load clears it
         if self._view_key != key:
             source = SourceModel(path)
             try:
@@ -140,6 +140,7 @@ class ForgeHost(A1111Host):
     def clear_identity(self) -> None:
         if not self.can_patch:
             return
+        self._view_key = self._view = None  # after a restore or another model's load: mapped again when needed
         base = self._base_entry
         super().clear_identity()
         from modules import sd_models
