@@ -38,12 +38,8 @@ class ForgeHost(A1111Host):
     def __init__(self) -> None:
         super().__init__()
         self.can_patch = exposes_component_modules() and os.environ.get(SAVE_AND_LOAD_SWITCH, "") != "1"
-        self._view_key = None  # (model, file identity) the view below was made for
+        self._view_key = None  # (model, model A's path) the view below was made for
         self._view: ForgeModelView | None = None
-
-    @property
-    def mode(self) -> str:
-        return "in place" if self.can_patch else "save and load"
 
     # -- checkpoints ---------------------------------------------------------------------------
     def load_checkpoint(self, path: str) -> None:
@@ -87,13 +83,14 @@ class ForgeHost(A1111Host):
         if self._view_key != key:
             source = SourceModel(path)
             try:
-                stored = {source.info(k).key: k for k in source.keys}
-                shapes = {k: (tuple(source.info(k).shape), source.info(k).dtype) for k in source.keys}
+                infos = {k: source.info(k) for k in source.keys}  # Alloy's key -> the file's own entry
             finally:
                 source.close()
-            traced = trace_conversion(model.model_config, {stored_key: shapes[k] for stored_key, k in stored.items()})
-            placements = {stored[s]: places for s, places in traced.items()}
-            self._view = ForgeModelView(modules, placements, {k: shape for k, (shape, _) in shapes.items()})
+            # Forge converts the keys as stored in the file; the view answers in Alloy's keys.
+            traced = trace_conversion(model.model_config, {i.key: (i.shape, i.dtype) for i in infos.values()})
+            ours = {i.key: k for k, i in infos.items()}
+            placements = {ours[stored]: places for stored, places in traced.items()}
+            self._view = ForgeModelView(modules, placements, {k: tuple(i.shape) for k, i in infos.items()})
             self._view_key = key
         return self._view
 
@@ -140,11 +137,11 @@ class ForgeHost(A1111Host):
     def clear_identity(self) -> None:
         if not self.can_patch:
             return
+        from modules import sd_models
+
         self._view_key = self._view = None  # after a restore or another model's load: mapped again when needed
         base = self._base_entry
         super().clear_identity()
-        from modules import sd_models
-
         data = sd_models.model_data
         if MERGE_PARAMETER in data.forge_loading_parameters:
             self._mark_loading_parameters(base or data.forge_loading_parameters["checkpoint_info"], None)
