@@ -304,3 +304,21 @@ def test_the_switch_makes_forge_save_and_load(forge_sd1, monkeypatch):
     assert not ForgeHost().can_patch
     monkeypatch.setenv(SAVE_AND_LOAD_SWITCH, "0")
     assert ForgeHost().can_patch
+
+
+def test_forges_inference_tensors_are_computed_into_not_copied_into(forge_sd1, monkeypatch):
+    """The engine's workers run in inference mode for such a model, so results land in the parameters."""
+    from lib_merge.engine.live import LiveModelSink
+
+    seen = []
+    put = LiveModelSink.put
+
+    def spy(self, key, tensor):
+        target = self.targets[key]
+        if isinstance(target, torch.Tensor) and target.dtype == torch.float32 and target.dim() > 1:
+            seen.append(tensor.data_ptr() == target.data_ptr())
+        return put(self, key, tensor)
+
+    monkeypatch.setattr(LiveModelSink, "put", spy)
+    forge_sd1.merge(0.4)
+    assert seen and all(seen)

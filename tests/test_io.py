@@ -244,3 +244,28 @@ def test_early_writeback_hands_over_all_but_the_newest_bytes(tmp_path, monkeypat
     assert all(a[0] + a[1] == b[0] for a, b in zip(calls, calls[1:]))  # contiguous, no overlap
     assert 100 + 40 * len(chunk) - (calls[-1][0] + calls[-1][1]) >= 10_000  # the newest lag untouched
     assert path.read_bytes() == b"H" * 100 + chunk * 40
+
+
+def _mapping_starts() -> set[int]:
+    with open("/proc/self/maps") as f:
+        return {int(line.split("-", 1)[0], 16) for line in f}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc/self/maps")
+def test_a_large_read_has_a_mapping_of_its_own_that_goes_with_the_tensor(tmp_path):
+    """Memory the RAM cache drops must go back to the system, not stay with the allocator."""
+    from safetensors.torch import save_file
+
+    big = torch.arange(1 << 19, dtype=torch.float32)  # 2 MiB
+    small = torch.arange(1024, dtype=torch.float32)
+    save_file({"big": big, "small": small}, str(tmp_path / "m.safetensors"))
+    f = SafetensorsFile(str(tmp_path / "m.safetensors"))
+    try:
+        read = f.read("big")
+        assert torch.equal(read, big) and torch.equal(f.read("small"), small)
+        start = read.data_ptr()
+        assert start in _mapping_starts()  # the tensor is the whole of one mapping
+        del read
+        assert start not in _mapping_starts()  # and the mapping is gone with it
+    finally:
+        f.close()
