@@ -49,7 +49,7 @@ def make_permuted(a_path: Path, out: Path, truth_path: Path, noise: float, seed:
             slices.setdefault(s.key, []).append((s, truth[g.name]))
     keys = list(source.file.keys())
     plan = [PlannedTensor(k, source.file.tensors[k].dtype, tuple(source.file.tensors[k].shape)) for k in keys]
-    writer = SafetensorsWriter(str(out), plan, {}, overwrite=True)
+    writer = SafetensorsWriter(str(out), plan, {}, overwrite=True).open()
     try:
         for key in keys:
             t = source.file.read(key)

@@ -43,7 +43,7 @@ def make_fp32_ema(base: Path, out: Path) -> None:
         entries += [("model_ema." + k[len("model."):].replace(".", ""), k) for k in source.keys
                     if k.startswith("model.diffusion_model.")]  # fmt: skip
         plan = [PlannedTensor(name, wide(key), tuple(source.info(key).shape)) for name, key in entries]
-        writer = SafetensorsWriter(str(out), plan, {})
+        writer = SafetensorsWriter(str(out), plan, {}).open()
         for name, key in entries:
             writer.write(name, source.read(key).to(wide(key)))
         writer.finish({})

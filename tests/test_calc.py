@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from helpers import load
+from safetensors.torch import save_file
 from scipy.ndimage import gaussian_filter, median_filter
 from test_merge import component_keys, merge, recipe
 
@@ -120,33 +122,69 @@ def unit_rows(x):
     return x / np.maximum(np.linalg.norm(x, axis=0, keepdims=True), 1e-12)
 
 
+def ref_range(values: np.ndarray) -> tuple[float, float]:
+    """SPEC 4.3.1: drop what lies below P1, then what lies above P99 of the rest (SuperMerger's order)."""
+    values = values[values >= np.percentile(values, 1, method="midpoint")]
+    values = values[values <= np.percentile(values, 99, method="midpoint")]
+    return values.min(), values.max()
+
+
+def ref_cosine_sim(calc_mode: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(what the pre-pass collects, the main pass's similarity) of one key."""
+    if calc_mode == "cosineA":
+        x, y = unit_rows(x), unit_rows(y)
+        return cos_dim0(x, y), (cos_dim0(x, y) + flat_cos(x, y)) / 2
+    sim = (cos_dim0(x, y) + flat_cos(x, y)) / 2
+    return sim, sim
+
+
+def zeroed(path, keys, folder) -> Path:
+    """A copy of the checkpoint at `path` with `keys` all zero (biases initialised to zero)."""
+    state = load(path)
+    for key in keys:
+        state[key] = torch.zeros_like(state[key])
+    out = folder / f"zeroed_{Path(path).stem}.safetensors"
+    save_file(state, str(out))
+    return out
+
+
+ZERO_IN_A = ("model.diffusion_model.out.2.bias", "model.diffusion_model.input_blocks.1.0.in_layers.2.bias")
+ZERO_IN_B = ("cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.bias",)
+
+
 @pytest.mark.parametrize("calc_mode", ["cosineA", "cosineB"])
 def test_cosine_modes_with_their_prepass(calc_mode, sd1_fp32, tmp_path):
+    """Reference from SPEC 4.3.1, on models with all-zero biases in A and in B: those keys keep A
+    and take no part in the range; every other key follows the formula with SuperMerger's range."""
     alpha = 0.2
-    settings = MergeSettings(str(sd1_fp32[0]), str(sd1_fp32[1]), "weighted_sum", alpha=alpha, calc=calc_mode)
+    paths = zeroed(sd1_fp32[0], ZERO_IN_A, tmp_path), zeroed(sd1_fp32[1], ZERO_IN_B, tmp_path)
+    settings = MergeSettings(str(paths[0]), str(paths[1]), "weighted_sum", alpha=alpha, calc=calc_mode)
     from lib_merge.engine.to_file import SaveOptions, merge_to_file
+    from lib_merge.io.cache import TensorCache
 
-    result = merge_to_file(build_recipe(settings), SaveOptions(str(tmp_path / "m.safetensors"), torch.float32))
-    out, a, b = (load(p) for p in (result.path, *sd1_fp32[:2]))
+    cache = TensorCache(1 << 30)
+    result = merge_to_file(
+        build_recipe(settings), SaveOptions(str(tmp_path / "m.safetensors"), torch.float32), EngineOptions(cache=cache)
+    )
+    out, a, b = (load(p) for p in (result.path, *paths))
     keys = [k for k in component_keys("sd1", a) if not k.startswith("first_stage_model.") and a[k].dim() > 0]
-    sims = []
-    for k in keys:  # the pre-pass, over every mergeable key but the VAE
-        x, y = f64(a[k]), f64(b[k])
-        s = cos_dim0(unit_rows(x), unit_rows(y)) if calc_mode == "cosineA" else (cos_dim0(x, y) + flat_cos(x, y)) / 2
-        sims.append(np.ravel(s))
-    values = np.concatenate(sims)
-    p1, p99 = np.percentile(values, [1, 99], method="midpoint")
-    kept = values[(values >= p1) & (values <= p99)]
-    s_min, s_max = kept.min(), kept.max()
-    for key in KEYS:
+    zero = set(ZERO_IN_A + ZERO_IN_B)
+    collected = [ref_cosine_sim(calc_mode, f64(a[k]), f64(b[k]))[0] for k in keys if k not in zero]
+    values = np.concatenate([np.ravel(s) for s in collected])
+    s_min, s_max = ref_range(values)
+    ((range_, _),) = cache.memo.values()
+    assert range_["s_min"] == pytest.approx(s_min, rel=1e-6) and range_["s_max"] == pytest.approx(s_max, rel=1e-6)
+    p99_of_all = np.percentile(values, 99, method="midpoint")  # both cuts on one array: another s_max
+    assert abs(values[values <= p99_of_all].max() - s_max) > 1e-4 * abs(s_max)
+    for key in (*KEYS, *ZERO_IN_B):
         x, y = f64(a[key]), f64(b[key])
-        if calc_mode == "cosineA":
-            xn, yn = unit_rows(x), unit_rows(y)
-            sim = (cos_dim0(xn, yn) + flat_cos(xn, yn)) / 2
-        else:
-            sim = (cos_dim0(x, y) + flat_cos(x, y)) / 2
-        k = np.clip((sim - s_min) / (s_max - s_min) - alpha, 0, 1)
+        if key in zero:
+            assert torch.equal(out[key], a[key]), key  # no cosine for a zero norm: A stays, never NaN
+            continue
+        k = np.clip((ref_cosine_sim(calc_mode, x, y)[1] - s_min) / (s_max - s_min) - alpha, 0, 1)
         np.testing.assert_allclose(f64(out[key]), (1 - k) * y + k * x, rtol=1e-4, atol=1e-5, err_msg=key)
+    for key in ZERO_IN_A:
+        assert torch.equal(out[key], a[key]), key
     vae = "first_stage_model.decoder.conv_out.weight"
     assert torch.equal(out[vae], a[vae])  # VAE keeps A in the cosine modes
 

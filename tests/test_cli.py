@@ -168,6 +168,24 @@ def test_usage_errors_exit_2():
     assert proc.returncode == 2 and error_line(proc).startswith("error:")
 
 
+def test_global_options_after_the_subcommand(sd1, tmp_path):
+    """--models-dir, --quiet and --no-progress work after `merge` as before it; autoprune keeps its own --models-dir."""
+    recipe = tmp_path / "r.alloy"
+    recipe.write_text(f'alloy-recipe 1\nA = model("{sd1[0].name}")\nB = model("{sd1[1].name}")\n'
+                      "merged = weighted_sum(A, B, alpha=0.5)\n")  # fmt: skip
+    folder = sd1[0].parent
+    for n, args in enumerate(
+        (["--models-dir", folder, "--quiet", "merge", recipe], ["merge", recipe, "--models-dir", folder, "--quiet"])
+    ):
+        proc = cli(*args, "-o", tmp_path / f"{n}.safetensors", "--no-history", "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+        assert "note:" not in proc.stderr  # --quiet: only the hash and the path
+    assert load(tmp_path / "0.safetensors").keys() == load(tmp_path / "1.safetensors").keys()
+    proc = cli("merge", recipe, "-o", tmp_path / "2.safetensors", "--no-history")
+    assert proc.returncode == 4 and sd1[0].name in error_line(proc)  # without --models-dir the names do not resolve
+    assert "--no-progress" in cli("history", "list", "--help").stdout
+
+
 def test_recipe_print_and_hash(sd1, tmp_path):
     r = tmp_path / "r.alloy"
     r.write_text(

@@ -140,7 +140,7 @@ def test_writer_output_reads_back_with_metadata(tmp_path):
 def test_writer_abort_leaves_nothing_and_keeps_existing_target(tmp_path):
     target = tmp_path / "keep.safetensors"
     target.write_bytes(b"precious")
-    writer = SafetensorsWriter(str(target), [PlannedTensor("x", torch.float32, (2,))], {})
+    writer = SafetensorsWriter(str(target), [PlannedTensor("x", torch.float32, (2,))], {}).open()
     with pytest.raises(CorruptModelError, match="writer expected 'x'"):
         writer.write("y", torch.zeros(2))
     writer.abort()
@@ -150,7 +150,7 @@ def test_writer_abort_leaves_nothing_and_keeps_existing_target(tmp_path):
 
 def test_writer_refuses_a_file_without_all_planned_tensors(tmp_path):
     target = tmp_path / "part.safetensors"
-    writer = SafetensorsWriter(str(target), [PlannedTensor("x", torch.float32, (2,))] * 2, {})
+    writer = SafetensorsWriter(str(target), [PlannedTensor("x", torch.float32, (2,))] * 2, {}).open()
     writer.write("x", torch.zeros(2))
     with pytest.raises(CorruptModelError, match="1 of 2"):
         writer.finish({})
@@ -184,7 +184,7 @@ def test_ctrl_c_while_the_writer_starts_leaves_no_temp_file(tmp_path, monkeypatc
 
     monkeypatch.setattr(tempfiles, "open", open_then_interrupt, raising=False)
     with pytest.raises(KeyboardInterrupt):
-        SafetensorsWriter(str(tmp_path / "o.safetensors"), [PlannedTensor("x", torch.float32, (2,))], {})
+        SafetensorsWriter(str(tmp_path / "o.safetensors"), [PlannedTensor("x", torch.float32, (2,))], {}).open()
     assert os.listdir(tmp_path) == []
 
 

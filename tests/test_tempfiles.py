@@ -20,10 +20,10 @@ from test_cli import ROOT, cli, error_line
 from lib_merge.app.history import RowDraft, read_history
 from lib_merge.app.history.pending import pending_folder
 from lib_merge.app.history.record import merge_and_log
-from lib_merge.engine.to_file import SaveOptions, merge_to_file
+from lib_merge.engine.to_file import FileSink, SaveOptions, merge_to_file
 from lib_merge.errors import OutputExistsError
 from lib_merge.io import tempfiles
-from lib_merge.io.tempfiles import TEMP_MARK, clean_stale, open_temp, publish, write_text
+from lib_merge.io.tempfiles import TEMP_MARK, TempFile, clean_stale, publish, write_text
 from lib_merge.io.writer import PlannedTensor, SafetensorsWriter
 from lib_merge.recipe import parse_recipe
 
@@ -44,7 +44,7 @@ def _temp_names(folder: Path) -> list[str]:
 
 def test_a_file_that_appears_during_the_write_is_never_replaced(tmp_path):
     target = tmp_path / "out.safetensors"
-    writer = SafetensorsWriter(str(target), [PlannedTensor("x", torch.float32, (2,))], {})
+    writer = SafetensorsWriter(str(target), [PlannedTensor("x", torch.float32, (2,))], {}).open()
     writer.write("x", torch.ones(2))
     target.write_bytes(b"the user's own file")  # appears while the merge runs
     with pytest.raises(OutputExistsError, match="out.safetensors exists"):
@@ -54,7 +54,7 @@ def test_a_file_that_appears_during_the_write_is_never_replaced(tmp_path):
 
 def test_overwrite_means_last_writer_wins(tmp_path):
     target = tmp_path / "out.safetensors"
-    writer = SafetensorsWriter(str(target), [PlannedTensor("x", torch.float32, (2,))], {}, overwrite=True)
+    writer = SafetensorsWriter(str(target), [PlannedTensor("x", torch.float32, (2,))], {}, overwrite=True).open()
     writer.write("x", torch.ones(2))
     target.write_bytes(b"older")
     writer.finish({})
@@ -137,10 +137,12 @@ def test_two_cli_merges_to_one_name_keep_one_file_and_one_row(sd1, tmp_path, mon
 def test_stale_temp_files_are_cleaned_live_ones_never(tmp_path):
     dead = tmp_path / f"a.safetensors{TEMP_MARK}{_dead_pid()}-0a1b2c3d"
     dead.write_bytes(b"x" * 1000)
-    mine_path, mine = open_temp(str(tmp_path / "b.safetensors"))  # this live process's own
+    temp = TempFile(str(tmp_path / "b.safetensors"))  # this live process's own
+    mine, mine_path = temp.create(), temp.path
     holder = subprocess.Popen(  # another live process, holding its lock
-        [sys.executable, "-c", "import sys, time; from lib_merge.io.tempfiles import open_temp; "
-         "p, f = open_temp(sys.argv[1]); print(p, flush=True); time.sleep(60)", str(tmp_path / "c.safetensors")],
+        [sys.executable, "-c", "import sys, time; from lib_merge.io.tempfiles import TempFile; "
+         "t = TempFile(sys.argv[1]); t.create(); print(t.path, flush=True); time.sleep(60)",
+         str(tmp_path / "c.safetensors")],
         stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )  # fmt: skip
     try:
@@ -252,7 +254,8 @@ def test_a_merge_killed_between_saving_and_logging_gets_its_row(sd1, tmp_path, m
 def test_publish_refuses_without_touching_the_temporary_file(tmp_path):
     target = tmp_path / "t.bin"
     target.write_bytes(b"mine")
-    tmp, f = open_temp(str(target))
+    temp = TempFile(str(target))
+    f, tmp = temp.create(), temp.path
     f.write(b"new")
     f.close()
     with pytest.raises(OutputExistsError):
@@ -274,3 +277,58 @@ def test_cli_clean_without_leftovers_and_on_a_missing_folder(tmp_path):
     assert ok.returncode == 0 and f"no stale temporary files in {tmp_path}" in ok.stdout
     missing = cli("clean", tmp_path / "nope")
     assert missing.returncode == 2 and "is not a folder" in error_line(missing)
+
+
+def _interrupt_at(n: int, files: tuple[str, ...]):
+    """A trace function that raises KeyboardInterrupt at the n-th line or return event in `files`,
+    as a Ctrl+C does between any two steps; returns (tracer, events seen)."""
+    seen = [0]
+
+    def local(frame, event, arg):
+        if event in ("line", "return"):
+            seen[0] += 1
+            if seen[0] == n:
+                raise KeyboardInterrupt
+        return local
+
+    def tracer(frame, event, arg):
+        return local if event == "call" and frame.f_code.co_filename.endswith(files) else None
+
+    return tracer, seen
+
+
+def _through_the_engines_file_sink(target: str) -> None:
+    """What the engine does with its sink: begin, put, finish; abort on any exit once begin was called."""
+    sink = FileSink(target, {})
+    try:
+        sink.begin([PlannedTensor("x", torch.float32, (2,))])
+        sink.put("x", torch.ones(2))
+        sink.finish({})
+    except BaseException:
+        sink.abort()
+        raise
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_through_the_engines_file_sink, lambda target: write_text(target, "text", overwrite=False)],
+    ids=["file_sink", "write_file"],
+)
+def test_an_interrupt_at_any_step_of_creating_the_temporary_file_leaves_nothing(make, tmp_path):
+    """Ctrl+C between any two steps, up to and including the caller taking the file: no temp file left."""
+    n = 0
+    while True:
+        n += 1
+        target = str(tmp_path / f"o{n}.bin")
+        tracer, seen = _interrupt_at(n, ("io/tempfiles.py", "io/writer.py", "engine/to_file.py"))
+        sys.settrace(tracer)
+        try:
+            make(target)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        assert _temp_names(tmp_path) == [], f"left behind after an interrupt at step {n}"
+        if seen[0] < n:  # ran to the end without reaching step n: every step was tried
+            break
+    assert n > 10

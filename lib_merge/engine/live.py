@@ -287,8 +287,11 @@ class LiveModelSink:
         self.patched.append(key)
 
     def abort(self) -> None:
-        """All or nothing: a failed or cancelled merge leaves model A, as a restore would."""
-        self.backup.restore(self.model, tensors=self.tensors)
+        """All or nothing: a failed or cancelled merge leaves model A, as a restore would.
+
+        A merge that `begin` refused has written nothing: the model stays as it was."""
+        if self.targets:
+            self.backup.restore(self.model, tensors=self.tensors)
 
 
 @dataclass

@@ -34,6 +34,9 @@ class CancelToken:
 
 
 class Sink(Protocol):
+    """`begin`, `put` for each key, then the caller finishes. `abort` follows any exit once `begin`
+    was called, also one that `begin` itself raised part-way (a file sink's temporary file)."""
+
     def begin(self, plan: list[PlannedTensor]) -> None: ...
     def put(self, key: str, tensor: torch.Tensor) -> None: ...
     def abort(self) -> None: ...

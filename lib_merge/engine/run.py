@@ -70,15 +70,15 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
 
     _match_rebasin(plan, options, cancel, report)
     run_prepass(plan, options, cancel)
-    sink.begin(plan.tensors)
-    # A sink whose tensors are inference tensors (Forge's) is written in inference mode, by the workers too.
-    inference = bool(getattr(sink, "inference", False))
-    compute = _KeyComputer(
-        device, options.compute_dtype, options.nonfinite, report, options.cache, write_into, inference
-    )
     source = "reading from disk" if _reads_disk(plan, options.cache) else "inputs in RAM"
-    drain = functools.partial(_drain_one, pending, sink, budget, report, options, source)
-    try:
+    try:  # from the sink's first step on (a file sink's temporary file), any exit aborts it
+        sink.begin(plan.tensors)
+        # A sink whose tensors are inference tensors (Forge's) is written in inference mode, by the workers too.
+        inference = bool(getattr(sink, "inference", False))
+        compute = _KeyComputer(
+            device, options.compute_dtype, options.nonfinite, report, options.cache, write_into, inference
+        )
+        drain = functools.partial(_drain_one, pending, sink, budget, report, options, source)
         with worker_pool(options.threads, "alloy-merge") as pool:
             try:
                 for job in plan.jobs:

@@ -70,6 +70,7 @@ class FileSink:
 
     def begin(self, plan: list[PlannedTensor]) -> None:
         self.writer = SafetensorsWriter(self.target, plan, self.metadata_estimate, self.overwrite)
+        self.writer.open()
 
     def put(self, key: str, tensor: torch.Tensor) -> None:
         self.writer.write(key, tensor)

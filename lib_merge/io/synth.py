@@ -85,6 +85,7 @@ def write_synthetic(path: str, spec: SynthSpec, metadata: dict[str, str] | None 
     plan = [PlannedTensor(k, dt, s) for k, (s, dt) in shapes.items()]
     writer = SafetensorsWriter(path, plan, metadata or {}, overwrite)
     try:
+        writer.open()
         for key, (shape, dtype) in shapes.items():
             writer.write(key, _tensor(key, shape, dtype, gen, spec.std))
     except BaseException:

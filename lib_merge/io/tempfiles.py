@@ -42,26 +42,36 @@ def is_temp_name(name: str) -> bool:
     return _TEMP_NAME.search(name) is not None
 
 
-def open_temp(target: str) -> tuple[str, BinaryIO]:
-    """Create a new temporary file for `target` and lock it; the caller closes it after publishing."""
-    while True:
-        tmp = temp_path_for(target)
-        try:
-            f = open(tmp, "xb")  # noqa: SIM115 - the caller owns it until publish
-        except FileExistsError:
-            continue
-        except BaseException:  # an interrupt may land after the file was created
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        try:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BaseException:
-            f.close()
-            os.unlink(tmp)
-            raise
-        return tmp, f
+class TempFile:
+    """A new, locked temporary file for `target`, whose name is recorded before the file exists.
+
+    So an interrupt at any moment (Ctrl+C lands between any two steps) leaves nothing that
+    `discard` does not remove. The name carries our PID: no other live process has a file of
+    that name, so `discard` can only ever remove ours (or a dead process's leftover)."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.path = ""
+        self.file: BinaryIO | None = None
+
+    def create(self) -> BinaryIO:
+        while True:
+            self.path = temp_path_for(self.target)
+            try:
+                self.file = open(self.path, "xb")  # noqa: SIM115 - held until `seal` or `discard`
+                break
+            except FileExistsError:
+                continue
+        if fcntl is not None:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return self.file
+
+    def discard(self) -> None:
+        if self.file is not None and not self.file.closed:
+            self.file.close()
+        if self.path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
 
 def publish(tmp: str, target: str, overwrite: bool) -> None:
@@ -251,14 +261,13 @@ def write_file(
 ) -> str:
     """Write a file through a locked temporary file; `overwrite=False` never replaces `target`."""
     target = os.path.abspath(target)
-    tmp, f = open_temp(target)
+    temp = TempFile(target)
     try:
+        f = temp.create()
         write(f)
-        seal(f, tmp, target, overwrite, before_publish)
+        seal(f, temp.path, target, overwrite, before_publish)
     except BaseException:
-        f.close()
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        temp.discard()
         raise
     return target
 

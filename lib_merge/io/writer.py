@@ -8,7 +8,6 @@ hash) fits in space reserved up front, so nothing is rewritten but the header by
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
@@ -25,7 +24,7 @@ import torch
 
 from lib_merge.errors import CorruptModelError, DiskFullError
 from lib_merge.io.dtypes import DTYPE_NAMES, itemsize
-from lib_merge.io.tempfiles import open_temp, seal
+from lib_merge.io.tempfiles import TempFile, seal
 from lib_merge.io.writeback import Writeback
 
 HEADER_SLACK = 256
@@ -44,9 +43,12 @@ class PlannedTensor:
 
 
 class SafetensorsWriter:
-    """Write ``plan`` tensors in order with ``write``; ``finish`` publishes, ``abort`` cleans up.
+    """``open`` creates the temporary file, ``write`` takes the ``plan`` tensors in order, ``finish``
+    publishes and ``abort`` cleans up.
 
-    Without ``overwrite``, ``finish`` never replaces a file that took the target's name meanwhile.
+    Making the writer creates no file, so its owner holds it before the file exists and an
+    interrupt at any moment leaves nothing that ``abort`` does not remove. Without ``overwrite``,
+    ``finish`` never replaces a file that took the target's name meanwhile.
     """
 
     def __init__(
@@ -60,20 +62,23 @@ class SafetensorsWriter:
         self._reserved = len(_header_bytes(self._header_entries, metadata_estimate)) + HEADER_SLACK
         self.data_bytes = sum(p.nbytes for p in plan)
         check_free_space(os.path.dirname(self.target), 8 + self._reserved + self.data_bytes)
-        self.tmp = ""
+        self._temp = TempFile(self.target)
         self._hash = hashlib.sha256()
         # The data hash runs beside the writes (both release the GIL), in write order.
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-data-hash")
         self._hashing: deque[Future] = deque()
         self._file = None
+
+    def open(self) -> SafetensorsWriter:
         try:  # from the moment the temporary file exists, any exit (Ctrl+C included) removes it
-            self.tmp, self._file = open_temp(self.target)
+            self._file = self._temp.create()
             self._file.write(struct.pack("<Q", self._reserved))
             self._file.write(b" " * self._reserved)
             self._writeback = Writeback(self._file.fileno(), 8 + self._reserved)
         except BaseException:
             self.abort()
             raise
+        return self
 
     def write(self, key: str, tensor: torch.Tensor) -> None:
         planned = self.plan[self._index]
@@ -117,7 +122,7 @@ class SafetensorsWriter:
                 raise CorruptModelError("metadata grew beyond the space reserved for the header")
             self._file.seek(8)
             self._file.write(header + b" " * (self._reserved - len(header)))
-            seal(self._file, self.tmp, self.target, self.overwrite, before_publish)
+            seal(self._file, self._temp.path, self.target, self.overwrite, before_publish)
             self._hasher.shutdown()
         except BaseException:
             self.abort()
@@ -126,11 +131,7 @@ class SafetensorsWriter:
 
     def abort(self) -> None:
         self._hasher.shutdown(wait=True, cancel_futures=True)
-        if self._file is not None and not self._file.closed:
-            self._file.close()
-        if self.tmp:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.tmp)
+        self._temp.discard()
 
 
 def _header_entries(plan: list[PlannedTensor]) -> dict[str, dict]:
@@ -164,6 +165,11 @@ def save_state_dict(
     """Write a whole in-memory state dict (fixtures, small tools) through the streaming writer."""
     plan = [PlannedTensor(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()]
     writer = SafetensorsWriter(path, plan, metadata or {}, overwrite)
-    for k, t in tensors.items():
-        writer.write(k, t)
-    return writer.finish(metadata or {})
+    try:
+        writer.open()
+        for k, t in tensors.items():
+            writer.write(k, t)
+        return writer.finish(metadata or {})
+    except BaseException:
+        writer.abort()
+        raise

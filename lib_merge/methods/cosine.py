@@ -1,7 +1,9 @@
 """cosineA / cosineB: a similarity-driven mix that needs a pre-pass over all keys.
 
-The pre-pass collects per-key similarities of A and B; their robust range (P1…P99) turns each
-key's similarity into a mixing factor k in the main pass: result = (1 − k)·B + k·A.
+The pre-pass collects per-key similarities of A and B; their robust range (P1…P99, taken in
+SuperMerger's order) turns each key's similarity into a mixing factor k in the main pass:
+result = (1 − k)·B + k·A. A key whose norm is zero in A or B has no cosine (0/0): it keeps A
+and takes no part in the range (SuperMerger writes NaN there).
 """
 
 from __future__ import annotations
@@ -36,41 +38,51 @@ def _normalized(a: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return (a2 / (a2 * a2).sum(0).sqrt_().clamp_min_(eps)).reshape(a.shape)
 
 
-def _sim_a(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cosineA's (per-column similarity, the main pass's mix similarity), on unit columns."""
+def _sim_a(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """cosineA's (per-column similarity, the main pass's mix similarity), on unit columns.
+
+    None when A or B has norm zero: the flat cosine is 0/0 (a unit column of zeros stays zero)."""
     per_column, flat = _similarity(_normalized(a), _normalized(b))
+    if flat.isnan():
+        return None
     return per_column, (per_column + flat) / 2
 
 
-def _sim_b(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _sim_b(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
     per_column, flat = _similarity(a, b)
+    if flat.isnan():
+        return None
     return (per_column + flat) / 2
 
 
 def prepass_a(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, torch.Tensor | None]:
     """The per-column similarities for the range, and this key's mix similarity for the main pass."""
-    if a.dim() == 0:
+    sims = _sim_a(a, b) if a.dim() > 0 else None
+    if sims is None:
         return np.empty(0, np.float32), None
-    per_column, sim = _sim_a(a, b)
+    per_column, sim = sims
     return per_column.reshape(-1).cpu().numpy(), sim
 
 
 def prepass_b(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, torch.Tensor | None]:
-    if a.dim() == 0:
+    sim = _sim_b(a, b) if a.dim() > 0 else None
+    if sim is None:
         return np.empty(0, np.float32), None
-    sim = _sim_b(a, b)
     return sim.reshape(-1).cpu().numpy(), sim
 
 
 def finish_prepass(parts: list[np.ndarray]) -> dict[str, float]:
-    """s_min, s_max: the extremes of the similarities between their 1st and 99th percentile."""
-    values = np.concatenate(parts) if parts else np.empty(0, np.float32)
+    """s_min, s_max: the extremes of what is left after two cuts, in SuperMerger's order.
+
+    First the values below the 1st percentile go, then those above the 99th percentile of the
+    rest; percentiles in float64 with numpy's "midpoint" method, as SuperMerger takes them."""
+    values = np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
     values = values[~np.isnan(values)]
     if values.size == 0:
         return {"s_min": 0.0, "s_max": 1.0}
-    p1, p99 = np.percentile(values, [1, 99], method="midpoint")
-    kept = values[(values >= p1) & (values <= p99)]
-    return {"s_min": float(kept.min()), "s_max": float(kept.max())}
+    values = values[values >= np.percentile(values, 1, method="midpoint")]
+    values = values[values <= np.percentile(values, 99, method="midpoint")]
+    return {"s_min": float(values.min()), "s_max": float(values.max())}
 
 
 def _mix(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor, shift: float, s_min: float, s_max: float):
@@ -85,8 +97,10 @@ def cosine_a(
 ) -> torch.Tensor:
     if a.dim() == 0:
         return a.lerp_(b, alpha)
-    sim = prepared.to(a.device) if prepared is not None else _sim_a(a, b)[1]
-    return _mix(a, b, sim, abs(alpha), s_min, s_max)
+    sims = (None, prepared.to(a.device)) if prepared is not None else _sim_a(a, b)
+    if sims is None:  # a zero norm: no cosine, A stays
+        return a
+    return _mix(a, b, sims[1], abs(alpha), s_min, s_max)
 
 
 @merge_method("cosineB", "calc", keeps_key=keeps_vae, prepass=prepass_b, finish=finish_prepass)
@@ -96,4 +110,6 @@ def cosine_b(
     if a.dim() == 0:
         return a.lerp_(b, alpha)
     sim = prepared.to(a.device) if prepared is not None else _sim_b(a, b)
+    if sim is None:  # a zero norm: no cosine, A stays
+        return a
     return _mix(a, b, sim, alpha, s_min, s_max)

@@ -64,12 +64,18 @@ CALC_MODES: dict[str, tuple[tuple[str, ...], str | None, dict[str, int]]] = {
     "self": (("weighted_sum",), "self_scale", {}),
     "random": (("weighted_sum",), "plus_random", {}),
 }
+CALC_ALIASES = {"smoothAdd MT": "smoothAddMT", "plus random": "random"}  # SuperMerger's own spellings
 _MODE_LABELS = {"weighted_sum": "Weight sum", "add_difference": "Add difference"}
+
+
+def calc_mode_name(text: str) -> str:
+    """The calc mode a name means: ours, or SuperMerger's spelling of it (from its recipes and axes)."""
+    return CALC_ALIASES.get(text, text)
 
 
 def method_for(mode: str, calc: str = "normal") -> str:
     """The recipe method of a mode and calc mode, or an error that says which combinations work."""
-    calc = calc or "normal"
+    calc = calc_mode_name(calc or "normal")
     mode = get_method(mode, kind="mode").name
     if calc not in CALC_MODES:
         raise InvalidComboError(f"unknown calc mode {calc!r}; known: {', '.join(CALC_MODES)}")
@@ -131,7 +137,7 @@ def build_recipe(s: MergeSettings) -> MergeNode:
         used = name in names or (name == "seed" and bool(s.elemental))  # elemental R/U/X draw from the seed
         if getattr(s, name) is not None and not used:
             raise ParameterError(f"{name} is not used by mode {spec.name}")
-    params: dict[str, object] = dict(CALC_MODES[s.calc or "normal"][2])
+    params: dict[str, object] = dict(CALC_MODES[calc_mode_name(s.calc or "normal")][2])
     if s.blocks or s.preset:
         params["alpha"] = BlocksSpec(s.blocks or s.preset, preset=s.preset, default=s.alpha)
     elif s.alpha is not None:

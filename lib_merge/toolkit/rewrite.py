@@ -59,6 +59,7 @@ def rewrite(
     writer = SafetensorsWriter(target, plan, {**metadata, "modelspec.hash_sha256": "0x" + "0" * 64}, overwrite)
     clamped: dict[str, int] = {}
     try:
+        writer.open()
         for done, c in enumerate(copies, 1):
             if c.replacement is not None:
                 writer.write(c.key, _cast(c.replacement, c.dtype, c.key, clamp, clamped))

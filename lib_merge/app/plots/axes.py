@@ -18,7 +18,7 @@ from lib_merge.methods.adjust import NAMES as ADJUST_NAMES
 from lib_merge.methods.adjust import parse_adjust
 from lib_merge.recipe import parse_vector
 from lib_merge.recipe.elemental import parse_elemental
-from lib_merge.recipe.form import CALC_MODES
+from lib_merge.recipe.form import CALC_MODES, calc_mode_name
 from lib_merge.recipe.vectors import VAE_SLOT, expand_target, format_number
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -253,9 +253,9 @@ def _adjust_names(text: str, schema: BlockSchema) -> list[AxisValue]:
 def _calc_modes(text: str, schema: BlockSchema) -> list[AxisValue]:
     out = []
     for item in _commas(text):
-        if item not in CALC_MODES:
+        if calc_mode_name(item) not in CALC_MODES:
             raise _fail("calcmode", item, f"unknown calc mode; known: {', '.join(CALC_MODES)}")
-        out.append(AxisValue(item, item))
+        out.append(AxisValue(item, calc_mode_name(item)))
     return out
 
 

@@ -82,11 +82,32 @@ def _names_help(kind: str, prefix: str = "") -> _FromRegistry:
     return _FromRegistry(render)
 
 
+_GLOBAL_OPTIONS = {
+    "--models-dir": {"help": "folder that relative model paths in recipes resolve against"},
+    "--no-progress": {"action": "store_true", "help": "no progress bar"},
+    "--quiet": {"action": "store_true", "help": "print nothing but results and errors"},
+}
+
+
+def _accept_global_options(p: argparse.ArgumentParser) -> None:
+    """The global options after any subcommand too (`merge … --no-progress`).
+
+    Added there without defaults, so a subcommand not given one keeps the value given before it;
+    a subcommand's own option of the same name (autoprune's --models-dir) stays its own."""
+    for action in p._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in dict.fromkeys(action.choices.values()):
+            for name, spec in _GLOBAL_OPTIONS.items():
+                if name not in child._option_string_actions:
+                    child.add_argument(name, default=argparse.SUPPRESS, **spec)
+            _accept_global_options(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m lib_merge", description="Alloy: streaming model merges for Stable Diffusion")
-    p.add_argument("--models-dir", help="folder that relative model paths in recipes resolve against")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--quiet", action="store_true")
+    for name, spec in _GLOBAL_OPTIONS.items():
+        p.add_argument(name, **spec)
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     _merge_command(sub)
@@ -95,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _lora_command(sub)
     _toolkit_commands(sub)
     _rebasin_command(sub)
+    _accept_global_options(p)
     return p
 
 
@@ -110,7 +132,8 @@ def _merge_command(sub) -> None:
     m.add_argument(
         "--calc",
         default="normal",
-        help="calc mode: normal, trainDifference, smoothAdd, smoothAddMT, extract, tensor, tensor2, self, random",
+        help="calc mode: normal, cosineA, cosineB, trainDifference, smoothAdd, smoothAddMT, extract, tensor, tensor2,"
+        " self, random (SuperMerger's 'smoothAdd MT' and 'plus random' too)",
     )
     m.add_argument("--gamma", type=finite_float, help=_param_help("gamma"))
     m.add_argument("--seed", type=whole_number, help=_param_help("seed", "; also elemental R/U/X"))
@@ -124,6 +147,7 @@ def _merge_command(sub) -> None:
     m.add_argument("--p", type=finite_float, help=_param_help("p", " (drop probability)"))
     m.add_argument("--epsilon", type=finite_float, help=_param_help("epsilon"))
     m.add_argument("--blocks", help='alpha as a block vector: "IN00=0.3 OUT05-OUT11=1 *=0.5" or 26/20 values')
+    m.add_argument("--beta-blocks", help="beta as a block vector, same forms as --blocks (triple_sum, sum_twice)")
     m.add_argument("--preset", help="alpha as a block-weight preset name")
     m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: a recipe's cast(…), else fp16")
     m.add_argument("--device", default="cpu")
