@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     ap.add_argument("--roles", nargs="+", default=["a", "b"], choices=["a", "b", "c"], help="c: a third model")
     args = ap.parse_args()
+    # SIGTERM (kill, pkill) unwinds like Ctrl+C: the writer removes its multi-GB temporary file.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args.dir.mkdir(parents=True, exist_ok=True)
     for arch in args.arch:
         for role, seed in (("a", 1), ("b", 2), ("c", 3)):

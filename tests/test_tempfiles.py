@@ -165,14 +165,22 @@ def test_stale_temp_files_are_cleaned_live_ones_never(tmp_path):
     os.unlink(mine_path)
 
 
-def _start_merge(sd1, out: Path, env: dict) -> subprocess.Popen:
+def _start_merge(sd1, out: Path, env: dict, written: int = 0) -> subprocess.Popen:
+    """A CLI merge, returned once its temporary file exists (and holds more than `written` bytes)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "lib_merge", "merge", "--a", str(sd1[0]), "--b", str(sd1[1]), "--mode", "ws",
          "--threads", "1", "-o", str(out)],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not _temp_names(out.parent):
+
+    def started() -> bool:
+        try:
+            return any(os.path.getsize(out.parent / name) > written for name in _temp_names(out.parent))
+        except FileNotFoundError:  # published meanwhile: the poll below reports it
+            return False
+
+    while not started():
         assert proc.poll() is None and time.monotonic() < deadline, "the merge never started writing"
         time.sleep(0.002)
     return proc
@@ -194,7 +202,7 @@ def test_kill_9_leftovers_are_cleaned_by_clean_and_by_the_next_merge(sd1, tmp_pa
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     env = dict(os.environ, PYTHONPATH=str(ROOT), ALLOY_HOME=str(tmp_path / "home"))
-    proc = _start_merge(sd1, out_dir / "o.safetensors", env)
+    proc = _start_merge(sd1, out_dir / "o.safetensors", env, written=0)  # bytes written: bytes to free
     proc.kill()
     proc.wait()
     (left,) = _temp_names(out_dir)
