@@ -123,7 +123,7 @@ def unit_rows(x):
 
 
 def ref_range(values: np.ndarray) -> tuple[float, float]:
-    """SPEC 4.3.1: drop what lies below P1, then what lies above P99 of the rest (SuperMerger's order)."""
+    """docs/FORMULAS.md §2: drop what lies below P1, then what lies above P99 of the rest (SuperMerger's order)."""
     values = values[values >= np.percentile(values, 1, method="midpoint")]
     values = values[values <= np.percentile(values, 99, method="midpoint")]
     return values.min(), values.max()
@@ -154,8 +154,8 @@ ZERO_IN_B = ("cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.b
 
 @pytest.mark.parametrize("calc_mode", ["cosineA", "cosineB"])
 def test_cosine_modes_with_their_prepass(calc_mode, sd1_fp32, tmp_path):
-    """Reference from SPEC 4.3.1, on models with all-zero biases in A and in B: those keys keep A
-    and take no part in the range; every other key follows the formula with SuperMerger's range."""
+    """Reference from docs/FORMULAS.md §2 (cosine modes), on models with all-zero biases in A and in B:
+    those keys keep A and take no part in the range; every other key follows the formula with SuperMerger's range."""
     alpha = 0.2
     paths = zeroed(sd1_fp32[0], ZERO_IN_A, tmp_path), zeroed(sd1_fp32[1], ZERO_IN_B, tmp_path)
     settings = MergeSettings(str(paths[0]), str(paths[1]), "weighted_sum", alpha=alpha, calc=calc_mode)

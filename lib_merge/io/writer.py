@@ -67,14 +67,13 @@ class SafetensorsWriter:
         # The data hash runs beside the writes (both release the GIL), in write order.
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-data-hash")
         self._hashing: deque[Future] = deque()
-        self._file = None
 
     def open(self) -> SafetensorsWriter:
         try:  # from the moment the temporary file exists, any exit (Ctrl+C included) removes it
-            self._file = self._temp.create()
-            self._file.write(struct.pack("<Q", self._reserved))
-            self._file.write(b" " * self._reserved)
-            self._writeback = Writeback(self._file.fileno(), 8 + self._reserved)
+            file = self._temp.create()
+            file.write(struct.pack("<Q", self._reserved))
+            file.write(b" " * self._reserved)
+            self._writeback = Writeback(file.fileno(), 8 + self._reserved)
         except BaseException:
             self.abort()
             raise
@@ -96,7 +95,7 @@ class SafetensorsWriter:
             self._hashing.popleft().result()
         self._hashing.append(self._hasher.submit(self._hash.update, view))
         try:
-            self._file.write(view)
+            self._temp.file.write(view)
             self._writeback.wrote(len(view))
         except OSError as e:
             self.abort()
@@ -120,9 +119,9 @@ class SafetensorsWriter:
             header = _header_bytes(self._header_entries, metadata)
             if len(header) > self._reserved:
                 raise CorruptModelError("metadata grew beyond the space reserved for the header")
-            self._file.seek(8)
-            self._file.write(header + b" " * (self._reserved - len(header)))
-            seal(self._file, self._temp.path, self.target, self.overwrite, before_publish)
+            self._temp.file.seek(8)
+            self._temp.file.write(header + b" " * (self._reserved - len(header)))
+            seal(self._temp.file, self._temp.path, self.target, self.overwrite, before_publish)
             self._hasher.shutdown()
         except BaseException:
             self.abort()

@@ -97,10 +97,12 @@ def cosine_a(
 ) -> torch.Tensor:
     if a.dim() == 0:
         return a.lerp_(b, alpha)
-    sims = (None, prepared.to(a.device)) if prepared is not None else _sim_a(a, b)
-    if sims is None:  # a zero norm: no cosine, A stays
-        return a
-    return _mix(a, b, sims[1], abs(alpha), s_min, s_max)
+    if prepared is None:
+        sims = _sim_a(a, b)
+        if sims is None:  # a zero norm: no cosine, A stays
+            return a
+        prepared = sims[1]
+    return _mix(a, b, prepared.to(a.device), abs(alpha), s_min, s_max)
 
 
 @merge_method("cosineB", "calc", keeps_key=keeps_vae, prepass=prepass_b, finish=finish_prepass)
