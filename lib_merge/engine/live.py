@@ -31,6 +31,8 @@ from lib_merge.io.writer import PlannedTensor
 from lib_merge.recipe.hashed import HashedRecipe
 from lib_merge.recipe.nodes import Node
 
+COMPARE_CHUNK = 1 << 20  # elements compared per step when a backup is narrowed
+
 
 def canonical_name(name: str) -> str:
     return ".".join(part for part in name.split(".") if part != "wrapped")
@@ -174,9 +176,23 @@ def _exact_copy(tensor: torch.Tensor, stored: torch.dtype) -> torch.Tensor:
     wider = tensor.dtype.is_floating_point and stored.is_floating_point and itemsize(stored) < itemsize(tensor.dtype)
     if wider:
         narrow = tensor.detach().to("cpu", stored, copy=True)
-        if torch.equal(narrow.to(tensor.device, tensor.dtype), tensor.detach()):
+        if _widens_back(narrow, tensor.detach()):
             return narrow
     return tensor.detach().to("cpu", copy=True)
+
+
+def _widens_back(narrow: torch.Tensor, original: torch.Tensor) -> bool:
+    """Whether `narrow`, widened, equals `original`: compared a chunk at a time through one buffer,
+    since a widened copy of the whole model is gigabytes of fresh pages, each zeroed by the kernel."""
+    flat, target = narrow.reshape(-1), original.reshape(-1)
+    buffer = torch.empty(min(COMPARE_CHUNK, flat.numel()), dtype=original.dtype, device=original.device)
+    for start in range(0, flat.numel(), COMPARE_CHUNK):
+        end = min(flat.numel(), start + COMPARE_CHUNK)
+        widened = buffer[: end - start]
+        widened.copy_(flat[start:end])
+        if not torch.equal(widened, target[start:end]):
+            return False
+    return True
 
 
 class ResidentModel:
@@ -239,6 +255,7 @@ class LiveModelSink:
         self.source = source  # model A, whose dtypes the backups keep where exact
         self.tensors = tensors  # model_tensors(model)
         self.targets: dict[str, torch.Tensor] = {}
+        self.direct: dict[str, torch.Tensor] = {}
         self.patched: list[str] = []
         self.inference = False  # the targets are inference tensors: the engine writes in inference mode
 
@@ -259,6 +276,15 @@ class LiveModelSink:
             )
         self.targets = {p.key: tensors[p.key] for p in wanted}
         self.inference = any(t.is_inference() for t in self.targets.values())
+        # What the workers may compute straight into, made here once: each torch call of a worker
+        # lets the others take the GIL, so `write_into` makes none.
+        self.direct = {
+            key: tensor if tensor.is_inference() else tensor.detach()
+            for key, tensor in self.targets.items()
+            if isinstance(tensor, torch.Tensor)  # not stored in parts (Forge's split projections)
+            and tensor.device.type == "cpu"
+            and tensor.is_contiguous()
+        }
 
     def _back_up(self, key: str) -> None:
         self.backup.take(key, self.targets[key], self.source)
@@ -266,17 +292,11 @@ class LiveModelSink:
 
     def write_into(self, key: str, dtype: torch.dtype) -> torch.Tensor | None:
         """The parameter itself, to compute into (called from the engine's workers)."""
-        tensor = self.targets[key]
-        if (
-            not isinstance(tensor, torch.Tensor)  # stored in parts (Forge's split projections)
-            or (tensor.is_inference() and not torch.is_inference_mode_enabled())  # writable only in there
-            or tensor.device.type != "cpu"
-            or tensor.dtype != dtype
-            or not tensor.is_contiguous()
-        ):
+        tensor = self.direct.get(key)
+        if tensor is None or tensor.dtype != dtype:
             return None
         self._back_up(key)
-        return tensor.detach()
+        return tensor
 
     def put(self, key: str, tensor: torch.Tensor) -> None:
         target = self.targets[key]

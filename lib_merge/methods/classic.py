@@ -8,10 +8,14 @@ from __future__ import annotations
 import torch
 
 from lib_merge.methods.registry import Weight, alpha_at_an_end, alpha_is_zero, merge_method
+from lib_merge.methods.widening import weighted_sum_widening
 
 
 def weighted_sum_into(a: torch.Tensor, b: torch.Tensor, *, alpha: float, out: torch.Tensor) -> torch.Tensor:
-    """Weighted sum of fp16/bf16 tensors: torch's lerp computes in fp32 and rounds once."""
+    """Weighted sum of fp16/bf16 tensors: torch's lerp computes in fp32 and rounds once. Into a
+    wider (fp32) `out`, the inputs are widened first, as the fp32 path does."""
+    if out.dtype != a.dtype or out.dtype != b.dtype:
+        return weighted_sum_widening(a, b, alpha, out)
     return torch.lerp(a, b, alpha, out=out)
 
 

@@ -91,7 +91,8 @@ class MethodSpec:
     # Per-key shortcut: given the params, the index of the input the result equals, or None.
     passthrough: Callable[[dict], int | None] = lambda p: None
     # The same result computed on fp16/bf16 inputs with fp32 arithmetic inside one op, written
-    # to `out` (a single rounding, so bit-identical to the fp32 path).
+    # to `out` (a single rounding, so bit-identical to the fp32 path); or into an fp32 `out`,
+    # bit-identical to widening the inputs and computing there.
     fused: Callable[..., torch.Tensor] | None = None
     # Whether finite inputs of moderate size give a finite result with these params (a convex
     # combination): the engine then skips checking results whose inputs were checked already.
