@@ -12,13 +12,15 @@ In that process, inputs in the page cache and their hashes known (as after any e
   model B changes (B and C alternate, both read once before);
 - copy bound: every patched parameter copied once from RAM (what Restore does).
 Peak RSS above the loaded model's own (VmHWM, reset before the first live merge) is set against the RAM cache
-budget plus 1 GB. Ratios are taken within the same process.
+budget plus 1 GB. Ratios are taken within the same process. Last, the cost of memory the process never had
+(s/GB): a first live merge allocates its backups and the RAM cache's copy of B, a file merge neither.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import statistics
 import subprocess
@@ -63,6 +65,18 @@ def reset_peak() -> None:
         f.write("5")
 
 
+def fresh_memory_s_per_gb(size: int = 1 << 30) -> float:
+    """Seconds per GB to fault in memory the process never had: each new backup and cache byte of a
+    first merge costs this (on a VM that hands freed memory back to its host, many times a desktop's)."""
+    with mmap.mmap(-1, size) as region:
+        pages = torch.frombuffer(region, dtype=torch.uint8)
+        start = time.perf_counter()
+        pages.fill_(1)
+        seconds = time.perf_counter() - start
+        del pages
+    return seconds / (size / 1e9)
+
+
 def timed(workbench: Workbench, settings: MergeSettings) -> float:
     start = time.perf_counter()
     outcome = workbench.merge(MergeRequest(settings=settings))
@@ -101,6 +115,7 @@ def run_case(arch: str, dtype_name: str, repeat: int, cache_gb: str) -> dict:
         alphas = [timed(workbench, form(0.31 + i / 100)) for i in range(repeat)]
         vectors = [timed(workbench, form(0.5, vector=VECTORS[arch][i % 2])) for i in range(repeat)]
         swaps = [timed(workbench, form(0.5, b=names[1 + (i + 1) % 2])) for i in range(repeat)]
+        result["runs_s"] = {"alpha": alphas, "vector": vectors, "b_changes": swaps}
         result["repeat_alpha_s"] = statistics.median(alphas)
         result["repeat_vector_s"] = statistics.median(vectors)
         result["repeat_b_changes_s"] = statistics.median(swaps)
@@ -117,13 +132,14 @@ def run_case(arch: str, dtype_name: str, repeat: int, cache_gb: str) -> dict:
         result["cache_used_gb"] = stats.bytes_used / 1e9 if stats else 0.0
         result["backups_gb"] = workbench.backup.nbytes / 1e9
     result["peak_above_model_gb"] = (rss("VmHWM") - base_rss) / 1e9
+    result["fresh_memory_s_per_gb"] = fresh_memory_s_per_gb()
     return result
 
 
 def report(rows: list[dict]) -> None:
     print("\n| case | file merge s | first live s | ×file | repeat: alpha s | ×copy | block vector s | B changes s "
-          "| copy bound s | peak above model GB | budget + 1 GB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| copy bound s | peak above model GB | budget + 1 GB | fresh memory s/GB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         copy = r["copy_bound_s"]
         print(
@@ -132,7 +148,7 @@ def report(rows: list[dict]) -> None:
             f"| {r['repeat_alpha_s'] / copy:.2f}× | {r['repeat_vector_s']:.2f} ({r['repeat_vector_s'] / copy:.2f}×) "
             f"| {r['repeat_b_changes_s']:.2f} ({r['repeat_b_changes_s'] / copy:.2f}×) | {copy:.2f} "
             f"| {r['peak_above_model_gb']:.2f} (backups {r['backups_gb']:.2f}, cache {r['cache_used_gb']:.2f}) "
-            f"| {r['cache_budget_gb'] + 1:.2f} |"
+            f"| {r['cache_budget_gb'] + 1:.2f} | {r['fresh_memory_s_per_gb']:.2f} |"
         )
 
 

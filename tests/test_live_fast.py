@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from test_merge import merge, recipe
 
 from lib_merge.app.workbench import parse_cache_budget
+from lib_merge.engine import live as live_module
 from lib_merge.engine.live import LiveBackup, merge_into_model, model_tensors
 from lib_merge.engine.options import EngineOptions
 from lib_merge.errors import NonFiniteError
@@ -90,6 +91,27 @@ def test_a_value_the_host_changed_is_kept_exactly_and_the_merge_reads_a_from_the
     assert reads[sd1[0].name] == 1  # that one key, from the file
     saved = load(merge(text, tmp_path / "m.safetensors", torch.float32).path)
     assert torch.equal(model_tensors(model)[BIAS], saved[BIAS])
+    backup.restore(model)
+    assert all(torch.equal(model_tensors(model)[k], v) for k, v in changed.items())
+
+
+@pytest.mark.parametrize("where", [0, 5000, -1])
+def test_a_changed_value_anywhere_in_a_large_tensor_keeps_its_backup_wide(sd1, monkeypatch, where):
+    """Backups are narrowed and checked a chunk at a time: a value off the fp16 grid in the first, a
+    middle or the last chunk keeps that tensor's backup in fp32; the others stay half size."""
+    monkeypatch.setattr(live_module, "COMPARE_CHUNK", 1000)
+    model = build_model(load(sd1[0]), torch.float32)
+    key = max(model_tensors(model).items(), key=lambda item: item[1].numel())[0]
+    assert model_tensors(model)[key].numel() > 5 * 1000
+    with torch.no_grad():
+        model_tensors(model)[key].view(-1)[where] += 1e-4
+    changed = snapshot(model)
+    backup = LiveBackup()
+    live(recipe("weighted_sum", sd1[:2], alpha=0.5), model, backup)
+    assert backup.originals[key].dtype == torch.float32
+    for name, kept in backup.originals.items():
+        assert torch.equal(kept.to(torch.float32), changed[name]) or not kept.is_floating_point()
+        assert kept.dtype == torch.float16 or name == key or not kept.is_floating_point()
     backup.restore(model)
     assert all(torch.equal(model_tensors(model)[k], v) for k, v in changed.items())
 

@@ -31,7 +31,7 @@ from lib_merge.io.writer import PlannedTensor
 from lib_merge.recipe.hashed import HashedRecipe
 from lib_merge.recipe.nodes import Node
 
-COMPARE_CHUNK = 1 << 20  # elements compared per step when a backup is narrowed
+COMPARE_CHUNK = 1 << 18  # elements narrowed and compared per step (1 MiB of fp32: in L2)
 
 
 def canonical_name(name: str) -> str:
@@ -173,26 +173,34 @@ def _backup_size(tensor: torch.Tensor, stored: torch.dtype) -> int:
 
 def _exact_copy(tensor: torch.Tensor, stored: torch.dtype) -> torch.Tensor:
     """A CPU copy, narrowed to the stored dtype when the round trip gives the same bits."""
-    wider = tensor.dtype.is_floating_point and stored.is_floating_point and itemsize(stored) < itemsize(tensor.dtype)
-    if wider:
-        narrow = tensor.detach().to("cpu", stored, copy=True)
-        if _widens_back(narrow, tensor.detach()):
+    original = tensor.detach()
+    floats = original.dtype.is_floating_point and stored.is_floating_point
+    if floats and itemsize(stored) < itemsize(original.dtype):
+        narrow = _narrow_copy(original, stored)
+        if narrow is not None:
             return narrow
-    return tensor.detach().to("cpu", copy=True)
+    return original.to("cpu", copy=True)
 
 
-def _widens_back(narrow: torch.Tensor, original: torch.Tensor) -> bool:
-    """Whether `narrow`, widened, equals `original`: compared a chunk at a time through one buffer,
-    since a widened copy of the whole model is gigabytes of fresh pages, each zeroed by the kernel."""
-    flat, target = narrow.reshape(-1), original.reshape(-1)
-    buffer = torch.empty(min(COMPARE_CHUNK, flat.numel()), dtype=original.dtype, device=original.device)
+def _narrow_copy(original: torch.Tensor, stored: torch.dtype) -> torch.Tensor | None:
+    """`original` in the narrower `stored` dtype, or None where a value does not survive the round trip.
+
+    On the CPU it is made and checked a chunk at a time: the original is read once, and no widened copy
+    of the whole tensor is made (gigabytes of fresh pages for a model, each zeroed by the kernel)."""
+    if original.device.type != "cpu":  # one transfer; the device's allocator keeps the temporary
+        narrow = original.to("cpu", stored, copy=True)
+        return narrow if torch.equal(narrow.to(original.device, original.dtype), original) else None
+    flat = original.reshape(-1)
+    narrow = torch.empty(flat.shape, dtype=stored)
+    buffer = torch.empty(min(COMPARE_CHUNK, flat.numel()), dtype=original.dtype)
     for start in range(0, flat.numel(), COMPARE_CHUNK):
         end = min(flat.numel(), start + COMPARE_CHUNK)
-        widened = buffer[: end - start]
-        widened.copy_(flat[start:end])
-        if not torch.equal(widened, target[start:end]):
-            return False
-    return True
+        part, widened = narrow[start:end], buffer[: end - start]
+        part.copy_(flat[start:end])
+        widened.copy_(part)
+        if not torch.equal(widened, flat[start:end]):
+            return None
+    return narrow.view(original.shape)
 
 
 class ResidentModel:
