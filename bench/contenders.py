@@ -47,6 +47,7 @@ def io_paced(inputs: list[str], out: str) -> None:
         while n := fa.readinto(buf):
             fo.write(memoryview(buf)[:n])
             pacing.wrote(n)
+        pacing.close()
         os.fsync(fo.fileno())
     for path in inputs[1:]:
         with open(path, "rb", buffering=0) as f:

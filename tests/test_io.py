@@ -240,10 +240,51 @@ def test_early_writeback_hands_over_all_but_the_newest_bytes(tmp_path, monkeypat
         for _ in range(40):
             f.write(chunk)
             pacing.wrote(len(chunk))
+        pacing.close()
     assert calls and calls[0][0] == 100
     assert all(a[0] + a[1] == b[0] for a, b in zip(calls, calls[1:]))  # contiguous, no overlap
     assert 100 + 40 * len(chunk) - (calls[-1][0] + calls[-1][1]) >= 10_000  # the newest lag untouched
     assert path.read_bytes() == b"H" * 100 + chunk * 40
+
+
+def test_a_slow_writeback_call_does_not_hold_up_the_writer(tmp_path, monkeypatch):
+    """The advice runs on a thread of its own: while one call blocks, writes go on and the next call
+    covers all that was written meanwhile; close waits for the call in flight; a failing call ends
+    the pacing (plain writes)."""
+    import os
+    import threading
+
+    from lib_merge.io.writeback import Writeback
+
+    calls, release, inside = [], threading.Event(), threading.Event()
+
+    def advise(fd, offset, length, advice):
+        calls.append((offset, length))
+        inside.set()
+        if len(calls) == 1:
+            assert release.wait(10)
+        if len(calls) == 3:
+            raise OSError(22, "not supported here")
+
+    monkeypatch.setattr(os, "posix_fadvise", advise)
+    with open(tmp_path / "big.bin", "wb") as f:
+        pacing = Writeback(f.fileno(), 0, lag=1000)
+        pacing.wrote(2000)
+        assert inside.wait(10)  # the first call is running, and blocked
+        for _ in range(5):
+            pacing.wrote(1000)  # returns at once: the call in flight is not waited for
+        assert len(calls) == 1
+        release.set()
+        pacing.close()
+        pacing.wrote(0)  # the next call covers everything written while the first one ran
+        pacing.close()
+        assert calls == [(0, 1000), (1000, 5000)]
+        pacing.wrote(3000)  # the third call fails: no more advice after it
+        pacing.close()
+        pacing.wrote(5000)
+        pacing.wrote(5000)
+        pacing.close()
+    assert len(calls) == 3 and not pacing.enabled
 
 
 def _mapping_starts() -> set[int]:

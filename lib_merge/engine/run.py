@@ -314,7 +314,7 @@ class _KeyComputer:
         first, *rest = step.inputs
         target.copy_(chunk[id(first)])
         scratch = self._scratch(len(rest))
-        args = [buffer[: target.numel()].copy_(chunk[id(i)]) for buffer, i in zip(scratch, rest, strict=False)]
+        args = [buffer[: target.numel()].copy_(chunk[id(i)]) for buffer, i in zip(scratch, rest, strict=True)]
         extra = {"key": key} if step.method.needs_key else {}
         return step.method.fn(target, *args, **step.params, **extra)
 

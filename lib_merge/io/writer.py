@@ -63,6 +63,7 @@ class SafetensorsWriter:
         self.data_bytes = sum(p.nbytes for p in plan)
         check_free_space(os.path.dirname(self.target), 8 + self._reserved + self.data_bytes)
         self._temp = TempFile(self.target)
+        self._writeback: Writeback | None = None  # made with the file
         self._hash = hashlib.sha256()
         # The data hash runs beside the writes (both release the GIL), in write order.
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-data-hash")
@@ -121,6 +122,7 @@ class SafetensorsWriter:
                 raise CorruptModelError("metadata grew beyond the space reserved for the header")
             self._temp.file.seek(8)
             self._temp.file.write(header + b" " * (self._reserved - len(header)))
+            self._writeback.close()
             seal(self._temp.file, self._temp.path, self.target, self.overwrite, before_publish)
             self._hasher.shutdown()
         except BaseException:
@@ -130,6 +132,8 @@ class SafetensorsWriter:
 
     def abort(self) -> None:
         self._hasher.shutdown(wait=True, cancel_futures=True)
+        if self._writeback is not None:
+            self._writeback.close()
         self._temp.discard()
 
 

@@ -3,7 +3,7 @@
 A live merge into fp32 parameters (the WebUI on a CPU) reads fp16 inputs: each chunk needs A
 widened into the output, B widened into a buffer and the lerp, three kernels. Called from Python
 that is some ten thousand chunks for SD1.5, and every torch call lets the other merge worker take
-the GIL (and in torch ≥ 2.9 takes it again inside, for its arguments' reference counts), so the
+the GIL (and torch 2.13 takes it again inside, for its arguments' reference counts), so the
 workers spend their time waiting on each other (docs/PERFORMANCE.md). TorchScript runs the same
 loop, the same kernels, without Python between them. torch 2.13 marks TorchScript deprecated:
 where it is gone or cannot compile the loop, the same loop runs in Python, with the same results.
@@ -11,7 +11,9 @@ where it is gone or cannot compile the loop, the same loop runs in Python, with 
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -35,8 +37,10 @@ def lerp_widening(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, weight: f
         target.lerp_(other, w)
 
 
-def _compiled(fn):
-    """`fn` compiled by TorchScript, or `fn` itself where that is not possible."""
+@functools.cache
+def compiled(fn: Callable) -> Callable:
+    """`fn` compiled by TorchScript, or `fn` itself where that is not possible; compiled on first use
+    (0.1 s), not when a command that never widens starts."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the deprecation notice of torch ≥ 2.13
@@ -45,10 +49,7 @@ def _compiled(fn):
         return fn
 
 
-LERP_WIDENING = _compiled(lerp_widening)
-
-
 def weighted_sum_widening(a: torch.Tensor, b: torch.Tensor, alpha: float, out: torch.Tensor) -> torch.Tensor:
     """(1 − α)·A + α·B of narrower inputs, computed in out's dtype (fp32) straight into `out`."""
-    LERP_WIDENING(a, b, out, float(alpha), WIDENING_CHUNK)
+    compiled(lerp_widening)(a, b, out, float(alpha), WIDENING_CHUNK)
     return out
