@@ -12,6 +12,7 @@ where it is gone or cannot compile the loop, the same loop runs in Python, with 
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -37,10 +38,18 @@ def lerp_widening(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, weight: f
         target.lerp_(other, w)
 
 
-@functools.cache
+_COMPILING = threading.Lock()  # the merge workers' first calls come together: one compiles
+
+
 def compiled(fn: Callable) -> Callable:
     """`fn` compiled by TorchScript, or `fn` itself where that is not possible; compiled on first use
     (0.1 s), not when a command that never widens starts."""
+    with _COMPILING:
+        return _compile(fn)
+
+
+@functools.cache
+def _compile(fn: Callable) -> Callable:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the deprecation notice of torch ≥ 2.13
