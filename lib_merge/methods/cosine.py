@@ -18,31 +18,38 @@ def keeps_vae(key: str) -> bool:
     return key.startswith("first_stage_model.")
 
 
-def _similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+def _similarity(
+    a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8, scratch: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(cosine along dim 0, cosine of the flat tensors), from one product and one square of each input.
 
     Same definitions as torch's CosineSimilarity(dim=0) and a flat dot product over the norms,
-    without their strided reductions (columns of the [rows, rest] view are summed at once).
+    without their strided reductions (columns of the [rows, rest] view are summed at once). The
+    products go through one `scratch` tensor of the [rows, rest] shape: fresh memory for each is
+    what a model-sized pre-pass spends its time on.
     """
     a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-    dot = (a2 * b2).sum(0)
-    sq_a, sq_b = (a2 * a2).sum(0), (b2 * b2).sum(0)
+    scratch = torch.empty_like(a2) if scratch is None else scratch
+    dot = torch.mul(a2, b2, out=scratch).sum(0)
+    sq_a = torch.mul(a2, a2, out=scratch).sum(0)
+    sq_b = torch.mul(b2, b2, out=scratch).sum(0)
     per_column = dot / (sq_a * sq_b).sqrt_().clamp_min_(eps)
     flat = dot.sum() / (sq_a.sum() * sq_b.sum()).sqrt_()
     return per_column.reshape(a.shape[1:]), flat
 
 
-def _normalized(a: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """torch.nn.functional.normalize(a, p=2, dim=0) on the [rows, rest] view."""
+def _normalized(a: torch.Tensor, scratch: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """torch.nn.functional.normalize(a, p=2, dim=0) on the [rows, rest] view (its square in `scratch`)."""
     a2 = a.reshape(a.shape[0], -1)
-    return (a2 / (a2 * a2).sum(0).sqrt_().clamp_min_(eps)).reshape(a.shape)
+    return (a2 / torch.mul(a2, a2, out=scratch).sum(0).sqrt_().clamp_min_(eps)).reshape(a.shape)
 
 
 def _sim_a(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """cosineA's (per-column similarity, the main pass's mix similarity), on unit columns.
 
     None when A or B has norm zero: the flat cosine is 0/0 (a unit column of zeros stays zero)."""
-    per_column, flat = _similarity(_normalized(a), _normalized(b))
+    scratch = torch.empty(a.shape[0], a[0].numel(), dtype=a.dtype, device=a.device)
+    per_column, flat = _similarity(_normalized(a, scratch), _normalized(b, scratch), scratch=scratch)
     if flat.isnan():
         return None
     return per_column, (per_column + flat) / 2
