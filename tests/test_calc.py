@@ -275,3 +275,23 @@ def test_cli_calc_flags(sd1_fp32, tmp_path):
     assert "merged = plus_random(A, alpha=0.5, seed=7)" in printed.stdout
     bad = cli("merge", "--a", sd1_fp32[0], "--b", sd1_fp32[1], "--mode", "ws", "--calc", "extract", "-o", out)
     assert bad.returncode == 3 and "extract needs mode Add difference" in bad.stderr
+
+
+@pytest.mark.parametrize("shape", [(320, 320, 3, 3), (1280, 320), (640,)])
+def test_cosine_a_similarities_through_one_scratch_tensor_are_the_plain_formulas_bits(shape):
+    """The pre-pass writes every product into one scratch tensor: it must give the bits of the
+    plain formulas (normalize the columns, then dot and squares), written out here."""
+    from lib_merge.methods.cosine import _sim_a
+
+    generator = torch.Generator().manual_seed(len(shape))
+    a = torch.randn(shape, generator=generator) * 0.02
+    b = a + torch.randn(shape, generator=generator) * 0.01
+    a2, b2 = a.reshape(shape[0], -1), b.reshape(shape[0], -1)
+    unit_a = a2 / (a2 * a2).sum(0).sqrt().clamp_min(1e-12)
+    unit_b = b2 / (b2 * b2).sum(0).sqrt().clamp_min(1e-12)
+    dot, sq_a, sq_b = (unit_a * unit_b).sum(0), (unit_a * unit_a).sum(0), (unit_b * unit_b).sum(0)
+    per_column = dot / (sq_a * sq_b).sqrt().clamp_min(1e-8)
+    flat = dot.sum() / (sq_a.sum() * sq_b.sum()).sqrt()
+    got_columns, got_mix = _sim_a(a, b)
+    assert torch.equal(got_columns, per_column.reshape(shape[1:]))
+    assert torch.equal(got_mix, (per_column.reshape(shape[1:]) + flat) / 2)
