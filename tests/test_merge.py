@@ -425,3 +425,25 @@ def test_never_merge_rules():
     assert not is_mergeable("model.diffusion_model.out.2.bias", torch.int64)
     assert is_mergeable("model.diffusion_model.out.2.bias", torch.bfloat16)
     assert is_mergeable("conditioner.embedders.1.model.text_projection", f32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("method", sorted(THREE))
+def test_many_chunks_through_reused_buffers_match_the_reference(method, dtype, sd1, tmp_path, monkeypatch):
+    """Keys cut into many chunks with a short last one: each worker's leaf buffers are reused from chunk
+    to chunk and key to key, into an fp32 output (computed in place) and an fp16 one."""
+    from lib_merge.engine import run as run_module
+
+    monkeypatch.setattr(run_module, "CHUNK_ELEMENTS", 1000)
+    params = {"alpha": 0.7} | ({"beta": 0.2} if method != "add_difference" else {})
+    out = load(merge(recipe(method, sd1, **params), tmp_path / "o.safetensors", dtype).path)
+    a, b, c = (load(p) for p in sd1)
+    keys = component_keys("sd1", a)
+    assert max(a[k].numel() for k in keys) > 5 * 1000
+    for k in keys:
+        ref = FORMULAS[method](a[k].double(), b[k].double(), c[k].double(), 0.7, 0.2)
+        assert out[k].dtype == dtype
+        if dtype == torch.float32:
+            assert ((out[k].double() - ref).abs() <= 1e-6 * ref.abs().clamp(min=1)).all(), k
+        else:
+            assert int((_ordered(out[k]) - _ordered(ref.half())).abs().max()) <= 1, k

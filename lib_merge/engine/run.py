@@ -11,7 +11,7 @@ import functools
 import math
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 import torch
@@ -260,7 +260,7 @@ class _KeyComputer:
         # Output in the compute dtype: the first input's copy is made into the output itself, and
         # the methods (which may overwrite their first argument) compute there.
         in_place = odt == self.cdt and self.device.type == "cpu"
-        flat_step = fused is None and in_place and _step_on_leaves(job.tree)
+        buffers = self._scratch(_leaf_uses(job.tree)) if fused is None else []
         for start in range(0, numel, CHUNK_ELEMENTS):
             end = min(numel, start + CHUNK_ELEMENTS)
             chunk = {k: t[start:end] for k, t in flat.items()}
@@ -268,10 +268,7 @@ class _KeyComputer:
             if fused is not None:
                 fused.method.fused(*(chunk[id(i)] for i in fused.inputs), out=target, **fused.params)
             else:
-                if flat_step:
-                    result = self._step_into(job.tree, chunk, job.key, target)
-                else:
-                    result = self._eval(job.tree, chunk, job.key, target if in_place else None)
+                result = self._eval(job.tree, chunk, job.key, target if in_place else None, iter(buffers))
                 if result.data_ptr() != target.data_ptr():
                     target.copy_(result)
             if check:
@@ -307,19 +304,10 @@ class _KeyComputer:
             return None
         return tree
 
-    def _step_into(self, step: Step, chunk: dict[int, torch.Tensor], key: str, target: torch.Tensor) -> torch.Tensor:
-        """`_eval` of one step over leaves, with the widened inputs in this worker's reused buffers: the
-        same values, without an allocation and a tree walk per chunk (a live merge into fp32 parameters
-        runs some ten thousand chunks)."""
-        first, *rest = step.inputs
-        target.copy_(chunk[id(first)])
-        scratch = self._scratch(len(rest))
-        args = [buffer[: target.numel()].copy_(chunk[id(i)]) for buffer, i in zip(scratch, rest, strict=True)]
-        extra = {"key": key} if step.method.needs_key else {}
-        return step.method.fn(target, *args, **step.params, **extra)
-
     def _scratch(self, count: int) -> list[torch.Tensor]:
-        """This worker's chunk-sized buffers in the compute dtype, made once per merge."""
+        """This worker's chunk-sized buffers in the compute dtype, made once per merge: a live merge into
+        fp32 parameters runs some ten thousand chunks, and a fresh copy of each input for each of them
+        is an allocation (and pages to fault in) every time."""
         buffers = getattr(self.local, "scratch", [])
         while len(buffers) < count:
             buffers.append(torch.empty(CHUNK_ELEMENTS, dtype=self.cdt, device=self.device))
@@ -327,15 +315,24 @@ class _KeyComputer:
         return buffers[:count]
 
     def _eval(
-        self, node: Reduced, chunk: dict[int, torch.Tensor], key: str, into: torch.Tensor | None = None
+        self,
+        node: Reduced,
+        chunk: dict[int, torch.Tensor],
+        key: str,
+        into: torch.Tensor | None = None,
+        buffers: Iterator[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """The tree's value on `chunk`; the first leaf's copy goes into `into` when given."""
+        """The tree's value on `chunk`; the first leaf's copy goes into `into` when given, the other
+        leaves' into the next of `buffers` (chunk-sized) when given."""
         if is_leaf(node):
+            source = chunk[id(node)]
             if into is not None:
-                return into.copy_(chunk[id(node)])
-            # A fresh copy each use: methods write into their inputs.
-            return chunk[id(node)].to(self.device, self.cdt, copy=True)
-        args = [self._eval(i, chunk, key, into if n == 0 else None) for n, i in enumerate(node.inputs)]
+                return into.copy_(source)
+            # A copy of its own for each use: methods write into their inputs.
+            if buffers is not None:
+                return next(buffers)[: source.numel()].view(source.shape).copy_(source)
+            return source.to(self.device, self.cdt, copy=True)
+        args = [self._eval(i, chunk, key, into if n == 0 else None, buffers) for n, i in enumerate(node.inputs)]
         extra = {"key": key} if node.method.needs_key else {}
         return node.method.fn(*args, **node.params, **extra)
 
@@ -361,8 +358,9 @@ def _elementwise_tree(node: Reduced) -> bool:
     return node.method.elementwise and all(_elementwise_tree(i) for i in node.inputs)
 
 
-def _step_on_leaves(node: Reduced) -> bool:
-    return isinstance(node, Step) and all(is_leaf(i) for i in node.inputs)
+def _leaf_uses(node: Reduced) -> int:
+    """How many times the tree reads a leaf (a leaf used twice counts twice: methods write into their inputs)."""
+    return 1 if is_leaf(node) else sum(_leaf_uses(i) for i in node.inputs)
 
 
 def _bounded_tree(node: Reduced) -> bool:
