@@ -67,7 +67,7 @@ def reset_peak() -> None:
 
 def fresh_memory_s_per_gb(size: int = 1 << 30) -> float:
     """Seconds per GB to fault in memory the process never had: each new backup and cache byte of a
-    first merge costs this (on a VM that hands freed memory back to its host, many times a desktop's)."""
+    first merge costs this (high on a VM that hands freed memory back to its host)."""
     with mmap.mmap(-1, size) as region:
         pages = torch.frombuffer(region, dtype=torch.uint8)
         start = time.perf_counter()

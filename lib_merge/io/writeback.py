@@ -7,8 +7,8 @@ pages written more than one lag ago to the disk now and drops those already clea
 cache, so the cache keeps the inputs being read instead of the output being written.
 
 The calls run on a thread of their own: on some disks a call lasts as long as the writeback it
-starts (measured: 7 s of a 7 GB write), and the writer need not wait for it. While one runs, the
-range for the next one grows.
+starts (a profile of an SDXL merge showed the writer waiting there), and the writer need not wait
+for it. While one runs, the range for the next one grows.
 """
 
 from __future__ import annotations
