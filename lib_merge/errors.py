@@ -102,7 +102,19 @@ class UnsafeNameError(_OutputProblem):
 
 
 class OutputExistsError(_OutputProblem):
-    pass
+    """An output exists and replacing it was not asked for. The message ends with "choose another
+    name"; each surface adds its own way to ask for replacing (`OVERWRITE_HINTS`)."""
+
+
+# How to ask for replacing an existing file, in each surface's words.
+OVERWRITE_HINTS = {"cli": "use --overwrite", "http": 'set "overwrite": true', "ui": "tick the overwrite box"}
+
+
+def message_for(e: BaseException, surface: str) -> str:
+    """The one line a person reads for an error, in the words of `surface` ("cli", "http", "ui")."""
+    if isinstance(e, OutputExistsError):
+        return f"{e} or {OVERWRITE_HINTS[surface]}"
+    return str(e)
 
 
 class NonFiniteError(AlloyError):

@@ -58,7 +58,7 @@ def free_port() -> int:
 @pytest.fixture
 def app_url(tmp_path, sd1):
     models = tmp_path / "models"
-    models.mkdir()
+    models.mkdir(exist_ok=True)  # a test may put more models there first
     for p in sd1[:2]:
         shutil.copy(p, models / p.name)
     port = free_port()
@@ -253,3 +253,114 @@ def test_lora_tab_bakes_and_merges_in_the_browser(app_url, sd1):
         expected = a[key].double() + 0.5 * reference_delta(lora, name, a[key].shape)
         assert torch.allclose(out[key].double(), expected, atol=2e-3, rtol=1e-3), key
     assert metadata(models / "Lora" / "twice.safetensors")["ss_network_dim"] == "4"
+
+
+def open_app(p, url: str):
+    """Chromium on the app, logged in, the page loaded."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    page = browser.new_page(http_credentials={"username": USER, "password": PASSWORD},
+                            viewport={"width": 1400, "height": 1000})  # fmt: skip
+    page.goto(url)
+    page.wait_for_selector("#alloy_model_a")
+    return browser, page
+
+
+def choose(page, elem_id: str, value: str) -> None:
+    page.locator(f"#{elem_id} input").first.click()
+    page.locator(f"#{elem_id} li").filter(has_text=value).first.click()
+
+
+def wait_for_text(page, elem_id: str, pattern: str, timeout: int = 120_000) -> str:
+    """The element's text once it matches the JavaScript regular expression `pattern`."""
+    page.wait_for_function(f"() => /{pattern}/.test(document.querySelector('#{elem_id}').innerText)", timeout=timeout)
+    return page.locator(f"#{elem_id}").first.inner_text()
+
+
+def test_toolkit_tab_inspects_and_converts_in_the_browser(app_url, sd1, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, models = app_url
+    with sync_playwright() as p:
+        browser, page = open_app(p, url)
+        page.locator("#alloy_tabs button:has-text('Toolkit')").first.click()
+        choose(page, "alloy_tk_model", sd1[0].name)
+        page.locator("#alloy_tk_inspect").click()
+        inspected = wait_for_text(page, "alloy_tk_status", "Inspect: done|Error")
+        report = page.locator("#alloy_tk_report textarea").input_value()
+        page.locator("#alloy_tk_dtype label").filter(has_text="fp32").first.click()
+        page.locator("#alloy_tk_name textarea, #alloy_tk_name input").first.fill("as_fp32")
+        page.locator("#alloy_tk_convert").click()
+        converted = wait_for_text(page, "alloy_tk_status", "Convert: done|Error")
+        written = page.locator("#alloy_tk_report textarea").input_value()
+        page.screenshot(path=str(tmp_path / "toolkit.png"), full_page=True)
+        browser.close()
+    assert inspected == "Inspect: done.", inspected
+    assert "architecture: SD1 (sd1)" in report and "position_ids" in report, report
+    assert converted == "Convert: done." and written.startswith(f"Wrote {models / 'as_fp32.safetensors'}"), written
+    source, out = load(sd1[0]), load(models / "as_fp32.safetensors")
+    assert set(out) == set(source)
+    for key, tensor in source.items():
+        if tensor.is_floating_point():
+            assert out[key].dtype == torch.float32 and torch.equal(out[key], tensor.float()), key
+
+
+@pytest.fixture
+def recipe_app(tmp_path, sd1, request):
+    """The app with a merge carrying its Alloy recipe in the models folder besides A and B."""
+    from test_lora_merge_extract import run
+
+    (tmp_path / "models").mkdir()
+    out = tmp_path / "models" / "recipe_merge.safetensors"
+    proc = run("merge", "--a", sd1[0], "--b", sd1[1], "--mode", "weighted_sum", "--alpha", "0.3", "-o", out,
+               "--no-history", "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return request.getfixturevalue("app_url")
+
+
+def test_analysis_tab_compares_and_loads_a_recipe_in_the_browser(recipe_app, sd1, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from lib_merge.analysis.similarity import compare
+
+    url, _ = recipe_app
+    with sync_playwright() as p:
+        browser, page = open_app(p, url)
+        page.locator("#alloy_tabs button:has-text('Analysis')").first.click()
+        choose(page, "alloy_an_a", sd1[0].name)
+        choose(page, "alloy_an_b", sd1[1].name)
+        page.locator("#alloy_an_run").click()
+        status = wait_for_text(page, "alloy_an_status", "keys compared|Error")
+        table = wait_for_text(page, "alloy_an_table", "IN01", timeout=30_000)  # Gradio 4 draws the rows in view
+        shown = {}
+        for elem_id in ("alloy_an_heatmap", "alloy_an_chart"):
+            page.wait_for_function(
+                f"() => {{ const i = document.querySelector('#{elem_id} img'); return i && i.naturalWidth > 0; }}",
+                timeout=30_000,
+            )
+            shown[elem_id] = page.evaluate(f"document.querySelector('#{elem_id} img').naturalWidth")
+        page.locator("#alloy_an_table").scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / "analysis.png"), full_page=True)
+        page.get_by_text("Metadata", exact=True).first.click()
+        choose(page, "alloy_an_md_model", "recipe_merge")
+        page.locator("#alloy_an_md_run").click()
+        page.wait_for_function(
+            "() => (document.querySelector('#alloy_an_md_recipe textarea').value || '').includes('weighted_sum(')",
+            timeout=30_000,
+        )
+        recipe = page.locator("#alloy_an_md_recipe textarea").input_value()
+        page.locator("#alloy_an_md_load").click()
+        loaded = wait_for_text(page, "alloy_an_md_status", "Loaded|No recipe", timeout=30_000)
+        page.locator("#alloy_tabs button:has-text('Merge')").first.click()
+        in_merge_tab = page.locator("#alloy_recipe textarea").input_value()
+        browser.close()
+    assert f"{sd1[0].name} vs {sd1[1].name}:" in status and "keys compared" in status, status
+    cells = table.split()
+    base = next(b for b in compare(str(sd1[0]), str(sd1[1])).blocks if b.slot == "BASE")
+    assert "IN00" in cells and abs(float(cells[cells.index("BASE") + 2]) - base.cosine_mean * 100) < 2e-3, table
+    pictures = tmp_path / "home" / "analysis"
+    stem = f"{sd1[0].stem}_vs_{sd1[1].stem}"
+    assert shown == {"alloy_an_heatmap": Image.open(pictures / f"{stem}.png").width,
+                     "alloy_an_chart": Image.open(pictures / f"{stem}-chart.png").width}  # fmt: skip
+    assert "alpha=0.3" in recipe and loaded.startswith("Loaded into the Merge tab"), loaded
+    assert in_merge_tab == recipe

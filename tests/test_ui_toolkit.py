@@ -56,9 +56,9 @@ def test_analysis_tab_table_heatmap_elements_metadata_and_image(tmp_path, sd1):
     workbench = Workbench(FolderHost(str(tmp_path)))
     demo = build_ui(workbench)
     run, inputs = handler(demo, "alloy_an_run")
-    status, rows, heatmap, csv = last(run(sd1[0].name, sd1[1].name, True))
+    status, rows, heatmap, chart, csv = last(run(sd1[0].name, sd1[1].name, True))
     assert "keys compared" in status and rows[0][0] == "BASE" and heatmap.endswith(".png") and csv.endswith(".csv")
-    assert Image.open(heatmap).format == "PNG"
+    assert Image.open(heatmap).format == "PNG" and Image.open(chart).format == "PNG" and chart != heatmap
     listing, _ = handler(demo, "alloy_an_el_run")
     rows, csv_path = listing(sd1[0].name, "IN04")
     assert rows and all(r[1] == "IN04" for r in rows) and rows[0][6] == "unet"

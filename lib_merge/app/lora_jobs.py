@@ -26,7 +26,7 @@ from lib_merge.app.requests import (
     MergeOutcome,
     MergeRequest,
 )
-from lib_merge.errors import ParameterError
+from lib_merge.errors import OutputExistsError, ParameterError
 from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.io.source import file_schema
 from lib_merge.io.tempfiles import check_new_output
@@ -84,8 +84,8 @@ class LoraJobs:
     def _lora_job(self, job: LoraJob, make) -> LoraOutcome:
         target = os.path.join(self.host.lora_folder(), job.name)
         if os.path.exists(target) and not job.overwrite:
-            raise ParameterError(f"{job.name} exists in the LoRA folder; choose another name or tick overwrite")
-        check_new_output(target, job.sources, job.overwrite)
+            raise OutputExistsError(f"{job.name} exists in the LoRA folder; choose another name")
+        check_new_output(target, job.sources, job.overwrite, writes="safetensors")
         started = time.perf_counter()
 
         def work(step) -> LoraOutcome:

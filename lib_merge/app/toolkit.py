@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib_merge.analysis.report import write_csv, write_heatmap
+from lib_merge.analysis.report import write_chart, write_csv, write_heatmap
 from lib_merge.analysis.similarity import Similarity, compare
 from lib_merge.app.naming import custom_file_name, sanitize
 from lib_merge.app.ports import Host
@@ -109,17 +109,20 @@ class Analysis:
     result: Similarity
     csv_path: str
     heatmap_path: str
+    chart_path: str
 
 
 def analyze(a: str, b: str, attention: bool, host: Host, step: Step | None = None) -> Analysis:
-    """Two checkpoints compared; the CSV and the heatmap saved under <user-data>/analysis/."""
+    """Two checkpoints compared; the CSV, the heatmap and the bar chart saved under <user-data>/analysis/,
+    drawn in the host's font like its XYZ grids."""
     result = compare(host.resolve_checkpoint(a), host.resolve_checkpoint(b), attention, step)
     folder = Path(user_data_dir()) / "analysis"
     folder.mkdir(parents=True, exist_ok=True)
     stem = sanitize(f"{os.path.splitext(result.a)[0]}_vs_{os.path.splitext(result.b)[0]}") or "analysis"
     csv_path = write_csv(result, str(folder / f"{stem}.csv"))
-    heatmap_path = write_heatmap(result, str(folder / f"{stem}.png"))
-    return Analysis(result, csv_path, heatmap_path)
+    heatmap_path = write_heatmap(result, str(folder / f"{stem}.png"), font_path=host.font_path())
+    chart_path = write_chart(result, str(folder / f"{stem}-chart.png"), font_path=host.font_path())
+    return Analysis(result, csv_path, heatmap_path, chart_path)
 
 
 ELEMENT_COLUMNS = ["key", "slot", "fine slot", "shape", "dtype", "bytes", "component"]

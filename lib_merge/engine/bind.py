@@ -5,6 +5,7 @@ Everything here reads headers only, so every input problem is reported before a 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -191,23 +192,24 @@ def _rebuild(node: Node, refs: dict[ModelRef, ModelRef], schema, arch: ArchInfo,
 
 
 def _check_ranges(method: str, params: dict) -> None:
-    """Parameters with a hard range (extract's α/β/γ, tensor's α/β, seeds) are checked before any read."""
+    """Every number of every step, block vectors included, is checked before any read: finite, and inside
+    its hard range (extract's α/β/γ, tensor's α/β, seeds; ±MAX_MAGNITUDE for weights)."""
     spec = METHODS[method]
     for p in spec.params:
-        if not p.enforce or p.name not in params:
+        if not p.numeric or p.name not in params:
             continue
         value = params[p.name]
-        values = (
-            list(value.values) + ([value.vae] if value.vae is not None else [])
-            if isinstance(value, BlockVector)
-            else [float(value)]
-        )
-        bad = [v for v in values if not p.low <= v <= p.high]
+        if isinstance(value, BlockVector):
+            values = list(value.values) + ([value.vae] if value.vae is not None else [])
+        elif isinstance(value, (list, tuple)):
+            values = [float(v) for v in value]
+        else:
+            values = [float(value)]
+        low, high = p.hard_range
+        bad = [v for v in values if not low <= v <= high]  # NaN fails both comparisons
         if bad:
-            shown = (lambda v: str(int(v))) if p.integer else format_number  # whole-number parameters as written
-            raise ParameterError(
-                f"{method}(): {p.name} must lie in [{shown(p.low)}, {shown(p.high)}], not {shown(bad[0])}"
-            )
+            shown = (lambda v: str(int(v))) if p.integer and math.isfinite(bad[0]) else format_number
+            raise ParameterError(f"{method}(): {p.name} must lie in [{shown(low)}, {shown(high)}], not {shown(bad[0])}")
 
 
 def _reference_only(root: Node) -> list[ModelRef]:

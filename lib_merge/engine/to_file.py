@@ -20,7 +20,7 @@ from lib_merge.engine.plan import MergePlan, plan_merge
 from lib_merge.engine.progress import hashing_progress
 from lib_merge.engine.run import run_plan
 from lib_merge.errors import SourceChangedError, UnsafePathError
-from lib_merge.io.tempfiles import check_new_output, clean_stale, write_file
+from lib_merge.io.tempfiles import check_new_output, clean_stale, format_for_output, write_file
 from lib_merge.io.writer import PlannedTensor, SafetensorsWriter, check_free_space
 from lib_merge.recipe.hashed import CarriesRecipe, HashedRecipe
 from lib_merge.recipe.nodes import ModelRef, Node
@@ -35,7 +35,8 @@ class SaveOptions:
     overwrite: bool = False
     prune: bool = True
     metadata: bool = True
-    format: str = "safetensors"  # or "ckpt": a pickled {"state_dict": …}, no metadata
+    format: str | None = None  # "safetensors", or "ckpt": a pickled {"state_dict": …}, no metadata;
+    # None: the output's ending decides (io.tempfiles.format_for_output)
 
 
 @dataclass
@@ -119,15 +120,15 @@ class CkptSink:
             self.tensors = {}
 
 
-def check_output_path(output: str, bound: BoundRecipe, overwrite: bool) -> str:
-    """Never replace an input; replace an existing file only when asked."""
+def check_output_path(output: str, bound: BoundRecipe, overwrite: bool, file_format: str) -> str:
+    """Never replace an input; replace an existing file only when asked; the ending fits the format."""
     target = os.path.abspath(output)
-    if os.path.exists(target):  # named by role here; the folder and overwrite rules are the shared ones
+    if os.path.isfile(target):  # named by role here; the folder and overwrite rules are the shared ones
         for ref in bound.models:
             source = bound.sources[ref]
             if os.path.samefile(target, source.path):
                 raise UnsafePathError(f"output would overwrite input model {bound.role(ref)} ({source.path})")
-    return check_new_output(target, [], overwrite)
+    return check_new_output(target, [], overwrite, writes=file_format)
 
 
 def merge_to_file(
@@ -147,7 +148,8 @@ def merge_to_file(
             return merge_to_file(bound, save, engine, models_dir, before_publish)
     bound = recipe
     notes = list(bound.notes)
-    target = check_output_path(save.output, bound, save.overwrite)
+    file_format = format_for_output(save.output, save.format)
+    target = check_output_path(save.output, bound, save.overwrite, file_format)
     cleaned = clean_stale(os.path.dirname(target))
     if cleaned.removed:
         notes.append(cleaned.text(os.path.dirname(target)))
@@ -162,7 +164,7 @@ def merge_to_file(
         # Distinct stand-ins of the final length, so the header size estimate is exact.
         placeholder = {ref: f"{i + 1:064x}" for i, ref in enumerate(bound.models)}
         estimate = _metadata(bound, placeholder, target, save, _PLACEHOLDER_HASH)[0]
-        sink = CkptSink(target, save.overwrite) if save.format == "ckpt" else FileSink(target, estimate, save.overwrite)
+        sink = CkptSink(target, save.overwrite) if file_format == "ckpt" else FileSink(target, estimate, save.overwrite)
         report = run_plan(plan, sink, engine)
         notes.extend(report.notes)
         try:

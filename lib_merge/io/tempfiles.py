@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from lib_merge.errors import OutputExistsError, UnsafePathError
+from lib_merge.errors import OutputExistsError, UnsafeNameError, UnsafePathError
 
 TEMP_MARK = ".alloy-tmp-"
 _TEMP_NAME = re.compile(r"\.alloy-tmp-(\d+)-[0-9a-f]+$")
@@ -93,7 +93,7 @@ def publish(tmp: str, target: str, overwrite: bool) -> None:
 
 
 def _exists(target: str) -> OutputExistsError:
-    return OutputExistsError(f"{target} exists; choose another name or use --overwrite")
+    return OutputExistsError(f"{target} exists; choose another name")
 
 
 def _rename_no_replace(tmp: str, target: str) -> None:
@@ -108,7 +108,7 @@ def _rename_no_replace(tmp: str, target: str) -> None:
     if renameat2 is None:
         raise UnsafePathError(
             f"cannot save {target} without the risk of replacing another file on this filesystem "
-            "(no hard links, no no-replace rename); save to another folder or use --overwrite"
+            "(no hard links, no no-replace rename); save to another folder or allow replacing it"
         )
     at_fdcwd, rename_noreplace = -100, 1
     if renameat2(at_fdcwd, os.fsencode(tmp), at_fdcwd, os.fsencode(target), rename_noreplace) != 0:
@@ -199,6 +199,23 @@ def clean_stale(folder: str, recursive: bool = False) -> CleanReport:
     return report
 
 
+def remove_own_temp_files(folder: str) -> CleanReport:
+    """Remove this process's temporary files in `folder` and below: for a process about to end without
+    unwinding (a server past its grace period), whose writers will never finish."""
+    report = CleanReport()
+    mine = f"{TEMP_MARK}{os.getpid()}-"
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if mine in name and is_temp_name(name):
+                try:
+                    os.unlink(os.path.join(here, name))
+                    report.removed.append(os.path.join(here, name))
+                except OSError:
+                    report.failed.append(os.path.join(here, name))
+    return report
+
+
 def _remove_if_stale(path: str, report: CleanReport) -> None:
     with _stale_lock(path) as stale:
         if not stale:
@@ -276,16 +293,39 @@ def write_text(target: str, text: str, overwrite: bool = True) -> str:
     return write_file(target, lambda f: f.write(text.encode("utf-8")), overwrite)
 
 
-def check_new_output(output: str, sources: list[str], overwrite: bool) -> str:
-    """Before the work: the output's folder exists, it is none of the inputs, and it is new unless
-    `overwrite`. Returns the absolute path."""
+# Endings the WebUI (and every loader that goes by the name) reads as a pickle; anything else is
+# offered to the safetensors loader, so a file's ending must match the bytes inside it.
+PICKLE_ENDINGS = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def format_for_output(output: str, requested: str | None = None) -> str:
+    """The file format of a model written to `output`: its ending decides ("ckpt" for a pickle ending,
+    else "safetensors"); a `requested` format must agree with the ending."""
+    ending = os.path.splitext(output)[1].lower()
+    named = "ckpt" if ending in PICKLE_ENDINGS else "safetensors" if ending == ".safetensors" else None
+    if requested and named and requested != named:
+        wanted = ".safetensors" if requested == "safetensors" else ".ckpt"
+        raise UnsafeNameError(
+            f"{output} ends in {ending} but would hold {requested}; loaders choose by the ending: use {wanted}"
+        )
+    return requested or named or "safetensors"
+
+
+def check_new_output(output: str, sources: list[str], overwrite: bool, writes: str | None = None) -> str:
+    """Before the work: the output is no folder, its folder exists, it is none of the inputs, it is new
+    unless `overwrite`, and (for a model, `writes` = its format) its ending matches the format.
+    Returns the absolute path."""
     target = os.path.abspath(output)
+    if os.path.isdir(target):
+        raise UnsafePathError(f"{target} is a folder; give a file name, such as {os.path.join(output, 'merged')}")
     if not os.path.isdir(os.path.dirname(target)):
         raise UnsafePathError(f"output folder does not exist: {os.path.dirname(target)}")
+    if writes:
+        format_for_output(output, writes)
     if os.path.exists(target):
         for source in sources:
             if os.path.exists(source) and os.path.samefile(target, source):
                 raise UnsafePathError(f"output would overwrite the input {source}")
         if not overwrite:
-            raise OutputExistsError(f"{target} exists; choose another name or use --overwrite")
+            raise _exists(target)
     return target

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lib_merge.arch.detect import detect
 from lib_merge.arch.registry import ARCHITECTURES, arch_keys
 from lib_merge.errors import CorruptModelError, LoraFormatError, LoraMismatchError
 from lib_merge.io import open_model
@@ -36,6 +37,9 @@ class LoraFile:
         naming the file."""
         source = open_model(path)
         try:
+            found = detect({key: info.shape for key, info in source.tensors.items()})
+            if found.id != "unknown":  # a checkpoint chosen by mistake: say so instead of listing its keys
+                raise LoraFormatError(f"{os.path.basename(path)} is a checkpoint ({found.label}), not a LoRA")
             tensors = {key: source.read(key) for key in source.keys()}
             metadata = dict(source.metadata)
         finally:

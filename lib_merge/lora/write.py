@@ -117,7 +117,7 @@ def addnet_hashes(tensors: dict[str, torch.Tensor], ss_metadata: dict[str, str])
 
 def write_lora(build: LoraBuild, output: str, dtype: torch.dtype, overwrite: bool = False) -> WrittenLora:
     """The LoRA at `output`, published whole or not at all; without `overwrite` an existing file stays."""
-    check_new_output(output, build.sources, overwrite)
+    check_new_output(output, build.sources, overwrite, writes="safetensors")
     tensors = build.tensors(dtype)
     ss = training_metadata(build, output, dtype)
     model_hash, legacy = addnet_hashes(tensors, ss)

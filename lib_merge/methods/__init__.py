@@ -37,9 +37,12 @@ def get_method(name: str, kind: str | None = None) -> MethodSpec:
     """The method called `name` (or a mode alias); with `kind`, only methods of that kind count, and
     the error lists those."""
     spec = METHODS.get(MODE_ALIASES.get(name, name))
+    if spec is None and kind == "mode":  # SuperMerger's names of the modes: "Weight sum", "Add difference"
+        spec = next((s for s in METHODS.values() if s.kind == "mode" and s.label.lower() == name.strip().lower()), None)
     if spec is None or (kind is not None and spec.kind != kind):
         if kind == "mode":
-            raise RecipeTypeError(f"unknown mode {name!r}; modes: {', '.join(names_of_kind('mode'))}")
+            labels = ", ".join(f"{n} ({METHODS[n].label})" for n in names_of_kind("mode"))
+            raise RecipeTypeError(f"unknown mode {name!r}; modes: {labels}")
         if kind == "method":
             raise RecipeTypeError(f"unknown method {name!r}; methods: {', '.join(names_of_kind('method'))}")
         raise RecipeTypeError(f"unknown merge method {name!r}; known: {', '.join(METHODS)}")

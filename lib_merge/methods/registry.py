@@ -49,6 +49,9 @@ DropRate = Annotated[float, Bounds(0.0, 0.999999, enforce=True)]
 Seed = Annotated[int, Bounds(0, 2**63 - 1, enforce=True)]
 Sign = Literal["sum", "count"]
 
+# The largest weight an unbounded parameter takes (SuperMerger's sliders stop at -1 and 2).
+MAX_MAGNITUDE = 1000.0
+
 KINDS = ("mode", "calc", "method", "op")  # Merge tab modes, calc-mode methods, modern methods, recipe-only ops
 # Keyword arguments the engine passes, never the user ("prepared": a key's value from the method's pre-pass).
 ENGINE_ARGUMENTS = ("key", "out", "permutation", "prepared")
@@ -77,6 +80,12 @@ class ParamSpec:
     @property
     def numeric(self) -> bool:
         return not (self.choices or self.text or self.boolean)
+
+    @property
+    def hard_range(self) -> tuple[float, float]:
+        """The values refused before a merge lie outside this: the declared range where it is enforced,
+        else ±MAX_MAGNITUDE (far past any real weight, near enough that fp32 arithmetic cannot overflow)."""
+        return (self.low, self.high) if self.enforce else (-MAX_MAGNITUDE, MAX_MAGNITUDE)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lib_merge.arch.blocks import SCHEMAS, VAE_SLOT, BlockSchema
@@ -68,9 +69,12 @@ def _number(value: object, where: str) -> float:
     if isinstance(value, bool):
         raise BlockVectorError(f"{where}: {value!r} is not a number")
     try:
-        return float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise BlockVectorError(f"{where}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise BlockVectorError(f"{where}: {value!r} is not a finite number")
+    return number
 
 
 def _accepted_lengths(schema: BlockSchema) -> str:

@@ -6,21 +6,24 @@ added by extensions are not covered by `--api-auth` (docs/WEBUI.md §7). No midd
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import secrets
-import types
-import typing
 from dataclasses import fields
 from typing import Any
 
 from lib_merge.app.history import read_history, search_history
+from lib_merge.app.json_fields import checked_fields, json_type
 from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.plots.plan import XYZPlan
 from lib_merge.app.requests import LoraBakeRequest, LoraExtractRequest, LoraMergeRequest
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
-from lib_merge.errors import AlloyError, BusyError
+from lib_merge.errors import AlloyError, BusyError, message_for
 from lib_merge.recipe.form import MergeSettings, MethodSettings
 
 PREFIX = "/alloy/v1"
+log = logging.getLogger("alloy")
 _FLAG_FIELDS = {f.name for f in fields(MergeSettings)}
 _METHOD_FIELDS = {f.name for f in fields(MethodSettings)}
 
@@ -49,68 +52,40 @@ def request_from_body(body: Any) -> MergeRequest:
     unknown = set(body) - _FLAG_FIELDS - _METHOD_FIELDS - {"recipe", "wait", "save"}
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-    _check_types(body, MethodSettings if body.get("method") else MergeSettings)
-    wait = bool(body.get("wait", True))
-    save = SaveRequest(**body["save"]) if isinstance(body.get("save"), dict) else None
-    if body.get("recipe"):
-        return MergeRequest(recipe=str(body["recipe"]), wait=wait, save=save)
-    if body.get("method"):  # a modern method: "a" is the base, "models" the others
-        if not body.get("a") or not isinstance(body.get("models"), list) or not body["models"]:
+    form = MethodSettings if body.get("method") else MergeSettings
+    form_fields = {k: v for k, v in body.items() if k in (_METHOD_FIELDS if form is MethodSettings else _FLAG_FIELDS)}
+    form_fields = {k: v for k, v in checked_fields(form, form_fields).items() if v is not None}
+    wait = _flag(body, "wait", True)
+    if body.get("save") is not None and not isinstance(body["save"], dict):
+        raise ValueError(f'"save" must be an object, not {json_type(body["save"])}')
+    save = SaveRequest(**checked_fields(SaveRequest, body["save"], '"save"')) if body.get("save") else None
+    if body.get("recipe") is not None:
+        if not isinstance(body["recipe"], str):
+            raise ValueError(f"'recipe' must be a string, not {json_type(body['recipe'])}")
+        return MergeRequest(recipe=body["recipe"], wait=wait, save=save)
+    if form is MethodSettings:  # a modern method: "a" is the base, "models" the others
+        if not form_fields.get("a") or not form_fields.get("models"):
             raise ValueError("a method needs 'a' (the base) and 'models' (a list)")
-        given = {k: body[k] for k in _METHOD_FIELDS if k in body and body[k] is not None}
-        return MergeRequest(settings=MethodSettings(**given), wait=wait, save=save)
-    if not body.get("a") or not body.get("b"):
+        return MergeRequest(settings=MethodSettings(**form_fields), wait=wait, save=save)
+    if not form_fields.get("a") or not form_fields.get("b"):
         raise ValueError("give 'recipe', or at least 'a' and 'b'")
-    flags = {k: body[k] for k in _FLAG_FIELDS if k in body and body[k] is not None}
-    flags.setdefault("mode", "weighted_sum")
-    return MergeRequest(settings=MergeSettings(**flags), wait=wait, save=save)
-
-
-def _check_types(body: dict, cls: type) -> None:
-    """Form fields of the wrong JSON type are a 400 (a string "false" must not turn re-basin on)."""
-    hints = typing.get_type_hints(cls)
-    for name, value in body.items():
-        if name not in hints or value is None or _fits_type(value, hints[name]):
-            continue
-        if _fits_type(value, float) and _fits_type(1, hints[name]):
-            continue  # a number for a whole-number field: the form says "must be a whole number, not 1.5"
-        raise ValueError(f"{name!r} must be {hints[name]}, not {json_type(value)}")
-
-
-def _fits_type(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a simple annotation (str, int, float, bool, list[str], X | None)."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_fits_type(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_fits_type(v, item) for v in value)
-    return isinstance(value, hint)
+    form_fields.setdefault("mode", "weighted_sum")
+    return MergeRequest(settings=MergeSettings(**form_fields), wait=wait, save=save)
 
 
 def typed_request(cls: type, body: Any) -> Any:
     """A request dataclass from a JSON object whose fields are its own and of its types (else a 400)."""
-    given = json_object(body)
-    hints = typing.get_type_hints(cls)
-    unknown = set(given) - set(hints)
-    if unknown:
-        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-    for name, value in given.items():
-        if not _fits_type(value, hints[name]):
-            raise ValueError(f"{name!r} must be {hints[name]}, not {json_type(value)}")
-    return cls(**given)
+    return cls(**checked_fields(cls, body))
 
 
-def json_type(value: Any) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
-            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)  # fmt: skip
+def _flag(body: dict, name: str, default: bool) -> bool:
+    """A true/false field: JSON's true or false (a string "false" must not mean yes)."""
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValueError(f"{name!r} must be true or false, not {json_type(value)}")
+    return value
 
 
 class Api:
@@ -138,17 +113,18 @@ class Api:
         return {"message": self.workbench.restore()}
 
     def save(self, body: Any) -> dict:
-        given = json_object(body)
-        request = SaveRequest(
-            name=str(given.get("name") or ""),
-            dtype=str(given.get("dtype") or self.workbench.host.config().save_dtype),
-            format=str(given.get("format") or "safetensors"),
-            prune=bool(given.get("prune", True)),
-            overwrite=bool(given.get("overwrite", False)),
-        )
-        return {"path": self.workbench.save_current(request)}
+        given = {k: v for k, v in json_object(body).items() if v is not None}
+        given.setdefault("dtype", self.workbench.host.config().save_dtype)
+        return {"path": self.workbench.save_current(typed_request(SaveRequest, given))}
 
-    def history(self, q: str = "", any_word: bool = False, limit: int = 0) -> dict:
+    def history(self, q: str = "", any_word: str = "false", limit: str = "0") -> dict:
+        """Query parameters arrive as text and are read here, so a wrong one is a 400 like the rest."""
+        if any_word.lower() not in ("true", "false", "1", "0", ""):
+            raise ValueError(f"any_word must be true or false, not {any_word[:40]!r}")
+        any_word = any_word.lower() in ("true", "1")
+        if not limit.strip().isdigit():
+            raise ValueError(f"limit must be a whole number, not {limit[:40]!r}")
+        limit = int(limit)
         log = read_history(self.workbench.history_path())
         rows = search_history(log.rows, q, any_word) if q else log.rows
         if limit > 0:
@@ -176,14 +152,17 @@ class Api:
     def lora_bake(self, body: Any) -> dict:
         given = json_object(body)
         loras = given.get("loras")
+        unknown = set(given) - {"loras", "model", "save", "wait"}
+        if unknown:
+            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
         if not isinstance(loras, list) or not all(isinstance(x, str) for x in loras):
             raise ValueError('"loras" must be a list of "name:strength[:blocks]" strings')
-        save = (
-            SaveRequest(name=str(given["save"]), dtype=self.workbench.host.config().save_dtype)
-            if given.get("save")
-            else None
-        )
-        request = LoraBakeRequest(loras, model=given.get("model"), save=save, wait=bool(given.get("wait", True)))
+        for name in ("model", "save"):
+            if given.get(name) is not None and not isinstance(given[name], str):
+                raise ValueError(f"{name!r} must be a string, not {json_type(given[name])}")
+        dtype = self.workbench.host.config().save_dtype
+        save = SaveRequest(name=given["save"], dtype=dtype) if given.get("save") else None
+        request = LoraBakeRequest(loras, model=given.get("model"), save=save, wait=_flag(given, "wait", True))
         return self.merge_answer(self.workbench.bake_loras(request))
 
     def lora_merge(self, body: Any) -> dict:
@@ -207,10 +186,18 @@ class Api:
             raise ValueError('"a" and "b" must be checkpoint names')
         host = self.workbench.host
         result = compare(host.resolve_checkpoint(given["a"]), host.resolve_checkpoint(given["b"]),
-                         bool(given.get("attention", False)))  # fmt: skip
+                         _flag(given, "attention", False))  # fmt: skip
         columns = ["block", "keys", "cosine_mean", "cosine_min", "cosine_weighted", "attention"]
         return {"a": result.a, "b": result.b, "architecture": result.architecture,
                 "blocks": [dict(zip(columns, row, strict=True)) for row in block_rows(result)]}  # fmt: skip
+
+    def explain(self, body: Any) -> dict:
+        """The block weights that best explain checkpoint M as a merge of A and B (and C): a file job."""
+        from lib_merge.app.explain import ExplainRequest, as_json, explain_checkpoints
+
+        request = typed_request(ExplainRequest, body)
+        host = self.workbench.host
+        return as_json(self.workbench.file_job("explain", lambda step: explain_checkpoints(request, host, step)))
 
     def stop(self, body: Any) -> dict:
         stopped = self.desk.stop()
@@ -241,6 +228,7 @@ ROUTES = (
     ("POST", "/lora/merge", "lora_merge"),
     ("POST", "/lora/extract", "lora_extract"),
     ("POST", "/analyze", "analyze"),
+    ("POST", "/explain", "explain"),
     ("GET", "/status", "status"),
 )
 
@@ -250,7 +238,9 @@ def add_routes(
 ) -> None:
     """Every route under /alloy/v1, behind HTTP Basic when `credentials` are given; plots, the queue and
     stop go through `desk` (shared with the XYZ tab when the caller has one)."""
-    from fastapi import Body
+
+    from fastapi import Request
+    from starlette.concurrency import run_in_threadpool
 
     api = Api(workbench, desk or PlotDesk(workbench))
     dependencies = _basic_auth(credentials) if credentials else []
@@ -259,9 +249,11 @@ def add_routes(
         if method == "GET":
             return lambda: _answer(lambda: work(None))
 
-        def with_body(body: Any = Body(default=None)):  # noqa: B008
-            return _answer(lambda: work(body))
+        async def with_body(request):  # the body is read here, so bad JSON is a 400 like the rest
+            raw = await request.body()
+            return await run_in_threadpool(_answer, lambda: work(decode_json(raw)))
 
+        with_body.__annotations__ = {"request": Request}  # a class, not the string this module's annotations are
         return with_body
 
     for method, path, name in ROUTES:
@@ -269,7 +261,7 @@ def add_routes(
             PREFIX + path, endpoint(method, getattr(api, name)), methods=[method], dependencies=dependencies
         )
 
-    def history(q: str = "", any_word: bool = False, limit: int = 0):
+    def history(q: str = "", any_word: str = "false", limit: str = "0"):
         return _answer(lambda: api.history(q, any_word, limit))
 
     app.add_api_route(f"{PREFIX}/history", history, methods=["GET"], dependencies=dependencies)
@@ -290,16 +282,53 @@ def _basic_auth(credentials: dict[str, str]) -> list:
     return [Depends(check)]
 
 
+def decode_json(raw: bytes) -> Any:
+    """A request body as JSON (an empty body is no body). A number no double holds (1e999, NaN) is refused
+    by the name of its field."""
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise ValueError("the body is not valid JSON: nested too deep") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"the body is not valid JSON: {e}") from None
+    where = _non_finite(body, "")
+    if where is not None:
+        raise ValueError(f"{where or 'the body'} is not a finite number")
+    return body
+
+
+def _non_finite(value: Any, path: str) -> str | None:
+    """The path of the first number in `value` that is not finite, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key)
+        if found is not None:
+            return found
+    return None
+
+
 def _answer(work):
-    """The route's answer: its dict, or {"error": …} with 409 (busy) or 400 (anything the user can fix)."""
+    """The route's answer: its dict, or {"error": one line} with 409 (busy) or 400. Every value is checked
+    before any work, so the last clause only keeps a defect of ours from reaching a client as a 500."""
     from fastapi.responses import JSONResponse
 
     try:
         return work()
     except BusyError as e:
-        return JSONResponse({"error": str(e)}, status_code=409)
-    except (AlloyError, ValueError, TypeError) as e:
-        return JSONResponse({"error": str(e)}, status_code=400)
+        return JSONResponse({"error": message_for(e, "http")}, status_code=409)
+    except (AlloyError, ValueError) as e:
+        return JSONResponse({"error": _one_line(message_for(e, "http"))}, status_code=400)
+    except Exception as e:  # noqa: BLE001 - a defect: logged with its traceback, answered in one line
+        log.exception("Alloy: unexpected error in an HTTP route")
+        return JSONResponse({"error": _one_line(f"unexpected {type(e).__name__}: {e}")}, status_code=400)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:2000]
 
 
 def _row(r) -> dict:

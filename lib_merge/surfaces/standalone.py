@@ -21,6 +21,7 @@ from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.workbench import Workbench
 from lib_merge.errors import ParameterError
 from lib_merge.host.folder import FolderHost
+from lib_merge.io.tempfiles import remove_own_temp_files
 from lib_merge.surfaces.http import add_routes
 from lib_merge.ui.app import build_ui
 from lib_merge.ui.compat import enable_queue, internal_token, mount
@@ -145,6 +146,11 @@ class BasicAuth:
 
 def create_app(models_dir: str | None = None, workbench: Workbench | None = None, auth: dict[str, str] | None = None):
     """A FastAPI app serving the tabs at / and the HTTP API at /alloy/v1 (tests pass their own workbench)."""
+    app, desk = _app_and_desk(models_dir, workbench, auth)
+    return app, desk.workbench
+
+
+def _app_and_desk(models_dir: str | None, workbench: Workbench | None, auth: dict[str, str] | None):
     from fastapi import FastAPI
 
     workbench = workbench or Workbench(FolderHost(models_dir or "."))
@@ -153,7 +159,7 @@ def create_app(models_dir: str | None = None, workbench: Workbench | None = None
     app = FastAPI(title="Alloy")
     add_routes(app, workbench, desk=desk)
     served = mount(app, demo)
-    return (BasicAuth(served, auth, lambda: internal_token(demo)) if auth else served), workbench
+    return (BasicAuth(served, auth, lambda: internal_token(demo)) if auth else served), desk
 
 
 def serve(models_dir: str, options: ServeOptions) -> None:
@@ -164,26 +170,34 @@ def serve(models_dir: str, options: ServeOptions) -> None:
             f"binding {options.host} lets other machines merge and read models here: "
             "give --auth USER:PASS (or --insecure if that is meant)"
         )
-    app, workbench = create_app(models_dir, auth=options.auth)
-    for line in workbench.clean_leftovers():
+    app, desk = _app_and_desk(models_dir, None, options.auth)
+    for line in desk.workbench.clean_leftovers():
         print(f"Alloy: {line}", flush=True)
     guarded = " (HTTP Basic auth)" if options.auth else ""
     print(f"Alloy on http://{options.host}:{options.port}/{guarded} (models: {models_dir})", flush=True)
-    _run_server(uvicorn.Config(app, host=options.host, port=options.port, log_level="warning"))
+    config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning")
+    _run_server(config, desk.stop, lambda: remove_own_temp_files(desk.workbench.host.save_folder()))
 
 
 SHUTDOWN_GRACE = 10.0  # seconds a stop signal waits for open connections and the app's shutdown
 
 
-def _run_server(config) -> None:
-    """uvicorn's server, which after a stop signal exits within SHUTDOWN_GRACE even when a browser's open
-    queue connection or the Gradio app's shutdown would keep it waiting forever (seen on Gradio 3)."""
+def _run_server(config, stop_work: Callable[[], object], last_cleanup: Callable[[], object]) -> None:
+    """uvicorn's server. A stop signal first stops the running merge, plot or queue, which unwind and remove
+    their temporary files; the server then exits when its requests have ended, and within SHUTDOWN_GRACE
+    even when a browser's open queue connection or the Gradio app's shutdown would keep it waiting forever
+    (seen on Gradio 3): then `last_cleanup` removes what this process was still writing."""
     import uvicorn
+
+    def exit_now(code: int) -> None:
+        last_cleanup()
+        os._exit(code)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame) -> None:
+            stop_work()
             super().handle_exit(sig, frame)
-            timer = threading.Timer(SHUTDOWN_GRACE, os._exit, args=(128 + int(sig),))
+            timer = threading.Timer(SHUTDOWN_GRACE, exit_now, args=(128 + int(sig),))
             timer.daemon = True
             timer.start()
 

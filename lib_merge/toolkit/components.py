@@ -53,7 +53,7 @@ def extract_component(
     try:
         found = find_component(source, component)
         target = output or f"{os.path.splitext(source.path)[0]}.{component}.safetensors"
-        target = check_new_output(target, [source.path], overwrite)
+        target = check_new_output(target, [source.path], overwrite, writes="safetensors")
         copies = [Copy(bare, source, key, source.info(key).dtype) for bare, key in sorted(found.by_bare.items())]
         return rewrite(target, copies, {"format": "pt"}, overwrite, progress=progress)
     finally:
@@ -74,7 +74,7 @@ def replace_component(
         mine = find_component(target_model, component)
         theirs = find_component(donor, component)
         _check_same_layout(mine, theirs, target_model, donor)
-        out = check_new_output(output, [target_model.path, donor.path], overwrite)
+        out = check_new_output(output, [target_model.path, donor.path], overwrite, writes="safetensors")
         from_donor = {key: theirs.by_bare[bare] for bare, key in mine.by_bare.items()}
         copies = [
             Copy(key, donor, from_donor[key], target_model.info(key).dtype)
@@ -130,7 +130,7 @@ def build_checkpoint(
         raise ParameterError(f"a {arch.label} checkpoint needs its {', '.join(missing)} too")
     sources = {name: SourceModel(path) for name, path in parts.items()}
     try:
-        target = check_new_output(output, [s.path for s in sources.values()], overwrite)
+        target = check_new_output(output, [s.path for s in sources.values()], overwrite, writes="safetensors")
         copies = []
         for name, prefix in arch.components.items():
             found = find_component(sources[name], name)

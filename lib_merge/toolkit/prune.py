@@ -99,7 +99,7 @@ def prune_file(path: str, output: str | None, options: RewriteOptions, progress:
     source = SourceModel(path)
     try:
         target = check_new_output(output or default_output(path, "pruned" if options.prune else "converted"),
-                                  [source.path], options.overwrite)  # fmt: skip
+                                  [source.path], options.overwrite, writes="safetensors")  # fmt: skip
         keys = _kept_keys(source, options)
         positions = check_position_ids(source)
         fixes = {r.key: torch.arange(77, dtype=torch.int64)[None] for r in positions if options.fix_position_ids}

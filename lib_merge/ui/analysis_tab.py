@@ -1,4 +1,4 @@
-"""Analysis tab: how alike two models are (table, heatmap, CSV), the elements of one model, its metadata
+"""Analysis tab: how alike two models are (table, heatmap, bar chart, CSV), the elements of one model, its metadata
 (with the Alloy recipe: load it into the Merge tab, verify its hash), and what a PNG says of its merge."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from lib_merge.app.toolkit import (
     verify_recipe_hash,
 )
 from lib_merge.app.workbench import Workbench
+from lib_merge.ui import explain_section
 from lib_merge.ui.compat import update
 from lib_merge.ui.jobs import error_text, run_in_thread
 
@@ -38,9 +39,13 @@ def build(workbench: Workbench) -> dict:
             parts["attention"] = gr.Checkbox(label="Attention similarity", value=True, elem_id="alloy_an_attention")
             parts["run"] = gr.Button("Analyze", variant="primary", elem_id="alloy_an_run")
         parts["status"] = gr.Markdown("", elem_id="alloy_an_status")
+        parts["table"] = gr.Dataframe(headers=BLOCK_COLUMNS, interactive=False, elem_id="alloy_an_table")
         with gr.Row():
-            parts["table"] = gr.Dataframe(headers=BLOCK_COLUMNS, interactive=False, elem_id="alloy_an_table")
-            parts["heatmap"] = gr.Image(label="Heatmap", type="filepath", interactive=False, elem_id="alloy_an_heatmap")
+            # no label badge: it would cover the pictures' own titles
+            parts["heatmap"] = gr.Image(label="Heatmap", show_label=False, type="filepath", interactive=False,
+                                        elem_id="alloy_an_heatmap")  # fmt: skip
+            parts["chart"] = gr.Image(label="Distance from identical per block", show_label=False, type="filepath",
+                                      interactive=False, elem_id="alloy_an_chart")  # fmt: skip
         parts["csv"] = gr.File(label="Every key (CSV)", interactive=False, elem_id="alloy_an_csv")
     with gr.Accordion("Elements of one model", open=False):
         with gr.Row():
@@ -72,16 +77,18 @@ def build(workbench: Workbench) -> dict:
         with gr.Row():
             parts["png"] = gr.Image(label="A PNG made after an Alloy merge", type="pil", elem_id="alloy_an_png")
             parts["png_info"] = gr.Markdown("", elem_id="alloy_an_png_info")
+    parts.update(explain_section.build(titles))
     return parts
 
 
-def wire(workbench: Workbench, parts: dict, merge_recipe, history_id) -> None:
-    """`merge_recipe` is the Merge tab's recipe box, `history_id` the History tab's id box."""
+def wire(workbench: Workbench, parts: dict, merge_recipe, history_id, use_recipe=None) -> None:
+    """`merge_recipe` is the Merge tab's recipe box, `history_id` the History tab's id box, `use_recipe` the
+    Merge tab's "Merge runs this recipe text" checkbox (ticked when a fitted recipe is loaded)."""
     host = workbench.host
 
     def run(a, b, attention):
         if not a or not b:
-            yield "**Error:** choose models A and B", update(), update(), update()
+            yield "**Error:** choose models A and B", update(), update(), update(), update()
             return
         job = lambda: workbench.file_job("analysis", lambda step: analyze(a, b, bool(attention), host, step))  # noqa: E731
         for kind, value in run_in_thread(job, workbench.progress.text):
@@ -89,12 +96,12 @@ def wire(workbench: Workbench, parts: dict, merge_recipe, history_id) -> None:
                 result = value.result
                 note = f" ({result.skipped} keys not in both)" if result.skipped else ""
                 text = f"{result.a} vs {result.b}: {len(result.keys):,} keys compared{note}."
-                yield text, block_rows(result), value.heatmap_path, value.csv_path
+                yield text, block_rows(result), value.heatmap_path, value.chart_path, value.csv_path
             else:
-                yield value, update(), update(), update()
+                yield value, update(), update(), update(), update()
 
     parts["run"].click(run, [parts["a"], parts["b"], parts["attention"]],
-                       [parts["status"], parts["table"], parts["heatmap"], parts["csv"]])  # fmt: skip
+                       [parts["status"], parts["table"], parts["heatmap"], parts["chart"], parts["csv"]])  # fmt: skip
 
     def table_of(make, columns: list[str], suffix: str):
         """A table callback: rows for a chosen name and their CSV, or one row carrying the error."""
@@ -156,6 +163,7 @@ def wire(workbench: Workbench, parts: dict, merge_recipe, history_id) -> None:
         parts["png"].change(from_image, [parts["png"]], [parts["png_info"], history_id])
     else:
         parts["png"].change(lambda image: from_image(image)[0], [parts["png"]], [parts["png_info"]])
+    explain_section.wire(workbench, parts, merge_recipe, use_recipe)
 
 
 def _infotext(image) -> str:

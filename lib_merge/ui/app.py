@@ -13,6 +13,7 @@ from lib_merge.ui import analysis_tab, dice_tab, history_tab, lora_tab, mbw_tab,
 from lib_merge.ui.compat import update
 from lib_merge.ui.form import Form
 from lib_merge.ui.jobs import error_text, run_in_thread
+from lib_merge.ui.lists import ModelLists
 from lib_merge.ui.values import (
     ADJUST_LABELS,
     GEN_OVERRIDE_FIELDS,
@@ -46,6 +47,10 @@ def follow_checkpoint(selector, model_a, host) -> None:
         return update(value=selected) if selected else update()
 
     selector.change(follow, [selector], [model_a])
+
+
+# The Analysis tab's checkpoint dropdowns (its explain section's among them).
+ANALYSIS_CHECKPOINT_LISTS = ("a", "b", "el_model", "md_model", "ex_m", "ex_a", "ex_b", "ex_c")
 
 
 def build_ui(workbench: Workbench, desk: PlotDesk | None = None) -> gr.Blocks:
@@ -85,12 +90,22 @@ def build_ui(workbench: Workbench, desk: PlotDesk | None = None) -> gr.Blocks:
             with gr.Tab("History", elem_id="alloy_tab_history") as history_page:
                 history = history_tab.build(getattr(host, "supermerger_history", ""), workbench.history_path())
                 history["page_tab"] = history_page
-        _wire(workbench, Form(widgets), parts, history)
+        writing = _wire(workbench, Form(widgets), parts, history)
         gen_parts, gen_settings = _gen_inputs(host, parts), _gen_settings_fn(host, _gen_inputs(host, parts))
         xyz_tab.wire(desk, Form(widgets), plot_parts, dice_parts, gen_parts["inputs"], gen_settings)
-        lora_tab.wire(workbench, lora_parts, prompts, lambda outcome: outcome.message)
-        toolkit_tab.wire(workbench, toolkit_parts)
-        analysis_tab.wire(workbench, analysis_parts, widgets.get("recipe"), history.get("id"))
+        writing += lora_tab.wire(workbench, lora_parts, prompts, lambda outcome: outcome.message)
+        writing += toolkit_tab.wire(workbench, toolkit_parts)
+        analysis_tab.wire(workbench, analysis_parts, widgets.get("recipe"), history.get("id"),
+                          widgets.get("use_recipe"))  # fmt: skip
+        lists = ModelLists(
+            [widgets[n] for n in ("model_a", "model_b", "model_c", "more_models")]
+            + [toolkit_parts[n] for n in ("model", "donor")]
+            + [lora_parts[n] for n in ("model", "extract_a", "extract_b")]
+            + [analysis_parts[n] for n in ANALYSIS_CHECKPOINT_LISTS if n in analysis_parts],
+            [lora_parts["pick"], analysis_parts["el_lora"]],
+        )
+        refresh_buttons = [parts["refresh"], toolkit_parts["refresh"], lora_parts["refresh"]]
+        lists.wire(demo, host, refresh_buttons, writing)
     return demo
 
 
@@ -112,7 +127,8 @@ def adjust_tab(widgets: dict) -> None:
     widgets["adjust"] = sliders
 
 
-def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
+def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> list:
+    """The Merge tab's events; returns those that may write a checkpoint file."""
     host = workbench.host
     mode, calc = form.widgets["mode"], form.widgets["calc"]
 
@@ -124,14 +140,6 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
     calc.change(calc_changed, [calc, mode], [mode])
     inputs = form.components()
     status, recipe, footer = parts["status"], form.widgets["recipe"], parts["footer"]
-    models = [form.widgets[name] for name in ("model_a", "model_b", "model_c", "more_models")]
-
-    def refresh():
-        host.refresh_checkpoints()
-        titles = host.checkpoint_titles()
-        return [update(choices=titles) for _ in models]
-
-    parts["refresh"].click(refresh, [], models)
 
     def merge_steps(raw):
         values = form.values(raw)
@@ -149,7 +157,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
             else:
                 yield value, update(), update()
 
-    parts["merge"].click(merge, inputs, [status, recipe, footer])
+    writing = [parts["merge"].click(merge, inputs, [status, recipe, footer])]
 
     gen_parts = _gen_inputs(host, parts)
 
@@ -193,17 +201,18 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> None:
                 elif kind == "error":
                     yield value, update(), update(), update(), update()
 
-        parts["merge_gen"].click(
-            merge_and_gen, inputs + gen_parts["inputs"], [status, recipe, footer, parts["gallery"], parts["infotext"]]
-        )
+        merge_gen_outputs = [status, recipe, footer, parts["gallery"], parts["infotext"]]
+        writing.append(parts["merge_gen"].click(merge_and_gen, inputs + gen_parts["inputs"], merge_gen_outputs))
 
-    _wire_buttons(workbench, form, parts)
+    writing.append(_wire_buttons(workbench, form, parts))
     _wire_recipe_box(form, parts)
     history_tab.wire(workbench, form, history, recipe)
+    return writing
 
 
-def _wire_buttons(workbench: Workbench, form: Form, parts: dict) -> None:
-    """Stop, Restore, Save current merge and Clear cache: one call each, the answer in the status line."""
+def _wire_buttons(workbench: Workbench, form: Form, parts: dict):
+    """Stop, Restore, Save current merge and Clear cache: one call each, the answer in the status line.
+    Returns the save's event."""
     inputs = form.components()
     status, footer = parts["status"], parts["footer"]
 
@@ -218,7 +227,7 @@ def _wire_buttons(workbench: Workbench, form: Form, parts: dict) -> None:
 
     parts["stop"].click(guarded(lambda: workbench.stop()), [], [status], queue=False)
     parts["restore"].click(guarded(lambda: workbench.restore()), [], [status])
-    parts["save_current"].click(
+    saved = parts["save_current"].click(
         guarded(lambda *raw: f"Saved {workbench.save_current(save_request(form.values(raw)))}."), inputs, [status]
     )
 
@@ -226,6 +235,7 @@ def _wire_buttons(workbench: Workbench, form: Form, parts: dict) -> None:
         return workbench.clear_cache(), footer_text(workbench)
 
     parts["clear_cache"].click(clear_cache, [], [status, footer])
+    return saved
 
 
 def _wire_recipe_box(form: Form, parts: dict) -> None:

@@ -6,14 +6,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 
-from lib_merge.errors import AlloyError
+from lib_merge.errors import AlloyError, message_for
 
 log = logging.getLogger("alloy")
 
 
 def error_text(e: BaseException) -> str:
     if isinstance(e, AlloyError):
-        return f"**Error:** {e}"
+        return f"**Error:** {message_for(e, 'ui')}"
     log.exception("Alloy: unexpected error")
     return f"**Error:** {type(e).__name__}: {e}"
 

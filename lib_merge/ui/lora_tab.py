@@ -86,8 +86,9 @@ def split_lines(text: str) -> list[str]:
     return [line.strip() for line in (text or "").replace(",\n", "\n").splitlines() if line.strip()]
 
 
-def wire(workbench: Workbench, parts: dict, prompts: list, after_bake) -> None:
-    """`after_bake(outcome)` gives the values of the outputs a merge updates elsewhere (the footer)."""
+def wire(workbench: Workbench, parts: dict, prompts: list, after_bake) -> list:
+    """`after_bake(outcome)` gives the values of the outputs a merge updates elsewhere (the footer). Returns the
+    events that write files."""
     host = workbench.host
     status, lines = parts["status"], parts["lines"]
 
@@ -98,7 +99,6 @@ def wire(workbench: Workbench, parts: dict, prompts: list, after_bake) -> None:
         return update(value="\n".join(split_lines(text) + [line]))
 
     parts["add"].click(add, [parts["pick"], parts["strength"], lines], [lines])
-    parts["refresh"].click(lambda: update(choices=lora_names(host.lora_folder())), [], [parts["pick"]])
 
     def from_prompt(*texts):
         found = [line for text in texts for line in loras_in_prompt(text or "")]
@@ -117,10 +117,10 @@ def wire(workbench: Workbench, parts: dict, prompts: list, after_bake) -> None:
             return error_text(e)
 
     parts["check"].click(check, [lines, parts["model"]], [status])
-    _wire_jobs(workbench, parts, after_bake)
+    return _wire_jobs(workbench, parts, after_bake)
 
 
-def _wire_jobs(workbench: Workbench, parts: dict, after_bake) -> None:
+def _wire_jobs(workbench: Workbench, parts: dict, after_bake) -> list:
     status, lines = parts["status"], parts["lines"]
 
     def job(make_call, message):
@@ -147,8 +147,8 @@ def _wire_jobs(workbench: Workbench, parts: dict, after_bake) -> None:
         return make
 
     bake_inputs = [lines, parts["model"], parts["save_name"], parts["save_dtype"], parts["overwrite"]]
-    for button, save in ((parts["bake"], False), (parts["bake_save"], True)):
-        button.click(job(bake_call(save), after_bake), bake_inputs, [status])
+    writing = [button.click(job(bake_call(save), after_bake), bake_inputs, [status])
+               for button, save in ((parts["bake"], False), (parts["bake_save"], True))]  # fmt: skip
 
     def merge_call(text, method, rank, energy, clamp, name, dtype, overwrite):
         request = LoraMergeRequest(split_lines(text), method, int(rank or 0) or None, float(energy), float(clamp),
@@ -157,7 +157,7 @@ def _wire_jobs(workbench: Workbench, parts: dict, after_bake) -> None:
 
     merge_inputs = [lines, parts["method"], parts["rank"], parts["energy"], parts["clamp"], parts["merge_name"],
                     parts["lora_dtype"], parts["overwrite"]]  # fmt: skip
-    parts["merge"].click(job(merge_call, lambda outcome: outcome.message), merge_inputs, [status])
+    writing.append(parts["merge"].click(job(merge_call, lambda outcome: outcome.message), merge_inputs, [status]))
 
     def extract_call(a, b, rank, conv_rank, full_svd, name, dtype, overwrite):
         if not a or not b:
@@ -168,5 +168,6 @@ def _wire_jobs(workbench: Workbench, parts: dict, after_bake) -> None:
 
     extract_inputs = [parts["extract_a"], parts["extract_b"], parts["extract_rank"], parts["conv_rank"],
                       parts["full_svd"], parts["extract_name"], parts["lora_dtype"], parts["overwrite"]]  # fmt: skip
-    parts["extract"].click(job(extract_call, lambda outcome: outcome.message), extract_inputs, [status])
+    writing.append(parts["extract"].click(job(extract_call, lambda outcome: outcome.message), extract_inputs, [status]))
     parts["stop"].click(workbench.stop, [], [status])
+    return writing

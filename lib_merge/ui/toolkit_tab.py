@@ -54,16 +54,10 @@ def build(workbench: Workbench) -> dict:
     return parts
 
 
-def wire(workbench: Workbench, parts: dict) -> None:
+def wire(workbench: Workbench, parts: dict) -> list:
+    """The Toolkit's events; returns those that write files (the model lists are read again after them)."""
     host = workbench.host
     status, report = parts["status"], parts["report"]
-
-    def refresh():
-        host.refresh_checkpoints()
-        titles = host.checkpoint_titles()
-        return update(choices=titles), update(choices=titles)
-
-    parts["refresh"].click(refresh, [], [parts["model"], parts["donor"]])
     inputs = [parts[n] for n in ("model", "dtype", "keep_ema", "fix_ids", "clamp", "component", "donor", "name",
                                  "overwrite")]  # fmt: skip
 
@@ -83,12 +77,16 @@ def wire(workbench: Workbench, parts: dict) -> None:
 
         return steps
 
+    writing = []
     for name in ("inspect", "fingerprint", "prune", "convert", "extract", "replace"):
-        parts[name].click(action(name), inputs, [status, report])
+        event = parts[name].click(action(name), inputs, [status, report])
+        if name not in ("inspect", "fingerprint"):
+            writing.append(event)
 
     def run_folder(folder):
         job = lambda: workbench.file_job("autoprune", lambda step: run_autoprune(folder or "", host))  # noqa: E731
         for kind, value in run_in_thread(job, workbench.progress.text):
             yield (("Autoprune: done.", value) if kind == "done" else (value, update()))
 
-    parts["autoprune"].click(run_folder, [parts["folder"]], [status, report])
+    writing.append(parts["autoprune"].click(run_folder, [parts["folder"]], [status, report]))
+    return writing

@@ -1,7 +1,7 @@
 """Grid images with labels, drawn with PIL; the effective-elemental checker's diffs.
 
 X labels on top, Y labels on the left, the swept formula in the corner. Unfinished cells are grey
-tiles labelled "stopped". The font is the host's when it has one, else PIL's default.
+tiles labelled "stopped". The font is the host's when it has one (lib_merge/io/fonts.py has the fallbacks).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+from PIL import Image, ImageDraw, PngImagePlugin
 
 from lib_merge.errors import OutputExistsError
+from lib_merge.io.fonts import load_font
 from lib_merge.io.tempfiles import write_file
 
 BACKGROUND = "white"
@@ -25,18 +26,6 @@ class GridLabels:
     x: list[str]
     y: list[str]
     corner: str = ""  # the formula, swept parameters shown as X / Y
-
-
-def load_font(size: int, path: str | None = None) -> ImageFont.ImageFont:
-    if path:
-        try:
-            return ImageFont.truetype(path, size)
-        except OSError:
-            pass
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 (A1111 pins 9.5) has one fixed-size default font
-        return ImageFont.load_default()
 
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:

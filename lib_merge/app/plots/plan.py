@@ -10,14 +10,15 @@ import copy
 import itertools
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lib_merge.app.dice import DiceSettings, roll, roll_seeds
+from lib_merge.app.json_fields import checked_fields, json_type
 from lib_merge.app.plots.axes import AxisValue, axis_type, parse_axis
 from lib_merge.app.ports import GenSettings
 from lib_merge.arch.blocks import BlockSchema
-from lib_merge.errors import AlloyError, PlanError
+from lib_merge.errors import AlloyError, ParameterError, PlanError
 from lib_merge.methods import get_method
 from lib_merge.methods.adjust import NAMES as ADJUST_NAMES
 from lib_merge.methods.adjust import parse_adjust
@@ -76,34 +77,60 @@ class XYZPlan:
     def from_dict(cls, data: dict) -> XYZPlan:
         if not isinstance(data, dict) or not isinstance(data.get("x"), dict):
             raise PlanError('a plan is a JSON object with at least "x": {"type": ..., "values": ...}')
+        try:
+            fields_given = checked_fields(_PlanFields, data, "the plan", loose=("x", "y", "z"))
+            return cls(
+                _axis(data, "x"),  # type: ignore[arg-type]
+                _axis(data, "y"),
+                _axis(data, "z"),
+                checked_fields(MergeSettings, data.get("merge"), '"merge"'),
+                fields_given.get("recipe"),
+                checked_fields(GenSettings, data.get("gen"), '"gen"'),
+                checked_fields(DiceSettings, data.get("dice"), '"dice"'),
+                PlanOptions(**checked_fields(PlanOptions, data.get("options"), '"options"')),
+                fields_given.get("plot_seed"),
+                fields_given.get("dice_seeds"),
+            )
+        except ParameterError as e:
+            raise PlanError(str(e)) from None
 
-        def axis(name: str) -> AxisSpec | None:
-            raw = data.get(name)
-            if not raw or not raw.get("type"):
-                return None
-            values = raw.get("values", "")
-            if isinstance(values, list):
-                values = ", ".join(str(v) for v in values)
-            return AxisSpec(str(raw["type"]), str(values))
 
-        known_options = {f.name for f in fields(PlanOptions)}
-        options = PlanOptions(**{k: v for k, v in (data.get("options") or {}).items() if k in known_options})
-        known_merge = {f.name for f in fields(MergeSettings)}
-        unknown = set(data.get("merge") or {}) - known_merge
-        if unknown:
-            raise PlanError(f"unknown merge setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known_merge)}")
-        return cls(
-            axis("x"),  # type: ignore[arg-type]
-            axis("y"),
-            axis("z"),
-            dict(data.get("merge") or {}),
-            data.get("recipe"),
-            dict(data.get("gen") or {}),
-            dict(data.get("dice") or {}),
-            options,
-            data.get("plot_seed"),
-            data.get("dice_seeds"),
-        )
+@dataclass
+class _PlanFields:
+    """The top-level fields of a plan's JSON and their types (the axes are checked by `_axis`)."""
+
+    x: dict
+    y: dict | None = None
+    z: dict | None = None
+    merge: dict | None = None
+    recipe: str | None = None
+    gen: dict | None = None
+    dice: dict | None = None
+    options: dict | None = None
+    plot_seed: int | None = None
+    dice_seeds: list[int] | None = None
+
+
+def _axis(data: dict, name: str) -> AxisSpec | None:
+    """An axis of a plan's JSON: {"type": word, "values": text or a list of values}, or none."""
+    raw = data.get(name)
+    if not raw:
+        return None
+    if not isinstance(raw, dict):
+        raise PlanError(f'axis "{name}" must be an object {{"type": ..., "values": ...}}, not {json_type(raw)}')
+    unknown = set(raw) - {"type", "values"}
+    if unknown:
+        raise PlanError(f'axis "{name}": unknown fields {", ".join(sorted(map(str, unknown)))}; known: type, values')
+    kind, values = raw.get("type"), raw.get("values", "")
+    if not kind:
+        return None
+    if not isinstance(kind, str):
+        raise PlanError(f'axis "{name}": "type" must be a string, not {json_type(kind)}')
+    if isinstance(values, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+        values = ", ".join(str(v) for v in values)
+    if not isinstance(values, str):
+        raise PlanError(f'axis "{name}": "values" must be text or a list of values, not {json_type(values)}')
+    return AxisSpec(kind, values)
 
 
 @dataclass

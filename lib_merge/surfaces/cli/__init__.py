@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from lib_merge.errors import AlloyError
+from lib_merge.errors import AlloyError, message_for
 from lib_merge.surfaces.cli import commands, toolkit
 from lib_merge.surfaces.cli.errors import (
     EXIT_BROKEN_PIPE,
@@ -23,6 +23,7 @@ from lib_merge.surfaces.cli.errors import (
     Terminated,
     UsageError,
 )
+from lib_merge.surfaces.cli.explain import cmd_explain
 from lib_merge.surfaces.cli.lora import cmd_lora
 from lib_merge.surfaces.cli.merge import cmd_merge
 from lib_merge.surfaces.cli.parser import build_parser
@@ -60,7 +61,7 @@ def _failure(e: BaseException, signals: list[str]) -> int:
     if isinstance(e, UsageError):
         return _fail(str(e), EXIT_USAGE)
     if isinstance(e, AlloyError):
-        return _fail(str(e), e.exit_code)
+        return _fail(message_for(e, "cli"), e.exit_code)
     if isinstance(e, KeyboardInterrupt):
         return _fail("cancelled", EXIT_CANCELLED)
     if isinstance(e, Terminated):
@@ -135,4 +136,5 @@ COMMANDS = {
     "analyze": toolkit.cmd_analyze,
     "build": toolkit.cmd_build,
     "rebasin": cmd_rebasin,
+    "explain": cmd_explain,
 }

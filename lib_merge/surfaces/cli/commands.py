@@ -7,7 +7,7 @@ import os
 import sys
 
 from lib_merge.surfaces.cli.common import canonical, check_new_output, load_recipe, warn
-from lib_merge.surfaces.cli.errors import UsageError
+from lib_merge.surfaces.cli.errors import Terminated, UsageError
 
 
 def cmd_methods(args) -> int:
@@ -69,6 +69,7 @@ def cmd_history(args) -> int:
     from pathlib import Path
 
     from lib_merge.app.history import find_row, read_history, search_history
+    from lib_merge.errors import ModelNotFoundError
 
     if args.history_command == "import-supermerger":
         from lib_merge.app.history import import_supermerger
@@ -78,6 +79,8 @@ def cmd_history(args) -> int:
             warn(line)
         print(f"imported {count} rows")
         return 0
+    if args.file and not Path(args.file).is_file():
+        raise ModelNotFoundError(f"no history file at {args.file}")
     log = read_history(Path(args.file) if args.file else None)
     for line in log.skipped:
         warn(line)
@@ -152,7 +155,7 @@ def cmd_synth(args) -> int:
     from lib_merge.io.dtypes import parse_output_dtype
     from lib_merge.io.synth import SynthSpec, write_synthetic
 
-    check_new_output(args.output, args.overwrite)
+    check_new_output(args.output, args.overwrite, writes="safetensors")
     if args.scale < 1:
         raise UsageError("--scale must be at least 1")
     spec = SynthSpec(args.arch, args.scale, parse_output_dtype(args.dtype), args.seed, args.channels)
@@ -168,7 +171,11 @@ def cmd_ui(args) -> int:
     from lib_merge.surfaces.standalone import ServeOptions, parse_auth
 
     options = ServeOptions(args.host, args.port, parse_auth(args.auth) if args.auth else None, args.insecure)
-    serve(args.models_dir or os.environ.get("ALLOY_MODELS_DIR") or ".", options)
+    try:
+        serve(args.models_dir or os.environ.get("ALLOY_MODELS_DIR") or ".", options)
+    except (KeyboardInterrupt, Terminated):  # the server hands its stop signal back when it has stopped
+        pass
+    print("Alloy stopped", flush=True)
     return 0
 
 

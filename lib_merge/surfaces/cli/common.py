@@ -17,11 +17,12 @@ def canonical(root, models_dir):
     return canonical_recipe(root, models_dir)
 
 
-def check_new_output(path: str, overwrite: bool) -> None:
-    """A new output file: its folder exists and it is new unless --overwrite."""
+def check_new_output(path: str, overwrite: bool, writes: str | None = None) -> None:
+    """A new output file: its folder exists, it is new unless --overwrite, and a model's (`writes`: its
+    format) ending matches its format."""
     from lib_merge.io.tempfiles import check_new_output as check
 
-    check(path, [], overwrite)
+    check(path, [], overwrite, writes)
 
 
 def warn(text: str) -> None:

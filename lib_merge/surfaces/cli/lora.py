@@ -111,7 +111,7 @@ def _check_output(args, sources: list[str]) -> None:
 
     if not args.output:
         raise UsageError(f"lora {args.lora_command} needs -o OUT")
-    check_new_output(args.output, sources, args.overwrite)
+    check_new_output(args.output, sources, args.overwrite, writes="safetensors")
 
 
 def _write(build, args) -> int:

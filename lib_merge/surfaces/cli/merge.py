@@ -13,10 +13,10 @@ def _flags_settings(args):
     from lib_merge.recipe.form import MergeSettings
 
     a_only = args.calc in ("self", "random")
-    if a_only and not args.mode:
+    if not args.mode:  # SuperMerger's default: a weighted sum (at the method's alpha, 0.5)
         args.mode = "weighted_sum"
-    if not (args.a and (args.b or a_only) and args.mode):
-        raise UsageError("merge needs a recipe file, or --a, --b and --mode")
+    if not (args.a and (args.b or a_only)):
+        raise UsageError("merge needs a recipe file, or --a and --b (and --mode, default weighted_sum)")
     if args.blocks and args.preset:
         raise UsageError("give either --blocks or --preset, not both")
 
@@ -127,6 +127,7 @@ def save_merge(root, form, args, **record) -> int:
     from lib_merge.engine.options import EngineOptions
     from lib_merge.engine.to_file import SaveOptions
     from lib_merge.io.dtypes import parse_output_dtype
+    from lib_merge.io.tempfiles import format_for_output
     from lib_merge.recipe.printer import cast_dtype
 
     engine = EngineOptions(device=args.device, nonfinite=getattr(args, "nonfinite", "error"), progress=_progress(args))
@@ -138,7 +139,7 @@ def save_merge(root, form, args, **record) -> int:
         overwrite=args.overwrite,
         prune=not getattr(args, "no_prune", False),
         metadata=not getattr(args, "no_metadata", False),
-        format=getattr(args, "format", "safetensors"),
+        format=format_for_output(args.output, getattr(args, "format", None)),
     )
     result, row = _merge_and_log(root, save, engine, form, args, record)
     if not args.quiet:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from lib_merge import __version__
 from lib_merge.surfaces.cli.errors import UsageError
 
 
@@ -73,11 +74,17 @@ def _param_help(name: str, suffix: str = "") -> _FromRegistry:
 
 def _names_help(kind: str, prefix: str = "") -> _FromRegistry:
     def render() -> str:
-        from lib_merge.methods import MODE_ALIASES, names_of_kind
+        from lib_merge.methods import METHODS, MODE_ALIASES, names_of_kind
 
         names = names_of_kind(kind)
         aliases = [f"{alias}={name}" for alias, name in MODE_ALIASES.items() if name in names]
-        return prefix + " | ".join(names) + (f" (short: {', '.join(aliases)})" if aliases else "")
+        labels = [f'"{METHODS[n].label}"' for n in names] if kind == "mode" else []  # SuperMerger's names
+        return (
+            prefix
+            + " | ".join(names)
+            + (f" (short: {', '.join(aliases)})" if aliases else "")
+            + (f"; also {', '.join(labels)}" if labels else "")
+        )
 
     return _FromRegistry(render)
 
@@ -108,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m lib_merge", description="Alloy: streaming model merges for Stable Diffusion")
     for name, spec in _GLOBAL_OPTIONS.items():
         p.add_argument(name, **spec)
+    p.add_argument("--version", action="version", version=f"Alloy {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     _merge_command(sub)
@@ -116,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _lora_command(sub)
     _toolkit_commands(sub)
     _rebasin_command(sub)
+    _explain_command(sub)
     _accept_global_options(p)
     return p
 
@@ -126,7 +135,7 @@ def _merge_command(sub) -> None:
     m.add_argument("--a", help="model A (primary)")
     m.add_argument("--b", help="model B")
     m.add_argument("--c", help="model C")
-    m.add_argument("--mode", help=_names_help("mode"))
+    m.add_argument("--mode", help=_names_help("mode", "default weighted_sum: "))
     m.add_argument("--alpha", type=finite_float, help=_param_help("alpha"))
     m.add_argument("--beta", type=finite_float, help=_param_help("beta"))
     m.add_argument(
@@ -152,11 +161,13 @@ def _merge_command(sub) -> None:
     m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: a recipe's cast(…), else fp16")
     m.add_argument("--device", default="cpu")
     m.add_argument("--threads", type=whole_number)
-    m.add_argument("-o", "--output", help="output .safetensors file")
+    m.add_argument("-o", "--output", help="output file: .safetensors (or .ckpt)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     m.add_argument("--no-prune", action="store_true", help="keep EMA, schedule buffers and extra keys of A")
     m.add_argument("--no-metadata", action="store_true")
-    m.add_argument("--format", default="safetensors", choices=["safetensors", "ckpt"])
+    m.add_argument(
+        "--format", choices=["safetensors", "ckpt"], help="default: by the ending of -o (.ckpt/.pt: ckpt); must agree"
+    )
     m.add_argument("--nonfinite", default="error", choices=["error", "keep_a", "ignore"])
     m.add_argument("--print-recipe", action="store_true", help="print the canonical recipe and exit")
     m.add_argument(
@@ -169,6 +180,26 @@ def _merge_command(sub) -> None:
     m.add_argument("--rebasin", action="store_true", help="align B (and C) to A by exact permutations first")
     m.add_argument("--max-sweeps", type=whole_number, help="re-basin's cap on matching sweeps (default 10)")
     m.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
+
+
+def _explain_command(sub) -> None:
+    ex = sub.add_parser(
+        "explain", help="the block weights that best explain model M as a merge of A and B (and C): a least-squares fit"
+    )
+    ex.add_argument("m", help="the model to explain")
+    ex.add_argument("--a", required=True, help="candidate parent A (the primary)")
+    ex.add_argument("--b", required=True, help="candidate parent B")
+    ex.add_argument("--c", help="candidate parent C: also fit the add difference A + alpha·(B − C)")
+    ex.add_argument(
+        "--mode",
+        default="auto",
+        choices=["auto", "weighted_sum", "add_difference", "ws", "add"],
+        help="auto (default): weighted sum, or with --c the better explained of both",
+    )
+    ex.add_argument("--json", action="store_true", help="one JSON object: mode, explained, blocks, recipe, …")
+    ex.add_argument("--recipe", dest="recipe_out", metavar="FILE", help="also write the fitted recipe to FILE")
+    ex.add_argument("--chart", metavar="PNG", help="also draw the fitted block weights to PNG")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --recipe or --chart file")
 
 
 def _rebasin_command(sub) -> None:
@@ -369,6 +400,7 @@ def _toolkit_commands(sub) -> None:
     an.add_argument("b")
     an.add_argument("--csv", help="every key: block,key,shape,cosine,rel_l2,attention_sim")
     an.add_argument("--heatmap", help="a PNG of blocks × metrics")
+    an.add_argument("--chart", help="a PNG of bars per block: 100 - cosine mean, in %%")
     an.add_argument("--attention", action="store_true", help="also the attention similarity of every attention module")
     an.add_argument("--overwrite", action="store_true")
     bd = sub.add_parser("build", help="a full checkpoint from one file per component")

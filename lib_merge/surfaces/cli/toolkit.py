@@ -95,12 +95,12 @@ def cmd_autoprune(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    """The per-block table on stdout; the CSV and heatmap files when asked for (their paths as notes)."""
-    from lib_merge.analysis.report import block_rows, write_csv, write_heatmap
+    """The per-block table on stdout; the CSV, heatmap and chart files when asked for (their paths as notes)."""
+    from lib_merge.analysis.report import block_rows, write_chart, write_csv, write_heatmap
     from lib_merge.analysis.similarity import compare
     from lib_merge.surfaces.cli.common import check_new_output
 
-    for path in (args.csv, args.heatmap):
+    for path in (args.csv, args.heatmap, args.chart):
         if path:
             check_new_output(path, args.overwrite)
     result = compare(args.a, args.b, args.attention, _progress(args, "comparing"))
@@ -112,6 +112,8 @@ def cmd_analyze(args) -> int:
         written.append(write_csv(result, args.csv, args.overwrite))
     if args.heatmap:
         written.append(write_heatmap(result, args.heatmap, args.overwrite))
+    if args.chart:
+        written.append(write_chart(result, args.chart, args.overwrite))
     if not args.quiet:
         if result.skipped:
             print(f"note: {result.skipped} keys are not in both models with one shape", file=sys.stderr)
