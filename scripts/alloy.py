@@ -36,4 +36,9 @@ class AlloyTxt2ImgSettings(scripts.Script):
             webui_entry.workbench().host.components[elem_id] = component
 
     def before_process(self, p, *args):
-        webui_entry.workbench().host.capture_run(p)
+        bench = webui_entry.workbench()
+        bench.host.before_process(p, bench)
+
+    def postprocess(self, p, processed, *args):
+        bench = webui_entry.workbench()
+        bench.host.after_process(p, bench)

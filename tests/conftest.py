@@ -88,6 +88,8 @@ class WebUI:
         sd_models.list_models()
         shared.opts.data["sd_model_checkpoint"] = "model_a.safetensors"
         shared.opts.data["alloy_history_file"] = str(root / "history.csv")  # Alloy's option in Settings
+        for option in ("outdir_txt2img_samples", "outdir_txt2img_grids"):  # images stay in the test's folder
+            shared.opts.data[option] = str(root / "outputs" / option)
         self.host = A1111Host()
         self.workbench = Workbench(self.host)
         connect(self.workbench)

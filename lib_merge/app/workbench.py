@@ -119,6 +119,26 @@ class Workbench(LoraJobs):
             self.live = None
             self.host.clear_identity()
 
+    def bring_back(self, held: LiveMerge) -> None:
+        """Merge `held` into the loaded model again, with its name and history row: a generation loaded
+        another checkpoint for itself only (an API client's `override_settings`) and the host puts the
+        merge back when that generation ends. Runs inside the host's generation, which holds the host's
+        lock already; nothing is logged, as the merge is the one the row describes."""
+        if not self.host.can_patch or self.live is not None and self.live.recipe.digest == held.recipe.digest:
+            return
+        with self._lock, bind_recipe(held.recipe.root, self.host.save_folder()) as bound:
+            self._cancel = CancelToken()
+            if self.host.loaded_file() != held.base_path:
+                self.host.load_checkpoint(held.base_path)
+            self.host.before_patch()
+            result = merge_into_model(
+                bound, self.host.live_model(), self.backup, self._engine(), skip_prefixes=self.host.skip_prefixes()
+            )
+            recipe = result.recipe
+            metadata = {"alloy_recipe": recipe.text, "alloy_recipe_hash": recipe.digest}
+            self.host.set_identity(MergeIdentity(held.name, recipe.digest, held.base_path, metadata))
+            self.live = LiveMerge(held.name, recipe, held.history_id, held.base_path)
+
     # -- merging ----------------------------------------------------------------------------
     def recipe_of(self, request: MergeRequest) -> Node:
         """The request's recipe with the host's checkpoint titles resolved to files."""

@@ -92,6 +92,7 @@ class A1111Host:
         self.last_run: GenSettings | None = None  # the user's last txt2img run, from before_process
         self._entry = None  # the synthetic CheckpointInfo of the live merge
         self._base_entry = None  # model A's CheckpointInfo
+        self._held = None  # the live merge a txt2img run's checkpoint override displaced, until the run ends
 
     # -- options -----------------------------------------------------------------------------
     def config(self) -> HostConfig:
@@ -307,6 +308,29 @@ class A1111Host:
         self.refresh_checkpoints()
 
     # -- generation ----------------------------------------------------------------
+    def before_process(self, p, workbench) -> None:
+        """At the start of every txt2img run: the user's settings, and the live merge when the run loads
+        another checkpoint for itself (`override_settings`, sent by many API clients with every request):
+        the WebUI then loads that checkpoint and afterwards only writes the merge's name back into its
+        options (docs/WEBUI.md §9), so `after_process` puts the merge back."""
+        self.capture_run(p)
+        self._held = None
+        wanted = (getattr(p, "override_settings", None) or {}).get("sd_model_checkpoint")
+        if workbench.live is None or self._entry is None or wanted is None:
+            return
+        from modules import sd_models
+
+        entry = sd_models.checkpoint_aliases.get(wanted)
+        if entry is not None and entry is not self._entry and getattr(p, "override_settings_restore_afterwards", True):
+            self._held = workbench.live
+
+    def after_process(self, p, workbench) -> None:
+        """At the end of a txt2img run (its scripts' postprocess): the merge a checkpoint override displaced
+        is merged again, so the options the WebUI restores name a merge that is loaded."""
+        held, self._held = self._held, None
+        if held is not None:
+            workbench.bring_back(held)
+
     def capture_run(self, p) -> None:
         """before_process of the user's own txt2img runs: their settings, for the fallback."""
         if getattr(p, "alloy_run", False):

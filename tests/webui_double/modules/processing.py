@@ -57,11 +57,32 @@ def render(model, seed, width, height, prompt="") -> Image.Image:
 
 
 def process_images(p):
-    import networks
-
+    """v1.10.1's order: before_process; the checkpoint of `override_settings` (when the alias table knows
+    it) is set with opts.set(…, run_callbacks=False) and loaded, else the selected one is reloaded unless
+    loaded; the job, whose end runs the scripts' postprocess; then, with override_settings_restore_afterwards
+    (the default), the overridden options are written back by setattr, which loads nothing."""
     if p.scripts is not None:
         p.scripts.before_process(p)
-    sd_models.reload_model_weights()  # v1.10: the selected checkpoint is reloaded unless it is loaded
+    overrides = dict(getattr(p, "override_settings", None) or {})
+    stored = {k: shared.opts.data[k] for k in overrides if k in shared.opts.data}
+    try:
+        if sd_models.checkpoint_aliases.get(overrides.get("sd_model_checkpoint")) is None:
+            overrides.pop("sd_model_checkpoint", None)
+            sd_models.reload_model_weights()
+        for key, value in overrides.items():
+            shared.opts.set(key, value, is_api=True, run_callbacks=False)
+            if key == "sd_model_checkpoint":
+                sd_models.reload_model_weights()
+        return _process_images_inner(p)
+    finally:
+        if getattr(p, "override_settings_restore_afterwards", True):
+            for key, value in stored.items():
+                setattr(shared.opts, key, value)
+
+
+def _process_images_inner(p):
+    import networks
+
     model = shared.sd_model
     if not model.hijacked:
         raise RuntimeError("the model is not hijacked: every generation fails until a checkpoint loads")
@@ -81,4 +102,7 @@ def process_images(p):
         "Model": model.sd_checkpoint_info.name_for_extra,
     }
     fields.update(p.extra_generation_params)
-    return Processed(images, f"{prompts[0]}\n" + ", ".join(f"{k}: {v}" for k, v in fields.items()))
+    processed = Processed(images, f"{prompts[0]}\n" + ", ".join(f"{k}: {v}" for k, v in fields.items()))
+    if p.scripts is not None:
+        p.scripts.postprocess(p, processed)
+    return processed

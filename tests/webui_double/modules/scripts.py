@@ -7,6 +7,9 @@ class Script:
     def before_process(self, p, *args):
         pass
 
+    def postprocess(self, p, processed, *args):
+        pass
+
 
 class ScriptRunner:
     def __init__(self):
@@ -17,6 +20,10 @@ class ScriptRunner:
     def before_process(self, p):
         for s in self.alwayson_scripts:
             s.before_process(p)
+
+    def postprocess(self, p, processed):
+        for s in self.alwayson_scripts:
+            s.postprocess(p, processed)
 
 
 scripts_txt2img = ScriptRunner()

@@ -18,12 +18,19 @@ class Options:
         except KeyError:
             raise AttributeError(name) from None
 
-    def set(self, key, value):
-        """Like the WebUI: the onchange reload runs only when the value changes."""
+    def __setattr__(self, name, value):
+        """Like the WebUI: an option set as an attribute goes into the data, with no onchange callback."""
+        if name != "data" and name in self.__dict__.get("data", {}):
+            self.data[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def set(self, key, value, is_api=False, run_callbacks=True):
+        """Like the WebUI: the onchange reload runs only when the value changes (and callbacks are asked for)."""
         if self.data.get(key) == value:
             return False
         self.data[key] = value
-        if key == "sd_model_checkpoint":
+        if key == "sd_model_checkpoint" and run_callbacks:
             from modules import sd_models
 
             sd_models.reload_model_weights()
