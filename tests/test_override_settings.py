@@ -30,8 +30,8 @@ def _txt2img(webui, overrides: dict | None = None, restore: bool = True):
 
     p = webui.processing.StableDiffusionProcessingTxt2Img(
         prompt="a fox", negative_prompt="", steps=3, sampler_name="Euler", seed=7, width=64, height=64,
-        batch_size=1, n_iter=1, cfg_scale=7.0, subseed=-1, subseed_strength=0.0, override_settings=dict(overrides or {}),
-        override_settings_restore_afterwards=restore,
+        batch_size=1, n_iter=1, cfg_scale=7.0, subseed=-1, subseed_strength=0.0,
+        override_settings=dict(overrides or {}), override_settings_restore_afterwards=restore,
     )  # fmt: skip
     p.is_api = True
     runner = scripts.ScriptRunner()

@@ -138,6 +138,7 @@ class Workbench(LoraJobs):
             metadata = {"alloy_recipe": recipe.text, "alloy_recipe_hash": recipe.digest}
             self.host.set_identity(MergeIdentity(held.name, recipe.digest, held.base_path, metadata))
             self.live = LiveMerge(held.name, recipe, held.history_id, held.base_path)
+            self.progress = Progress()
 
     # -- merging ----------------------------------------------------------------------------
     def recipe_of(self, request: MergeRequest) -> Node:
