@@ -128,16 +128,8 @@ class Workbench(LoraJobs):
             return
         with self._lock, bind_recipe(held.recipe.root, self.host.save_folder()) as bound:
             self._cancel = CancelToken()
-            if self.host.loaded_file() != held.base_path:
-                self.host.load_checkpoint(held.base_path)
-            self.host.before_patch()
-            result = merge_into_model(
-                bound, self.host.live_model(), self.backup, self._engine(), skip_prefixes=self.host.skip_prefixes()
-            )
-            recipe = result.recipe
-            metadata = {"alloy_recipe": recipe.text, "alloy_recipe_hash": recipe.digest}
-            self.host.set_identity(MergeIdentity(held.name, recipe.digest, held.base_path, metadata))
-            self.live = LiveMerge(held.name, recipe, held.history_id, held.base_path)
+            result, _ = self._patch(bound, held.name)
+            self.live = LiveMerge(held.name, result.recipe, held.history_id, held.base_path)
             self.progress = Progress()
 
     # -- merging ----------------------------------------------------------------------------
@@ -181,18 +173,8 @@ class Workbench(LoraJobs):
                 message = f"{live.name} is loaded already: nothing to merge."
                 return MergeOutcome(live.name, live.recipe, live.history_id, seconds, None, message, merged=False)
         base = bound.primary.path
-        if self.host.loaded_file() != base:
-            self.progress = Progress(f"loading {os.path.basename(base)}")
-            self.host.load_checkpoint(base)  # its load callback drops backups of the old model
-        self.host.before_patch()
-        self.progress = Progress("merging into the loaded model")
-        result = merge_into_model(
-            bound, self.host.live_model(), self.backup, self._engine(), skip_prefixes=self.host.skip_prefixes()
-        )
+        result, name = self._patch(bound)
         recipe = result.recipe
-        name = auto_name(recipe.root, recipe.digest)
-        metadata = {"alloy_recipe": recipe.text, "alloy_recipe_hash": recipe.digest}
-        self.host.set_identity(MergeIdentity(name, recipe.digest, base, metadata))
         self.live = LiveMerge(name, recipe, 0, base)
         warnings: list[str] = [f"Note: {note}" for note in result.report.notes]
         path, row, not_saved = None, None, ""
@@ -214,6 +196,24 @@ class Workbench(LoraJobs):
         message += skipped
         message += (f" Saved {path}." if path else not_saved) + _warning_text(warnings)
         return MergeOutcome(name, recipe, self.live.history_id, seconds, path, message)
+
+    def _patch(self, bound: BoundRecipe, name: str | None = None):
+        """Model A loaded, the merge written into it and the host told its identity (`name`, else the
+        automatic one); returns the engine's result and the name."""
+        base = bound.primary.path
+        if self.host.loaded_file() != base:
+            self.progress = Progress(f"loading {os.path.basename(base)}")
+            self.host.load_checkpoint(base)  # its load callback drops backups of the old model
+        self.host.before_patch()
+        self.progress = Progress("merging into the loaded model")
+        result = merge_into_model(
+            bound, self.host.live_model(), self.backup, self._engine(), skip_prefixes=self.host.skip_prefixes()
+        )
+        recipe = result.recipe
+        name = name or auto_name(recipe.root, recipe.digest)
+        metadata = {"alloy_recipe": recipe.text, "alloy_recipe_hash": recipe.digest}
+        self.host.set_identity(MergeIdentity(name, recipe.digest, base, metadata))
+        return result, name
 
     def _merge_to_file(self, bound: BoundRecipe, request: MergeRequest, started: float) -> MergeOutcome:
         """Hosts that cannot patch write the merge; a WebUI among them then loads the file ("save and load")."""
