@@ -80,7 +80,10 @@ def test_kinds_split_the_modes_methods_and_ops():
     assert {"cast", "clip", "adjust", "lora", "rebasin"} == set(names_of_kind("op"))
     with pytest.raises(RecipeTypeError) as error:
         get_method("nope", kind="mode")
-    assert str(error.value) == "unknown mode 'nope'; modes: weighted_sum, add_difference, triple_sum, sum_twice"
+    assert str(error.value) == (
+        "unknown mode 'nope'; modes: weighted_sum (Weight sum), add_difference (Add difference), "
+        "triple_sum (Triple sum), sum_twice (Sum twice)"
+    )
     with pytest.raises(RecipeTypeError, match=r"unknown method 'cast'; methods: ties, dare, dare_ties, della"):
         build_method_recipe(MethodSettings("a", ["b"], "cast"))
     with pytest.raises(RecipeTypeError, match="unknown mode 'adjust'"):
