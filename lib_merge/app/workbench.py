@@ -119,18 +119,27 @@ class Workbench(LoraJobs):
             self.live = None
             self.host.clear_identity()
 
-    def bring_back(self, held: LiveMerge) -> None:
+    def bring_back(self, held: LiveMerge) -> bool:
         """Merge `held` into the loaded model again, with its name and history row: a generation loaded
         another checkpoint for itself only (an API client's `override_settings`) and the host puts the
         merge back when that generation ends. Runs inside the host's generation, which holds the host's
-        lock already; nothing is logged, as the merge is the one the row describes."""
-        if not self.host.can_patch or self.live is not None and self.live.recipe.digest == held.recipe.digest:
-            return
-        with self._lock, bind_recipe(held.recipe.root, self.host.save_folder()) as bound:
-            self._cancel = CancelToken()
-            result, _ = self._patch(bound, held.name)
-            self.live = LiveMerge(held.name, result.recipe, held.history_id, held.base_path)
-            self.progress = Progress()
+        lock: while a merge or restore holds ours (and may wait for the host's), it does not wait but
+        answers False, and the host tries again later. Nothing is logged: the merge's row stands."""
+        if not self.host.can_patch:
+            return False
+        if self.live is not None and self.live.recipe.digest == held.recipe.digest:
+            return True
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            with bind_recipe(held.recipe.root, self.host.save_folder()) as bound:
+                self._cancel = CancelToken()
+                result, _ = self._patch(bound, held.name)
+                self.live = LiveMerge(held.name, result.recipe, held.history_id, held.base_path)
+                self.progress = Progress()
+            return True
+        finally:
+            self._lock.release()
 
     # -- merging ----------------------------------------------------------------------------
     def recipe_of(self, request: MergeRequest) -> Node:

@@ -7,6 +7,7 @@ WebUI, and the tests run it against a double of the objects it touches.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import fields
 
@@ -92,7 +93,8 @@ class A1111Host:
         self.last_run: GenSettings | None = None  # the user's last txt2img run, from before_process
         self._entry = None  # the synthetic CheckpointInfo of the live merge
         self._base_entry = None  # model A's CheckpointInfo
-        self._held = None  # the live merge a txt2img run's checkpoint override displaced, until the run ends
+        self._held = None  # the live merge a txt2img run's checkpoint override displaced, until merged again
+        self._displacing = False  # the next model load is that run's override: the merge's entry stays
 
     # -- options -----------------------------------------------------------------------------
     def config(self) -> HostConfig:
@@ -130,9 +132,7 @@ class A1111Host:
     def refresh_checkpoints(self) -> None:
         from modules import sd_models
 
-        sd_models.list_models()
-        if self._entry is not None:
-            self._entry.register()  # list_models() drops it while the patch is live
+        sd_models.list_models()  # wrapped by connect(): the live merge stays listed
 
     def resolve_checkpoint(self, title: str) -> str:
         """Entries the WebUI lists are trusted as they are (symlinks included); any other name must
@@ -192,7 +192,7 @@ class A1111Host:
         model = self._sd_model()
         if model is None:
             return None
-        info = self._base_entry if self._entry is not None else getattr(model, "sd_checkpoint_info", None)
+        info = self._base_entry if self.is_ours(model) else getattr(model, "sd_checkpoint_info", None)
         return os.path.abspath(info.filename) if info is not None else None
 
     def is_ours(self, model) -> bool:
@@ -255,10 +255,17 @@ class A1111Host:
         model.sd_model_checkpoint = entry.filename
         model.sd_model_hash = entry.shorthash
         entry.register()
+        self._held = None  # merged again, or replaced by a new merge
         # Directly in the data: opts.set would run the onchange reload (docs/WEBUI.md §3).
-        shared.opts.data["sd_model_checkpoint"] = entry.title
+        shared.opts.data["sd_model_checkpoint"] = self._option_value(entry)
         shared.opts.data["sd_checkpoint_hash"] = entry.sha256
         assert sd_models.checkpoint_aliases.get(entry.title) is entry
+
+    def _option_value(self, entry) -> str:
+        """How the WebUI's checkpoint dropdown names an entry, so the dropdown shows the option's value."""
+        from modules import shared
+
+        return entry.short_title if shared.opts.data.get("sd_checkpoint_dropdown_use_short") else entry.title
 
     def _make_entry(self, identity: MergeIdentity):
         from modules import sd_models
@@ -281,19 +288,41 @@ class A1111Host:
         return entry
 
     def clear_identity(self) -> None:
-        """Unregister the synthetic entry; if the model still wears it, give it model A's identity back."""
+        """Unregister the synthetic entry; if the model still wears it, give it model A's identity back.
+        The load of a run's checkpoint override keeps the entry: the WebUI writes its name back afterwards."""
+        if self._displacing:
+            self._displacing = False
+            return
+        self._drop_identity()
+
+    def _drop_identity(self) -> None:
         from modules import shared
 
         entry, base = self._entry, self._base_entry
         self._unregister()
-        self._entry = self._base_entry = None
+        self._entry = self._base_entry = self._held = None
+        if entry is None:
+            return
         model = self._sd_model()
-        if entry is not None and model is not None and model.sd_checkpoint_info is entry and base is not None:
+        if model is not None and model.sd_checkpoint_info is entry and base is not None:
             model.sd_checkpoint_info = base
             model.sd_model_checkpoint = base.filename
             model.sd_model_hash = base.shorthash
-            shared.opts.data["sd_model_checkpoint"] = base.title
-            shared.opts.data["sd_checkpoint_hash"] = base.sha256
+        if model is not None and self._names(entry):  # the option names what is loaded, never a gone merge
+            shared.opts.data["sd_model_checkpoint"] = self._option_value(model.sd_checkpoint_info)
+            shared.opts.data["sd_checkpoint_hash"] = model.sd_checkpoint_info.sha256
+
+    def list_entry(self) -> None:
+        """Register the live merge's entry again after the WebUI rebuilt its checkpoint tables."""
+        if self._entry is not None:
+            self._entry.register()
+
+    def _names(self, entry) -> bool:
+        """Whether the checkpoint option names `entry`."""
+        from modules import sd_models, shared
+
+        title = shared.opts.data.get("sd_model_checkpoint")
+        return bool(title) and (title in entry.ids or sd_models.checkpoint_aliases.get(title) is entry)
 
     def _unregister(self) -> None:
         from modules import sd_models
@@ -312,9 +341,15 @@ class A1111Host:
         """At the start of every txt2img run: the user's settings, and the live merge when the run loads
         another checkpoint for itself (`override_settings`, sent by many API clients with every request):
         the WebUI then loads that checkpoint and afterwards only writes the merge's name back into its
-        options (docs/WEBUI.md §9), so `after_process` puts the merge back."""
+        options (docs/WEBUI.md §9), so the merge is held and `after_process` merges it again. A merge an
+        earlier run displaced and never got back (the run failed) comes back now if the options name it."""
         self.capture_run(p)
-        self._held = None
+        self._displacing = False
+        if self._held is not None:
+            if self._entry is not None and self._names(self._entry):
+                self._bring_back(workbench)
+            elif workbench.live is None:
+                self._drop_identity()  # another checkpoint was chosen since: the merge stays gone
         wanted = (getattr(p, "override_settings", None) or {}).get("sd_model_checkpoint")
         if workbench.live is None or self._entry is None or wanted is None:
             return
@@ -322,14 +357,25 @@ class A1111Host:
 
         entry = sd_models.checkpoint_aliases.get(wanted)
         if entry is not None and entry is not self._entry and getattr(p, "override_settings_restore_afterwards", True):
-            self._held = workbench.live
+            self._held, self._displacing = workbench.live, True
 
     def after_process(self, p, workbench) -> None:
         """At the end of a txt2img run (its scripts' postprocess): the merge a checkpoint override displaced
-        is merged again, so the options the WebUI restores name a merge that is loaded."""
-        held, self._held = self._held, None
-        if held is not None:
-            workbench.bring_back(held)
+        is merged again, so the options the WebUI writes back name a merge that is loaded."""
+        self._displacing = False
+        if self._held is not None:
+            self._bring_back(workbench)
+
+    def _bring_back(self, workbench) -> None:
+        """Merge the held merge again (held on while Alloy is busy); if that fails, let go of it so the
+        options name what is loaded."""
+        try:
+            back = workbench.bring_back(self._held)
+        except Exception:
+            self._drop_identity()
+            raise
+        if back:
+            self._held = None
 
     def capture_run(self, p) -> None:
         """before_process of the user's own txt2img runs: their settings, for the fallback."""
@@ -456,6 +502,24 @@ def connect(workbench) -> None:
 
     host = workbench.host
     script_callbacks.on_model_loaded(lambda model: workbench.model_loaded(host.is_ours(model)))
+    _keep_listed(host)
+
+
+def _keep_listed(host: A1111Host) -> None:
+    """The WebUI's `list_models()` rebuilds its checkpoint tables from disk (its Refresh button; Forge at
+    every page load) and so drops the live merge's entry, which its dropdown and its option write-back
+    need: wrap it once so the entry is registered again after each listing."""
+    from modules import sd_models
+
+    listing = getattr(sd_models.list_models, "__wrapped__", sd_models.list_models)
+
+    @functools.wraps(listing)
+    def list_models(*args, **kwargs):
+        found = listing(*args, **kwargs)
+        host.list_entry()
+        return found
+
+    sd_models.list_models = list_models
 
 
 def _extension_folders() -> list[str]:

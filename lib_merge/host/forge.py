@@ -105,14 +105,30 @@ class ForgeHost(A1111Host):
             if loader is not None and loader.loaded_hash != str([]):
                 loader.refresh(lora_patches={}, offload_device=patcher.offload_device)
 
+    def before_process(self, p, workbench) -> None:
+        self._keep_chosen_merge()
+        super().before_process(p, workbench)
+
     def before_generate(self) -> None:
         """A checkpoint chosen in Forge's list since the merge (the choice rebuilt the loading parameters
         without the merge's mark) is loaded now, so the merge's identity is not put back over it."""
         from modules import sd_models
 
-        if self.can_patch and self._entry is not None:
+        if self.can_patch and self._entry is not None and not self._keep_chosen_merge():
             if MERGE_PARAMETER not in sd_models.model_data.forge_loading_parameters:
                 sd_models.forge_model_reload()
+
+    def _keep_chosen_merge(self) -> bool:
+        """The live merge chosen again in Forge's list (which lists it, docs/FORGE.md) rebuilt the loading
+        parameters around its entry, a file Forge cannot load: mark them as the loaded merge instead."""
+        from modules import sd_models
+
+        parameters = sd_models.model_data.forge_loading_parameters
+        chosen = self.can_patch and self._entry is not None and self._held is None
+        if not chosen or parameters.get("checkpoint_info") is not self._entry or MERGE_PARAMETER in parameters:
+            return False
+        self._mark_loading_parameters(self._base_entry, self._entry.sha256)
+        return True
 
     def skip_prefixes(self) -> tuple[str, ...]:
         """Components Forge takes from its "VAE / Text Encoder" selection keep what it loaded there."""
@@ -134,17 +150,29 @@ class ForgeHost(A1111Host):
         super().set_identity(identity)
         self._mark_loading_parameters(base, identity.recipe_hash)
 
+    def _option_value(self, entry) -> str:
+        """Forge's checkpoint dropdown lists file names (or short titles), not A1111's titles."""
+        from modules import shared
+
+        return entry.short_title if shared.opts.data.get("sd_checkpoint_dropdown_use_short") else entry.name
+
     def clear_identity(self) -> None:
-        if not self.can_patch:
-            return
+        if self.can_patch:
+            self._view_key = self._view = None  # after a restore or another model's load: mapped again when needed
+            super().clear_identity()
+
+    def _drop_identity(self) -> None:
+        """Also take the merge out of Forge's loading parameters: its mark, and its entry where Forge's
+        option write-back put it (a file Forge cannot load) after a run that failed."""
         from modules import sd_models
 
-        self._view_key = self._view = None  # after a restore or another model's load: mapped again when needed
-        base = self._base_entry
-        super().clear_identity()
+        entry, base = self._entry, self._base_entry
+        super()._drop_identity()
         data = sd_models.model_data
-        if MERGE_PARAMETER in data.forge_loading_parameters:
-            self._mark_loading_parameters(base or data.forge_loading_parameters["checkpoint_info"], None)
+        parameters = data.forge_loading_parameters
+        if MERGE_PARAMETER in parameters or (entry is not None and parameters.get("checkpoint_info") is entry):
+            loaded = getattr(data.sd_model, "sd_checkpoint_info", None)
+            self._mark_loading_parameters(loaded or base or parameters["checkpoint_info"], None)
 
     def _mark_loading_parameters(self, base, recipe_hash: str | None) -> None:
         """Forge reloads when str(loading parameters) != forge_hash: both now name model A plus the merge

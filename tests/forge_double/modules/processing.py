@@ -1,6 +1,8 @@
-"""Forge's txt2img processing around the model: `forge_model_reload()` first, then LoRAs from the prompt
-applied through the patchers (as `load_model_gpu` does at use); the image is a pure function of every
-tensor of the component modules and the seed, so equal images mean equal weights."""
+"""Forge's txt2img processing around the model: `override_settings` applied through `set_config`, then
+`forge_model_reload()`, then LoRAs from the prompt applied through the patchers (as `load_model_gpu` does
+at use); the image is a pure function of every tensor of the component modules and the seed, so equal
+images mean equal weights. The job's end runs the scripts' postprocess; the options are written back
+through `set_config` afterwards, even when the job failed."""
 
 import importlib.util
 import re
@@ -37,14 +39,33 @@ def widen_embeddings(model):
 
 
 def process_images(p):
-    from backend.patcher.lora import DELTA
+    """Forge's order: before_process; a checkpoint override the alias table does not know is dropped;
+    set_config(overrides); forge_model_reload(); the job; then set_config(the stored options)."""
+    from modules.sysinfo import set_config
 
     if p.scripts is not None:
         p.scripts.before_process(p)
-    sd_models.forge_model_reload()
+    overrides = p.override_settings = dict(getattr(p, "override_settings", None) or {})
+    stored = {k: shared.opts.data[k] for k in overrides if k in shared.opts.data}
+    try:
+        if sd_models.checkpoint_aliases.get(overrides.get("sd_model_checkpoint")) is None:
+            overrides.pop("sd_model_checkpoint", None)
+        set_config(overrides, is_api=True, run_callbacks=False, save_config=False)
+        sd_models.forge_model_reload()
+        return _process_images_inner(p)
+    finally:
+        if getattr(p, "override_settings_restore_afterwards", True):
+            set_config(stored, save_config=False)
+
+
+def _process_images_inner(p):
+    from backend.patcher.lora import DELTA
+
     model = shared.sd_model
     count = p.batch_size * p.n_iter
     prompts = list(p.prompt) if isinstance(p.prompt, list) else [p.prompt] * count
+    if len(prompts) != count:
+        raise RuntimeError(f"{len(prompts)} prompts for {count} images")
     objects = model.forge_objects_original
     unet, clip = objects.unet.clone(), objects.clip.patcher.clone()
     for name in re.findall(r"<lora:([^:>]+)", " ".join(prompts)):
@@ -63,4 +84,7 @@ def process_images(p):
         "Model": model.sd_checkpoint_info.name_for_extra,
     }
     fields.update(p.extra_generation_params)
-    return Processed(images, f"{prompts[0]}\n" + ", ".join(f"{k}: {v}" for k, v in fields.items()))
+    processed = Processed(images, f"{prompts[0]}\n" + ", ".join(f"{k}: {v}" for k, v in fields.items()))
+    if p.scripts is not None:
+        p.scripts.postprocess(p, processed)
+    return processed

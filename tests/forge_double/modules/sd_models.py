@@ -21,6 +21,13 @@ checkpoint_aliases = registry.checkpoint_aliases
 list_models = registry.list_models
 get_closet_checkpoint_match = registry.get_closet_checkpoint_match
 select_checkpoint = registry.select_checkpoint
+
+
+def checkpoint_tiles(use_short=False):
+    """What Forge's checkpoint dropdown lists: file names, not A1111's titles."""
+    return [x.short_title if use_short else x.name for x in checkpoints_list.values()]
+
+
 model_path = ""  # models/Stable-diffusion (the registry keeps its own copy)
 loads = []  # file of every load from disk, for tests
 

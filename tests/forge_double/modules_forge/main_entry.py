@@ -21,3 +21,11 @@ def checkpoint_change(ckpt_name, save=True, refresh=True):
     if refresh:
         refresh_model_loading_parameters()
     return True
+
+
+def refresh_models():
+    """What every page load and the Refresh button run: the checkpoint list read again from disk."""
+    from modules import shared_items
+
+    shared_items.refresh_checkpoints()
+    return sd_models.checkpoint_tiles(shared.opts.data.get("sd_checkpoint_dropdown_use_short", False))

@@ -11,6 +11,9 @@ class Script:
         pass
 
 
+reported: list[str] = []  # what errors.report would print: a script's error never ends the run
+
+
 class ScriptRunner:
     def __init__(self):
         self.scripts = []
@@ -19,11 +22,17 @@ class ScriptRunner:
 
     def before_process(self, p):
         for s in self.alwayson_scripts:
-            s.before_process(p)
+            try:
+                s.before_process(p)
+            except Exception as e:
+                reported.append(f"Error running before_process: {e}")
 
     def postprocess(self, p, processed):
         for s in self.alwayson_scripts:
-            s.postprocess(p, processed)
+            try:
+                s.postprocess(p, processed)
+            except Exception as e:
+                reported.append(f"Error running postprocess: {e}")
 
 
 scripts_txt2img = ScriptRunner()

@@ -82,6 +82,11 @@ def list_models():
                     CheckpointInfo(os.path.join(root, f)).register()
 
 
+def checkpoint_tiles(use_short=False):
+    """What the checkpoint dropdown lists (v1.10.1: titles)."""
+    return [x.short_title if use_short else x.title for x in checkpoints_list.values()]
+
+
 def get_closet_checkpoint_match(search):
     if not search:
         return None
