@@ -177,10 +177,19 @@ def test_a_method_with_a_seed_past_2_53_stays_exact_in_recipe_history_and_metada
     answer = api.post("/alloy/v1/merge", json=body)
     assert answer.status_code == 200, answer.text
     (row,) = api.get("/alloy/v1/history").json()["rows"]
-    assert row["settings"]["method"]["seed"] == seed and f"seed={seed}" in row["recipe"]
+    assert row["settings"]["method"]["params"]["seed"] == seed and f"seed={seed}" in row["recipe"]
     meta = metadata(answer.json()["path"])
     assert f"seed={seed}" in meta["alloy_recipe"]
     bad = api.post("/alloy/v1/merge", json=dict(body, seed=1.5))
-    assert bad.status_code == 400 and bad.json()["error"] == "seed must be a whole number, not 1.5"
+    assert bad.status_code == 400 and bad.json()["error"] == "dare() parameter 'seed' must be a whole number, got 1.5"
+    inside = {**body, "seed": None, "p": None, "params": {"seed": seed, "p": 0.3}, "save": {"name": "inside"}}
+    same = api.post("/alloy/v1/merge", json=inside)  # the parameters under "params": the same merge
+    assert same.status_code == 200 and same.json()["hash"] == answer.json()["hash"]
+    typo = api.post("/alloy/v1/merge", json={**body, "params": {"densty": 0.3}})
+    assert typo.status_code == 400
+    assert (
+        typo.json()["error"]
+        == "dare() has no parameter 'densty'; parameters: alpha (1), p (0.5, 0 to 0.999999), seed (0, a whole number from 0)"
+    )
     unknown = api.post("/alloy/v1/merge", json=dict(body, method="nope"))
     assert unknown.status_code == 400 and unknown.json()["error"].startswith("unknown method 'nope'; methods: ties")

@@ -55,7 +55,7 @@ def test_merge_with_save_after_binds_once_and_parses_nothing(webui, counts):
 
 
 def test_a_method_form_is_built_not_printed_and_parsed(webui, counts):
-    form = MethodSettings(webui.title("model_a"), [webui.title("model_b")], "task_arithmetic", alpha=0.5)
+    form = MethodSettings(webui.title("model_a"), [webui.title("model_b")], "task_arithmetic", {"alpha": 0.5})
     outcome = webui.workbench.merge(MergeRequest(settings=form))
     assert counts["parses"] == 0 and counts["binds"] == 1
     assert "task_arithmetic(" in outcome.recipe_text

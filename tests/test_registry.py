@@ -40,7 +40,7 @@ def test_a_decorated_function_becomes_a_method_spec():
     assert alpha.default == 0.7 and alpha.vector and (alpha.low, alpha.high, alpha.enforce) == (-1.0, 2.0, False)
     assert eps.default == 0.1 and not eps.vector and (eps.low, eps.high, eps.enforce) == (0.0, 1.0, True)
     assert seed.integer and seed.default == 3 and seed.high == 2**63 - 1 and not seed.vector
-    assert sign.choices == ("sum", "count") and sign.default == "count"
+    assert sign.choices == ("sum", "count", "mean") and sign.default == "count"
     assert flag.boolean and flag.default == 0.0
 
 
@@ -92,7 +92,7 @@ def test_kinds_split_the_modes_methods_and_ops():
 
 @pytest.mark.parametrize("seed", [0, 9007199254740993, 2**63 - 1])
 def test_seeds_stay_exact_integers_from_form_to_recipe_and_back(seed):
-    root = build_method_recipe(MethodSettings("a", ["b"], "dare", seed=seed))
+    root = build_method_recipe(MethodSettings("a", ["b"], "dare", {"seed": seed}))
     assert root.params["seed"] == seed and type(root.params["seed"]) is int
     text = print_recipe(root)
     assert f"seed={seed})" in text

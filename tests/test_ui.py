@@ -323,18 +323,20 @@ def test_a_modern_method_from_the_merge_tab(tmp_path, sd1):
     values = [c.value for c in inputs]
     for elem_id, value in {
         "alloy_model_a": sd1[0].name, "alloy_model_b": sd1[1].name, "alloy_more_models": [sd1[2].name],
-        "alloy_method": "dare_ties", "alloy_p": 0.3, "alloy_seed": 7, "alloy_alpha": 0.8,
+        "alloy_method": "dare_ties", "alloy_dare_ties_p": 0.3, "alloy_dare_ties_seed": "7",
+        "alloy_dare_ties_alpha": 0.8, "alloy_dare_ties_sign": "count",
     }.items():  # fmt: skip
         values[ids.index(elem_id)] = value
     status, recipe, _ = last(fn(*values))
     assert status.startswith("Saved"), status
-    assert 'merged = dare_ties(A, B, C, alpha=0.8, p=0.3, seed=7, sign="sum")' in recipe
+    assert 'merged = dare_ties(A, B, C, alpha=0.8, p=0.3, seed=7, sign="count")' in recipe
     load_settings, _ = handler(demo, "alloy_history_load")
     updates = load_settings(-1)
     restored = dict(zip(ids, [u.get("value") if isinstance(u, dict) else None for u in updates[:-1]], strict=True))
     assert restored["alloy_method"] == "dare_ties" and restored["alloy_model_b"] == sd1[1].name
     assert restored["alloy_model_c"] == sd1[2].name and restored["alloy_more_models"] == []  # same model order
-    assert restored["alloy_p"] == 0.3
+    assert restored["alloy_dare_ties_p"] == 0.3 and restored["alloy_dare_ties_seed"] == "7"
+    assert restored["alloy_dare_ties_sign"] == "count" and restored["alloy_dare_ties_alpha"] == 0.8
 
 
 def test_template_in_the_recipe_box_gets_one_field_per_parameter(tmp_path, sd1):

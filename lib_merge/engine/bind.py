@@ -5,7 +5,6 @@ Everything here reads headers only, so every input problem is reported before a 
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ from lib_merge.errors import (
     BlockSchemaError,
     ModelHashMismatchError,
     ModelNotFoundError,
-    ParameterError,
     RecipeError,
 )
 from lib_merge.io.source import SourceModel
@@ -31,7 +29,8 @@ from lib_merge.recipe.elemental import Elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.hashed import HashedRecipe, role_name
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, open_params, walk_merges, walk_models
-from lib_merge.recipe.vectors import BlockVector, format_number, parse_vector
+from lib_merge.recipe.params import check_range
+from lib_merge.recipe.vectors import BlockVector, parse_vector
 
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")
 
@@ -205,11 +204,7 @@ def _check_ranges(method: str, params: dict) -> None:
             values = [float(v) for v in value]
         else:
             values = [float(value)]
-        low, high = p.hard_range
-        bad = [v for v in values if not low <= v <= high]  # NaN fails both comparisons
-        if bad:
-            shown = (lambda v: str(int(v))) if p.integer and math.isfinite(bad[0]) else format_number
-            raise ParameterError(f"{method}(): {p.name} must lie in [{shown(low)}, {shown(high)}], not {shown(bad[0])}")
+        check_range(method, p, values)
 
 
 def _reference_only(root: Node) -> list[ModelRef]:

@@ -43,7 +43,7 @@ def _elect(deltas: list[torch.Tensor], sign: str) -> torch.Tensor:
     """
     total = torch.zeros_like(deltas[0])
     for d in deltas:
-        total.add_(d if sign == "sum" else torch.sign(d))
+        total.add_(torch.sign(d) if sign == "count" else d)  # "mean": the sign of the sum
     sigma = torch.sign(total)
     total.zero_()
     count = torch.zeros_like(total)

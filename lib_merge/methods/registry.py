@@ -47,7 +47,9 @@ Unit = Annotated[float, Bounds(0.0, 1.0, enforce=True)]
 UnitScalar = Annotated[float, Bounds(0.0, 1.0, enforce=True), SCALAR]
 DropRate = Annotated[float, Bounds(0.0, 0.999999, enforce=True)]
 Seed = Annotated[int, Bounds(0, 2**63 - 1, enforce=True)]
-Sign = Literal["sum", "count"]
+# TIES's sign election: by the sum of the deltas, by the count of signs; "mean" elects by the sign of
+# their mean, which is the sign of their sum (the same result, named as other tools name it).
+Sign = Literal["sum", "count", "mean"]
 
 # The largest weight an unbounded parameter takes (SuperMerger's sliders stop at -1 and 2).
 MAX_MAGNITUDE = 1000.0

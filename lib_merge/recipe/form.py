@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.errors import AlloyError, InvalidComboError, ParameterError
@@ -18,6 +19,7 @@ from lib_merge.methods.registry import ParamSpec
 from lib_merge.recipe.elemental import parse_elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node
+from lib_merge.recipe.params import method_params, param_value
 from lib_merge.recipe.vectors import parse_vector
 
 
@@ -141,10 +143,10 @@ def build_recipe(s: MergeSettings) -> MergeNode:
     if s.blocks or s.preset:
         params["alpha"] = BlocksSpec(s.blocks or s.preset, preset=s.preset, default=s.alpha)
     elif s.alpha is not None:
-        params["alpha"] = float(s.alpha)
+        params["alpha"] = param_value(spec, "alpha", s.alpha, len(models))
     for name in ("beta", "gamma", "seed"):
         if getattr(s, name) is not None and name in names:
-            params[name] = number_for(spec.param(name), getattr(s, name))
+            params[name] = param_value(spec, name, number_for(spec.param(name), getattr(s, name)), len(models))
     if s.beta_blocks:
         if "beta" not in names:
             raise ParameterError(f"beta is not used by mode {spec.name}")
@@ -220,18 +222,33 @@ def number_for(param: ParamSpec, value: object) -> int | float:
 
 @dataclass
 class MethodSettings:
-    """A modern or N-model method over a base A and further models (CLI --method, the UI's method choice)."""
+    """A modern or N-model method over a base A and further models (CLI --method, the UI's method choice).
+    `params` holds the method's own parameters by their declared names; the rest keep their defaults."""
 
     a: str
     models: list[str]
     method: str
-    alpha: float | None = None
-    density: float | None = None
-    p: float | None = None
-    epsilon: float | None = None
-    seed: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
     rebasin: bool = False  # every model after A as rebasin(M, ref=A)
     max_sweeps: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MethodSettings:
+        """A method's form as JSON holds it; the method's parameters may also stand beside the other
+        fields, as history rows and clients wrote them before `params` (`"alpha": 0.5`)."""
+        spec = get_method(str(data.get("method")), kind="method")
+        params = dict(data.get("params") or {})
+        for p in spec.params:
+            if data.get(p.name) is not None:
+                params.setdefault(p.name, data[p.name])
+        return cls(
+            str(data.get("a") or ""),
+            [str(m) for m in data.get("models") or []],
+            spec.name,
+            params,
+            bool(data.get("rebasin")),
+            data.get("max_sweeps"),
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -249,19 +266,8 @@ def build_method_recipe(s: MethodSettings) -> MergeNode:
         raise InvalidComboError(f"{s.method} takes {count} models besides A, got {len(s.models)}")
     if len(inputs) > spec.max_models:
         raise InvalidComboError(f"{s.method}: at most 16 models besides A, got {len(s.models)}")
-    names = {p.name for p in spec.params}
-    params: dict[str, object] = {}
-    alpha = s.alpha if not isinstance(s.alpha, (list, tuple)) else None
-    _check_finite({"alpha": alpha, "density": s.density, "p": s.p, "epsilon": s.epsilon})
-    for name in ("alpha", "density", "p", "epsilon", "seed"):
-        value = getattr(s, name)
-        if value is None:
-            continue
-        if name not in names:
-            raise ParameterError(f"{name} is not used by {s.method}; it takes: {', '.join(sorted(names)) or 'nothing'}")
-        params[name] = number_for(spec.param(name), value)
-    for p in spec.params:
-        params.setdefault(p.name, p.default)
+    given = {name: value for name, value in (s.params or {}).items() if value is not None}
+    params = method_params(spec, given, len(inputs))
     return MergeNode(spec.name, _rebased([ModelRef(m) for m in inputs], s.rebasin, s.max_sweeps), params)
 
 

@@ -17,6 +17,7 @@ from lib_merge.recipe.elemental import Elemental, parse_elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_STATEMENTS, MAX_SYNTAX_NODES, check_size
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, Param
+from lib_merge.recipe.params import method_params
 
 HEADER = "alloy-recipe 1"
 _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates (not text)
@@ -244,39 +245,7 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
     for i, a in enumerate(args):
         if not isinstance(a, (ModelRef, MergeNode, Param)):
             raise RecipeTypeError(f"{spec.name}() argument {i + 1} must be a model, got {a!r}")
-    known = {p.name for p in spec.params}
-    params: dict[str, object] = {}
-    for key, value in kwargs.items():
-        if key not in known:
-            raise RecipeTypeError(f"{spec.name}() has no parameter '{key}'; parameters: {', '.join(known)}")
-        param = spec.param(key)
-        if isinstance(value, Param):
-            pass  # an open template parameter, filled by compose
-        elif param.per_model and isinstance(value, list):
-            based = spec.inputs[0] == "base"
-            wanted = len(args) - 1 if based else len(args)
-            if len(value) != wanted or not all(type(v) in (int, float) for v in value):
-                where = "per model after the base" if based else "per model"
-                raise RecipeTypeError(
-                    f"{spec.name}() parameter '{key}' takes one number {where} ({wanted}), got {value!r}"
-                )
-            value = tuple(float(v) for v in value)
-        elif param.text:
-            value = param.parse_text(value) if isinstance(value, str) else value
-        elif param.boolean and isinstance(value, bool):
-            value = float(value)
-        elif param.choices:
-            if value not in param.choices:
-                raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be one of {', '.join(param.choices)}")
-        elif type(value) in (int, float):
-            if param.integer and not float(value).is_integer():
-                raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be a whole number, got {value!r}")
-            value = int(value) if param.integer else float(value)  # seeds stay exact up to 2**63 - 1
-        elif not (isinstance(value, BlocksSpec) and spec.param(key).vector):
-            raise RecipeTypeError(f"{spec.name}() parameter '{key}' must be a number or a block vector")
-        params[key] = value
-    for p in spec.params:
-        params.setdefault(p.name, p.default)
+    params = method_params(spec, kwargs, len(args))
     params.update(options)
     return MergeNode(spec.name, tuple(args), params)
 

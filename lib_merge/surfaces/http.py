@@ -20,6 +20,7 @@ from lib_merge.app.plots.plan import XYZPlan
 from lib_merge.app.requests import LoraBakeRequest, LoraExtractRequest, LoraMergeRequest
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
 from lib_merge.errors import AlloyError, BusyError, message_for
+from lib_merge.methods import get_method
 from lib_merge.recipe.form import MergeSettings, MethodSettings
 
 PREFIX = "/alloy/v1"
@@ -48,29 +49,46 @@ def json_object(body: Any) -> dict:
 
 
 def request_from_body(body: Any) -> MergeRequest:
+    """/alloy/v1/merge's body: a recipe, a method's form (`"method"`, `"models"`, `"params"`) or the
+    Merge tab's mode settings; an XYZ plan's `merge` is read by the same function."""
     body = json_object(body)
-    unknown = set(body) - _FLAG_FIELDS - _METHOD_FIELDS - {"recipe", "wait", "save"}
-    if unknown:
-        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-    form = MethodSettings if body.get("method") else MergeSettings
-    form_fields = {k: v for k, v in body.items() if k in (_METHOD_FIELDS if form is MethodSettings else _FLAG_FIELDS)}
-    form_fields = {k: v for k, v in checked_fields(form, form_fields).items() if v is not None}
     wait = _flag(body, "wait", True)
     if body.get("save") is not None and not isinstance(body["save"], dict):
         raise ValueError(f'"save" must be an object, not {json_type(body["save"])}')
     save = SaveRequest(**checked_fields(SaveRequest, body["save"], '"save"')) if body.get("save") else None
+    form_body = {k: v for k, v in body.items() if k not in ("recipe", "wait", "save")}
     if body.get("recipe") is not None:
         if not isinstance(body["recipe"], str):
             raise ValueError(f"'recipe' must be a string, not {json_type(body['recipe'])}")
+        unknown = set(form_body) - _FLAG_FIELDS - _METHOD_FIELDS
+        if unknown:
+            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
         return MergeRequest(recipe=body["recipe"], wait=wait, save=save)
-    if form is MethodSettings:  # a modern method: "a" is the base, "models" the others
-        if not form_fields.get("a") or not form_fields.get("models"):
-            raise ValueError("a method needs 'a' (the base) and 'models' (a list)")
-        return MergeRequest(settings=MethodSettings(**form_fields), wait=wait, save=save)
-    if not form_fields.get("a") or not form_fields.get("b"):
-        raise ValueError("give 'recipe', or at least 'a' and 'b'")
-    form_fields.setdefault("mode", "weighted_sum")
-    return MergeRequest(settings=MergeSettings(**form_fields), wait=wait, save=save)
+    return MergeRequest(settings=settings_from_body(form_body), wait=wait, save=save)
+
+
+def settings_from_body(body: dict) -> MergeSettings | MethodSettings:
+    """A method's form when `"method"` is given (its parameters under `"params"`, or beside the other
+    fields as older clients send them), else the mode settings; every field checked by its type."""
+    if body.get("method") is None:
+        fields_ = {k: v for k, v in checked_fields(MergeSettings, body).items() if v is not None}
+        if not fields_.get("a") or not fields_.get("b"):
+            raise ValueError("give 'recipe', or at least 'a' and 'b'")
+        fields_.setdefault("mode", "weighted_sum")
+        return MergeSettings(**fields_)
+    if not isinstance(body["method"], str):
+        raise ValueError(f"'method' must be a string, not {json_type(body['method'])}")
+    spec = get_method(body["method"], kind="method")
+    beside = {k: v for k, v in body.items() if spec.takes(k) and k not in _METHOD_FIELDS}
+    fields_ = checked_fields(MethodSettings, {k: v for k, v in body.items() if k not in beside})
+    fields_ = {k: v for k, v in fields_.items() if v is not None}
+    if not fields_.get("a") or not fields_.get("models"):
+        raise ValueError("a method needs 'a' (the base) and 'models' (a list)")
+    params = dict(fields_.get("params") or {})
+    for name, value in beside.items():
+        if value is not None:
+            params.setdefault(name, value)
+    return MethodSettings(**{**fields_, "method": spec.name, "params": params})
 
 
 def typed_request(cls: type, body: Any) -> Any:

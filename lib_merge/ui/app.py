@@ -138,6 +138,7 @@ def _wire(workbench: Workbench, form: Form, parts: dict, history: dict) -> list:
         return update(choices=allowed, value=current if current in allowed else allowed[0])
 
     calc.change(calc_changed, [calc, mode], [mode])
+    merge_tab.wire(form.widgets, parts)
     inputs = form.components()
     status, recipe, footer = parts["status"], form.widgets["recipe"], parts["footer"]
 

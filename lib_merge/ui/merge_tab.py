@@ -5,8 +5,20 @@ from __future__ import annotations
 import gradio as gr
 
 from lib_merge.methods import METHODS
+from lib_merge.methods.registry import MethodSpec, ParamSpec
 from lib_merge.recipe.form import CALC_MODES, MODERN_METHODS
-from lib_merge.ui.values import FILTER_MODES, FORMATS, MODES, NO_METHOD, SAVE_DTYPES, TEMPLATE_FIELDS
+from lib_merge.ui.compat import update
+from lib_merge.ui.values import (
+    FILTER_MODES,
+    FORMATS,
+    MODES,
+    NO_METHOD,
+    SAVE_DTYPES,
+    TEMPLATE_FIELDS,
+    control_value,
+    method_param_controls,
+    method_param_field,
+)
 
 
 def _slider(name: str) -> gr.Slider:
@@ -17,6 +29,44 @@ def _slider(name: str) -> gr.Slider:
     named = "" if len(users) > 4 else f" ({', '.join(spec.label for spec in users)})"
     step = 0.001 if high - low <= 3 else 0.01
     return gr.Slider(low, high, value=param.default, step=step, label=name + named, elem_id=f"alloy_{name}")
+
+
+def _method_control(spec: MethodSpec, param: ParamSpec):
+    """One method's parameter as a control of its kind, with that method's default and range."""
+    label = param.name
+    elem_id = f"alloy_{spec.name}_{param.name}"
+    if param.choices:
+        return gr.Dropdown(list(param.choices), value=param.default, label=label, elem_id=elem_id)
+    if param.boolean:
+        return gr.Checkbox(value=bool(param.default), label=label, elem_id=elem_id)
+    if param.integer or param.per_model:  # exact whole numbers; a list, one number per model
+        hint = " (one number, or one per model)" if param.per_model else ""
+        return gr.Textbox(value=control_value(param, param.default), max_lines=1, label=label + hint, elem_id=elem_id)
+    low, high = param.slider_range
+    step = 0.001 if high - low <= 3 else 0.01
+    return gr.Slider(low, high, value=param.default, step=step, label=label, elem_id=elem_id)
+
+
+def _method_rows(widgets: dict) -> dict[str, gr.Row]:
+    """A row of controls per method, shown while that method is chosen."""
+    rows: dict[str, gr.Row] = {}
+    for spec, param in method_param_controls():
+        if spec.name not in rows:
+            with gr.Row(visible=False) as row:
+                rows[spec.name] = row
+        with rows[spec.name]:
+            widgets[method_param_field(spec.name, param.name)] = _method_control(spec, param)
+    return rows
+
+
+def wire(widgets: dict, out: dict) -> None:
+    """The chosen method shows its own parameters."""
+    rows = out["method_rows"]
+
+    def show(method):
+        return [update(visible=name == method) for name in rows]
+
+    widgets["method"].change(show, [widgets["method"]], list(rows.values()))
 
 
 def build(
@@ -59,9 +109,7 @@ def build(
             widgets["more_models"] = gr.Dropdown(
                 titles, multiselect=True, label="More models (up to 16 in all)", elem_id="alloy_more_models", scale=3
             )
-        with gr.Row():
-            for name in ("density", "p", "epsilon"):
-                widgets[name] = _slider(name)
+        out["method_rows"] = _method_rows(widgets)
     with gr.Accordion("Elemental and include/exclude", open=False):
         widgets["elemental"] = gr.Textbox(
             label="Elemental rules (Blocks:Elements:Ratio, comma or line separated; the last match wins)",

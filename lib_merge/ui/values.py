@@ -11,12 +11,26 @@ import re
 from lib_merge.app.ports import GenSettings
 from lib_merge.app.workbench import MergeRequest, SaveRequest
 from lib_merge.arch.blocks import SCHEMAS
-from lib_merge.methods import get_method
+from lib_merge.methods import METHODS, get_method
+from lib_merge.methods.registry import MethodSpec, ParamSpec
 from lib_merge.recipe import parse_vector
 from lib_merge.recipe.form import MergeSettings, MethodSettings, build_method_recipe, method_for
 from lib_merge.recipe.vectors import format_number
 
 MODES = ["weighted_sum", "add_difference", "triple_sum", "sum_twice"]
+
+
+def method_param_field(method: str, param: str) -> str:
+    """The form field of one method's parameter: each method's controls have their own default and range."""
+    return f"{method}.{param}"
+
+
+def method_param_controls() -> list[tuple[MethodSpec, ParamSpec]]:
+    """Every modern method's parameters, in registry order: the Merge tab makes one control for each."""
+    return [(spec, param) for spec in METHODS.values() if spec.kind == "method" for param in spec.params]
+
+
+METHOD_PARAM_FIELDS = tuple(method_param_field(spec.name, param.name) for spec, param in method_param_controls())
 MBW_ARCHS = {"SD1/SD2 (26)": "sd1", "SDXL (20)": "sdxl", "SDXL extended (110)": "sdxl_ext"}
 SAVE_DTYPES = ["fp16", "bf16", "fp32"]
 FORMATS = ["safetensors", "ckpt"]
@@ -24,7 +38,7 @@ FORMATS = ["safetensors", "ckpt"]
 # Order of the merge form's widgets; the Merge, Save and History callbacks all use it.
 MERGE_FIELDS = (
     "model_a", "model_b", "model_c", "mode", "calc", "alpha", "beta", "gamma", "seed", "elemental", "filter_mode",
-    "filter_text", "adjust", "method", "more_models", "density", "p", "epsilon", "rebasin",
+    "filter_text", "adjust", "method", "more_models", *METHOD_PARAM_FIELDS, "rebasin",
     "use_mbw", "mbw_arch", "mbw_sd1", "mbw_sdxl", "mbw_sdxl_ext",
     "use_recipe", "recipe", "template_values",
     "save_name", "save_dtype", "save_format", "save_prune", "save_overwrite", "save_after",
@@ -153,14 +167,13 @@ def _method_request(v: dict, save, ui: dict) -> MergeRequest:
 
         raise ParameterError("choose model A (the base)")
     models = [m for m in [v.get("model_b"), v.get("model_c"), *(v.get("more_models") or [])] if m]
-    takes = {p.name for p in get_method(v["method"]).params}
-    chosen = {
-        name: float(v[name])
-        for name in ("alpha", "density", "p", "epsilon")
-        if name in takes and v.get(name) is not None
-    }
-    seed = whole_number(v.get("seed"), "seed") if "seed" in takes else None
-    settings = MethodSettings(v["model_a"], models, v["method"], seed=seed, rebasin=bool(v.get("rebasin")), **chosen)
+    spec = get_method(v["method"], kind="method")
+    params = {}
+    for param in spec.params:
+        value = v.get(method_param_field(spec.name, param.name))
+        if value is not None and not (isinstance(value, str) and not value.strip()):  # empty: the default
+            params[param.name] = value
+    settings = MethodSettings(v["model_a"], models, spec.name, params, rebasin=bool(v.get("rebasin")))
     build_method_recipe(settings)  # refuse a wrong combination here, before the merge waits for the lock
     return MergeRequest(settings=settings, save=save, ui=ui)
 
@@ -243,13 +256,39 @@ def restore_values(settings: dict, models_column: str, titles: list[str]) -> tup
         rest = [_find_title(titles, m, None) for m in method.get("models", [])]
         values["model_b"], values["model_c"] = (rest + [None, None])[:2]
         values["more_models"] = [m for m in rest[2:] if m]
-        for name in ("alpha", "density", "p", "epsilon", "seed"):
-            if method.get(name) is not None:
-                values[name] = str(int(method[name])) if name == "seed" else method[name]
+        values.update(_method_param_values(method, notes))
     values["rebasin"] = bool(settings.get("rebasin") or (method.get("rebasin") if isinstance(method, dict) else False))
     values["save_after"] = bool(settings.get("save_after"))
     values["use_recipe"] = False
     return values, notes
+
+
+def _method_param_values(method: dict, notes: list[str]) -> dict:
+    """A history row's method parameters as the values of that method's controls."""
+    from lib_merge.errors import AlloyError
+    from lib_merge.recipe.form import MethodSettings
+
+    try:
+        settings = MethodSettings.from_dict(method)
+    except AlloyError as e:
+        notes.append(f"method parameters not restored: {e}")
+        return {}
+    spec = get_method(settings.method, kind="method")
+    values = {}
+    for name, value in settings.params.items():
+        if value is None or not spec.takes(name):
+            continue
+        values[method_param_field(spec.name, name)] = control_value(spec.param(name), value)
+    return values
+
+
+def control_value(param: ParamSpec, value: object) -> object:
+    """A parameter's value as its control shows it: text for whole numbers and lists, else as it is."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_number(float(v)) for v in value)
+    if param.integer or param.per_model:
+        return str(int(value)) if param.integer and isinstance(value, (int, float)) else str(value)
+    return value
 
 
 def gen_overrides(v: dict) -> GenSettings:

@@ -26,7 +26,7 @@ from lib_merge.surfaces.cli.errors import (
 from lib_merge.surfaces.cli.explain import cmd_explain
 from lib_merge.surfaces.cli.lora import cmd_lora
 from lib_merge.surfaces.cli.merge import cmd_merge
-from lib_merge.surfaces.cli.parser import build_parser
+from lib_merge.surfaces.cli.parser import build_parser, parse_arguments
 from lib_merge.surfaces.cli.rebasin import cmd_rebasin
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = _handle_signals(signals)
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parse_arguments(parser, argv)
         if args.command is None:
             parser.print_help()
             return 0

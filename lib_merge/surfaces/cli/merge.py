@@ -99,6 +99,9 @@ def cmd_merge(args) -> int:
 
     if args.recipe and (args.a or args.b or args.mode or args.method):
         raise UsageError("give a recipe file or --a/--b/--mode, not both")
+    if args.param and not args.method:
+        words = " ".join("--" + item.partition("=")[0] for item in args.param)
+        raise UsageError(f"unrecognized arguments: {words} (a method's parameters need --method)")
     if args.recipe:
         form, root = None, load_recipe(args.recipe)
     elif args.method:
@@ -203,11 +206,24 @@ def _method_settings(args):
         path(args.a),
         [path(m) for m in args.models],
         args.method,
-        args.alpha,
-        args.density,
-        args.p,
-        args.epsilon,
-        args.seed,
+        method_params_given(args),
         rebasin=args.rebasin,
         max_sweeps=args.max_sweeps,
     )
+
+
+def method_params_given(args) -> dict[str, object]:
+    """--param NAME=VALUE (and --NAME VALUE) as text, read and checked by the method's own declaration;
+    --alpha and --seed, the modes' flags, count too."""
+    given: dict[str, object] = {}
+    for item in args.param or []:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise UsageError(f"--param takes NAME=VALUE, not {item!r}")
+        if name.strip() in given:
+            raise UsageError(f"the parameter {name.strip()!r} is given twice")
+        given[name.strip()] = value
+    for name in ("alpha", "seed"):
+        if getattr(args, name, None) is not None:
+            given.setdefault(name, getattr(args, name))
+    return given

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"Alloy {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    _merge_command(sub)
+    merge = _merge_command(sub)
     _history_command(sub)
     _other_commands(sub)
     _lora_command(sub)
@@ -126,11 +126,43 @@ def build_parser() -> argparse.ArgumentParser:
     _rebasin_command(sub)
     _explain_command(sub)
     _accept_global_options(p)
+    p.merge_options = {option for action in merge._actions for option in action.option_strings}
     return p
 
 
-def _merge_command(sub) -> None:
-    m = sub.add_parser("merge", help="merge models (from a recipe file or from flags) into a file")
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The command line; after `merge`, any `--NAME VALUE` that is not one of its options is a parameter
+    of the method (`--param NAME=VALUE`), checked against the method's declaration when the command runs."""
+    known = getattr(parser, "merge_options", set())
+    if "merge" in argv:
+        start = argv.index("merge") + 1
+        argv = argv[:start] + _method_flags(argv[start:], known)
+    return parser.parse_args(argv)
+
+
+def _method_flags(words: list[str], known: set[str]) -> list[str]:
+    """["--density", "0.3", "--sign=mean"] as ["--param", "density=0.3", "--param", "sign=mean"]."""
+    out, rest = [], list(words)
+    while rest:
+        word = rest.pop(0)
+        name, equals, value = word[2:].partition("=")
+        if (
+            not word.startswith("--")
+            or word.partition("=")[0] in known
+            or not name.replace("_", "").replace("-", "").isalnum()
+        ):
+            out.append(word)
+            continue
+        if not equals:
+            if not rest:
+                raise UsageError(f"{word} needs a value")
+            value = rest.pop(0)
+        out += ["--param", f"{name.replace('-', '_')}={value}"]
+    return out
+
+
+def _merge_command(sub) -> argparse.ArgumentParser:
+    m = sub.add_parser("merge", help="merge models (from a recipe file or from flags) into a file", allow_abbrev=False)
     m.add_argument("recipe", nargs="?", help="recipe file (.alloy)")
     m.add_argument("--a", help="model A (primary)")
     m.add_argument("--b", help="model B")
@@ -152,9 +184,14 @@ def _merge_command(sub) -> None:
     m.add_argument("--adjust", help='"IN,OUT,OUT2,CONT,BRI,COL1,COL2,COL3" after the merge')
     m.add_argument("--models", nargs="+", help="further models of a modern or N-model method (--a is the base)")
     m.add_argument("--method", help=_names_help("method", "a modern or N-model method: "))
-    m.add_argument("--density", type=finite_float, help=_param_help("density"))
-    m.add_argument("--p", type=finite_float, help=_param_help("p", " (drop probability)"))
-    m.add_argument("--epsilon", type=finite_float, help=_param_help("epsilon"))
+    m.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter of the --method, by its name (see `methods`); --NAME VALUE is the same:"
+        " --param density=0.3 or --density 0.3, --param sign=mean, --param weights=1,0.5 (one per model)",
+    )
     m.add_argument("--blocks", help='alpha as a block vector: "IN00=0.3 OUT05-OUT11=1 *=0.5" or 26/20 values')
     m.add_argument("--beta-blocks", help="beta as a block vector, same forms as --blocks (triple_sum, sum_twice)")
     m.add_argument("--preset", help="alpha as a block-weight preset name")
@@ -180,6 +217,7 @@ def _merge_command(sub) -> None:
     m.add_argument("--rebasin", action="store_true", help="align B (and C) to A by exact permutations first")
     m.add_argument("--max-sweeps", type=whole_number, help="re-basin's cap on matching sweeps (default 10)")
     m.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
+    return m
 
 
 def _explain_command(sub) -> None:
