@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from live_host import StubHost, load_live_module, trim_heap  # noqa: E402
 
-from lib_merge.app.workbench import MergeRequest, Workbench, parse_cache_budget  # noqa: E402
+from lib_merge.app.cache_budget import parse_cache_budget  # noqa: E402
+from lib_merge.app.workbench import MergeRequest, Workbench  # noqa: E402
 from lib_merge.engine.options import EngineOptions  # noqa: E402
 from lib_merge.engine.to_file import SaveOptions, merge_to_file  # noqa: E402
 from lib_merge.recipe.form import MergeSettings  # noqa: E402

@@ -188,8 +188,8 @@ def test_a_method_with_a_seed_past_2_53_stays_exact_in_recipe_history_and_metada
     typo = api.post("/alloy/v1/merge", json={**body, "params": {"densty": 0.3}})
     assert typo.status_code == 400
     assert (
-        typo.json()["error"]
-        == "dare() has no parameter 'densty'; parameters: alpha (1), p (0.5, 0 to 0.999999), seed (0, a whole number from 0)"
+        typo.json()["error"] == "dare() has no parameter 'densty'; parameters: alpha (1), p (0.5, 0 to 0.999999), "
+        "seed (0, a whole number from 0)"
     )
     unknown = api.post("/alloy/v1/merge", json=dict(body, method="nope"))
     assert unknown.status_code == 400 and unknown.json()["error"].startswith("unknown method 'nope'; methods: ties")

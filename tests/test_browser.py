@@ -364,3 +364,41 @@ def test_analysis_tab_compares_and_loads_a_recipe_in_the_browser(recipe_app, sd1
                      "alloy_an_chart": Image.open(pictures / f"{stem}-chart.png").width}  # fmt: skip
     assert "alpha=0.3" in recipe and loaded.startswith("Loaded into the Merge tab"), loaded
     assert in_merge_tab == recipe
+
+
+def test_a_methods_own_controls_in_the_browser(app_url, sd1):
+    """Choosing TIES shows TIES's parameters (its α starts at its own 1.0), hides DARE's, and merges with them."""
+    from playwright.sync_api import sync_playwright
+
+    url, models = app_url
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(http_credentials={"username": USER, "password": PASSWORD})
+        page.goto(url)
+        page.wait_for_selector("#alloy_model_a")
+
+        def choose(elem_id: str, value: str) -> None:
+            page.locator(f"#{elem_id} input").first.click()
+            page.locator(f"#{elem_id} li").filter(has_text=value).first.click()
+
+        choose("alloy_model_a", sd1[0].name)
+        choose("alloy_model_b", sd1[1].name)
+        page.locator("button:has-text('Modern and N-model methods')").first.click()
+        assert not page.locator("#alloy_ties_density").is_visible()
+        choose("alloy_method", "ties")
+        page.wait_for_selector("#alloy_ties_density", state="visible", timeout=30_000)
+        assert not page.locator("#alloy_dare_p").is_visible()
+        assert page.locator("#alloy_ties_alpha input[type=number]").input_value() == "1"
+        page.locator("#alloy_ties_density input[type=number]").fill("0.3")
+        page.locator("#alloy_ties_density input[type=number]").press("Enter")
+        choose("alloy_ties_sign", "count")
+        page.locator("#alloy_save_name textarea, #alloy_save_name input").first.fill("ties_browser")
+        page.locator("#alloy_merge").click()
+        page.wait_for_function(
+            "() => /Saved|Error/.test(document.querySelector('#alloy_status').innerText)", timeout=120_000
+        )
+        status = page.locator("#alloy_status").first.inner_text()
+        browser.close()
+    assert status.startswith("Saved"), status
+    recipe = metadata(models / "ties_browser.safetensors")["alloy_recipe"]
+    assert 'ties(A, B, alpha=1.0, density=0.3, sign="count")' in recipe, recipe

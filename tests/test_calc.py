@@ -240,7 +240,7 @@ def test_calc_modes_on_sdxl(sdxl, tmp_path):
     [
         ("add_difference", "tensor", InvalidComboError, "tensor needs mode Weight sum"),
         ("weighted_sum", "trainDifference", InvalidComboError, "needs mode Add difference and a model C"),
-        ("triple_sum", "extract", InvalidComboError, "valid with triple_sum: normal"),
+        ("triple_sum", "extract", InvalidComboError, "valid with Triple sum: normal"),
         ("add_difference", "cosineA", InvalidComboError, "cosineA needs mode Weight sum"),
         ("weighted_sum", "magic", InvalidComboError, "unknown calc mode 'magic'"),
     ],

@@ -12,7 +12,7 @@ from helpers import build_model, load
 from safetensors.torch import save_file
 from test_merge import merge, recipe
 
-from lib_merge.app.workbench import parse_cache_budget
+from lib_merge.app.cache_budget import parse_cache_budget
 from lib_merge.engine import live as live_module
 from lib_merge.engine.live import LiveBackup, merge_into_model, model_tensors
 from lib_merge.engine.options import EngineOptions

@@ -110,3 +110,110 @@ def test_the_merge_tab_has_each_methods_own_controls_with_its_defaults(tmp_path,
                 )
     assert controls["alloy_ties_alpha"].value == 1.0 and controls["alloy_slerp_alpha"].value == 0.5
     assert controls["alloy_geometric_median_max_iter"].value == "100"
+
+
+def test_an_xyz_plan_sweeps_any_declared_parameter_of_a_method():
+    from lib_merge.app.plots.plan import PlanContext, XYZPlan, expand
+    from lib_merge.arch.blocks import SCHEMAS
+    from lib_merge.recipe import print_recipe
+    from lib_merge.recipe.form import MethodSettings, build_method_recipe
+
+    merge = {"method": "ties", "a": "a.safetensors", "models": ["b.safetensors", "c.safetensors"],
+             "params": {"alpha": 0.9}}  # fmt: skip
+    plan = XYZPlan.from_dict({"x": {"type": "param:sign", "values": "sum, count"},
+                              "y": {"type": "param:density", "values": "0.2-0.4 (2)"}, "merge": merge})  # fmt: skip
+    cells = expand(plan, PlanContext(SCHEMAS["sd1"]))
+    assert [c.labels[:2] for c in cells] == [("sum", "0.2"), ("count", "0.2"), ("sum", "0.4"), ("count", "0.4")]
+    for cell in cells:
+        sign, density = cell.labels[0], float(cell.labels[1])
+        form = MethodSettings("a.safetensors", ["b.safetensors", "c.safetensors"], "ties",
+                              {"alpha": 0.9, "sign": sign, "density": density})  # fmt: skip
+        assert print_recipe(cell.root) == print_recipe(build_method_recipe(form))
+    # a method's parameter beside the other fields (the form before "params") reads the same
+    median = {"method": "geometric_median", "a": "a.safetensors", "models": ["b.safetensors"], "eps": 0.01}
+    again = expand(XYZPlan.from_dict({"x": {"type": "param:max_iter", "values": "1, 5"}, "merge": median}),
+                   PlanContext(SCHEMAS["sd1"]))  # fmt: skip
+    texts = [print_recipe(c.root) for c in again]
+    assert "eps=0.01, max_iter=1)" in texts[0] and "eps=0.01, max_iter=5)" in texts[1]
+
+
+@pytest.mark.parametrize(
+    ("x", "merge", "message"),
+    [
+        (("param:nope", "1"), None, "unknown parameter 'nope' for a param: axis; parameters: alpha"),
+        (("param:density", "0.3"), None, "weighted_sum has no parameter 'density'"),
+        (("param:sign", "most"), "ties", "ties() parameter 'sign' must be one of sum, count, mean, got 'most'"),
+        (("param:density", "1.5"), "ties", "ties(): density must lie in [0.0, 1.0], not 1.5"),
+        (("alpha", "0.5"), "ties", "the plot merges with ties: use param:NAME"),
+    ],
+)
+def test_a_wrong_parameter_axis_is_a_plan_error_before_any_work(x, merge, message):
+    from lib_merge.app.plots.plan import PlanContext, XYZPlan, expand
+    from lib_merge.arch.blocks import SCHEMAS
+    from lib_merge.errors import PlanError
+
+    form = {"a": "a.safetensors", "b": "b.safetensors"}
+    if merge:
+        form = {"method": merge, "a": "a.safetensors", "models": ["b.safetensors", "c.safetensors"]}
+    with pytest.raises(PlanError) as error:
+        expand(XYZPlan.from_dict({"x": {"type": x[0], "values": x[1]}, "merge": form}), PlanContext(SCHEMAS["sd1"]))
+    assert message in str(error.value)
+
+
+def test_a_param_axis_plot_on_the_webui_merges_each_cell_like_a_plain_merge(webui):
+    from test_xyz_host import GEN, run_plot
+
+    from lib_merge.app.plots.plan import XYZPlan
+    from lib_merge.app.ports import GenSettings
+    from lib_merge.app.requests import MergeRequest
+    from lib_merge.recipe.form import MethodSettings
+
+    models = [webui.title("model_b"), webui.title("model_c")]
+    merge = {"method": "dare", "a": webui.title("model_a"), "models": models, "params": {"seed": 3}}
+    plan = XYZPlan.from_dict({"x": {"type": "param:p", "values": "0.1, 0.6"}, "merge": merge, "gen": dict(GEN)})
+    out = run_plot(webui.workbench, plan)
+    assert out.merges == 2 and len(out.results) == 2
+    webui.workbench.restore()
+    plain = MethodSettings(webui.title("model_a"), models, "dare", {"seed": 3, "p": 0.6})
+    webui.workbench.merge(MergeRequest(settings=plain))
+    image = webui.workbench.generate(webui.host.base_settings().overlay(GenSettings(**GEN))).images[0]
+    seed = out.results[1].cell.gen.seed
+    image = webui.workbench.generate(webui.host.base_settings().overlay(GenSettings(**GEN, seed=seed))).images[0]
+    assert np.array_equal(np.asarray(image), np.asarray(out.results[1].images[0]))
+    assert not np.array_equal(np.asarray(out.results[0].images[0]), np.asarray(out.results[1].images[0]))
+
+
+# Files that may name a method's parameter or calc mode as text, and why.
+_NAMING_ALLOWED = {
+    "recipe/mecha.py": "sd-mecha's recipe names translated to ours",
+    "arch/detect.py": "the prediction type 'epsilon'",
+    "arch/modelspec.py": "the prediction type 'epsilon'",
+    "lora/merge.py": "the prediction type 'epsilon'",
+    "lora/write.py": "the prediction type 'epsilon'",
+}
+
+
+def test_outside_the_methods_no_module_names_a_methods_parameter_or_calc_mode():
+    import ast
+    from pathlib import Path
+
+    import lib_merge
+
+    mode_params = {p.name for s in METHODS.values() if s.kind in ("mode", "calc") for p in s.params}
+    names = {p.name for s in METHODS.values() if s.kind == "method" for p in s.params} - mode_params
+    names |= {calc for s in METHODS.values() for calc, _ in s.calc_modes} | {a for s in METHODS.values()
+                                                                           for a, _ in s.calc_aliases}  # fmt: skip
+    names -= {"p", "random", "self", "extract", "tensor"}  # words too common to scan for
+    assert {"density", "sign", "elect", "eps", "max_iter", "weights", "trainDifference", "tensor2"} <= names
+    root = Path(lib_merge.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        where = path.relative_to(root).as_posix()
+        if where.startswith("methods/") or where in _NAMING_ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            named = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+            named = node.attr if isinstance(node, ast.Attribute) else named
+            if named in names:
+                found.append(f"{where}:{node.lineno} {named!r}")
+    assert found == []

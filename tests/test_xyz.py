@@ -142,7 +142,7 @@ def test_seed_minus_one_is_drawn_once_per_plot_and_shared_by_split_plans():
     [
         ((("alpha", ""),), "X axis has no values"),
         ((("alpha", "0.1"), ("alpha", "0.2")), "on two axes"),
-        ((("beta", "0.1"),), "beta axis needs Triple sum, Sum twice, tensor or extract"),
+        ((("beta", "0.1"),), "beta axis needs Triple sum, Sum twice, extract, tensor"),
         ((("pinpoint_blocks", "IN00"), ("seed", "1")), "needs an axis of alpha or beta or alpha and beta"),
         ((("pinpoint_adjust", "IN"),), "needs an axis of alpha"),
         ((("calcmode", "normal, trainDifference"),), "trainDifference needs mode Add difference"),

@@ -15,13 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
 
+from lib_merge.app.cache_budget import parse_cache_budget
 from lib_merge.app.history import (
-    SUPERMERGER_HISTORY,
     HistoryRow,
     RowDraft,
     history_file,
-    import_supermerger,
-    recover_history,
     settings_record,
     try_append_history,
 )
@@ -40,6 +38,7 @@ from lib_merge.app.requests import (
     SaveRequest,
 )
 from lib_merge.app.toolkit import run_autoprune
+from lib_merge.app.upkeep import Upkeep
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
 from lib_merge.engine.live import LiveBackup, merge_into_model
 from lib_merge.engine.options import CancelToken, EngineOptions
@@ -48,54 +47,16 @@ from lib_merge.engine.to_file import SaveOptions
 from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
 from lib_merge.io.cache import CacheStats, TensorCache
 from lib_merge.io.dtypes import parse_output_dtype
-from lib_merge.io.tempfiles import clean_stale
-from lib_merge.paths import file_in_folders, inside_folder, user_data_dir
+from lib_merge.paths import inside_folder
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.form import compile_form
 from lib_merge.recipe.hashed import HashedRecipe
 from lib_merge.recipe.nodes import ModelRef, Node, replace_models
 
-AUTO_CACHE_CAP = 16 * 2**30
-
-
-def available_memory() -> int:
-    """RAM that can be had without swapping: free pages plus the page cache the kernel can drop.
-
-    The free pages alone undercount: after reading a few checkpoints most RAM is page cache.
-    """
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
-
-
-def parse_cache_budget(text: str) -> int:
-    """ "auto" = 25% of the available RAM (page cache counted) up to 16 GiB; else GiB as a number (0 = off)."""
-    value = str(text).strip().lower()
-    if value in ("", "0", "off"):
-        return 0
-    if value == "auto":
-        return min(available_memory() // 4, AUTO_CACHE_CAP)
-    try:
-        gib = float(value)
-    except ValueError:
-        raise ParameterError(f"cache budget must be 'auto' or a number of GiB, not {text!r}") from None
-    if gib < 0:
-        raise ParameterError(f"cache budget must not be negative: {text!r}")
-    return int(gib * 2**30)
-
-
 T = TypeVar("T")
 
 
-class Workbench(LoraJobs):
+class Workbench(LoraJobs, Upkeep):
     def __init__(self, host: Host):
         self.host = host
         self.backup = LiveBackup()
@@ -398,32 +359,6 @@ class Workbench(LoraJobs):
         self._cancel.cancel()
         self.host.interrupt()
         return "Stopping…"
-
-    # -- upkeep ---------------------------------------------------------------------------------
-    def clean_leftovers(self) -> list[str]:
-        """At start: remove temporary files that killed merges left in the save folder (and below it)
-        and in the user-data folder, and log the rows of merges killed between saving and logging."""
-        lines: list[str] = []
-        for folder in dict.fromkeys([self.host.save_folder(), str(user_data_dir())]):
-            report = clean_stale(folder, recursive=True)
-            if report.removed:
-                lines.append(report.text(folder))
-        try:
-            recover_history(self.history_path(), warn=lines.append)
-        except AlloyError as e:
-            lines.append(str(e))
-        return lines
-
-    def import_folders(self) -> list[Path]:
-        """Where a server may read files its users name for import: user data, installed SuperMerger extensions."""
-        return [user_data_dir(), *(Path(f) for f in self.host.supermerger_folders())]
-
-    def import_supermerger_history(self, path_text: str) -> str:
-        """Import SuperMerger's mergehistory.csv from the user-data folder or an installed SuperMerger."""
-        source = file_in_folders(path_text, self.import_folders(), SUPERMERGER_HISTORY)
-        warnings: list[str] = []
-        count, skipped = import_supermerger(source, self.history_path(), warnings.append)
-        return f"Imported {count} rows." + "".join(f" {s}." for s in [*warnings, *skipped][:3])
 
     # -- cache ----------------------------------------------------------------------------------
     def cache(self) -> TensorCache | None:

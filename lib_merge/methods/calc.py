@@ -40,7 +40,13 @@ def train_difference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha
     return a.add_(d.mul_(w), alpha=alpha * 1.8)
 
 
-@merge_method("smoothAdd", "calc", passthrough=alpha_is_zero)
+@merge_method(
+    "smoothAdd",
+    "calc",
+    passthrough=alpha_is_zero,
+    calc_modes={"smoothAdd": {}, "smoothAddMT": {}},  # the same bytes: the filters run per key anyway
+    calc_aliases={"smoothAdd MT": "smoothAddMT"},
+)
 def smooth_add(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: Weight = 0.5) -> torch.Tensor:
     """a + α · gaussian(median(b − c, size 3), σ 1), scipy.ndimage defaults, over every dimension."""
     from scipy.ndimage import gaussian_filter, median_filter
@@ -70,7 +76,7 @@ def extract(
     return a.add_(torch.lerp(p, q, alpha).mul_(torch.lerp(d, 1 - d, beta)).reshape(a.shape))
 
 
-@merge_method("tensor", "calc")
+@merge_method("tensor", "calc", calc_modes={"tensor": {"axis": 0}, "tensor2": {"axis": 1}})
 def tensor_swap(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -115,7 +121,7 @@ def key_generator(seed: int, stream: str, key: str) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(h)
 
 
-@merge_method("plus random", "calc", passthrough=alpha_is_zero, keeps_key=keeps_a_for_self)
+@merge_method("plus random", "calc", passthrough=alpha_is_zero, keeps_key=keeps_a_for_self, calc_modes={"random": {}})
 def plus_random(a: torch.Tensor, *, alpha: Weight = 0.5, seed: Seed = 0, key: str) -> torch.Tensor:
     """a + α · n, n ~ N(0, 1) drawn for this key from its own seeded generator."""
     noise = torch.randn(a.shape, generator=key_generator(int(seed), "randn", key), dtype=torch.float32)

@@ -120,6 +120,10 @@ class MethodSpec:
     # Inputs named by keyword in recipes (re-basin's ref=), after the positional ones: they shape
     # how the method reads its other inputs and are never read per key themselves.
     references: tuple[str, ...] = ()
+    # A calc mode's names in the Merge tab, each with the parameters it fixes (tensor2: axis=1), and
+    # other spellings of them (SuperMerger's "smoothAdd MT"); empty for every other kind.
+    calc_modes: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
+    calc_aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def per_key_inputs(self) -> int:
@@ -159,14 +163,22 @@ def merge_method(
     prepass: Callable[[torch.Tensor, torch.Tensor], object] | None = None,
     finish: Callable[[list], dict[str, float]] | None = None,
     references: tuple[str, ...] = (),
+    calc_modes: dict[str, dict[str, object]] | None = None,
+    calc_aliases: dict[str, str] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Mark a function as a merge method; its MethodSpec is built from its signature.
 
     `at_least`: for a function with *models, how many further models it needs at least.
     `references`: models the recipe names by keyword (`ref=A`), listed after the positional inputs.
+    `calc_modes` (kind "calc"): its calc-mode names with the parameters each fixes; default: the label.
+    `calc_aliases`: other spellings of those names; a label that differs from them is one.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    modes = dict(calc_modes or ({label: {}} if kind == "calc" else {}))
+    aliases = dict(calc_aliases or {})
+    if modes and label not in modes:
+        aliases.setdefault(label, next(iter(modes)))
 
     def register(fn: Callable) -> Callable:
         signature = inspect.signature(fn)
@@ -200,6 +212,8 @@ def merge_method(
             finish=finish,
             variadic=variadic,
             references=references,
+            calc_modes=tuple((name, tuple(fixed.items())) for name, fixed in modes.items()),
+            calc_aliases=tuple(aliases.items()),
         )
         return fn
 

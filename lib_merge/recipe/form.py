@@ -52,22 +52,22 @@ class MergeSettings:
         return self.as_dict()
 
 
-# calc mode -> (the modes it works with, the recipe method, fixed parameters)
-CALC_MODES: dict[str, tuple[tuple[str, ...], str | None, dict[str, int]]] = {
-    "normal": (("weighted_sum", "add_difference", "triple_sum", "sum_twice"), None, {}),
-    "cosineA": (("weighted_sum",), "cosine_a", {}),
-    "cosineB": (("weighted_sum",), "cosine_b", {}),
-    "trainDifference": (("add_difference",), "train_difference", {}),
-    "smoothAdd": (("add_difference",), "smooth_add", {}),
-    "smoothAddMT": (("add_difference",), "smooth_add", {}),  # same bytes; the filters are per key anyway
-    "extract": (("add_difference",), "extract", {}),
-    "tensor": (("weighted_sum",), "tensor_swap", {"axis": 0}),
-    "tensor2": (("weighted_sum",), "tensor_swap", {"axis": 1}),
-    "self": (("weighted_sum",), "self_scale", {}),
-    "random": (("weighted_sum",), "plus_random", {}),
-}
-CALC_ALIASES = {"smoothAdd MT": "smoothAddMT", "plus random": "random"}  # SuperMerger's own spellings
-_MODE_LABELS = {"weighted_sum": "Weight sum", "add_difference": "Add difference"}
+def _calc_modes() -> dict[str, tuple[tuple[str, ...], str | None, dict[str, object]]]:
+    """calc mode -> (the modes it works with, the recipe method, fixed parameters), from the calc methods'
+    declarations: a calc mode replaces the mode whose models it takes (A, B, C: add difference)."""
+    table: dict[str, tuple[tuple[str, ...], str | None, dict[str, object]]] = {
+        "normal": (names_of_kind("mode"), None, {})
+    }
+    for name in names_of_kind("calc"):
+        spec = get_method(name)
+        works_with = ("add_difference",) if len(spec.inputs) == 3 else ("weighted_sum",)
+        for calc, fixed in spec.calc_modes:
+            table[calc] = (works_with, spec.name, dict(fixed))
+    return table
+
+
+CALC_MODES = _calc_modes()
+CALC_ALIASES = {alias: calc for name in names_of_kind("calc") for alias, calc in get_method(name).calc_aliases}
 
 
 def calc_mode_name(text: str) -> str:
@@ -85,7 +85,7 @@ def method_for(mode: str, calc: str = "normal") -> str:
     if mode not in modes:
         need = " and a model C" if modes == ("add_difference",) else ""
         raise InvalidComboError(
-            f"{calc} needs mode {_MODE_LABELS[modes[0]]}{need}; valid with {_MODE_LABELS.get(mode, mode)}: "
+            f"{calc} needs mode {get_method(modes[0]).label}{need}; valid with {get_method(mode).label}: "
             + ", ".join(c for c, (m, _, _) in CALC_MODES.items() if mode in m)
         )
     return method or mode

@@ -10,9 +10,9 @@ import json
 import logging
 import math
 import secrets
-from dataclasses import fields
 from typing import Any
 
+from lib_merge.app.forms import METHOD_FIELDS, MODE_FIELDS, form_from_json
 from lib_merge.app.history import read_history, search_history
 from lib_merge.app.json_fields import checked_fields, json_type
 from lib_merge.app.plots.desk import PlotDesk
@@ -20,13 +20,9 @@ from lib_merge.app.plots.plan import XYZPlan
 from lib_merge.app.requests import LoraBakeRequest, LoraExtractRequest, LoraMergeRequest
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
 from lib_merge.errors import AlloyError, BusyError, message_for
-from lib_merge.methods import get_method
-from lib_merge.recipe.form import MergeSettings, MethodSettings
 
 PREFIX = "/alloy/v1"
 log = logging.getLogger("alloy")
-_FLAG_FIELDS = {f.name for f in fields(MergeSettings)}
-_METHOD_FIELDS = {f.name for f in fields(MethodSettings)}
 
 
 def parse_credentials(api_auth: str | None) -> dict[str, str]:
@@ -60,35 +56,11 @@ def request_from_body(body: Any) -> MergeRequest:
     if body.get("recipe") is not None:
         if not isinstance(body["recipe"], str):
             raise ValueError(f"'recipe' must be a string, not {json_type(body['recipe'])}")
-        unknown = set(form_body) - _FLAG_FIELDS - _METHOD_FIELDS
+        unknown = set(form_body) - MODE_FIELDS - METHOD_FIELDS
         if unknown:
             raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
         return MergeRequest(recipe=body["recipe"], wait=wait, save=save)
-    return MergeRequest(settings=settings_from_body(form_body), wait=wait, save=save)
-
-
-def settings_from_body(body: dict) -> MergeSettings | MethodSettings:
-    """A method's form when `"method"` is given (its parameters under `"params"`, or beside the other
-    fields as older clients send them), else the mode settings; every field checked by its type."""
-    if body.get("method") is None:
-        fields_ = {k: v for k, v in checked_fields(MergeSettings, body).items() if v is not None}
-        if not fields_.get("a") or not fields_.get("b"):
-            raise ValueError("give 'recipe', or at least 'a' and 'b'")
-        fields_.setdefault("mode", "weighted_sum")
-        return MergeSettings(**fields_)
-    if not isinstance(body["method"], str):
-        raise ValueError(f"'method' must be a string, not {json_type(body['method'])}")
-    spec = get_method(body["method"], kind="method")
-    beside = {k: v for k, v in body.items() if spec.takes(k) and k not in _METHOD_FIELDS}
-    fields_ = checked_fields(MethodSettings, {k: v for k, v in body.items() if k not in beside})
-    fields_ = {k: v for k, v in fields_.items() if v is not None}
-    if not fields_.get("a") or not fields_.get("models"):
-        raise ValueError("a method needs 'a' (the base) and 'models' (a list)")
-    params = dict(fields_.get("params") or {})
-    for name, value in beside.items():
-        if value is not None:
-            params.setdefault(name, value)
-    return MethodSettings(**{**fields_, "method": spec.name, "params": params})
+    return MergeRequest(settings=form_from_json(form_body), wait=wait, save=save)
 
 
 def typed_request(cls: type, body: Any) -> Any:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from lib_merge.app.dice import DiceSettings
-from lib_merge.app.plots.axes import AXIS_TYPES
+from lib_merge.app.plots.axes import AXIS_TYPES, PARAM_PREFIX, param_names
 from lib_merge.app.plots.plan import AxisSpec, PlanOptions, XYZPlan
 from lib_merge.app.ports import GenSettings
 from lib_merge.ui.values import merge_request
 
 NO_AXIS = "none"
-AXIS_CHOICES = [NO_AXIS] + list(AXIS_TYPES)
+AXIS_CHOICES = [NO_AXIS] + list(AXIS_TYPES) + [PARAM_PREFIX + name for name in param_names()]
 XYZ_FIELDS = ("x_type", "x_values", "y_type", "y_values", "z_type", "z_values")
 OPTION_FIELDS = ("swap_xy", "restore_after", "individual", "no_grid", "save_csv", "save_models", "checker_gif")
 DICE_FIELDS = (

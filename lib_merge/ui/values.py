@@ -11,13 +11,13 @@ import re
 from lib_merge.app.ports import GenSettings
 from lib_merge.app.workbench import MergeRequest, SaveRequest
 from lib_merge.arch.blocks import SCHEMAS
-from lib_merge.methods import METHODS, get_method
+from lib_merge.methods import METHODS, get_method, names_of_kind
 from lib_merge.methods.registry import MethodSpec, ParamSpec
 from lib_merge.recipe import parse_vector
 from lib_merge.recipe.form import MergeSettings, MethodSettings, build_method_recipe, method_for
 from lib_merge.recipe.vectors import format_number
 
-MODES = ["weighted_sum", "add_difference", "triple_sum", "sum_twice"]
+MODES = list(names_of_kind("mode"))
 
 
 def method_param_field(method: str, param: str) -> str:

@@ -15,12 +15,6 @@ from lib_merge.app.history.rows import RowDraft
 from lib_merge.errors import ParameterError
 
 FILE_NAME = "mergehistory.csv"
-_MODES = {
-    "weight sum": "weighted_sum",
-    "add difference": "add_difference",
-    "triple sum": "triple_sum",
-    "sum twice": "sum_twice",
-}
 
 
 def import_supermerger(source: Path, path: Path | None = None, warn: Warn | None = None) -> tuple[int, list[str]]:
@@ -38,7 +32,7 @@ def import_supermerger(source: Path, path: Path | None = None, warn: Warn | None
     for n, rec in enumerate(records, 2):
         rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items() if isinstance(v, str) or v is None}
         label = rec.get("mode", "").split(":")[0].strip().lower()
-        mode = _MODES.get(label)
+        mode = _mode_named(label)
         if mode is None or not rec.get("model A"):
             skipped.append(f"{source.name} line {n} skipped: mode {rec.get('mode', '')!r} or model A missing")
             continue
@@ -66,3 +60,14 @@ def _number(text: str | None) -> float | None:
     except ValueError:
         return None
     return value if value is not None and math.isfinite(value) else None
+
+
+def _mode_named(label: str) -> str | None:
+    """Our mode of SuperMerger's mode name ("Weight sum"), or None."""
+    from lib_merge.errors import RecipeTypeError
+    from lib_merge.methods import get_method
+
+    try:
+        return get_method(label, kind="mode").name if label else None
+    except RecipeTypeError:
+        return None

@@ -9,28 +9,24 @@ from __future__ import annotations
 import copy
 import itertools
 import secrets
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from lib_merge.app.dice import DiceSettings, roll, roll_seeds
+from lib_merge.app.dice import DiceSettings, roll_seeds
+from lib_merge.app.forms import checked_form_fields, form_from_fields
 from lib_merge.app.json_fields import checked_fields, json_type
 from lib_merge.app.plots.axes import AxisValue, axis_type, parse_axis
+from lib_merge.app.plots.draft import Draft, PlanContext
 from lib_merge.app.ports import GenSettings
 from lib_merge.arch.blocks import BlockSchema
 from lib_merge.errors import AlloyError, ParameterError, PlanError
-from lib_merge.methods import get_method
-from lib_merge.methods.adjust import NAMES as ADJUST_NAMES
+from lib_merge.methods import METHODS, get_method
 from lib_merge.methods.adjust import parse_adjust
-from lib_merge.paths import file_in_folders
-from lib_merge.recipe import parse_recipe, parse_vector, print_recipe, read_recipe_file
-from lib_merge.recipe.form import MergeSettings, build_recipe, method_for
+from lib_merge.recipe import parse_recipe, parse_vector, print_recipe
+from lib_merge.recipe.form import MergeSettings, MethodSettings, compile_form, method_for
 from lib_merge.recipe.nodes import Node
-from lib_merge.recipe.vectors import format_number
 
 AXES = ("x", "y", "z")
 REPEATABLE = ("add_elemental", "random")
-_BETA_MODES = "Triple sum, Sum twice, tensor or extract"
 
 
 @dataclass
@@ -55,7 +51,7 @@ class XYZPlan:
     x: AxisSpec
     y: AxisSpec | None = None
     z: AxisSpec | None = None
-    merge: dict = field(default_factory=dict)  # MergeSettings fields (the Merge tab)
+    merge: dict = field(default_factory=dict)  # the merge route's form: mode settings, or "method" and "params"
     recipe: str | None = None  # a whole recipe instead of merge settings
     gen: dict = field(default_factory=dict)  # GenSettings overrides
     dice: dict = field(default_factory=dict)  # DiceSettings for the random axis
@@ -83,7 +79,7 @@ class XYZPlan:
                 _axis(data, "x"),  # type: ignore[arg-type]
                 _axis(data, "y"),
                 _axis(data, "z"),
-                checked_fields(MergeSettings, data.get("merge"), '"merge"'),
+                checked_form_fields(data.get("merge"), '"merge"'),
                 fields_given.get("recipe"),
                 checked_fields(GenSettings, data.get("gen"), '"gen"'),
                 checked_fields(DiceSettings, data.get("dice"), '"dice"'),
@@ -134,21 +130,12 @@ def _axis(data: dict, name: str) -> AxisSpec | None:
 
 
 @dataclass
-class PlanContext:
-    """What the planner needs from outside: the block schema of model A, history and recipe files."""
-
-    schema: BlockSchema
-    history_recipe: Callable[[int], str] | None = None  # history id (-1: last) -> recipe text
-    recipes_dir: Path | None = None
-
-
-@dataclass
 class Cell:
     x: int
     y: int
     z: int
     labels: tuple[str, str, str]
-    settings: MergeSettings | None
+    settings: MergeSettings | MethodSettings | None
     recipe: str | None  # recipe text of a whole-recipe cell (merge id, recipe axes)
     gen: GenSettings
     merge_key: str  # the recipe's text (model paths as given): equal keys merge once
@@ -251,42 +238,50 @@ def _unchanged_a(s: MergeSettings, schema: BlockSchema) -> str | None:
     return f"model A unchanged: {s.a}" if zero else None
 
 
-def _base_settings(plan: XYZPlan, whole: list[str]) -> MergeSettings | None:
+def _base_settings(plan: XYZPlan, whole: list[str]) -> MergeSettings | MethodSettings | None:
     if whole or (plan.recipe and not plan.merge):
         return None
-    merge = dict(plan.merge)
-    if not merge.get("a") or not merge.get("b"):
-        raise PlanError("choose models A and B for the plot")
-    return MergeSettings(**merge)
+    try:
+        given = checked_form_fields(plan.merge, '"merge"')
+        if given.get("method") is None and not (given.get("a") and given.get("b")):
+            raise PlanError("choose models A and B for the plot")
+        if given.get("method") is not None and not (given.get("a") and given.get("models")):
+            raise PlanError("choose model A and the further models of the method for the plot")
+        return form_from_fields(given)
+    except ParameterError as e:
+        raise PlanError(f"the plot's merge: {e}") from None
 
 
-def _check_beta(base: MergeSettings | None) -> None:
-    if base is None:
+def _check_beta(base: MergeSettings | MethodSettings | None) -> None:
+    if not isinstance(base, MergeSettings):
         return
     method = get_method(method_for(base.mode, base.calc))
     if "beta" not in {p.name for p in method.params}:
-        raise PlanError(f"beta axis needs {_BETA_MODES}")
+        modes = [m.label for m in METHODS.values() if m.kind in ("mode", "calc") and m.takes("beta")]
+        raise PlanError(f"beta axis needs {', '.join(modes)}")
 
 
 def _cell(plan, context, base, dice, chosen, index) -> Cell:
     settings = copy.deepcopy(base)
     gen = GenSettings(**{k: v for k, v in plan.gen.items() if k in GenSettings.__dataclass_fields__})
     gen.seed = plan.plot_seed
-    draft = _Draft(settings, plan.recipe if base is None else None, gen, context, dice, plan.dice_seeds or [])
+    draft = Draft(settings, plan.recipe if base is None else None, gen, context, dice, plan.dice_seeds or [])
     by_type = {t: v for t, v in chosen}
     consumed = {p for t in by_type for p in axis_type(t).partners if p in by_type}
-    pinpoints = [(t, v) for t, v in chosen if axis_type(t).partners]
     for t, v in chosen:
         if not axis_type(t).partners and t not in consumed:
-            _APPLY[t](draft, v.value)
-    for t, v in pinpoints:
-        partner = next(p for p in axis_type(t).partners if p in by_type)
-        _APPLY[t](draft, v.value, partner, by_type[partner].value)
+            axis_type(t).apply(draft, v.value)
+    for t, v in chosen:
+        partners = axis_type(t).partners
+        if partners:
+            partner = next(p for p in partners if p in by_type)
+            axis_type(t).apply(draft, v.value, partner, by_type[partner].value)
     if draft.settings is not None:
-        if draft.settings.blocks:
+        if isinstance(draft.settings, MergeSettings) and draft.settings.blocks:
             parse_vector(draft.settings.blocks, context.schema, default=draft.settings.alpha)
-        root = build_recipe(draft.settings)  # builds (and so checks) the recipe either way
-        key = _unchanged_a(draft.settings, context.schema) or print_recipe(root)
+        root = compile_form(draft.settings)  # builds (and so checks) the recipe either way
+        unchanged = _unchanged_a(draft.settings, context.schema) if isinstance(draft.settings, MergeSettings) else None
+        key = unchanged or print_recipe(root)
     else:
         if not draft.recipe:
             raise PlanError("no merge settings and no recipe for the plot")
@@ -299,192 +294,15 @@ def _cell(plan, context, base, dice, chosen, index) -> Cell:
                 axis, batch)  # fmt: skip
 
 
-@dataclass
-class _Draft:
-    settings: MergeSettings | None
-    recipe: str | None
-    gen: GenSettings
-    context: PlanContext
-    dice: DiceSettings
-    dice_seeds: list[int]
-    dice_seed: int | None = None
-    checker: str | None = None
-
-    @property
-    def s(self) -> MergeSettings:
-        if self.settings is None:
-            raise PlanError("this axis changes merge settings, but the plot runs a whole recipe")
-        return self.settings
-
-    def default(self, name: str) -> float:
-        """The merge method's own default for `name`: the one a plain merge of these settings uses."""
-        spec = get_method(method_for(self.s.mode, self.s.calc))
-        if not spec.takes(name):
-            raise PlanError(f"mode {spec.name} has no parameter {name}")
-        return float(spec.param(name).default)
-
-    def base_vector(self) -> list[float]:
-        s = self.s
-        spec = s.blocks or s.preset
-        alpha = s.alpha if s.alpha is not None else self.default("alpha")
-        if not spec:
-            return [alpha] * len(self.context.schema)
-        parsed = parse_vector(spec, self.context.schema, default=alpha).vector
-        return list(parsed.values)
-
-
-def _join(*parts: str | None, sep: str = ", ") -> str | None:
-    kept = [p.strip() for p in parts if p and p.strip()]
-    return sep.join(kept) or None
-
-
-def _set_alpha_beta(d: _Draft, v) -> None:
-    d.s.alpha, d.s.beta = v
-
-
-def _pinpoint_blocks(d: _Draft, slots, partner: str, value) -> None:
-    names = d.context.schema.slots
-    for which, number in _partner_numbers(partner, value):
-        if which == "alpha":
-            vector = d.base_vector()
-            d.s.blocks, d.s.preset = _vector_text(vector, names, slots, number), None
-        else:
-            beta = d.s.beta if d.s.beta is not None else d.default("beta")
-            vector = (
-                list(parse_vector(d.s.beta_blocks, d.context.schema, default=beta).vector.values)
-                if d.s.beta_blocks
-                else [beta] * len(names)
-            )
-            d.s.beta_blocks = _vector_text(vector, names, slots, number)
-
-
-def _partner_numbers(partner: str, value) -> list[tuple[str, float]]:
-    if partner == "alpha_beta":
-        return [("alpha", value[0]), ("beta", value[1])]
-    return [(partner, value)]
-
-
-def _vector_text(vector: list[float], names: tuple[str, ...], slots, number: float) -> str:
-    return ",".join(format_number(number if n in slots else x) for n, x in zip(names, vector, strict=True))
-
-
-def _filter(mode: str, add: bool):
-    def apply(d: _Draft, targets: str) -> None:
-        other = "exclude" if mode == "include" else "include"
-        current = getattr(d.s, mode) if add else None
-        setattr(d.s, mode, _join(current, targets, sep=" "))
-        setattr(d.s, other, None)
-
-    return apply
-
-
-def _pinpoint_element(d: _Draft, item: str, partner: str, alpha: float) -> None:
-    d.s.elemental = _join(d.s.elemental, f"{item}:{format_number(alpha)}")
-
-
-def _checker(d: _Draft, item: str) -> None:
-    d.checker = item
-    if item:
-        d.s.elemental = _join(d.s.elemental, f"{item}:0")
-
-
-def _pinpoint_adjust(d: _Draft, names: tuple[str, ...], partner: str, alpha: float) -> None:
-    numbers = list(parse_adjust(d.s.adjust or "").numbers)
-    for name in names:
-        numbers[ADJUST_NAMES.index(name)] = alpha
-    d.s.adjust = ",".join(format_number(x) for x in numbers)
-
-
-def _random(d: _Draft, index: int) -> None:
-    seed = d.dice_seeds[index]
-    result = roll(d.dice, d.context.schema, seed)
-    d.dice_seed = seed
-    if result.alpha is not None:
-        d.s.blocks, d.s.preset = result.blocks_text(result.alpha), None
-    if result.beta is not None:
-        d.s.beta_blocks = result.blocks_text(result.beta)
-    if result.elemental:
-        d.s.elemental = _join(d.s.elemental, *result.elemental)
-        d.s.seed = seed
-
-
-def _merge_id(d: _Draft, history_id: int) -> None:
-    if d.context.history_recipe is None:
-        raise PlanError("merge id axis: no history here")
-    d.recipe = d.context.history_recipe(history_id)
-
-
-def _recipe_file(d: _Draft, name: str) -> None:
-    folder = d.context.recipes_dir
-    if folder is None:
-        raise PlanError(f"recipe axis: no recipe folder here for {name!r}")
-    try:
-        d.recipe = read_recipe_file(str(file_in_folders(name, [folder])))
-    except AlloyError as e:
-        raise PlanError(f"recipe axis: {e}") from None
-
-
-def _gen(name: str):
-    def apply(d: _Draft, value) -> None:
-        setattr(d.gen, name, value)
-
-    return apply
-
-
-def _seed(d: _Draft, value: int) -> None:
-    if value != -1:
-        d.gen.seed = value
-
-
-def _setting(name: str, *clear: str):
-    def apply(d: _Draft, value) -> None:
-        setattr(d.s, name, value)
-        for other in clear:
-            setattr(d.s, other, None)
-
-    return apply
-
-
-_APPLY: dict[str, Callable] = {
-    "alpha": _setting("alpha"),
-    "beta": _setting("beta"),
-    "alpha_beta": _set_alpha_beta,
-    "seed": _seed,
-    "mbw_alpha": _setting("blocks", "preset"),
-    "mbw_beta": _setting("beta_blocks"),
-    "mbw_alpha_beta": lambda d, v: (_setting("blocks", "preset")(d, v[0]), _setting("beta_blocks")(d, v[1])),
-    "model_a": _setting("a"),
-    "model_b": _setting("b"),
-    "model_c": _setting("c"),
-    "pinpoint_blocks": _pinpoint_blocks,
-    "include": _filter("include", add=False),
-    "exclude": _filter("exclude", add=False),
-    "add_include": _filter("include", add=True),
-    "add_exclude": _filter("exclude", add=True),
-    "elemental": lambda d, v: setattr(d.s, "elemental", v or None),
-    "add_elemental": lambda d, v: setattr(d.s, "elemental", _join(d.s.elemental, v.replace("\n", ", "))),
-    "pinpoint_element": _pinpoint_element,
-    "elemental_checker": _checker,
-    "adjust": _setting("adjust"),
-    "pinpoint_adjust": _pinpoint_adjust,
-    "calcmode": _setting("calc"),
-    "rebasin": _setting("rebasin"),
-    "prompt": _gen("prompt"),
-    "prompt_multiline": _gen("prompt"),
-    "prompt_batch": _gen("prompt"),
-    "random": _random,
-    "merge_id": _merge_id,
-    "recipe": _recipe_file,
-}
-
-
-def swept_formula(plan: XYZPlan, base: MergeSettings | None) -> str:
+def swept_formula(plan: XYZPlan, base: MergeSettings | MethodSettings | None) -> str:
     """The corner text: the mode's formula with the swept parameters shown as X / Y."""
     if base is None:
         return "recipe"
+    if isinstance(base, MethodSettings):
+        return base.method
     names = {spec.type: axis.upper() for axis, spec in plan.axes() if axis in ("x", "y")}
-    alpha = names.get("alpha") or names.get("alpha_beta") or "α"
-    beta = names.get("beta") or names.get("alpha_beta") or "β"
+    alpha = names.get("alpha") or names.get("alpha_beta") or names.get("param:alpha") or "α"
+    beta = names.get("beta") or names.get("alpha_beta") or names.get("param:beta") or "β"
     formulas = {
         "weighted_sum": f"A·(1−{alpha}) + B·{alpha}",
         "add_difference": f"A + (B−C)·{alpha}",

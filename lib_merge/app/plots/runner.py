@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lib_merge.app.forms import form_from_json
 from lib_merge.app.history import find_row, read_history
 from lib_merge.app.plots.axes import axis_type
 from lib_merge.app.plots.executor import CellResult, MergedCell, run_cells
@@ -27,7 +28,6 @@ from lib_merge.io.source import file_schema
 from lib_merge.io.tempfiles import write_file, write_text
 from lib_merge.paths import user_data_dir
 from lib_merge.recipe import parse_recipe
-from lib_merge.recipe.form import MergeSettings
 from lib_merge.recipe.nodes import primary_model
 
 MAX_SINGLE_IMAGES = 100
@@ -172,7 +172,7 @@ def assemble_grids(plan: XYZPlan, results: list[CellResult], diffs: dict[str, fl
     by_pos = {(r.cell.x, r.cell.y, r.cell.z): r for r in results}
     x_name = axis_type(plan.x.type).label
     y_name = axis_type(plan.y.type).label if plan.y else ""
-    formula = swept_formula(plan, MergeSettings(**plan.merge) if plan.merge else None)
+    formula = swept_formula(plan, form_from_json(plan.merge) if plan.merge else None)
     grids = []
     for z in range(zs):
         for b in range(batch):

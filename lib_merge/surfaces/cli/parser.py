@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from lib_merge import __version__
+from lib_merge.surfaces.cli.arg_types import finite_float, whole_number
 from lib_merge.surfaces.cli.errors import UsageError
-
-
-def finite_float(text: str) -> float:
-    """argparse type: a finite number (inf and nan are refused before anything is read)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def whole_number(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+from lib_merge.surfaces.cli.parser_files import lora_commands, toolkit_commands
 
 
 class _FromRegistry(str):
@@ -68,6 +51,16 @@ def _param_help(name: str, suffix: str = "") -> _FromRegistry:
                 bounds = f", {low} to {high}" if p.enforce and p.integer else bounds
                 groups.setdefault(format_param(p.default, p) + bounds, []).append(spec.name)
         return "; ".join(f"{', '.join(names)}: default {text}" for text, names in groups.items()) + suffix
+
+    return _FromRegistry(render)
+
+
+def _calc_help() -> _FromRegistry:
+    def render() -> str:
+        from lib_merge.recipe.form import CALC_ALIASES, CALC_MODES
+
+        aliases = ", ".join(f"'{alias}'" for alias in CALC_ALIASES)
+        return f"calc mode: {', '.join(CALC_MODES)} (SuperMerger's {aliases} too)"
 
     return _FromRegistry(render)
 
@@ -121,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge = _merge_command(sub)
     _history_command(sub)
     _other_commands(sub)
-    _lora_command(sub)
-    _toolkit_commands(sub)
+    lora_commands(sub)
+    toolkit_commands(sub)
     _rebasin_command(sub)
     _explain_command(sub)
     _accept_global_options(p)
@@ -134,10 +127,22 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
     """The command line; after `merge`, any `--NAME VALUE` that is not one of its options is a parameter
     of the method (`--param NAME=VALUE`), checked against the method's declaration when the command runs."""
     known = getattr(parser, "merge_options", set())
-    if "merge" in argv:
-        start = argv.index("merge") + 1
-        argv = argv[:start] + _method_flags(argv[start:], known)
+    command = _command_index(argv)
+    if command is not None and argv[command] == "merge":
+        argv = argv[: command + 1] + _method_flags(argv[command + 1 :], known)
     return parser.parse_args(argv)
+
+
+def _command_index(argv: list[str]) -> int | None:
+    """Where the command word stands: the first word that is neither a global option nor its value."""
+    takes_value = {name for name, spec in _GLOBAL_OPTIONS.items() if spec.get("action") != "store_true"}
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not word.startswith("-"):
+            return i
+        i += 2 if word in takes_value else 1
+    return None
 
 
 def _method_flags(words: list[str], known: set[str]) -> list[str]:
@@ -173,8 +178,7 @@ def _merge_command(sub) -> argparse.ArgumentParser:
     m.add_argument(
         "--calc",
         default="normal",
-        help="calc mode: normal, cosineA, cosineB, trainDifference, smoothAdd, smoothAddMT, extract, tensor, tensor2,"
-        " self, random (SuperMerger's 'smoothAdd MT' and 'plus random' too)",
+        help=_calc_help(),
     )
     m.add_argument("--gamma", type=finite_float, help=_param_help("gamma"))
     m.add_argument("--seed", type=whole_number, help=_param_help("seed", "; also elemental R/U/X"))
@@ -331,119 +335,3 @@ def _other_commands(sub) -> None:
     )
     s.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
     s.add_argument("--overwrite", action="store_true")
-
-
-def _lora_command(sub) -> None:
-    lo = sub.add_parser("lora", help="LoRA files: inspect, bake into a checkpoint, merge, extract")
-    lsub = lo.add_subparsers(dest="lora_command", required=True, parser_class=_Parser)
-    li = lsub.add_parser("inspect", help="module types, ranks, alphas, base model, matched/unmatched modules")
-    li.add_argument("file")
-    li.add_argument("--model", help="match against this checkpoint (default: the base's reference layout)")
-    li.add_argument("--json", action="store_true")
-    lb = lsub.add_parser("bake", help="bake LoRAs into a checkpoint: W + Σ strength · ΔW, written to -o OUT")
-    lb.add_argument("--model", required=True, help="the checkpoint (model A)")
-    lb.add_argument(
-        "--lora",
-        action="append",
-        required=True,
-        metavar="FILE:STRENGTH[:BLOCKS]",
-        help="a LoRA, its strength (default 1) and block weights (a preset such as INS, or 17/26 values for SD1, "
-        "12/20 for SDXL); repeat for more",
-    )
-    lb.add_argument("-o", "--output", help="the baked checkpoint")
-    lb.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: fp16")
-    lb.add_argument("--device", default="cpu")
-    lb.add_argument("--overwrite", action="store_true")
-    lb.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
-    _lora_merge_command(lsub)
-    _lora_extract_command(lsub)
-
-
-def _lora_output_options(p) -> None:
-    p.add_argument("-o", "--output", help="the LoRA to write (.safetensors)")
-    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--clamp", type=finite_float, default=1.0, metavar="Q",
-                   help="clamp up/down to the Q quantile of their absolute values (e.g. 0.99; 1 = off)")  # fmt: skip
-    p.add_argument("--full-svd", action="store_true", help="full SVD instead of the randomized one (slower)")
-    p.add_argument("--seed", type=whole_number, default=0, help="seed of the randomized SVD")
-    p.add_argument("--max-rank", type=whole_number, default=128, help="cap of --energy and --ratio")
-
-
-def _lora_merge_command(lsub) -> None:
-    lm = lsub.add_parser("merge", help="merge LoRAs into one: concat (exact) or svd (re-rank the summed ΔW)")
-    lm.add_argument(
-        "--lora", action="append", required=True, metavar="FILE:STRENGTH[:BLOCKS]", help="a LoRA; repeat for more"
-    )
-    lm.add_argument("--method", choices=["concat", "svd"], default="concat")
-    rank = lm.add_mutually_exclusive_group()
-    rank.add_argument("--rank", type=whole_number, help="svd: the output rank")
-    rank.add_argument("--energy", type=finite_float, help="svd: keep this share of the energy (default 0.99)")
-    lm.add_argument("--model", help="the base checkpoint: its layout, and its weights for IA3/DoRA inputs")
-    _lora_output_options(lm)
-
-
-def _lora_extract_command(lsub) -> None:
-    le = lsub.add_parser("extract", help="extract a LoRA: ΔW = alpha·A − beta·B, factorised per module")
-    le.add_argument("--a", required=True, help="the fine-tuned checkpoint")
-    le.add_argument("--b", required=True, help="the base checkpoint")
-    rank = le.add_mutually_exclusive_group()
-    rank.add_argument("--rank", type=whole_number, help="linear rank (default 32)")
-    rank.add_argument("--energy", type=finite_float, help="rank by energy share, e.g. 0.9")
-    rank.add_argument("--ratio", type=finite_float, help="keep singular values ≥ ratio · the largest")
-    le.add_argument("--conv-rank", type=whole_number, help="rank of the 3×3 convolutions (default: --rank; 0 = none)")
-    le.add_argument("--alpha", type=finite_float, default=1.0, help="ΔW = alpha·A − beta·B")
-    le.add_argument("--beta", type=finite_float, default=1.0)
-    le.add_argument("--network-alpha", type=finite_float, help="the alpha to write (default: the rank, scale 1)")
-    le.add_argument("--te-threshold", type=finite_float, default=1e-4,
-                    help="leave out a text encoder whose largest |ΔW| is at most this")  # fmt: skip
-    _lora_output_options(le)
-
-
-def _toolkit_commands(sub) -> None:
-    """prune, convert, extract, replace, fingerprint."""
-    pr = sub.add_parser("prune", help="keep the model's components (EMA on request), as fp16 safetensors by default")
-    pr.add_argument("file")
-    pr.add_argument("--keep-ema", action="store_true")
-    pr.add_argument("--dtype", choices=["fp16", "bf16", "fp32", "keep"], default="fp16")
-    cv = sub.add_parser("convert", help="a .ckpt/.pt/.bin or safetensors file as safetensors in another dtype")
-    cv.add_argument("file")
-    cv.add_argument("--dtype", choices=["fp16", "bf16", "fp32", "keep"], required=True)
-    cv.add_argument("--clamp", action="store_true", help="clamp values beyond ±65504 when writing fp16")
-    for p in (pr, cv):
-        p.add_argument("--fix-position-ids", action="store_true", help="reset CLIP-L position_ids to 0…76")
-        p.add_argument("-o", "--output", help="default: <stem>-pruned / -converted .safetensors beside the input")
-        p.add_argument("--overwrite", action="store_true")
-    components = ["unet", "diffuser", "vae", "clip_l", "clip_g", "clip_h", "t5xxl"]
-    ex = sub.add_parser("extract", help="one component to its own file, without the checkpoint's prefix")
-    ex.add_argument("file")
-    ex.add_argument("--component", required=True, choices=components)
-    ex.add_argument("-o", "--output", help="default: <stem>.<component>.safetensors")
-    ex.add_argument("--overwrite", action="store_true")
-    rp = sub.add_parser("replace", help="a checkpoint with one component taken from another file")
-    rp.add_argument("file")
-    rp.add_argument("--component", required=True, choices=components)
-    rp.add_argument("--from", dest="donor", required=True, help="a checkpoint or a component file")
-    rp.add_argument("-o", "--output")
-    rp.add_argument("--overwrite", action="store_true")
-    fp = sub.add_parser("fingerprint", help="toolkit numbers (SD1/SD2), component hashes, the WebUI's file hashes")
-    fp.add_argument("file")
-    fp.add_argument("--json", action="store_true")
-    ap = sub.add_parser("autoprune", help="prune every checkpoint of a folder to fp16 and move it where it belongs")
-    ap.add_argument("folder")
-    where = "the models folder: with Stable-diffusion/ and VAE/ as the WebUI has them, or the checkpoints' own"
-    ap.add_argument("--models-dir", dest="target_dir", required=True, help=where)
-    an = sub.add_parser("analyze", help="how alike two models are: cosine and L2 per key and block, attention")
-    an.add_argument("a")
-    an.add_argument("b")
-    an.add_argument("--csv", help="every key: block,key,shape,cosine,rel_l2,attention_sim")
-    an.add_argument("--heatmap", help="a PNG of blocks × metrics")
-    an.add_argument("--chart", help="a PNG of bars per block: 100 - cosine mean, in %%")
-    an.add_argument("--attention", action="store_true", help="also the attention similarity of every attention module")
-    an.add_argument("--overwrite", action="store_true")
-    bd = sub.add_parser("build", help="a full checkpoint from one file per component")
-    bd.add_argument("--arch", required=True, help="sd1, sd2, sdxl, flux, …")
-    bd.add_argument("--component", action="append", required=True, metavar="NAME=FILE",
-                    help="e.g. unet=unet.safetensors; repeat for every component")  # fmt: skip
-    bd.add_argument("-o", "--output", required=True)
-    bd.add_argument("--overwrite", action="store_true")
