@@ -109,6 +109,11 @@ def test_the_merge_tab_has_each_methods_own_controls_with_its_defaults(tmp_path,
                     and tuple(c if isinstance(c, str) else c[0] for c in control.choices) == param.choices
                 )
     assert controls["alloy_ties_alpha"].value == 1.0 and controls["alloy_slerp_alpha"].value == 0.5
+    # The WebUI keeps values in ui-config.json by label: a method's control shares its label with nothing else.
+    labels = [getattr(b, "label", None) for b in demo.blocks.values() if getattr(b, "label", None)]
+    for spec in (s for s in METHODS.values() if s.kind == "method"):
+        for param in spec.params:
+            assert labels.count(controls[f"alloy_{spec.name}_{param.name}"].label) == 1
     assert controls["alloy_geometric_median_max_iter"].value == "100"
 
 

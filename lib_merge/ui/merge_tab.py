@@ -32,8 +32,10 @@ def _slider(name: str) -> gr.Slider:
 
 
 def _method_control(spec: MethodSpec, param: ParamSpec):
-    """One method's parameter as a control of its kind, with that method's default and range."""
-    label = param.name
+    """One method's parameter as a control of its kind, with that method's default and range. The label
+    names the method too: the WebUI keeps control values in ui-config.json by label, and a shared
+    "alpha" would give every method the Merge tab's α."""
+    label = f"{param.name} ({spec.label})"
     elem_id = f"alloy_{spec.name}_{param.name}"
     if param.choices:
         return gr.Dropdown(list(param.choices), value=param.default, label=label, elem_id=elem_id)
