@@ -372,32 +372,21 @@ def test_a_methods_own_controls_in_the_browser(app_url, sd1):
 
     url, models = app_url
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(http_credentials={"username": USER, "password": PASSWORD})
-        page.goto(url)
-        page.wait_for_selector("#alloy_model_a")
-
-        def choose(elem_id: str, value: str) -> None:
-            page.locator(f"#{elem_id} input").first.click()
-            page.locator(f"#{elem_id} li").filter(has_text=value).first.click()
-
-        choose("alloy_model_a", sd1[0].name)
-        choose("alloy_model_b", sd1[1].name)
+        browser, page = open_app(p, url)
+        choose(page, "alloy_model_a", sd1[0].name)
+        choose(page, "alloy_model_b", sd1[1].name)
         page.locator("button:has-text('Modern and N-model methods')").first.click()
         assert not page.locator("#alloy_ties_density").is_visible()
-        choose("alloy_method", "ties")
+        choose(page, "alloy_method", "ties")
         page.wait_for_selector("#alloy_ties_density", state="visible", timeout=30_000)
         assert not page.locator("#alloy_dare_p").is_visible()
         assert page.locator("#alloy_ties_alpha input[type=number]").input_value() == "1"
         page.locator("#alloy_ties_density input[type=number]").fill("0.3")
         page.locator("#alloy_ties_density input[type=number]").press("Enter")
-        choose("alloy_ties_sign", "count")
+        choose(page, "alloy_ties_sign", "count")
         page.locator("#alloy_save_name textarea, #alloy_save_name input").first.fill("ties_browser")
         page.locator("#alloy_merge").click()
-        page.wait_for_function(
-            "() => /Saved|Error/.test(document.querySelector('#alloy_status').innerText)", timeout=120_000
-        )
-        status = page.locator("#alloy_status").first.inner_text()
+        status = wait_for_text(page, "alloy_status", "Saved|Error")
         browser.close()
     assert status.startswith("Saved"), status
     recipe = metadata(models / "ties_browser.safetensors")["alloy_recipe"]

@@ -11,7 +11,6 @@ from typing import Any
 
 from lib_merge.app.json_fields import checked_fields, json_type
 from lib_merge.errors import ParameterError
-from lib_merge.methods import get_method
 from lib_merge.recipe.form import MergeSettings, MethodSettings
 
 MODE_FIELDS = frozenset(f.name for f in fields(MergeSettings))
@@ -30,25 +29,18 @@ def checked_form_fields(data: Any, where: str = "the body") -> dict:
         return {k: v for k, v in checked_fields(MergeSettings, data, where).items() if v is not None}
     if not isinstance(data["method"], str):
         raise ParameterError(f"'method' must be a string, not {json_type(data['method'])}")
-    spec = get_method(data["method"], kind="method")
-    beside = {k: v for k, v in data.items() if spec.takes(k) and k not in METHOD_FIELDS}
-    given = checked_fields(MethodSettings, {k: v for k, v in data.items() if k not in beside}, where)
-    given = {k: v for k, v in given.items() if v is not None}
-    params = dict(given.get("params") or {})
-    for name, value in beside.items():
-        if value is not None:
-            params.setdefault(name, value)
-    return {**given, "method": spec.name, "params": params}
+    given = checked_fields(MethodSettings, MethodSettings.gather_params(data), where)
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def form_from_fields(given: dict) -> MergeSettings | MethodSettings:
     """A form from checked fields: a method's needs A and further models, the mode settings A and B."""
     if given.get("method") is not None:
         if not given.get("a") or not given.get("models"):
-            raise ParameterError("a method needs 'a' (the base) and 'models' (a list)")
+            raise ParameterError("a method needs model A ('a', the base) and further models ('models', a list)")
         return MethodSettings(**given)
     if not given.get("a") or not given.get("b"):
-        raise ParameterError("give 'recipe', or at least 'a' and 'b'")
+        raise ParameterError("give 'recipe', or at least 'a' and 'b' (models A and B)")
     return MergeSettings(**{"mode": "weighted_sum", **given})
 
 

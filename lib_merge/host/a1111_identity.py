@@ -117,11 +117,11 @@ class MergeEntry:
 
     # -- checkpoint overrides of txt2img runs -------------------------------------------
     def hold_for_run(self, p, workbench) -> None:
-        """At the start of every txt2img run: hold the live merge when the run loads
-        another checkpoint for itself (`override_settings`, sent by many API clients with every request):
-        the WebUI then loads that checkpoint and afterwards only writes the merge's name back into its
-        options (docs/WEBUI.md §9), so the merge is held and `after_process` merges it again. A merge an
-        earlier run displaced and never got back (the run failed) comes back now if the options name it."""
+        """At the start of every txt2img run: hold the live merge when the run loads another checkpoint for
+        itself (`override_settings`, sent by many API clients with every request): the WebUI then loads that
+        checkpoint and afterwards only writes the merge's name back into its options (docs/WEBUI.md §9), so
+        `after_process` merges it again. A merge an earlier run displaced and never got back (the run
+        failed) comes back now if the options name it."""
         self._displacing = False
         if self._held is not None:
             if self._entry is not None and self._names(self._entry):

@@ -15,7 +15,6 @@ from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.errors import AlloyError, InvalidComboError, ParameterError
 from lib_merge.methods import get_method, names_of_kind
 from lib_merge.methods.adjust import parse_adjust
-from lib_merge.methods.registry import ParamSpec
 from lib_merge.recipe.elemental import parse_elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node
@@ -146,7 +145,7 @@ def build_recipe(s: MergeSettings) -> MergeNode:
         params["alpha"] = param_value(spec, "alpha", s.alpha, len(models))
     for name in ("beta", "gamma", "seed"):
         if getattr(s, name) is not None and name in names:
-            params[name] = param_value(spec, name, number_for(spec.param(name), getattr(s, name)), len(models))
+            params[name] = param_value(spec, name, getattr(s, name), len(models))
     if s.beta_blocks:
         if "beta" not in names:
             raise ParameterError(f"beta is not used by mode {spec.name}")
@@ -178,9 +177,8 @@ def _rebased(models: list[ModelRef], rebasin: bool, max_sweeps: int | None) -> t
 def rebasin_node(model: ModelRef, ref: ModelRef, max_sweeps: int | None = None) -> MergeNode:
     """rebasin(model, ref=ref) with the method's own default sweep cap when none is given."""
     spec = get_method("rebasin")
-    param = spec.param("max_sweeps")
-    sweeps = number_for(param, param.default if max_sweeps is None else max_sweeps)
-    return MergeNode(spec.name, (model, ref), {"max_sweeps": sweeps})
+    given = {} if max_sweeps is None else {"max_sweeps": max_sweeps}
+    return MergeNode(spec.name, (model, ref), method_params(spec, given, 2))
 
 
 _TARGET = re.compile(r"^(BASE|VAE|Adjust|[A-Z]+\d+)$")
@@ -208,18 +206,6 @@ def _options(s: MergeSettings) -> dict:
 MODERN_METHODS = names_of_kind("method")
 
 
-def number_for(param: ParamSpec, value: object) -> int | float:
-    """A form's number as the method's parameter holds it: whole numbers exact, the rest as floats."""
-    if param.integer:
-        number = int(value) if not isinstance(value, float) else value
-        if isinstance(number, float):
-            if not number.is_integer():
-                raise ParameterError(f"{param.name} must be a whole number, not {value!r}")
-            number = int(number)
-        return number
-    return float(value)
-
-
 @dataclass
 class MethodSettings:
     """A modern or N-model method over a base A and further models (CLI --method, the UI's method choice).
@@ -232,20 +218,28 @@ class MethodSettings:
     rebasin: bool = False  # every model after A as rebasin(M, ref=A)
     max_sweeps: int | None = None
 
+    @staticmethod
+    def gather_params(data: dict) -> dict:
+        """A method form's JSON with all the method's parameters under `params`: also those that stand
+        beside the other fields, as history rows and clients wrote them before `params` (`"alpha": 0.5`)."""
+        spec = get_method(str(data.get("method")), kind="method")
+        given = data.get("params")
+        if given is not None and not isinstance(given, dict):
+            return dict(data)  # left for the type check to name
+        beside = [k for k in data if spec.takes(k) and k not in MethodSettings.__dataclass_fields__]
+        params = {k: data[k] for k in beside if data[k] is not None} | dict(given or {})
+        rest = {k: v for k, v in data.items() if k not in beside}
+        return {**rest, "method": spec.name, "params": params}
+
     @classmethod
     def from_dict(cls, data: dict) -> MethodSettings:
-        """A method's form as JSON holds it; the method's parameters may also stand beside the other
-        fields, as history rows and clients wrote them before `params` (`"alpha": 0.5`)."""
-        spec = get_method(str(data.get("method")), kind="method")
-        params = dict(data.get("params") or {})
-        for p in spec.params:
-            if data.get(p.name) is not None:
-                params.setdefault(p.name, data[p.name])
+        """A method's form as a history row holds it (either way of writing its parameters)."""
+        data = cls.gather_params(data)
         return cls(
             str(data.get("a") or ""),
             [str(m) for m in data.get("models") or []],
-            spec.name,
-            params,
+            data["method"],
+            dict(data.get("params") or {}),
             bool(data.get("rebasin")),
             data.get("max_sweeps"),
         )

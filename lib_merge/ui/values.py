@@ -286,9 +286,11 @@ def control_value(param: ParamSpec, value: object) -> object:
     """A parameter's value as its control shows it: text for whole numbers and lists, else as it is."""
     if isinstance(value, (list, tuple)):
         return ", ".join(format_number(float(v)) for v in value)
-    if param.integer or param.per_model:
-        return str(int(value)) if param.integer and isinstance(value, (int, float)) else str(value)
-    return value
+    if not (param.integer or param.per_model):
+        return value  # sliders, dropdowns and checkboxes take it as it is
+    if isinstance(value, (int, float)):
+        return str(int(value)) if param.integer else format_number(float(value))
+    return str(value)
 
 
 def gen_overrides(v: dict) -> GenSettings:

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 
 from lib_merge.app.dice import DiceSettings, roll_seeds
-from lib_merge.app.forms import checked_form_fields, form_from_fields
+from lib_merge.app.forms import checked_form_fields, form_from_json
 from lib_merge.app.json_fields import checked_fields, json_type
 from lib_merge.app.plots.axes import AxisValue, axis_type, parse_axis
 from lib_merge.app.plots.draft import Draft, PlanContext
@@ -242,12 +242,7 @@ def _base_settings(plan: XYZPlan, whole: list[str]) -> MergeSettings | MethodSet
     if whole or (plan.recipe and not plan.merge):
         return None
     try:
-        given = checked_form_fields(plan.merge, '"merge"')
-        if given.get("method") is None and not (given.get("a") and given.get("b")):
-            raise PlanError("choose models A and B for the plot")
-        if given.get("method") is not None and not (given.get("a") and given.get("models")):
-            raise PlanError("choose model A and the further models of the method for the plot")
-        return form_from_fields(given)
+        return form_from_json(plan.merge, '"merge"')
     except ParameterError as e:
         raise PlanError(f"the plot's merge: {e}") from None
 
