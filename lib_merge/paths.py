@@ -8,11 +8,30 @@ from pathlib import Path
 
 from lib_merge.errors import ParameterError
 
+# The preset files: the shipped ones in the presets folder, the user's own under the same names in user data.
+MBW_PRESETS = "mbw_presets.tsv"
+LORA_PRESETS = "lbw_presets.tsv"
+XYZ_PRESETS = "xyz_presets.json"
+
+_PACKAGE = Path(__file__).resolve().parent
+
 
 def user_data_dir() -> Path:
     """`$ALLOY_HOME`, else ~/.local/share/alloy (the WebUI host points ALLOY_HOME at its own folder)."""
     home = os.environ.get("ALLOY_HOME")
     return Path(home) if home else Path.home() / ".local" / "share" / "alloy"
+
+
+def shipped_presets_dir() -> Path:
+    """The shipped presets: `lib_merge/presets/` in an installed wheel (setup.py maps the top-level folder
+    there), else `presets/` beside the package (a source checkout, the WebUI extension's folder)."""
+    installed = _PACKAGE / "presets"
+    return installed if installed.is_dir() else _PACKAGE.parent / "presets"
+
+
+def preset_files(file_name: str) -> tuple[Path, Path]:
+    """The shipped preset file and the user's own of the same name, which adds to it and wins on a name."""
+    return shipped_presets_dir() / file_name, user_data_dir() / file_name
 
 
 def inside_folder(path: str, folder: str, follow_links: bool = True) -> bool:

@@ -375,7 +375,8 @@ def test_a_methods_own_controls_in_the_browser(app_url, sd1):
         browser, page = open_app(p, url)
         choose(page, "alloy_model_a", sd1[0].name)
         choose(page, "alloy_model_b", sd1[1].name)
-        page.get_by_text("Modern and N-model methods (A is the base").first.click()  # a button in Gradio 4, a div in 3.41
+        # The accordion's head: a button in Gradio 4, a div in 3.41.
+        page.get_by_text("Modern and N-model methods (A is the base").first.click()
         assert not page.locator("#alloy_ties_density").is_visible()
         choose(page, "alloy_method", "ties")
         page.wait_for_selector("#alloy_ties_density", state="visible", timeout=30_000)

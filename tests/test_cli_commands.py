@@ -60,7 +60,7 @@ def test_merge_and_history_rows_have_the_workbench_format(sd1, tmp_path, monkeyp
     assert cli_row.output == str(out) and ui_row.output == str(models / "ui.safetensors")
     assert cli_row.recipe_hash == ui_row.recipe_hash and cli_row.models == ui_row.models
     assert set(cli_row.settings) == set(ui_row.settings)
-    assert cli_row.settings["save"] == {"name": "cli.safetensors", "dtype": "fp16", "format": "safetensors",
+    assert cli_row.settings["save"] == {"name": "cli", "dtype": "fp16", "format": "safetensors",
                                         "prune": True, "overwrite": False}  # fmt: skip
     assert set(ui_row.settings["save"]) == set(cli_row.settings["save"])
     for key in ("mode", "alpha", "calc", "seed", "blocks"):

@@ -69,7 +69,7 @@ def test_the_merge_goes_into_forges_modules_as_forge_would_load_it_and_restore_i
 def test_each_key_has_its_place_in_forge(forge):
     from lib_merge.engine.parts import StoredParts
 
-    view = forge.host.live_model()
+    view = forge.host.patch_target()
     tensors = view.checkpoint_tensors()
     assert view.unused_keys == set()
     unet = forge.model.forge_objects_original.unet.model.diffusion_model
@@ -88,7 +88,7 @@ def test_keys_forge_does_not_load_are_left_out_of_the_merge(tmp_path, models, sd
     a = models("sd1_sched_a", arch="sd1", seed=1, schedule=True)
     forge = Forge(tmp_path, [a, sd1[1], sd1[2]])
     try:
-        view = forge.host.live_model()
+        view = forge.host.patch_target()
         assert view.unused_keys and all("." not in k for k in view.unused_keys)  # betas, alphas_cumprod, ...
         image_a = forge.image()
         assert forge.merge(0.5).merged
@@ -141,7 +141,7 @@ def test_a_lora_applies_on_top_of_the_merge_and_never_sticks(forge_sd1):
 
 
 def test_without_component_modules_forge_saves_and_loads(tmp_path, sd1):
-    from lib_merge.ui.app import footer_text
+    from lib_merge.ui.merge_events import footer_text
 
     forge = Forge(tmp_path, sd1, patch=False)
     try:
@@ -158,7 +158,7 @@ def test_without_component_modules_forge_saves_and_loads(tmp_path, sd1):
 
 
 def test_the_footer_says_in_place(forge_sd1):
-    from lib_merge.ui.app import footer_text
+    from lib_merge.ui.merge_events import footer_text
 
     assert footer_text(forge_sd1.workbench).startswith("Mode: in place")
 

@@ -8,6 +8,7 @@ import time
 from test_ui import handler, last
 
 from lib_merge.app.history import read_history
+from lib_merge.app.plots.presets import all_presets
 from lib_merge.paths import user_data_dir
 from lib_merge.ui.app import build_ui
 
@@ -68,7 +69,9 @@ def test_run_reserve_queue_and_presets(webui, tmp_path, monkeypatch):
     ids = [c.elem_id for c in save_inputs]
     assert ids[:2] == ["alloy_xyz_preset_name", "alloy_xyz_overwrite"]
     status, dropdown = save("sweep", False, "alpha", "0.1,0.2", "seed", "1,2", "none", "")
-    assert status == "Saved preset 'sweep'." and choice_names(dropdown) == ["sweep"]
+    shipped = list(all_presets(user_data_dir() / "no-user-file.json"))
+    assert len(shipped) >= 4  # the shipped presets (presets/xyz_presets.json) are listed beside the user's
+    assert status == "Saved preset 'sweep'." and choice_names(dropdown) == sorted([*shipped, "sweep"])
     status, _ = save("sweep", False, "beta", "0.1", "none", "", "none", "")
     assert "exists" in status
     load, _ = handler(demo, "alloy_xyz_preset_load")
@@ -82,7 +85,7 @@ def test_run_reserve_queue_and_presets(webui, tmp_path, monkeypatch):
     source = user_data_dir() / "xyzpresets.json"
     source.write_bytes(outside.read_bytes())
     status, dropdown = importer(str(source))
-    assert status == "Imported 1 preset(s): sm." and choice_names(dropdown) == ["sm", "sweep"]
+    assert status == "Imported 1 preset(s): sm." and choice_names(dropdown) == sorted([*shipped, "sm", "sweep"])
 
 
 def test_dice_preview_run_records_seeds_and_elist(webui, tmp_path, monkeypatch):

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from lib_merge.app.naming import custom_file_name, sanitize
 from lib_merge.app.requests import LoraExtractRequest, LoraMergeRequest
 from lib_merge.errors import ModelNotFoundError, ParameterError
+from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.lora.blocks import lora_block_vector
 from lib_merge.lora.extract import ExtractSettings
 from lib_merge.lora.factor import Factoring, RankRule
 from lib_merge.lora.merge import LoraInput, LoraMergeSettings
-from lib_merge.lora.write import WrittenLora
+from lib_merge.lora.write import LoraBuild, WrittenLora, write_lora
 from lib_merge.methods.lora import LoraRef
 from lib_merge.paths import inside_folder
 from lib_merge.recipe.nodes import BlocksSpec, MergeNode, Node
@@ -120,33 +121,53 @@ def confine_loras(node: Node, folder: str) -> Node:
 
 
 def merge_settings(
-    request: LoraMergeRequest, folder: str, model: str | None, presets: dict[str, tuple[float, ...]] | None = None
+    request: LoraMergeRequest,
+    find: Callable[[str], str],
+    model: str | None,
+    presets: dict[str, tuple[float, ...]] | None = None,
+    model_if_same_base: bool = True,
 ) -> LoraMergeSettings:
-    """The request's lines as inputs found in the LoRA folder; `model` (the loaded checkpoint) gives the
-    layout only when the LoRAs are made for its architecture (merging LoRAs of another base needs none)."""
+    """The request's lines as inputs (each file found by `find`); `model` gives the layout, and with
+    `model_if_same_base` (the WebUI's loaded checkpoint) only when the LoRAs are made for its architecture.
+    The CLI, the HTTP route and the LoRA tab all merge with these settings."""
     if not request.loras:
         raise ParameterError("no LoRA to merge: give one NAME:STRENGTH line at least")
     inputs = []
     for line in request.loras:
         name, strength, blocks = parse_lora_spec(line)
-        inputs.append(LoraInput(find_lora(name, folder), strength, blocks))
-    rule = RankRule(rank=request.rank) if request.rank else RankRule(energy=request.energy)
-    factoring = Factoring(clamp=request.clamp)
-    return LoraMergeSettings(
-        inputs, request.method, rule, factoring, model=model, presets=presets, model_if_same_base=True
-    )
+        inputs.append(LoraInput(find(name), strength, blocks))
+    if request.rank:
+        rule = RankRule(rank=request.rank, max_rank=request.max_rank)
+    else:
+        rule = RankRule(energy=request.energy, max_rank=request.max_rank)
+    factoring = Factoring(full_svd=request.full_svd, seed=request.seed, clamp=request.clamp)
+    return LoraMergeSettings(inputs, request.method, rule, factoring, model, presets, model_if_same_base)
 
 
 def extract_settings(request: LoraExtractRequest, resolve: Callable[[str], str]) -> ExtractSettings:
-    conv = None if request.conv_rank is None or request.conv_rank == 0 else RankRule(rank=request.conv_rank)
+    """ΔW = alpha·A − beta·B factorised at the request's rank (or energy, or ratio): every surface's extraction."""
+    by_share = request.energy is not None or request.ratio is not None
+    rule = RankRule(None if by_share else request.rank, request.energy, request.ratio, request.max_rank)
+    conv = None if not request.conv_rank else RankRule(rank=request.conv_rank, max_rank=request.max_rank)
     return ExtractSettings(
         resolve(request.a),
         resolve(request.b),
-        rule=RankRule(rank=request.rank),
+        alpha=request.alpha,
+        beta=request.beta,
+        rule=rule,
         conv_rule=conv,
         skip_convs=request.conv_rank == 0,
-        factoring=Factoring(full_svd=request.full_svd),
+        factoring=Factoring(full_svd=request.full_svd, seed=request.seed, clamp=request.clamp),
+        te_threshold=request.te_threshold,
+        output_alpha=request.network_alpha,
     )
+
+
+def write_new_lora(build: LoraBuild, target: str, dtype: str, overwrite: bool) -> WrittenLora:
+    """A merged or extracted LoRA written to `target`; one with no change at all is refused."""
+    if not build.modules:
+        raise ParameterError("nothing to write: every module's change is zero")
+    return write_lora(build, target, parse_output_dtype(dtype), overwrite)
 
 
 def lora_output_name(name: str, fallback: str) -> str:

@@ -15,8 +15,10 @@ from lib_merge.app.lora import (
     lora_output_name,
     lora_recipe,
     merge_settings,
+    write_new_lora,
     written_text,
 )
+from lib_merge.app.ports import patchable
 from lib_merge.app.requests import (
     LoraBakeRequest,
     LoraExtractRequest,
@@ -27,13 +29,11 @@ from lib_merge.app.requests import (
     MergeRequest,
 )
 from lib_merge.errors import OutputExistsError, ParameterError
-from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.io.source import file_schema
 from lib_merge.io.tempfiles import check_new_output
 from lib_merge.lora.blocks import load_lora_presets
 from lib_merge.lora.extract import extract_lora
 from lib_merge.lora.merge import merge_loras
-from lib_merge.lora.write import write_lora
 from lib_merge.recipe.nodes import ModelRef, Node, primary_model
 
 
@@ -41,13 +41,14 @@ class LoraJobs:
     def bake_loras(self, request: LoraBakeRequest) -> MergeOutcome:
         """LoRAs onto the loaded model: on top of the live merge when there is one (its recipe, one bind),
         else onto the loaded checkpoint; `model` names another checkpoint instead."""
-        live = self.live if self.host.can_patch else None
+        live = self.live if patchable(self.host) is not None else None
+        loaded = self.host.live.loaded_file() if self.host.live is not None else None
         if request.model:
             base: Node = ModelRef(request.model)
         elif live is not None:
             base = live.recipe.root
-        elif self.host.loaded_file():
-            base = ModelRef(self.host.loaded_file())
+        elif loaded:
+            base = ModelRef(loaded)
         else:
             raise ParameterError("no model is loaded: choose the model to bake the LoRAs into")
         schema = file_schema(self.host.resolve_checkpoint(primary_model(base).path))
@@ -64,9 +65,11 @@ class LoraJobs:
     def merge_loras(self, request: LoraMergeRequest) -> LoraOutcome:
         """LoRAs of the LoRA folder into one new LoRA there (the loaded checkpoint gives the layout)."""
         folder = self.host.lora_folder()
-        model = self.host.loaded_file() if self.host.can_patch else None
+        patched = patchable(self.host)
+        model = patched.loaded_file() if patched is not None else None
         loaded = model if model and os.path.isfile(model) else None
-        settings = merge_settings(request, folder, loaded, load_lora_presets(self.host.lora_preset_files()))
+        presets = load_lora_presets(self.host.lora_preset_files())
+        settings = merge_settings(request, lambda name: find_lora(name, folder), loaded, presets)
         fallback = "-".join(os.path.splitext(os.path.basename(i.path))[0] for i in settings.inputs)
         name = lora_output_name(request.name, f"{fallback}-{request.method}")
         sources = [i.path for i in settings.inputs] + ([settings.model] if settings.model else [])
@@ -90,9 +93,7 @@ class LoraJobs:
 
         def work(step) -> LoraOutcome:
             build = make(step)
-            if not build.modules:
-                raise ParameterError("nothing to write: every module's change is zero")
-            written = write_lora(build, target, parse_output_dtype(job.dtype), job.overwrite)
+            written = write_new_lora(build, target, job.dtype, job.overwrite)
             return LoraOutcome(written.path, written_text(written, build.notes, time.perf_counter() - started))
 
         return self.file_job(job.stage, work)

@@ -1,7 +1,10 @@
-"""What Alloy needs from a host (the WebUI, Forge, or none), as one small protocol.
+"""What Alloy needs from a host (the WebUI, Forge, ComfyUI, or none), as small ports.
 
-The workbench (session.py) talks only to this protocol, so the merge, restore, save and
-history logic is the same for every host and is tested against a test double.
+A host offers its model files (required) and, when it has them, a live model to patch, generation,
+and WebUI components (each `None` when not offered). The Workbench and the UI ask for a port
+instead of probing attributes, so a new host implements only what it has; docs/ARCHITECTURE.md
+has the table. The merge, restore, save and history logic is the same for every host and is tested
+against test doubles.
 """
 
 from __future__ import annotations
@@ -81,12 +84,8 @@ class MergeIdentity:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-class Host(Protocol):
-    name: str
-    can_generate: bool
-    can_patch: bool  # False: merges go to files (no loaded model)
-
-    def config(self) -> HostConfig: ...
+class ModelFiles(Protocol):
+    """The host's files (required): checkpoints by the titles the user sees, and the folders Alloy writes to."""
 
     def checkpoint_titles(self) -> list[str]: ...
 
@@ -95,7 +94,9 @@ class Host(Protocol):
         while an Alloy merge is loaded, its model A. None when there is none."""
         ...
 
-    def refresh_checkpoints(self) -> None: ...
+    def refresh_checkpoints(self) -> None:
+        """List the checkpoint files again (after a save, the new file is among them)."""
+        ...
 
     def resolve_checkpoint(self, title: str) -> str:
         """The file behind a title or name shown to the user; only files inside the model folders."""
@@ -115,13 +116,22 @@ class Host(Protocol):
         """Other tools' LoRA block preset files to import (the LoRA Block Weight extension's lbwpresets.txt)."""
         ...
 
-    def exclusive(self) -> AbstractContextManager:
-        """Held while the live model changes or generates (the host's own job lock)."""
+    def supermerger_folders(self) -> list[str]:
+        """Folders of installed SuperMerger extensions (their mergehistory.csv may be imported)."""
         ...
 
-    def live_model(self) -> torch.nn.Module | PatchTarget | None:
-        """The loaded model to patch in place: a module whose tensor names are the checkpoint's, or a
-        map of checkpoint keys onto the host's own tensors; None for hosts that only write files."""
+    def font_path(self) -> str | None:
+        """A TrueType font for grid and chart labels, when the host ships one."""
+        ...
+
+
+class LiveModel(Protocol):
+    """The loaded model (optional): without it, merges go to files and nothing is loaded."""
+
+    can_patch: bool  # False: the model is loaded from files only ("save and load": merges are written, then loaded)
+
+    def exclusive(self) -> AbstractContextManager:
+        """Held while the live model changes or generates (the host's own job lock)."""
         ...
 
     def loaded_file(self) -> str | None:
@@ -130,13 +140,13 @@ class Host(Protocol):
 
     def load_checkpoint(self, path: str) -> None: ...
 
-    def before_patch(self) -> None:
-        """Make the live weights clean (for example, take a LoRA extension's delta out)."""
+    def patch_target(self) -> torch.nn.Module | PatchTarget | None:
+        """The loaded model to patch in place: a module whose tensor names are the checkpoint's, or a
+        map of checkpoint keys onto the host's own tensors."""
         ...
 
-    def before_generate(self) -> None:
-        """Bring the loaded model up to the user's checkpoint choice before Alloy generates (Forge defers
-        loads to the next generation; its load ends a live merge through the model-loaded callback)."""
+    def before_patch(self) -> None:
+        """Make the live weights clean (for example, take a LoRA extension's delta out)."""
         ...
 
     def skip_prefixes(self) -> tuple[str, ...]:
@@ -147,7 +157,18 @@ class Host(Protocol):
 
     def clear_identity(self) -> None: ...
 
-    def after_save(self, path: str) -> None: ...
+
+class Generation(Protocol):
+    """txt2img (optional): without it, the Gen buttons and XYZ plots are not offered."""
+
+    def base_settings(self) -> GenSettings:
+        """What a generation starts from before Alloy's overrides (the WebUI's last txt2img run, or defaults)."""
+        ...
+
+    def before_generate(self) -> None:
+        """Bring the loaded model up to the user's checkpoint choice before Alloy generates (Forge defers
+        loads to the next generation; its load ends a live merge through the model-loaded callback)."""
+        ...
 
     def generate(self, gen: GenSettings, extra_info: dict[str, str]) -> GenResult: ...
 
@@ -157,10 +178,39 @@ class Host(Protocol):
         """Where XYZ grids go (the host's txt2img grid folder)."""
         ...
 
-    def font_path(self) -> str | None:
-        """A TrueType font for grid labels, when the host ships one."""
+
+class WebUIIntegration(Protocol):
+    """The WebUI's own txt2img tab (optional): its components feed Alloy's Gen button and "Get from prompt"."""
+
+    components: dict[str, object]  # txt2img components by elem_id
+
+    def gen_components(self) -> tuple[list[str], list[object], list[str]]:
+        """(GenSettings fields, their txt2img components, elem_ids not found) for the Gen button's inputs."""
         ...
 
-    def supermerger_folders(self) -> list[str]:
-        """Folders of installed SuperMerger extensions (their mergehistory.csv may be imported)."""
+    def script_components(self) -> list[object]:
+        """The inputs of every txt2img script (ControlNet and the like), as the txt2img button gets them."""
         ...
+
+
+class Host(ModelFiles, Protocol):
+    """A host: its model files (the host object itself), its options, and the optional ports (None: not offered)."""
+
+    name: str
+
+    def config(self) -> HostConfig: ...
+
+    @property
+    def live(self) -> LiveModel | None: ...
+
+    @property
+    def generation(self) -> Generation | None: ...
+
+    @property
+    def webui(self) -> WebUIIntegration | None: ...
+
+
+def patchable(host: Host) -> LiveModel | None:
+    """The host's live model when a merge can be written into it in place; None: merges go to files."""
+    live = host.live
+    return live if live is not None and live.can_patch else None

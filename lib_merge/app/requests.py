@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lib_merge.app.lora_requests import LoraExtractRequest, LoraMergeRequest
 from lib_merge.recipe.form import MergeSettings, MethodSettings
 from lib_merge.recipe.hashed import CarriesRecipe, HashedRecipe
 from lib_merge.recipe.nodes import Node
+
+__all__ = ["LoraExtractRequest", "LoraMergeRequest"]  # re-exported: the LoRA file jobs' requests
 
 
 @dataclass
 class SaveRequest:
     name: str = ""  # custom file name; empty: the automatic name
-    dtype: str = "fp16"
+    dtype: str = ""  # empty: the recipe's outermost cast, else the host's save dtype (fp16)
     format: str = "safetensors"
     prune: bool = True
     overwrite: bool = False
@@ -28,6 +31,7 @@ class MergeRequest:
     ui: dict = field(default_factory=dict)  # further UI settings to log in history
     wait: bool = True  # False: fail at once when another merge holds the live model
     root: Node | None = None  # a recipe the caller built (an XYZ cell), used as it is
+    log: bool = True  # False: the caller writes the row (a study's trial, once it is scored)
 
 
 @dataclass
@@ -38,34 +42,6 @@ class LoraBakeRequest:
     model: str | None = None  # a checkpoint title instead of the loaded model (the standalone app)
     save: SaveRequest | None = None
     wait: bool = True
-
-
-@dataclass
-class LoraMergeRequest:
-    """LoRAs of the LoRA folder merged into one new LoRA there."""
-
-    loras: list[str]  # "name:strength[:blocks]" lines
-    method: str = "concat"  # or "svd"
-    rank: int | None = None  # svd: a fixed rank, else by energy
-    energy: float = 0.99
-    clamp: float = 1.0  # svd: quantile to clamp up/down to; 1 = off
-    name: str = ""  # the new LoRA's file name; empty: an automatic one
-    dtype: str = "fp16"
-    overwrite: bool = False
-
-
-@dataclass
-class LoraExtractRequest:
-    """A LoRA extracted from two checkpoints (titles or files), written to the LoRA folder."""
-
-    a: str  # the fine-tune
-    b: str  # its base
-    rank: int = 32
-    conv_rank: int | None = None  # None: as rank; 0: no 3×3 convolutions
-    full_svd: bool = False
-    name: str = ""
-    dtype: str = "fp16"
-    overwrite: bool = False
 
 
 @dataclass

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib_merge.analysis.report import write_chart, write_csv, write_heatmap
+from lib_merge.analysis.report import block_rows, write_chart, write_csv, write_heatmap
 from lib_merge.analysis.similarity import Similarity, compare
 from lib_merge.app.naming import custom_file_name, sanitize
-from lib_merge.app.ports import Host
+from lib_merge.app.ports import Host, patchable
 from lib_merge.arch.blocks import SCHEMAS, schema_for
 from lib_merge.errors import ParameterError, RecipeError, UnsafePathError
 from lib_merge.io.source import SourceModel
@@ -125,6 +125,21 @@ def analyze(a: str, b: str, attention: bool, host: Host, step: Step | None = Non
     return Analysis(result, csv_path, heatmap_path, chart_path)
 
 
+BLOCK_COLUMNS = ["block", "keys", "cosine_mean", "cosine_min", "cosine_weighted", "attention"]
+
+
+def analysis_json(analysis: Analysis) -> dict:
+    """An analysis as the HTTP API answers it: the per-block table and the files saved."""
+    result = analysis.result
+    return {
+        "a": result.a,
+        "b": result.b,
+        "architecture": result.architecture,
+        "blocks": [dict(zip(BLOCK_COLUMNS, row, strict=True)) for row in block_rows(result)],
+        "files": {"csv": analysis.csv_path, "heatmap": analysis.heatmap_path, "chart": analysis.chart_path},
+    }
+
+
 ELEMENT_COLUMNS = ["key", "slot", "fine slot", "shape", "dtype", "bytes", "component"]
 
 
@@ -177,7 +192,8 @@ def lora_elements(name: str, host: Host, needle: str = "") -> list[list]:
     lora = LoraFile.read(find_lora(name, host.lora_folder()))
     base = lora.likely_base() or "sd1"
     shapes = base_shapes(base)
-    loaded = host.loaded_file() if host.can_patch else None
+    live = patchable(host)
+    loaded = live.loaded_file() if live is not None else None
     if loaded and os.path.isfile(loaded):
         source = SourceModel(loaded)
         try:

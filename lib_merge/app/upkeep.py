@@ -30,6 +30,11 @@ class Upkeep:
         """Where a server may read files its users name for import: user data, installed SuperMerger extensions."""
         return [user_data_dir(), *(Path(f) for f in self.host.supermerger_folders())]
 
+    def supermerger_history(self) -> str:
+        """An installed SuperMerger's history file, for the History tab's import field ("" when none)."""
+        found = (Path(folder) / SUPERMERGER_HISTORY for folder in self.host.supermerger_folders())
+        return next((str(path) for path in found if path.is_file()), "")
+
     def import_supermerger_history(self, path_text: str) -> str:
         """Import SuperMerger's mergehistory.csv from the user-data folder or an installed SuperMerger."""
         source = file_in_folders(path_text, self.import_folders(), SUPERMERGER_HISTORY)

@@ -2,19 +2,21 @@
 
 The Gradio tabs, the HTTP API and the tests all call this one object with dataclasses. It owns
 the live merge's state (backups, recipe, history id), one lock for the live model, the source
-cache and the cancel token; everything host-specific goes through the Host protocol.
+cache and the cancel token; everything host-specific goes through the host's ports (app/ports.py): its
+model files always, its live model and its generation when it offers them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
 
+from lib_merge.app.apply import ApplyOptions, apply_recipe, resolve_recipe
 from lib_merge.app.cache_budget import parse_cache_budget
 from lib_merge.app.history import (
     HistoryRow,
@@ -23,13 +25,9 @@ from lib_merge.app.history import (
     settings_record,
     try_append_history,
 )
-from lib_merge.app.history.record import merge_and_log
-from lib_merge.app.lora import (
-    confine_loras,
-)
 from lib_merge.app.lora_jobs import LoraJobs
 from lib_merge.app.naming import EXTENSIONS, auto_name, custom_file_name
-from lib_merge.app.ports import GenResult, GenSettings, Host, MergeIdentity
+from lib_merge.app.ports import GenResult, GenSettings, Host, MergeIdentity, patchable
 from lib_merge.app.progress import Progress
 from lib_merge.app.requests import (
     LiveMerge,
@@ -37,13 +35,13 @@ from lib_merge.app.requests import (
     MergeRequest,
     SaveRequest,
 )
+from lib_merge.app.saving import SaveJob, save_and_log
 from lib_merge.app.toolkit import run_autoprune
 from lib_merge.app.upkeep import Upkeep
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
-from lib_merge.engine.live import LiveBackup, merge_into_model
+from lib_merge.engine.live import LiveBackup
 from lib_merge.engine.options import CancelToken, EngineOptions
 from lib_merge.engine.progress import ProgressEvent
-from lib_merge.engine.to_file import SaveOptions
 from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
 from lib_merge.io.cache import CacheStats, TensorCache
 from lib_merge.io.dtypes import parse_output_dtype
@@ -51,7 +49,7 @@ from lib_merge.paths import inside_folder
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.form import compile_form
 from lib_merge.recipe.hashed import HashedRecipe
-from lib_merge.recipe.nodes import ModelRef, Node, replace_models
+from lib_merge.recipe.nodes import Node
 
 T = TypeVar("T")
 
@@ -71,14 +69,17 @@ class Workbench(LoraJobs, Upkeep):
     # -- state the host reports -------------------------------------------------------------
     def model_loaded(self, ours: bool) -> None:
         """The host loaded a model: backups of the old one are void unless the load was our own identity."""
-        if not self.host.can_patch:  # save and load: the merge is loaded while its file is selected
-            if self.live is not None and self.host.loaded_file() != self.live.path:
+        model = self.host.live
+        if model is None:
+            return
+        if not model.can_patch:  # save and load: the merge is loaded while its file is selected
+            if self.live is not None and model.loaded_file() != self.live.path:
                 self.live = None
             return
         if not ours:
             self.backup = LiveBackup()
             self.live = None
-            self.host.clear_identity()
+            model.clear_identity()
 
     def bring_back(self, held: LiveMerge) -> bool:
         """Merge `held` into the loaded model again, with its name and history row: a generation loaded
@@ -86,7 +87,7 @@ class Workbench(LoraJobs, Upkeep):
         merge back when that generation ends. Runs inside the host's generation, which holds the host's
         lock: while a merge or restore holds ours (and may wait for the host's), it does not wait but
         answers False, and the host tries again later. Nothing is logged: the merge's row stands."""
-        if not self.host.can_patch:
+        if patchable(self.host) is None:
             return False
         if self.live is not None and self.live.recipe.digest == held.recipe.digest:
             return True
@@ -113,8 +114,7 @@ class Workbench(LoraJobs, Upkeep):
             root = compile_form(request.settings)
         else:
             raise ParameterError("nothing to merge: give settings or a recipe")
-        root = replace_models(root, lambda ref: ModelRef(self.host.resolve_checkpoint(ref.path), ref.sha256))
-        return confine_loras(root, self.host.lora_folder())
+        return resolve_recipe(root, self.host.resolve_checkpoint, self.host.lora_folder())
 
     def merge(self, request: MergeRequest) -> MergeOutcome:
         if not self._lock.acquire(blocking=request.wait):
@@ -126,9 +126,9 @@ class Workbench(LoraJobs, Upkeep):
             root = self.recipe_of(request)
             # The one bind of this merge: the live patch, the name and a save after it all use it.
             with bind_recipe(root, self.host.save_folder()) as bound:
-                if not self.host.can_patch:
+                if patchable(self.host) is None:
                     return self._merge_to_file(bound, request, started)
-                with self.host.exclusive():
+                with self._exclusive():
                     return self._merge_live(bound, request, started)
         finally:
             self.progress = Progress()
@@ -154,12 +154,12 @@ class Workbench(LoraJobs, Upkeep):
                 path, row = self._save(bound, recipe, request.save, settings, warnings, name)
             except AlloyError as e:
                 not_saved = f" Not saved: {e}"
-        if path is None:
+        if path is None and request.log:
             draft = RowDraft.of(recipe, settings, name=name)
             row = try_append_history(draft, self.history_path(), _warn_into(warnings))
         self.live.history_id = row.id if row else 0
         seconds = time.perf_counter() - started
-        skipped = " VAE: external VAE kept." if self.host.skip_prefixes() else ""
+        skipped = " VAE: external VAE kept." if self.host.live.skip_prefixes() else ""
         stats = self.cache_stats()
         cached = f", cache {stats.bytes_used / 1e9:.1f} GB" if stats else ""
         message = f"Merged {name} into the loaded model in {seconds:.1f} s, {result.patched:,} tensors{cached}."
@@ -170,19 +170,19 @@ class Workbench(LoraJobs, Upkeep):
     def _patch(self, bound: BoundRecipe, name: str | None = None):
         """Model A loaded, the merge written into it and the host told its identity (`name`, else the
         automatic one); returns the engine's result and the name."""
-        base = bound.primary.path
-        if self.host.loaded_file() != base:
+        model, base = self.host.live, bound.primary.path
+        if model.loaded_file() != base:
             self.progress = Progress(f"loading {os.path.basename(base)}")
-            self.host.load_checkpoint(base)  # its load callback drops backups of the old model
-        self.host.before_patch()
+            model.load_checkpoint(base)  # its load callback drops backups of the old model
+        model.before_patch()
         self.progress = Progress("merging into the loaded model")
-        result = merge_into_model(
-            bound, self.host.live_model(), self.backup, self._engine(), skip_prefixes=self.host.skip_prefixes()
-        )
+        # The same call a host without a Workbench makes (app/apply.py): one path for live merges.
+        options = ApplyOptions(self._engine(), self.backup, model.skip_prefixes())
+        result = apply_recipe(bound, model.patch_target(), options=options)
         recipe = result.recipe
         name = name or auto_name(recipe.root, recipe.digest)
         metadata = {"alloy_recipe": recipe.text, "alloy_recipe_hash": recipe.digest}
-        self.host.set_identity(MergeIdentity(name, recipe.digest, base, metadata))
+        model.set_identity(MergeIdentity(name, recipe.digest, base, metadata))
         return result, name
 
     def _merge_to_file(self, bound: BoundRecipe, request: MergeRequest, started: float) -> MergeOutcome:
@@ -195,9 +195,9 @@ class Workbench(LoraJobs, Upkeep):
         name = os.path.splitext(os.path.basename(path))[0]
         history_id = row.id if row else 0
         message = f"Saved {path}"
-        if self.host.can_generate:
-            with self.host.exclusive():
-                self.host.load_checkpoint(path)
+        if self.host.live is not None:  # save and load: the written merge is loaded
+            with self._exclusive():
+                self.host.live.load_checkpoint(path)
             self.live = LiveMerge(name, recipe, history_id, bound.primary.path, path)
             message += " and selected it"
         seconds = time.perf_counter() - started
@@ -225,20 +225,11 @@ class Workbench(LoraJobs, Upkeep):
         target = os.path.join(folder, file_name)
         if not inside_folder(target, folder):
             raise UnsafePathError(f"{target} is outside the checkpoint folder {folder}")
-        options = SaveOptions(
-            output=target,
-            dtype=parse_output_dtype(save.dtype),
-            overwrite=save.overwrite,
-            prune=save.prune,
-            format=save.format,
-        )
         self.progress = Progress(f"saving {os.path.basename(target)}")
-        record = dict(settings, save=asdict(save))
-        result, row = merge_and_log(
-            bound, options, self._engine(), folder, self.history_path(), record, _warn_into(warnings), name
-        )
+        job = SaveJob(target, save, settings, self.host.config().save_dtype, row_name=name)
+        result, row = save_and_log(bound, job, self._engine(), folder, self.history_path(), _warn_into(warnings))
         warnings.extend(f"Note: {note}" for note in result.notes)
-        self.host.after_save(result.path)
+        self.host.refresh_checkpoints()  # the new file is listed
         return result.path, row
 
     def _settings(self, request: MergeRequest) -> dict:
@@ -271,24 +262,25 @@ class Workbench(LoraJobs, Upkeep):
 
     # -- the other buttons --------------------------------------------------------------------
     def restore(self) -> str:
-        with self._lock, self.host.exclusive():
-            if not self.host.can_patch:
+        with self._lock, self._exclusive():
+            live = patchable(self.host)
+            if live is None:
                 return self._select_base()
-            model = self.host.live_model()
+            model = live.patch_target()
             if model is None or not self.backup.patched:
                 self.live = None
                 return "Nothing to restore: the loaded model is not patched."
-            self.host.before_patch()
+            live.before_patch()
             count = self.backup.restore(model)
             self.live = None
-            self.host.clear_identity()
+            live.clear_identity()
             return f"Restored {count} tensors: the loaded model is model A again."
 
     def _select_base(self) -> str:
         live, self.live = self.live, None
-        if live is None or not self.host.can_generate:
+        if live is None or self.host.live is None:
             return "Nothing to restore: no merge is loaded."
-        self.host.load_checkpoint(live.base_path)
+        self.host.live.load_checkpoint(live.base_path)
         return f"Selected model A ({os.path.basename(live.base_path)}) again."
 
     def save_current(self, save: SaveRequest) -> str:
@@ -309,17 +301,22 @@ class Workbench(LoraJobs, Upkeep):
                 self.progress = Progress()
 
     def generate(self, gen: GenSettings) -> GenResult:
-        if not self.host.can_generate:
+        generation = self.host.generation
+        if generation is None:
             raise ParameterError("this host cannot generate images (standalone app): save the merge instead")
-        with self._lock, self.host.exclusive():
-            self.host.before_generate()  # a checkpoint chosen since the merge loads now, ending it
+        with self._lock, self._exclusive():
+            generation.before_generate()  # a checkpoint chosen since the merge loads now, ending it
             extra = {}
             if self.live is not None:
                 extra = {"Alloy recipe": self.live.recipe_hash[:10], "Alloy history": str(self.live.history_id)}
-                self.host.set_identity(
-                    MergeIdentity(self.live.name, self.live.recipe_hash, self.live.base_path)
-                )  # the host's refresh may have dropped the entry
-            return self.host.generate(gen, extra)
+                live = patchable(self.host)
+                if live is not None:  # the host's refresh may have dropped the entry
+                    live.set_identity(MergeIdentity(self.live.name, self.live.recipe_hash, self.live.base_path))
+            return generation.generate(gen, extra)
+
+    def _exclusive(self) -> contextlib.AbstractContextManager:
+        """The host's job lock while the live model changes or generates (none without a live model)."""
+        return self.host.live.exclusive() if self.host.live is not None else contextlib.nullcontext()
 
     def file_job(self, stage: str, work: Callable[[Callable[[int, int], None]], T]) -> T:
         """Work on files that leaves the loaded model alone (LoRA files, the Toolkit, an analysis): one job
@@ -357,7 +354,8 @@ class Workbench(LoraJobs, Upkeep):
 
     def stop(self) -> str:
         self._cancel.cancel()
-        self.host.interrupt()
+        if self.host.generation is not None:
+            self.host.generation.interrupt()
         return "Stopping…"
 
     # -- cache ----------------------------------------------------------------------------------

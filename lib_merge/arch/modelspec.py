@@ -31,8 +31,19 @@ def modelspec_fields(
         "modelspec.architecture": name + _VARIANT_SUFFIX.get(variant, "") + kind,
         "modelspec.implementation": _IMPLEMENTATIONS.get(arch_id, _SD_IMPLEMENTATION),
         "modelspec.title": os.path.splitext(os.path.basename(output))[0],
-        "modelspec.date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "modelspec.date": creation_time(),
         "modelspec.hash_sha256": "0x" + data_sha256,
         "modelspec.prediction_type": "v" if prediction.startswith("v") else "epsilon",
         "modelspec.resolution": resolution,
     }
+
+
+def creation_time() -> str:
+    """Now, or `$SOURCE_DATE_EPOCH` (the reproducible-builds convention, in UTC) when it holds whole
+    seconds: the same merge then writes the same bytes on every machine and surface."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        moment = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc)
+    else:
+        moment = datetime.datetime.now().astimezone()
+    return moment.isoformat(timespec="seconds")

@@ -1,4 +1,5 @@
-"""MBW presets: the shipped table plus the user's own file, which wins on a name."""
+"""MBW presets: the shipped table (presets/mbw_presets.tsv) plus the user's own file of that name in user
+data, which wins on a name and length."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 from lib_merge.arch.blocks import BlockSchema
 from lib_merge.errors import PresetError
-from lib_merge.paths import user_data_dir
+from lib_merge.paths import MBW_PRESETS, preset_files, shipped_presets_dir
 
-SHIPPED_PRESETS = Path(__file__).resolve().parent / "data" / "mbw_presets.tsv"
+SHIPPED_PRESETS = shipped_presets_dir() / MBW_PRESETS
 
 # A 26-value vector fits SD1 and, through the 26 -> 20 mapping, SDXL.
 _LENGTHS = {"sd1": (26,), "sdxl": (20, 26)}
@@ -36,8 +37,9 @@ def read_preset_file(path: Path, strict: bool = True) -> dict[tuple[str, int], l
 
 
 def load_presets() -> dict[tuple[str, int], list[float]]:
-    presets = read_preset_file(SHIPPED_PRESETS)
-    user_file = user_data_dir() / "mbw_presets.tsv"
+    """Every preset by (name, length): the shipped ones, then the user's."""
+    shipped, user_file = preset_files(MBW_PRESETS)
+    presets = read_preset_file(shipped)
     if user_file.is_file():
         presets.update(read_preset_file(user_file))
     return presets

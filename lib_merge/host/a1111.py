@@ -24,18 +24,22 @@ OPTION_PREFIX = "alloy_"
 
 
 class A1111Host(MergeEntry, Txt2ImgRuns):
+    """Every port in one object (app/ports.py): model files, the live model, generation, the txt2img tab."""
+
     name = "a1111"
-    can_generate = True
-    can_patch = True
+    can_patch = True  # the live model is patched in place
 
     @property
-    def supermerger_history(self) -> str:
-        """SuperMerger's history file when one is installed, for the History tab's import field."""
-        for folder in self.supermerger_folders():
-            path = os.path.join(folder, "mergehistory.csv")
-            if os.path.isfile(path):
-                return path
-        return ""
+    def live(self) -> A1111Host:
+        return self
+
+    @property
+    def generation(self) -> A1111Host:
+        return self
+
+    @property
+    def webui(self) -> A1111Host:
+        return self
 
     def supermerger_folders(self) -> list[str]:
         """Installed extensions whose folder name says SuperMerger (it keeps mergehistory.csv there)."""
@@ -140,7 +144,7 @@ class A1111Host(MergeEntry, Txt2ImgRuns):
 
         return sd_models.model_data.sd_model
 
-    def live_model(self) -> torch.nn.Module | None:
+    def patch_target(self) -> torch.nn.Module | None:
         return self._sd_model()
 
     def loaded_file(self) -> str | None:
@@ -194,9 +198,6 @@ class A1111Host(MergeEntry, Txt2ImgRuns):
         from modules import sd_vae
 
         return ("first_stage_model.",) if getattr(sd_vae, "loaded_vae_file", None) else ()
-
-    def after_save(self, path: str) -> None:
-        self.refresh_checkpoints()
 
     # -- generation ----------------------------------------------------------------
     def before_process(self, p, workbench) -> None:

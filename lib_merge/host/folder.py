@@ -1,11 +1,13 @@
-"""The host without a WebUI: models are the files of one folder, merges are written to files."""
+"""The host without a WebUI: models are the files of one folder, merges are written to files.
+
+It offers model files only (app/ports.py): no live model, no generation, no WebUI tab.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 
-from lib_merge.app.ports import GenResult, GenSettings, HostConfig, MergeIdentity
+from lib_merge.app.ports import HostConfig
 from lib_merge.errors import ModelNotFoundError, UnsafePathError
 from lib_merge.paths import inside_folder
 
@@ -14,8 +16,9 @@ MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt")
 
 class FolderHost:
     name = "standalone"
-    can_generate = False
-    can_patch = False
+    live = None  # merges go to files
+    generation = None
+    webui = None
 
     def __init__(self, models_dir: str, config: HostConfig | None = None):
         self.models_dir = os.path.abspath(models_dir)
@@ -65,49 +68,8 @@ class FolderHost:
     def lora_preset_files(self) -> list[str]:
         return []
 
-    def grid_folder(self) -> str:
-        from lib_merge.paths import user_data_dir
-
-        return str(user_data_dir() / "xyz-grids")
-
     def font_path(self) -> str | None:
         return None
 
     def supermerger_folders(self) -> list[str]:
         return []
-
-    def exclusive(self):
-        return contextlib.nullcontext()
-
-    def live_model(self):
-        return None
-
-    def loaded_file(self) -> str | None:
-        return None
-
-    def load_checkpoint(self, path: str) -> None:
-        raise NotImplementedError("the standalone host has no loaded model")
-
-    def before_patch(self) -> None:
-        pass
-
-    def before_generate(self) -> None:
-        pass
-
-    def skip_prefixes(self) -> tuple[str, ...]:
-        return ()
-
-    def set_identity(self, identity: MergeIdentity) -> None:
-        pass
-
-    def clear_identity(self) -> None:
-        pass
-
-    def after_save(self, path: str) -> None:
-        pass
-
-    def generate(self, gen: GenSettings, extra_info: dict[str, str]) -> GenResult:
-        raise NotImplementedError("the standalone host cannot generate")
-
-    def interrupt(self) -> None:
-        pass

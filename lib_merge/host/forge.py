@@ -70,7 +70,7 @@ class ForgeHost(A1111Host):
         return super().loaded_file()
 
     # -- the live model ------------------------------------------------------------------------
-    def live_model(self) -> ForgeModelView | None:
+    def patch_target(self) -> ForgeModelView | None:
         """Model A's checkpoint keys on Forge's component modules (made once per loaded model)."""
         if not self.can_patch:
             return None

@@ -9,38 +9,32 @@ from pathlib import Path
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.arch.presets import read_preset_file
 from lib_merge.errors import BlockVectorError
-from lib_merge.paths import user_data_dir
+from lib_merge.paths import LORA_PRESETS, preset_files
 
 SD1_LORA_SLOTS = ("BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00",
                   "OUT03", "OUT04", "OUT05", "OUT06", "OUT07", "OUT08", "OUT09", "OUT10", "OUT11")  # fmt: skip
 SDXL_LORA_SLOTS = ("BASE", "IN04", "IN05", "IN07", "IN08", "M00", "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05")
 # An SD1 preset on SDXL: BASE, IN04, IN05, IN07, IN08, M00 and OUT03…OUT08 (as OUT00…OUT05).
 _SD1_TO_SDXL = (0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
-PRESETS: dict[str, tuple[float, ...]] = {
-    "NONE": (0.0,) * 17,
-    "ALL": (1.0,) * 17,
-    "ALL0.5": (0.5,) * 17,
-    "INS": (1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-    "IND": (1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-    "INALL": (1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-    "MIDD": (1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
-    "OUTD": (1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0),
-    "OUTS": (1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1),
-    "OUTALL": (1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1),
-}
 
 
-USER_PRESETS = "lbw_presets.tsv"  # in the user-data folder; NAME<TAB>values or NAME:values per line
+def _read(path: Path, strict: bool = True) -> dict[str, tuple[float, ...]]:
+    return {name: tuple(values) for (name, _), values in read_preset_file(path, strict).items()}
+
+
+def shipped_lora_presets() -> dict[str, tuple[float, ...]]:
+    """The shipped LoRA presets (presets/lbw_presets.tsv), in the file's order."""
+    return _read(preset_files(LORA_PRESETS)[0])
 
 
 def load_lora_presets(imported: Iterable[Path] = ()) -> dict[str, tuple[float, ...]]:
-    """The built-in LoRA presets, then those of other tools' files (the LoRA Block Weight extension's
+    """The shipped LoRA presets, then those of other tools' files (the LoRA Block Weight extension's
     lbwpresets.txt; lines that are not numbers are skipped), then the user's own file, which wins on a name."""
-    presets = dict(PRESETS)
-    files = [(Path(p), False) for p in imported] + [(user_data_dir() / USER_PRESETS, True)]
-    for path, strict in files:
+    shipped, user_file = preset_files(LORA_PRESETS)
+    presets = _read(shipped)
+    for path, strict in [(Path(p), False) for p in imported] + [(user_file, True)]:
         if path.is_file():
-            presets.update({name: tuple(values) for (name, _), values in read_preset_file(path, strict).items()})
+            presets.update(_read(path, strict))
     return presets
 
 
@@ -50,7 +44,7 @@ def lora_block_vector(spec: str, schema_id: str, presets: Mapping[str, tuple[flo
     if schema is None or schema_id not in ("sd1", "sdxl"):
         raise BlockVectorError(f"LoRA block weights are defined for SD1/SD2 and SDXL, not {schema_id}")
     short = SD1_LORA_SLOTS if schema_id == "sd1" else SDXL_LORA_SLOTS
-    presets = PRESETS if presets is None else presets
+    presets = shipped_lora_presets() if presets is None else presets
     text = spec.strip()
     named = presets.get(text, presets.get(text.upper()))
     if named is not None:

@@ -46,7 +46,7 @@ class LoraMergeSettings:
     rule: RankRule = field(default_factory=lambda: RankRule(energy=0.99))  # svd only
     factoring: Factoring = field(default_factory=Factoring)  # svd only
     model: str | None = None  # the base checkpoint: its shapes, and its weights for IA3 and DoRA inputs
-    presets: dict[str, tuple[float, ...]] | None = None  # LoRA block presets by name; None: the built-in ones
+    presets: dict[str, tuple[float, ...]] | None = None  # LoRA block presets by name; None: the shipped ones
     model_if_same_base: bool = False  # the model is a hint (the WebUI's loaded one): unused for other bases
 
 

@@ -7,13 +7,20 @@ import os
 from lib_merge.errors import RecipeError, RecipeTypeError
 from lib_merge.paths import file_in_folders
 from lib_merge.recipe.limits import check_size
-from lib_merge.recipe.nodes import MergeNode, ModelRef, Node, Param, open_params
+from lib_merge.recipe.nodes import BlocksSpec, MergeNode, ModelRef, Node, Param, open_params
 from lib_merge.recipe.parse import parse_recipe, read_recipe_file
 
 
-def compose(template: Node, values: dict[str, str], recipe_folder: str | None = None) -> Node:
+def compose(
+    template: Node,
+    values: dict[str, str | float | BlocksSpec],
+    recipe_folder: str | None = None,
+    words: bool = False,
+) -> Node:
     """Each value is a number, a model path or title, or a recipe file (`.alloy`) whose result takes
-    the place. With `recipe_folder` (a server), recipe files are read only from that folder."""
+    the place; a block vector fills a parameter as it is. With `recipe_folder` (a server), recipe files
+    are read only from that folder. With `words` (a study's choices), text that is no number fills a
+    parameter as a word (sign="mean"), which the method's declaration checks."""
     unknown = sorted(set(values) - set(open_params(template)))
     if unknown:
         raise RecipeError(
@@ -21,18 +28,23 @@ def compose(template: Node, values: dict[str, str], recipe_folder: str | None = 
         )
 
     def as_input(name: str) -> Node:
-        value = values[name]
+        value = str(values[name])
         if not value.endswith(".alloy"):
             return ModelRef(value)
         if recipe_folder is not None:
             return parse_recipe(read_recipe_file(str(file_in_folders(value, [recipe_folder]))))
         return parse_recipe(read_recipe_file(value)) if os.path.isfile(value) else ModelRef(value)
 
-    def as_number(name: str) -> float:
+    def as_number(name: str) -> float | str | BlocksSpec:
+        value = values[name]
+        if isinstance(value, BlocksSpec):
+            return value
         try:
-            return float(values[name])
+            return float(value)
         except ValueError:
-            raise RecipeTypeError(f"template parameter {name} needs a number, not {values[name]!r}") from None
+            if words:
+                return str(value)
+            raise RecipeTypeError(f"template parameter {name} needs a number, not {value!r}") from None
 
     def fill(node: Node) -> Node:
         if isinstance(node, Param):

@@ -248,8 +248,15 @@ class MethodSettings:
         return asdict(self)
 
     def record(self) -> dict:
-        """The history's settings column: a method's form under "method" (the Merge tab reads it back)."""
-        return {"method": self.as_dict()}
+        """The history's settings column: a method's form under "method" (the Merge tab reads it back),
+        numbers given as text (the CLI's --param) held as numbers, so every surface logs one row."""
+        spec = get_method(self.method, kind="method")
+        params = dict(self.params)
+        for name, value in self.params.items():
+            if isinstance(value, str) and spec.takes(name):
+                held = param_value(spec, name, value, 1 + len(self.models))
+                params[name] = held if isinstance(held, (int, float, str)) else value
+        return {"method": {**self.as_dict(), "params": params}}
 
 
 def build_method_recipe(s: MethodSettings) -> MergeNode:

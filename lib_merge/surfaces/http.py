@@ -164,9 +164,9 @@ class Api:
         return {"path": outcome.path, "message": outcome.message}
 
     def analyze(self, body: Any) -> dict:
-        """The per-block similarity of two checkpoints (titles or files the host knows)."""
-        from lib_merge.analysis.report import block_rows
-        from lib_merge.analysis.similarity import compare
+        """The per-block similarity of two checkpoints (titles or files the host knows): the Analysis tab's
+        job, with its progress and Stop, and the files it saves (CSV, heatmap, chart)."""
+        from lib_merge.app.toolkit import analysis_json, analyze
 
         given = json_object(body)
         unknown = set(given) - {"a", "b", "attention"}
@@ -174,12 +174,10 @@ class Api:
             raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
         if not isinstance(given.get("a"), str) or not isinstance(given.get("b"), str):
             raise ValueError('"a" and "b" must be checkpoint names')
+        attention = _flag(given, "attention", False)
         host = self.workbench.host
-        result = compare(host.resolve_checkpoint(given["a"]), host.resolve_checkpoint(given["b"]),
-                         _flag(given, "attention", False))  # fmt: skip
-        columns = ["block", "keys", "cosine_mean", "cosine_min", "cosine_weighted", "attention"]
-        return {"a": result.a, "b": result.b, "architecture": result.architecture,
-                "blocks": [dict(zip(columns, row, strict=True)) for row in block_rows(result)]}  # fmt: skip
+        job = lambda step: analyze(given["a"], given["b"], attention, host, step)  # noqa: E731
+        return analysis_json(self.workbench.file_job("analysis", job))
 
     def explain(self, body: Any) -> dict:
         """The block weights that best explain checkpoint M as a merge of A and B (and C): a file job."""

@@ -23,6 +23,7 @@ from lib_merge.app.workbench import Workbench
 from lib_merge.ui import explain_section
 from lib_merge.ui.compat import update
 from lib_merge.ui.jobs import error_text, run_in_thread
+from lib_merge.ui.tabs import Page
 
 BLOCK_COLUMNS = ["block", "keys", "cosine mean %", "cosine min %", "cosine weighted %", "attention %"]
 _HISTORY_ID = re.compile(r"Alloy history:\s*(\d+)")
@@ -169,3 +170,23 @@ def wire(workbench: Workbench, parts: dict, merge_recipe, history_id, use_recipe
 def _infotext(image) -> str:
     info = getattr(image, "info", {}) or {}
     return str(info.get("parameters") or info.get("Comment") or "")
+
+
+# The tab's checkpoint dropdowns (its explain section's among them).
+CHECKPOINT_LISTS = ("a", "b", "el_model", "md_model", "ex_m", "ex_a", "ex_b", "ex_c")
+
+
+class AnalysisTab:
+    key, label = "analysis", "Analysis"
+
+    def build(self, page: Page) -> None:
+        parts = page.parts[self.key] = build(page.workbench)
+        page.checkpoint_lists.extend(parts[n] for n in CHECKPOINT_LISTS if n in parts)
+        page.lora_lists.append(parts["el_lora"])
+
+    def wire(self, page: Page) -> None:
+        """A fitted recipe goes to the Merge tab's recipe box; a history id from an image to the History tab."""
+        history_id = page.parts["history"].get("id")
+        wire(
+            page.workbench, page.parts[self.key], page.widgets.get("recipe"), history_id, page.widgets.get("use_recipe")
+        )

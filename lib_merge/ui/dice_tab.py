@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from lib_merge.app.dice import DEFAULT_CUSTOM, MODES
+from lib_merge.ui.tabs import Page
 
 
 def build() -> dict:
@@ -32,3 +33,13 @@ def build() -> dict:
     parts["dice_status"] = gr.Markdown("", elem_id="alloy_dice_status")
     parts["dice_vectors"] = gr.Textbox(label="Rolled weights", lines=3, elem_id="alloy_dice_vectors")
     return parts
+
+
+class DiceTab:
+    key, label = "dice", "Dice"
+
+    def build(self, page: Page) -> None:
+        page.parts[self.key] = build()
+
+    def wire(self, page: Page) -> None:
+        """Wired by the XYZ tab: a Dice run is a plot on its desk (xyz_tab._wire_dice)."""

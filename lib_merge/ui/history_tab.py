@@ -9,6 +9,7 @@ import gradio as gr
 from lib_merge.app.history import find_row, read_history, search_history
 from lib_merge.ui.compat import update
 from lib_merge.ui.jobs import error_text
+from lib_merge.ui.tabs import Page
 from lib_merge.ui.values import restore_values
 
 HEADERS = ["id", "time", "name", "recipe hash", "models", "output"]
@@ -111,3 +112,15 @@ def wire(workbench, form, history: dict, recipe) -> None:
     history["load_recipe"].click(load_recipe, [history["id"]], [recipe, form.widgets["use_recipe"], history["message"]])
 
     history["page_tab"].select(search, search_inputs, [history["table"], history["message"]])
+
+
+class HistoryTab:
+    key, label = "history", "History"
+
+    def build(self, page: Page) -> None:
+        workbench = page.workbench
+        parts = page.parts[self.key] = build(workbench.supermerger_history(), workbench.history_path())
+        parts["page_tab"] = page.tab_pages[self.key]  # opening the tab lists the newest rows
+
+    def wire(self, page: Page) -> None:
+        wire(page.workbench, page.form, page.parts[self.key], page.widgets["recipe"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lib_merge.app.lora import lora_names
-from lib_merge.app.ports import Host
+from lib_merge.app.ports import ModelFiles
 from lib_merge.ui.compat import update
 
 
@@ -18,13 +18,13 @@ class ModelLists:
     def outputs(self) -> list:
         return self.checkpoints + self.loras
 
-    def fresh(self, host: Host) -> list:
+    def fresh(self, host: ModelFiles) -> list:
         """An update per dropdown with the lists as they are on disk now (the chosen values stay)."""
         host.refresh_checkpoints()
         titles, names = host.checkpoint_titles(), lora_names(host.lora_folder())
         return [update(choices=titles) for _ in self.checkpoints] + [update(choices=names) for _ in self.loras]
 
-    def wire(self, demo, host: Host, refresh_buttons: list, writing_events: list) -> None:
+    def wire(self, demo, host: ModelFiles, refresh_buttons: list, writing_events: list) -> None:
         """Read the lists when the page loads, when a Refresh button is pressed and after each writing job."""
         outputs = self.outputs()
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import gradio as gr
 
 from lib_merge.app.lora import lora_names, lora_reports, loras_in_prompt
+from lib_merge.app.ports import patchable
 from lib_merge.app.requests import LoraBakeRequest, LoraExtractRequest, LoraMergeRequest, SaveRequest
 from lib_merge.app.workbench import Workbench
 from lib_merge.errors import ParameterError
 from lib_merge.ui.compat import update
 from lib_merge.ui.jobs import error_text, run_in_thread
+from lib_merge.ui.merge_events import prompt_boxes
+from lib_merge.ui.tabs import Page
 
 LINES_HELP = (
     "LoRAs, one per line: name:strength[:blocks] (blocks: a preset such as OUTD, or 17/26 values SD1, 12/20 SDXL)"
@@ -34,12 +37,13 @@ def build(workbench: Workbench, prompts: list) -> dict:
     parts["lines"] = gr.Textbox(lines=4, label=LINES_HELP, elem_id="alloy_lora_lines")
     with gr.Row():
         parts["check"] = gr.Button("Check LoRAs", elem_id="alloy_lora_check")
-        parts["bake"] = gr.Button("Bake into the loaded model", variant="primary", visible=host.can_patch,
+        in_place = patchable(host) is not None
+        parts["bake"] = gr.Button("Bake into the loaded model", variant="primary", visible=in_place,
                                   elem_id="alloy_lora_bake")  # fmt: skip
         parts["bake_save"] = gr.Button("Bake and save", elem_id="alloy_lora_bake_save")
     with gr.Row():
         titles, selected = host.checkpoint_titles(), host.selected_checkpoint()
-        parts["model"] = gr.Dropdown(titles, value=selected, visible=not host.can_patch, label="Model to bake into",
+        parts["model"] = gr.Dropdown(titles, value=selected, visible=not in_place, label="Model to bake into",
                                      elem_id="alloy_lora_model")  # fmt: skip
         parts["save_name"] = gr.Textbox(label="Checkpoint file name (empty: automatic)", elem_id="alloy_lora_save_name")
         parts["save_dtype"] = gr.Radio(["fp16", "bf16", "fp32"], value="fp16", label="Checkpoint dtype",
@@ -111,7 +115,8 @@ def wire(workbench: Workbench, parts: dict, prompts: list, after_bake) -> list:
 
     def check(text, model):
         try:
-            loaded = host.loaded_file() if host.can_patch else (host.resolve_checkpoint(model) if model else None)
+            live = patchable(host)
+            loaded = live.loaded_file() if live is not None else (host.resolve_checkpoint(model) if model else None)
             return lora_reports(split_lines(text), host.lora_folder(), loaded) or "No LoRA lines."
         except Exception as e:  # noqa: BLE001
             return error_text(e)
@@ -137,10 +142,10 @@ def _wire_jobs(workbench: Workbench, parts: dict, after_bake) -> list:
 
     def bake_call(save: bool):
         def make(text, model, name, dtype, overwrite):
-            host = workbench.host
-            chosen = None if host.can_patch else (model or None)
+            in_place = patchable(workbench.host) is not None
+            chosen = None if in_place else (model or None)
             request = LoraBakeRequest(split_lines(text), model=chosen)
-            if save or not host.can_patch:
+            if save or not in_place:
                 request.save = SaveRequest(name=name or "", dtype=dtype, overwrite=bool(overwrite))
             return lambda: workbench.bake_loras(request)
 
@@ -171,3 +176,19 @@ def _wire_jobs(workbench: Workbench, parts: dict, after_bake) -> list:
     writing.append(parts["extract"].click(job(extract_call, lambda outcome: outcome.message), extract_inputs, [status]))
     parts["stop"].click(workbench.stop, [], [status])
     return writing
+
+
+class LoraTab:
+    key, label = "lora", "LoRA"
+
+    def build(self, page: Page) -> None:
+        prompts = prompt_boxes(page.host, page.parts["merge"])
+        parts = page.parts[self.key] = build(page.workbench, prompts)
+        parts["prompt_boxes"] = prompts
+        page.checkpoint_lists.extend(parts[n] for n in ("model", "extract_a", "extract_b"))
+        page.lora_lists.append(parts["pick"])
+        page.refresh_buttons.append(parts["refresh"])
+
+    def wire(self, page: Page) -> None:
+        parts = page.parts[self.key]
+        page.writing.extend(wire(page.workbench, parts, parts["prompt_boxes"], lambda outcome: outcome.message))

@@ -8,6 +8,7 @@ from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.arch.presets import preset_names
 from lib_merge.methods import get_method
 from lib_merge.ui.compat import update
+from lib_merge.ui.tabs import Page
 from lib_merge.ui.values import MBW_ARCHS, mbw_text, vector_values
 
 
@@ -90,3 +91,13 @@ def build(widgets: dict) -> None:
         return ""
 
     read.click(read_sliders, [widgets["mbw_arch"]] + all_sliders, [text])
+
+
+class MbwTab:
+    key, label = "mbw", "MBW"
+
+    def build(self, page: Page) -> None:
+        build(page.widgets)
+
+    def wire(self, page: Page) -> None:
+        """Its sliders are fields of the merge form; the Merge tab's buttons read them."""

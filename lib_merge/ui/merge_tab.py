@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
 from lib_merge.methods import METHODS
 from lib_merge.methods.registry import MethodSpec, ParamSpec
 from lib_merge.recipe.form import CALC_MODES, MODERN_METHODS
-from lib_merge.ui.compat import update
+from lib_merge.ui.merge_events import footer_text, gen_inputs, wire
+from lib_merge.ui.tabs import Page
 from lib_merge.ui.values import (
     FILTER_MODES,
     FORMATS,
@@ -61,26 +64,25 @@ def _method_rows(widgets: dict) -> dict[str, gr.Row]:
     return rows
 
 
-def wire(widgets: dict, out: dict) -> None:
-    """The chosen method shows its own parameters."""
-    rows = out["method_rows"]
+@dataclass(frozen=True)
+class Offers:
+    """The host's optional ports the tab shows buttons for (app/ports.py)."""
 
-    def show(method):
-        return [update(visible=name == method) for name in rows]
-
-    widgets["method"].change(show, [widgets["method"]], list(rows.values()))
+    live: bool  # a loaded model: merges go into it (Restore, Save current merge); else into files
+    generation: bool  # Gen, Merge & Gen, the generation settings and the images
 
 
 def build(
     widgets: dict,
     titles: list[str],
-    can_generate: bool,
+    offers: Offers,
     save_dtype: str = "fp16",
     model_a: str | None = None,
     footer: str = "",
 ) -> dict:
     """Creates the widgets (into `widgets`) and returns the buttons and output components; `model_a` is the
     loaded checkpoint's title, Model A's first value; `footer` the first status line (the merge mode)."""
+    live, can_generate = offers.live, offers.generation
     out: dict = {}
     with gr.Row():
         widgets["model_a"] = gr.Dropdown(
@@ -125,7 +127,7 @@ def build(
             widgets["filter_text"] = gr.Textbox(
                 label="Blocks, VAE, Adjust or key substrings", scale=3, elem_id="alloy_filter_text"
             )
-    with gr.Accordion("Save", open=not can_generate):
+    with gr.Accordion("Save", open=not live):
         with gr.Row():
             widgets["save_name"] = gr.Textbox(label="File name (empty: automatic)", elem_id="alloy_save_name", scale=3)
             widgets["save_dtype"] = gr.Radio(SAVE_DTYPES, value=save_dtype, label="dtype", elem_id="alloy_save_dtype")
@@ -134,17 +136,15 @@ def build(
             widgets["save_prune"] = gr.Checkbox(label="prune", value=True, elem_id="alloy_prune")
             widgets["save_overwrite"] = gr.Checkbox(label="overwrite", value=False, elem_id="alloy_overwrite")
             widgets["save_after"] = gr.Checkbox(
-                label="save after merging", value=not can_generate, visible=can_generate, elem_id="alloy_save_after"
+                label="save after merging", value=not live, visible=live, elem_id="alloy_save_after"
             )
     with gr.Row():
-        out["merge"] = gr.Button(
-            "Merge" if can_generate else "Merge and save", variant="primary", elem_id="alloy_merge"
-        )
+        out["merge"] = gr.Button("Merge" if live else "Merge and save", variant="primary", elem_id="alloy_merge")
         out["merge_gen"] = gr.Button("Merge & Gen", visible=can_generate, elem_id="alloy_merge_gen")
         out["gen"] = gr.Button("Gen", visible=can_generate, elem_id="alloy_gen")
         out["stop"] = gr.Button("Stop", elem_id="alloy_stop")
-        out["save_current"] = gr.Button("Save current merge", visible=can_generate, elem_id="alloy_save_current")
-        out["restore"] = gr.Button("Restore", visible=can_generate, elem_id="alloy_restore")
+        out["save_current"] = gr.Button("Save current merge", visible=live, elem_id="alloy_save_current")
+        out["restore"] = gr.Button("Restore", visible=live, elem_id="alloy_restore")
         out["clear_cache"] = gr.Button("Clear cache", elem_id="alloy_clear_cache")
     out["status"] = gr.Markdown("Ready.", elem_id="alloy_status")
     with gr.Accordion("Recipe", open=False):
@@ -176,3 +176,21 @@ def build(
     out["infotext"] = gr.Textbox(label="Infotext", lines=3, visible=can_generate, elem_id="alloy_infotext")
     out["footer"] = gr.Markdown(footer, elem_id="alloy_footer")
     return out
+
+
+class MergeTab:
+    key, label = "merge", "Merge"
+
+    def build(self, page: Page) -> None:
+        host = page.host
+        offers = Offers(live=host.live is not None, generation=host.generation is not None)
+        titles, footer = host.checkpoint_titles(), footer_text(page.workbench)
+        parts = page.parts[self.key] = build(
+            page.widgets, titles, offers, host.config().save_dtype, host.selected_checkpoint(), footer
+        )
+        parts["gen_inputs"] = gen_inputs(host, parts)  # Gen's inputs, the XYZ plot's too
+        page.checkpoint_lists.extend(page.widgets[n] for n in ("model_a", "model_b", "model_c", "more_models"))
+        page.refresh_buttons.append(parts["refresh"])
+
+    def wire(self, page: Page) -> None:
+        wire(page)

@@ -8,6 +8,7 @@ from lib_merge.app.toolkit import ToolkitRequest, run_autoprune, run_toolkit
 from lib_merge.app.workbench import Workbench
 from lib_merge.ui.compat import update
 from lib_merge.ui.jobs import run_in_thread
+from lib_merge.ui.tabs import Page
 
 COMPONENTS = ["vae", "unet", "clip_l", "clip_g", "clip_h", "diffuser", "t5xxl"]
 
@@ -90,3 +91,15 @@ def wire(workbench: Workbench, parts: dict) -> list:
 
     writing.append(parts["autoprune"].click(run_folder, [parts["folder"]], [status, report]))
     return writing
+
+
+class ToolkitTab:
+    key, label = "toolkit", "Toolkit"
+
+    def build(self, page: Page) -> None:
+        parts = page.parts[self.key] = build(page.workbench)
+        page.checkpoint_lists.extend(parts[n] for n in ("model", "donor"))
+        page.refresh_buttons.append(parts["refresh"])
+
+    def wire(self, page: Page) -> None:
+        page.writing.extend(wire(page.workbench, page.parts[self.key]))

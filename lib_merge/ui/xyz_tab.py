@@ -6,18 +6,21 @@ import gradio as gr
 
 from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.plots.plan import XYZPlan
-from lib_merge.app.plots.presets import delete_preset, get_preset, load_presets, save_preset
+from lib_merge.app.plots.presets import all_presets, delete_preset, get_preset, save_preset
 from lib_merge.app.ports import GenSettings
-from lib_merge.paths import user_data_dir
+from lib_merge.paths import XYZ_PRESETS, preset_files
 from lib_merge.ui.compat import update
 from lib_merge.ui.jobs import error_text, run_in_thread
+from lib_merge.ui.merge_events import gen_settings_fn
 from lib_merge.ui.plot_values import AXIS_CHOICES, NO_AXIS, dice_settings, plan_from_ui
+from lib_merge.ui.tabs import Page
 
 QUEUE_HEADERS = ["id", "created", "status", "label", "message"]
 
 
 def presets_path():
-    return user_data_dir() / "xyz_presets.json"
+    """The user's XYZ preset file (the shipped ones are read beside it)."""
+    return preset_files(XYZ_PRESETS)[1]
 
 
 def build(can_generate: bool) -> dict:
@@ -77,7 +80,7 @@ def build(can_generate: bool) -> dict:
 
 def _preset_names() -> list[str]:
     try:
-        return sorted(load_presets(presets_path()))
+        return sorted(all_presets(presets_path()))
     except Exception:  # noqa: BLE001 - a broken file shows as no presets; Load says why
         return []
 
@@ -296,3 +299,15 @@ def _wire_presets(desk: PlotDesk, parts: dict) -> None:
         return f"Imported {len(names)} preset(s): {', '.join(names)}.", update(choices=_preset_names())
 
     parts["preset_import"].click(import_presets, [parts["preset_import_path"]], [parts["status"], parts["preset"]])
+
+
+class XyzTab:
+    key, label = "xyz", "XYZ plot"
+
+    def build(self, page: Page) -> None:
+        page.parts[self.key] = build(page.host.generation is not None)
+
+    def wire(self, page: Page) -> None:
+        gen = page.parts["merge"]["gen_inputs"]
+        dice = page.parts["dice"]
+        wire(page.desk, page.form, page.parts[self.key], dice, gen["inputs"], gen_settings_fn(page.host, gen))

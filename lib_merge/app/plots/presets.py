@@ -1,6 +1,8 @@
 """XYZ presets by name: `{"name": {"x": {"type", "values"}, "y": …, "z": …}}` in one JSON file.
 
-SuperMerger's `xyzpresets.json` imports with its type labels mapped to Alloy's ids.
+The shipped file (presets/xyz_presets.json) is read first; the user's file, which save, delete and import
+write, adds to it and wins on a name. SuperMerger's `xyzpresets.json` imports with its type labels mapped
+to Alloy's ids.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from lib_merge.app.plots.axes import axis_type
 from lib_merge.errors import ParameterError
 from lib_merge.io.tempfiles import write_text
+from lib_merge.paths import XYZ_PRESETS, preset_files
 
 
 def load_presets(path: Path) -> dict[str, dict]:
@@ -23,6 +26,11 @@ def load_presets(path: Path) -> dict[str, dict]:
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: XYZ presets must be a JSON object of name -> axes")
     return data
+
+
+def all_presets(path: Path) -> dict[str, dict]:
+    """The shipped presets, then those of the user's file at `path`."""
+    return {**load_presets(preset_files(XYZ_PRESETS)[0]), **load_presets(path)}
 
 
 def _write(path: Path, presets: dict) -> None:
@@ -46,15 +54,15 @@ def save_preset(path: Path, name: str, axes: dict, overwrite: bool = False) -> N
     name = name.strip()
     if not name:
         raise ParameterError("give the preset a name")
-    presets = load_presets(path)
-    if name in presets and not overwrite:
+    if name in all_presets(path) and not overwrite:
         raise ParameterError(f"an XYZ preset named {name!r} exists; tick overwrite to replace it")
+    presets = load_presets(path)
     presets[name] = _normal(axes)
     _write(path, presets)
 
 
 def get_preset(path: Path, name: str) -> dict:
-    presets = load_presets(path)
+    presets = all_presets(path)
     if name not in presets:
         raise ParameterError(f"no XYZ preset named {name!r}; saved: {', '.join(sorted(presets)) or 'none'}")
     return presets[name]
@@ -63,6 +71,8 @@ def get_preset(path: Path, name: str) -> dict:
 def delete_preset(path: Path, name: str) -> None:
     presets = load_presets(path)
     if presets.pop(name, None) is None:
+        if name in all_presets(path):
+            raise ParameterError(f"{name!r} is a shipped XYZ preset; saving one of that name replaces it")
         raise ParameterError(f"no XYZ preset named {name!r}")
     _write(path, presets)
 

@@ -20,7 +20,7 @@ from lib_merge.app.plots.axes import axis_type
 from lib_merge.app.plots.executor import CellResult, MergedCell, run_cells
 from lib_merge.app.plots.grid import GridLabels, draw_grid, pixel_diff_percent, save_grid
 from lib_merge.app.plots.plan import Cell, PlanContext, XYZPlan, expand, swept_formula
-from lib_merge.app.ports import GenResult, GenSettings
+from lib_merge.app.ports import GenResult, GenSettings, patchable
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.errors import ParameterError
@@ -40,8 +40,8 @@ class WorkbenchPlotHost:
     def __init__(self, workbench: Workbench, gen_base: GenSettings | None = None, save_models: bool = False):
         self.workbench = workbench
         self.save_models = save_models
-        host_defaults = getattr(workbench.host, "base_settings", None)  # the WebUI's last txt2img run
-        self.gen_base = gen_base or (host_defaults() if host_defaults else GenSettings())
+        generation = workbench.host.generation  # its base: the WebUI's last txt2img run
+        self.gen_base = gen_base or (generation.base_settings() if generation is not None else GenSettings())
 
     def _request(self, cell: Cell) -> MergeRequest:
         ui = {"xyz": " / ".join(label for label in cell.labels if label)}
@@ -115,7 +115,8 @@ def run_plot(
     gen_base: GenSettings | None = None,
     host: Any = None,
 ) -> PlotOutput:
-    if not workbench.host.can_generate and host is None:
+    generation = workbench.host.generation
+    if generation is None and host is None:
         raise ParameterError("XYZ plots need a host that generates images (the WebUI); this one only saves files")
     control = control or PlotControl(workbench)
     cells = expand(plan, plan_context(workbench, plan))
@@ -126,14 +127,14 @@ def run_plot(
         workbench.plot_lock.acquire()
     try:
         result = run_cells(cells, plot_host, control.event, progress)
-        if plan.options.restore_after and workbench.host.can_patch:
+        if plan.options.restore_after and patchable(workbench.host) is not None:
             workbench.restore()
     finally:
         workbench.plot_lock.release()
     diffs = _checker_diffs(result.cells)
     grids, paths = [], []
     if not plan.options.no_grid:
-        folder = Path(workbench.host.grid_folder())
+        folder = Path(generation.grid_folder()) if generation is not None else user_data_dir() / "xyz-grids"
         for image in assemble_grids(plan, result.cells, diffs, workbench.host.font_path()):
             grids.append(image)
             paths.append(str(save_grid(image, folder, plan.to_dict())))

@@ -56,53 +56,42 @@ def _bake(args) -> int:
     return save_merge(root, None, args, loras=list(args.lora))
 
 
-def _factoring(args):
-    from lib_merge.lora.factor import Factoring
-
-    return Factoring(full_svd=args.full_svd, seed=args.seed, clamp=args.clamp)
+def _given(args, *names: str) -> dict:
+    """The flags given on the command line: the request's own defaults fill the rest."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def _merge(args) -> int:
-    """--lora FILE:STRENGTH[:BLOCKS] … --method concat|svd → one LoRA at -o OUT."""
-    from lib_merge.app.lora import parse_lora_spec
+    """--lora FILE:STRENGTH[:BLOCKS] … --method concat|svd → one LoRA at -o OUT, with the settings the
+    LoRA tab and the HTTP route merge with."""
+    from lib_merge.app.lora import merge_settings, parse_lora_spec
+    from lib_merge.app.requests import LoraMergeRequest
     from lib_merge.lora.blocks import load_lora_presets
-    from lib_merge.lora.factor import RankRule
-    from lib_merge.lora.merge import LoraInput, LoraMergeSettings, merge_loras
+    from lib_merge.lora.merge import merge_loras
 
     _check_output(args, [parse_lora_spec(line)[0] for line in args.lora] + ([args.model] if args.model else []))
-    if args.method == "concat" and (args.rank or args.energy):
+    flags = _given(args, "method", "rank", "energy", "clamp", "max_rank", "full_svd", "seed", "dtype", "overwrite")
+    request = LoraMergeRequest(list(args.lora), **flags)
+    if request.method == "concat" and (args.rank or args.energy):
         raise UsageError("--rank and --energy are for --method svd (concat keeps every rank)")
-    inputs = [LoraInput(*parse_lora_spec(line)) for line in args.lora]
-    rule = RankRule(rank=args.rank, energy=None if args.rank else (args.energy or 0.99), max_rank=args.max_rank)
-    settings = LoraMergeSettings(inputs, args.method, rule, _factoring(args), args.model, load_lora_presets())
-    return _write(merge_loras(settings, progress=_progress(args, "merging")), args)
+    settings = merge_settings(request, str, args.model, load_lora_presets(), model_if_same_base=False)
+    return _write(merge_loras(settings, progress=_progress(args, "merging")), request.dtype, args)
 
 
 def _extract(args) -> int:
-    """ΔW = alpha·A − beta·B per module, factorised → a LoRA at -o OUT."""
-    from lib_merge.lora.extract import ExtractSettings, extract_lora
-    from lib_merge.lora.factor import RankRule
+    """ΔW = alpha·A − beta·B per module, factorised → a LoRA at -o OUT, with the LoRA tab's settings."""
+    from lib_merge.app.lora import extract_settings
+    from lib_merge.app.requests import LoraExtractRequest
+    from lib_merge.lora.extract import extract_lora
 
     _check_output(args, [args.a, args.b])
     if args.conv_rank is not None and args.conv_rank < 0:
         raise UsageError("--conv-rank must be 0 (no convolutions) or more")
-    chosen = args.rank or args.energy or args.ratio
-    rank = args.rank if chosen else 32
-    rule = RankRule(rank=rank, energy=args.energy, ratio=args.ratio, max_rank=args.max_rank)
-    conv_rule = RankRule(rank=args.conv_rank, max_rank=args.max_rank) if args.conv_rank else None
-    settings = ExtractSettings(
-        args.a,
-        args.b,
-        alpha=args.alpha,
-        beta=args.beta,
-        rule=rule,
-        conv_rule=conv_rule,
-        skip_convs=args.conv_rank == 0,
-        factoring=_factoring(args),
-        te_threshold=args.te_threshold,
-        output_alpha=args.network_alpha,
-    )
-    return _write(extract_lora(settings, progress=_progress(args, "extracting")), args)
+    names = ("rank", "conv_rank", "full_svd", "dtype", "overwrite", "energy", "ratio", "max_rank", "alpha", "beta",
+             "network_alpha", "te_threshold", "clamp", "seed")  # fmt: skip
+    request = LoraExtractRequest(args.a, args.b, **_given(args, *names))
+    settings = extract_settings(request, str)
+    return _write(extract_lora(settings, progress=_progress(args, "extracting")), request.dtype, args)
 
 
 def _check_output(args, sources: list[str]) -> None:
@@ -114,15 +103,11 @@ def _check_output(args, sources: list[str]) -> None:
     check_new_output(args.output, sources, args.overwrite, writes="safetensors")
 
 
-def _write(build, args) -> int:
+def _write(build, dtype: str, args) -> int:
     """The LoRA's notes, then its recipe hash and path (the output lines of every command that writes)."""
-    from lib_merge.errors import ParameterError
-    from lib_merge.io.dtypes import parse_output_dtype
-    from lib_merge.lora.write import write_lora
+    from lib_merge.app.lora import write_new_lora
 
-    if not build.modules:
-        raise ParameterError("nothing to write: every module's change is zero")
-    written = write_lora(build, args.output, parse_output_dtype(args.dtype), args.overwrite)
+    written = write_new_lora(build, args.output, dtype, args.overwrite)
     if not args.quiet:
         meta = written.metadata
         for note in [*build.notes, f"{written.modules} modules, rank {meta['ss_network_dim']}, "

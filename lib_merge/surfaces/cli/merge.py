@@ -128,23 +128,11 @@ def save_merge(root, form, args, **record) -> int:
     """Merge `root` into -o OUT with its history row, and print the notes, the hash and the path
     (the output lines of every command that writes a model)."""
     from lib_merge.engine.options import EngineOptions
-    from lib_merge.engine.to_file import SaveOptions
-    from lib_merge.io.dtypes import parse_output_dtype
-    from lib_merge.io.tempfiles import format_for_output
-    from lib_merge.recipe.printer import cast_dtype
 
     engine = EngineOptions(device=args.device, nonfinite=getattr(args, "nonfinite", "error"), progress=_progress(args))
     if getattr(args, "threads", None):
         engine.threads = args.threads
-    save = SaveOptions(
-        output=args.output,
-        dtype=parse_output_dtype(args.dtype or cast_dtype(root) or "fp16"),
-        overwrite=args.overwrite,
-        prune=not getattr(args, "no_prune", False),
-        metadata=not getattr(args, "no_metadata", False),
-        format=format_for_output(args.output, getattr(args, "format", None)),
-    )
-    result, row = _merge_and_log(root, save, engine, form, args, record)
+    result, row = _merge_and_log(root, engine, form, args, record)
     if not args.quiet:
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
@@ -157,28 +145,26 @@ def save_merge(root, form, args, **record) -> int:
     return 0
 
 
-def _merge_and_log(root, save, engine, form, args, extra: dict):
-    """The merge and its history row, in the Workbench's row format."""
+def _merge_and_log(root, engine, form, args, extra: dict):
+    """The merge and its history row, through the service the Workbench saves with."""
     from lib_merge.app.history import history_file, settings_record
-    from lib_merge.app.history.record import merge_and_log
-    from lib_merge.io.dtypes import output_dtype_name
+    from lib_merge.app.saving import SaveJob, save_and_log, save_request_for
 
-    saved_as = {
-        "name": os.path.basename(save.output),
-        "dtype": output_dtype_name(save.dtype),
-        "format": save.format,
-        "prune": save.prune,
-        "overwrite": save.overwrite,
-    }
-    record = settings_record(
-        form, save=saved_as, device=args.device, recipe_file=getattr(args, "recipe", None), **extra
+    save = save_request_for(
+        args.output,
+        args.dtype,
+        getattr(args, "format", None),
+        overwrite=args.overwrite,
+        prune=not getattr(args, "no_prune", False),
     )
+    settings = settings_record(form, device=args.device, recipe_file=getattr(args, "recipe", None), **extra)
+    job = SaveJob(args.output, save, settings, metadata=not getattr(args, "no_metadata", False))
 
     def warn(text: str) -> None:
         print(f"warning: {text}", file=sys.stderr)
 
     history = None if args.no_history else history_file()
-    return merge_and_log(root, save, engine, args.models_dir, history, record, warn)
+    return save_and_log(root, job, engine, args.models_dir, history, warn)
 
 
 def _warn_unused_alpha(settings, args) -> None:

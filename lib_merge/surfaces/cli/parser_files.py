@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from lib_merge.app.lora_requests import LoraExtractRequest, LoraMergeRequest, default_of
 from lib_merge.surfaces.cli.arg_types import finite_float, whole_number
+
+
+def _of(request: type, name: str) -> str:
+    return f"default {default_of(request, name)}"
 
 
 def lora_commands(sub) -> None:
@@ -31,15 +36,18 @@ def lora_commands(sub) -> None:
     _lora_extract_command(lsub)
 
 
-def _lora_output_options(p) -> None:
+def _lora_output_options(p, request: type) -> None:
+    """-o and the options merge and extract share; defaults as `request` declares them."""
+
     p.add_argument("-o", "--output", help="the LoRA to write (.safetensors)")
-    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
+    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help=_of(request, "dtype"))
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--clamp", type=finite_float, default=1.0, metavar="Q",
-                   help="clamp up/down to the Q quantile of their absolute values (e.g. 0.99; 1 = off)")  # fmt: skip
+    p.add_argument("--clamp", type=finite_float, metavar="Q",
+                   help="clamp up/down to the Q quantile of their absolute values "
+                        f"(e.g. 0.99; 1 = off; {_of(request, 'clamp')})")  # fmt: skip
     p.add_argument("--full-svd", action="store_true", help="full SVD instead of the randomized one (slower)")
-    p.add_argument("--seed", type=whole_number, default=0, help="seed of the randomized SVD")
-    p.add_argument("--max-rank", type=whole_number, default=128, help="cap of --energy and --ratio")
+    p.add_argument("--seed", type=whole_number, help=f"seed of the randomized SVD ({_of(request, 'seed')})")
+    p.add_argument("--max-rank", type=whole_number, help=f"cap of --energy and --ratio ({_of(request, 'max_rank')})")
 
 
 def _lora_merge_command(lsub) -> None:
@@ -47,12 +55,14 @@ def _lora_merge_command(lsub) -> None:
     lm.add_argument(
         "--lora", action="append", required=True, metavar="FILE:STRENGTH[:BLOCKS]", help="a LoRA; repeat for more"
     )
-    lm.add_argument("--method", choices=["concat", "svd"], default="concat")
+    lm.add_argument("--method", choices=["concat", "svd"], help=_of(LoraMergeRequest, "method"))
     rank = lm.add_mutually_exclusive_group()
     rank.add_argument("--rank", type=whole_number, help="svd: the output rank")
-    rank.add_argument("--energy", type=finite_float, help="svd: keep this share of the energy (default 0.99)")
+    rank.add_argument(
+        "--energy", type=finite_float, help=f"svd: keep this share of the energy ({_of(LoraMergeRequest, 'energy')})"
+    )
     lm.add_argument("--model", help="the base checkpoint: its layout, and its weights for IA3/DoRA inputs")
-    _lora_output_options(lm)
+    _lora_output_options(lm, LoraMergeRequest)
 
 
 def _lora_extract_command(lsub) -> None:
@@ -60,16 +70,17 @@ def _lora_extract_command(lsub) -> None:
     le.add_argument("--a", required=True, help="the fine-tuned checkpoint")
     le.add_argument("--b", required=True, help="the base checkpoint")
     rank = le.add_mutually_exclusive_group()
-    rank.add_argument("--rank", type=whole_number, help="linear rank (default 32)")
+    rank.add_argument("--rank", type=whole_number, help=f"linear rank ({_of(LoraExtractRequest, 'rank')})")
     rank.add_argument("--energy", type=finite_float, help="rank by energy share, e.g. 0.9")
     rank.add_argument("--ratio", type=finite_float, help="keep singular values ≥ ratio · the largest")
     le.add_argument("--conv-rank", type=whole_number, help="rank of the 3×3 convolutions (default: --rank; 0 = none)")
-    le.add_argument("--alpha", type=finite_float, default=1.0, help="ΔW = alpha·A − beta·B")
-    le.add_argument("--beta", type=finite_float, default=1.0)
+    le.add_argument("--alpha", type=finite_float, help=f"ΔW = alpha·A − beta·B ({_of(LoraExtractRequest, 'alpha')})")
+    le.add_argument("--beta", type=finite_float, help=_of(LoraExtractRequest, "beta"))
     le.add_argument("--network-alpha", type=finite_float, help="the alpha to write (default: the rank, scale 1)")
-    le.add_argument("--te-threshold", type=finite_float, default=1e-4,
-                    help="leave out a text encoder whose largest |ΔW| is at most this")  # fmt: skip
-    _lora_output_options(le)
+    le.add_argument("--te-threshold", type=finite_float,
+                    help="leave out a text encoder whose largest |ΔW| is at most this "
+                         f"({_of(LoraExtractRequest, 'te_threshold')})")  # fmt: skip
+    _lora_output_options(le, LoraExtractRequest)
 
 
 def toolkit_commands(sub) -> None:

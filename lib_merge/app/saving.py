@@ -1,0 +1,62 @@
+"""A merge written to a file with its history row: the one service the CLI, the HTTP API and the tabs
+save through, so the same request gives the same defaults, the same row and the same bytes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from lib_merge.app.history.log import Warn
+from lib_merge.app.history.record import merge_and_log
+from lib_merge.app.history.rows import HistoryRow
+from lib_merge.app.requests import SaveRequest
+from lib_merge.engine.bind import BoundRecipe
+from lib_merge.engine.options import EngineOptions
+from lib_merge.engine.to_file import MergeResult, SaveOptions
+from lib_merge.io.dtypes import parse_output_dtype
+from lib_merge.io.tempfiles import format_for_output
+from lib_merge.recipe.nodes import Node
+from lib_merge.recipe.printer import cast_dtype
+
+
+@dataclass
+class SaveJob:
+    """Where and how one merge is saved, and what its history row says about it."""
+
+    target: str  # the file to write
+    save: SaveRequest  # as the user asked: its empty dtype means the recipe's cast, else `default_dtype`
+    settings: dict  # the row's settings column, without "save" (history.settings_record)
+    default_dtype: str = "fp16"  # the host's setting for saved checkpoints
+    metadata: bool = True  # False: no recipe or modelspec metadata in the file
+    row_name: str = ""  # the row's name (a live merge's); empty: the file's name
+
+
+def save_request_for(output: str, dtype: str | None, format_name: str | None, **flags: bool) -> SaveRequest:
+    """The save request of a path given whole (the CLI's -o): the file's stem is its name and its
+    ending its format, so its row reads like the same save asked for by name."""
+    stem, _ = os.path.splitext(os.path.basename(output))
+    return SaveRequest(name=stem, dtype=dtype or "", format=format_for_output(output, format_name), **flags)
+
+
+def save_and_log(
+    recipe: Node | BoundRecipe,
+    job: SaveJob,
+    engine: EngineOptions | None,
+    models_dir: str | None,
+    history: Path | None,
+    warn: Warn,
+) -> tuple[MergeResult, HistoryRow | None]:
+    """Write the merge to `job.target` and log its row in `history` (None: not logged)."""
+    root = recipe.root if isinstance(recipe, BoundRecipe) else recipe
+    save = replace(job.save, dtype=job.save.dtype or cast_dtype(root) or job.default_dtype)
+    options = SaveOptions(
+        output=job.target,
+        dtype=parse_output_dtype(save.dtype),
+        overwrite=save.overwrite,
+        prune=save.prune,
+        metadata=job.metadata,
+        format=format_for_output(job.target, save.format),
+    )
+    record = dict(job.settings, save=asdict(save))
+    return merge_and_log(recipe, options, engine, models_dir, history, record, warn, job.row_name)
