@@ -7,7 +7,14 @@ try:
 except ImportError:  # run outside the WebUI
     launch = None
 
-NEEDED = {"safetensors": "safetensors", "numpy": "numpy", "scipy": "scipy", "tqdm": "tqdm"}
+NEEDED = {
+    "safetensors": "safetensors",
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "tqdm": "tqdm",
+    "optuna": "optuna",  # Optimize
+    "cmaes": "cmaes",
+}
 
 for module, package in NEEDED.items():
     if importlib.util.find_spec(module) is None and launch is not None:

@@ -1,0 +1,1 @@
+"""Optimize: an automatic search for the best merge over live merges (Optuna studies, scorers, reports)."""

@@ -1,0 +1,190 @@
+"""The optimize desk: one study at a time per Workbench, run in its own thread; Stop ends it after the
+current trial, and starting the same study again resumes it. Every surface (the tab, the HTTP routes)
+asks this desk, and the study's storage answers for trials a former process ran."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from lib_merge.app.apply import resolve_recipe
+from lib_merge.app.optimize.report import holdout_report
+from lib_merge.app.optimize.request import StudyPlan, StudyRequest, check_study_name, default_storage, plan_study
+from lib_merge.app.optimize.runner import StudyControl, TrialRunner, finished_trials, open_study
+from lib_merge.app.optimize.scorers import BuiltinScorer, load_scorer
+from lib_merge.app.requests import MergeOutcome, MergeRequest
+from lib_merge.errors import AlloyError, BusyError, ParameterError, message_for
+from lib_merge.io.source import file_schema
+from lib_merge.recipe.compose import compose
+from lib_merge.recipe.nodes import ModelRef, walk_models
+
+STATES = ("running", "stopped", "done", "error")
+
+
+@dataclass
+class StudyRun:
+    """A study as this process last ran it."""
+
+    plan: StudyPlan
+    control: StudyControl = field(default_factory=StudyControl)
+    state: str = "running"
+    error: str = ""
+    thread: threading.Thread | None = None
+
+
+class OptimizeDesk:
+    def __init__(self, workbench, builtins: dict[str, BuiltinScorer] | None = None, settings: Any = None):
+        self.workbench = workbench
+        self.builtins = builtins or {}
+        self.settings = settings  # what the built-in scorers read (their weights' folder, may they fetch)
+        self._lock = threading.Lock()
+        self._runs: dict[str, StudyRun] = {}
+
+    # -- starting ----------------------------------------------------------------------------------
+    def plan(self, request: StudyRequest) -> StudyPlan:
+        """Every check before anything runs (a 400 on the HTTP route)."""
+        if self.workbench.host.generation is None:
+            raise ParameterError("studies generate images: this host cannot (the standalone app)")
+        host = self.workbench.host
+
+        def resolve(template):
+            return resolve_recipe(template, host.resolve_checkpoint, host.lora_folder())
+
+        return plan_study(request, resolve, file_schema, self.builtins)
+
+    def start(self, request: StudyRequest, wait: bool = True) -> StudyRun:
+        plan = self.plan(request)
+        with self._lock:
+            if self.running() is not None:
+                raise BusyError(f"the study {self.running().plan.name} is running; stop it first")
+            run = self._runs[plan.name] = StudyRun(plan)
+            run.thread = threading.Thread(target=self._run, args=(run,), name=f"alloy-study-{plan.name}", daemon=True)
+            run.thread.start()
+        if wait:
+            run.thread.join()
+        return run
+
+    def running(self) -> StudyRun | None:
+        return next((r for r in self._runs.values() if r.state == "running"), None)
+
+    def stop(self, name: str) -> dict:
+        run = self._runs.get(check_study_name(name))
+        if run is None or run.state != "running":
+            return {"study": name, "stopping": False, "state": run.state if run else "unknown"}
+        run.control.stop.set()
+        return {"study": name, "stopping": True, "state": "running"}
+
+    # -- the study's thread --------------------------------------------------------------------------
+    def _run(self, run: StudyRun) -> None:
+        plan, workbench = run.plan, self.workbench
+        try:
+            scorers = {o.scorer: load_scorer(o.scorer, self.builtins, self.settings) for o in plan.objectives}
+            prompts = list(plan.request.gen.prompt) or [workbench.host.generation.base_settings().prompt or ""]
+            study = open_study(plan)
+            runner = TrialRunner(plan, workbench, scorers, run.control, prompts)
+            with workbench.plot_lock:  # a study and an XYZ plot must not interleave their merges
+                runner.run(study)
+                finished = finished_trials(study) >= plan.request.trials
+                if finished and plan.request.gen.holdout_seeds:
+                    study.set_user_attr("report", self._report(plan, study, runner))
+                if plan.request.restore_after:
+                    workbench.restore()
+            run.state = "done" if finished else "stopped"
+        except Exception as e:  # noqa: BLE001 - the study's answer says what went wrong, the server stays up
+            run.state, run.error = "error", message_for(e, "http") if isinstance(e, AlloyError) else repr(e)
+
+    def _report(self, plan: StudyPlan, study, runner: TrialRunner) -> dict:
+        """Best, A and B on the held-out seeds (B: the recipe's second model alone)."""
+        seeds = plan.request.gen.holdout_seeds
+        scores: dict[str, dict[str, list[float]]] = {}
+        best = best_trial(study)
+        self._merge_params(plan, best.params)
+        scores["best"] = self._per_image(runner, seeds)
+        self.workbench.restore()
+        scores["A"] = self._per_image(runner, seeds)
+        models = walk_models(plan.template)
+        if len(models) > 1:  # B loaded as it is, then A again (a bare model merges by loading its file)
+            self.workbench.merge(MergeRequest(root=ModelRef(models[1].path, models[1].sha256), log=False))
+            scores["B"] = self._per_image(runner, seeds)
+            self.workbench.merge(MergeRequest(root=ModelRef(models[0].path, models[0].sha256), log=False))
+        report = holdout_report(scores, {o.scorer: o.direction for o in plan.objectives})
+        report.update(best_trial=best.number, holdout_seeds=seeds, warnings=list(runner.control.warnings))
+        return report
+
+    @staticmethod
+    def _per_image(runner: TrialRunner, seeds: list[int]) -> dict[str, list[float]]:
+        images, prompts = runner.generate(seeds)
+        return {o.scorer: runner.scores_of(o.scorer, images, prompts) for o in runner.plan.objectives}
+
+    def _merge_params(self, plan: StudyPlan, params: dict, log: bool = False, ui: dict | None = None) -> MergeOutcome:
+        root = compose(plan.template, plan.space.recipe_values(params, plan.schema), words=True)
+        return self.workbench.merge(MergeRequest(root=root, log=log, ui=ui or {}))
+
+    # -- answers -------------------------------------------------------------------------------------
+    def status(self, name: str, storage: str = "") -> dict:
+        check_study_name(name)
+        run = self._runs.get(name)
+        study = _load(name, storage or (run.plan.storage if run else default_storage()))
+        answer = study_json(study)
+        answer["state"] = run.state if run else ("done" if answer["trials"] else "stopped")
+        answer["progress"] = run.control.progress() if run else None
+        answer["warnings"] = list(run.control.warnings) if run else []
+        if run and run.error:
+            answer["error"] = run.error
+        return answer
+
+    def apply(self, name: str) -> MergeOutcome:
+        """The best trial merged into the loaded model, with a history row."""
+        run = self._runs.get(check_study_name(name))
+        if run is None:
+            raise ParameterError(f"the study {name} has not run since the server started: start it to resume")
+        if run.state == "running":
+            raise BusyError(f"the study {name} is running; stop it first")
+        study = _load(name, run.plan.storage)
+        best = best_trial(study)
+        return self._merge_params(run.plan, best.params, log=True, ui={"study": name, "trial": best.number})
+
+
+def best_trial(study):
+    """The best trial; with several objectives, the Pareto front's best in the first objective."""
+    if len(study.directions) == 1:
+        try:
+            return study.best_trial
+        except ValueError:
+            raise ParameterError("the study has no finished trial yet") from None
+    front = study.best_trials
+    if not front:
+        raise ParameterError("the study has no finished trial yet")
+    sign = 1 if study.directions[0].name == "MAXIMIZE" else -1
+    return max(front, key=lambda t: sign * t.values[0])
+
+
+def _load(name: str, storage: str):
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise ParameterError(f"no study named {name} in {storage}") from None
+
+
+def study_json(study) -> dict:
+    trials = [
+        {
+            "number": t.number,
+            "params": t.params,
+            "values": t.values,
+            "state": t.state.name,
+            "history_id": t.user_attrs.get("history_id"),
+            "recipe_hash": t.user_attrs.get("recipe_hash"),
+            "times": t.user_attrs.get("times"),
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+    try:
+        best = [t.number for t in study.best_trials]
+    except (ValueError, RuntimeError):
+        best = []
+    return {"study": study.study_name, "trials": trials, "best": best, "report": study.user_attrs.get("report"),
+            "scorer_check": study.user_attrs.get("scorer_check")}  # fmt: skip

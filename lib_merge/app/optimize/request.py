@@ -1,0 +1,145 @@
+"""What a study asks for, and the plan it becomes once every part is checked: nothing runs, no model is
+merged and no storage is opened before the whole request is known to be sound."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lib_merge.app.optimize.samplers import SAMPLERS
+from lib_merge.app.optimize.scorers import BuiltinScorer, Objective, parse_objectives
+from lib_merge.app.optimize.space import SearchSpace, parse_space
+from lib_merge.arch.blocks import BlockSchema
+from lib_merge.errors import ParameterError
+from lib_merge.paths import user_data_dir
+from lib_merge.recipe import parse_recipe
+from lib_merge.recipe.nodes import ModelRef, Node, open_params, primary_model
+
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_TRIALS = 10_000
+MAX_SEEDS = 64
+
+
+@dataclass
+class StudyGen:
+    """The images of every trial: each seed with every prompt; the holdout seeds only for the report."""
+
+    prompt: list[str] = field(default_factory=list)  # empty: the txt2img prompt of the host's last run
+    negative_prompt: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [1, 2])
+    holdout_seeds: list[int] = field(default_factory=lambda: [101, 102, 103])
+    steps: int | None = None
+    width: int | None = None
+    height: int | None = None
+    sampler_name: str | None = None
+    cfg_scale: float | None = None
+
+
+@dataclass
+class StudyRequest:
+    study: str
+    recipe: str  # a template: its open param("name") inputs are searched
+    space: dict
+    trials: int = 20  # the study's finished trials to reach (a resumed study goes on to this count)
+    sampler: str = "tpe"
+    seed: int = 0
+    scorer: Any = "aesthetic"  # one objective, or a list of them (a Pareto front)
+    gen: StudyGen = field(default_factory=StudyGen)
+    storage: str = ""  # an Optuna storage URL; empty: a SQLite file under <user-data>/optimize/
+    restore_after: bool = True  # model A again after the study
+
+
+@dataclass
+class StudyPlan:
+    request: StudyRequest
+    template: Node  # model titles resolved to files
+    space: SearchSpace
+    schema: BlockSchema | None
+    objectives: list[Objective]
+    storage: str
+
+    @property
+    def name(self) -> str:
+        return self.request.study
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def image_folder(self) -> str:
+        return os.path.join(study_folder(), self.name)
+
+
+def study_folder() -> str:
+    return str(user_data_dir() / "optimize")
+
+
+def default_storage() -> str:
+    return "sqlite:///" + os.path.join(study_folder(), "studies.db")
+
+
+def check_study_name(name: Any) -> str:
+    if not isinstance(name, str) or not STUDY_NAME.match(name):
+        raise ParameterError(f"study name {name!r}: 1 to 64 letters, digits, '.', '-' or '_' (no path)")
+    return name
+
+
+def plan_study(
+    request: StudyRequest,
+    resolve_template,
+    file_schema_of,
+    builtins: dict[str, BuiltinScorer],
+) -> StudyPlan:
+    """Every check of a study before it runs. `resolve_template(node)` maps model titles to files (the
+    Workbench's `recipe_of` rules); `file_schema_of(path)` reads model A's block schema from its header."""
+    check_study_name(request.study)
+    trials = request.trials
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
+        raise ParameterError(f"trials must be a whole number from 1 to {MAX_TRIALS}, not {trials!r}")
+    if request.sampler not in SAMPLERS:
+        raise ParameterError(f"unknown sampler {request.sampler!r}; use one of {', '.join(SAMPLERS)}")
+    if isinstance(request.seed, bool) or not isinstance(request.seed, int) or not 0 <= request.seed < 2**32:
+        raise ParameterError(f"seed must be a whole number from 0 to 2**32 - 1, not {request.seed!r}")
+    _check_gen(request.gen)
+    if not isinstance(request.recipe, str) or not request.recipe.strip():
+        raise ParameterError('"recipe" must be a recipe template with param("name") inputs')
+    template = parse_recipe(request.recipe)
+    names = open_params(template)
+    if not names:
+        raise ParameterError('the recipe has no open param("name") input to search')
+    space = parse_space(request.space)
+    objectives = parse_objectives(request.scorer, builtins)
+    if request.sampler == "cmaes" and len(objectives) > 1:
+        raise ParameterError("the cmaes sampler searches one objective; use tpe or random for several")
+    template = resolve_template(template)
+    primary = primary_model(template)
+    if not isinstance(primary, ModelRef):
+        raise ParameterError("model A of a study's recipe must be a model file, not an open param()")
+    schema = file_schema_of(primary.path)
+    space.check_against(names, schema)
+    storage = request.storage if request.storage else default_storage()
+    if not isinstance(storage, str):
+        raise ParameterError('"storage" must be an Optuna storage URL such as sqlite:///studies.db')
+    return StudyPlan(request, template, space, schema, objectives, storage)
+
+
+def _check_gen(gen: StudyGen) -> None:
+    for name in ("seeds", "holdout_seeds"):
+        seeds = getattr(gen, name)
+        if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise ParameterError(f'"{name}" must be a list of whole numbers')
+        if not 0 <= len(seeds) <= MAX_SEEDS or any(not 0 <= s < 2**32 for s in seeds):
+            raise ParameterError(f'"{name}": at most {MAX_SEEDS} seeds from 0 to 2**32 - 1')
+    if not gen.seeds:
+        raise ParameterError('"seeds" needs one seed at least')
+    shared = sorted(set(gen.seeds) & set(gen.holdout_seeds))
+    if shared:
+        raise ParameterError(f"holdout seeds must be seeds the search never sees; both name {shared[0]}")
+    if not isinstance(gen.prompt, list) or not all(isinstance(p, str) for p in gen.prompt) or len(gen.prompt) > 16:
+        raise ParameterError('"prompt" must be a list of at most 16 prompts')
+    for name in ("steps", "width", "height"):
+        value = getattr(gen, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096):
+            raise ParameterError(f'"{name}" must be a whole number from 1 to 4096')

@@ -1,0 +1,174 @@
+"""The trials of a study: Optuna draws the template's inputs, Alloy merges them into the loaded model in
+place, generates the study's seeds × prompts, scores the images and logs one history row per trial.
+
+Optuna's own loop (`Study.optimize`) runs the trials, so its storage keeps every trial's state: a trial cut
+off by a kill stops sending heartbeats and is marked failed at the next start, and a failed merge or
+scorer fails its trial only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lib_merge.app.history import RowDraft, try_append_history
+from lib_merge.app.optimize.request import StudyPlan
+from lib_merge.app.optimize.samplers import make_sampler
+from lib_merge.app.optimize.scorers import checked_scores
+from lib_merge.app.ports import GenSettings
+from lib_merge.app.requests import MergeRequest
+from lib_merge.errors import AlloyError, ParameterError
+from lib_merge.recipe.compose import compose
+
+HEARTBEAT_SECONDS = 5
+GRACE_SECONDS = 20
+
+
+@dataclass
+class StudyControl:
+    """Shared between the study's thread and the surfaces: the Stop request and the live progress."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    done: int = 0  # trials finished in this run
+    planned: int = 0  # trials this run means to finish
+    started: float = field(default_factory=time.monotonic)
+    warnings: list[str] = field(default_factory=list)
+
+    def progress(self) -> dict:
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.planned - self.done) if self.done else None
+        return {"done": self.done, "planned": self.planned, "seconds": round(elapsed, 1),
+                "eta_seconds": None if eta is None else round(eta, 1)}  # fmt: skip
+
+
+def open_study(plan: StudyPlan, create: bool = True):
+    """The study in its storage, with heartbeats (a killed trial is failed later, not lost)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
+    if plan.storage.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(plan.storage[len("sqlite:///") :]) or ".", exist_ok=True)
+    storage = optuna.storages.RDBStorage(plan.storage, heartbeat_interval=HEARTBEAT_SECONDS,
+                                         grace_period=GRACE_SECONDS)  # fmt: skip
+    sampler = make_sampler(plan.request.sampler, plan.request.seed, plan.space, plan.schema, len(plan.objectives))
+    if not create:
+        return optuna.load_study(study_name=plan.name, storage=storage, sampler=sampler)
+    return optuna.create_study(
+        study_name=plan.name, storage=storage, sampler=sampler, directions=plan.directions, load_if_exists=True
+    )
+
+
+def finished_trials(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)))
+
+
+@dataclass
+class TrialRunner:
+    """One study's objective function over a Workbench."""
+
+    plan: StudyPlan
+    workbench: Any
+    scorers: dict[str, Callable]  # objective scorer name -> score(images, prompts)
+    control: StudyControl
+    prompts: list[str]
+
+    def run(self, study) -> None:
+        remaining = self.plan.request.trials - finished_trials(study)
+        self.control.planned = max(remaining, 0)
+        if remaining <= 0:
+            return
+
+        def after_trial(study, trial) -> None:
+            self.control.done += 1
+            if self.control.stop.is_set():
+                study.stop()
+
+        study.optimize(self.objective, n_trials=remaining, catch=(AlloyError,), callbacks=[after_trial])
+
+    def objective(self, trial) -> float | tuple[float, ...]:
+        plan, started = self.plan, time.perf_counter()
+        drawn = plan.space.suggest(trial, plan.schema)
+        root = compose(plan.template, plan.space.recipe_values(drawn, plan.schema), words=True)
+        outcome = self.workbench.merge(MergeRequest(root=root, log=False))
+        merged = time.perf_counter()
+        images, prompts = self.generate(plan.request.gen.seeds)
+        generated = time.perf_counter()
+        values = self.score(images, prompts)
+        scored = time.perf_counter()
+        times = {"merge": round(merged - started, 3), "generate": round(generated - merged, 3),
+                 "score": round(scored - generated, 3)}  # fmt: skip
+        self.keep_images(trial.number, images)
+        row = self.log(trial.number, outcome.recipe, drawn, values)
+        trial.set_user_attr("times", times)
+        trial.set_user_attr("recipe_hash", outcome.recipe.digest)
+        trial.set_user_attr("history_id", row.id if row else 0)
+        if not trial.study.user_attrs.get("scorer_check"):  # once per study
+            self.check_scorers(trial.study, images, prompts, values)
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def generate(self, seeds: list[int]) -> tuple[list, list[str]]:
+        """Every seed with every prompt (one batch per seed: prompt i at seed + i, as the WebUI numbers a batch)."""
+        gen = self.plan.request.gen
+        base = self.workbench.host.generation.base_settings()  # the user's txt2img settings under the study's
+        images, prompts = [], []
+        for seed in seeds:
+            settings = base.overlay(GenSettings(
+                prompt=list(self.prompts), negative_prompt=gen.negative_prompt, seed=seed, steps=gen.steps,
+                width=gen.width, height=gen.height, sampler=gen.sampler_name, cfg_scale=gen.cfg_scale,
+                batch_size=len(self.prompts), n_iter=1, save_images=False,
+            ))  # fmt: skip
+            result = self.workbench.generate(settings)
+            images.extend(result.images[: len(self.prompts)])
+            prompts.extend(self.prompts)
+        return images, prompts
+
+    def score(self, images: list, prompts: list[str]) -> list[float]:
+        """The mean score of the images, per objective."""
+        return [float(np.mean(self.scores_of(o.scorer, images, prompts))) for o in self.plan.objectives]
+
+    def scores_of(self, scorer: str, images: list, prompts: list[str]) -> list[float]:
+        """One scorer's per-image scores; a scorer that fails fails the trial with one line."""
+        try:
+            answer = self.scorers[scorer](images, prompts)
+        except Exception as e:  # noqa: BLE001 - a plugin is the user's code
+            raise ParameterError(f"scorer {scorer} failed: {type(e).__name__}: {e}") from None
+        return checked_scores(scorer, answer, len(images))
+
+    def keep_images(self, number: int, images: list) -> None:
+        folder = os.path.join(self.plan.image_folder(), f"trial-{number:04d}")
+        os.makedirs(folder, exist_ok=True)
+        for i, image in enumerate(images):
+            image.save(os.path.join(folder, f"{i:03d}.png"))
+
+    def log(self, number: int, recipe, drawn: dict, values: list[float]):
+        settings = {"study": self.plan.name, "trial": number, "params": drawn,
+                    "scores": dict(zip([o.scorer for o in self.plan.objectives], values, strict=True))}  # fmt: skip
+        draft = RowDraft.of(recipe, settings, name=f"{self.plan.name} trial {number}")
+        return try_append_history(draft, self.workbench.history_path(), self.control.warnings.append)
+
+    def check_scorers(self, study, images: list, prompts: list[str], values: list[float]) -> None:
+        """Pure noise must score below the study's first images, else the scorer measures nothing useful."""
+        rng = np.random.default_rng(0)
+        noise = [Image.fromarray(rng.integers(0, 256, (im.height, im.width, 3), dtype=np.uint8)) for im in images]
+        check = {}
+        for objective, first in zip(self.plan.objectives, values, strict=True):
+            noise_score = float(np.mean(self.scores_of(objective.scorer, noise, prompts)))
+            worse = noise_score < first if objective.direction == "maximize" else noise_score > first
+            check[objective.scorer] = {"noise": noise_score, "first_images": first, "ok": worse}
+            if not worse:
+                self.control.warnings.append(
+                    f"scorer {objective.scorer} rates pure noise ({noise_score:.4g}) at least as well as the "
+                    f"study's first images ({first:.4g}): it may not measure anything"
+                )
+        study.set_user_attr("scorer_check", check)
