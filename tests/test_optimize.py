@@ -146,3 +146,118 @@ def test_block_vectors_from_knots_and_groups():
     grouped = block_vector(Blocks(groups=(("IN00", "IN01"), ("M00",))), [0.2, 0.7, 0.5], sd1)
     expected = [0.2 if s in ("IN00", "IN01") else 0.7 if s == "M00" else 0.5 for s in sd1.slots]
     assert grouped == expected
+
+
+SLOW = """import time
+
+def score(images, prompts):
+    time.sleep(0.4)
+    return [float(i) for i, _ in enumerate(images)]
+"""
+
+
+def test_http_starts_reads_stops_resumes_and_applies_a_study(webui, home):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from lib_merge.surfaces.http import add_routes
+
+    (home / "scorers" / "slow.py").write_text(SLOW)
+    app = FastAPI()
+    add_routes(app, webui.workbench)
+    api = TestClient(app)
+    a, b = webui.title("model_a"), webui.title("model_b")
+    recipe = f'alloy-recipe 1\nA = model("{a}")\nB = model("{b}")\nmerged = weighted_sum(A, B, alpha=param("alpha"))\n'
+    body = {"study": "web", "recipe": recipe, "space": {"alpha": {"low": 0, "high": 1}}, "trials": 3,
+            "sampler": "tpe", "seed": 1, "scorer": "plugin:bright",
+            "gen": {"prompt": "a cat", "seeds": [1], "holdout_seeds": [9], "steps": 2, "width": 64,
+                    "height": 64}}  # fmt: skip
+    done = api.post("/alloy/v1/optimize", json=body)
+    assert done.status_code == 200, done.text
+    answer = done.json()
+    assert answer["state"] == "done" and [t["state"] for t in answer["trials"]] == ["COMPLETE"] * 3
+    assert set(answer["trials"][0]) >= {"number", "params", "values", "state", "history_id", "recipe_hash", "times"}
+    assert answer["report"]["objectives"]["plugin:bright"]["best"]["images"] == 1
+    assert api.get("/alloy/v1/optimize/web").json()["trials"] == answer["trials"]
+    applied = api.post("/alloy/v1/optimize/web/apply")
+    assert applied.status_code == 200 and applied.json()["hash"] in {t["recipe_hash"] for t in answer["trials"]}
+
+    # Bad requests: one line each, before anything runs.
+    for change, words in [
+        ({"space": {"beta": {"low": 0, "high": 1}}}, "space input beta is not an open param() of the recipe"),
+        ({"scorer": "nosuch"}, "unknown scorer 'nosuch'"),
+        ({"scorer": "plugin:../evil"}, "use letters, digits, - and _ only (no path)"),
+        ({"trials": 0}, "trials must be a whole number from 1"),
+        ({"trials": "5"}, "'trials' must be a whole number, not a string"),
+        ({"study": "../x"}, "study name '../x'"),
+        ({"gen": {"seeds": [1], "holdout_seeds": [1]}}, "holdout seeds must be seeds the search never sees"),
+        ({"sampler": "sgd"}, "unknown sampler 'sgd'"),
+        ({"storage": "sqlite:////tmp/elsewhere.db"}, "a SQLite storage must be a file in"),
+        ({"storage": "sqlite:///../../escape.db"}, "a SQLite storage must be a file in"),
+        ({"storage": "redis://localhost/0"}, "use a SQLite file, PostgreSQL or MySQL"),
+        ({"storage": "postgresql://nobody@127.0.0.1:1/none"}, "storage postgresql://nobody@127.0.0.1:1/none:"),
+    ]:
+        bad = api.post("/alloy/v1/optimize", json={**body, "study": "bad", **change})
+        assert bad.status_code == 400 and words in bad.json()["error"], (change, bad.text)
+        assert "\n" not in bad.json()["error"]
+    assert api.get("/alloy/v1/optimize/neverran").status_code == 400
+
+    # A slow study in the background: a second start is busy (409), Stop ends it after the current trial.
+    slow = dict(body, study="slow", trials=20, scorer="plugin:slow", wait=False)
+    started = api.post("/alloy/v1/optimize", json=slow)
+    assert started.status_code == 200 and started.json()["state"] == "running", started.text
+    busy = api.post("/alloy/v1/optimize", json=dict(body, study="other"))
+    assert busy.status_code == 409 and "running" in busy.json()["error"]
+    deadline = time.monotonic() + 60
+    while not api.get("/alloy/v1/optimize/slow").json()["trials"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert api.post("/alloy/v1/optimize/slow/stop").json()["stopping"] is True
+    while api.get("/alloy/v1/optimize/slow").json()["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stopped = api.get("/alloy/v1/optimize/slow").json()
+    assert stopped["state"] == "stopped" and 1 <= len(stopped["trials"]) < 20
+    assert all(t["state"] == "COMPLETE" for t in stopped["trials"])
+    resumed = api.post("/alloy/v1/optimize", json=dict(slow, trials=len(stopped["trials"]) + 1, wait=True))
+    numbers = [t["number"] for t in resumed.json()["trials"]]
+    assert resumed.json()["state"] == "done" and numbers == list(range(len(stopped["trials"]) + 1))
+
+
+def test_optimize_answers_one_line_to_wrongly_typed_fields(webui, home):
+    """Every field of POST /optimize (and of its "gen") with hostile values: a 400 or 409 in one plain
+    line, never a 500; the route's path parameters too."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from test_api_hostile import _NOT_OBJECTS, _WRONG, _plain
+
+    from lib_merge.surfaces.http import add_routes
+
+    app = FastAPI()
+    add_routes(app, webui.workbench)
+    api = TestClient(app)
+    good = {"study": "h", "recipe": study_request(webui, "h", 1).recipe, "space": {"alpha": {"low": 0, "high": 1}},
+            "trials": 1, "sampler": "random", "seed": 0, "scorer": "plugin:bright", "storage": "",
+            "restore_after": True, "wait": True,
+            "gen": {"prompt": ["x"], "seeds": [1], "holdout_seeds": [], "steps": 1, "width": 64, "height": 64,
+                    "sampler_name": "Euler", "cfg_scale": 5, "negative_prompt": ""}}  # fmt: skip
+    bodies = [{**good, field: value} for field in good for value in _WRONG]
+    bodies += [{**good, "gen": {**good["gen"], field: value}} for field in good["gen"] for value in _WRONG]
+    bodies += [{**good, "space": {"alpha": {"low": 0, "high": 1, "log": value}}} for value in _WRONG]
+    bodies += [{**good, "space": {"alpha": {"blocks": True, "groups": value}}} for value in _WRONG]
+    for number, body in enumerate(bodies):
+        body = {**body, "study": body["study"] if body["study"] != "h" else f"h{number}"}
+        answer = api.post("/alloy/v1/optimize", json=body)
+        if answer.status_code != 200:
+            try:
+                _plain(answer)
+            except AssertionError as e:
+                raise AssertionError(f"POST /optimize {body!r}: {e}") from None
+    for raw in _NOT_OBJECTS:
+        answer = api.post("/alloy/v1/optimize", content=raw.encode("utf-8", "surrogateescape"),
+                          headers={"content-type": "application/json"})  # fmt: skip
+        _plain(answer)
+    for name in ("a b", ".hidden", "x" * 300, "%00", "a%2Fb"):
+        for method, path in (("get", ""), ("post", "/stop"), ("post", "/apply")):
+            answer = getattr(api, method)(f"/alloy/v1/optimize/{name}{path}")
+            assert answer.status_code in (400, 404) or path == "/stop" and answer.json()["stopping"] is False
+            if answer.status_code == 400:
+                _plain(answer)

@@ -6,20 +6,20 @@ added by extensions are not covered by `--api-auth` (docs/WEBUI.md §7). No midd
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import secrets
 from typing import Any
 
 from lib_merge.app.forms import METHOD_FIELDS, MODE_FIELDS, form_from_json
 from lib_merge.app.history import read_history, search_history
 from lib_merge.app.json_fields import checked_fields, json_type
+from lib_merge.app.optimize.desk import OptimizeDesk
 from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.plots.plan import XYZPlan
 from lib_merge.app.requests import LoraBakeRequest, LoraExtractRequest, LoraMergeRequest
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
-from lib_merge.errors import AlloyError, BusyError, message_for
+from lib_merge.surfaces.http_common import answer, decode_json, flag, json_object, typed_request
+from lib_merge.surfaces.http_optimize import add_optimize_routes
 
 PREFIX = "/alloy/v1"
 log = logging.getLogger("alloy")
@@ -35,20 +35,11 @@ def parse_credentials(api_auth: str | None) -> dict[str, str]:
     return found
 
 
-def json_object(body: Any) -> dict:
-    """A route's JSON body: an object, or none at all (an empty object); anything else is a 400."""
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
-    return body
-
-
 def request_from_body(body: Any) -> MergeRequest:
     """/alloy/v1/merge's body: a recipe, a method's form (`"method"`, `"models"`, `"params"`) or the
     Merge tab's mode settings; an XYZ plan's `merge` is read by the same function."""
     body = json_object(body)
-    wait = _flag(body, "wait", True)
+    wait = flag(body, "wait", True)
     if body.get("save") is not None and not isinstance(body["save"], dict):
         raise ValueError(f'"save" must be an object, not {json_type(body["save"])}')
     save = SaveRequest(**checked_fields(SaveRequest, body["save"], '"save"')) if body.get("save") else None
@@ -63,21 +54,6 @@ def request_from_body(body: Any) -> MergeRequest:
     return MergeRequest(settings=form_from_json(form_body), wait=wait, save=save)
 
 
-def typed_request(cls: type, body: Any) -> Any:
-    """A request dataclass from a JSON object whose fields are its own and of its types (else a 400)."""
-    return cls(**checked_fields(cls, body))
-
-
-def _flag(body: dict, name: str, default: bool) -> bool:
-    """A true/false field: JSON's true or false (a string "false" must not mean yes)."""
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ValueError(f"{name!r} must be true or false, not {json_type(value)}")
-    return value
-
-
 class Api:
     """What each route does, without FastAPI: a decoded JSON body (or query) in, a JSON-ready dict out."""
 
@@ -86,10 +62,10 @@ class Api:
         self.desk = desk
 
     def merge(self, body: Any) -> dict:
-        return self.merge_answer(self.workbench.merge(request_from_body(body)))
+        return self.mergeanswer(self.workbench.merge(request_from_body(body)))
 
     @staticmethod
-    def merge_answer(outcome) -> dict:
+    def mergeanswer(outcome) -> dict:
         return {
             "name": outcome.name,
             "hash": outcome.recipe_hash,
@@ -152,8 +128,8 @@ class Api:
                 raise ValueError(f"{name!r} must be a string, not {json_type(given[name])}")
         dtype = self.workbench.host.config().save_dtype
         save = SaveRequest(name=given["save"], dtype=dtype) if given.get("save") else None
-        request = LoraBakeRequest(loras, model=given.get("model"), save=save, wait=_flag(given, "wait", True))
-        return self.merge_answer(self.workbench.bake_loras(request))
+        request = LoraBakeRequest(loras, model=given.get("model"), save=save, wait=flag(given, "wait", True))
+        return self.mergeanswer(self.workbench.bake_loras(request))
 
     def lora_merge(self, body: Any) -> dict:
         outcome = self.workbench.merge_loras(typed_request(LoraMergeRequest, body))
@@ -174,7 +150,7 @@ class Api:
             raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
         if not isinstance(given.get("a"), str) or not isinstance(given.get("b"), str):
             raise ValueError('"a" and "b" must be checkpoint names')
-        attention = _flag(given, "attention", False)
+        attention = flag(given, "attention", False)
         host = self.workbench.host
         job = lambda step: analyze(given["a"], given["b"], attention, host, step)  # noqa: E731
         return analysis_json(self.workbench.file_job("analysis", job))
@@ -222,10 +198,14 @@ ROUTES = (
 
 
 def add_routes(
-    app, workbench: Workbench, credentials: dict[str, str] | None = None, desk: PlotDesk | None = None
+    app,
+    workbench: Workbench,
+    credentials: dict[str, str] | None = None,
+    desk: PlotDesk | None = None,
+    studies: OptimizeDesk | None = None,
 ) -> None:
     """Every route under /alloy/v1, behind HTTP Basic when `credentials` are given; plots, the queue and
-    stop go through `desk` (shared with the XYZ tab when the caller has one)."""
+    stop go through `desk`, studies through `studies` (each shared with its tab when the caller has one)."""
 
     from fastapi import Request
     from starlette.concurrency import run_in_threadpool
@@ -235,11 +215,11 @@ def add_routes(
 
     def endpoint(method: str, work):
         if method == "GET":
-            return lambda: _answer(lambda: work(None))
+            return lambda: answer(lambda: work(None))
 
         async def with_body(request):  # the body is read here, so bad JSON is a 400 like the rest
             raw = await request.body()
-            return await run_in_threadpool(_answer, lambda: work(decode_json(raw)))
+            return await run_in_threadpool(answer, lambda: work(decode_json(raw)))
 
         with_body.__annotations__ = {"request": Request}  # a class, not the string this module's annotations are
         return with_body
@@ -250,9 +230,10 @@ def add_routes(
         )
 
     def history(q: str = "", any_word: str = "false", limit: str = "0"):
-        return _answer(lambda: api.history(q, any_word, limit))
+        return answer(lambda: api.history(q, any_word, limit))
 
     app.add_api_route(f"{PREFIX}/history", history, methods=["GET"], dependencies=dependencies)
+    add_optimize_routes(app, studies or OptimizeDesk(workbench), PREFIX, dependencies)
 
 
 def _basic_auth(credentials: dict[str, str]) -> list:
@@ -268,55 +249,6 @@ def _basic_auth(credentials: dict[str, str]) -> list:
             raise HTTPException(401, "Incorrect username or password", {"WWW-Authenticate": "Basic"})
 
     return [Depends(check)]
-
-
-def decode_json(raw: bytes) -> Any:
-    """A request body as JSON (an empty body is no body). A number no double holds (1e999, NaN) is refused
-    by the name of its field."""
-    if not raw.strip():
-        return None
-    try:
-        body = json.loads(raw)
-    except RecursionError:
-        raise ValueError("the body is not valid JSON: nested too deep") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"the body is not valid JSON: {e}") from None
-    where = _non_finite(body, "")
-    if where is not None:
-        raise ValueError(f"{where or 'the body'} is not a finite number")
-    return body
-
-
-def _non_finite(value: Any, path: str) -> str | None:
-    """The path of the first number in `value` that is not finite, or None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        found = _non_finite(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key)
-        if found is not None:
-            return found
-    return None
-
-
-def _answer(work):
-    """The route's answer: its dict, or {"error": one line} with 409 (busy) or 400. Every value is checked
-    before any work, so the last clause only keeps a defect of ours from reaching a client as a 500."""
-    from fastapi.responses import JSONResponse
-
-    try:
-        return work()
-    except BusyError as e:
-        return JSONResponse({"error": message_for(e, "http")}, status_code=409)
-    except (AlloyError, ValueError) as e:
-        return JSONResponse({"error": _one_line(message_for(e, "http"))}, status_code=400)
-    except Exception as e:  # noqa: BLE001 - a defect: logged with its traceback, answered in one line
-        log.exception("Alloy: unexpected error in an HTTP route")
-        return JSONResponse({"error": _one_line(f"unexpected {type(e).__name__}: {e}")}, status_code=400)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:2000]
 
 
 def _row(r) -> dict:

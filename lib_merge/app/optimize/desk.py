@@ -58,8 +58,10 @@ class OptimizeDesk:
         with self._lock:
             if self.running() is not None:
                 raise BusyError(f"the study {self.running().plan.name} is running; stop it first")
+            study = open_study(plan)  # the storage answers (or its error is the request's) before the thread
             run = self._runs[plan.name] = StudyRun(plan)
-            run.thread = threading.Thread(target=self._run, args=(run,), name=f"alloy-study-{plan.name}", daemon=True)
+            name = f"alloy-study-{plan.name}"
+            run.thread = threading.Thread(target=self._run, args=(run, study), name=name, daemon=True)
             run.thread.start()
         if wait:
             run.thread.join()
@@ -76,12 +78,11 @@ class OptimizeDesk:
         return {"study": name, "stopping": True, "state": "running"}
 
     # -- the study's thread --------------------------------------------------------------------------
-    def _run(self, run: StudyRun) -> None:
+    def _run(self, run: StudyRun, study) -> None:
         plan, workbench = run.plan, self.workbench
         try:
             scorers = {o.scorer: load_scorer(o.scorer, self.builtins, self.settings) for o in plan.objectives}
             prompts = list(plan.request.gen.prompt) or [workbench.host.generation.base_settings().prompt or ""]
-            study = open_study(plan)
             runner = TrialRunner(plan, workbench, scorers, run.control, prompts)
             with workbench.plot_lock:  # a study and an XYZ plot must not interleave their merges
                 runner.run(study)
@@ -167,6 +168,8 @@ def _load(name: str, storage: str):
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         raise ParameterError(f"no study named {name} in {storage}") from None
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: the database is not there or not readable
+        raise ParameterError(f"storage {storage}: {type(e).__name__}: {e}") from None
 
 
 def study_json(study) -> dict:

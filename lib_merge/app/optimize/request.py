@@ -13,7 +13,7 @@ from lib_merge.app.optimize.scorers import BuiltinScorer, Objective, parse_objec
 from lib_merge.app.optimize.space import SearchSpace, parse_space
 from lib_merge.arch.blocks import BlockSchema
 from lib_merge.errors import ParameterError
-from lib_merge.paths import user_data_dir
+from lib_merge.paths import inside_folder, user_data_dir
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.nodes import ModelRef, Node, open_params, primary_model
 
@@ -26,7 +26,7 @@ MAX_SEEDS = 64
 class StudyGen:
     """The images of every trial: each seed with every prompt; the holdout seeds only for the report."""
 
-    prompt: list[str] = field(default_factory=list)  # empty: the txt2img prompt of the host's last run
+    prompt: list[str] | str = field(default_factory=list)  # empty: the txt2img prompt of the host's last run
     negative_prompt: str | None = None
     seeds: list[int] = field(default_factory=lambda: [1, 2])
     holdout_seeds: list[int] = field(default_factory=lambda: [101, 102, 103])
@@ -119,13 +119,36 @@ def plan_study(
         raise ParameterError("model A of a study's recipe must be a model file, not an open param()")
     schema = file_schema_of(primary.path)
     space.check_against(names, schema)
-    storage = request.storage if request.storage else default_storage()
-    if not isinstance(storage, str):
-        raise ParameterError('"storage" must be an Optuna storage URL such as sqlite:///studies.db')
-    return StudyPlan(request, template, space, schema, objectives, storage)
+    return StudyPlan(request, template, space, schema, objectives, check_storage(request.storage))
+
+
+def check_storage(url: str) -> str:
+    """The study's storage URL: empty for the SQLite file under user data; a SQLite file elsewhere only
+    inside <user-data>/optimize/ (a client must not create files anywhere on the disk); a database server
+    by any URL SQLAlchemy reads (PostgreSQL, MySQL)."""
+    if not url:
+        return default_storage()
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ParameterError(f"storage {url!r} is no database URL (e.g. postgresql://user@host/db)") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = os.path.realpath(parsed.database or "")
+        if not parsed.database or not inside_folder(path, study_folder()) or path == os.path.realpath(study_folder()):
+            raise ParameterError(f"a SQLite storage must be a file in {study_folder()}")
+        return url
+    if backend not in ("postgresql", "mysql"):
+        raise ParameterError(f"storage {backend}: use a SQLite file, PostgreSQL or MySQL")
+    return url
 
 
 def _check_gen(gen: StudyGen) -> None:
+    if isinstance(gen.prompt, str):
+        gen.prompt = [gen.prompt] if gen.prompt.strip() else []
     for name in ("seeds", "holdout_seeds"):
         seeds = getattr(gen, name)
         if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):

@@ -57,8 +57,11 @@ def open_study(plan: StudyPlan, create: bool = True):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     if plan.storage.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(plan.storage[len("sqlite:///") :]) or ".", exist_ok=True)
-    storage = optuna.storages.RDBStorage(plan.storage, heartbeat_interval=HEARTBEAT_SECONDS,
-                                         grace_period=GRACE_SECONDS)  # fmt: skip
+    try:
+        storage = optuna.storages.RDBStorage(plan.storage, heartbeat_interval=HEARTBEAT_SECONDS,
+                                             grace_period=GRACE_SECONDS)  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: no server there, no driver, no access
+        raise ParameterError(f"storage {plan.storage}: {type(e).__name__}: {e}") from None
     sampler = make_sampler(plan.request.sampler, plan.request.seed, plan.space, plan.schema, len(plan.objectives))
     if not create:
         return optuna.load_study(study_name=plan.name, storage=storage, sampler=sampler)
