@@ -14,6 +14,7 @@ NEEDED = {
     "tqdm": "tqdm",
     "optuna": "optuna",  # Optimize
     "cmaes": "cmaes",
+    "transformers": "transformers",  # the WebUI has it already: CLIP for Optimize's scorers
 }
 
 for module, package in NEEDED.items():

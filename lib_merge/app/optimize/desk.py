@@ -35,9 +35,11 @@ class StudyRun:
 
 class OptimizeDesk:
     def __init__(self, workbench, builtins: dict[str, BuiltinScorer] | None = None, settings: Any = None):
+        from lib_merge.app.optimize.builtin import BUILTIN_SCORERS, ScorerSettings
+
         self.workbench = workbench
-        self.builtins = builtins or {}
-        self.settings = settings  # what the built-in scorers read (their weights' folder, may they fetch)
+        self.builtins = BUILTIN_SCORERS if builtins is None else builtins
+        self.settings = settings or ScorerSettings.default()  # the built-in scorers' weights, may they fetch
         self._lock = threading.Lock()
         self._runs: dict[str, StudyRun] = {}
 
@@ -51,7 +53,7 @@ class OptimizeDesk:
         def resolve(template):
             return resolve_recipe(template, host.resolve_checkpoint, host.lora_folder())
 
-        return plan_study(request, resolve, file_schema, self.builtins)
+        return plan_study(request, resolve, file_schema, self.builtins, self.settings)
 
     def start(self, request: StudyRequest, wait: bool = True) -> StudyRun:
         plan = self.plan(request)

@@ -91,6 +91,7 @@ def plan_study(
     resolve_template,
     file_schema_of,
     builtins: dict[str, BuiltinScorer],
+    scorer_settings: Any = None,
 ) -> StudyPlan:
     """Every check of a study before it runs. `resolve_template(node)` maps model titles to files (the
     Workbench's `recipe_of` rules); `file_schema_of(path)` reads model A's block schema from its header."""
@@ -110,7 +111,7 @@ def plan_study(
     if not names:
         raise ParameterError('the recipe has no open param("name") input to search')
     space = parse_space(request.space)
-    objectives = parse_objectives(request.scorer, builtins)
+    objectives = parse_objectives(request.scorer, builtins, scorer_settings)
     if request.sampler == "cmaes" and len(objectives) > 1:
         raise ParameterError("the cmaes sampler searches one objective; use tpe or random for several")
     template = resolve_template(template)

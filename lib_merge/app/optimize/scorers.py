@@ -27,9 +27,10 @@ class BuiltinScorer:
     name: str
     about: str
     load: Callable[[Any], ScoreFunction]
+    check: Callable[[Any], None]  # raises when its weights are missing and may not be fetched
 
 
-def parse_objectives(value: Any, builtins: dict[str, BuiltinScorer]) -> list[Objective]:
+def parse_objectives(value: Any, builtins: dict[str, BuiltinScorer], settings: Any = None) -> list[Objective]:
     """`"aesthetic"`, `"plugin:NAME"`, `{"scorer": …, "direction": "minimize"}`, or a list of them; every
     scorer is known and every plugin file is there before the study starts."""
     items = value if isinstance(value, list) else [value]
@@ -46,19 +47,21 @@ def parse_objectives(value: Any, builtins: dict[str, BuiltinScorer]) -> list[Obj
             objective = Objective(item["scorer"], direction)
         else:
             raise ParameterError('an objective is a scorer name or {"scorer": NAME, "direction": "maximize"}')
-        _check_scorer(objective.scorer, builtins)
+        _check_scorer(objective.scorer, builtins, settings)
         objectives.append(objective)
     if len({o.scorer for o in objectives}) != len(objectives):
         raise ParameterError("a scorer is named twice")
     return objectives
 
 
-def _check_scorer(name: str, builtins: dict[str, BuiltinScorer]) -> None:
+def _check_scorer(name: str, builtins: dict[str, BuiltinScorer], settings: Any) -> None:
     if name.startswith(PLUGIN_PREFIX):
         plugin_path(name[len(PLUGIN_PREFIX) :])
     elif name not in builtins:
         known = [*builtins, "plugin:NAME"]
         raise ParameterError(f"unknown scorer {name!r}; use one of {', '.join(known)}")
+    else:
+        builtins[name].check(settings)
 
 
 def load_scorer(name: str, builtins: dict[str, BuiltinScorer], settings: Any) -> ScoreFunction:
