@@ -151,3 +151,21 @@ def test_fetching_publishes_whole_files_only(tmp_path):
         assert sorted(p.name for p in (tmp_path / "got").iterdir()) == ["weights.bin"]  # no partial file left
     finally:
         server.shutdown()
+
+
+def test_the_webui_setting_lets_a_study_fetch_the_weights(webui, tmp_path, monkeypatch):
+    """Without the Settings option a study naming "aesthetic" is refused before it runs, naming the files;
+    with it, the study may fetch them."""
+    from lib_merge.app.optimize.desk import OptimizeDesk
+    from lib_merge.app.optimize.request import StudyGen, StudyRequest
+
+    monkeypatch.setenv("ALLOY_HOME", str(tmp_path / "home"))
+    desk = OptimizeDesk(webui.workbench)
+    recipe = f'alloy-recipe 1\nA = model("{webui.title("model_a")}")\nmerged = weighted_sum(A, A, alpha=param("x"))\n'
+    request = StudyRequest("s", recipe, {"x": {"low": 0, "high": 1}}, trials=1, scorer="aesthetic",
+                           gen=StudyGen(prompt=["p"]))  # fmt: skip
+    with pytest.raises(AlloyError, match="allow Alloy to fetch them once in Settings"):
+        desk.plan(request)
+    webui.shared.opts.data["alloy_fetch_scorer_models"] = True
+    assert desk.settings.allow_fetch is True and desk.settings.folder == tmp_path / "home" / "scorer-models"
+    assert desk.plan(request).objectives[0].scorer == "aesthetic"

@@ -28,6 +28,7 @@ class HostConfig:
     history_file: str = ""  # empty: <user data>/history.csv
     save_dtype: str = "fp16"
     autoprune_folder: str = ""  # autoprune at start: a folder in the models folder (e.g. Autoprune); empty: off
+    fetch_scorer_models: bool = False  # Optimize may fetch its built-in scorers' public weights once
 
 
 @dataclass

@@ -63,7 +63,9 @@ class A1111Host(MergeEntry, Txt2ImgRuns):
         values = {
             f.name: shared.opts.data.get(OPTION_PREFIX + f.name, getattr(defaults, f.name)) for f in fields(HostConfig)
         }
-        return HostConfig(**{k: str(v) for k, v in values.items()})
+        return HostConfig(
+            **{k: v is True if isinstance(getattr(defaults, k), bool) else str(v) for k, v in values.items()}
+        )
 
     # -- checkpoints -------------------------------------------------------------------------
     def model_folders(self) -> list[str]:

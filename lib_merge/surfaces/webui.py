@@ -84,6 +84,12 @@ def ui_settings() -> None:
         "alloy_autoprune_folder": shared.OptionInfo(
             "", "Autoprune at start: a folder in the models folder, e.g. Autoprune (empty: off)", section=section
         ),
+        "alloy_fetch_scorer_models": shared.OptionInfo(
+            False,
+            "Optimize: fetch the built-in scorers' public weights once into user-data/scorer-models (CLIP ViT-L/14 "
+            "from Hugging Face, about 1.7 GB; LAION's aesthetic predictor from GitHub)",
+            section=section,
+        ),
         "alloy_save_dtype": shared.OptionInfo(
             "fp16", "Default dtype of saved merges", gr.Radio, {"choices": ["fp16", "bf16", "fp32"]}, section=section
         ),

@@ -35,11 +35,21 @@ class StudyRun:
 
 class OptimizeDesk:
     def __init__(self, workbench, builtins: dict[str, BuiltinScorer] | None = None, settings: Any = None):
-        from lib_merge.app.optimize.builtin import BUILTIN_SCORERS, ScorerSettings
+        from lib_merge.app.optimize.builtin import BUILTIN_SCORERS
 
         self.workbench = workbench
         self.builtins = BUILTIN_SCORERS if builtins is None else builtins
-        self.settings = settings or ScorerSettings.default()  # the built-in scorers' weights, may they fetch
+        self._settings = settings  # None: from the host's settings at each start
+
+    @property
+    def settings(self):
+        """Where the built-in scorers' weights are and whether they may be fetched (the host's Settings)."""
+        from lib_merge.app.optimize.builtin import ScorerSettings
+
+        if self._settings is not None:
+            return self._settings
+        config = self.workbench.host.config()
+        return ScorerSettings(ScorerSettings.default().folder, config.fetch_scorer_models, config.device)
         self._lock = threading.Lock()
         self._runs: dict[str, StudyRun] = {}
 
