@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers import build_model  # noqa: E402
 
-from lib_merge.app.ports import GenResult, HostConfig  # noqa: E402
+from lib_merge.app.ports import GenResult, GenSettings, HostConfig  # noqa: E402
 
 
 def load_live_module(path: Path, dtype: torch.dtype) -> torch.nn.Module:
@@ -37,21 +37,37 @@ def trim_heap() -> None:
 
 
 class StubHost:
-    """Patches the module in memory; generation is a constant 8×8 image (its cost is not measured)."""
+    """Patches the module in memory; generation is a constant 8×8 image (its cost is not measured). It is
+    its own live model and generation port (lib_merge/app/ports.py)."""
 
     name = "bench"
-    can_generate = True
     can_patch = True
 
     def __init__(self, folder: Path, module: torch.nn.Module, a_name: str, data: Path, cache_budget: str):
         self.folder, self.module, self.data, self.cache_budget = folder, module, data, cache_budget
         self.path = str(folder / a_name)
 
+    @property
+    def live(self):
+        return self
+
+    @property
+    def generation(self):
+        return self
+
+    @property
+    def webui(self):
+        return None
+
     def config(self) -> HostConfig:
         return HostConfig(history_file=str(self.data / "history.csv"), cache_budget=self.cache_budget)
 
+    # -- model files
     def checkpoint_titles(self) -> list[str]:
         return [p.name for p in self.folder.glob("*.safetensors")]
+
+    def selected_checkpoint(self) -> str | None:
+        return None
 
     def refresh_checkpoints(self) -> None:
         pass
@@ -65,10 +81,23 @@ class StubHost:
     def lora_folder(self) -> str:
         return str(self.data)
 
+    def vae_folder(self) -> str:
+        return str(self.data)
+
+    def lora_preset_files(self) -> list[str]:
+        return []
+
+    def supermerger_folders(self) -> list[str]:
+        return []
+
+    def font_path(self) -> None:
+        return None
+
+    # -- the live model
     def exclusive(self):
         return contextlib.nullcontext()
 
-    def live_model(self):
+    def patch_target(self):
         return self.module
 
     def loaded_file(self) -> str:
@@ -80,9 +109,6 @@ class StubHost:
     def before_patch(self) -> None:
         pass
 
-    def before_generate(self) -> None:
-        pass
-
     def skip_prefixes(self) -> tuple[str, ...]:
         return ()
 
@@ -92,17 +118,18 @@ class StubHost:
     def clear_identity(self) -> None:
         pass
 
-    def after_save(self, path: str) -> None:
+    # -- generation
+    def base_settings(self) -> GenSettings:
+        return GenSettings(prompt="", steps=1, width=8, height=8, seed=1)
+
+    def before_generate(self) -> None:
         pass
 
     def generate(self, gen, extra_info) -> GenResult:
-        return GenResult([Image.new("RGB", (8, 8))], "")
+        return GenResult([Image.new("RGB", (8, 8)) for _ in range(max(1, gen.batch_size or 1))], "")
 
     def interrupt(self) -> None:
         pass
 
     def grid_folder(self) -> str:
         return str(self.data)
-
-    def font_path(self) -> None:
-        return None

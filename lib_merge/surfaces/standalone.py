@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 
+from lib_merge.app.optimize.desk import OptimizeDesk
 from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.workbench import Workbench
 from lib_merge.errors import ParameterError
@@ -154,10 +155,10 @@ def _app_and_desk(models_dir: str | None, workbench: Workbench | None, auth: dic
     from fastapi import FastAPI
 
     workbench = workbench or Workbench(FolderHost(models_dir or "."))
-    desk = PlotDesk(workbench)
-    demo = enable_queue(build_ui(workbench, desk))
+    desk, studies = PlotDesk(workbench), OptimizeDesk(workbench)
+    demo = enable_queue(build_ui(workbench, desk, studies))
     app = FastAPI(title="Alloy")
-    add_routes(app, workbench, desk=desk)
+    add_routes(app, workbench, desk=desk, studies=studies)
     served = mount(app, demo)
     return (BasicAuth(served, auth, lambda: internal_token(demo)) if auth else served), desk
 

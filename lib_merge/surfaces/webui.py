@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import threading
 
+from lib_merge.app.optimize.desk import OptimizeDesk
 from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.workbench import Workbench
 from lib_merge.host.a1111 import A1111Host, connect
 
-_desk: list[PlotDesk] = []  # the WebUI forces one process-wide instance (its workbench holds the live merge)
+_desks: list[tuple[PlotDesk, OptimizeDesk]] = []  # the WebUI forces one process-wide instance (its workbench
+# holds the live merge; one study at a time runs on it)
+
+
+def _both() -> tuple[PlotDesk, OptimizeDesk]:
+    if not _desks:
+        from lib_merge.host.forge import ForgeHost, is_forge
+
+        bench = Workbench(ForgeHost() if is_forge() else A1111Host())
+        _desks.append((PlotDesk(bench), OptimizeDesk(bench)))
+    return _desks[0]
 
 
 def desk() -> PlotDesk:
-    if not _desk:
-        from lib_merge.host.forge import ForgeHost, is_forge
+    return _both()[0]
 
-        _desk.append(PlotDesk(Workbench(ForgeHost() if is_forge() else A1111Host())))
-    return _desk[0]
+
+def studies() -> OptimizeDesk:
+    return _both()[1]
 
 
 def workbench() -> Workbench:
@@ -57,7 +68,7 @@ def after_component(component, **kwargs) -> None:
 def ui_tabs():
     from lib_merge.ui.app import build_ui
 
-    return [(build_ui(workbench(), desk()), "Alloy", "alloy")]
+    return [(build_ui(workbench(), desk(), studies()), "Alloy", "alloy")]
 
 
 def ui_settings() -> None:
@@ -103,7 +114,8 @@ def app_started(demo, app) -> None:
 
     from lib_merge.surfaces.http import add_routes, parse_credentials
 
-    add_routes(app, workbench(), parse_credentials(getattr(shared.cmd_opts, "api_auth", None)), desk())
+    credentials = parse_credentials(getattr(shared.cmd_opts, "api_auth", None))
+    add_routes(app, workbench(), credentials, desk(), studies())
     for line in workbench().clean_leftovers():
         print(f"Alloy: {line}", flush=True)
     threading.Thread(target=_autoprune_at_start, name="alloy-autoprune", daemon=True).start()

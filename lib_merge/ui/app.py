@@ -1,4 +1,4 @@
-"""The Alloy tab set (nine tabs) for the WebUI and the standalone app, wired to the workbench.
+"""The Alloy tab set (ten tabs) for the WebUI and the standalone app, wired to the workbench.
 
 Each tab is an object with `build` and `wire` (ui/tabs.py); the page builds them in TABS order, then
 wires them, then reads the model lists afresh on load, on Refresh and after every job that writes a file.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from lib_merge.app.optimize.desk import OptimizeDesk
 from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.workbench import Workbench
 from lib_merge.ui.adjust_tab import AdjustTab
@@ -19,13 +20,15 @@ from lib_merge.ui.lists import ModelLists
 from lib_merge.ui.lora_tab import LoraTab
 from lib_merge.ui.mbw_tab import MbwTab
 from lib_merge.ui.merge_tab import MergeTab
+from lib_merge.ui.optimize_tab import OptimizeTab
 from lib_merge.ui.tabs import Page, Tab
 from lib_merge.ui.toolkit_tab import ToolkitTab
 from lib_merge.ui.xyz_tab import XyzTab
 
 # In page order; a tab may use the components of those before it while it builds.
 TABS: tuple[Tab, ...] = (
-    MergeTab(), MbwTab(), XyzTab(), AdjustTab(), DiceTab(), LoraTab(), ToolkitTab(), AnalysisTab(), HistoryTab()
+    MergeTab(), MbwTab(), XyzTab(), AdjustTab(), DiceTab(), LoraTab(), ToolkitTab(), AnalysisTab(), HistoryTab(),
+    OptimizeTab(),
 )  # fmt: skip
 TAB_LABELS = tuple(tab.label for tab in TABS)
 
@@ -42,9 +45,10 @@ def follow_checkpoint(selector, model_a, host) -> None:
     selector.change(follow, [selector], [model_a])
 
 
-def build_ui(workbench: Workbench, desk: PlotDesk | None = None) -> gr.Blocks:
-    """The tabs over one workbench; the plot desk is shared with the HTTP routes when the caller has one."""
-    page = Page(workbench, desk or PlotDesk(workbench))
+def build_ui(workbench: Workbench, desk: PlotDesk | None = None, studies: OptimizeDesk | None = None) -> gr.Blocks:
+    """The tabs over one workbench; the plot desk and the studies are shared with the HTTP routes when the
+    caller has them."""
+    page = Page(workbench, desk or PlotDesk(workbench), studies or OptimizeDesk(workbench))
     with gr.Blocks(analytics_enabled=False, title="Alloy") as demo:
         with gr.Tabs(elem_id="alloy_tabs"):
             for tab in TABS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lib_merge.app.optimize.desk import OptimizeDesk
 from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.ports import Host
 from lib_merge.app.workbench import Workbench
@@ -18,6 +19,7 @@ class Page:
 
     workbench: Workbench
     desk: PlotDesk
+    studies: OptimizeDesk
     widgets: dict = field(default_factory=dict)  # the merge form's fields (Merge, MBW and Adjust fill them)
     parts: dict[str, dict] = field(default_factory=dict)  # each tab's own components, by the tab's key
     tab_pages: dict[str, Any] = field(default_factory=dict)  # each tab's gr.Tab, by key (opening one may load data)

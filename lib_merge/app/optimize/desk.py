@@ -40,6 +40,8 @@ class OptimizeDesk:
         self.workbench = workbench
         self.builtins = BUILTIN_SCORERS if builtins is None else builtins
         self._settings = settings  # None: from the host's settings at each start
+        self._lock = threading.Lock()
+        self._runs: dict[str, StudyRun] = {}
 
     @property
     def settings(self):
@@ -50,8 +52,6 @@ class OptimizeDesk:
             return self._settings
         config = self.workbench.host.config()
         return ScorerSettings(ScorerSettings.default().folder, config.fetch_scorer_models, config.device)
-        self._lock = threading.Lock()
-        self._runs: dict[str, StudyRun] = {}
 
     # -- starting ----------------------------------------------------------------------------------
     def plan(self, request: StudyRequest) -> StudyPlan:
@@ -147,6 +147,11 @@ class OptimizeDesk:
             answer["error"] = run.error
         return answer
 
+    def load(self, name: str, storage: str = ""):
+        """The study as Optuna holds it (for its importances)."""
+        run = self._runs.get(check_study_name(name))
+        return _load(name, storage or (run.plan.storage if run else default_storage()))
+
     def apply(self, name: str) -> MergeOutcome:
         """The best trial merged into the loaded model, with a history row."""
         run = self._runs.get(check_study_name(name))
@@ -201,5 +206,7 @@ def study_json(study) -> dict:
         best = [t.number for t in study.best_trials]
     except (ValueError, RuntimeError):
         best = []
-    return {"study": study.study_name, "trials": trials, "best": best, "report": study.user_attrs.get("report"),
+    directions = [d.name.lower() for d in study.directions]
+    return {"study": study.study_name, "directions": directions, "trials": trials, "best": best,
+            "report": study.user_attrs.get("report"),
             "scorer_check": study.user_attrs.get("scorer_check")}  # fmt: skip
