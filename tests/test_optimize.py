@@ -261,3 +261,34 @@ def test_optimize_answers_one_line_to_wrongly_typed_fields(webui, home):
             assert answer.status_code in (400, 404) or path == "/stop" and answer.json()["stopping"] is False
             if answer.status_code == 400:
                 _plain(answer)
+
+
+DARK = BRIGHT.replace("def score", "def _bright").replace("return [", "return [") + (
+    "\n\ndef score(images, prompts):\n    return [1 - s for s in _bright(images, prompts)]\n"
+)
+
+
+def test_two_objectives_give_a_pareto_front_and_blocks_are_searched(webui, home):
+    """Brightness up and darkness down is one direction twice; brightness up and darkness up are opposed:
+    the front holds the trials no other trial beats in both. A block vector by groups fills the recipe."""
+    (home / "scorers" / "dark.py").write_text(DARK)
+    desk = OptimizeDesk(webui.workbench)
+    a, b = webui.title("model_a"), webui.title("model_b")
+    recipe = (f'alloy-recipe 1\nA = model("{a}")\nB = model("{b}")\n'
+              'merged = weighted_sum(A, B, alpha=param("w"))\n')  # fmt: skip
+    space = {"w": {"blocks": True, "groups": [["IN00", "IN01", "IN02"], ["M00"]], "low": 0.1, "high": 0.9}}
+    scorers = ["plugin:bright", "plugin:dark"]
+    request = study_request(webui, "front", trials=5, recipe=recipe, space=space, scorer=scorers,
+                            gen=StudyGen(prompt=["x"], seeds=[1], holdout_seeds=[3]))  # fmt: skip
+    run = desk.start(request)
+    assert run.state == "done", run.error
+    status = desk.status("front")
+    trials = status["trials"]
+    assert status["directions"] == ["maximize", "maximize"]
+    assert all(t["values"][0] + t["values"][1] == pytest.approx(1.0) for t in trials)
+    assert set(status["best"]) == {t["number"] for t in trials}  # opposed objectives: every trial is on the front
+    assert set(trials[0]["params"]) == {"w[IN00+IN01+IN02]", "w[M00]", "w[rest]"}
+    rows = {r.id: r for r in read_history(webui.workbench.history_path()).rows}
+    row = rows[trials[0]["history_id"]]
+    assert "weighted_sum(" in row.recipe and "alpha=" in row.recipe
+    assert set(status["report"]["objectives"]) == {"plugin:bright", "plugin:dark"}
