@@ -133,7 +133,21 @@ def test_merge_button_patches_and_history_restores_the_widgets(webui):
     rows, note = search("OUT05", "and", "50")
     assert [r[0] for r in rows] == [1] and note.startswith("1 of 1")
     restore, _ = handler(demo, "alloy_restore")
-    assert restore().startswith("Restored")
+    status, footer = restore()
+    assert status.startswith("Restored") and "Loaded: the selected checkpoint" in footer, footer  # not the merge
+
+
+def test_a_fresh_page_starts_model_a_at_the_loaded_checkpoint(webui):
+    """The WebUI would bring back the Model A value stored in ui-config.json, and Forge's checkpoint selector
+    has no elem_id to follow: the page load sets Model A to the loaded checkpoint (a merge's model A)."""
+    from test_tabs import _load_functions
+
+    demo = build_ui(webui.workbench)
+    model_a = by_elem_id(demo, "alloy_model_a")
+    loads = [(fn, outputs) for fn, outputs in _load_functions(demo) if outputs == [model_a._id]]
+    assert len(loads) == 1
+    webui.sd_models.reload_model_weights(info=webui.sd_models.checkpoints_list[webui.title("model_b")])
+    assert loads[0][0]()["value"] == webui.title("model_b")
 
 
 def test_errors_are_shown_not_raised(webui):

@@ -59,4 +59,6 @@ def build_ui(workbench: Workbench, desk: PlotDesk | None = None, studies: Optimi
             tab.wire(page)
         lists = ModelLists(page.checkpoint_lists, page.lora_lists)
         lists.wire(demo, workbench.host, page.refresh_buttons, page.writing)
+        for load, outputs in page.page_loads:
+            demo.load(load, [], outputs, queue=False)
     return demo

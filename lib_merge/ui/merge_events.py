@@ -133,7 +133,11 @@ def _wire_buttons(workbench: Workbench, form: Form, parts: dict):
         return call
 
     parts["stop"].click(guarded(lambda: workbench.stop()), [], [status], queue=False)
-    parts["restore"].click(guarded(lambda: workbench.restore()), [], [status])
+
+    def restore():
+        return guarded(workbench.restore)(), footer_text(workbench)  # the footer names what is loaded now
+
+    parts["restore"].click(restore, [], [status, footer])
     saved = parts["save_current"].click(
         guarded(lambda *raw: f"Saved {workbench.save_current(save_request(form.values(raw)))}."), inputs, [status]
     )

@@ -9,6 +9,7 @@ import gradio as gr
 from lib_merge.methods import METHODS
 from lib_merge.methods.registry import MethodSpec, ParamSpec
 from lib_merge.recipe.form import CALC_MODES, MODERN_METHODS
+from lib_merge.ui.compat import update
 from lib_merge.ui.merge_events import footer_text, gen_inputs, wire
 from lib_merge.ui.tabs import Page
 from lib_merge.ui.values import (
@@ -194,3 +195,12 @@ class MergeTab:
 
     def wire(self, page: Page) -> None:
         wire(page)
+        host = page.host
+
+        def loaded_model_a():
+            """A fresh page starts Model A at the loaded checkpoint (the WebUI would restore the value it
+            stored in ui-config.json, and Forge's selector has no elem_id to follow)."""
+            selected = host.selected_checkpoint()
+            return update(value=selected) if selected else update()
+
+        page.page_loads.append((loaded_model_a, [page.widgets["model_a"]]))

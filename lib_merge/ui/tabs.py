@@ -27,6 +27,7 @@ class Page:
     checkpoint_lists: list = field(default_factory=list)  # dropdowns of checkpoint titles, read afresh together
     lora_lists: list = field(default_factory=list)  # dropdowns of LoRA names
     refresh_buttons: list = field(default_factory=list)
+    page_loads: list[tuple[Any, list]] = field(default_factory=list)  # (function, outputs) run when a page loads
 
     @property
     def host(self) -> Host:
