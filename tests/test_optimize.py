@@ -99,6 +99,14 @@ def test_the_same_seed_gives_the_same_trials_and_a_study_resumes(webui, home):
     assert resumed.state == "done"
     trials = desk.status("s1")["trials"]
     assert [t["number"] for t in trials] == [0, 1, 2, 3, 4] and trials[:3] == desk.status("s1")["trials"][:3]
+    # Resuming with another space or more objectives would mix trials that measured different things.
+    gen = StudyGen(prompt=["x"], seeds=[1], holdout_seeds=[])
+    with pytest.raises(AlloyError, match="searched alpha; this space has alpha@k0"):
+        other = study_request(webui, "s1", trials=6, gen=gen, space={"alpha": {"blocks": True, "knots": 1}})
+        desk.start(other)
+    (home / "scorers" / "bright2.py").write_text(BRIGHT)
+    with pytest.raises(AlloyError, match="has 1 objective"):
+        desk.start(study_request(webui, "s1", trials=6, gen=gen, scorer=["plugin:bright", "plugin:bright2"]))
 
 
 def test_a_trial_cut_off_by_a_kill_is_failed_and_the_study_goes_on(webui, home, monkeypatch):

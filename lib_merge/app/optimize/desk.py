@@ -13,6 +13,7 @@ from lib_merge.app.optimize.report import holdout_report
 from lib_merge.app.optimize.request import StudyPlan, StudyRequest, check_study_name, default_storage, plan_study
 from lib_merge.app.optimize.runner import StudyControl, TrialRunner, finished_trials, open_study
 from lib_merge.app.optimize.scorers import BuiltinScorer, load_scorer
+from lib_merge.app.optimize.space import Blocks, block_dimension_names
 from lib_merge.app.requests import MergeOutcome, MergeRequest
 from lib_merge.errors import AlloyError, BusyError, ParameterError, message_for
 from lib_merge.io.source import file_schema
@@ -71,6 +72,7 @@ class OptimizeDesk:
             if self.running() is not None:
                 raise BusyError(f"the study {self.running().plan.name} is running; stop it first")
             study = open_study(plan)  # the storage answers (or its error is the request's) before the thread
+            check_resumable(study, plan)
             run = self._runs[plan.name] = StudyRun(plan)
             name = f"alloy-study-{plan.name}"
             run.thread = threading.Thread(target=self._run, args=(run, study), name=name, daemon=True)
@@ -162,6 +164,26 @@ class OptimizeDesk:
         study = _load(name, run.plan.storage)
         best = best_trial(study)
         return self._merge_params(run.plan, best.params, log=True, ui={"study": name, "trial": best.number})
+
+
+def check_resumable(study, plan: StudyPlan) -> None:
+    """A study continues only with its own objectives and inputs: a changed space or scorer list would mix
+    trials that measured different things."""
+    directions = [d.name.lower() for d in study.directions]
+    if directions != plan.directions:
+        raise ParameterError(
+            f"the study {plan.name} has {len(directions)} objective(s) ({', '.join(directions)}); this request has "
+            f"{len(plan.directions)}: start a study of another name"
+        )
+    drawn = next((set(t.distributions) for t in study.get_trials(deepcopy=False) if t.distributions), None)
+    wanted = set()
+    for name, dim in plan.space.dimensions.items():
+        wanted.update(block_dimension_names(name, dim, plan.schema) if isinstance(dim, Blocks) else [name])
+    if drawn is not None and drawn != wanted:
+        raise ParameterError(
+            f"the study {plan.name} searched {', '.join(sorted(drawn))}; this space has {', '.join(sorted(wanted))}: "
+            "start a study of another name"
+        )
 
 
 def best_trial(study):
