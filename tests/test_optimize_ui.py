@@ -54,6 +54,9 @@ def test_a_study_from_the_tab(webui, tmp_path, monkeypatch):
     a = load(webui.folder / "model_a.safetensors")
     live = model_tensors(webui.model)
     assert not all(torch.equal(live[k], t.to(live[k].dtype)) for k, t in a.items())  # the best merge is live
+    save, _ = handler(demo, "alloy_opt_save")
+    saved = save("tab", "best_of_tab")
+    assert saved.startswith("Saved") and (webui.folder / "best_of_tab.safetensors").is_file(), saved
     refused = last(start(*[given.get(i, c.value) if i != "alloy_opt_trials" else 0 for i, c in
                            zip(ids, inputs, strict=True)]))[0]  # fmt: skip
     assert refused.startswith("**Error:**") and "trials" in refused
