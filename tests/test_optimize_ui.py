@@ -32,12 +32,15 @@ def test_a_study_from_the_tab(webui, tmp_path, monkeypatch):
     template, note = from_merge(*values)
     assert 'alpha=param("alpha")' in template and "weighted_sum(" in template, (template, note)
     fill, _ = handler(demo, "alloy_opt_fill_space")
-    rows, _ = fill(template, [["old", 0, 1, "", "", "", ""]])
+    import pandas as pd
+
+    rows, _ = fill(template, pd.DataFrame([["old", 0, 1, "", "", "", ""]]))  # Gradio hands a frame
     assert rows == [["alpha", 0, 1, "", "", "", ""]]
 
     start, inputs = handler(demo, "alloy_opt_start")
     ids = [c.elem_id for c in inputs]
-    given = {"alloy_opt_study": "tab", "alloy_opt_recipe": template, "alloy_opt_space": [["alpha", "0.2", "0.8"]],
+    space = pd.DataFrame([["alpha", "0.2", "0.8", "", "", "", ""]])
+    given = {"alloy_opt_study": "tab", "alloy_opt_recipe": template, "alloy_opt_space": space,
              "alloy_opt_sampler": "random", "alloy_opt_trials": 3, "alloy_opt_seed": 1,
              "alloy_opt_scorer": ["plugin:bright"], "alloy_opt_prompts": "a cat", "alloy_opt_seeds": "1",
              "alloy_opt_holdout": "7", "alloy_opt_steps": 2, "alloy_opt_width": 64, "alloy_opt_height": 64}  # fmt: skip

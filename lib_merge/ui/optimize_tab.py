@@ -22,7 +22,7 @@ from lib_merge.app.optimize.view import (
     trial_rows,
 )
 from lib_merge.app.requests import SaveRequest
-from lib_merge.ui.compat import update
+from lib_merge.ui.compat import dataframe_rows, update
 from lib_merge.ui.jobs import error_text
 from lib_merge.ui.optimize_values import (
     SPACE_COLUMNS,
@@ -120,6 +120,7 @@ def wire(page: Page, c: dict) -> None:
 
     def start(*raw):
         values = dict(zip(FIELDS, raw, strict=True))
+        values["space"] = dataframe_rows(values["space"])  # a pandas frame on Gradio 3.41 and 4
         try:
             run = studies.start(study_request(values), wait=False)
         except Exception as e:  # noqa: BLE001
@@ -161,7 +162,7 @@ def wire(page: Page, c: dict) -> None:
 
     def fill_space(text, rows):
         try:
-            return rows_from_template(text, rows), update()
+            return rows_from_template(text, dataframe_rows(rows)), update()
         except Exception as e:  # noqa: BLE001
             return update(), error_text(e)
 
