@@ -99,6 +99,8 @@ def test_the_same_seed_gives_the_same_trials_and_a_study_resumes(webui, home):
     assert resumed.state == "done"
     trials = desk.status("s1")["trials"]
     assert [t["number"] for t in trials] == [0, 1, 2, 3, 4] and trials[:3] == desk.status("s1")["trials"][:3]
+    resumed_alphas = {t["params"]["alpha"] for t in trials[3:]}
+    assert not resumed_alphas & {p["alpha"] for p in params[0]}  # a resumed study draws anew, it does not replay
     # Resuming with another space or more objectives would mix trials that measured different things.
     gen = StudyGen(prompt=["x"], seeds=[1], holdout_seeds=[])
     with pytest.raises(AlloyError, match="searched alpha; this space has alpha@k0"):

@@ -18,7 +18,7 @@ from lib_merge.app.requests import MergeOutcome, MergeRequest
 from lib_merge.errors import AlloyError, BusyError, ParameterError, message_for
 from lib_merge.io.source import file_schema
 from lib_merge.recipe.compose import compose
-from lib_merge.recipe.nodes import ModelRef, walk_models
+from lib_merge.recipe.nodes import MergeNode, walk_models
 
 STATES = ("running", "stopped", "done", "error")
 
@@ -119,10 +119,11 @@ class OptimizeDesk:
         self.workbench.restore()
         scores["A"] = self._per_image(runner, seeds)
         models = walk_models(plan.template)
-        if len(models) > 1:  # B loaded as it is, then A again (a bare model merges by loading its file)
-            self.workbench.merge(MergeRequest(root=ModelRef(models[1].path, models[1].sha256), log=False))
+        if len(models) > 1:  # B in place: lerp at 1 gives B's weights exactly, and Restore gives A back
+            b_alone = MergeNode("weighted_sum", tuple(models[:2]), {"alpha": 1.0})
+            self.workbench.merge(MergeRequest(root=b_alone, log=False))
             scores["B"] = self._per_image(runner, seeds)
-            self.workbench.merge(MergeRequest(root=ModelRef(models[0].path, models[0].sha256), log=False))
+            self.workbench.restore()
         report = holdout_report(scores, {o.scorer: o.direction for o in plan.objectives})
         report.update(best_trial=best.number, holdout_seeds=seeds, warnings=list(runner.control.warnings))
         return report

@@ -65,9 +65,14 @@ def open_study(plan: StudyPlan, create: bool = True):
     sampler = make_sampler(plan.request.sampler, plan.request.seed, plan.space, plan.schema, len(plan.objectives))
     if not create:
         return optuna.load_study(study_name=plan.name, storage=storage, sampler=sampler)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=plan.name, storage=storage, sampler=sampler, directions=plan.directions, load_if_exists=True
     )
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:  # a resumed study: the seed moves on by its trials, so the first draws are not replayed
+        seed = (plan.request.seed + existing) % 2**32
+        study.sampler = make_sampler(plan.request.sampler, seed, plan.space, plan.schema, len(plan.objectives))
+    return study
 
 
 def finished_trials(study) -> int:
