@@ -302,3 +302,34 @@ def test_two_objectives_give_a_pareto_front_and_blocks_are_searched(webui, home)
     row = rows[trials[0]["history_id"]]
     assert "weighted_sum(" in row.recipe and "alpha=" in row.recipe
     assert set(status["report"]["objectives"]) == {"plugin:bright", "plugin:dark"}
+
+
+def test_a_trial_whose_model_changed_is_not_scored_and_failures_stop_the_study(webui, home, monkeypatch):
+    """A Restore (or another merge) between a trial's merge and its images fails the trial instead of scoring
+    model A's images as the trial's; three failed trials in a row stop the study with a warning."""
+    desk = OptimizeDesk(webui.workbench)
+    generate = webui.workbench.generate
+    calls = {"n": 0}
+
+    def restored_first(settings):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            webui.workbench.restore()  # what a concurrent Restore click does
+        return generate(settings)
+
+    monkeypatch.setattr(webui.workbench, "generate", restored_first)
+    gen = StudyGen(prompt=["x"], seeds=[1], holdout_seeds=[])
+    run = desk.start(study_request(webui, "raced", trials=3, gen=gen))
+    trials = desk.status("raced")["trials"]
+    assert run.state == "done" and [t["state"] for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert any("the loaded model changed during the trial" in w for w in desk.status("raced")["warnings"])
+
+    def broken(settings):
+        raise RuntimeError("Kernel size can't be greater than actual input size")
+
+    monkeypatch.setattr(webui.workbench, "generate", broken)
+    run = desk.start(study_request(webui, "broken", trials=10, gen=gen))
+    status = desk.status("broken")
+    assert run.state == "stopped" and [t["state"] for t in status["trials"]] == ["FAIL"] * 3
+    assert "generation failed: RuntimeError" in status["warnings"][0] and "3 trials failed in a row" in " ".join(
+        status["warnings"])  # fmt: skip

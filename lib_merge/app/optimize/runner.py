@@ -29,6 +29,7 @@ from lib_merge.errors import AlloyError, ParameterError
 from lib_merge.recipe.compose import compose
 
 HEARTBEAT_SECONDS = 5
+MAX_FAILED_IN_A_ROW = 3
 GRACE_SECONDS = 20
 
 
@@ -97,20 +98,38 @@ class TrialRunner:
         if remaining <= 0:
             return
 
+        failed_in_a_row = [0]
+
         def after_trial(study, trial) -> None:
             self.control.done += 1
+            failed_in_a_row[0] = failed_in_a_row[0] + 1 if trial.state.name == "FAIL" else 0
+            if trial.state.name == "FAIL":
+                self.control.warnings.append(f"trial {trial.number} failed: {trial.user_attrs.get('error', '')}")
+            if failed_in_a_row[0] >= MAX_FAILED_IN_A_ROW:
+                self.control.warnings.append(f"{MAX_FAILED_IN_A_ROW} trials failed in a row: the study stopped")
+                study.stop()
             if self.control.stop.is_set():
                 study.stop()
 
         study.optimize(self.objective, n_trials=remaining, catch=(AlloyError,), callbacks=[after_trial])
 
     def objective(self, trial) -> float | tuple[float, ...]:
+        try:
+            return self.run_trial(trial)
+        except AlloyError as e:
+            trial.set_user_attr("error", str(e))  # the trial's reason, kept with it
+            raise
+
+    def run_trial(self, trial) -> float | tuple[float, ...]:
         plan, started = self.plan, time.perf_counter()
         drawn = plan.space.suggest(trial, plan.schema)
         root = compose(plan.template, plan.space.recipe_values(drawn, plan.schema), words=True)
         outcome = self.workbench.merge(MergeRequest(root=root, log=False))
         merged = time.perf_counter()
         images, prompts = self.generate(plan.request.gen.seeds)
+        live = self.workbench.live
+        if live is None or live.recipe.digest != outcome.recipe.digest:
+            raise ParameterError("the loaded model changed during the trial (a Restore or another merge): not scored")
         generated = time.perf_counter()
         values = self.score(images, prompts)
         scored = time.perf_counter()
@@ -136,7 +155,12 @@ class TrialRunner:
                 width=gen.width, height=gen.height, sampler=gen.sampler_name, cfg_scale=gen.cfg_scale,
                 batch_size=len(self.prompts), n_iter=1, save_images=False,
             ))  # fmt: skip
-            result = self.workbench.generate(settings)
+            try:
+                result = self.workbench.generate(settings)
+            except AlloyError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the host's own failure (a size its model cannot take)
+                raise ParameterError(f"generation failed: {type(e).__name__}: {e}") from None
             images.extend(result.images[: len(self.prompts)])
             prompts.extend(self.prompts)
         return images, prompts
