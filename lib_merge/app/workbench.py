@@ -268,6 +268,8 @@ class Workbench(LoraJobs, Upkeep):
                 return self._select_base()
             model = live.patch_target()
             if model is None or not self.backup.patched:
+                if self.live is not None:  # a merge that changed no tensor still named the model: drop the name
+                    live.clear_identity()
                 self.live = None
                 return "Nothing to restore: the loaded model is not patched."
             live.before_patch()

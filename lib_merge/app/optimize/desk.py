@@ -86,8 +86,10 @@ class OptimizeDesk:
 
     def stop(self, name: str) -> dict:
         run = self._runs.get(check_study_name(name))
-        if run is None or run.state != "running":
-            return {"study": name, "stopping": False, "state": run.state if run else "unknown"}
+        if run is None:
+            raise ParameterError(f"the study {name} is not running (it has not run since the server started)")
+        if run.state != "running":
+            return {"study": name, "stopping": False, "state": run.state}
         run.control.stop.set()
         return {"study": name, "stopping": True, "state": "running"}
 
@@ -99,12 +101,14 @@ class OptimizeDesk:
             prompts = list(plan.request.gen.prompt) or [workbench.host.generation.base_settings().prompt or ""]
             runner = TrialRunner(plan, workbench, scorers, run.control, prompts)
             with workbench.plot_lock:  # a study and an XYZ plot must not interleave their merges
-                runner.run(study)
-                finished = finished_trials(study) >= plan.request.trials
-                if finished and plan.request.gen.holdout_seeds:
-                    study.set_user_attr("report", self._report(plan, study, runner))
-                if plan.request.restore_after:
-                    workbench.restore()
+                try:
+                    runner.run(study)
+                    finished = finished_trials(study) >= plan.request.trials
+                    if finished and plan.request.gen.holdout_seeds:
+                        study.set_user_attr("report", self._report(plan, study, runner))
+                finally:  # model A again even when the study ends in an error
+                    if plan.request.restore_after:
+                        workbench.restore()
             run.state = "done" if finished else "stopped"
         except Exception as e:  # noqa: BLE001 - the study's answer says what went wrong, the server stays up
             run.state, run.error = "error", message_for(e, "http") if isinstance(e, AlloyError) else repr(e)

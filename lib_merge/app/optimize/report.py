@@ -35,8 +35,10 @@ def estimate(scores: list[float]) -> Estimate:
 
 def beats(best: list[float], other: list[float], direction: str) -> tuple[bool, Estimate]:
     """Whether the best is better than the other on the same seeds and prompts: the 95 % interval of the
-    paired differences lies wholly on the better side of zero."""
+    paired differences lies wholly on the better side of zero (two images at least)."""
     difference = estimate([b - o for b, o in zip(best, other, strict=True)])
+    if difference.images < 2:  # one image has no spread: no verdict
+        return False, difference
     better = difference.low > 0 if direction == "maximize" else difference.high < 0
     return better, difference
 

@@ -32,8 +32,8 @@ def progress_text(status: dict) -> str:
         minutes, seconds = divmod(int(progress["eta_seconds"]), 60)
         parts.append(f"ETA {minutes}:{seconds:02d}")
     finished = [t for t in status.get("trials", []) if t["state"] == "COMPLETE"]
-    if status.get("best") and finished:
-        best = next(t for t in finished if t["number"] == status["best"][0])
+    best = next((t for t in finished if status.get("best") and t["number"] == status["best"][0]), None)
+    if best is not None:  # the front may name a trial the snapshot still shows running
         parts.append(f"best {', '.join(f'{v:.4g}' for v in best['values'])} (trial {best['number']})")
     lines = [" · ".join(parts)]
     if status.get("error"):
