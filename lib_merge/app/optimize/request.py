@@ -76,6 +76,11 @@ def study_folder() -> str:
     return str(user_data_dir() / "optimize")
 
 
+def trial_folder(images: str, number: int) -> str:
+    """Where a trial's images are kept, inside its study's folder."""
+    return os.path.join(images, f"trial-{number:04d}")
+
+
 def default_storage() -> str:
     return "sqlite:///" + os.path.join(study_folder(), "studies.db")
 

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from lib_merge.app.history import RowDraft, try_append_history
-from lib_merge.app.optimize.request import StudyPlan
+from lib_merge.app.optimize.request import StudyPlan, trial_folder
 from lib_merge.app.optimize.samplers import make_sampler
 from lib_merge.app.optimize.scorers import checked_scores
 from lib_merge.app.ports import GenSettings
@@ -50,7 +50,7 @@ class StudyControl:
                 "eta_seconds": None if eta is None else round(eta, 1)}  # fmt: skip
 
 
-def open_study(plan: StudyPlan, create: bool = True):
+def open_study(plan: StudyPlan):
     """The study in its storage, with heartbeats (a killed trial is failed later, not lost)."""
     import optuna
 
@@ -64,8 +64,6 @@ def open_study(plan: StudyPlan, create: bool = True):
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: no server there, no driver, no access
         raise ParameterError(f"storage {plan.storage}: {type(e).__name__}: {e}") from None
     sampler = make_sampler(plan.request.sampler, plan.request.seed, plan.space, plan.schema, len(plan.objectives))
-    if not create:
-        return optuna.load_study(study_name=plan.name, storage=storage, sampler=sampler)
     study = optuna.create_study(
         study_name=plan.name, storage=storage, sampler=sampler, directions=plan.directions, load_if_exists=True
     )
@@ -178,7 +176,7 @@ class TrialRunner:
         return checked_scores(scorer, answer, len(images))
 
     def keep_images(self, number: int, images: list) -> None:
-        folder = os.path.join(self.plan.image_folder(), f"trial-{number:04d}")
+        folder = trial_folder(self.plan.image_folder(), number)
         os.makedirs(folder, exist_ok=True)
         for i, image in enumerate(images):
             image.save(os.path.join(folder, f"{i:03d}.png"))

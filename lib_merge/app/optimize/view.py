@@ -8,6 +8,8 @@ import os
 
 from PIL import Image, ImageDraw
 
+from lib_merge.app.optimize.request import trial_folder
+
 TRIAL_COLUMNS = ["trial", "state", "score", "params", "merge s", "generate s", "score s", "history id"]
 
 
@@ -53,7 +55,7 @@ def score_chart(status: dict, path: str, size: tuple[int, int] = (640, 320)) -> 
     points = [(t["number"], t["values"][0]) for t in status.get("trials", []) if t["state"] == "COMPLETE"]
     if not points:
         return None
-    maximize = not (status.get("directions") or ["maximize"])[0] == "minimize"
+    maximize = _maximizing(status)
     width, height = size
     margin = 32
     low, high = min(v for _, v in points), max(v for _, v in points)
@@ -100,13 +102,17 @@ def importance_rows(study) -> list[list]:
 def best_images(status: dict, folder: str, count: int = 4) -> list[tuple[str, str]]:
     """The first image of the best trials, with their score and parameters as captions."""
     finished = [t for t in status.get("trials", []) if t["state"] == "COMPLETE"]
-    maximize = not (status.get("directions") or ["maximize"])[0] == "minimize"
-    finished.sort(key=lambda t: t["values"][0], reverse=maximize)
+    finished.sort(key=lambda t: t["values"][0], reverse=_maximizing(status))
     shown = []
     for t in finished[:count]:
-        images = sorted(os.listdir(os.path.join(folder, f"trial-{t['number']:04d}"))) if os.path.isdir(
-            os.path.join(folder, f"trial-{t['number']:04d}")) else []  # fmt: skip
-        if images:
+        images = trial_folder(folder, t["number"])
+        names = sorted(os.listdir(images)) if os.path.isdir(images) else []
+        if names:
             caption = f"trial {t['number']}: {t['values'][0]:.4g} " + json.dumps(t["params"], sort_keys=True)
-            shown.append((os.path.join(folder, f"trial-{t['number']:04d}", images[0]), caption))
+            shown.append((os.path.join(images, names[0]), caption))
     return shown
+
+
+def _maximizing(status: dict) -> bool:
+    """Whether the study's first objective is maximised."""
+    return (status.get("directions") or ["maximize"])[0] != "minimize"
