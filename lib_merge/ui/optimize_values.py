@@ -106,7 +106,7 @@ def study_request(v: dict) -> StudyRequest:
         sampler_name=v.get("sampler_name") or None,
         cfg_scale=float(v["cfg_scale"]) if v.get("cfg_scale") else None,
     )
-    scorers = v.get("scorer") or ["aesthetic"]
+    scorers = [v["scorer"]] if isinstance(v.get("scorer"), str) else (v.get("scorer") or ["aesthetic"])
     return StudyRequest(
         study=(v.get("study") or "").strip(),
         recipe=v.get("recipe") or "",
@@ -114,7 +114,7 @@ def study_request(v: dict) -> StudyRequest:
         trials=int(v.get("trials") or 0),
         sampler=v.get("sampler") or "tpe",
         seed=int(v.get("seed") or 0),
-        scorer=scorers if isinstance(scorers, list) and len(scorers) != 1 else (scorers[0] if scorers else ""),
+        scorer=scorers[0] if len(scorers) == 1 else list(scorers),  # several: a Pareto front
         gen=gen,
         storage=(v.get("storage") or "").strip(),
         restore_after=bool(v.get("restore_after", True)),
