@@ -128,6 +128,9 @@ class StubHost:
     def generate(self, gen, extra_info) -> GenResult:
         return GenResult([Image.new("RGB", (8, 8)) for _ in range(max(1, gen.batch_size or 1))], "")
 
+    def sampler_names(self) -> list[str]:
+        return []
+
     def interrupt(self) -> None:
         pass
 

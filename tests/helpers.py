@@ -73,3 +73,11 @@ def write_lora(path, checkpoint, names, rank: int = 2, alpha: float | None = Non
         targets[name] = target.key
     save_file(tensors, str(path))
     return targets
+
+
+def table_rows(value, headers: list[str] | None = None) -> list[list]:
+    """The rows of a table a handler gave: it must carry its headers (Gradio 3.41 shows 1, 2, … without them)."""
+    assert isinstance(value, dict) and value["headers"], value
+    if headers is not None:
+        assert value["headers"] == headers
+    return value["data"]

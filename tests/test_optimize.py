@@ -206,6 +206,11 @@ def test_http_starts_reads_stops_resumes_and_applies_a_study(webui, home):
         ({"storage": "sqlite:///../../escape.db"}, "a SQLite storage must be a file in"),
         ({"storage": "redis://localhost/0"}, "use a SQLite file, PostgreSQL or MySQL"),
         ({"storage": "postgresql://nobody@127.0.0.1:1/none"}, "storage postgresql://nobody@127.0.0.1:1/none:"),
+        ({"gen": {"seeds": [1], "width": 65}}, '"width" must be a multiple of 8 from 64 to 2048, not 65'),
+        ({"gen": {"seeds": [1], "height": 32}}, '"height" must be a multiple of 8 from 64 to 2048, not 32'),
+        ({"gen": {"seeds": [1], "cfg_scale": 0}}, '"cfg_scale" must be a number from 1 to 30, not 0'),
+        # The WebUI would run an unknown sampler as its default with only a log line: refused instead.
+        ({"gen": {"seeds": [1], "sampler_name": "Euler aa"}}, "unknown sampler_name 'Euler aa'; the WebUI has"),
     ]:
         bad = api.post("/alloy/v1/optimize", json={**body, "study": "bad", **change})
         assert bad.status_code == 400 and words in bad.json()["error"], (change, bad.text)
@@ -222,6 +227,13 @@ def test_http_starts_reads_stops_resumes_and_applies_a_study(webui, home):
     deadline = time.monotonic() + 60
     while not api.get("/alloy/v1/optimize/slow").json()["trials"] and time.monotonic() < deadline:
         time.sleep(0.2)
+    # The loaded model is the study's: another client's merge, Restore or generation is busy, not interleaved.
+    merge = {"recipe": f'alloy-recipe 1\nmerged = weighted_sum(model("{a}"), model("{b}"), alpha=0.3)\n'}
+    for path, request in (("/alloy/v1/merge", merge), ("/alloy/v1/restore", {})):
+        refused = api.post(path, json=request)
+        assert refused.status_code == 409 and "the study slow holds the loaded model" in refused.json()["error"]
+    with pytest.raises(AlloyError, match="the study slow holds the loaded model"):
+        webui.workbench.generate(webui.host.base_settings())
     assert api.post("/alloy/v1/optimize/slow/stop").json()["stopping"] is True
     while api.get("/alloy/v1/optimize/slow").json()["state"] == "running" and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -315,7 +327,7 @@ def test_a_trial_whose_model_changed_is_not_scored_and_failures_stop_the_study(w
     def restored_first(settings):
         calls["n"] += 1
         if calls["n"] == 1:
-            webui.workbench.restore()  # what a concurrent Restore click does
+            webui.workbench.restore()  # the model changed under the trial (a host's own checkpoint load)
         return generate(settings)
 
     monkeypatch.setattr(webui.workbench, "generate", restored_first)
@@ -336,6 +348,30 @@ def test_a_trial_whose_model_changed_is_not_scored_and_failures_stop_the_study(w
         status["warnings"])  # fmt: skip
 
 
+def test_a_trial_of_black_images_warns(webui, home, monkeypatch):
+    """A merge that decodes to NaN gives black images in a WebUI without its NaN check: the trial is scored,
+    and the study says why its images are black."""
+    generate, calls = webui.workbench.generate, {"n": 0}
+
+    def black_on_second(settings):
+        result = generate(settings)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            result.images = [Image.new("RGB", image.size) for image in result.images]
+        return result
+
+    monkeypatch.setattr(webui.workbench, "generate", black_on_second)
+    desk = OptimizeDesk(webui.workbench)
+    gen = StudyGen(prompt=["x"], seeds=[1], holdout_seeds=[])
+    run = desk.start(study_request(webui, "black", trials=3, gen=gen))
+    status = desk.status("black")
+    assert run.state == "done" and [t["state"] for t in status["trials"]] == ["COMPLETE"] * 3
+    assert [w for w in status["warnings"] if "black" in w] == [
+        "trial 1: every image is black (the merge may give NaN, or the VAE overflowed)"
+    ]
+    assert status["trials"][1]["values"] == [0.0]
+
+
 def test_the_view_and_the_verdict_hold_on_edge_cases():
     """The front may name a trial the trials snapshot still shows running; one held-out image gives no verdict."""
     from lib_merge.app.optimize.report import beats
@@ -347,6 +383,26 @@ def test_the_view_and_the_verdict_hold_on_edge_cases():
     assert "trial 1/3 of this run" in progress_text(status)
     assert beats([0.9], [0.1], "maximize")[0] is False
     assert beats([0.9, 0.8, 0.85], [0.1, 0.2, 0.15], "maximize")[0] is True
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_importance_names_the_input_that_decides_the_best_scores(direction):
+    """A high `x` gives the best scores, a high `y` the worst: `x` leads the importances whichever way the
+    objective points (Optuna's evaluator ranks what gives low values unless told otherwise)."""
+    import optuna
+
+    from lib_merge.app.optimize.view import importance_rows
+
+    study = optuna.create_study(direction=direction, sampler=optuna.samplers.RandomSampler(seed=0))
+    sign = 1 if direction == "maximize" else -1
+
+    def score(trial) -> float:
+        x, y = trial.suggest_float("x", 0, 1), trial.suggest_float("y", 0, 1)
+        return sign * (10 * max(0.0, x - 0.8) - 3 * max(0.0, y - 0.8))
+
+    study.optimize(score, n_trials=100)
+    rows = importance_rows(study)
+    assert [name for name, _ in rows] == ["x", "y"] and rows[0][1] > 3 * rows[1][1], rows
 
 
 def test_restore_drops_the_name_of_a_merge_that_changed_nothing(webui):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import torch
-from helpers import load
+from helpers import load, table_rows
 from test_optimize import BRIGHT
 from test_ui import by_elem_id, handler, labels, last
 
@@ -47,6 +47,7 @@ def test_a_study_from_the_tab(webui, tmp_path, monkeypatch):
     values = [given.get(i, c.value) for i, c in zip(ids, inputs, strict=True)]
     status, chart, importance, gallery, table = last(start(*values))
     assert "**tab**: done" in status and "Held-out seeds, plugin:bright" in status, status
+    table, importance = table_rows(table), table_rows(importance, ["input", "importance"])
     assert len(table) == 3 and all(row[1] == "COMPLETE" for row in table)
     assert all(0.2 <= float(row[3].split(": ")[1].rstrip("}")) <= 0.8 for row in table)
     assert chart and os.path.getsize(chart) > 0 and len(gallery) == 3

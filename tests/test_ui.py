@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 import pytest
+from helpers import table_rows
 
 from lib_merge.app.history import RowDraft, append_history
 from lib_merge.app.workbench import Workbench
@@ -131,7 +132,7 @@ def test_merge_button_patches_and_history_restores_the_widgets(webui):
     assert "Loaded the settings of history id 1" in updates[-1]
     search, _ = handler(demo, "alloy_history_search")
     rows, note = search("OUT05", "and", "50")
-    assert [r[0] for r in rows] == [1] and note.startswith("1 of 1")
+    assert [r[0] for r in table_rows(rows)] == [1] and note.startswith("1 of 1")
     restore, _ = handler(demo, "alloy_restore")
     status, footer = restore()
     assert status.startswith("Restored") and "Loaded: the selected checkpoint" in footer, footer  # not the merge
@@ -453,9 +454,9 @@ def test_history_tab_lists_the_newest_rows_when_built_and_when_opened(tmp_path, 
         append_history(RowDraft(f"row{i}", f"{i}" * 64, "A=a [0]", {}, "not saved", "r"), bench.history_path())
     demo = build_ui(bench)
     table = by_elem_id(demo, "alloy_history_table")
-    shown = table.value["data"] if isinstance(table.value, dict) else table.value
+    shown = table.value["data"]
     assert [row[2] for row in shown] == ["row2", "row1", "row0"]
     append_history(RowDraft("row3", "3" * 64, "A=a [0]", {}, "not saved", "r"), bench.history_path())
     opened, inputs = handler(demo, "alloy_tab_history")
     rows, note = opened("", "and", "50")
-    assert [row[2] for row in rows] == ["row3", "row2", "row1", "row0"] and note.startswith("4 of 4 rows")
+    assert [row[2] for row in table_rows(rows)] == ["row3", "row2", "row1", "row0"] and note.startswith("4 of 4 rows")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from helpers import load
+from helpers import load, table_rows
 from PIL import Image, PngImagePlugin
 from test_ui import handler, last
 from test_ui_lora import values_for
@@ -61,6 +61,7 @@ def test_analysis_tab_table_heatmap_elements_metadata_and_image(tmp_path, sd1):
     assert Image.open(heatmap).format == "PNG" and Image.open(chart).format == "PNG" and chart != heatmap
     listing, _ = handler(demo, "alloy_an_el_run")
     rows, csv_path = listing(sd1[0].name, "IN04")
+    rows = table_rows(rows)
     assert rows and all(r[1] == "IN04" for r in rows) and rows[0][6] == "unet"
     assert open(csv_path).read().splitlines()[1].split(",")[0] == rows[0][0]
     assert all(r[2] == "" for r in rows)  # SD1 has no finer schema
@@ -108,13 +109,13 @@ def test_lora_elements_list_type_rank_alpha_target_and_block(tmp_path):
     save_file(tensors, str(tmp_path / "Lora" / "small.safetensors"))
     demo = build_ui(Workbench(FolderHost(str(tmp_path))))
     listing, _ = handler(demo, "alloy_an_el_lora_run")
-    rows = {r[0]: r for r in listing("small", "")[0]}
+    rows = {r[0]: r for r in table_rows(listing("small", "")[0])}
     attn = rows["lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"]
     key = "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
     assert attn[1:] == ["lora", 1, "0.5", key, "IN04"]
     assert rows["lora_te_text_model_encoder_layers_3_mlp_fc1"][5] == "BASE"
     assert rows["lora_unet_mystery"][1:5] == ["loha", 1, "", "not found"]
-    assert [r[0] for r in listing("small", "IN04")[0]] == [attn[0]]
+    assert [r[0] for r in table_rows(listing("small", "IN04")[0])] == [attn[0]]
 
 
 def test_the_webui_autoprunes_its_folder_at_start_when_set(webui, sd1):

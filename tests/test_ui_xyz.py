@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from helpers import table_rows
 from test_ui import handler, last
 
 from lib_merge.app.history import read_history
@@ -42,10 +43,10 @@ def test_run_reserve_queue_and_presets(webui, tmp_path, monkeypatch):
     run, values = form_values(demo, webui, "alloy_xyz_run", **axes)
     status, images, table = last(run(*values))
     assert status.startswith("XYZ plot: 2/2 cells, 2 merges.") and "1 more plots queued" in status, status
-    assert len(images) == 1 and [row[2] for row in table] == ["waiting"]
+    assert len(images) == 1 and [row[2] for row in table_rows(table)] == ["waiting"]
     reserve, values = form_values(demo, webui, "alloy_xyz_reserve", **axes)
     status, table = reserve(*values)
-    assert status == "Reserved 2 plot(s)." and len(table) == 3
+    assert status == "Reserved 2 plot(s)." and len(table_rows(table)) == 3
     queue_file = tmp_path / "home" / "xyz_queue.json"
     assert [r["status"] for r in json.loads(queue_file.read_text())["rows"]] == ["waiting"] * 3
     bad, values = form_values(demo, webui, "alloy_xyz_reserve", alloy_xyz_x_values="0.1, what")
@@ -63,7 +64,7 @@ def test_run_reserve_queue_and_presets(webui, tmp_path, monkeypatch):
     assert len(sorted((tmp_path / "grids").glob("alloy_xyz-*.png"))) == 4
     clear, _ = handler(demo, "alloy_xyz_clear")
     status, table = clear("-1")
-    assert status == "Cleared 3 finished row(s)." and table == []
+    assert status == "Cleared 3 finished row(s)." and table_rows(table) == []
     # presets: save the axes by name, change them, load them back
     save, save_inputs = handler(demo, "alloy_xyz_preset_save")
     ids = [c.elem_id for c in save_inputs]

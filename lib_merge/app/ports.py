@@ -175,6 +175,11 @@ class Generation(Protocol):
 
     def interrupt(self) -> None: ...
 
+    def sampler_names(self) -> list[str]:
+        """The sampler names txt2img takes (empty: the host does not say); the WebUI replaces an unknown one
+        with its default instead of refusing it."""
+        ...
+
     def grid_folder(self) -> str:
         """Where XYZ grids go (the host's txt2img grid folder)."""
         ...

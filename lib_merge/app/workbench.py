@@ -25,6 +25,7 @@ from lib_merge.app.history import (
     settings_record,
     try_append_history,
 )
+from lib_merge.app.hold import ModelHold
 from lib_merge.app.lora_jobs import LoraJobs
 from lib_merge.app.naming import EXTENSIONS, auto_name, custom_file_name
 from lib_merge.app.ports import GenResult, GenSettings, Host, MergeIdentity, patchable
@@ -62,6 +63,7 @@ class Workbench(LoraJobs, Upkeep):
         self.progress = Progress()
         self._lock = threading.Lock()
         self.plot_lock = threading.Lock()  # one XYZ plot at a time: its merges and generations must not interleave
+        self.hold = ModelHold()  # a study owns the loaded model while it runs
         self._cancel = CancelToken()
         self._cache: TensorCache | None = None
         self._cache_setting = ""  # the setting the cache was made for
@@ -117,6 +119,7 @@ class Workbench(LoraJobs, Upkeep):
         return resolve_recipe(root, self.host.resolve_checkpoint, self.host.lora_folder())
 
     def merge(self, request: MergeRequest) -> MergeOutcome:
+        self.hold.check()
         if not self._lock.acquire(blocking=request.wait):
             raise BusyError("a merge is running")
         try:
@@ -262,6 +265,7 @@ class Workbench(LoraJobs, Upkeep):
 
     # -- the other buttons --------------------------------------------------------------------
     def restore(self) -> str:
+        self.hold.check()
         with self._lock, self._exclusive():
             live = patchable(self.host)
             if live is None:
@@ -306,6 +310,7 @@ class Workbench(LoraJobs, Upkeep):
         generation = self.host.generation
         if generation is None:
             raise ParameterError("this host cannot generate images (standalone app): save the merge instead")
+        self.hold.check()
         with self._lock, self._exclusive():
             generation.before_generate()  # a checkpoint chosen since the merge loads now, ending it
             extra = {}

@@ -171,6 +171,11 @@ class Txt2ImgRuns:
                     args[script.args_from : script.args_to] = [c.value for c in controls]
         return tuple(args)
 
+    def sampler_names(self) -> list[str]:
+        from modules import sd_samplers
+
+        return list(getattr(sd_samplers, "all_samplers_map", {}))
+
     def interrupt(self) -> None:
         from modules import shared
 

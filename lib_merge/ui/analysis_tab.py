@@ -21,7 +21,7 @@ from lib_merge.app.toolkit import (
 )
 from lib_merge.app.workbench import Workbench
 from lib_merge.ui import explain_section
-from lib_merge.ui.compat import update
+from lib_merge.ui.compat import table, update
 from lib_merge.ui.jobs import error_text, run_in_thread
 from lib_merge.ui.tabs import Page
 
@@ -112,9 +112,9 @@ def wire(workbench: Workbench, parts: dict, merge_recipe, history_id, use_recipe
                 return update(), update()
             try:
                 rows = make(name, host, needle or "")
-                return rows, table_csv(columns, rows, f"{name}-{suffix}")
+                return table(columns, rows), table_csv(columns, rows, f"{name}-{suffix}")
             except Exception as e:  # noqa: BLE001
-                return [[error_text(e)] + [""] * (len(columns) - 1)], update()
+                return table(columns, [[error_text(e)] + [""] * (len(columns) - 1)]), update()
 
         return fill
 

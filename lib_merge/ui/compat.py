@@ -42,3 +42,9 @@ def mount(app, demo: gr.Blocks, path: str = "/"):
 def internal_token(demo: gr.Blocks) -> str | None:
     """The bearer token Gradio 3's queue sends when it calls the app's own /api/predict (None on 4.x)."""
     return getattr(getattr(demo, "_queue", None), "access_token", None)
+
+
+def table(headers: list[str], rows: list[list]) -> dict:
+    """A Dataframe's value with its headers: Gradio 3.41 shows an empty list of rows under the headers
+    1, 2, … instead of the table's own; the headers and rows together show right in 3.41 and 4."""
+    return {"headers": list(headers), "data": rows}

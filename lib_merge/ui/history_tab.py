@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from lib_merge.app.history import find_row, read_history, search_history
-from lib_merge.ui.compat import update
+from lib_merge.ui.compat import table, update
 from lib_merge.ui.jobs import error_text
 from lib_merge.ui.tabs import Page
 from lib_merge.ui.values import restore_values
@@ -28,7 +28,7 @@ def build(default_import: str = "", history_file: Path | None = None) -> dict:
         c["search"] = gr.Button("Search", elem_id="alloy_history_search")
     c["table"] = gr.Dataframe(
         headers=HEADERS,
-        value=newest_rows(history_file) if history_file else [],
+        value=table(HEADERS, newest_rows(history_file) if history_file else []),
         interactive=False,
         wrap=True,
         elem_id="alloy_history_table",
@@ -71,7 +71,7 @@ def wire(workbench, form, history: dict, recipe) -> None:
         try:
             log_ = read_history(workbench.history_path())
             rows = search_history(log_.rows, query or "", match == "or")
-            shown = table_rows(rows, page)
+            shown = table(HEADERS, table_rows(rows, page))
             note = f"{len(rows)} of {len(log_.rows)} rows match." + "".join(f" {s}." for s in log_.skipped[:3])
             return shown, note
         except Exception as e:  # noqa: BLE001

@@ -14,6 +14,7 @@ from lib_merge.app.optimize.plugins import PLUGIN_PREFIX, plugin_folder
 from lib_merge.app.optimize.request import study_folder
 from lib_merge.app.optimize.samplers import SAMPLERS
 from lib_merge.app.optimize.view import (
+    IMPORTANCE_COLUMNS,
     TRIAL_COLUMNS,
     best_images,
     importance_rows,
@@ -22,7 +23,7 @@ from lib_merge.app.optimize.view import (
     trial_rows,
 )
 from lib_merge.app.requests import SaveRequest
-from lib_merge.ui.compat import dataframe_rows, update
+from lib_merge.ui.compat import dataframe_rows, table, update
 from lib_merge.ui.jobs import error_text
 from lib_merge.ui.optimize_values import (
     SPACE_COLUMNS,
@@ -96,7 +97,7 @@ def build(can_generate: bool) -> dict:
     c["status"] = gr.Markdown("No study yet.", elem_id="alloy_opt_status")
     with gr.Row():
         c["chart"] = gr.Image(label="Score per trial, best so far", type="filepath", elem_id="alloy_opt_chart")
-        c["importance"] = gr.Dataframe(headers=["input", "importance"], label="Parameter importance",
+        c["importance"] = gr.Dataframe(headers=IMPORTANCE_COLUMNS, label="Parameter importance",
                                        elem_id="alloy_opt_importance")  # fmt: skip
     c["gallery"] = gr.Gallery(label="Best trials", columns=4, elem_id="alloy_opt_gallery")
     c["trials_table"] = gr.Dataframe(headers=TRIAL_COLUMNS, label="Trials", elem_id="alloy_opt_trials_table")
@@ -115,8 +116,15 @@ def wire(page: Page, c: dict) -> None:
             return [error_text(e), update(), update(), update(), update()]
         folder = os.path.join(study_folder(), status["study"])
         chart = score_chart(status, os.path.join(folder, "chart.png"))
-        importance = importance_rows(studies.load(name))
-        return [progress_text(status), chart, importance, best_images(status, folder), trial_rows(status)]
+        importance = table(IMPORTANCE_COLUMNS, importance_rows(studies.load(name)))
+        trials = table(TRIAL_COLUMNS, trial_rows(status))
+        return [
+            progress_text(status),
+            chart,
+            importance,
+            best_images(status, folder),
+            trials,
+        ]
 
     def start(*raw):
         values = dict(zip(FIELDS, raw, strict=True))

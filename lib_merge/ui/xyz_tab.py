@@ -9,7 +9,7 @@ from lib_merge.app.plots.plan import XYZPlan
 from lib_merge.app.plots.presets import all_presets, delete_preset, get_preset, save_preset
 from lib_merge.app.ports import GenSettings
 from lib_merge.paths import XYZ_PRESETS, preset_files
-from lib_merge.ui.compat import update
+from lib_merge.ui.compat import table, update
 from lib_merge.ui.jobs import error_text, run_in_thread
 from lib_merge.ui.merge_events import gen_settings_fn
 from lib_merge.ui.plot_values import AXIS_CHOICES, NO_AXIS, dice_settings, plan_from_ui
@@ -51,7 +51,9 @@ def build(can_generate: bool) -> dict:
     parts["status"] = gr.Markdown("", elem_id="alloy_xyz_status")
     parts["gallery"] = gr.Gallery(label="Grids", elem_id="alloy_xyz_gallery", columns=2)
     with gr.Accordion("Reservation queue", open=False):
-        parts["queue"] = gr.Dataframe(headers=QUEUE_HEADERS, value=[], interactive=False, elem_id="alloy_xyz_queue")
+        parts["queue"] = gr.Dataframe(
+            headers=QUEUE_HEADERS, value=table(QUEUE_HEADERS, []), interactive=False, elem_id="alloy_xyz_queue"
+        )
         with gr.Row():
             parts["queue_id"] = gr.Textbox(label="id (-1 = last, all)", value="-1", elem_id="alloy_xyz_queue_id")
             parts["start_queue"] = gr.Button("Start queue", elem_id="alloy_xyz_start_queue")
@@ -146,8 +148,8 @@ def wire(desk: PlotDesk, form, parts: dict, dice_parts: dict, gen_inputs: list, 
     parts["run"].click(run, inputs, outputs)
 
     def dice_run(*raw):
-        for status, gallery, table in run(*raw, dice_run=True):
-            yield status, gallery, table, status
+        for status, gallery, queue in run(*raw, dice_run=True):
+            yield status, gallery, queue, status
 
     dice_parts["dice_run"].click(dice_run, inputs, outputs + [dice_parts["dice_status"]])
 
@@ -242,8 +244,8 @@ def _wire_queue(desk: PlotDesk, parts: dict) -> None:
         parts[name].click(edit(action), [parts["queue_id"]], [parts["status"], parts["queue"]])
 
 
-def queue_table(desk: PlotDesk) -> list[list]:
-    return [[r.id, r.created, r.status, r.label, r.message] for r in desk.rows()]
+def queue_table(desk: PlotDesk) -> dict:
+    return table(QUEUE_HEADERS, [[r.id, r.created, r.status, r.label, r.message] for r in desk.rows()])
 
 
 def _wire_presets(desk: PlotDesk, parts: dict) -> None:

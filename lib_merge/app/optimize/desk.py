@@ -10,7 +10,14 @@ from typing import Any
 
 from lib_merge.app.apply import resolve_recipe
 from lib_merge.app.optimize.report import holdout_report
-from lib_merge.app.optimize.request import StudyPlan, StudyRequest, check_study_name, default_storage, plan_study
+from lib_merge.app.optimize.request import (
+    StudyPlan,
+    StudyRequest,
+    check_sampler,
+    check_study_name,
+    default_storage,
+    plan_study,
+)
 from lib_merge.app.optimize.runner import StudyControl, TrialRunner, finished_trials, open_study
 from lib_merge.app.optimize.scorers import BuiltinScorer, load_scorer
 from lib_merge.app.optimize.space import Blocks, block_dimension_names
@@ -64,7 +71,9 @@ class OptimizeDesk:
         def resolve(template):
             return resolve_recipe(template, host.resolve_checkpoint, host.lora_folder())
 
-        return plan_study(request, resolve, file_schema, self.builtins, self.settings)
+        plan = plan_study(request, resolve, file_schema, self.builtins, self.settings)
+        check_sampler(request.gen.sampler_name, host.generation.sampler_names())
+        return plan
 
     def start(self, request: StudyRequest, wait: bool = True) -> StudyRun:
         plan = self.plan(request)
@@ -100,7 +109,8 @@ class OptimizeDesk:
             scorers = {o.scorer: load_scorer(o.scorer, self.builtins, self.settings) for o in plan.objectives}
             prompts = list(plan.request.gen.prompt) or [workbench.host.generation.base_settings().prompt or ""]
             runner = TrialRunner(plan, workbench, scorers, run.control, prompts)
-            with workbench.plot_lock:  # a study and an XYZ plot must not interleave their merges
+            # The loaded model is the study's until it ends: no XYZ plot, merge or Restore interleaves.
+            with workbench.plot_lock, workbench.hold.held_by(f"the study {plan.name}"):
                 try:
                     runner.run(study)
                     finished = finished_trials(study) >= plan.request.trials

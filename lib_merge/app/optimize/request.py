@@ -168,7 +168,27 @@ def _check_gen(gen: StudyGen) -> None:
         raise ParameterError(f"holdout seeds must be seeds the search never sees; both name {shared[0]}")
     if not isinstance(gen.prompt, list) or not all(isinstance(p, str) for p in gen.prompt) or len(gen.prompt) > 16:
         raise ParameterError('"prompt" must be a list of at most 16 prompts')
-    for name in ("steps", "width", "height"):
+    if gen.steps is not None and not _whole(gen.steps, 1, 150):
+        raise ParameterError(f'"steps" must be a whole number from 1 to 150, not {gen.steps!r}')
+    for name in ("width", "height"):  # the WebUI's own limits: the latent is an eighth of the image
         value = getattr(gen, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096):
-            raise ParameterError(f'"{name}" must be a whole number from 1 to 4096')
+        if value is not None and (not _whole(value, 64, 2048) or value % 8):
+            raise ParameterError(f'"{name}" must be a multiple of 8 from 64 to 2048, not {value!r}')
+    if gen.sampler_name is not None and (not isinstance(gen.sampler_name, str) or not gen.sampler_name.strip()):
+        raise ParameterError(f'"sampler_name" must be a sampler\'s name, not {gen.sampler_name!r}')
+    if gen.negative_prompt is not None and not isinstance(gen.negative_prompt, str):
+        raise ParameterError('"negative_prompt" must be text')
+    cfg = gen.cfg_scale
+    if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not 1 <= cfg <= 30):
+        raise ParameterError(f'"cfg_scale" must be a number from 1 to 30, not {cfg!r}')
+
+
+def check_sampler(name: str | None, known: list[str]) -> None:
+    """The WebUI replaces a sampler name it does not know with its default and only logs it: a study would
+    search with a sampler the user did not ask for. `known` empty: the host does not list its samplers."""
+    if name is not None and known and name not in known:
+        raise ParameterError(f"unknown sampler_name {name!r}; the WebUI has {', '.join(known)}")
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high

@@ -129,6 +129,10 @@ class TrialRunner:
         if live is None or live.recipe.digest != outcome.recipe.digest:
             raise ParameterError("the loaded model changed during the trial (a Restore or another merge): not scored")
         generated = time.perf_counter()
+        if images and all(_black(image) for image in images):  # scored like any image, but the user should know
+            self.control.warnings.append(
+                f"trial {trial.number}: every image is black (the merge may give NaN, or the VAE overflowed)"
+            )
         values = self.score(images, prompts)
         scored = time.perf_counter()
         times = {"merge": round(merged - started, 3), "generate": round(generated - merged, 3),
@@ -202,3 +206,8 @@ class TrialRunner:
                     f"study's first images ({first:.4g}): it may not measure anything"
                 )
         study.set_user_attr("scorer_check", check)
+
+
+def _black(image) -> bool:
+    extrema = image.getextrema()
+    return all(high == 0 for _, high in extrema) if isinstance(extrema[0], tuple) else extrema[1] == 0

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 
 from lib_merge.app.optimize.request import trial_folder
 
+IMPORTANCE_COLUMNS = ["input", "importance"]
 TRIAL_COLUMNS = ["trial", "state", "score", "params", "merge s", "generate s", "score s", "history id"]
 
 
@@ -79,21 +80,26 @@ def score_chart(status: dict, path: str, size: tuple[int, int] = (640, 320)) -> 
         draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(60, 110, 200))
     if len(line) > 1:
         draw.line(line, fill=(220, 90, 40), width=2)
-    draw.text((margin, 8), f"score per trial; best so far ({high:.4g} top, {low:.4g} bottom)", fill=(0, 0, 0))
+    # Under the plot: the image's own label covers its top-left corner in the tab.
+    legend = f"score per trial (dots), best so far (line); {high:.4g} top, {low:.4g} bottom"
+    draw.text((margin, height - margin + 10), legend, fill=(0, 0, 0))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     image.save(path)
     return path
 
 
 def importance_rows(study) -> list[list]:
-    """Optuna's parameter importances (fANOVA) for the first objective, once two trials have finished."""
+    """Optuna's parameter importances for the first objective, once two trials have finished."""
     import optuna
 
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if len(finished) < 2 or len({json.dumps(t.params, sort_keys=True) for t in finished}) < 2:
         return []
     try:
-        found = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+        # Optuna's default evaluator (PED-ANOVA; fANOVA would need scikit-learn) ranks what makes the target
+        # low: a maximised objective is turned round.
+        sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
+        found = optuna.importance.get_param_importances(study, target=lambda t: sign * t.values[0])
     except (RuntimeError, ValueError):
         return []
     return [[name, round(value, 4)] for name, value in found.items()]

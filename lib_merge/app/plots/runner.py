@@ -121,6 +121,7 @@ def run_plot(
     control = control or PlotControl(workbench)
     cells = expand(plan, plan_context(workbench, plan))
     plot_host = host or WorkbenchPlotHost(workbench, gen_base, plan.options.save_models)
+    workbench.hold.check()  # a study owns the loaded model: answer now, not after it ends
     if not workbench.plot_lock.acquire(blocking=False):
         if progress:
             progress("waiting for the running plot to finish")

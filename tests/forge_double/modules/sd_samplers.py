@@ -1,0 +1,3 @@
+"""The sampler table (Forge keeps v1.10.1's), as far as Alloy reads it: the names txt2img takes."""
+
+all_samplers_map = {name: None for name in ("DPM++ 2M", "Euler a", "Euler", "DDIM")}
