@@ -14,6 +14,8 @@ NEEDED = {
     "tqdm": "tqdm",
     "optuna": "optuna",  # Optimize
     "cmaes": "cmaes",
+    "choix": "choix",  # Optimize with a person (pairwise choices)
+    "psycopg2": "psycopg2-binary",  # studies shared by several WebUIs on PostgreSQL
     "transformers": "transformers",  # the WebUI has it already: CLIP for Optimize's scorers
 }
 

@@ -131,3 +131,13 @@ def webui(tmp_path, sd1):
     ui = WebUI(tmp_path, sd1)
     yield ui
     ui.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of the tests' own (one per test process), stopped and removed at the end."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()

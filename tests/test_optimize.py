@@ -58,6 +58,7 @@ def test_a_study_merges_generates_scores_and_logs_each_trial(webui, home):
     status = desk.status("bright-1")
     trials = status["trials"]
     assert [t["number"] for t in trials] == [0, 1, 2, 3] and {t["state"] for t in trials} == {"COMPLETE"}
+    assert {t["instance"] for t in trials} == {run.instance} and run.instance  # who ran each trial
     rows = read_history(webui.workbench.history_path()).rows
     found = search_history(rows, "bright-1")
     assert len(found) == 4
@@ -112,19 +113,22 @@ def test_the_same_seed_gives_the_same_trials_and_a_study_resumes(webui, home):
 
 
 def test_a_trial_cut_off_by_a_kill_is_failed_and_the_study_goes_on(webui, home, monkeypatch):
-    """A killed process leaves its trial RUNNING with an old heartbeat: the next start fails it and runs on."""
+    """A killed process leaves its trial RUNNING with an old heartbeat: the next start fails it, runs a copy of
+    it (the same inputs), and the failed trial does not count towards the study's total."""
     monkeypatch.setattr(study_runner, "HEARTBEAT_SECONDS", 1)
     monkeypatch.setattr(study_runner, "GRACE_SECONDS", 2)
     desk = OptimizeDesk(webui.workbench)
     request = study_request(webui, "killed", trials=2, gen=StudyGen(prompt=["x"], seeds=[1], holdout_seeds=[]))
     study = study_runner.open_study(desk.plan(request))
     cut_off = study.ask()
+    cut_off.suggest_float("alpha", 0.0, 1.0)  # drawn, then the process died in its merge
     study._storage.record_heartbeat(cut_off._trial_id)  # what the killed process's heartbeat thread wrote last
     time.sleep(3)
     run = desk.start(request)
     assert run.state == "done", run.error
-    states = [(t["number"], t["state"]) for t in desk.status("killed")["trials"]]
-    assert states[0] == (0, "FAIL") and [s for _, s in states[1:]] == ["COMPLETE"] * (len(states) - 1)
+    trials = desk.status("killed")["trials"]
+    assert [(t["number"], t["state"]) for t in trials] == [(0, "FAIL"), (1, "COMPLETE"), (2, "COMPLETE")]
+    assert trials[1]["params"] == trials[0]["params"] != trials[2]["params"]
 
 
 def test_the_space_is_read_before_anything_runs():

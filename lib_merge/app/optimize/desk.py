@@ -18,7 +18,7 @@ from lib_merge.app.optimize.request import (
     default_storage,
     plan_study,
 )
-from lib_merge.app.optimize.runner import StudyControl, TrialRunner, finished_trials, open_study
+from lib_merge.app.optimize.runner import StudyControl, TrialRunner, finished_trials, instance_name, open_study
 from lib_merge.app.optimize.scorers import BuiltinScorer, load_scorer
 from lib_merge.app.optimize.space import Blocks, block_dimension_names
 from lib_merge.app.requests import MergeOutcome, MergeRequest
@@ -39,6 +39,7 @@ class StudyRun:
     state: str = "running"
     error: str = ""
     thread: threading.Thread | None = None
+    instance: str = ""  # this process's name in the trials it runs
 
 
 class OptimizeDesk:
@@ -80,9 +81,10 @@ class OptimizeDesk:
         with self._lock:
             if self.running() is not None:
                 raise BusyError(f"the study {self.running().plan.name} is running; stop it first")
-            study = open_study(plan)  # the storage answers (or its error is the request's) before the thread
+            instance = instance_name()
+            study = open_study(plan, instance)  # the storage answers (or its error is the request's) first
             check_resumable(study, plan)
-            run = self._runs[plan.name] = StudyRun(plan)
+            run = self._runs[plan.name] = StudyRun(plan, instance=instance)
             name = f"alloy-study-{plan.name}"
             run.thread = threading.Thread(target=self._run, args=(run, study), name=name, daemon=True)
             run.thread.start()
@@ -108,7 +110,7 @@ class OptimizeDesk:
         try:
             scorers = {o.scorer: load_scorer(o.scorer, self.builtins, self.settings) for o in plan.objectives}
             prompts = list(plan.request.gen.prompt) or [workbench.host.generation.base_settings().prompt or ""]
-            runner = TrialRunner(plan, workbench, scorers, run.control, prompts)
+            runner = TrialRunner(plan, workbench, scorers, run.control, prompts, run.instance)
             # The loaded model is the study's until it ends: no XYZ plot, merge or Restore interleaves.
             with workbench.plot_lock, workbench.hold.held_by(f"the study {plan.name}"):
                 try:
@@ -236,6 +238,7 @@ def study_json(study) -> dict:
             "history_id": t.user_attrs.get("history_id"),
             "recipe_hash": t.user_attrs.get("recipe_hash"),
             "times": t.user_attrs.get("times"),
+            "instance": t.user_attrs.get("instance"),
         }
         for t in study.get_trials(deepcopy=False)
     ]

@@ -8,10 +8,13 @@ scorer fails its trial only.
 
 from __future__ import annotations
 
+import inspect
 import os
+import socket
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +34,7 @@ from lib_merge.recipe.compose import compose
 HEARTBEAT_SECONDS = 5
 MAX_FAILED_IN_A_ROW = 3
 GRACE_SECONDS = 20
+MAX_RETRIES = 2
 
 
 @dataclass
@@ -50,34 +54,77 @@ class StudyControl:
                 "eta_seconds": None if eta is None else round(eta, 1)}  # fmt: skip
 
 
-def open_study(plan: StudyPlan):
-    """The study in its storage, with heartbeats (a killed trial is failed later, not lost)."""
+def open_study(plan: StudyPlan, instance: str = ""):
+    """The study in its storage, with heartbeats (a killed trial is failed later, and run again)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     if plan.storage.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(plan.storage[len("sqlite:///") :]) or ".", exist_ok=True)
-    try:
-        storage = optuna.storages.RDBStorage(plan.storage, heartbeat_interval=HEARTBEAT_SECONDS,
-                                             grace_period=GRACE_SECONDS)  # fmt: skip
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: no server there, no driver, no access
-        raise ParameterError(f"storage {plan.storage}: {type(e).__name__}: {e}") from None
+    storage = _storage(plan.storage)
     sampler = make_sampler(plan.request.sampler, plan.request.seed, plan.space, plan.schema, len(plan.objectives))
     study = optuna.create_study(
         study_name=plan.name, storage=storage, sampler=sampler, directions=plan.directions, load_if_exists=True
     )
+    optuna.storages.fail_stale_trials(study)  # trials of a process that died: failed now, their copies waiting
     existing = len(study.get_trials(deepcopy=False))
-    if existing:  # a resumed study: the seed moves on by its trials, so the first draws are not replayed
-        seed = (plan.request.seed + existing) % 2**32
+    # A resumed study's seed moves on by its trials, so the first draws are not replayed; on a database server
+    # each instance's seed differs too, else instances starting together would draw the same inputs.
+    shared = instance if not plan.storage.startswith("sqlite") else ""
+    if existing or shared:
+        seed = (plan.request.seed + existing + zlib.crc32(shared.encode())) % 2**32
         study.sampler = make_sampler(plan.request.sampler, seed, plan.space, plan.schema, len(plan.objectives))
     return study
 
 
-def finished_trials(study) -> int:
-    from optuna.trial import TrialState
+def _storage(url: str):
+    """Optuna's storage with heartbeats; a trial whose process died is failed and a copy of it queued."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)))
+    options = {"heartbeat_interval": HEARTBEAT_SECONDS, "grace_period": GRACE_SECONDS}
+    stale = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna 4.9 and later
+    if (
+        stale is not None
+        and "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+    ):
+        options["heartbeat_stale_trial_callback"] = stale(max_retry=MAX_RETRIES)
+    else:
+        options["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, **options)
+        except (IntegrityError, ProgrammingError):  # another instance creates the same new database's tables
+            if attempt == 2:
+                raise ParameterError(f"storage {url}: its tables could not be created (tried 3 times)") from None
+            time.sleep(0.5 + attempt)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: no server there, no driver, no access
+            raise ParameterError(f"storage {url}: {type(e).__name__}: {e}") from None
+    raise AssertionError("unreachable")
+
+
+def finished_trials(study) -> int:
+    """Trials that count towards the study's total: complete ones and those failed by an error of their own.
+    A trial failed because its process died (no heartbeat) does not count: a copy of it runs again."""
+    return counts(study)[0]
+
+
+def counts(study) -> tuple[int, int]:
+    """(finished as `finished_trials` counts them, running now in any process)."""
+    finished = running = 0
+    for t in study.get_trials(deepcopy=False):
+        state = t.state.name
+        if state in ("COMPLETE", "PRUNED") or (state == "FAIL" and "error" in t.user_attrs):
+            finished += 1
+        elif state == "RUNNING":
+            running += 1
+    return finished, running
+
+
+def instance_name() -> str:
+    """Who ran a trial, for studies several WebUIs share: ALLOY_INSTANCE, else this machine and process."""
+    return os.environ.get("ALLOY_INSTANCE", "").strip()[:64] or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass
@@ -89,13 +136,17 @@ class TrialRunner:
     scorers: dict[str, Callable]  # objective scorer name -> score(images, prompts)
     control: StudyControl
     prompts: list[str]
+    instance: str = field(default_factory=instance_name)  # named in every trial it runs
 
     def run(self, study) -> None:
-        remaining = self.plan.request.trials - finished_trials(study)
-        self.control.planned = max(remaining, 0)
-        if remaining <= 0:
+        """Trials until the study holds its total. Instances sharing the storage each claim a trial when Optuna
+        asks for one; when the rest is running elsewhere, this one waits for those trials to end (or for their
+        process to die: then their copies wait to be run, and it runs them)."""
+        total = self.plan.request.trials
+        finished, running = counts(study)
+        self.control.planned = max(total - finished - running, 0)
+        if not self.more_to_run(study):
             return
-
         failed_in_a_row = [0]
 
         def after_trial(study, trial) -> None:
@@ -106,12 +157,28 @@ class TrialRunner:
             if failed_in_a_row[0] >= MAX_FAILED_IN_A_ROW:
                 self.control.warnings.append(f"{MAX_FAILED_IN_A_ROW} trials failed in a row: the study stopped")
                 study.stop()
-            if self.control.stop.is_set():
+            elif not self.more_to_run(study):
                 study.stop()
 
-        study.optimize(self.objective, n_trials=remaining, catch=(AlloyError,), callbacks=[after_trial])
+        study.optimize(self.objective, n_trials=None, catch=(AlloyError,), callbacks=[after_trial])
+
+    def more_to_run(self, study) -> bool:
+        """Whether this instance should claim another trial; waits while other instances run the last ones."""
+        import optuna
+
+        total = self.plan.request.trials
+        while not self.control.stop.is_set():
+            optuna.storages.fail_stale_trials(study)  # a dead instance's trials: failed, their copies waiting
+            finished, running = counts(study)
+            if finished >= total:
+                return False
+            if finished + running < total:
+                return True
+            self.control.stop.wait(HEARTBEAT_SECONDS)
+        return False
 
     def objective(self, trial) -> float | tuple[float, ...]:
+        trial.set_user_attr("instance", self.instance)
         try:
             return self.run_trial(trial)
         except AlloyError as e:

@@ -15,7 +15,8 @@ def make_sampler(name: str, seed: int, space: SearchSpace, schema: BlockSchema |
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        # The constant liar keeps instances sharing a study from proposing next to each other's running trials.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     if name == "cmaes":
         if objectives > 1:
             raise ParameterError("the cmaes sampler searches one objective; use tpe or random for several")

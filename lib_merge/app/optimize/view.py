@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from lib_merge.app.optimize.request import trial_folder
 
 IMPORTANCE_COLUMNS = ["input", "importance"]
-TRIAL_COLUMNS = ["trial", "state", "score", "params", "merge s", "generate s", "score s", "history id"]
+TRIAL_COLUMNS = ["trial", "state", "score", "params", "merge s", "generate s", "score s", "history id", "instance"]
 
 
 def trial_rows(status: dict) -> list[list]:
@@ -21,7 +21,8 @@ def trial_rows(status: dict) -> list[list]:
         values = t.get("values")
         score = ", ".join(f"{v:.4g}" for v in values) if values else ""
         rows.append([t["number"], t["state"], score, json.dumps(t["params"], sort_keys=True),
-                     times.get("merge"), times.get("generate"), times.get("score"), t.get("history_id")])  # fmt: skip
+                     times.get("merge"), times.get("generate"), times.get("score"), t.get("history_id"),
+                     t.get("instance") or ""])  # fmt: skip
     return rows
 
 
