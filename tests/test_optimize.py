@@ -129,6 +129,8 @@ def test_a_trial_cut_off_by_a_kill_is_failed_and_the_study_goes_on(webui, home, 
     trials = desk.status("killed")["trials"]
     assert [(t["number"], t["state"]) for t in trials] == [(0, "FAIL"), (1, "COMPLETE"), (2, "COMPLETE")]
     assert trials[1]["params"] == trials[0]["params"] != trials[2]["params"]
+    # Read by a process that did not run it (a restarted WebUI): done, as it holds the total asked for.
+    assert OptimizeDesk(webui.workbench).status("killed")["state"] == "done"
 
 
 def test_the_space_is_read_before_anything_runs():
@@ -226,6 +228,7 @@ def test_http_starts_reads_stops_resumes_and_applies_a_study(webui, home):
     slow = dict(body, study="slow", trials=20, scorer="plugin:slow", wait=False)
     started = api.post("/alloy/v1/optimize", json=slow)
     assert started.status_code == 200 and started.json()["state"] == "running", started.text
+    assert started.json()["progress"]["planned"] == 20
     busy = api.post("/alloy/v1/optimize", json=dict(body, study="other"))
     assert busy.status_code == 409 and "running" in busy.json()["error"]
     deadline = time.monotonic() + 60
@@ -385,6 +388,20 @@ def test_the_view_and_the_verdict_hold_on_edge_cases():
               "trials": [{"number": 0, "state": "COMPLETE", "values": [0.5], "params": {}},
                          {"number": 1, "state": "RUNNING", "values": None, "params": {}}]}  # fmt: skip
     assert "trial 1/3 of this run" in progress_text(status)
+    # The time left counts down during a trial, and a study that is not running has none.
+    control = study_runner.StudyControl(done=2, planned=5)
+    now = time.monotonic()
+    control.started, control.last_done = now - 30, now - 5
+    assert control.progress()["eta_seconds"] == pytest.approx(12.5 * 3 - 5, abs=0.2)
+    assert control.progress(running=False)["eta_seconds"] is None
+    # The held-out line gives A and B, and no verdict from one image per model.
+    one = {"mean": 0.5, "low": 0.5, "high": 0.5, "images": 1}
+    at = {m: {"mean": m, "low": m, "high": m, "images": 1} for m in (0.4, 0.6)}
+    report = {"objectives": {"s": {"best": one, "A": at[0.4], "B": at[0.6],
+                                   "beats_both": False}}}  # fmt: skip
+    line = progress_text({**status, "state": "done", "report": report}).split("\n\n")[-1]
+    assert line == ("Held-out seeds, s: best 0.5 [0.5, 0.5], A 0.4 [0.4, 0.4], B 0.6 [0.6, 0.6]: one image per model "
+                    "gives no verdict (add held-out seeds).")  # fmt: skip
     assert beats([0.9], [0.1], "maximize")[0] is False
     assert beats([0.9, 0.8, 0.85], [0.1, 0.2, 0.15], "maximize")[0] is True
 

@@ -45,7 +45,8 @@ def test_a_study_from_the_tab(webui, tmp_path, monkeypatch):
              "alloy_opt_scorer": ["plugin:bright"], "alloy_opt_prompts": "a cat", "alloy_opt_seeds": "1",
              "alloy_opt_holdout": "7", "alloy_opt_steps": 2, "alloy_opt_width": 64, "alloy_opt_height": 64}  # fmt: skip
     values = [given.get(i, c.value) for i, c in zip(ids, inputs, strict=True)]
-    status, chart, importance, gallery, table = last(start(*values))
+    status, chart, importance, gallery, table, pair_info, *_ = last(start(*values))
+    assert pair_info.startswith("No pair to judge") and 'not by "human"' in pair_info
     assert "**tab**: done" in status and "Held-out seeds, plugin:bright" in status, status
     table, importance = table_rows(table), table_rows(importance, ["input", "importance"])
     assert len(table) == 3 and all(row[1] == "COMPLETE" for row in table)
@@ -65,3 +66,44 @@ def test_a_study_from_the_tab(webui, tmp_path, monkeypatch):
                            zip(ids, inputs, strict=True)]))[0]  # fmt: skip
     assert refused.startswith("**Error:**") and "trials" in refused
     assert by_elem_id(demo, "alloy_opt_stop")
+
+
+def test_a_person_chooses_in_the_tab(webui, tmp_path, monkeypatch):
+    """Scorer "human": the tab shows each new trial beside the best, blind; the choice buttons answer outside
+    the queue (the study's own event holds it) and show the next pair; a stale pair is refused in one line."""
+    import time
+
+    monkeypatch.setenv("ALLOY_HOME", str(tmp_path / "home"))
+    demo = build_ui(webui.workbench)
+    a, b = webui.title("model_a"), webui.title("model_b")
+    recipe = f'alloy-recipe 1\nA = model("{a}")\nB = model("{b}")\nmerged = weighted_sum(A, B, alpha=param("alpha"))\n'
+    import pandas as pd
+
+    start, inputs = handler(demo, "alloy_opt_start")
+    given = {"alloy_opt_study": "eye", "alloy_opt_recipe": recipe, "alloy_opt_sampler": "tpe",
+             "alloy_opt_space": pd.DataFrame([["alpha", "0", "1", "", "", "", ""]]), "alloy_opt_trials": 4,
+             "alloy_opt_scorer": ["human"], "alloy_opt_prompts": "a cat", "alloy_opt_seeds": "1, 2",
+             "alloy_opt_holdout": "", "alloy_opt_steps": 2, "alloy_opt_width": 64, "alloy_opt_height": 64}  # fmt: skip
+    running = start(*[given.get(c.elem_id, c.value) for c in inputs])
+    assert "**eye**: running" in next(running)[0]
+    refresh, _ = handler(demo, "alloy_opt_refresh")
+    left_button = next(d for d in demo.config["dependencies"] if by_elem_id(demo, "alloy_opt_choose_left")._id
+                       in [t[0] if isinstance(t, (list, tuple)) else t for t in d["targets"]])  # fmt: skip
+    assert left_button["queue"] is False
+    choose, _ = handler(demo, "alloy_opt_choose_left")
+    answered, deadline = [], time.monotonic() + 120
+    while "**eye**: running" in refresh("eye")[0]:
+        info, left, right, pair_id = refresh("eye")[-4:]
+        if pair_id:
+            assert info.startswith("Which merge is better") and "alpha" not in info  # blind: no parameters
+            assert len(left) == len(right) == 2 and all(os.path.isfile(p) for p in left + right)
+            choose("eye", pair_id)
+            answered.append(pair_id)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    status = refresh("eye")[0]
+    assert "**eye**: done" in status and len(answered) == 3
+    # The newer trial won every pair: the last trial is the best.
+    assert "(trial 3)" in status, status
+    stale = choose("eye", answered[0])[0]
+    assert "answered already" in stale

@@ -1,4 +1,5 @@
-"""The Optimize routes under /alloy/v1: start a study, read it, stop it, apply its best trial.
+"""The Optimize routes under /alloy/v1: start a study, read it, stop it, apply its best trial; for a study
+scored by a person, the next pair of trials and the person's choice.
 
 A study's request is checked whole before anything runs (a 400 in one line); a second study while one
 runs is a 409, like a busy merge."""
@@ -61,6 +62,24 @@ def add_optimize_routes(app, studies: OptimizeDesk, prefix: str, dependencies: l
 
         return answer(work)
 
+    def pair(study: str):
+        return answer(lambda: studies.pair(study))
+
+    def choose(study: str, body: Any) -> dict:
+        body = json_object(body)
+        unknown = sorted(set(body) - {"pair_id", "winner"})
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}: a choice has pair_id and winner")
+        return studies.choose(study, body.get("pair_id"), body.get("winner"))
+
+    async def post_choice(study: str, request):
+        raw = await request.body()
+        return await run_in_threadpool(answer, lambda: choose(study, decode_json(raw)))
+
+    post_choice.__annotations__ = {"study": str, "request": Request}
+
+    app.add_api_route(f"{prefix}/optimize/{{study}}/pair", pair, methods=["GET"], dependencies=dependencies)
+    app.add_api_route(f"{prefix}/optimize/{{study}}/choice", post_choice, methods=["POST"], dependencies=dependencies)
     app.add_api_route(f"{prefix}/optimize", post_optimize, methods=["POST"], dependencies=dependencies)
     app.add_api_route(f"{prefix}/optimize/{{study}}", status, methods=["GET"], dependencies=dependencies)
     app.add_api_route(f"{prefix}/optimize/{{study}}/stop", stop, methods=["POST"], dependencies=dependencies)

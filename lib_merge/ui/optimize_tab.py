@@ -13,6 +13,7 @@ from lib_merge.app.optimize.builtin import BUILTIN_SCORERS
 from lib_merge.app.optimize.plugins import PLUGIN_PREFIX, plugin_folder
 from lib_merge.app.optimize.request import study_folder
 from lib_merge.app.optimize.samplers import SAMPLERS
+from lib_merge.app.optimize.scorers import HUMAN
 from lib_merge.app.optimize.view import (
     IMPORTANCE_COLUMNS,
     TRIAL_COLUMNS,
@@ -34,6 +35,7 @@ from lib_merge.ui.optimize_values import (
 from lib_merge.ui.tabs import Page
 from lib_merge.ui.values import merge_request
 
+CHOICES = {"left": "Left is better (←)", "right": "Right is better (→)", "tie": "Tie (↓)", "skip": "Skip (s)"}
 FIELDS = ("study", "storage", "recipe", "space", "sampler", "trials", "seed", "scorer", "prompts",
           "negative_prompt", "seeds", "holdout_seeds", "steps", "width", "height", "sampler_name", "cfg_scale",
           "restore_after")  # fmt: skip
@@ -42,7 +44,7 @@ FIELDS = ("study", "storage", "recipe", "space", "sampler", "trials", "seed", "s
 def scorer_choices() -> list[str]:
     folder = plugin_folder()
     plugins = sorted(p.stem for p in folder.glob("*.py")) if folder.is_dir() else []
-    return [*BUILTIN_SCORERS, *(PLUGIN_PREFIX + name for name in plugins)]
+    return [*BUILTIN_SCORERS, HUMAN, *(PLUGIN_PREFIX + name for name in plugins)]
 
 
 def build(can_generate: bool) -> dict:
@@ -95,6 +97,15 @@ def build(can_generate: bool) -> dict:
         c["save_name"] = gr.Textbox(label="Save best as (empty: automatic)", elem_id="alloy_opt_save_name")
         c["save"] = gr.Button("Save best", elem_id="alloy_opt_save", visible=can_generate)
     c["status"] = gr.Markdown("No study yet.", elem_id="alloy_opt_status")
+    with gr.Accordion('Your choice (scorer "human"): which merge is better?', open=True):
+        c["pair_info"] = gr.Markdown("No pair to judge.", elem_id="alloy_opt_pair_info")
+        with gr.Row():
+            c["pair_left"] = gr.Gallery(label="Left (key ←)", columns=2, elem_id="alloy_opt_pair_left")
+            c["pair_right"] = gr.Gallery(label="Right (key →)", columns=2, elem_id="alloy_opt_pair_right")
+        with gr.Row():
+            for winner, label in CHOICES.items():
+                c[f"choose_{winner}"] = gr.Button(label, elem_id=f"alloy_opt_choose_{winner}")
+        c["pair_id"] = gr.State("")
     with gr.Row():
         c["chart"] = gr.Image(label="Score per trial, best so far", type="filepath", elem_id="alloy_opt_chart")
         c["importance"] = gr.Dataframe(headers=IMPORTANCE_COLUMNS, label="Parameter importance",
@@ -108,6 +119,21 @@ def wire(page: Page, c: dict) -> None:
     studies, workbench = page.studies, page.workbench
     inputs = [c[name] for name in FIELDS]
     shown = [c["status"], c["chart"], c["importance"], c["gallery"], c["trials_table"]]
+    pair_shown = [c["pair_info"], c["pair_left"], c["pair_right"], c["pair_id"]]
+
+    def pair_view(name: str, shown_id: str | None = None) -> list:
+        """The pair to judge, blind (no parameters shown); unchanged parts are left alone (no flicker)."""
+        try:
+            pair = studies.pair(name, files=True)
+        except Exception as e:  # noqa: BLE001 - not a study scored by "human", or not run here
+            return [f"No pair to judge: {error_text(e)}", [], [], ""]
+        if pair.get("pair_id") is None:
+            return [f"No pair to judge: {pair['reason']}.", [], [], ""]
+        if pair["pair_id"] == shown_id:
+            return [update(), update(), update(), shown_id]
+        open_pairs = f" ({pair['pending']} open)" if pair["pending"] > 1 else ""
+        info = f"Which merge is better{open_pairs}? The same seeds and prompts on both sides."
+        return [info, pair["left"]["images"], pair["right"]["images"], pair["pair_id"]]
 
     def view(name: str) -> list:
         try:
@@ -132,16 +158,34 @@ def wire(page: Page, c: dict) -> None:
         try:
             run = studies.start(study_request(values), wait=False)
         except Exception as e:  # noqa: BLE001
-            yield [error_text(e), update(), update(), update(), update()]
+            yield [error_text(e), update(), update(), update(), update(), update(), update(), update(), ""]
             return
+        shown_id = None
         while run.state == "running":
-            yield view(run.plan.name)
+            pair = pair_view(run.plan.name, shown_id)
+            shown_id = pair[-1]
+            yield view(run.plan.name) + pair
             time.sleep(1.0)
-        yield view(run.plan.name)
+        yield view(run.plan.name) + pair_view(run.plan.name)
 
-    c["start"].click(start, inputs, shown)
-    c["resume"].click(start, inputs, shown)
-    c["refresh"].click(lambda name: view(name), [c["study"]], shown)
+    c["start"].click(start, inputs, shown + pair_shown)
+    c["resume"].click(start, inputs, shown + pair_shown)
+    c["refresh"].click(lambda name: view(name) + pair_view(name), [c["study"]], shown + pair_shown)
+
+    def chooser(winner: str):
+        def choose(name: str, pair_id: str) -> list:
+            if not pair_id:
+                return pair_view(name)
+            try:
+                studies.choose(name, pair_id, winner)
+            except Exception as e:  # noqa: BLE001 - answered already (another tab), or the study is gone
+                return [error_text(e), update(), update(), pair_id]
+            return pair_view(name)
+
+        return choose
+
+    for winner in CHOICES:  # outside the queue: the running study's own event holds it
+        c[f"choose_{winner}"].click(chooser(winner), [c["study"], c["pair_id"]], pair_shown, queue=False)
     c["stop"].click(lambda name: _guarded(lambda: _stopped(studies.stop(name))), [c["study"]], [c["status"]],
                     queue=False)  # fmt: skip
 

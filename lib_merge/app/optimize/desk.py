@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib_merge.app.apply import resolve_recipe
+from lib_merge.app.optimize.human import HumanPacer, pair_json
+from lib_merge.app.optimize.pairs import PairBook
+from lib_merge.app.optimize.preference import best as preference_best
 from lib_merge.app.optimize.report import holdout_report
 from lib_merge.app.optimize.request import (
     StudyPlan,
@@ -18,7 +21,14 @@ from lib_merge.app.optimize.request import (
     default_storage,
     plan_study,
 )
-from lib_merge.app.optimize.runner import StudyControl, TrialRunner, finished_trials, instance_name, open_study
+from lib_merge.app.optimize.runner import (
+    StudyControl,
+    TrialRunner,
+    finished_trials,
+    instance_name,
+    open_study,
+    planned_trials,
+)
 from lib_merge.app.optimize.scorers import BuiltinScorer, load_scorer
 from lib_merge.app.optimize.space import Blocks, block_dimension_names
 from lib_merge.app.requests import MergeOutcome, MergeRequest
@@ -40,6 +50,7 @@ class StudyRun:
     error: str = ""
     thread: threading.Thread | None = None
     instance: str = ""  # this process's name in the trials it runs
+    pacer: HumanPacer | None = None  # a study scored by a person: its pairs and their answers
 
 
 class OptimizeDesk:
@@ -84,7 +95,11 @@ class OptimizeDesk:
             instance = instance_name()
             study = open_study(plan, instance)  # the storage answers (or its error is the request's) first
             check_resumable(study, plan)
+            study.set_user_attr("target_trials", plan.request.trials)
             run = self._runs[plan.name] = StudyRun(plan, instance=instance)
+            if plan.human:
+                run.pacer = HumanPacer(plan, PairBook(study), run.control.stop)
+            run.control.planned = planned_trials(study, plan.request.trials)  # the first answer tells it too
             name = f"alloy-study-{plan.name}"
             run.thread = threading.Thread(target=self._run, args=(run, study), name=name, daemon=True)
             run.thread.start()
@@ -102,21 +117,47 @@ class OptimizeDesk:
         if run.state != "running":
             return {"study": name, "stopping": False, "state": run.state}
         run.control.stop.set()
+        if run.pacer is not None:  # a study waiting for the person's choice stops now
+            run.pacer.chosen()
         return {"study": name, "stopping": True, "state": "running"}
+
+    # -- a person's choices --------------------------------------------------------------------------
+    def pair(self, name: str, files: bool = False) -> dict:
+        """The pair the person should judge next (GET …/pair; `files`: image paths for the tab), or why
+        there is none."""
+        run = self._human_run(name)
+        return pair_json(run.pacer.book, run.plan, run.state == "running", run.pacer.generating, files)
+
+    def choose(self, name: str, pair_id: Any, winner: Any) -> dict:
+        """The person's answer to a pair; the study goes on with it."""
+        run = self._human_run(name)
+        pair = run.pacer.book.answer(pair_id, winner)
+        utilities = run.pacer.fit(run.pacer.book.study)
+        run.pacer.chosen()
+        return {"pair_id": pair.id, "winner": pair.winner, "best": preference_best(utilities)}
+
+    def _human_run(self, name: str) -> StudyRun:
+        run = self._runs.get(check_study_name(name))
+        if run is None:
+            raise ParameterError(f"the study {name} has not run since the server started: start it to resume")
+        if run.pacer is None:
+            raise ParameterError(f'the study {name} is scored by {run.plan.objectives[0].scorer}, not by "human"')
+        return run
 
     # -- the study's thread --------------------------------------------------------------------------
     def _run(self, run: StudyRun, study) -> None:
         plan, workbench = run.plan, self.workbench
         try:
-            scorers = {o.scorer: load_scorer(o.scorer, self.builtins, self.settings) for o in plan.objectives}
+            scorers = {} if plan.human else {
+                o.scorer: load_scorer(o.scorer, self.builtins, self.settings) for o in plan.objectives}  # fmt: skip
             prompts = list(plan.request.gen.prompt) or [workbench.host.generation.base_settings().prompt or ""]
-            runner = TrialRunner(plan, workbench, scorers, run.control, prompts, run.instance)
+            runner = TrialRunner(plan, workbench, scorers, run.control, prompts, run.instance, run.pacer)
             # The loaded model is the study's until it ends: no XYZ plot, merge or Restore interleaves.
             with workbench.plot_lock, workbench.hold.held_by(f"the study {plan.name}"):
                 try:
                     runner.run(study)
                     finished = finished_trials(study) >= plan.request.trials
-                    if finished and plan.request.gen.holdout_seeds:
+                    if finished and plan.request.gen.holdout_seeds and not plan.human:
                         study.set_user_attr("report", self._report(plan, study, runner))
                 finally:  # model A again even when the study ends in an error
                     if plan.request.restore_after:
@@ -159,8 +200,12 @@ class OptimizeDesk:
         run = self._runs.get(name)
         study = _load(name, storage or (run.plan.storage if run else default_storage()))
         answer = study_json(study)
-        answer["state"] = run.state if run else ("done" if answer["trials"] else "stopped")
-        answer["progress"] = run.control.progress() if run else None
+        if run is not None:
+            answer["state"] = run.state
+        else:  # run by an earlier process: done when it holds the total its last start asked for
+            target = study.user_attrs.get("target_trials")
+            answer["state"] = "done" if target is not None and finished_trials(study) >= target else "stopped"
+        answer["progress"] = run.control.progress(run.state == "running") if run else None
         answer["warnings"] = list(run.control.warnings) if run else []
         if run and run.error:
             answer["error"] = run.error
@@ -204,7 +249,14 @@ def check_resumable(study, plan: StudyPlan) -> None:
 
 
 def best_trial(study):
-    """The best trial; with several objectives, the Pareto front's best in the first objective."""
+    """The best trial; with several objectives, the Pareto front's best in the first objective; scored by a
+    person, the trial of the highest utility their choices give."""
+    utilities = _utilities(study)
+    if utilities is not None:
+        number = max(utilities, key=lambda n: (utilities[n], -n)) if utilities else None
+        if number is None:
+            raise ParameterError("the study has no finished trial yet")
+        return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     if len(study.directions) == 1:
         try:
             return study.best_trial
@@ -228,12 +280,20 @@ def _load(name: str, storage: str):
         raise ParameterError(f"storage {storage}: {type(e).__name__}: {e}") from None
 
 
+def _utilities(study) -> dict[int, float] | None:
+    """A study scored by a person: each finished trial's utility from the choices (None: scored by scorers)."""
+    kept = study.user_attrs.get("utilities")
+    return None if kept is None else {int(n): float(u[0]) for n, u in kept.items()}
+
+
 def study_json(study) -> dict:
+    """The study as GET /optimize/{study} answers; scored by a person, a trial's value is its utility."""
+    utilities = _utilities(study)
     trials = [
         {
             "number": t.number,
             "params": t.params,
-            "values": t.values,
+            "values": [utilities[t.number]] if utilities is not None and t.number in utilities else t.values,
             "state": t.state.name,
             "history_id": t.user_attrs.get("history_id"),
             "recipe_hash": t.user_attrs.get("recipe_hash"),
@@ -243,10 +303,18 @@ def study_json(study) -> dict:
         for t in study.get_trials(deepcopy=False)
     ]
     try:
-        best = [t.number for t in study.best_trials]
-    except (ValueError, RuntimeError):
+        best = [t.number for t in study.best_trials] if utilities is None else [best_trial(study).number]
+    except (ValueError, RuntimeError, ParameterError):
         best = []
     directions = [d.name.lower() for d in study.directions]
     return {"study": study.study_name, "directions": directions, "trials": trials, "best": best,
             "report": study.user_attrs.get("report"),
-            "scorer_check": study.user_attrs.get("scorer_check")}  # fmt: skip
+            "scorer_check": study.user_attrs.get("scorer_check"),
+            "pairs": _pair_counts(study)}  # fmt: skip
+
+
+def _pair_counts(study) -> dict | None:
+    pairs = study.user_attrs.get("pairs")
+    if pairs is None:
+        return None
+    return {"answered": sum(p["winner"] is not None for p in pairs), "pending": sum(p["winner"] is None for p in pairs)}

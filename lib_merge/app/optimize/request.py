@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib_merge.app.optimize.samplers import SAMPLERS
-from lib_merge.app.optimize.scorers import BuiltinScorer, Objective, parse_objectives
+from lib_merge.app.optimize.scorers import HUMAN, BuiltinScorer, Objective, parse_objectives
 from lib_merge.app.optimize.space import SearchSpace, parse_space
 from lib_merge.arch.blocks import BlockSchema
 from lib_merge.errors import ParameterError
@@ -63,6 +63,11 @@ class StudyPlan:
     @property
     def name(self) -> str:
         return self.request.study
+
+    @property
+    def human(self) -> bool:
+        """Scored by a person's choices between pairs of trials."""
+        return self.objectives[0].scorer == HUMAN
 
     @property
     def directions(self) -> list[str]:
@@ -119,13 +124,18 @@ def plan_study(
     objectives = parse_objectives(request.scorer, builtins, scorer_settings)
     if request.sampler == "cmaes" and len(objectives) > 1:
         raise ParameterError("the cmaes sampler searches one objective; use tpe or random for several")
+    storage = check_storage(request.storage)
+    if objectives[0].scorer == HUMAN and request.sampler == "grid":
+        raise ParameterError('a study scored by "human" proposes trials from the choices: use tpe, cmaes or random')
+    if objectives[0].scorer == HUMAN and not storage.startswith("sqlite"):
+        raise ParameterError('a study scored by "human" runs in one WebUI: leave "storage" empty or name a SQLite file')
     template = resolve_template(template)
     primary = primary_model(template)
     if not isinstance(primary, ModelRef):
         raise ParameterError("model A of a study's recipe must be a model file, not an open param()")
     schema = file_schema_of(primary.path)
     space.check_against(names, schema)
-    return StudyPlan(request, template, space, schema, objectives, check_storage(request.storage))
+    return StudyPlan(request, template, space, schema, objectives, storage)
 
 
 def check_storage(url: str) -> str:

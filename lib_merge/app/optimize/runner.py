@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from lib_merge.app.history import RowDraft, try_append_history
+from lib_merge.app.optimize.human import HumanPacer
 from lib_merge.app.optimize.request import StudyPlan, trial_folder
 from lib_merge.app.optimize.samplers import make_sampler
 from lib_merge.app.optimize.scorers import checked_scores
@@ -45,12 +46,22 @@ class StudyControl:
     done: int = 0  # trials finished in this run
     planned: int = 0  # trials this run means to finish
     started: float = field(default_factory=time.monotonic)
+    last_done: float = 0.0  # when the latest trial of this run ended
     warnings: list[str] = field(default_factory=list)
 
-    def progress(self) -> dict:
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.planned - self.done) if self.done else None
-        return {"done": self.done, "planned": self.planned, "seconds": round(elapsed, 1),
+    def trial_done(self) -> None:
+        self.done += 1
+        self.last_done = time.monotonic()
+
+    def progress(self, running: bool = True) -> dict:
+        """Trials done of this run, and the time left: the mean trial time so far for each trial to come,
+        less what the current trial has run already (so it counts down during a trial)."""
+        now = time.monotonic()
+        eta = None
+        if running and self.done:
+            per_trial = (self.last_done - self.started) / self.done
+            eta = max(per_trial * (self.planned - self.done) - (now - self.last_done), 0.0)
+        return {"done": self.done, "planned": self.planned, "seconds": round(now - self.started, 1),
                 "eta_seconds": None if eta is None else round(eta, 1)}  # fmt: skip
 
 
@@ -110,6 +121,12 @@ def finished_trials(study) -> int:
     return counts(study)[0]
 
 
+def planned_trials(study, total: int) -> int:
+    """The trials a run means to finish: the study's total less what it holds or runs already."""
+    finished, running = counts(study)
+    return max(total - finished - running, 0)
+
+
 def counts(study) -> tuple[int, int]:
     """(finished as `finished_trials` counts them, running now in any process)."""
     finished = running = 0
@@ -137,30 +154,38 @@ class TrialRunner:
     control: StudyControl
     prompts: list[str]
     instance: str = field(default_factory=instance_name)  # named in every trial it runs
+    pacer: HumanPacer | None = None  # a study scored by a person's choices
 
     def run(self, study) -> None:
         """Trials until the study holds its total. Instances sharing the storage each claim a trial when Optuna
         asks for one; when the rest is running elsewhere, this one waits for those trials to end (or for their
         process to die: then their copies wait to be run, and it runs them)."""
-        total = self.plan.request.trials
-        finished, running = counts(study)
-        self.control.planned = max(total - finished - running, 0)
+        self.control.planned = planned_trials(study, self.plan.request.trials)
         if not self.more_to_run(study):
             return
+        if self.pacer is not None:  # a resumed study: the person's open pairs first, then the proposal
+            self.pacer.wait_and_queue(study)
         failed_in_a_row = [0]
 
         def after_trial(study, trial) -> None:
-            self.control.done += 1
+            self.control.trial_done()
             failed_in_a_row[0] = failed_in_a_row[0] + 1 if trial.state.name == "FAIL" else 0
             if trial.state.name == "FAIL":
                 self.control.warnings.append(f"trial {trial.number} failed: {trial.user_attrs.get('error', '')}")
             if failed_in_a_row[0] >= MAX_FAILED_IN_A_ROW:
                 self.control.warnings.append(f"{MAX_FAILED_IN_A_ROW} trials failed in a row: the study stopped")
                 study.stop()
-            elif not self.more_to_run(study):
+                return
+            newest = self.pacer.pair_new(study, trial) if self.pacer is not None else None
+            if not self.more_to_run(study):
                 study.stop()
+            elif self.pacer is not None:  # the person's choices first, then the next trial's inputs
+                self.pacer.wait_and_queue(study, newest)
 
         study.optimize(self.objective, n_trials=None, catch=(AlloyError,), callbacks=[after_trial])
+        if self.pacer is not None:  # the last trials' pairs too: the study is done when the person has judged
+            self.pacer.wait_for_answers()
+            self.pacer.fit(study)
 
     def more_to_run(self, study) -> bool:
         """Whether this instance should claim another trial; waits while other instances run the last ones."""
@@ -179,6 +204,8 @@ class TrialRunner:
 
     def objective(self, trial) -> float | tuple[float, ...]:
         trial.set_user_attr("instance", self.instance)
+        if self.pacer is not None:
+            self.pacer.generating = trial.number
         try:
             return self.run_trial(trial)
         except AlloyError as e:
@@ -200,7 +227,7 @@ class TrialRunner:
             self.control.warnings.append(
                 f"trial {trial.number}: every image is black (the merge may give NaN, or the VAE overflowed)"
             )
-        values = self.score(images, prompts)
+        values = [0.0] if plan.human else self.score(images, prompts)  # a person's choices come later
         scored = time.perf_counter()
         times = {"merge": round(merged - started, 3), "generate": round(generated - merged, 3),
                  "score": round(scored - generated, 3)}  # fmt: skip
@@ -209,7 +236,7 @@ class TrialRunner:
         trial.set_user_attr("times", times)
         trial.set_user_attr("recipe_hash", outcome.recipe.digest)
         trial.set_user_attr("history_id", row.id if row else 0)
-        if not trial.study.user_attrs.get("scorer_check"):  # once per study
+        if not plan.human and not trial.study.user_attrs.get("scorer_check"):  # once per study
             self.check_scorers(trial.study, images, prompts, values)
         return values[0] if len(values) == 1 else tuple(values)
 
@@ -253,8 +280,8 @@ class TrialRunner:
             image.save(os.path.join(folder, f"{i:03d}.png"))
 
     def log(self, number: int, recipe, drawn: dict, values: list[float]):
-        settings = {"study": self.plan.name, "trial": number, "params": drawn,
-                    "scores": dict(zip([o.scorer for o in self.plan.objectives], values, strict=True))}  # fmt: skip
+        scores = {} if self.plan.human else dict(zip([o.scorer for o in self.plan.objectives], values, strict=True))
+        settings = {"study": self.plan.name, "trial": number, "params": drawn, "scores": scores}
         draft = RowDraft.of(recipe, settings, name=f"{self.plan.name} trial {number}")
         return try_append_history(draft, self.workbench.history_path(), self.control.warnings.append)
 

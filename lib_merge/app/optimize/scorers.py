@@ -12,6 +12,7 @@ from lib_merge.app.optimize.plugins import PLUGIN_PREFIX, ScoreFunction, load_pl
 from lib_merge.errors import ParameterError
 
 DIRECTIONS = ("maximize", "minimize")
+HUMAN = "human"  # a person's choices between two trials' images
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,18 @@ def parse_objectives(value: Any, builtins: dict[str, BuiltinScorer], settings: A
         objectives.append(objective)
     if len({o.scorer for o in objectives}) != len(objectives):
         raise ParameterError("a scorer is named twice")
+    if any(o.scorer == HUMAN for o in objectives) and objectives != [Objective(HUMAN)]:
+        raise ParameterError('"human" is the only objective of its study, and its direction is maximize')
     return objectives
 
 
 def _check_scorer(name: str, builtins: dict[str, BuiltinScorer], settings: Any) -> None:
+    if name == HUMAN:
+        return
     if name.startswith(PLUGIN_PREFIX):
         plugin_path(name[len(PLUGIN_PREFIX) :])
     elif name not in builtins:
-        known = [*builtins, "plugin:NAME"]
+        known = [*builtins, HUMAN, "plugin:NAME"]
         raise ParameterError(f"unknown scorer {name!r}; use one of {', '.join(known)}")
     else:
         builtins[name].check(settings)

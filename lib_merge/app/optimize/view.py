@@ -45,11 +45,25 @@ def progress_text(status: dict) -> str:
     lines += [f"Warning: {w}" for w in status.get("warnings", [])]
     report = status.get("report") or {}
     for scorer, entry in (report.get("objectives") or {}).items():
-        best, a = entry["best"], entry.get("A", {})
-        verdict = "beats A and B" if entry.get("beats_both") else "does not beat both A and B"
-        lines.append(f"Held-out seeds, {scorer}: best {best['mean']:.4g} [{best['low']:.4g}, {best['high']:.4g}], "
-                     f"A {a.get('mean', float('nan')):.4g}: the best trial {verdict}.")  # fmt: skip
+        lines.append(f"Held-out seeds, {scorer}: {_holdout_line(entry)}")
     return "\n\n".join(lines)
+
+
+def _holdout_line(entry: dict) -> str:
+    """Best, A and B with their intervals, and the verdict (none from one image per model)."""
+    figures = []
+    for model in ("best", "A", "B"):
+        if model in entry:
+            e = entry[model]
+            figures.append(f"{model} {e['mean']:.4g} [{e['low']:.4g}, {e['high']:.4g}]")
+    others = " and ".join(m for m in ("A", "B") if m in entry)
+    if entry["best"]["images"] < 2:
+        verdict = "one image per model gives no verdict (add held-out seeds)"
+    elif entry.get("beats_both"):
+        verdict = f"the best trial beats {others}"
+    else:
+        verdict = f"the best trial does not beat {others} beyond doubt"
+    return ", ".join(figures) + f": {verdict}."
 
 
 def score_chart(status: dict, path: str, size: tuple[int, int] = (640, 320)) -> str | None:

@@ -1,0 +1,60 @@
+"""The pairs a person is shown in a study scored by "human", and their answers. They are kept in the study's
+storage (a study attribute), so a restarted WebUI shows the same pending pair and fits the same choices."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import asdict, dataclass
+
+from lib_merge.errors import ParameterError
+
+WINNERS = ("left", "right", "tie", "skip")
+
+
+@dataclass
+class Pair:
+    id: str
+    left: int  # trial numbers; the left one is the newer trial
+    right: int
+    winner: str | None = None  # one of WINNERS once answered
+
+
+class PairBook:
+    """One study's pairs; one book per study in a process, so its lock orders the choices and new pairs."""
+
+    def __init__(self, study) -> None:
+        self.study = study
+        self._lock = threading.Lock()
+
+    def all(self) -> list[Pair]:
+        return [Pair(**p) for p in self.study.user_attrs.get("pairs", [])]
+
+    def pending(self) -> list[Pair]:
+        return [p for p in self.all() if p.winner is None]
+
+    def add(self, left: int, right: int) -> Pair:
+        with self._lock:
+            pair = Pair(secrets.token_hex(6), left, right)
+            self._write([*self.all(), pair])
+            return pair
+
+    def answer(self, pair_id: object, winner: object) -> Pair:
+        """The person's choice; an unknown pair, an answered one or another word is refused."""
+        if winner not in WINNERS:
+            raise ParameterError(f"winner must be one of {', '.join(WINNERS)}, not {winner!r}")
+        if not isinstance(pair_id, str):
+            raise ParameterError(f"pair_id must be the text GET …/pair gave, not {pair_id!r}")
+        with self._lock:
+            pairs = self.all()
+            pair = next((p for p in pairs if p.id == pair_id), None)
+            if pair is None:
+                raise ParameterError(f"no pair {pair_id[:40]!r} in the study {self.study.study_name}")
+            if pair.winner is not None:
+                raise ParameterError(f"the pair {pair_id} was answered already ({pair.winner})")
+            pair.winner = winner
+            self._write(pairs)
+            return pair
+
+    def _write(self, pairs: list[Pair]) -> None:
+        self.study.set_user_attr("pairs", [asdict(p) for p in pairs])
