@@ -88,6 +88,15 @@ def _sidecar_says_v(path: str) -> bool:
         return False
 
 
+def file_arch(path: str) -> str:
+    """The architecture id of a checkpoint (sd1, sdxl, …), from its header alone."""
+    source = SourceModel(path)
+    try:
+        return source.arch.id
+    finally:
+        source.close()
+
+
 def file_schema(path: str):
     """The block schema of a checkpoint (None for architectures without blocks), from its header alone."""
     from lib_merge.arch.blocks import schema_for

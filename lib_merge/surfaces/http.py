@@ -7,6 +7,7 @@ added by extensions are not covered by `--api-auth` (docs/WEBUI.md §7). No midd
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from typing import Any
 
@@ -18,6 +19,7 @@ from lib_merge.app.plots.desk import PlotDesk
 from lib_merge.app.plots.plan import XYZPlan
 from lib_merge.app.requests import LoraBakeRequest, LoraExtractRequest, LoraMergeRequest
 from lib_merge.app.workbench import MergeRequest, SaveRequest, Workbench
+from lib_merge.io.source import file_arch
 from lib_merge.surfaces.http_common import answer, decode_json, flag, json_object, typed_request
 from lib_merge.surfaces.http_optimize import add_optimize_routes
 
@@ -40,18 +42,19 @@ def request_from_body(body: Any) -> MergeRequest:
     Merge tab's mode settings; an XYZ plan's `merge` is read by the same function."""
     body = json_object(body)
     wait = flag(body, "wait", True)
+    log = flag(body, "log", True)  # false: no history row (a remote study logs its trials where it runs)
     if body.get("save") is not None and not isinstance(body["save"], dict):
         raise ValueError(f'"save" must be an object, not {json_type(body["save"])}')
     save = SaveRequest(**checked_fields(SaveRequest, body["save"], '"save"')) if body.get("save") else None
-    form_body = {k: v for k, v in body.items() if k not in ("recipe", "wait", "save")}
+    form_body = {k: v for k, v in body.items() if k not in ("recipe", "wait", "save", "log")}
     if body.get("recipe") is not None:
         if not isinstance(body["recipe"], str):
             raise ValueError(f"'recipe' must be a string, not {json_type(body['recipe'])}")
         unknown = set(form_body) - MODE_FIELDS - METHOD_FIELDS
         if unknown:
             raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-        return MergeRequest(recipe=body["recipe"], wait=wait, save=save)
-    return MergeRequest(settings=form_from_json(form_body), wait=wait, save=save)
+        return MergeRequest(recipe=body["recipe"], wait=wait, save=save, log=log)
+    return MergeRequest(settings=form_from_json(form_body), wait=wait, save=save, log=log)
 
 
 class Api:
@@ -167,6 +170,14 @@ class Api:
         stopped = self.desk.stop()
         return {"stopped": stopped, "message": f"stopping the {' and the '.join(stopped)}" if stopped else "idle"}
 
+    def checkpoint(self, title: str) -> dict:
+        """A checkpoint by the title the host shows: its file and architecture, read from its header (a
+        remote study's driver learns the block schema of model A this way)."""
+        if not title.strip():
+            raise ValueError("give the checkpoint's title: ?title=…")
+        path = self.workbench.host.resolve_checkpoint(title)
+        return {"title": title, "file": os.path.basename(path), "arch": file_arch(path)}
+
     def status(self, body: Any) -> dict:
         live = self.workbench.live
         return {
@@ -233,6 +244,11 @@ def add_routes(
         return answer(lambda: api.history(q, any_word, limit))
 
     app.add_api_route(f"{PREFIX}/history", history, methods=["GET"], dependencies=dependencies)
+
+    def checkpoint(title: str = ""):
+        return answer(lambda: api.checkpoint(title))
+
+    app.add_api_route(f"{PREFIX}/checkpoint", checkpoint, methods=["GET"], dependencies=dependencies)
     add_optimize_routes(app, studies or OptimizeDesk(workbench), PREFIX, dependencies)
 
 

@@ -12,7 +12,6 @@ from lib_merge.app.apply import resolve_recipe
 from lib_merge.app.optimize.human import HumanPacer, pair_json
 from lib_merge.app.optimize.pairs import PairBook
 from lib_merge.app.optimize.preference import best as preference_best
-from lib_merge.app.optimize.report import holdout_report
 from lib_merge.app.optimize.request import (
     StudyPlan,
     StudyRequest,
@@ -30,12 +29,17 @@ from lib_merge.app.optimize.runner import (
     planned_trials,
 )
 from lib_merge.app.optimize.scorers import BuiltinScorer, load_scorer
-from lib_merge.app.optimize.space import Blocks, block_dimension_names
-from lib_merge.app.requests import MergeOutcome, MergeRequest
+from lib_merge.app.optimize.study import (
+    best_trial,
+    check_resumable,
+    load_study,
+    merge_params,
+    study_json,
+    study_report,
+)
+from lib_merge.app.requests import MergeOutcome
 from lib_merge.errors import AlloyError, BusyError, ParameterError, message_for
 from lib_merge.io.source import file_schema
-from lib_merge.recipe.compose import compose
-from lib_merge.recipe.nodes import MergeNode, walk_models
 
 STATES = ("running", "stopped", "done", "error")
 
@@ -158,7 +162,7 @@ class OptimizeDesk:
                     runner.run(study)
                     finished = finished_trials(study) >= plan.request.trials
                     if finished and plan.request.gen.holdout_seeds and not plan.human:
-                        study.set_user_attr("report", self._report(plan, study, runner))
+                        study.set_user_attr("report", study_report(plan, study, runner))
                 finally:  # model A again even when the study ends in an error
                     if plan.request.restore_after:
                         workbench.restore()
@@ -166,39 +170,11 @@ class OptimizeDesk:
         except Exception as e:  # noqa: BLE001 - the study's answer says what went wrong, the server stays up
             run.state, run.error = "error", message_for(e, "http") if isinstance(e, AlloyError) else repr(e)
 
-    def _report(self, plan: StudyPlan, study, runner: TrialRunner) -> dict:
-        """Best, A and B on the held-out seeds (B: the recipe's second model alone)."""
-        seeds = plan.request.gen.holdout_seeds
-        scores: dict[str, dict[str, list[float]]] = {}
-        best = best_trial(study)
-        self._merge_params(plan, best.params)
-        scores["best"] = self._per_image(runner, seeds)
-        self.workbench.restore()
-        scores["A"] = self._per_image(runner, seeds)
-        models = walk_models(plan.template)
-        if len(models) > 1:  # B in place: lerp at 1 gives B's weights exactly, and Restore gives A back
-            b_alone = MergeNode("weighted_sum", tuple(models[:2]), {"alpha": 1.0})
-            self.workbench.merge(MergeRequest(root=b_alone, log=False))
-            scores["B"] = self._per_image(runner, seeds)
-            self.workbench.restore()
-        report = holdout_report(scores, {o.scorer: o.direction for o in plan.objectives})
-        report.update(best_trial=best.number, holdout_seeds=seeds, warnings=list(runner.control.warnings))
-        return report
-
-    @staticmethod
-    def _per_image(runner: TrialRunner, seeds: list[int]) -> dict[str, list[float]]:
-        images, prompts = runner.generate(seeds)
-        return {o.scorer: runner.scores_of(o.scorer, images, prompts) for o in runner.plan.objectives}
-
-    def _merge_params(self, plan: StudyPlan, params: dict, log: bool = False, ui: dict | None = None) -> MergeOutcome:
-        root = compose(plan.template, plan.space.recipe_values(params, plan.schema), words=True)
-        return self.workbench.merge(MergeRequest(root=root, log=log, ui=ui or {}))
-
     # -- answers -------------------------------------------------------------------------------------
     def status(self, name: str, storage: str = "") -> dict:
         check_study_name(name)
         run = self._runs.get(name)
-        study = _load(name, storage or (run.plan.storage if run else default_storage()))
+        study = load_study(name, storage or (run.plan.storage if run else default_storage()))
         answer = study_json(study)
         if run is not None:
             answer["state"] = run.state
@@ -214,7 +190,7 @@ class OptimizeDesk:
     def load(self, name: str, storage: str = ""):
         """The study as Optuna holds it (for its importances)."""
         run = self._runs.get(check_study_name(name))
-        return _load(name, storage or (run.plan.storage if run else default_storage()))
+        return load_study(name, storage or (run.plan.storage if run else default_storage()))
 
     def apply(self, name: str) -> MergeOutcome:
         """The best trial merged into the loaded model, with a history row."""
@@ -223,98 +199,6 @@ class OptimizeDesk:
             raise ParameterError(f"the study {name} has not run since the server started: start it to resume")
         if run.state == "running":
             raise BusyError(f"the study {name} is running; stop it first")
-        study = _load(name, run.plan.storage)
+        study = load_study(name, run.plan.storage)
         best = best_trial(study)
-        return self._merge_params(run.plan, best.params, log=True, ui={"study": name, "trial": best.number})
-
-
-def check_resumable(study, plan: StudyPlan) -> None:
-    """A study continues only with its own objectives and inputs: a changed space or scorer list would mix
-    trials that measured different things."""
-    directions = [d.name.lower() for d in study.directions]
-    if directions != plan.directions:
-        raise ParameterError(
-            f"the study {plan.name} has {len(directions)} objective(s) ({', '.join(directions)}); this request has "
-            f"{len(plan.directions)}: start a study of another name"
-        )
-    drawn = next((set(t.distributions) for t in study.get_trials(deepcopy=False) if t.distributions), None)
-    wanted = set()
-    for name, dim in plan.space.dimensions.items():
-        wanted.update(block_dimension_names(name, dim, plan.schema) if isinstance(dim, Blocks) else [name])
-    if drawn is not None and drawn != wanted:
-        raise ParameterError(
-            f"the study {plan.name} searched {', '.join(sorted(drawn))}; this space has {', '.join(sorted(wanted))}: "
-            "start a study of another name"
-        )
-
-
-def best_trial(study):
-    """The best trial; with several objectives, the Pareto front's best in the first objective; scored by a
-    person, the trial of the highest utility their choices give."""
-    utilities = _utilities(study)
-    if utilities is not None:
-        number = max(utilities, key=lambda n: (utilities[n], -n)) if utilities else None
-        if number is None:
-            raise ParameterError("the study has no finished trial yet")
-        return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    if len(study.directions) == 1:
-        try:
-            return study.best_trial
-        except ValueError:
-            raise ParameterError("the study has no finished trial yet") from None
-    front = study.best_trials
-    if not front:
-        raise ParameterError("the study has no finished trial yet")
-    sign = 1 if study.directions[0].name == "MAXIMIZE" else -1
-    return max(front, key=lambda t: sign * t.values[0])
-
-
-def _load(name: str, storage: str):
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise ParameterError(f"no study named {name} in {storage}") from None
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: the database is not there or not readable
-        raise ParameterError(f"storage {storage}: {type(e).__name__}: {e}") from None
-
-
-def _utilities(study) -> dict[int, float] | None:
-    """A study scored by a person: each finished trial's utility from the choices (None: scored by scorers)."""
-    kept = study.user_attrs.get("utilities")
-    return None if kept is None else {int(n): float(u[0]) for n, u in kept.items()}
-
-
-def study_json(study) -> dict:
-    """The study as GET /optimize/{study} answers; scored by a person, a trial's value is its utility."""
-    utilities = _utilities(study)
-    trials = [
-        {
-            "number": t.number,
-            "params": t.params,
-            "values": [utilities[t.number]] if utilities is not None and t.number in utilities else t.values,
-            "state": t.state.name,
-            "history_id": t.user_attrs.get("history_id"),
-            "recipe_hash": t.user_attrs.get("recipe_hash"),
-            "times": t.user_attrs.get("times"),
-            "instance": t.user_attrs.get("instance"),
-        }
-        for t in study.get_trials(deepcopy=False)
-    ]
-    try:
-        best = [t.number for t in study.best_trials] if utilities is None else [best_trial(study).number]
-    except (ValueError, RuntimeError, ParameterError):
-        best = []
-    directions = [d.name.lower() for d in study.directions]
-    return {"study": study.study_name, "directions": directions, "trials": trials, "best": best,
-            "report": study.user_attrs.get("report"),
-            "scorer_check": study.user_attrs.get("scorer_check"),
-            "pairs": _pair_counts(study)}  # fmt: skip
-
-
-def _pair_counts(study) -> dict | None:
-    pairs = study.user_attrs.get("pairs")
-    if pairs is None:
-        return None
-    return {"answered": sum(p["winner"] is not None for p in pairs), "pending": sum(p["winner"] is None for p in pairs)}
+        return merge_params(self.workbench, run.plan, best.params, log=True, ui={"study": name, "trial": best.number})

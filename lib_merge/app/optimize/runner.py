@@ -155,6 +155,7 @@ class TrialRunner:
     prompts: list[str]
     instance: str = field(default_factory=instance_name)  # named in every trial it runs
     pacer: HumanPacer | None = None  # a study scored by a person's choices
+    on_trial: Callable | None = None  # hears of each trial this runner ends (the command line prints it)
 
     def run(self, study) -> None:
         """Trials until the study holds its total. Instances sharing the storage each claim a trial when Optuna
@@ -169,6 +170,8 @@ class TrialRunner:
 
         def after_trial(study, trial) -> None:
             self.control.trial_done()
+            if self.on_trial is not None:
+                self.on_trial(trial)
             failed_in_a_row[0] = failed_in_a_row[0] + 1 if trial.state.name == "FAIL" else 0
             if trial.state.name == "FAIL":
                 self.control.warnings.append(f"trial {trial.number} failed: {trial.user_attrs.get('error', '')}")

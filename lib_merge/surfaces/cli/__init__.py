@@ -26,6 +26,7 @@ from lib_merge.surfaces.cli.errors import (
 from lib_merge.surfaces.cli.explain import cmd_explain
 from lib_merge.surfaces.cli.lora import cmd_lora
 from lib_merge.surfaces.cli.merge import cmd_merge
+from lib_merge.surfaces.cli.optimize import cmd_optimize
 from lib_merge.surfaces.cli.parser import build_parser, parse_arguments
 from lib_merge.surfaces.cli.rebasin import cmd_rebasin
 
@@ -137,4 +138,5 @@ COMMANDS = {
     "build": toolkit.cmd_build,
     "rebasin": cmd_rebasin,
     "explain": cmd_explain,
+    "optimize": cmd_optimize,
 }

@@ -7,6 +7,7 @@ import argparse
 from lib_merge import __version__
 from lib_merge.surfaces.cli.arg_types import finite_float, whole_number
 from lib_merge.surfaces.cli.errors import UsageError
+from lib_merge.surfaces.cli.optimize import optimize_commands
 from lib_merge.surfaces.cli.parser_files import lora_commands, toolkit_commands
 
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     toolkit_commands(sub)
     _rebasin_command(sub)
     _explain_command(sub)
+    optimize_commands(sub)
     _accept_global_options(p)
     p.merge_options = {option for action in merge._actions for option in action.option_strings}
     return p

@@ -1,0 +1,220 @@
+"""A study run from here over running WebUIs, through their HTTP routes (/alloy/v1 for merges, /sdapi/v1 for
+images): nothing to install in them but Alloy. Each WebUI is one worker thread on the study's storage, so the
+trials are claimed, retried and counted as when each WebUI runs the study itself; the images are scored here,
+with the scorers of this machine's user-data folder, and the trials are logged in this machine's history.
+
+`RemoteBench` answers what a TrialRunner asks of a Workbench, over one WebUI's API."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lib_merge.app.optimize.request import StudyRequest, plan_study
+from lib_merge.app.optimize.runner import StudyControl, TrialRunner, finished_trials, open_study
+from lib_merge.app.optimize.scorers import BuiltinScorer, load_scorer
+from lib_merge.app.optimize.study import check_resumable, study_json, study_report
+from lib_merge.app.ports import GenResult, GenSettings
+from lib_merge.app.requests import MergeRequest
+from lib_merge.arch.blocks import schema_for
+from lib_merge.errors import AlloyError, BusyError, ParameterError, message_for
+from lib_merge.recipe.hashed import HashedRecipe
+from lib_merge.recipe.printer import print_recipe
+
+TIMEOUT_SECONDS = 900  # one generation on a slow machine
+
+
+@dataclass(frozen=True)
+class WebUIClient:
+    """One running WebUI, by its address (http://host:port) and the user:password of its --api-auth."""
+
+    url: str
+    auth: str = ""
+    timeout: float = TIMEOUT_SECONDS
+
+    def __post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ParameterError(f"--webui {self.url!r}: give the WebUI's address, e.g. http://127.0.0.1:7860")
+        if self.auth and ":" not in self.auth:
+            raise ParameterError("--auth takes USER:PASSWORD")
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.auth:
+            request.add_header("Authorization", "Basic " + base64.b64encode(self.auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                return json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as e:
+            text = _error_text(e)
+            error = BusyError if e.code == 409 else ParameterError
+            raise error(f"{self.url}{path}: HTTP {e.code}: {text}") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ParameterError(f"{self.url}: cannot reach the WebUI ({reason})") from None
+        except ValueError:
+            raise ParameterError(f"{self.url}{path}: the answer is not JSON (is this a WebUI with --api?)") from None
+
+    def arch(self, title: str) -> str:
+        return self.call("GET", "/alloy/v1/checkpoint?" + urllib.parse.urlencode({"title": title}))["arch"]
+
+    def txt2img(self, body: dict) -> list:
+        from PIL import Image
+
+        images = self.call("POST", "/sdapi/v1/txt2img", body).get("images") or []
+        return [Image.open(io.BytesIO(base64.b64decode(image))).convert("RGB") for image in images]
+
+
+def _error_text(e: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(e.read() or b"{}")
+    except ValueError:
+        return e.reason or ""
+    text = body.get("error") or body.get("detail") or body.get("errors") or e.reason
+    return " ".join(str(text).split())[:500]
+
+
+@dataclass
+class _Live:
+    recipe: HashedRecipe
+
+
+@dataclass
+class _Outcome:
+    recipe: HashedRecipe
+    history_id: int
+    name: str
+    message: str = ""
+
+
+class RemoteBench:
+    """What a TrialRunner (and the held-out report) asks of a Workbench, over one WebUI's API. The recipe's
+    models are the WebUI's checkpoint titles: the WebUI resolves them."""
+
+    def __init__(self, client: WebUIClient, history: Path) -> None:
+        self.client = client
+        self._history = history
+        self.host = self  # TrialRunner asks host.generation.base_settings()
+        self.generation = self
+
+    def base_settings(self) -> GenSettings:
+        return GenSettings()  # the WebUI's API defaults for what the study leaves open
+
+    def merge(self, request: MergeRequest) -> _Outcome:
+        text = print_recipe(request.root)
+        answer = self.client.call("POST", "/alloy/v1/merge", {"recipe": text, "log": False})
+        return _Outcome(HashedRecipe(request.root, text, answer["hash"]), answer.get("history_id") or 0,
+                        answer.get("name") or "", answer.get("message") or "")  # fmt: skip
+
+    @property
+    def live(self) -> _Live | None:
+        status = self.client.call("GET", "/alloy/v1/status")
+        return _Live(HashedRecipe(None, "", status["hash"])) if status.get("merged") else None
+
+    def restore(self) -> str:
+        return self.client.call("POST", "/alloy/v1/restore", {})["message"]
+
+    def generate(self, gen: GenSettings) -> GenResult:
+        """Prompt i at seed + i (as a batch numbers its images), one request each."""
+        prompts = gen.prompt if isinstance(gen.prompt, list) else [gen.prompt or ""]
+        images = []
+        for i, prompt in enumerate(prompts):
+            body = {"prompt": prompt, "negative_prompt": gen.negative_prompt, "seed": (gen.seed or 0) + i,
+                    "steps": gen.steps, "width": gen.width, "height": gen.height, "sampler_name": gen.sampler,
+                    "cfg_scale": gen.cfg_scale, "batch_size": 1, "n_iter": 1, "save_images": False,
+                    "send_images": True}  # fmt: skip
+            images += self.client.txt2img({k: v for k, v in body.items() if v is not None})[:1]
+        return GenResult(images, "")
+
+    def history_path(self) -> Path:
+        return self._history
+
+
+@dataclass
+class Worker:
+    client: WebUIClient
+    control: StudyControl = field(default_factory=StudyControl)
+    error: str = ""
+
+
+def drive_study(
+    request: StudyRequest,
+    clients: list[WebUIClient],
+    history: Path,
+    builtins: dict[str, BuiltinScorer],
+    settings: Any = None,
+    on_trial=None,
+) -> dict:
+    """Run the study on every WebUI at once until it holds `request.trials` finished trials; its JSON answer
+    (with "state" and each worker's error). `on_trial(instance, trial)` hears of every finished trial."""
+    if not clients:
+        raise ParameterError("give one --webui at least")
+    if len({c.url.rstrip("/") for c in clients}) != len(clients):
+        raise ParameterError("a --webui is named twice: each WebUI is one worker")
+    first = clients[0]
+    plan = plan_study(request, lambda template: template, lambda title: schema_for(first.arch(title)), builtins,
+                      settings)  # fmt: skip
+    if plan.human:
+        raise ParameterError('a study scored by "human" runs in the WebUI\'s Optimize tab, where the person is')
+    scorers = {o.scorer: load_scorer(o.scorer, builtins, settings) for o in plan.objectives}
+    prompts = list(request.gen.prompt) or [""]
+    workers = [Worker(client) for client in clients]
+    runners = []
+    for worker in workers:
+        study = open_study(plan, worker.client.url)
+        check_resumable(study, plan)
+        study.set_user_attr("target_trials", request.trials)  # `optimize show` and the tab tell done from stopped
+        runner = TrialRunner(plan, RemoteBench(worker.client, history), scorers, worker.control, prompts,
+                             worker.client.url)  # fmt: skip
+        runners.append((runner, study))
+
+    def work(worker: Worker, runner: TrialRunner, study) -> None:
+        try:
+            runner.run(study)
+        except Exception as e:  # noqa: BLE001 - one WebUI's failure ends its worker; the others go on
+            worker.error = message_for(e, "cli") if isinstance(e, AlloyError) else f"{type(e).__name__}: {e}"
+        finally:
+            if request.restore_after:
+                try:
+                    runner.workbench.restore()
+                except AlloyError as e:
+                    worker.error = worker.error or message_for(e, "cli")
+
+    if on_trial is not None:
+        for (runner, _), worker in zip(runners, workers, strict=True):
+            runner.on_trial = lambda trial, url=worker.client.url: on_trial(url, trial)
+    threads = [threading.Thread(target=work, args=(w, r, s), name=f"alloy-remote-{i}", daemon=True)
+               for i, (w, (r, s)) in enumerate(zip(workers, runners, strict=True))]  # fmt: skip
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+    except BaseException:
+        for worker in workers:  # Ctrl-C: each worker stops after its current trial
+            worker.control.stop.set()
+        raise
+    runner, study = runners[0]
+    done = finished_trials(study) >= request.trials
+    if done and request.gen.holdout_seeds:
+        study.set_user_attr("report", study_report(plan, study, runner))
+        if request.restore_after:
+            runner.workbench.restore()
+    answer = study_json(study)
+    errors = {w.client.url: w.error for w in workers if w.error}
+    answer["state"] = "done" if done else ("error" if errors else "stopped")
+    answer["errors"] = errors
+    answer["warnings"] = [w for worker in workers for w in worker.control.warnings]
+    return answer
