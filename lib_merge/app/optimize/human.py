@@ -1,7 +1,7 @@
-"""A study scored by a person: each finished trial is paired with the best (or a most uncertain) trial, the
-study waits while more than one pair is unanswered, and the next trial's inputs come from the choices.
+"""A study scored by a person: each finished trial is paired with the best trial, the study waits while more
+than one pair is unanswered, and the next trial's inputs come from the choices.
 
-The study thread calls `after_trial`; the surfaces call `pair` and `choose` from theirs."""
+The study thread calls `pair_new` and `wait_and_queue`; the desk answers the surfaces from theirs."""
 
 from __future__ import annotations
 
