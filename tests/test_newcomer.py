@@ -135,5 +135,6 @@ def test_the_readme_names_every_command():
     from lib_merge.surfaces.cli import COMMANDS
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    listed = set(re.findall(r"python -m lib_merge (?:--\S+ \S+ )?([a-z-]+)", readme))
+    found = re.findall(r"python -m lib_merge (?:--\S+ \S+ )?([a-z-]+)(?: (run)\b)?", readme)
+    listed = {f"{word}-{sub}" if sub else word for word, sub in found}  # `xyz run` is the command xyz-run
     assert set(COMMANDS) - listed == set()

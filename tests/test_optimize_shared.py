@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 WORKER = Path(__file__).parent / "optimize_worker.py"
 
@@ -20,6 +21,7 @@ WORKER = Path(__file__).parent / "optimize_worker.py"
 HANGING = """import os, time
 from pathlib import Path
 import numpy as np
+import pytest
 
 def score(images, prompts):
     home = Path(os.environ["ALLOY_HOME"])
@@ -84,3 +86,26 @@ def test_two_workers_share_a_study_and_a_killed_workers_trial_runs_again(tmp_pat
 
         brightness = [np.asarray(Image.open(p).convert("L"), dtype=np.float64).mean() / 255 for p in images]
         assert len(images) == 1 and t.values[0] == float(np.mean(brightness))
+
+
+def test_a_claim_beyond_the_total_runs_nothing():
+    """Two instances counting at once may both claim the last trial; the later claim (a higher number, as
+    the storage hands them out in order) is the surplus: PRUNED, not counted, nothing merged."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from lib_merge.app.optimize.runner import StudyControl, TrialRunner, counts
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))  # finished
+    other = study.ask()  # another instance's claim, running
+    mine = study.ask()
+    plan = SimpleNamespace(request=SimpleNamespace(trials=2), human=False)
+    runner = TrialRunner(plan, workbench=None, scorers={}, control=StudyControl(), prompts=[""], instance="late")
+    assert runner.surplus(mine) and not runner.surplus(other)
+    with pytest.raises(optuna.TrialPruned):
+        runner.objective(mine)  # before any merge: the workbench (None here) is never touched
+    study.tell(mine, state=optuna.trial.TrialState.PRUNED)
+    study.tell(other, 2.0)
+    assert counts(study) == (2, 0)

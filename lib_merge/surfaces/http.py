@@ -178,6 +178,15 @@ class Api:
         path = self.workbench.host.resolve_checkpoint(title)
         return {"title": title, "file": os.path.basename(path), "arch": file_arch(path)}
 
+    def gen_defaults(self) -> dict:
+        """What this WebUI's generations start from (its last txt2img run, or its defaults): a driver of
+        several WebUIs gives every one the same settings, so their images match one WebUI's."""
+        generation = self.workbench.host.generation
+        if generation is None:
+            raise ValueError("this host does not generate images")
+        settings = generation.base_settings()
+        return {k: v for k, v in settings.__dict__.items() if k not in ("script_args", "save_images")}
+
     def status(self, body: Any) -> dict:
         live = self.workbench.live
         return {
@@ -249,6 +258,11 @@ def add_routes(
         return answer(lambda: api.checkpoint(title))
 
     app.add_api_route(f"{PREFIX}/checkpoint", checkpoint, methods=["GET"], dependencies=dependencies)
+
+    def gen():
+        return answer(api.gen_defaults)
+
+    app.add_api_route(f"{PREFIX}/gen", gen, methods=["GET"], dependencies=dependencies)
     add_optimize_routes(app, studies or OptimizeDesk(workbench), PREFIX, dependencies)
 
 

@@ -7,14 +7,8 @@ with the scorers of this machine's user-data folder, and the trials are logged i
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,65 +18,11 @@ from lib_merge.app.optimize.scorers import BuiltinScorer, load_scorer
 from lib_merge.app.optimize.study import check_resumable, study_json, study_report
 from lib_merge.app.ports import GenResult, GenSettings
 from lib_merge.app.requests import MergeRequest
+from lib_merge.app.webui_client import WebUIClient
 from lib_merge.arch.blocks import schema_for
-from lib_merge.errors import AlloyError, BusyError, ParameterError, message_for
+from lib_merge.errors import AlloyError, ParameterError, message_for
 from lib_merge.recipe.hashed import HashedRecipe
 from lib_merge.recipe.printer import print_recipe
-
-TIMEOUT_SECONDS = 900  # one generation on a slow machine
-
-
-@dataclass(frozen=True)
-class WebUIClient:
-    """One running WebUI, by its address (http://host:port) and the user:password of its --api-auth."""
-
-    url: str
-    auth: str = ""
-    timeout: float = TIMEOUT_SECONDS
-
-    def __post_init__(self) -> None:
-        parts = urllib.parse.urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-            raise ParameterError(f"--webui {self.url!r}: give the WebUI's address, e.g. http://127.0.0.1:7860")
-        if self.auth and ":" not in self.auth:
-            raise ParameterError("--auth takes USER:PASSWORD")
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if self.auth:
-            request.add_header("Authorization", "Basic " + base64.b64encode(self.auth.encode()).decode())
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                return json.loads(answer.read() or b"null")
-        except urllib.error.HTTPError as e:
-            text = _error_text(e)
-            error = BusyError if e.code == 409 else ParameterError
-            raise error(f"{self.url}{path}: HTTP {e.code}: {text}") from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise ParameterError(f"{self.url}: cannot reach the WebUI ({reason})") from None
-        except ValueError:
-            raise ParameterError(f"{self.url}{path}: the answer is not JSON (is this a WebUI with --api?)") from None
-
-    def arch(self, title: str) -> str:
-        return self.call("GET", "/alloy/v1/checkpoint?" + urllib.parse.urlencode({"title": title}))["arch"]
-
-    def txt2img(self, body: dict) -> list:
-        from PIL import Image
-
-        images = self.call("POST", "/sdapi/v1/txt2img", body).get("images") or []
-        return [Image.open(io.BytesIO(base64.b64decode(image))).convert("RGB") for image in images]
-
-
-def _error_text(e: urllib.error.HTTPError) -> str:
-    try:
-        body = json.loads(e.read() or b"{}")
-    except ValueError:
-        return e.reason or ""
-    text = body.get("error") or body.get("detail") or body.get("errors") or e.reason
-    return " ".join(str(text).split())[:500]
 
 
 @dataclass
@@ -113,7 +53,7 @@ class RemoteBench:
 
     def merge(self, request: MergeRequest) -> _Outcome:
         text = print_recipe(request.root)
-        answer = self.client.call("POST", "/alloy/v1/merge", {"recipe": text, "log": False})
+        answer = self.client.merge(text, log=False)
         return _Outcome(HashedRecipe(request.root, text, answer["hash"]), answer.get("history_id") or 0,
                         answer.get("name") or "", answer.get("message") or "")  # fmt: skip
 
@@ -123,18 +63,15 @@ class RemoteBench:
         return _Live(HashedRecipe(None, "", status["hash"])) if status.get("merged") else None
 
     def restore(self) -> str:
-        return self.client.call("POST", "/alloy/v1/restore", {})["message"]
+        return self.client.restore()
 
     def generate(self, gen: GenSettings) -> GenResult:
         """Prompt i at seed + i (as a batch numbers its images), one request each."""
         prompts = gen.prompt if isinstance(gen.prompt, list) else [gen.prompt or ""]
         images = []
         for i, prompt in enumerate(prompts):
-            body = {"prompt": prompt, "negative_prompt": gen.negative_prompt, "seed": (gen.seed or 0) + i,
-                    "steps": gen.steps, "width": gen.width, "height": gen.height, "sampler_name": gen.sampler,
-                    "cfg_scale": gen.cfg_scale, "batch_size": 1, "n_iter": 1, "save_images": False,
-                    "send_images": True}  # fmt: skip
-            images += self.client.txt2img({k: v for k, v in body.items() if v is not None})[:1]
+            single = replace(gen, prompt=prompt, seed=(gen.seed or 0) + i, batch_size=1, n_iter=1)
+            images += self.client.generate(single)[:1]
         return GenResult(images, "")
 
     def history_path(self) -> Path:

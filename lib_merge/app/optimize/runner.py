@@ -132,11 +132,18 @@ def counts(study) -> tuple[int, int]:
     finished = running = 0
     for t in study.get_trials(deepcopy=False):
         state = t.state.name
-        if state in ("COMPLETE", "PRUNED") or (state == "FAIL" and "error" in t.user_attrs):
+        if _counts_as_finished(t):
             finished += 1
         elif state == "RUNNING":
             running += 1
     return finished, running
+
+
+def _counts_as_finished(trial) -> bool:
+    state = trial.state.name
+    if state == "PRUNED":
+        return not trial.user_attrs.get("surplus")
+    return state == "COMPLETE" or (state == "FAIL" and "error" in trial.user_attrs)
 
 
 def instance_name() -> str:
@@ -169,6 +176,10 @@ class TrialRunner:
         failed_in_a_row = [0]
 
         def after_trial(study, trial) -> None:
+            if trial.user_attrs.get("surplus"):
+                if not self.more_to_run(study):
+                    study.stop()
+                return
             self.control.trial_done()
             if self.on_trial is not None:
                 self.on_trial(trial)
@@ -205,8 +216,22 @@ class TrialRunner:
             self.control.stop.wait(HEARTBEAT_SECONDS)
         return False
 
+    def surplus(self, trial) -> bool:
+        """Two instances that count at the same moment may both claim a trial when one is left: the storage
+        numbers claims in order, so the later one sees the earlier and runs nothing (PRUNED, not counted)."""
+        claimed = 0
+        for t in trial.study.get_trials(deepcopy=False):
+            if t.number < trial.number and (_counts_as_finished(t) or t.state.name in ("RUNNING", "WAITING")):
+                claimed += 1
+        return claimed >= self.plan.request.trials
+
     def objective(self, trial) -> float | tuple[float, ...]:
         trial.set_user_attr("instance", self.instance)
+        if self.surplus(trial):
+            import optuna
+
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("the study's total was reached by trials other instances claimed first")
         if self.pacer is not None:
             self.pacer.generating = trial.number
         try:

@@ -132,7 +132,7 @@ def run_plot(
             workbench.restore()
     finally:
         workbench.plot_lock.release()
-    diffs = _checker_diffs(result.cells)
+    diffs = checker_diffs(result.cells)
     grids, paths = [], []
     if not plan.options.no_grid:
         folder = Path(generation.grid_folder()) if generation is not None else user_data_dir() / "xyz-grids"
@@ -146,7 +146,7 @@ def run_plot(
     return PlotOutput(grids, paths, result.cells, result.merges, result.stopped, diffs)
 
 
-def _checker_diffs(results: list[CellResult]) -> dict[str, float]:
+def checker_diffs(results: list[CellResult]) -> dict[str, float]:
     """Each checker cell against the baseline cell (index 0 on the checker axis) at the same other coordinates."""
     by_pos = {(r.cell.x, r.cell.y, r.cell.z): r for r in results}
     diffs = {}

@@ -29,6 +29,7 @@ from lib_merge.surfaces.cli.merge import cmd_merge
 from lib_merge.surfaces.cli.optimize import cmd_optimize
 from lib_merge.surfaces.cli.parser import build_parser, parse_arguments
 from lib_merge.surfaces.cli.rebasin import cmd_rebasin
+from lib_merge.surfaces.cli.xyz_run import cmd_xyz_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,4 +140,5 @@ COMMANDS = {
     "rebasin": cmd_rebasin,
     "explain": cmd_explain,
     "optimize": cmd_optimize,
+    "xyz-run": cmd_xyz_run,
 }

@@ -132,6 +132,8 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
     command = _command_index(argv)
     if command is not None and argv[command] == "merge":
         argv = argv[: command + 1] + _method_flags(argv[command + 1 :], known)
+    if command is not None and argv[command] == "xyz" and argv[command + 1 : command + 2] == ["run"]:
+        argv = [*argv[:command], "xyz-run", *argv[command + 2 :]]  # `xyz PLAN` checks a plan, `xyz run` runs it
     return parser.parse_args(argv)
 
 
@@ -326,6 +328,14 @@ def _other_commands(sub) -> None:
     x.add_argument("plan", help="plan JSON: x/y/z axes {type, values}, merge settings, gen overrides, dice")
     x.add_argument("--host", choices=["none"], default="none", help="none: a dry run that prints the cells")
     x.add_argument("--schema", help="block schema (sd1, sdxl, flux…); default: detected from model A")
+
+    xr = sub.add_parser("xyz-run", help="xyz run --webui URL … PLAN -o GRID.png: an XYZ plot fanned out over "
+                        "running WebUIs, one merge group per WebUI at a time, the grid assembled here")  # fmt: skip
+    xr.add_argument("plan", help="plan JSON (as for POST /alloy/v1/xyz)")
+    xr.add_argument("--webui", action="append", required=True, metavar="URL", help="a running WebUI; repeat for more")
+    xr.add_argument("--auth", default="", metavar="USER:PASSWORD", help="the WebUIs' --api-auth")
+    xr.add_argument("-o", "--output", required=True, help="the grid (.png); more grids get -2, -3 … before .png")
+    xr.add_argument("--overwrite", action="store_true")
 
     s = sub.add_parser("synth", help="write a random-weight checkpoint with an architecture's real keys")
     s.add_argument("arch", choices=["sd1", "sd2", "sdxl", "flux"])
