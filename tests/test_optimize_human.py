@@ -159,6 +159,7 @@ def test_the_study_waits_for_the_person_and_resumes_with_its_pairs(webui, weight
     deadline = time.monotonic() + 60
     pair = api.get("/alloy/v1/optimize/eye/pair").json()
     assert pair["pair"] is None and "being made" in pair["reason"]  # trials 0 and 1 are still being made
+    assert api.get("/alloy/v1/optimize/eye").json()["best"] == []  # nobody has chosen: no best yet
     while api.get("/alloy/v1/optimize/eye/pair").json().get("pair_id") is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -26,6 +26,8 @@ class PairBook:
     def __init__(self, study) -> None:
         self.study = study
         self._lock = threading.Lock()
+        if "pairs" not in study.user_attrs:  # marks the study as scored by a person from its start
+            self._write([])
 
     def all(self) -> list[Pair]:
         return [Pair(**p) for p in self.study.user_attrs.get("pairs", [])]

@@ -87,15 +87,19 @@ def study_json(study) -> dict:
         }
         for t in study.get_trials(deepcopy=False)
     ]
+    pairs = _pair_counts(study)
     try:
-        best = [t.number for t in study.best_trials] if utilities is None else [best_trial(study).number]
+        if pairs is not None and not pairs["answered"]:
+            best = []  # scored by a person who has not chosen yet: no trial is better than another
+        else:
+            best = [t.number for t in study.best_trials] if utilities is None else [best_trial(study).number]
     except (ValueError, RuntimeError, ParameterError):
         best = []
     directions = [d.name.lower() for d in study.directions]
     return {"study": study.study_name, "directions": directions, "trials": trials, "best": best,
             "report": study.user_attrs.get("report"),
             "scorer_check": study.user_attrs.get("scorer_check"),
-            "pairs": _pair_counts(study)}  # fmt: skip
+            "pairs": pairs}  # fmt: skip
 
 
 def _pair_counts(study) -> dict | None:
