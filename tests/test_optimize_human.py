@@ -196,7 +196,13 @@ def test_the_study_waits_for_the_person_and_resumes_with_its_pairs(webui, weight
     while len(api.get("/alloy/v1/optimize/eye").json()["trials"]) < 4:  # one answer: one more trial
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    # Stop while waiting: it stops at once; the open pairs stay in the study and come back on resume.
+    # Stop while waiting for the person: it stops at once, with no trial more; the open pairs stay in the
+    # study and come back on resume.
+    while not ((s := api.get("/alloy/v1/optimize/eye").json())["pairs"]["pending"] == 2
+               and [t["state"] for t in s["trials"]] == ["COMPLETE"] * 4):  # fmt: skip
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.5)  # the study waits for the person now
     pending = api.get("/alloy/v1/optimize/eye/pair").json()["pair_id"]
     assert api.post("/alloy/v1/optimize/eye/stop").json()["stopping"] is True
     while api.get("/alloy/v1/optimize/eye").json()["state"] == "running":
@@ -204,6 +210,7 @@ def test_the_study_waits_for_the_person_and_resumes_with_its_pairs(webui, weight
         time.sleep(0.05)
     stopped = api.get("/alloy/v1/optimize/eye/pair").json()
     assert stopped["pair_id"] == pending  # readable while stopped; answering waits for the resume
+    assert len(api.get("/alloy/v1/optimize/eye").json()["trials"]) == 4  # Stop ended the wait: no trial more
     assert api.post("/alloy/v1/optimize", json=body).status_code == 200
     assert api.get("/alloy/v1/optimize/eye/pair").json()["pair_id"] == pending
     while api.get("/alloy/v1/optimize/eye").json()["state"] == "running":

@@ -1,6 +1,6 @@
 """`optimize run --webui URL --webui URL`: a study driven over two running WebUIs (the double, served over
-HTTP in two processes) through /alloy/v1 and /sdapi/v1, scored and logged where the driver runs, its trials
-shared through a real PostgreSQL server; `optimize show` prints it back."""
+HTTP in two processes) through /alloy/v1 and /sdapi/v1, scored and logged where the driver runs, its two
+workers drawing their own inputs; `optimize show` prints it back."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def status(url: str) -> dict:
         return json.loads(answer.read())
 
 
-def test_a_study_driven_over_two_webuis(tmp_path, two_webuis, postgres):
+def test_a_study_driven_over_two_webuis(tmp_path, two_webuis):
     (tmp_path / "driver" / "scorers").mkdir(parents=True)
     (tmp_path / "driver" / "scorers" / "bright.py").write_text(BRIGHT)
     recipe = ('alloy-recipe 1\nA = model("model_a.safetensors")\nB = model("model_b.safetensors")\n'
@@ -75,7 +75,7 @@ def test_a_study_driven_over_two_webuis(tmp_path, two_webuis, postgres):
             "gen": {"prompt": ["a cat", "a dog"], "seeds": [1], "holdout_seeds": [7, 8], "steps": 2, "width": 64,
                     "height": 64}}  # fmt: skip
     (tmp_path / "plan.json").write_text(json.dumps(plan))
-    flags = ["--storage", postgres.url, "--study", "remote"]
+    flags = ["--storage", "", "--study", "remote"]  # the driver's own SQLite file: two workers, one process
     webuis = [part for url in two_webuis for part in ("--webui", url)]
     done = cli(tmp_path, "optimize", "run", *webuis, *flags, "--plan", str(tmp_path / "plan.json"), "--json")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -85,6 +85,7 @@ def test_a_study_driven_over_two_webuis(tmp_path, two_webuis, postgres):
     assert answer["state"] == "done" and len(trials) == 6
     assert all(t["state"] == "PRUNED" and t["values"] is None for t in answer["trials"] if t not in trials)
     assert {t["instance"] for t in trials} == set(two_webuis)  # both WebUIs worked on it
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 6  # each its own draw
     assert set(trials[0]["params"]) == {"w[IN00+IN01]", "w[M00]", "w[rest]"}
     assert answer["report"]["objectives"]["plugin:bright"]["best"]["images"] == 4  # 2 held-out seeds × 2 prompts
     # Each trial scored here, on the images the WebUI made (kept here): the mean brightness of its 2 images.

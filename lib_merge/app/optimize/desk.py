@@ -5,6 +5,7 @@ asks this desk, and the study's storage answers for trials a former process ran.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +131,16 @@ class OptimizeDesk:
         """The pair the person should judge next (GET …/pair; `files`: image paths for the tab), or why
         there is none."""
         run = self._human_run(name)
-        return pair_json(run.pacer.book, run.plan, run.state == "running", run.pacer.generating, files)
+        if run.state != "running":
+            state = "done: every pair is judged" if run.state == "done" else f"{run.state}: start it again to go on"
+            reason = f"the study is {state}"
+        elif run.pacer.generating is not None:
+            reason = f"trial {run.pacer.generating} is being made"
+        elif finished_trials(run.pacer.book.study) >= run.plan.request.trials:
+            reason = "every trial is made and judged: the study is ending"
+        else:
+            reason = "the next trial is being made"
+        return pair_json(run.pacer.book, run.plan, reason, files)
 
     def choose(self, name: str, pair_id: Any, winner: Any) -> dict:
         """The person's answer to a pair; the study goes on with it."""
@@ -143,6 +153,7 @@ class OptimizeDesk:
     def _human_run(self, name: str) -> StudyRun:
         run = self._runs.get(check_study_name(name))
         if run is None:
+            load_study(name, default_storage())  # "no study named …" when there is none
             raise ParameterError(f"the study {name} has not run since the server started: start it to resume")
         if run.pacer is None:
             raise ParameterError(f'the study {name} is scored by {run.plan.objectives[0].scorer}, not by "human"')
@@ -169,6 +180,8 @@ class OptimizeDesk:
             run.state = "done" if finished else "stopped"
         except Exception as e:  # noqa: BLE001 - the study's answer says what went wrong, the server stays up
             run.state, run.error = "error", message_for(e, "http") if isinstance(e, AlloyError) else repr(e)
+        finally:
+            run.control.ended = time.monotonic()
 
     # -- answers -------------------------------------------------------------------------------------
     def status(self, name: str, storage: str = "") -> dict:
@@ -182,6 +195,8 @@ class OptimizeDesk:
             target = study.user_attrs.get("target_trials")
             answer["state"] = "done" if target is not None and finished_trials(study) >= target else "stopped"
         answer["progress"] = run.control.progress(run.state == "running") if run else None
+        if run is not None and run.pacer is not None:  # its pace is the person's: no time left to tell
+            answer["progress"]["eta_seconds"] = None
         answer["warnings"] = list(run.control.warnings) if run else []
         if run and run.error:
             answer["error"] = run.error

@@ -64,17 +64,11 @@ class HumanPacer:
             self.changed.notify_all()
 
 
-def pair_json(book: PairBook, plan: StudyPlan, running: bool, generating: int | None, files: bool = False) -> dict:
-    """The oldest unanswered pair with both trials' images (base64 PNG; `files`: their paths), or why there
-    is none."""
+def pair_json(book: PairBook, plan: StudyPlan, reason: str, files: bool = False) -> dict:
+    """The oldest unanswered pair with both trials' images (base64 PNG; `files`: their paths), or `reason`
+    when there is none."""
     pending = book.pending()
     if not pending:
-        if not running:
-            reason = "the study is not running: start it again to go on"
-        elif generating is not None:
-            reason = f"trial {generating} is being made"
-        else:
-            reason = "the next trial is being made"
         return {"pair": None, "reason": reason}
     pair = pending[0]
     trials = {t.number: t for t in book.study.get_trials(deepcopy=False)}

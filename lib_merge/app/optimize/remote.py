@@ -109,7 +109,7 @@ def drive_study(
     workers = [Worker(client) for client in clients]
     runners = []
     for worker in workers:
-        study = open_study(plan, worker.client.url)
+        study = open_study(plan, worker.client.url, shared=len(clients) > 1 or None)
         check_resumable(study, plan)
         study.set_user_attr("target_trials", request.trials)  # `optimize show` and the tab tell done from stopped
         runner = TrialRunner(plan, RemoteBench(worker.client, history), scorers, worker.control, prompts,

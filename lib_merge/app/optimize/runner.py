@@ -47,6 +47,7 @@ class StudyControl:
     planned: int = 0  # trials this run means to finish
     started: float = field(default_factory=time.monotonic)
     last_done: float = 0.0  # when the latest trial of this run ended
+    ended: float = 0.0  # when the run ended (0: running)
     warnings: list[str] = field(default_factory=list)
 
     def trial_done(self) -> None:
@@ -56,7 +57,7 @@ class StudyControl:
     def progress(self, running: bool = True) -> dict:
         """Trials done of this run, and the time left: the mean trial time so far for each trial to come,
         less what the current trial has run already (so it counts down during a trial)."""
-        now = time.monotonic()
+        now = self.ended or time.monotonic()
         eta = None
         if running and self.done:
             per_trial = (self.last_done - self.started) / self.done
@@ -65,8 +66,9 @@ class StudyControl:
                 "eta_seconds": None if eta is None else round(eta, 1)}  # fmt: skip
 
 
-def open_study(plan: StudyPlan, instance: str = ""):
-    """The study in its storage, with heartbeats (a killed trial is failed later, and run again)."""
+def open_study(plan: StudyPlan, instance: str = "", shared: bool | None = None):
+    """The study in its storage, with heartbeats (a killed trial is failed later, and run again). `shared`:
+    other instances work on it at the same time (default: when the storage is a database server)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -82,9 +84,11 @@ def open_study(plan: StudyPlan, instance: str = ""):
     existing = len(study.get_trials(deepcopy=False))
     # A resumed study's seed moves on by its trials, so the first draws are not replayed; on a database server
     # each instance's seed differs too, else instances starting together would draw the same inputs.
-    shared = instance if not plan.storage.startswith("sqlite") else ""
-    if existing or shared:
-        seed = (plan.request.seed + existing + zlib.crc32(shared.encode())) % 2**32
+    if shared is None:
+        shared = not plan.storage.startswith("sqlite")
+    mixed = instance if shared else ""
+    if existing or mixed:
+        seed = (plan.request.seed + existing + zlib.crc32(mixed.encode())) % 2**32
         study.sampler = make_sampler(plan.request.sampler, seed, plan.space, plan.schema, len(plan.objectives))
     return study
 
@@ -195,6 +199,8 @@ class TrialRunner:
                 study.stop()
             elif self.pacer is not None:  # the person's choices first, then the next trial's inputs
                 self.pacer.wait_and_queue(study, newest)
+            if self.control.stop.is_set():  # Stop during the wait: no next trial
+                study.stop()
 
         study.optimize(self.objective, n_trials=None, catch=(AlloyError,), callbacks=[after_trial])
         if self.pacer is not None:  # the last trials' pairs too: the study is done when the person has judged
