@@ -262,3 +262,16 @@ def gen_defaults() -> dict:
         n_iter=1,
         cfg_scale=7.0,
     )
+
+
+def test_the_users_last_run_is_the_fallback_and_api_runs_are_not(webui):
+    """A txt2img run of the user's sets what Alloy's generations start from; an API run (another program's,
+    or a driver that fans a plot out over several WebUIs) does not."""
+    fields = dict(prompt="a fox", negative_prompt="", steps=7, sampler_name="Euler", cfg_scale=5.0, seed=3, subseed=-1,
+                  subseed_strength=0.0, width=64, height=64, batch_size=1, n_iter=1)  # fmt: skip
+    webui.host.capture_run(webui.processing.StableDiffusionProcessingTxt2Img(**fields))
+    assert (webui.host.base_settings().prompt, webui.host.base_settings().steps) == ("a fox", 7)
+    api_run = webui.processing.StableDiffusionProcessingTxt2Img(**{**fields, "prompt": "a robot", "steps": 2})
+    api_run.is_api = True
+    webui.host.capture_run(api_run)
+    assert (webui.host.base_settings().prompt, webui.host.base_settings().steps) == ("a fox", 7)

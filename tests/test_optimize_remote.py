@@ -21,6 +21,9 @@ from test_optimize import BRIGHT
 from lib_merge.app.history import read_history, search_history
 
 SERVER = Path(__file__).parent / "webui_server.py"
+# The WebUIs label their grids with this font (A1111's is Roboto): a plot assembled elsewhere must use it too.
+# .ci/run installs Debian's fonts-dejavu-core when it is missing.
+LABEL_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 
 
 def free_port() -> int:
@@ -34,7 +37,8 @@ def two_webuis(tmp_path, sd1):
     servers, urls = [], []
     for name in ("one", "two"):
         port = free_port()
-        env = {**os.environ, "ALLOY_HOME": str(tmp_path / f"home-{name}")}
+        assert LABEL_FONT.is_file(), f"{LABEL_FONT} is missing: apt-get install fonts-dejavu-core"
+        env = {**os.environ, "ALLOY_HOME": str(tmp_path / f"home-{name}"), "ALLOY_TEST_FONT": str(LABEL_FONT)}
         command = [sys.executable, str(SERVER), str(tmp_path / f"webui-{name}"), str(port), *map(str, sd1)]
         servers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         urls.append(f"http://127.0.0.1:{port}")

@@ -81,6 +81,11 @@ class WebUIClient:
         body.update(save_images=False, send_images=True, do_not_save_samples=True, do_not_save_grid=True)
         return self.txt2img(body)
 
+    def font(self) -> bytes | None:
+        """The WebUI's grid label font (a TrueType file), if it has one."""
+        answer = self.call("GET", "/alloy/v1/font")
+        return base64.b64decode(answer["data"]) if answer.get("data") else None
+
     def txt2img(self, body: dict) -> list:
         from PIL import Image
 

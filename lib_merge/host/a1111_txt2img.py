@@ -59,8 +59,9 @@ class Txt2ImgRuns:
     """Generation with the WebUI's txt2img: needs `self.components` (elem_id -> component) and `self.last_run`."""
 
     def capture_run(self, p) -> None:
-        """before_process of the user's own txt2img runs: their settings, for the fallback."""
-        if getattr(p, "alloy_run", False):
+        """before_process of the user's own txt2img runs: their settings, for the fallback. API runs (another
+        program's, or a driver of several WebUIs) are not the user's settings."""
+        if getattr(p, "alloy_run", False) or getattr(p, "is_api", False):
             return
         self.last_run = GenSettings(
             prompt=p.prompt,

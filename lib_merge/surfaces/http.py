@@ -6,6 +6,7 @@ added by extensions are not covered by `--api-auth` (docs/WEBUI.md §7). No midd
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import secrets
@@ -187,6 +188,14 @@ class Api:
         settings = generation.base_settings()
         return {k: v for k, v in settings.__dict__.items() if k not in ("script_args", "save_images")}
 
+    def font(self) -> dict:
+        """The font of this WebUI's grid labels (base64), so a plot assembled elsewhere looks the same."""
+        path = self.workbench.host.font_path()
+        if not path:
+            return {"name": None, "data": None}
+        with open(path, "rb") as f:
+            return {"name": os.path.basename(path), "data": base64.b64encode(f.read()).decode("ascii")}
+
     def status(self, body: Any) -> dict:
         live = self.workbench.live
         return {
@@ -263,6 +272,11 @@ def add_routes(
         return answer(api.gen_defaults)
 
     app.add_api_route(f"{PREFIX}/gen", gen, methods=["GET"], dependencies=dependencies)
+
+    def font():
+        return answer(api.font)
+
+    app.add_api_route(f"{PREFIX}/font", font, methods=["GET"], dependencies=dependencies)
     add_optimize_routes(app, studies or OptimizeDesk(workbench), PREFIX, dependencies)
 
 

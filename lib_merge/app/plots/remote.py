@@ -4,7 +4,9 @@ first one's generation settings, and the grid assembled here from the same cells
 
 from __future__ import annotations
 
+import os
 import queue
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -84,6 +86,14 @@ def fan_out_plot(
         groups.put(group)
     results: dict[int, CellResult] = {}
     ran_on = {c.url: 0 for c in clients}
+    done_cells = [0]
+
+    def cell_done(text: str) -> None:  # "cell 1/2: …" of one merge group as "cell 5/8: …" of the plot
+        with lock:
+            done_cells[0] += 1
+            if progress:
+                progress(f"cell {done_cells[0]}/{len(cells)}: {text.split(': ', 1)[-1]}")
+
     errors: list[str] = []
     merges = [0]
     lock = threading.Lock()
@@ -96,7 +106,7 @@ def fan_out_plot(
             except queue.Empty:
                 return
             try:
-                done: PlotResult = run_cells([cells[i] for i in group], host, stop, progress)
+                done: PlotResult = run_cells([cells[i] for i in group], host, stop, cell_done)
             except (AlloyError, PlanError) as e:
                 with lock:
                     errors.append(f"{client.url}: {e}")
@@ -129,8 +139,20 @@ def fan_out_plot(
         raise ParameterError("; ".join(errors))
     ordered = [results.get(i) or CellResult(cell, "stopped") for i, cell in enumerate(cells)]
     stopped = any(r.status != "done" for r in ordered)
-    grids = [] if plan.options.no_grid else assemble_grids(plan, ordered, checker_diffs(ordered))
+    grids = [] if plan.options.no_grid else _grids(plan, ordered, first)
     return FannedPlot(grids, ordered, merges[0], stopped, ran_on)
+
+
+def _grids(plan: XYZPlan, results: list[CellResult], first: WebUIClient) -> list:
+    """The grids drawn as the first WebUI draws them: with its label font (in a temporary file here)."""
+    font = first.font()
+    if font is None:
+        return assemble_grids(plan, results, checker_diffs(results))
+    with tempfile.TemporaryDirectory(prefix="alloy-font-") as folder:
+        path = os.path.join(folder, "labels.ttf")
+        with open(path, "wb") as f:
+            f.write(font)
+        return assemble_grids(plan, results, checker_diffs(results), path)
 
 
 def _context(plan: XYZPlan, first: WebUIClient) -> PlanContext:
