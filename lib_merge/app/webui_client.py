@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lib_merge.app.ports import GenSettings
@@ -76,7 +78,12 @@ class WebUIClient:
         return GenSettings(**{k: v for k, v in given.items() if k in known})
 
     def generate(self, gen: GenSettings) -> list:
-        """One txt2img request (a single prompt): its images, none saved by the WebUI."""
+        """The images of `gen`, none saved by the WebUI. A prompt list (one prompt per image of a batch) is one
+        request per prompt, prompt i at seed + i, as the WebUI numbers a batch: its API takes one prompt."""
+        if isinstance(gen.prompt, list):
+            seed = gen.seed or 0
+            singles = [replace(gen, prompt=p, seed=seed + i, batch_size=1, n_iter=1) for i, p in enumerate(gen.prompt)]
+            return [image for single in singles for image in self.generate(single)[:1]]
         body = {api: getattr(gen, field) for field, api in TXT2IMG_FIELDS.items() if getattr(gen, field) is not None}
         body.update(save_images=False, send_images=True, do_not_save_samples=True, do_not_save_grid=True)
         return self.txt2img(body)
@@ -91,6 +98,28 @@ class WebUIClient:
 
         images = self.call("POST", "/sdapi/v1/txt2img", body).get("images") or []
         return [Image.open(io.BytesIO(base64.b64decode(image))).convert("RGB") for image in images]
+
+
+def check_webuis(clients: list[WebUIClient]) -> None:
+    if not clients:
+        raise ParameterError("give one --webui at least")
+    if len({c.url.rstrip("/") for c in clients}) != len(clients):
+        raise ParameterError("a --webui is named twice: each WebUI is one worker")
+
+
+def run_each(works: list[Callable[[], None]], name: str, on_interrupt: Callable[[], None]) -> None:
+    """Each WebUI's work in a thread of its own, until all end. Ctrl-C (which reaches the waiting main
+    thread) calls `on_interrupt`, so each worker ends its current step, and goes on up."""
+    threads = [threading.Thread(target=work, name=f"{name}-{i}", daemon=True) for i, work in enumerate(works)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+    except BaseException:
+        on_interrupt()
+        raise
 
 
 def _error_text(e: urllib.error.HTTPError) -> str:

@@ -28,11 +28,11 @@ from lib_merge.app.optimize.runner import (
     instance_name,
     open_study,
     planned_trials,
+    stored_state,
 )
 from lib_merge.app.optimize.scorers import BuiltinScorer, load_scorer
 from lib_merge.app.optimize.study import (
     best_trial,
-    check_resumable,
     load_study,
     merge_params,
     study_json,
@@ -99,8 +99,6 @@ class OptimizeDesk:
                 raise BusyError(f"the study {self.running().plan.name} is running; stop it first")
             instance = instance_name()
             study = open_study(plan, instance)  # the storage answers (or its error is the request's) first
-            check_resumable(study, plan)
-            study.set_user_attr("target_trials", plan.request.trials)
             run = self._runs[plan.name] = StudyRun(plan, instance=instance)
             if plan.human:
                 run.pacer = HumanPacer(plan, PairBook(study), run.control.stop)
@@ -191,9 +189,8 @@ class OptimizeDesk:
         answer = study_json(study)
         if run is not None:
             answer["state"] = run.state
-        else:  # run by an earlier process: done when it holds the total its last start asked for
-            target = study.user_attrs.get("target_trials")
-            answer["state"] = "done" if target is not None and finished_trials(study) >= target else "stopped"
+        else:  # run by an earlier process
+            answer["state"] = stored_state(study)
         answer["progress"] = run.control.progress(run.state == "running") if run else None
         if run is not None and run.pacer is not None:  # its pace is the person's: no time left to tell
             answer["progress"]["eta_seconds"] = None

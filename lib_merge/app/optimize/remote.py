@@ -7,18 +7,17 @@ with the scorers of this machine's user-data folder, and the trials are logged i
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lib_merge.app.optimize.request import StudyRequest, plan_study
 from lib_merge.app.optimize.runner import StudyControl, TrialRunner, finished_trials, open_study
 from lib_merge.app.optimize.scorers import BuiltinScorer, load_scorer
-from lib_merge.app.optimize.study import check_resumable, study_json, study_report
+from lib_merge.app.optimize.study import study_json, study_report
 from lib_merge.app.ports import GenResult, GenSettings
 from lib_merge.app.requests import MergeRequest
-from lib_merge.app.webui_client import WebUIClient
+from lib_merge.app.webui_client import WebUIClient, check_webuis, run_each
 from lib_merge.arch.blocks import schema_for
 from lib_merge.errors import AlloyError, ParameterError, message_for
 from lib_merge.recipe.hashed import HashedRecipe
@@ -42,14 +41,15 @@ class RemoteBench:
     """What a TrialRunner (and the held-out report) asks of a Workbench, over one WebUI's API. The recipe's
     models are the WebUI's checkpoint titles: the WebUI resolves them."""
 
-    def __init__(self, client: WebUIClient, history: Path) -> None:
+    def __init__(self, client: WebUIClient, history: Path, gen_base: GenSettings) -> None:
         self.client = client
         self._history = history
+        self._gen_base = gen_base
         self.host = self  # TrialRunner asks host.generation.base_settings()
         self.generation = self
 
     def base_settings(self) -> GenSettings:
-        return GenSettings()  # the WebUI's API defaults for what the study leaves open
+        return self._gen_base  # what the study leaves open: the first WebUI's own settings, for every WebUI
 
     def merge(self, request: MergeRequest) -> _Outcome:
         text = print_recipe(request.root)
@@ -66,13 +66,7 @@ class RemoteBench:
         return self.client.restore()
 
     def generate(self, gen: GenSettings) -> GenResult:
-        """Prompt i at seed + i (as a batch numbers its images), one request each."""
-        prompts = gen.prompt if isinstance(gen.prompt, list) else [gen.prompt or ""]
-        images = []
-        for i, prompt in enumerate(prompts):
-            single = replace(gen, prompt=prompt, seed=(gen.seed or 0) + i, batch_size=1, n_iter=1)
-            images += self.client.generate(single)[:1]
-        return GenResult(images, "")
+        return GenResult(self.client.generate(gen), "")
 
     def history_path(self) -> Path:
         return self._history
@@ -95,10 +89,7 @@ def drive_study(
 ) -> dict:
     """Run the study on every WebUI at once until it holds `request.trials` finished trials; its JSON answer
     (with "state" and each worker's error). `on_trial(instance, trial)` hears of every finished trial."""
-    if not clients:
-        raise ParameterError("give one --webui at least")
-    if len({c.url.rstrip("/") for c in clients}) != len(clients):
-        raise ParameterError("a --webui is named twice: each WebUI is one worker")
+    check_webuis(clients)
     first = clients[0]
     plan = plan_study(request, lambda template: template, lambda title: schema_for(first.arch(title)), builtins,
                       settings)  # fmt: skip
@@ -107,13 +98,14 @@ def drive_study(
     scorers = {o.scorer: load_scorer(o.scorer, builtins, settings) for o in plan.objectives}
     prompts = list(request.gen.prompt) or [""]
     workers = [Worker(client) for client in clients]
+    gen_base = first.gen_defaults()
     runners = []
     for worker in workers:
         study = open_study(plan, worker.client.url, shared=len(clients) > 1 or None)
-        check_resumable(study, plan)
-        study.set_user_attr("target_trials", request.trials)  # `optimize show` and the tab tell done from stopped
-        runner = TrialRunner(plan, RemoteBench(worker.client, history), scorers, worker.control, prompts,
-                             worker.client.url)  # fmt: skip
+        url = worker.client.url
+        heard = None if on_trial is None else (lambda trial, url=url: on_trial(url, trial))
+        runner = TrialRunner(plan, RemoteBench(worker.client, history, gen_base), scorers, worker.control, prompts,
+                             url, on_trial=heard)  # fmt: skip
         runners.append((runner, study))
 
     def work(worker: Worker, runner: TrialRunner, study) -> None:
@@ -128,21 +120,12 @@ def drive_study(
                 except AlloyError as e:
                     worker.error = worker.error or message_for(e, "cli")
 
-    if on_trial is not None:
-        for (runner, _), worker in zip(runners, workers, strict=True):
-            runner.on_trial = lambda trial, url=worker.client.url: on_trial(url, trial)
-    threads = [threading.Thread(target=work, args=(w, r, s), name=f"alloy-remote-{i}", daemon=True)
-               for i, (w, (r, s)) in enumerate(zip(workers, runners, strict=True))]  # fmt: skip
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
-    except BaseException:
-        for worker in workers:  # Ctrl-C: each worker stops after its current trial
+    def interrupted() -> None:  # Ctrl-C: each worker stops after its current trial
+        for worker in workers:
             worker.control.stop.set()
-        raise
+
+    works = [lambda w=w, r=r, s=s: work(w, r, s) for w, (r, s) in zip(workers, runners, strict=True)]
+    run_each(works, "alloy-remote", interrupted)
     runner, study = runners[0]
     done = finished_trials(study) >= request.trials
     if done and request.gen.holdout_seeds:

@@ -27,6 +27,7 @@ from lib_merge.app.optimize.human import HumanPacer
 from lib_merge.app.optimize.request import StudyPlan, trial_folder
 from lib_merge.app.optimize.samplers import make_sampler
 from lib_merge.app.optimize.scorers import checked_scores
+from lib_merge.app.optimize.space import Blocks, block_dimension_names
 from lib_merge.app.ports import GenSettings
 from lib_merge.app.requests import MergeRequest
 from lib_merge.errors import AlloyError, ParameterError
@@ -80,6 +81,8 @@ def open_study(plan: StudyPlan, instance: str = "", shared: bool | None = None):
     study = optuna.create_study(
         study_name=plan.name, storage=storage, sampler=sampler, directions=plan.directions, load_if_exists=True
     )
+    check_resumable(study, plan)
+    study.set_user_attr("target_trials", plan.request.trials)  # a later reader tells done from stopped
     optuna.storages.fail_stale_trials(study)  # trials of a process that died: failed now, their copies waiting
     existing = len(study.get_trials(deepcopy=False))
     # A resumed study's seed moves on by its trials, so the first draws are not replayed; on a database server
@@ -91,6 +94,26 @@ def open_study(plan: StudyPlan, instance: str = "", shared: bool | None = None):
         seed = (plan.request.seed + existing + zlib.crc32(mixed.encode())) % 2**32
         study.sampler = make_sampler(plan.request.sampler, seed, plan.space, plan.schema, len(plan.objectives))
     return study
+
+
+def check_resumable(study, plan: StudyPlan) -> None:
+    """A study continues only with its own objectives and inputs: a changed space or scorer list would mix
+    trials that measured different things."""
+    directions = [d.name.lower() for d in study.directions]
+    if directions != plan.directions:
+        raise ParameterError(
+            f"the study {plan.name} has {len(directions)} objective(s) ({', '.join(directions)}); this request has "
+            f"{len(plan.directions)}: start a study of another name"
+        )
+    drawn = next((set(t.distributions) for t in study.get_trials(deepcopy=False) if t.distributions), None)
+    wanted = set()
+    for name, dim in plan.space.dimensions.items():
+        wanted.update(block_dimension_names(name, dim, plan.schema) if isinstance(dim, Blocks) else [name])
+    if drawn is not None and drawn != wanted:
+        raise ParameterError(
+            f"the study {plan.name} searched {', '.join(sorted(drawn))}; this space has {', '.join(sorted(wanted))}: "
+            "start a study of another name"
+        )
 
 
 def _storage(url: str):
@@ -111,18 +134,22 @@ def _storage(url: str):
         try:
             return optuna.storages.RDBStorage(url, **options)
         except (IntegrityError, ProgrammingError):  # another instance creates the same new database's tables
-            if attempt == 2:
-                raise ParameterError(f"storage {url}: its tables could not be created (tried 3 times)") from None
             time.sleep(0.5 + attempt)
         except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: no server there, no driver, no access
             raise ParameterError(f"storage {url}: {type(e).__name__}: {e}") from None
-    raise AssertionError("unreachable")
+    raise ParameterError(f"storage {url}: its tables could not be created (tried 3 times)")
 
 
 def finished_trials(study) -> int:
     """Trials that count towards the study's total: complete ones and those failed by an error of their own.
     A trial failed because its process died (no heartbeat) does not count: a copy of it runs again."""
     return counts(study)[0]
+
+
+def stored_state(study) -> str:
+    """A study no process here runs: "done" when it holds the total its last start asked for."""
+    target = study.user_attrs.get("target_trials")
+    return "done" if target is not None and finished_trials(study) >= target else "stopped"
 
 
 def planned_trials(study, total: int) -> int:
@@ -135,10 +162,9 @@ def counts(study) -> tuple[int, int]:
     """(finished as `finished_trials` counts them, running now in any process)."""
     finished = running = 0
     for t in study.get_trials(deepcopy=False):
-        state = t.state.name
         if _counts_as_finished(t):
             finished += 1
-        elif state == "RUNNING":
+        elif t.state.name == "RUNNING":
             running += 1
     return finished, running
 

@@ -6,31 +6,10 @@ from __future__ import annotations
 from lib_merge.app.optimize.report import holdout_report
 from lib_merge.app.optimize.request import StudyPlan
 from lib_merge.app.optimize.runner import TrialRunner
-from lib_merge.app.optimize.space import Blocks, block_dimension_names
 from lib_merge.app.requests import MergeOutcome, MergeRequest
 from lib_merge.errors import ParameterError
 from lib_merge.recipe.compose import compose
 from lib_merge.recipe.nodes import MergeNode, walk_models
-
-
-def check_resumable(study, plan: StudyPlan) -> None:
-    """A study continues only with its own objectives and inputs: a changed space or scorer list would mix
-    trials that measured different things."""
-    directions = [d.name.lower() for d in study.directions]
-    if directions != plan.directions:
-        raise ParameterError(
-            f"the study {plan.name} has {len(directions)} objective(s) ({', '.join(directions)}); this request has "
-            f"{len(plan.directions)}: start a study of another name"
-        )
-    drawn = next((set(t.distributions) for t in study.get_trials(deepcopy=False) if t.distributions), None)
-    wanted = set()
-    for name, dim in plan.space.dimensions.items():
-        wanted.update(block_dimension_names(name, dim, plan.schema) if isinstance(dim, Blocks) else [name])
-    if drawn is not None and drawn != wanted:
-        raise ParameterError(
-            f"the study {plan.name} searched {', '.join(sorted(drawn))}; this space has {', '.join(sorted(wanted))}: "
-            "start a study of another name"
-        )
 
 
 def best_trial(study):

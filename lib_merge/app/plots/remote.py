@@ -9,13 +9,13 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from lib_merge.app.plots.executor import CellResult, MergedCell, PlotResult, merge_groups, run_cells
 from lib_merge.app.plots.plan import Cell, PlanContext, XYZPlan, expand
 from lib_merge.app.plots.runner import assemble_grids, checker_diffs
 from lib_merge.app.ports import GenResult, GenSettings
-from lib_merge.app.webui_client import WebUIClient
+from lib_merge.app.webui_client import WebUIClient, check_webuis, run_each
 from lib_merge.arch.blocks import schema_for
 from lib_merge.errors import AlloyError, ParameterError, PlanError
 from lib_merge.paths import user_data_dir
@@ -37,16 +37,7 @@ class RemotePlotHost:
         return MergedCell(answer.get("name") or "", answer["hash"], answer.get("history_id"))
 
     def generate(self, gen: GenSettings) -> GenResult:
-        """A prompt batch (a list of prompts) as one request per prompt, prompt i at seed + i, as a batch
-        numbers its images; anything else as one request."""
-        settings = self.gen_base.overlay(gen)
-        if not isinstance(settings.prompt, list):
-            return GenResult(self.client.generate(settings), "")
-        images = []
-        for i, prompt in enumerate(settings.prompt):
-            single = replace(settings, prompt=prompt, seed=(settings.seed or 0) + i, batch_size=1, n_iter=1)
-            images += self.client.generate(single)[:1]
-        return GenResult(images, "")
+        return GenResult(self.client.generate(self.gen_base.overlay(gen)), "")
 
 
 def cell_recipe(cell: Cell) -> str:
@@ -73,10 +64,7 @@ def fan_out_plot(
     stop: threading.Event | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> FannedPlot:
-    if not clients:
-        raise ParameterError("give one --webui at least")
-    if len({c.url.rstrip("/") for c in clients}) != len(clients):
-        raise ParameterError("a --webui is named twice: each WebUI is one worker")
+    check_webuis(clients)
     stop = stop or threading.Event()
     first = clients[0]
     cells = expand(plan, _context(plan, first))
@@ -117,17 +105,8 @@ def fan_out_plot(
                 merges[0] += done.merges
                 ran_on[client.url] += 1
 
-    threads = [threading.Thread(target=work, args=(c,), name=f"alloy-fan-{i}", daemon=True)
-               for i, c in enumerate(clients)]  # fmt: skip
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
-    except BaseException:
-        stop.set()  # Ctrl-C: each WebUI ends its current cell
-        raise
+        run_each([lambda c=c: work(c) for c in clients], "alloy-fan", stop.set)  # Ctrl-C: after the current cell
     finally:
         if plan.options.restore_after:
             for client in clients:

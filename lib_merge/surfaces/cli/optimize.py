@@ -64,13 +64,12 @@ def _run(args) -> int:
 
 def _show(args) -> int:
     from lib_merge.app.optimize.request import check_storage, check_study_name
-    from lib_merge.app.optimize.runner import finished_trials
+    from lib_merge.app.optimize.runner import stored_state
     from lib_merge.app.optimize.study import load_study, study_json
 
     study = load_study(check_study_name(args.study), check_storage(args.storage))
     answer = study_json(study)
-    target = study.user_attrs.get("target_trials")
-    answer["state"] = "done" if target is not None and finished_trials(study) >= target else "stopped"
+    answer["state"] = stored_state(study)
     _print(answer, args.json)
     return 0
 
