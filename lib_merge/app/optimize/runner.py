@@ -31,6 +31,7 @@ from lib_merge.app.optimize.space import Blocks, block_dimension_names
 from lib_merge.app.ports import GenSettings
 from lib_merge.app.requests import MergeRequest
 from lib_merge.errors import AlloyError, ParameterError
+from lib_merge.io.tempfiles import write_file
 from lib_merge.recipe.compose import compose
 
 HEARTBEAT_SECONDS = 5
@@ -334,10 +335,11 @@ class TrialRunner:
         return checked_scores(scorer, answer, len(images))
 
     def keep_images(self, number: int, images: list) -> None:
+        """Each image through a temporary file: a kill mid-write leaves no broken PNG for the gallery or a pair."""
         folder = trial_folder(self.plan.image_folder(), number)
         os.makedirs(folder, exist_ok=True)
         for i, image in enumerate(images):
-            image.save(os.path.join(folder, f"{i:03d}.png"))
+            write_file(os.path.join(folder, f"{i:03d}.png"), lambda f, image=image: image.save(f, format="PNG"))
 
     def log(self, number: int, recipe, drawn: dict, values: list[float]):
         scores = {} if self.plan.human else dict(zip([o.scorer for o in self.plan.objectives], values, strict=True))
