@@ -53,6 +53,10 @@ class SourceChangedError(_InputProblem):
     pass
 
 
+class UnsupportedFormatError(_InputProblem):
+    """A file in a format Alloy does not read (GGUF, bitsandbytes NF4/FP4): refused at open by name."""
+
+
 class RecipeError(_RecipeProblem):
     pass
 
@@ -110,10 +114,16 @@ class OutputExistsError(_OutputProblem):
 OVERWRITE_HINTS = {"cli": "use --overwrite", "http": 'set "overwrite": true', "ui": "tick the overwrite box"}
 
 
+# How to ask for clamping values beyond an fp8 output's range, in each surface's words.
+CLAMP_HINTS = {"cli": "use --clamp", "http": 'set "clamp": true in "save"', "ui": "tick the fp8 clamp box"}
+
+
 def message_for(e: BaseException, surface: str) -> str:
     """The one line a person reads for an error, in the words of `surface` ("cli", "http", "ui")."""
     if isinstance(e, OutputExistsError):
         return f"{e} or {OVERWRITE_HINTS[surface]}"
+    if isinstance(e, Fp8RangeError):
+        return f"{e}; {CLAMP_HINTS[surface]} to clamp them, or choose a wider dtype"
     return str(e)
 
 
@@ -159,6 +169,11 @@ class LoraMismatchError(_InputProblem):
 
 class PrecisionError(_InputProblem):
     """Values that the chosen output dtype cannot hold (fp16 tops out at 65504)."""
+
+
+class Fp8RangeError(PrecisionError):
+    """Values beyond an fp8 output's range (or NaN/Inf) as a key is cast for writing. The message names the
+    key; each surface adds its own way to ask for clamping (`CLAMP_HINTS`)."""
 
 
 class SelfCheckError(AlloyError):

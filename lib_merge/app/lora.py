@@ -11,10 +11,12 @@ import os
 import re
 from collections.abc import Callable
 
+import torch
+
 from lib_merge.app.naming import custom_file_name, sanitize
 from lib_merge.app.requests import LoraExtractRequest, LoraMergeRequest
 from lib_merge.errors import ModelNotFoundError, ParameterError
-from lib_merge.io.dtypes import parse_output_dtype
+from lib_merge.io.dtypes import is_fp8, parse_output_dtype
 from lib_merge.lora.blocks import lora_block_vector
 from lib_merge.lora.extract import ExtractSettings
 from lib_merge.lora.factor import Factoring, RankRule
@@ -167,7 +169,16 @@ def write_new_lora(build: LoraBuild, target: str, dtype: str, overwrite: bool) -
     """A merged or extracted LoRA written to `target`; one with no change at all is refused."""
     if not build.modules:
         raise ParameterError("nothing to write: every module's change is zero")
-    return write_lora(build, target, parse_output_dtype(dtype), overwrite)
+    return write_lora(build, target, parse_lora_dtype(dtype), overwrite)
+
+
+def parse_lora_dtype(name: str) -> torch.dtype:
+    """A new LoRA's dtype: fp16, bf16 or fp32. fp8 is refused: a LoRA is small, and its factors, whose
+    product is the change, would lose most of their precision for a few MB."""
+    dtype = parse_output_dtype(name)
+    if is_fp8(dtype):
+        raise ParameterError(f"a LoRA is not written as {name}; use fp16, bf16 or fp32")
+    return dtype
 
 
 def lora_output_name(name: str, fallback: str) -> str:

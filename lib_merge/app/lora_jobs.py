@@ -15,6 +15,7 @@ from lib_merge.app.lora import (
     lora_output_name,
     lora_recipe,
     merge_settings,
+    parse_lora_dtype,
     write_new_lora,
     written_text,
 )
@@ -85,6 +86,7 @@ class LoraJobs:
         return self._lora_job(job, lambda step: extract_lora(settings, step, self._stopping))
 
     def _lora_job(self, job: LoraJob, make) -> LoraOutcome:
+        parse_lora_dtype(job.dtype)  # a wrong dtype is refused before any tensor is read
         target = os.path.join(self.host.lora_folder(), job.name)
         if os.path.exists(target) and not job.overwrite:
             raise OutputExistsError(f"{job.name} exists in the LoRA folder; choose another name")

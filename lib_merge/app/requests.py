@@ -19,6 +19,7 @@ class SaveRequest:
     format: str = "safetensors"
     prune: bool = True
     overwrite: bool = False
+    clamp: bool = False  # fp8 dtypes: clamp values beyond the format's range instead of refusing the key
 
 
 @dataclass

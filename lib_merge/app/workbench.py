@@ -45,7 +45,7 @@ from lib_merge.engine.options import CancelToken, EngineOptions
 from lib_merge.engine.progress import ProgressEvent
 from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
 from lib_merge.io.cache import CacheStats, TensorCache
-from lib_merge.io.dtypes import parse_output_dtype
+from lib_merge.io.dtypes import parse_compute_dtype
 from lib_merge.paths import inside_folder
 from lib_merge.recipe import parse_recipe
 from lib_merge.recipe.form import compile_form
@@ -254,7 +254,7 @@ class Workbench(LoraJobs, Upkeep):
 
         return EngineOptions(
             device=config.device,
-            compute_dtype=parse_output_dtype(config.compute_dtype),
+            compute_dtype=parse_compute_dtype(config.compute_dtype),
             cancel=self._cancel,
             cache=self.cache(),
             progress=self.progress_event,

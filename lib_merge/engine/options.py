@@ -48,6 +48,7 @@ class EngineOptions:
     compute_dtype: torch.dtype = torch.float32
     threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     nonfinite: str = "error"  # error | keep_a | ignore
+    clamp: bool = False  # fp8 outputs: clamp values beyond the format's range instead of refusing the key
     progress: ProgressFn | None = None
     cancel: CancelToken | None = None
     cache: TensorCache | None = None  # source tensors kept between merges (off by default)

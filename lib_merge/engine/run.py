@@ -7,6 +7,7 @@ keys in flight are capped, so peak memory does not grow with the model.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import threading
@@ -22,6 +23,8 @@ from lib_merge.engine.progress import ProgressEvent
 from lib_merge.engine.threads import worker_pool
 from lib_merge.errors import NonFiniteError, ParameterError
 from lib_merge.io.cache import TensorCache, peak_magnitude, read_through
+from lib_merge.io.dtypes import is_fp8
+from lib_merge.io.fp8 import to_fp8
 from lib_merge.io.writer import PlannedTensor
 
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of fp32 per operand: inputs, result and temporaries stay in L2
@@ -76,8 +79,9 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
         # A sink whose tensors are inference tensors (Forge's) is written in inference mode, by the workers too.
         inference = bool(getattr(sink, "inference", False))
         compute = _KeyComputer(
-            device, options.compute_dtype, options.nonfinite, report, options.cache, write_into, inference
-        )
+            device, options.compute_dtype, options.nonfinite, report, options.cache, write_into, inference,
+            options.clamp,
+        )  # fmt: skip
         drain = functools.partial(_drain_one, pending, sink, budget, report, options, source)
         with worker_pool(options.threads, "alloy-merge") as pool:
             try:
@@ -167,8 +171,10 @@ class _KeyComputer:
         cache: TensorCache | None = None,
         write_into: Callable[[str, torch.dtype], torch.Tensor | None] | None = None,
         inference: bool = False,
+        clamp: bool = False,
     ):
         self.cache = cache
+        self.clamp = clamp
         self.inference = inference
         self.device = device
         self.cdt = cdt
@@ -180,7 +186,16 @@ class _KeyComputer:
 
     def __call__(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
         with torch.inference_mode(self.inference):
+            if job.cast and is_fp8(job.out.dtype):
+                return self._fp8(job, cancel)
             return self._compute(job, cancel)
+
+    def _fp8(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
+        """An fp8 output: computed as fp32 (fp8 is a storage format), then range-checked as it is cast."""
+        wide = dataclasses.replace(job, out=PlannedTensor(job.key, torch.float32, job.out.shape))
+        result = to_fp8(self._compute(wide, cancel), job.out.dtype, job.key, self.clamp)
+        direct = self.write_into(job.key, job.out.dtype) if self.write_into else None
+        return direct.copy_(result) if direct is not None else result
 
     def _compute(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
         cancel.check()

@@ -6,6 +6,7 @@ while the merge runs; the header is written last into space reserved up front.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +17,12 @@ import torch
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, with_hashes
 from lib_merge.engine.metadata import build_metadata
 from lib_merge.engine.options import EngineOptions, EngineReport
-from lib_merge.engine.plan import MergePlan, plan_merge
+from lib_merge.engine.plan import KeyJob, MergePlan, plan_merge
 from lib_merge.engine.progress import hashing_progress
 from lib_merge.engine.run import run_plan
 from lib_merge.errors import SourceChangedError, UnsafePathError
+from lib_merge.io.dtypes import is_fp8
+from lib_merge.io.source import SourceModel
 from lib_merge.io.tempfiles import check_new_output, clean_stale, format_for_output, write_file
 from lib_merge.io.writer import PlannedTensor, SafetensorsWriter, check_free_space
 from lib_merge.recipe.hashed import CarriesRecipe, HashedRecipe
@@ -37,6 +40,7 @@ class SaveOptions:
     metadata: bool = True
     format: str | None = None  # "safetensors", or "ckpt": a pickled {"state_dict": …}, no metadata;
     # None: the output's ending decides (io.tempfiles.format_for_output)
+    clamp: bool = False  # fp8 output: clamp values beyond the format's range (else the key is refused)
 
 
 @dataclass
@@ -153,7 +157,8 @@ def merge_to_file(
     cleaned = clean_stale(os.path.dirname(target))
     if cleaned.removed:
         notes.append(cleaned.text(os.path.dirname(target)))
-    plan = plan_merge(bound, save.dtype, prune=save.prune)
+    plan = keep_stored_fp8(plan_merge(bound, save.dtype, prune=save.prune))
+    engine = dataclasses.replace(engine or EngineOptions(), clamp=save.clamp)
     hasher = ThreadPoolExecutor(1, thread_name_prefix="alloy-hash")
     try:
         progress = engine.progress if engine else None
@@ -180,6 +185,21 @@ def merge_to_file(
     finally:
         hasher.shutdown(cancel_futures=True)  # a failed merge does not wait for hashes it won't use
     return result
+
+
+def keep_stored_fp8(plan: MergePlan) -> MergePlan:
+    """Keys the merge leaves as one model's fp8 tensor keep that tensor's bytes (no cast to the output
+    dtype): a Flux file's fp8 T5 stays as it came when only the diffuser is merged. (A scaled fp8 weight
+    reads as fp32, so it is written dequantised in the output dtype; its scale keys are never copied.)"""
+    jobs = []
+    for job in plan.jobs:
+        leaf = job.tree
+        if job.cast and isinstance(leaf, SourceModel) and not job.inpaint_channels:
+            stored = leaf.info(job.key)
+            if is_fp8(stored.dtype):
+                job = KeyJob(job.key, PlannedTensor(job.key, stored.dtype, job.out.shape), leaf, False, job.slot)
+        jobs.append(job)
+    return dataclasses.replace(plan, jobs=jobs)
 
 
 def _metadata(bound: BoundRecipe, hashes: dict[ModelRef, str], target: str, save: SaveOptions, data_sha: str):

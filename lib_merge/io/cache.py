@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from lib_merge.io.dtypes import FP8_DTYPES
+from lib_merge.io.fp8 import fp8_peak
+
 FileIdentity = tuple[str, int, int]  # realpath, size, mtime_ns
 
 
@@ -140,6 +143,8 @@ def peak_magnitude(tensor: torch.Tensor) -> float:
         return 0.0
     if not tensor.is_floating_point():
         return math.inf  # never taken as a bound
+    if tensor.dtype in FP8_DTYPES:  # no aminmax kernel for fp8
+        return fp8_peak(tensor)
     low, high = torch.aminmax(tensor)
     low, high = float(low), float(high)
     return math.nan if math.isnan(low) or math.isnan(high) else max(-low, high)

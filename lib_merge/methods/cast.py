@@ -9,7 +9,7 @@ import torch
 
 from lib_merge.methods.registry import merge_method
 
-CastDtype = Literal["fp16", "bf16", "fp32"]
+CastDtype = Literal["fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
 CAST_DTYPES = typing.get_args(CastDtype)
 
 

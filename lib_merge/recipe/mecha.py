@@ -113,7 +113,13 @@ def _blocks(values: dict, config: str, notes: list[str]) -> BlocksSpec:
     return spec
 
 
-_MECHA_DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+_MECHA_DTYPES = {
+    "float16": "fp16",
+    "bfloat16": "bf16",
+    "float32": "fp32",
+    "float8_e4m3fn": "fp8_e4m3fn",
+    "float8_e5m2": "fp8_e5m2",
+}
 
 
 def _merge(name: str, args: list, kwargs: dict, number: int, notes: list[str]) -> object:

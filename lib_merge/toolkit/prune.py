@@ -65,7 +65,7 @@ class PruneReport:
         w = self.written
         out = [f"{self.keys_before:,} → {w.keys:,} keys, {format_bytes(self.bytes_before)} → {format_bytes(w.bytes)}"]
         out += [f"fixed {r.text()}" for r in self.position_ids if r.key in self.fixed]
-        out += [f"clamped {n} values of {key} to ±65504" for key, n in w.clamped.items()]
+        out += [f"clamped {n} values of {key} to ±{w.clamp_limit:g}" for key, n in w.clamped.items()]
         if self.dropped_entries:
             out.append("dropped entries that are no tensors: " + ", ".join(self.dropped_entries[:10]))
         return out

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 
 from lib_merge.errors import PrecisionError
+from lib_merge.io.dtypes import is_fp8
+from lib_merge.io.fp8 import fp8_max, to_fp8
 from lib_merge.io.source import SourceModel
 from lib_merge.io.writer import PlannedTensor, SafetensorsWriter
 
@@ -36,7 +38,8 @@ class RewriteReport:
     path: str
     keys: int
     bytes: int
-    clamped: dict[str, int] = field(default_factory=dict)  # key -> elements clamped to ±65504
+    clamped: dict[str, int] = field(default_factory=dict)  # key -> elements clamped to the dtype's range
+    clamp_limit: float = FP16_MAX  # the range they were clamped to (±448 or ±57344 when writing fp8)
 
 
 def out_dtype(tensor_dtype: torch.dtype, wanted: torch.dtype | None, key: str) -> torch.dtype:
@@ -77,7 +80,8 @@ def rewrite(
     except BaseException:
         writer.abort()
         raise
-    return RewriteReport(path, len(copies), writer.data_bytes, clamped)
+    fp8 = [c.dtype for c in copies if is_fp8(c.dtype)]
+    return RewriteReport(path, len(copies), writer.data_bytes, clamped, fp8_max(fp8[0]) if fp8 else FP16_MAX)
 
 
 def _shape(c: Copy) -> tuple[int, ...]:
@@ -87,6 +91,13 @@ def _shape(c: Copy) -> tuple[int, ...]:
 def _cast(tensor: torch.Tensor, dtype: torch.dtype, key: str, clamp: bool, clamped: dict[str, int]) -> torch.Tensor:
     if tensor.dtype == dtype:
         return tensor
+    if is_fp8(dtype):  # fp8 keeps its own range check: beyond ±max is refused naming the key, or clamped
+        wide = tensor.float()
+        if clamp:
+            beyond = int((wide.abs() > fp8_max(dtype)).sum())
+            if beyond:
+                clamped[key] = beyond
+        return to_fp8(wide, dtype, key, clamp)
     if dtype == torch.float16 and tensor.dtype in _WIDER_THAN_FP16 and tensor.numel():
         low, high = torch.aminmax(tensor)  # one pass, no copy; the count only when something overflows
         if float(low) < -FP16_MAX or float(high) > FP16_MAX:

@@ -136,6 +136,9 @@ def build(
         with gr.Row():
             widgets["save_prune"] = gr.Checkbox(label="prune", value=True, elem_id="alloy_prune")
             widgets["save_overwrite"] = gr.Checkbox(label="overwrite", value=False, elem_id="alloy_overwrite")
+            widgets["save_clamp"] = gr.Checkbox(
+                label="fp8: clamp values beyond its range", value=False, elem_id="alloy_save_clamp"
+            )
             widgets["save_after"] = gr.Checkbox(
                 label="save after merging", value=not live, visible=live, elem_id="alloy_save_after"
             )

@@ -32,7 +32,7 @@ def method_param_controls() -> list[tuple[MethodSpec, ParamSpec]]:
 
 METHOD_PARAM_FIELDS = tuple(method_param_field(spec.name, param.name) for spec, param in method_param_controls())
 MBW_ARCHS = {"SD1/SD2 (26)": "sd1", "SDXL (20)": "sdxl", "SDXL extended (110)": "sdxl_ext"}
-SAVE_DTYPES = ["fp16", "bf16", "fp32"]
+SAVE_DTYPES = ["fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
 FORMATS = ["safetensors", "ckpt"]
 
 # Order of the merge form's widgets; the Merge, Save and History callbacks all use it.
@@ -41,7 +41,7 @@ MERGE_FIELDS = (
     "filter_text", "adjust", "method", "more_models", *METHOD_PARAM_FIELDS, "rebasin",
     "use_mbw", "mbw_arch", "mbw_sd1", "mbw_sdxl", "mbw_sdxl_ext",
     "use_recipe", "recipe", "template_values",
-    "save_name", "save_dtype", "save_format", "save_prune", "save_overwrite", "save_after",
+    "save_name", "save_dtype", "save_format", "save_prune", "save_overwrite", "save_clamp", "save_after",
 )  # fmt: skip
 # mbw_sd1 / mbw_sdxl / mbw_sdxl_ext stand for 26 / 20 / 110 slider widgets, adjust for 8.
 FILTER_MODES = ["Off", "Include", "Exclude"]
@@ -83,6 +83,7 @@ def save_request(v: dict) -> SaveRequest:
         format=str(v.get("save_format") or "safetensors"),
         prune=bool(v.get("save_prune", True)),
         overwrite=bool(v.get("save_overwrite", False)),
+        clamp=bool(v.get("save_clamp", False)),
     )
 
 
@@ -246,7 +247,7 @@ def restore_values(settings: dict, models_column: str, titles: list[str]) -> tup
         except Exception as e:  # noqa: BLE001 - an old row must not stop the rest from loading
             notes.append(f"block weights not restored: {e}")
     save = settings.get("save") or {}
-    for key in ("name", "dtype", "format", "prune", "overwrite"):
+    for key in ("name", "dtype", "format", "prune", "overwrite", "clamp"):
         if key in save:
             values[f"save_{key}"] = save[key]
     method = settings.get("method")

@@ -156,6 +156,7 @@ def _merge_and_log(root, engine, form, args, extra: dict):
         getattr(args, "format", None),
         overwrite=args.overwrite,
         prune=not getattr(args, "no_prune", False),
+        clamp=getattr(args, "clamp", False),
     )
     settings = settings_record(form, device=args.device, recipe_file=getattr(args, "recipe", None), **extra)
     job = SaveJob(args.output, save, settings, metadata=not getattr(args, "no_metadata", False))

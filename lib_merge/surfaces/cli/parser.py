@@ -8,7 +8,7 @@ from lib_merge import __version__
 from lib_merge.surfaces.cli.arg_types import finite_float, whole_number
 from lib_merge.surfaces.cli.errors import UsageError
 from lib_merge.surfaces.cli.optimize import optimize_commands
-from lib_merge.surfaces.cli.parser_files import lora_commands, toolkit_commands
+from lib_merge.surfaces.cli.parser_files import lora_commands, save_dtype_options, toolkit_commands
 
 
 class _FromRegistry(str):
@@ -203,7 +203,7 @@ def _merge_command(sub) -> argparse.ArgumentParser:
     m.add_argument("--blocks", help='alpha as a block vector: "IN00=0.3 OUT05-OUT11=1 *=0.5" or 26/20 values')
     m.add_argument("--beta-blocks", help="beta as a block vector, same forms as --blocks (triple_sum, sum_twice)")
     m.add_argument("--preset", help="alpha as a block-weight preset name")
-    m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: a recipe's cast(…), else fp16")
+    save_dtype_options(m, "default: a recipe's cast(…), else fp16")
     m.add_argument("--device", default="cpu")
     m.add_argument("--threads", type=whole_number)
     m.add_argument("-o", "--output", help="output file: .safetensors (or .ckpt)")
@@ -263,7 +263,7 @@ def _rebasin_command(sub) -> None:
         "to itself stays unpermuted (one more matching pass); refuse to run if not",
     )
     rb.add_argument("-o", "--output", help="output .safetensors file")
-    rb.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: fp16")
+    save_dtype_options(rb, "default: fp16")
     rb.add_argument("--device", default="cpu", help="where the matching products and the merge run")
     rb.add_argument("--threads", type=whole_number)
     rb.add_argument("--overwrite", action="store_true", help="replace an existing output file")

@@ -5,6 +5,19 @@ from __future__ import annotations
 from lib_merge.app.lora_requests import LoraExtractRequest, LoraMergeRequest, default_of
 from lib_merge.surfaces.cli.arg_types import finite_float, whole_number
 
+# The output dtypes (io.dtypes.OUTPUT_DTYPES), spelt out here: the parser is built without importing torch.
+SAVE_DTYPES = ["fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
+
+
+def save_dtype_options(p, dtype_help: str) -> None:
+    """--dtype and --clamp of a command that writes a checkpoint."""
+    p.add_argument("--dtype", choices=SAVE_DTYPES, help=dtype_help)
+    p.add_argument(
+        "--clamp",
+        action="store_true",
+        help="fp8 dtypes: clamp values beyond the format's range (±448 e4m3fn, ±57344 e5m2) instead of refusing",
+    )
+
 
 def _of(request: type, name: str) -> str:
     return f"default {default_of(request, name)}"
@@ -28,7 +41,7 @@ def lora_commands(sub) -> None:
         "12/20 for SDXL); repeat for more",
     )
     lb.add_argument("-o", "--output", help="the baked checkpoint")
-    lb.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: fp16")
+    save_dtype_options(lb, "default: fp16")
     lb.add_argument("--device", default="cpu")
     lb.add_argument("--overwrite", action="store_true")
     lb.add_argument("--no-history", action="store_true", help="do not log this merge in history.csv")
@@ -88,11 +101,11 @@ def toolkit_commands(sub) -> None:
     pr = sub.add_parser("prune", help="keep the model's components (EMA on request), as fp16 safetensors by default")
     pr.add_argument("file")
     pr.add_argument("--keep-ema", action="store_true")
-    pr.add_argument("--dtype", choices=["fp16", "bf16", "fp32", "keep"], default="fp16")
+    pr.add_argument("--dtype", choices=[*SAVE_DTYPES, "keep"], default="fp16")
     cv = sub.add_parser("convert", help="a .ckpt/.pt/.bin or safetensors file as safetensors in another dtype")
     cv.add_argument("file")
-    cv.add_argument("--dtype", choices=["fp16", "bf16", "fp32", "keep"], required=True)
-    cv.add_argument("--clamp", action="store_true", help="clamp values beyond ±65504 when writing fp16")
+    cv.add_argument("--dtype", choices=[*SAVE_DTYPES, "keep"], required=True)
+    cv.add_argument("--clamp", action="store_true", help="clamp values beyond the range of fp16 (±65504) or fp8")
     for p in (pr, cv):
         p.add_argument("--fix-position-ids", action="store_true", help="reset CLIP-L position_ids to 0…76")
         p.add_argument("-o", "--output", help="default: <stem>-pruned / -converted .safetensors beside the input")
