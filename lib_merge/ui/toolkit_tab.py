@@ -9,6 +9,7 @@ from lib_merge.app.workbench import Workbench
 from lib_merge.ui.compat import update
 from lib_merge.ui.jobs import run_in_thread
 from lib_merge.ui.tabs import Page
+from lib_merge.ui.values import SAVE_DTYPES
 
 COMPONENTS = ["vae", "unet", "clip_l", "clip_g", "clip_h", "diffuser", "t5xxl"]
 
@@ -27,11 +28,11 @@ def build(workbench: Workbench) -> dict:
         parts["fingerprint"] = gr.Button("Fingerprint", elem_id="alloy_tk_fingerprint")
     with gr.Accordion("Prune or convert", open=True):
         with gr.Row():
-            parts["dtype"] = gr.Radio(["fp16", "bf16", "fp32", "keep"], value="fp16", label="dtype",
+            parts["dtype"] = gr.Radio([*SAVE_DTYPES, "keep"], value="fp16", label="dtype",
                                       elem_id="alloy_tk_dtype")  # fmt: skip
             parts["keep_ema"] = gr.Checkbox(label="Keep EMA", value=False, elem_id="alloy_tk_keep_ema")
             parts["fix_ids"] = gr.Checkbox(label="Fix position_ids", value=True, elem_id="alloy_tk_fix_ids")
-            parts["clamp"] = gr.Checkbox(label="Clamp beyond fp16's range", value=False, elem_id="alloy_tk_clamp")
+            parts["clamp"] = gr.Checkbox(label="Clamp to the dtype's range", value=False, elem_id="alloy_tk_clamp")
             parts["prune"] = gr.Button("Prune", elem_id="alloy_tk_prune")
             parts["convert"] = gr.Button("Convert", elem_id="alloy_tk_convert")
     with gr.Accordion("Components", open=False):
