@@ -14,6 +14,7 @@ from helpers import load
 from safetensors.torch import save_file
 from test_lora_merge_extract import run
 
+from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.errors import ParameterError
 from lib_merge.io import open_model
 from lib_merge.io.source import SourceModel
@@ -220,15 +221,18 @@ def test_scaled_fp8_reads_as_weight_times_scale_without_its_scale_keys(scaled, s
             opened.release(key)
     finally:
         opened.close()
+    # The OUT blocks stay A: their scaled weights are written dequantised in the output dtype.
     target = tmp_path / "from_scaled.safetensors"
-    proc = run("merge", "--a", path, "--b", sd1_fp32[1], "--alpha", "0.25", "--dtype", "fp16", "-o", target,
-               "--no-history")  # fmt: skip
+    proc = run("merge", "--a", path, "--b", sd1_fp32[1], "--blocks", "OUT00-OUT11=0 *=0.25", "--dtype", "fp16",
+               "-o", target, "--no-history")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     o, b = load(target), load(sd1_fp32[1])
     assert not [k for k in o if k.endswith((".scale_weight", ".scale_input", "scaled_fp8"))]
     a = {k: stored[k].double() * stored[k.removesuffix(".weight") + ".scale_weight"].double() for k in weights}
+    kept = [k for k in weights if (SCHEMAS["sd1"].slot_of(k) or "").startswith("OUT")]
+    assert 5 < len(kept) < len(weights) - 5
     for key in weights:
-        assert_rounded(o[key], merged_ref(a, b, key, 0.25), torch.float16, key)
+        assert_rounded(o[key], merged_ref(a, b, key, 0.0 if key in kept else 0.25), torch.float16, key)
 
 
 def test_a_recipe_cast_and_convert_write_fp8(sd1_fp32, tmp_path):

@@ -90,9 +90,9 @@ class ScaledFp8File:
         """As SafetensorsFile.view; a scaled weight is computed fresh (it exists nowhere as bytes)."""
         if key not in self._scale:
             return self.base.view(key)
-        try:
+        try:  # not in place: a weight stored as fp32 would give the base's own tensor back from .float()
             scale = self.base.read(self._scale[key]).float().reshape(())
-            return self.base.view(key).float().mul_(scale)
+            return torch.mul(self.base.view(key).float(), scale)
         finally:
             self.base.release(key)
 
