@@ -57,6 +57,6 @@ def _refusal(key: str, dtype: torch.dtype, tensor: torch.Tensor, low: float, hig
     name = output_dtype_name(dtype)
     if math.isnan(low) or math.isnan(high) or math.isinf(low) or math.isinf(high):
         bad = int((~torch.isfinite(tensor)).sum())
-        return f"key {key} has {bad} NaN/Inf values, which {name} cannot store"
+        return f"key {key} has {bad} NaN/Inf values; an {name} output takes finite values within ±{fp8_max(dtype):g}"
     peak = max(-low, high)
     return f"key {key} has values up to {peak:.6g}, beyond {name}'s range ±{fp8_max(dtype):g}"
