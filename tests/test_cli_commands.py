@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import asdict
 
 import pytest
 from test_cli import ROOT, cli
@@ -60,8 +61,9 @@ def test_merge_and_history_rows_have_the_workbench_format(sd1, tmp_path, monkeyp
     assert cli_row.output == str(out) and ui_row.output == str(models / "ui.safetensors")
     assert cli_row.recipe_hash == ui_row.recipe_hash and cli_row.models == ui_row.models
     assert set(cli_row.settings) == set(ui_row.settings)
-    assert cli_row.settings["save"] == {"name": "cli", "dtype": "fp16", "format": "safetensors",
-                                        "prune": True, "overwrite": False}  # fmt: skip
+    # Every field of the save request, at its default unless given (fp8's clamp among them).
+    assert cli_row.settings["save"] == asdict(SaveRequest(name="cli", dtype="fp16"))
+    assert cli_row.settings["save"]["format"] == "safetensors" and cli_row.settings["save"]["clamp"] is False
     assert set(ui_row.settings["save"]) == set(cli_row.settings["save"])
     for key in ("mode", "alpha", "calc", "seed", "blocks"):
         assert cli_row.settings[key] == ui_row.settings[key], key
