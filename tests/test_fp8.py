@@ -264,3 +264,12 @@ def test_fp8_is_no_lora_dtype_nor_a_compute_dtype():
         with pytest.raises(ParameterError, match=name) as caught:
             refuse(name)
         assert "\n" not in str(caught.value)
+
+
+def test_the_merge_tabs_save_form_offers_fp8_and_its_clamp_box():
+    from lib_merge.ui.values import MERGE_FIELDS, SAVE_DTYPES, save_request
+
+    assert {"fp8_e4m3fn", "fp8_e5m2"} <= set(SAVE_DTYPES) and "save_clamp" in MERGE_FIELDS
+    request = save_request({"save_dtype": "fp8_e5m2", "save_clamp": True})
+    assert (request.dtype, request.clamp) == ("fp8_e5m2", True)
+    assert save_request({"save_dtype": "fp16"}).clamp is False
