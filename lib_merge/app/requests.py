@@ -20,6 +20,7 @@ class SaveRequest:
     prune: bool = True
     overwrite: bool = False
     clamp: bool = False  # fp8 dtypes: clamp values beyond the format's range instead of refusing the key
+    layout: str = ""  # Flux: "single-file", "bfl" or "diffusers" (arch.layouts); empty: the inputs' own
 
 
 @dataclass

@@ -58,6 +58,7 @@ def save_and_log(
         metadata=job.metadata,
         format=format_for_output(job.target, save.format),
         clamp=save.clamp,
+        layout=save.layout or None,
     )
     record = dict(job.settings, save=asdict(save))
     return merge_and_log(recipe, options, engine, models_dir, history, record, warn, job.row_name)

@@ -15,6 +15,7 @@ from lib_merge.arch.registry import UNET
 VAE_PREFIX = "first_stage_model."
 VAE_SLOT = "VAE"
 
+_NUMBERED = re.compile(r"([A-Z]+)(\d+)")
 _INPUT = re.compile(re.escape(UNET) + r"input_blocks\.(\d+)\.")
 _OUTPUT = re.compile(re.escape(UNET) + r"output_blocks\.(\d+)\.")
 
@@ -33,6 +34,18 @@ class BlockSchema:
 
     def index(self, slot: str) -> int:
         return self.slots.index(slot)
+
+    def resolve(self, name: str) -> str | None:
+        """The slot a typed name means: itself, or its number padded as the slots write it ("D0" is D00)."""
+        if name in self.slots:
+            return name
+        m = _NUMBERED.fullmatch(name)
+        if m:
+            for slot in self.slots:
+                s = _NUMBERED.fullmatch(slot)
+                if s and s.group(1) == m.group(1) and int(s.group(2)) == int(m.group(2)):
+                    return slot
+        return None
 
     def describe(self) -> str:
         """Slot names grouped by prefix: 'BASE, IN00…IN11, M00, OUT00…OUT11'."""
@@ -130,7 +143,7 @@ def _sdxl_fine_names() -> tuple[str, ...]:
     return tuple(names)  # 109 slots; the VAE is the 110th value
 
 
-_FLUX_IN = ("img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.")
+_FLUX_IN = ("img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.", "distilled_guidance_layer.")
 _FLUX_BLOCK = re.compile(re.escape(UNET) + r"(double|single)_blocks\.(\d+)\.")
 
 
@@ -155,6 +168,29 @@ def _flux_slot(key: str) -> str | None:
     return None
 
 
+_SD3_IN = ("x_embedder.", "context_embedder.", "t_embedder.", "y_embedder.", "pos_embed")
+_JOINT = re.compile(re.escape(UNET) + r"joint_blocks\.(\d+)\.")
+_SD3_ENCODERS = {"text_encoders.clip_l.": "CLIPL", "text_encoders.clip_g.": "CLIPG", "text_encoders.t5xxl.": "T5"}
+
+
+def _sd3_slot(key: str) -> str | None:
+    """CLIPL, CLIPG, T5, IN (the embedders), J00…, OUT, VAE; other keys are outside the schema."""
+    for prefix, slot in _SD3_ENCODERS.items():
+        if key.startswith(prefix):
+            return slot
+    if key.startswith(VAE_PREFIX):
+        return VAE_SLOT
+    if not key.startswith(UNET):
+        return None
+    rest = key[len(UNET) :]
+    if rest.startswith(_SD3_IN):
+        return "IN"
+    if rest.startswith("final_layer."):
+        return "OUT"
+    m = _JOINT.match(key)
+    return f"J{int(m.group(1)):02d}" if m else None
+
+
 def _names(prefix: str, count: int) -> tuple[str, ...]:
     return tuple(f"{prefix}{i:02d}" for i in range(count))
 
@@ -170,6 +206,16 @@ SCHEMAS: dict[str, BlockSchema] = {
         "Flux",
         ("CLIP", "T5", "IN") + _names("D", 19) + _names("S", 38) + ("OUT",),
         _flux_slot,
+        vae_keeps_a=True,
+    ),
+    "sd3": BlockSchema(
+        "sd3", "SD3", ("CLIPL", "CLIPG", "T5", "IN") + _names("J", 24) + ("OUT",), _sd3_slot, vae_keeps_a=True
+    ),
+    "sd35_large": BlockSchema(
+        "sd35_large",
+        "SD3.5 large",
+        ("CLIPL", "CLIPG", "T5", "IN") + _names("J", 38) + ("OUT",),
+        _sd3_slot,
         vae_keeps_a=True,
     ),
 }

@@ -35,8 +35,7 @@ class ArchInfo:
     @property
     def label(self) -> str:
         arch = self.arch
-        name = arch.label if arch else "unknown architecture"
-        return f"{name} {self.variant}" if self.variant else name
+        return arch.variant_label(self.variant) if arch else "unknown architecture"
 
 
 def alias_map(keys: list[str]) -> dict[str, str]:
@@ -70,6 +69,10 @@ def detect(shapes: Mapping[str, tuple[int, ...]], metadata: Mapping[str, str] | 
     if channels is not None and len(channels) == 4:
         info.input_channels = channels[1]
         info.variant = arch.variants.get(channels[1], f"{channels[1]}-channel")
+    for key, present, variant in arch.key_variants:
+        if (key in shapes) == present:
+            info.variant = variant
+            break
     for name in arch.components:
         count = sum(1 for k in shapes if arch.component_of(k) == name)
         if count:
@@ -89,6 +92,9 @@ def _mismatch(arch: Architecture, shapes: Mapping[str, tuple[int, ...]]) -> str:
     missing = [k for k in signature if k not in shapes]
     if missing:
         return f"missing {len(missing)} of {len(signature)} signature keys (first: {missing[0]})"
+    present = [k for k in arch.absent if k in shapes]
+    if present:
+        return f"has {present[0]}, which {arch.label} has not"
     for k, rank in signature.items():
         if len(shapes[k]) != rank:
             return f"rank mismatch at {k}: {len(shapes[k])}-d, expected {rank}-d"

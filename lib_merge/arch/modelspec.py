@@ -10,7 +10,9 @@ from lib_merge.arch.registry import ARCHITECTURES
 _SD_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
 _IMPLEMENTATIONS = {
     "flux": "https://github.com/black-forest-labs/flux",
-    "sd3": "https://github.com/comfyanonymous/ComfyUI",
+    "chroma": "https://github.com/lodestone-rock/flow",
+    "sd3": "https://github.com/Stability-AI/sd3.5",
+    "sd35_large": "https://github.com/Stability-AI/sd3.5",
 }
 _VARIANT_SUFFIX = {"inpainting": "/inpaint", "pix2pix": "/instruct-pix2pix"}
 
@@ -24,7 +26,7 @@ def modelspec_fields(
     if arch is None:
         name = "unknown"
     else:
-        name = "stable-diffusion-v2-768-v" if v768 else arch.modelspec
+        name = "stable-diffusion-v2-768-v" if v768 else arch.variant_modelspec(variant)
     resolution = "768x768" if v768 else (arch.resolution if arch else "512x512")
     return {
         "modelspec.sai_model_spec": "1.0.0",
@@ -33,7 +35,7 @@ def modelspec_fields(
         "modelspec.title": os.path.splitext(os.path.basename(output))[0],
         "modelspec.date": creation_time(),
         "modelspec.hash_sha256": "0x" + data_sha256,
-        "modelspec.prediction_type": "v" if prediction.startswith("v") else "epsilon",
+        "modelspec.prediction_type": "v" if prediction.startswith(("v", "edm_v")) else "epsilon",
         "modelspec.resolution": resolution,
     }
 

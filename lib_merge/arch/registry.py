@@ -54,6 +54,23 @@ class Architecture:
     variants: dict[int, str] = field(default_factory=dict)  # UNet input channels -> variant name
     modelspec: str = ""
     resolution: str = "512x512"
+    absent: tuple[str, ...] = ()  # keys that must not be present (they belong to a sibling architecture)
+    key_variants: tuple[tuple[str, bool, str], ...] = ()  # (key, present?, variant): the first that holds names it
+    named_variants: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # variant -> label, modelspec, data
+
+    def variant_label(self, variant: str) -> str:
+        named = self.named_variants.get(variant)
+        if named:
+            return named[0]
+        return f"{self.label} {variant}" if variant else self.label
+
+    def variant_modelspec(self, variant: str) -> str:
+        named = self.named_variants.get(variant)
+        return named[1] if named else self.modelspec
+
+    def variant_data(self, variant: str) -> str | None:
+        named = self.named_variants.get(variant)
+        return named[2] if named and named[2] else self.data_file
 
     @property
     def keys(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -71,6 +88,20 @@ def arch_keys(data_file: str) -> dict[str, tuple[tuple[int, ...], str]]:
     raw = json.loads((DATA_DIR / data_file).read_text())
     return {k: (tuple(shape), dtype) for k, (shape, dtype) in raw.items()}
 
+
+_SD3_COMPONENTS = {
+    "diffuser": UNET,
+    "clip_l": "text_encoders.clip_l.",
+    "clip_g": "text_encoders.clip_g.",
+    "t5xxl": "text_encoders.t5xxl.",
+    "vae": "first_stage_model.",
+}
+_SD3_SIGNATURE = {
+    UNET + "joint_blocks.0.x_block.attn.qkv.weight": 2,
+    UNET + "joint_blocks.0.context_block.attn.qkv.weight": 2,
+    UNET + "x_embedder.proj.weight": 4,
+    UNET + "context_embedder.weight": 2,
+}
 
 ARCHITECTURES: dict[str, Architecture] = {
     a.id: a
@@ -164,6 +195,47 @@ ARCHITECTURES: dict[str, Architecture] = {
                 UNET + "final_layer.linear.weight": 2,
             },
             modelspec="flux-1-dev",
+            resolution="1024x1024",
+            absent=(UNET + "distilled_guidance_layer.in_proj.weight",),
+            key_variants=((UNET + "guidance_in.in_layer.weight", False, "schnell"),),
+            named_variants={"schnell": ("Flux schnell", "flux-1-schnell", "")},
+        ),
+        Architecture(
+            id="chroma",
+            label="Chroma",
+            components={"diffuser": UNET, "t5xxl": "text_encoders.t5xxl.", "vae": "vae."},
+            schema_id="flux",
+            data_file="chroma.json",
+            signature={
+                UNET + "distilled_guidance_layer.in_proj.weight": 2,
+                UNET + "double_blocks.0.img_attn.qkv.weight": 2,
+                UNET + "single_blocks.0.linear1.weight": 2,
+                UNET + "img_in.weight": 2,
+            },
+            modelspec="chroma",
+            resolution="1024x1024",
+        ),
+        Architecture(
+            id="sd3",
+            label="SD3 medium",
+            components=_SD3_COMPONENTS,
+            schema_id="sd3",
+            data_file="sd3.json",
+            signature=_SD3_SIGNATURE,
+            modelspec="stable-diffusion-v3-medium",
+            resolution="1024x1024",
+            absent=(UNET + "joint_blocks.24.x_block.attn.qkv.weight",),
+            key_variants=((UNET + "joint_blocks.0.x_block.attn2.qkv.weight", True, "3.5-medium"),),
+            named_variants={"3.5-medium": ("SD3.5 medium", "stable-diffusion-v3.5-medium", "sd35_medium.json")},
+        ),
+        Architecture(
+            id="sd35_large",
+            label="SD3.5 large",
+            components=_SD3_COMPONENTS,
+            schema_id="sd35_large",
+            data_file="sd35_large.json",
+            signature={**_SD3_SIGNATURE, UNET + "joint_blocks.37.x_block.attn.qkv.weight": 2},
+            modelspec="stable-diffusion-v3.5-large",
             resolution="1024x1024",
         ),
     )

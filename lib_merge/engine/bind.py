@@ -118,6 +118,7 @@ def bind_recipe(root: Node, models_dir: str | None = None) -> BoundRecipe:
         schema = schema_for(sources[ordered[0]].arch.id)
         notes: list[str] = []
         primary = sources[ordered[0]]
+        notes += _prediction_notes([(r, sources[r]) for r in ordered if r not in references])
         loras = _lora_binder(primary, models_dir, notes)
         new_root = _rebuild(root, bound_refs, schema, primary.arch, notes, loras)
         return BoundRecipe(new_root, sources, schema, notes, _permuted_models(new_root, sources))
@@ -234,8 +235,32 @@ def _check_references(references: list[SourceModel], primary: SourceModel) -> No
             )
 
 
+def _own_keys(source: SourceModel) -> str | None:
+    """The key data of a variant whose keys and shapes are its own, else None."""
+    arch = source.arch.arch
+    named = arch.named_variants.get(source.arch.variant) if arch else None
+    return named[2] or None if named else None
+
+
 def _describe(source: SourceModel) -> str:
     return f"{source.arch.label} ({source.path})"
+
+
+def _prediction_notes(models: list[tuple[ModelRef, SourceModel]]) -> list[str]:
+    """One warning when the inputs disagree on what the model predicts: the merge keeps A's markers
+    (v_pred, ztsnr keys and modelspec's prediction type), which decide how the WebUI samples it."""
+    (_, a), rest = models[0], models[1:]
+    differ = [
+        f"{role_name(i)} {_predicts(o)}" for i, (_, o) in enumerate(rest, 1) if o.arch.prediction != a.arch.prediction
+    ]
+    if not differ:
+        return []
+    return [f"warning: model A is {_predicts(a)} but {', '.join(differ)}: the merge keeps A's prediction markers"]
+
+
+def _predicts(source: SourceModel) -> str:
+    info = source.arch
+    return f"{info.prediction} ({info.prediction_source})"
 
 
 def _check_compatible(models: list[tuple[ModelRef, SourceModel]]) -> None:
@@ -247,6 +272,10 @@ def _check_compatible(models: list[tuple[ModelRef, SourceModel]]) -> None:
             raise ArchMismatchError(
                 f"model A is {_describe(a)}, model {role} is {_describe(other)}: "
                 "models of different architectures cannot be merged"
+            )
+        if _own_keys(a) != _own_keys(other):  # SD3 medium and SD3.5 medium: one family, other tensors
+            raise ArchMismatchError(
+                f"model A is {_describe(a)}, model {role} is {_describe(other)}: their tensors differ in shape"
             )
         ca, co = a.arch.input_channels, other.arch.input_channels
         if ca is None or co is None or ca == co:

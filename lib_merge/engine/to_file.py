@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lib_merge.arch.layouts import SINGLE_FILE
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, with_hashes
+from lib_merge.engine.layout_choice import left_out, output_layout
 from lib_merge.engine.metadata import build_metadata
 from lib_merge.engine.options import EngineOptions, EngineReport
 from lib_merge.engine.plan import KeyJob, MergePlan, plan_merge
@@ -22,9 +24,10 @@ from lib_merge.engine.progress import hashing_progress
 from lib_merge.engine.run import run_plan
 from lib_merge.errors import SourceChangedError, UnsafePathError
 from lib_merge.io.dtypes import is_fp8
+from lib_merge.io.layouts import LayoutSink
 from lib_merge.io.source import SourceModel
 from lib_merge.io.tempfiles import check_new_output, clean_stale, format_for_output, write_file
-from lib_merge.io.writer import PlannedTensor, SafetensorsWriter, check_free_space
+from lib_merge.io.writer import FileSink, PlannedTensor, check_free_space
 from lib_merge.recipe.hashed import CarriesRecipe, HashedRecipe
 from lib_merge.recipe.nodes import ModelRef, Node
 
@@ -41,6 +44,7 @@ class SaveOptions:
     format: str | None = None  # "safetensors", or "ckpt": a pickled {"state_dict": …}, no metadata;
     # None: the output's ending decides (io.tempfiles.format_for_output)
     clamp: bool = False  # fp8 output: clamp values beyond the format's range (else the key is refused)
+    layout: str | None = None  # arch.layouts; None: the inputs' own (inputs in different layouts are refused)
 
 
 @dataclass
@@ -62,34 +66,6 @@ PublishHook = Callable[[MergeResult, tuple[int, int]], None]
 
 def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
-
-
-class FileSink:
-    """Engine sink that streams into a SafetensorsWriter."""
-
-    def __init__(self, target: str, metadata_estimate: dict[str, str], overwrite: bool = False):
-        self.target = target
-        self.metadata_estimate = metadata_estimate
-        self.overwrite = overwrite
-        self.writer: SafetensorsWriter | None = None
-
-    def begin(self, plan: list[PlannedTensor]) -> None:
-        self.writer = SafetensorsWriter(self.target, plan, self.metadata_estimate, self.overwrite)
-        self.writer.open()
-
-    def put(self, key: str, tensor: torch.Tensor) -> None:
-        self.writer.write(key, tensor)
-
-    def abort(self) -> None:
-        if self.writer:
-            self.writer.abort()
-
-    @property
-    def data_sha256(self) -> str:
-        return self.writer.data_sha256
-
-    def finish(self, metadata: dict[str, str], before_publish: Callable[[os.stat_result], None] | None = None) -> str:
-        return self.writer.finish(metadata, before_publish)
 
 
 class CkptSink:
@@ -154,6 +130,8 @@ def merge_to_file(
     notes = list(bound.notes)
     file_format = format_for_output(save.output, save.format)
     target = check_output_path(save.output, bound, save.overwrite, file_format)
+    roles = [bound.role(r) for r in bound.models]
+    layout = output_layout([bound.sources[r] for r in bound.models], roles, save.layout)
     cleaned = clean_stale(os.path.dirname(target))
     if cleaned.removed:
         notes.append(cleaned.text(os.path.dirname(target)))
@@ -170,6 +148,13 @@ def merge_to_file(
         placeholder = {ref: f"{i + 1:064x}" for i, ref in enumerate(bound.models)}
         estimate = _metadata(bound, placeholder, target, save, _PLACEHOLDER_HASH)[0]
         sink = CkptSink(target, save.overwrite) if file_format == "ckpt" else FileSink(target, estimate, save.overwrite)
+        if layout != SINGLE_FILE:
+            sink = LayoutSink(sink, layout)
+            dropped = left_out(layout, plan.tensors)
+            if dropped:
+                notes.append(
+                    f"{dropped} text encoder and VAE tensors left out: the {layout} layout holds the transformer alone"
+                )
         report = run_plan(plan, sink, engine)
         notes.extend(report.notes)
         try:

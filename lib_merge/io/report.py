@@ -6,6 +6,7 @@ import os
 from collections import Counter
 
 from lib_merge.arch.blocks import VAE_SLOT, schema_for
+from lib_merge.arch.layouts import LAYOUT_LABELS, SINGLE_FILE
 from lib_merge.arch.registry import ARCHITECTURES, PREDICTION_MARKERS
 from lib_merge.io.dtypes import DTYPE_NAMES
 from lib_merge.io.source import SourceModel
@@ -50,6 +51,8 @@ def inspect_source(model: SourceModel) -> dict:
         "format": "safetensors" if model.path.endswith(".safetensors") else "pickle (weights-only)",
         "size": os.path.getsize(model.path),
         "tensors": len(model.keys),
+        "layout": model.layout,
+        "stored_tensors": len(model.file.file.keys()) if model.layout != SINGLE_FILE else len(model.keys),
         "tensor_bytes": sum(model.info(k).nbytes for k in model.keys),
         "dtypes": dict(Counter(DTYPE_NAMES[model.info(k).dtype] for k in model.keys)),
         "metadata_keys": sorted(model.metadata),
@@ -77,6 +80,10 @@ def format_inspect(r: dict) -> str:
         "dtypes: " + ", ".join(f"{k} {v}" for k, v in sorted(r["dtypes"].items())),
         f"architecture: {r['label']} ({r['architecture']}), prediction {r['prediction']} ({r['prediction_source']})",
     ]
+    if r["layout"] != SINGLE_FILE:
+        lines.append(
+            f"layout: {LAYOUT_LABELS[r['layout']]}, {r['stored_tensors']:,} stored tensors read as {r['tensors']:,}"
+        )
     for name, c in r["components"].items():
         dts = ", ".join(f"{k} {v}" for k, v in sorted(c["dtypes"].items()))
         lines.append(f"  {name}: {c['keys']} keys, {_size(c['bytes'])} ({dts})")

@@ -13,6 +13,7 @@ import torch
 from lib_merge.arch.detect import ArchInfo, alias_map, detect
 from lib_merge.io import ModelFile, TensorInfo, open_model
 from lib_merge.io.hashing import file_sha256
+from lib_merge.io.layouts import in_canonical_layout, layout_of
 
 _YAML_V = re.compile(r"parameterization:\s*[\"']?v[\"']?\s*$", re.MULTILINE)
 
@@ -24,6 +25,12 @@ class SourceModel:
         self.path = os.path.abspath(path)
         self.name = os.path.basename(path)
         self.file: ModelFile = open_model(self.path)
+        try:
+            self.file = in_canonical_layout(self.file)
+        except BaseException:
+            self.file.close()
+            raise
+        self.layout = layout_of(self.file)  # arch.layouts: how the file names the keys seen here
         stored = self.file.keys()
         aliases = alias_map(stored)
         renamed = set(aliases.values())

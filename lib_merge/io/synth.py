@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from lib_merge.arch.registry import ARCHITECTURES, PREDICTION_MARKERS, SCHEDULE_BUFFERS
-from lib_merge.io.writer import PlannedTensor, SafetensorsWriter
+from lib_merge.arch.layouts import SINGLE_FILE
+from lib_merge.arch.registry import ARCHITECTURES, PREDICTION_MARKERS, SCHEDULE_BUFFERS, arch_keys
+from lib_merge.io.layouts import LayoutSink
+from lib_merge.io.writer import FileSink, PlannedTensor
 
 _DTYPES = {
     "float32": torch.float32,
@@ -37,6 +39,8 @@ class SynthSpec:
     nai_clip: bool = False  # store SD1 CLIP keys without "text_model." (NAI layout)
     components: tuple[str, ...] | None = None  # None = all
     std: float = 0.1
+    variant: str = ""  # a named variant with key data of its own (SD3's "3.5-medium")
+    layout: str = SINGLE_FILE  # arch.layouts: the names the file stores (Flux: "bfl", "diffusers")
 
 
 def scaled(dim: int, scale: int) -> int:
@@ -46,7 +50,17 @@ def scaled(dim: int, scale: int) -> int:
 def synth_shapes(spec: SynthSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     arch = ARCHITECTURES[spec.arch]
     out: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-    for key, (shape, dtype_name) in arch.keys.items():
+    data = arch.variant_data(spec.variant)
+    if data is None:
+        raise ValueError(f"no key data for {arch.label}")
+    # A variant told by a missing module (Flux schnell: no guidance_in) leaves that module out.
+    left_out = tuple(
+        key.rsplit(".", 2)[0] + "." for key, present, name in arch.key_variants
+        if name == spec.variant and not present
+    )  # fmt: skip
+    for key, (shape, dtype_name) in arch_keys(data).items():
+        if left_out and key.startswith(left_out):
+            continue
         if key.startswith("model_ema.") and not spec.ema:
             continue
         if key in SCHEDULE_BUFFERS and not spec.schedule:
@@ -83,12 +97,14 @@ def write_synthetic(path: str, spec: SynthSpec, metadata: dict[str, str] | None 
     shapes = synth_shapes(spec)
     gen = torch.Generator().manual_seed(spec.seed)
     plan = [PlannedTensor(k, dt, s) for k, (s, dt) in shapes.items()]
-    writer = SafetensorsWriter(path, plan, metadata or {}, overwrite)
+    sink = FileSink(path, metadata or {}, overwrite)
+    if spec.layout != SINGLE_FILE:
+        sink = LayoutSink(sink, spec.layout)
     try:
-        writer.open()
+        sink.begin(plan)
         for key, (shape, dtype) in shapes.items():
-            writer.write(key, _tensor(key, shape, dtype, gen, spec.std))
+            sink.put(key, _tensor(key, shape, dtype, gen, spec.std))
     except BaseException:
-        writer.abort()
+        sink.abort()
         raise
-    return writer.finish(metadata or {})
+    return sink.finish(metadata or {})

@@ -176,3 +176,31 @@ def save_state_dict(
     except BaseException:
         writer.abort()
         raise
+
+
+class FileSink:
+    """A merge's sink (begin, put, abort, finish) that streams into a SafetensorsWriter."""
+
+    def __init__(self, target: str, metadata_estimate: dict[str, str], overwrite: bool = False):
+        self.target = target
+        self.metadata_estimate = metadata_estimate
+        self.overwrite = overwrite
+        self.writer: SafetensorsWriter | None = None
+
+    def begin(self, plan: list[PlannedTensor]) -> None:
+        self.writer = SafetensorsWriter(self.target, plan, self.metadata_estimate, self.overwrite)
+        self.writer.open()
+
+    def put(self, key: str, tensor: torch.Tensor) -> None:
+        self.writer.write(key, tensor)
+
+    def abort(self) -> None:
+        if self.writer:
+            self.writer.abort()
+
+    @property
+    def data_sha256(self) -> str:
+        return self.writer.data_sha256
+
+    def finish(self, metadata: dict[str, str], before_publish: Callable[[os.stat_result], None] | None = None) -> str:
+        return self.writer.finish(metadata, before_publish)

@@ -113,21 +113,21 @@ def expand_target(target: str, schema: BlockSchema) -> list[str]:
             return group
     elif "-" in target:
         first, _, last = target.partition("-")
-        for name in (first, last):
-            _check_slot(name, schema)
+        first, last = _check_slot(first, schema), _check_slot(last, schema)
         i, j = slots.index(first), slots.index(last)
         if i > j:
             raise BlockVectorError(f"block range {target!r} runs backwards; write {last}-{first}")
         return list(slots[i : j + 1])
     else:
-        _check_slot(target, schema)
-        return [target]
+        return [_check_slot(target, schema)]
     raise BlockVectorError(f"unknown block group {target!r} for {schema.label}")
 
 
-def _check_slot(name: str, schema: BlockSchema) -> None:
-    if name not in schema.slots:
+def _check_slot(name: str, schema: BlockSchema) -> str:
+    slot = schema.resolve(name)
+    if slot is None:
         raise BlockVectorError(f"unknown block {name!r} for {schema.label}; valid: {schema.describe()}, {VAE_SLOT}")
+    return slot
 
 
 def _from_named(text: str, schema: BlockSchema, default: float | None) -> ParsedVector:

@@ -152,13 +152,32 @@ def cmd_info(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    from lib_merge.arch.registry import ARCHITECTURES
     from lib_merge.io.dtypes import parse_output_dtype
     from lib_merge.io.synth import SynthSpec, write_synthetic
 
     check_new_output(args.output, args.overwrite, writes="safetensors")
     if args.scale < 1:
         raise UsageError("--scale must be at least 1")
-    spec = SynthSpec(args.arch, args.scale, parse_output_dtype(args.dtype), args.seed, args.channels)
+    arch = ARCHITECTURES[args.arch]
+    if args.variant and args.variant not in arch.named_variants:
+        raise UsageError(
+            f"{arch.label} has no variant {args.variant!r}; named: {', '.join(arch.named_variants) or 'none'}"
+        )
+    components = tuple(c.strip() for c in args.components.split(",")) if args.components else None
+    unknown = [c for c in components or () if c not in arch.components]
+    if unknown:
+        raise UsageError(f"{arch.label} has no component {unknown[0]!r}; valid: {', '.join(arch.components)}")
+    spec = SynthSpec(
+        args.arch,
+        args.scale,
+        parse_output_dtype(args.dtype),
+        args.seed,
+        args.channels,
+        components=components,
+        variant=args.variant,
+        layout=args.layout,
+    )
     print(write_synthetic(args.output, spec, overwrite=args.overwrite))
     return 0
 

@@ -135,7 +135,7 @@ def save_merge(root, form, args, **record) -> int:
     result, row = _merge_and_log(root, engine, form, args, record)
     if not args.quiet:
         for note in result.notes:
-            print(f"note: {note}", file=sys.stderr)
+            print(note if note.startswith("warning: ") else f"note: {note}", file=sys.stderr)
         for role, count in sorted(result.plan.kept_missing.items()):
             print(f"note: {count} keys missing in {role} kept from A", file=sys.stderr)
         if row is not None:
@@ -157,6 +157,7 @@ def _merge_and_log(root, engine, form, args, extra: dict):
         overwrite=args.overwrite,
         prune=not getattr(args, "no_prune", False),
         clamp=getattr(args, "clamp", False),
+        layout=getattr(args, "layout", None) or "",
     )
     settings = settings_record(form, device=args.device, recipe_file=getattr(args, "recipe", None), **extra)
     job = SaveJob(args.output, save, settings, metadata=not getattr(args, "no_metadata", False))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from lib_merge import __version__
+from lib_merge.arch.layouts import LAYOUTS
+from lib_merge.arch.registry import ARCHITECTURES
 from lib_merge.surfaces.cli.arg_types import finite_float, whole_number
 from lib_merge.surfaces.cli.errors import UsageError
 from lib_merge.surfaces.cli.optimize import optimize_commands
@@ -213,6 +215,11 @@ def _merge_command(sub) -> argparse.ArgumentParser:
     m.add_argument(
         "--format", choices=["safetensors", "ckpt"], help="default: by the ending of -o (.ckpt/.pt: ckpt); must agree"
     )
+    m.add_argument(
+        "--layout",
+        choices=list(LAYOUTS),
+        help="Flux: the key names to write (default: the inputs' own; inputs in different layouts need it)",
+    )
     m.add_argument("--nonfinite", default="error", choices=["error", "keep_a", "ignore"])
     m.add_argument("--print-recipe", action="store_true", help="print the canonical recipe and exit")
     m.add_argument(
@@ -338,8 +345,11 @@ def _other_commands(sub) -> None:
     xr.add_argument("--overwrite", action="store_true")
 
     s = sub.add_parser("synth", help="write a random-weight checkpoint with an architecture's real keys")
-    s.add_argument("arch", choices=["sd1", "sd2", "sdxl", "flux"])
+    s.add_argument("arch", choices=[a for a, arch in ARCHITECTURES.items() if arch.data_file])
     s.add_argument("output")
+    s.add_argument("--variant", default="", help="a named variant: schnell (Flux), 3.5-medium (sd3)")
+    s.add_argument("--layout", default="single-file", choices=list(LAYOUTS), help="Flux and Chroma: the key names")
+    s.add_argument("--components", help="comma-separated components to write (default: all), e.g. diffuser,vae")
     s.add_argument("--scale", type=whole_number, default=32, help="divide large dimensions by this (1 = full size)")
     s.add_argument("--seed", type=whole_number, default=0)
     s.add_argument(
