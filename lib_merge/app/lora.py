@@ -79,7 +79,7 @@ def lora_recipe(
         value: object = strength
         if blocks:
             if schema_id is None:
-                raise ParameterError("LoRA block weights need a model with blocks (SD1, SD2, SDXL)")
+                raise ParameterError("LoRA block weights need a model with blocks (SD1, SD2, SDXL, Flux)")
             value = BlocksSpec([strength * v for v in lora_block_vector(blocks, schema_id, presets)])
         root = MergeNode("lora", (root,), {"file": LoraRef(resolve(name)), "strength": value})
     return root

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lib_merge.errors import ModelHashMismatchError
+from lib_merge.errors import LoraFormatError, ModelHashMismatchError
 from lib_merge.io.hashing import file_sha256
 from lib_merge.lora.file import LoraFile, match
 from lib_merge.lora.formats import LoraModule, module_bias_delta, module_delta
@@ -30,8 +30,10 @@ class KeyLora:
             target = x[where.rows[0] : where.rows[1]] if where.rows else x
             if where.columns and not bias:
                 target = target[:, : where.columns]
-            delta = module_bias_delta(module) if bias else module_delta(module, target)
-            target.add_(delta.to(target.device, target.dtype).reshape(target.shape), alpha=float(strength))
+            # a module in diffusers' row order sees (and changes) the weight in that order (the swap is its inverse)
+            delta = module_bias_delta(module) if bias else module_delta(module, where.in_checkpoint_order(target))
+            delta = where.in_checkpoint_order(delta.reshape(target.shape))
+            target.add_(delta.to(target.device, target.dtype), alpha=float(strength))
         return x
 
 
@@ -59,6 +61,11 @@ def bind_lora(ref: LoraRef, path: str, shapes: Mapping[str, tuple[int, ...]], mo
     """Read, hash and match the LoRA at `path` (the ref's file, resolved) against the checkpoint's keys."""
     lora = LoraFile.read(path)
     found = match(lora, shapes, model_label)
+    if found.targets and all(lora.modules[name].is_zero() for name in found.targets):
+        raise LoraFormatError(
+            f"{lora.name}: every module it has for {model_label} is zero (an all-zero lora_up or lora_down, "
+            "as a LoRA saved before training): baking it would change nothing"
+        )
     by_key: dict[str, KeyLora] = {}
     for name, target in found.targets.items():
         module = lora.modules[name]

@@ -1,8 +1,10 @@
 """LoRA block weights: the 17-value (SD1) and 12-value (SDXL) vectors of LoRA tools, their presets, and
-the full 26/20-slot vectors they stand for (slots they do not name are 0)."""
+the full 26/20-slot vectors they stand for (slots they do not name are 0); for Flux (and other schemas
+without a LoRA tools' short form) the schema's own slots: all values, or `SLOT=value` assignments."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -41,8 +43,10 @@ def load_lora_presets(imported: Iterable[Path] = ()) -> dict[str, tuple[float, .
 def lora_block_vector(spec: str, schema_id: str, presets: Mapping[str, tuple[float, ...]] | None = None) -> list[float]:
     """A LoRA block spec (a preset name, or 17/26 values for SD1, 12/20 for SDXL) as the schema's full vector."""
     schema = SCHEMAS.get(schema_id)
-    if schema is None or schema_id not in ("sd1", "sdxl"):
-        raise BlockVectorError(f"LoRA block weights are defined for SD1/SD2 and SDXL, not {schema_id}")
+    if schema is None:
+        raise BlockVectorError(f"LoRA block weights need a model with blocks, not {schema_id}")
+    if schema_id not in ("sd1", "sdxl"):
+        return _schema_vector(spec, schema, presets)
     short = SD1_LORA_SLOTS if schema_id == "sd1" else SDXL_LORA_SLOTS
     presets = shipped_lora_presets() if presets is None else presets
     text = spec.strip()
@@ -66,3 +70,50 @@ def lora_block_vector(spec: str, schema_id: str, presets: Mapping[str, tuple[flo
     full = dict.fromkeys(schema.slots, 0.0)
     full.update(zip(short, values, strict=True))
     return [full[slot] for slot in schema.slots]
+
+
+def _schema_vector(spec: str, schema, presets: Mapping[str, tuple[float, ...]] | None) -> list[float]:
+    """A vector over the schema's own slots (Flux: CLIP, T5, IN, D00…D18, S00…S37, OUT): a preset or list
+    of that many values, or assignments `D*=0 S00-S09=0.5 T5=0` ("*" is every slot) whose unnamed slots
+    keep 1, the LoRA's own strength."""
+    text = spec.strip()
+    named = (shipped_lora_presets() if presets is None else presets).get(text)
+    if named is not None and len(named) == len(schema):
+        return [float(v) for v in named]
+    if "=" in text:
+        values = dict.fromkeys(schema.slots, 1.0)
+        for token in text.replace(",", " ").split():
+            target, _, raw = token.partition("=")
+            values.update(dict.fromkeys(_slots(target, schema, spec), _number(raw, spec)))
+        return [values[slot] for slot in schema.slots]
+    values = [_number(v, spec) for v in text.split(",")]
+    if len(values) != len(schema):
+        raise BlockVectorError(
+            f"LoRA blocks for {schema.label} take {len(schema)} values ({schema.describe()}) or SLOT=value "
+            f"assignments, not {len(values)} values"
+        )
+    return values
+
+
+def _slots(target: str, schema, spec: str) -> list[str]:
+    slots = list(schema.slots)
+    if target == "*":
+        return slots
+    if target.endswith("*") and any(s.startswith(target[:-1]) for s in slots):
+        return [s for s in slots if s.startswith(target[:-1])]
+    first, dash, last = target.partition("-")
+    if dash and first in slots and last in slots and slots.index(first) <= slots.index(last):
+        return slots[slots.index(first) : slots.index(last) + 1]
+    if target in slots:
+        return [target]
+    raise BlockVectorError(f"LoRA blocks {spec!r}: {target!r} is no block of {schema.label} ({schema.describe()})")
+
+
+def _number(raw: str, spec: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BlockVectorError(f"LoRA blocks {spec!r}: {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BlockVectorError(f"LoRA blocks {spec!r}: {raw!r} is not a finite number")
+    return value

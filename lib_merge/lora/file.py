@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lib_merge.arch.detect import detect
-from lib_merge.arch.registry import ARCHITECTURES, arch_keys
+from lib_merge.arch.registry import ARCHITECTURES, DATA_DIR, arch_keys
 from lib_merge.errors import CorruptModelError, LoraFormatError, LoraMismatchError
 from lib_merge.io import open_model
 from lib_merge.lora.formats import LoraModule, group_modules
 from lib_merge.lora.keymap import KeyMap, Target, kohya_name
 
+_JOINT = re.compile(r"lora_unet_joint_blocks_(\d+)_")
 MAX_UNMATCHED = 0.10  # more than this share of modules without a target: the LoRA is for another base
 
 
@@ -62,12 +64,13 @@ class LoraFile:
         return cls(os.path.abspath(path), modules, metadata)
 
     def likely_base(self) -> str | None:
-        """The architecture id the module names and widths point to (sd1, sd2, sdxl, flux), or None."""
+        """The architecture id the module names and widths point to (sd1, sd2, sdxl, flux, sd3), or None."""
         names = [kohya_name(n) for n in self.modules]
+        transformer = self._transformer_base(names)
+        if transformer is not None:
+            return transformer
         if any(n.startswith(("lora_te1_", "lora_te2_")) for n in names):
             return "sdxl"
-        if any("double_blocks" in n or "single_blocks" in n or n.startswith("lora_transformer_") for n in names):
-            return "flux"
         if any(n.startswith("lora_unet_input_blocks_") for n in names):
             return "sdxl"
         widths = Counter(self._text_width(m) for n, m in self.modules.items() if kohya_name(n).startswith("lora_te_"))
@@ -75,6 +78,26 @@ class LoraFile:
         if widths:
             return "sd2" if widths.most_common(1)[0][0] == 1024 else "sd1"
         return "sd1" if any(n.startswith("lora_unet_") for n in names) else None
+
+    def _transformer_base(self, names: list[str]) -> str | None:
+        """Flux or SD3 by their block names; diffusers' `transformer_blocks` (both have them) by the
+        hidden width of their attention (Flux 3072; SD3 and SD3.5 medium 1536, SD3.5 large 2432, which
+        also has 38 blocks to their 24); a LoRA of the text encoders only by T5 beside CLIP-G (SD3) or not."""
+        if any(s in n for n in names for s in ("double_blocks", "single_blocks", "single_transformer_blocks")):
+            return "flux"
+        widths = {
+            self._text_width(self.modules[name])
+            for name, n in zip(self.modules, names, strict=True)
+            if n.endswith(("attn_to_q", "attn_qkv", "attn_to_out_0", "attn_proj")) and "_blocks_" in n
+        }
+        blocks = [int(m.group(1)) for n in names if (m := _JOINT.match(n))]
+        if blocks or any(n.startswith("lora_unet_transformer_blocks_") for n in names):
+            if (blocks and max(blocks) >= 24) or 2432 in widths:
+                return "sd35_large"
+            return "flux" if 3072 in widths or not (blocks or widths - {None}) else "sd3"
+        if any(n.startswith(("lora_te2_encoder_block_", "lora_te3_encoder_block_")) for n in names):
+            return "sd3" if any(n.startswith("lora_te2_text_model_") for n in names) else "flux"
+        return None
 
     @staticmethod
     def _text_width(module: LoraModule) -> int | None:
@@ -114,7 +137,15 @@ def match(lora: LoraFile, shapes: Mapping[str, tuple[int, ...]], model_label: st
             targets[name] = target
     if strict and len(unmatched) > MAX_UNMATCHED * len(lora.modules):
         base = lora.likely_base()
-        hint = f"; it looks made for {ARCHITECTURES[base].label}" if base in ARCHITECTURES else ""
+        found = detect(shapes)
+        model_arch = found.label if found.id != "unknown" else None
+        made_for = base_label(base) if base in ARCHITECTURES else None
+        if made_for and made_for != model_arch:
+            hint = f"; it looks made for {made_for}" + (f", not {model_arch}" if model_arch else "")
+        elif made_for:
+            hint = f" ({model_arch}), though its names look made for {made_for}"
+        else:
+            hint = f" ({model_arch}); its names match no architecture Alloy knows" if model_arch else ""
         raise LoraMismatchError(
             f"{lora.name}: {len(unmatched)} of {len(lora.modules)} modules have no place in {model_label}{hint} "
             f"(first: {', '.join(unmatched[:3])})"
@@ -162,7 +193,13 @@ def _fits(module: LoraModule, target: Target, shapes: Mapping[str, tuple[int, ..
 
 def base_shapes(arch_id: str) -> dict[str, tuple[int, ...]]:
     """The key shapes of an architecture's reference layout (for inspecting a LoRA without a checkpoint)."""
-    arch = ARCHITECTURES[arch_id]
-    if not arch.data_file:
-        raise CorruptModelError(f"no key data for {arch.label}")
-    return {k: shape for k, (shape, _) in arch_keys(arch.data_file).items()}
+    arch = ARCHITECTURES.get(arch_id)
+    data_file = arch.data_file if arch is not None else f"{arch_id}.json"
+    if not data_file or not (DATA_DIR / data_file).is_file():
+        raise CorruptModelError(f"no key data for {arch.label if arch is not None else arch_id}")
+    return {k: shape for k, (shape, _) in arch_keys(data_file).items()}
+
+
+def base_label(arch_id: str | None) -> str:
+    """An architecture's label ("unknown" for None or an id the registry lacks)."""
+    return ARCHITECTURES[arch_id].label if arch_id in ARCHITECTURES else "unknown"

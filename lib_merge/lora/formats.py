@@ -7,6 +7,7 @@ WebUI applies at generation time (docs/FORMULAS.md §10); strength is applied by
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +21,10 @@ _SUFFIXES = (
     (".lora_mid.weight", "mid"),
     (".lora_A.weight", "down"),
     (".lora_B.weight", "up"),
+    (".lora_A.default.weight", "down"),  # PEFT with its adapter's name left in
+    (".lora_B.default.weight", "up"),
+    (".lora.down.weight", "down"),  # diffusers' older LoRA layers
+    (".lora.up.weight", "up"),
     (".hada_w1_a", "hada_w1_a"),
     (".hada_w1_b", "hada_w1_b"),
     (".hada_w2_a", "hada_w2_a"),
@@ -43,7 +48,10 @@ _SUFFIXES = (
     (".bias", "bias"),
     (".weight", "ia3"),
 )
-PEFT_PREFIXES = ("base_model.model.", "unet.", "text_encoder.", "transformer.")
+PEFT_PREFIXES = ("base_model.model.", "unet.", "text_encoder.", "transformer.", "diffusion_model.")
+# kohya's split_qkv: "X.lora_down.<i>.weight" / "X.lora_up.<i>.weight" are part i of X's fused weight
+# (q, k, v; a Flux single block's linear1 also mlp), with X's one alpha. Each part is a module "X.<i>".
+_SPLIT_PART = re.compile(r"^(.+)\.lora_(down|up)\.(\d+)\.weight$")
 
 
 @dataclass
@@ -91,11 +99,26 @@ class LoraModule:
         return float(self.parts["alpha"]) if "alpha" in self.parts else None
 
     def scale(self) -> float:
-        """alpha / rank, or 1 without an alpha (or for LoKr with no decomposed factor)."""
+        """alpha / rank, or 1 without an alpha, with an alpha of 0 (kohya's trainers and loaders read 0 as
+        "alpha = rank": the LoRA was trained at scale 1, so 0 would bake nothing), or with rank 0 (no
+        division by zero: such a module changes nothing, which the bake reports)."""
         rank = self.rank
-        if self.alpha is None or not rank:
+        if self.alpha is None or self.alpha == 0 or not rank:
             return 1.0
         return self.alpha / rank
+
+    def is_zero(self) -> bool:
+        """Whether ΔW is zero whatever the weight: a factor of a LoRA/LoHa product all zero (a LoRA saved
+        before training: kohya starts every lora_up at zero), or an all-zero full or norm diff."""
+        p = self.parts
+        kind = self.kind
+        if kind == "lora":
+            return not (p["up"].any() and p["down"].any())
+        if kind == "loha":
+            return any(not p[f"hada_w{i}_{j}"].any() for i in (1, 2) for j in "ab")
+        if kind in ("full", "norm"):
+            return not p["diff" if kind == "full" else "w_norm"].any()
+        return False
 
 
 def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
@@ -103,6 +126,11 @@ def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
     modules: dict[str, LoraModule] = {}
     unknown = []
     for key, tensor in tensors.items():
+        split = _SPLIT_PART.match(key)
+        if split:
+            name, part, index = split.groups()
+            modules.setdefault(f"{name}.{index}", LoraModule(f"{name}.{index}")).parts[part] = tensor
+            continue
         for suffix, part in _SUFFIXES:
             if key.endswith(suffix):
                 name = key[: -len(suffix)]
@@ -117,6 +145,10 @@ def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
             del m.parts["ia3"]
     if unknown:
         raise LoraFormatError(f"{len(unknown)} keys are no LoRA part: {', '.join(sorted(unknown)[:5])}")
+    for name, m in modules.items():  # a split part takes its whole module's alpha
+        whole = modules.get(name.rpartition(".")[0]) if name.rpartition(".")[2].isdigit() else None
+        if whole is not None and "alpha" in whole.parts and "alpha" not in m.parts:
+            m.parts["alpha"] = whole.parts["alpha"]
     return {name: m for name, m in modules.items() if set(m.parts) - {"bias", "alpha"}}  # "P.bias" alone: none
 
 

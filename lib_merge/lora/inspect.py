@@ -7,8 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from lib_merge.arch.registry import ARCHITECTURES
-from lib_merge.lora.file import LoraFile, base_shapes, match
+from lib_merge.lora.file import LoraFile, base_label, base_shapes, match
 
 
 @dataclass
@@ -23,10 +22,11 @@ class LoraReport:
     matched: int
     unmatched: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    zero: list[str] = field(default_factory=list)  # modules whose ΔW is zero (they change nothing)
 
     @property
     def base_label(self) -> str:
-        return ARCHITECTURES[self.base].label if self.base in ARCHITECTURES else "unknown"
+        return base_label(self.base)
 
     def lines(self) -> list[str]:
         base = self.base_label
@@ -41,6 +41,8 @@ class LoraReport:
         ]
         if self.unmatched:
             out.append(f"unmatched ({len(self.unmatched)}): " + ", ".join(self.unmatched[:20]))
+        if self.zero:
+            out.append(f"no effect ({len(self.zero)} all-zero modules): " + ", ".join(self.zero[:5]))
         for key in ("ss_network_dim", "ss_network_alpha", "ss_base_model_version", "ss_output_name"):
             if key in self.metadata:
                 out.append(f"{key}: {self.metadata[key]}")
@@ -54,7 +56,7 @@ def inspect_lora(
     base = lora.likely_base()
     if shapes is None:
         shapes = base_shapes(base or "sd1")
-        checked_against = f"the {ARCHITECTURES[base or 'sd1'].label} layout"
+        checked_against = f"the {base_label(base or 'sd1')} layout"
     found = match(lora, shapes, checked_against or "the checkpoint", strict=False)
     ranks = Counter(m.rank for m in lora.modules.values() if m.rank is not None)
     alphas = Counter(f"{m.alpha:g}" if m.alpha is not None else "none" for m in lora.modules.values())
@@ -69,4 +71,5 @@ def inspect_lora(
         len(found.targets),
         found.unmatched,
         lora.metadata,
+        sorted(name for name, m in lora.modules.items() if m.is_zero()),
     )

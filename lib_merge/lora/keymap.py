@@ -1,19 +1,21 @@
-"""LoRA module names → checkpoint keys, for SD1, SD2 and SDXL (kohya, diffusers-style and PEFT names).
+"""LoRA module names → checkpoint keys, for SD1, SD2, SDXL, Flux and SD3 (kohya, diffusers-style and PEFT names).
 
 The checkpoint's own keys are the index: a module's key with every "." turned into "_" is what a
 kohya name says after its prefix, once diffusers block names are turned into the checkpoint's
-(down_blocks → input_blocks, resnet parts → in_layers/out_layers, …; docs/FORMULAS.md §10).
-OpenCLIP text encoders (SD2, SDXL's second) keep q, k and v in one in_proj weight: those
-modules map to a row slice of it.
+(down_blocks → input_blocks, resnet parts → in_layers/out_layers, …; docs/FORMULAS.md §10; the Flux
+and SD3 transformers in lora/dit.py). OpenCLIP text encoders (SD2, SDXL's second) keep q, k and v in one
+in_proj weight: those modules map to a row slice of it, as do kohya's split q/k/v parts of a fused qkv.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 
-UNET = "model.diffusion_model."
+from lib_merge.lora.dit import dit_targets, split_part
+from lib_merge.lora.target import UNET, Target
+
+__all__ = ["UNET", "KeyMap", "Target", "kohya_name", "unet_names"]
 _RESNET_PARTS = {
     "conv1": "in_layers_2",
     "conv2": "out_layers_3",
@@ -29,11 +31,18 @@ _UNET_SINGLE = {
     "time_embedding_linear_1": "time_embed_0",
     "time_embedding_linear_2": "time_embed_2",
 }
-# Text encoders in CLIP naming: prefix of the LoRA name → the checkpoint's module prefix (underscored).
+# Text encoders in CLIP naming: prefix of the LoRA name → the checkpoint's module prefixes (underscored).
+# Flux and SD3 keep theirs under text_encoders.*: kohya's te1 is CLIP-L there, te2 SD3's CLIP-G.
 _CLIP_TE = {
-    "lora_te_": "cond_stage_model_transformer_",
-    "lora_te1_": "conditioner_embedders_0_transformer_",
+    "lora_te_": ("cond_stage_model_transformer_", "text_encoders_clip_l_transformer_"),
+    "lora_te1_": ("conditioner_embedders_0_transformer_", "text_encoders_clip_l_transformer_"),
+    "lora_te2_": ("text_encoders_clip_g_transformer_",),
 }
+# T5-XXL (Flux, SD3): kohya writes lora_te3_ (lora_te2_ in its first Flux versions and OneTrainer's Flux
+# files), diffusers text_encoder_2 (Flux) or text_encoder_3 (SD3); the names after it are T5's own.
+_T5_TE = ("lora_te_", "lora_te1_", "lora_te2_", "lora_te3_")
+_T5 = "text_encoders_t5xxl_transformer_"
+_SPLIT = re.compile(r"(lora_\w+)\.(\d+)$")  # kohya split_qkv: one module per part of a fused weight
 # OpenCLIP text encoders: prefix of the LoRA name → the checkpoint's prefix (dotted)
 _OPENCLIP_TE = {
     "lora_te_": "cond_stage_model.model.transformer.resblocks.",
@@ -42,39 +51,17 @@ _OPENCLIP_TE = {
 _OPENCLIP_PART = {"self_attn_out_proj": "attn.out_proj", "mlp_fc1": "mlp.c_fc", "mlp_fc2": "mlp.c_proj"}
 _QKV = {"self_attn_q_proj": 0, "self_attn_k_proj": 1, "self_attn_v_proj": 2}
 _LAYER = re.compile(r"text_model_encoder_layers_(\d+)_(\w+)$")
-# Flux in diffusers names (transformer_blocks = double blocks, single_transformer_blocks = single blocks)
-_FLUX_DIFFUSERS = re.compile(r"(single_)?transformer_blocks_(\d+)_(.+)$")
-_FLUX_QKV = {
-    "attn_to_q": ("img", 0), "attn_to_k": ("img", 1), "attn_to_v": ("img", 2),
-    "attn_add_q_proj": ("txt", 0), "attn_add_k_proj": ("txt", 1), "attn_add_v_proj": ("txt", 2),
-}  # fmt: skip
-_FLUX_DOUBLE = {
-    "attn_to_out_0": "img_attn.proj", "attn_to_add_out": "txt_attn.proj",
-    "ff_net_0_proj": "img_mlp.0", "ff_net_2": "img_mlp.2",
-    "ff_context_net_0_proj": "txt_mlp.0", "ff_context_net_2": "txt_mlp.2",
-    "norm1_linear": "img_mod.lin", "norm1_context_linear": "txt_mod.lin",
-}  # fmt: skip
-_FLUX_SINGLE = {"proj_out": "linear2", "norm_linear": "modulation.lin"}
-_FLUX_SINGLE_ROWS = {"attn_to_q": 0, "attn_to_k": 1, "attn_to_v": 2, "proj_mlp": 3}  # × hidden width
 _PEFT = (
     ("base_model.model.", ""),
     ("unet.", "lora_unet_"),
+    ("text_encoder_3.", "lora_te3_"),
     ("text_encoder_2.", "lora_te2_"),
     ("text_encoder.", "lora_te_"),
     ("transformer.", "lora_unet_"),
+    ("diffusion_model.", "lora_unet_"),  # ComfyUI's own and DiffSynth's files: the checkpoint's names
 )
-
-
-@dataclass(frozen=True)
-class Target:
-    key: str  # the checkpoint's weight key
-    rows: tuple[int, int] | None = None  # a row slice of a fused q/k/v weight
-    columns: int | None = None  # the first input channels only (an SD LoRA on an inpainting model's conv_in)
-
-    @property
-    def bias_key(self) -> str:
-        """The bias beside the weight ("….weight" → "….bias", "in_proj_weight" → "in_proj_bias")."""
-        return self.key[: -len("weight")] + "bias"
+# Prefixes other trainers put before diffusers names already underscored
+_UNDERSCORED = {"lora_transformer_": "lora_unet_", "lycoris_": "lora_unet_"}
 
 
 class KeyMap:
@@ -87,7 +74,13 @@ class KeyMap:
         }
 
     def target(self, name: str) -> Target | None:
+        if name + ".weight" in self.shapes:  # the checkpoint's own name (ComfyUI's generic form)
+            return Target(name + ".weight")
         name = kohya_name(name)
+        split = _SPLIT.match(name)
+        if split:  # kohya split_qkv: lora_down.<i>/lora_up.<i> are part i of the fused weight
+            whole = self.target(split.group(1))
+            return split_part(whole, int(split.group(2)), self.shapes) if whole is not None else None
         for candidate in self._candidates(name):
             if isinstance(candidate, Target):
                 if candidate.key in self.shapes:
@@ -99,45 +92,20 @@ class KeyMap:
     def _candidates(self, name: str) -> Iterator[str | Target]:
         if name.startswith("lora_unet_"):
             rest = name[len("lora_unet_") :]
-            flux = self._flux(rest)
-            if flux is not None:
-                yield flux
+            yield from dit_targets(rest, self.shapes)
             for ldm in unet_names(rest):
                 yield "model_diffusion_model_" + ldm
             return
-        for prefix, base in _CLIP_TE.items():
+        for prefix, bases in _CLIP_TE.items():
             if name.startswith(prefix):
-                yield base + name[len(prefix) :]
+                yield from (base + name[len(prefix) :] for base in bases)
+        if name.startswith(_T5_TE):
+            yield _T5 + name.split("_", 2)[2]
         for prefix, base in _OPENCLIP_TE.items():
             if name.startswith(prefix):
                 target = self._openclip(base, name[len(prefix) :])
                 if target is not None:
                     yield target
-
-    def _flux(self, rest: str) -> Target | None:
-        """Diffusers names of Flux blocks: separate q/k/v (and the single blocks' MLP input) are row
-        slices of the fused qkv / linear1 weights."""
-        m = _FLUX_DIFFUSERS.match(rest)
-        if not m:
-            return None
-        single, n, part = m.groups()
-        if single:
-            key = f"{UNET}single_blocks.{n}.linear1.weight"
-            if part in _FLUX_SINGLE:
-                return Target(f"{UNET}single_blocks.{n}.{_FLUX_SINGLE[part]}.weight")
-            if key not in self.shapes or part not in _FLUX_SINGLE_ROWS:
-                return None
-            width = self.shapes[f"{UNET}single_blocks.{n}.linear2.weight"][0]
-            start = _FLUX_SINGLE_ROWS[part] * width
-            return Target(key, (start, start + width if part != "proj_mlp" else self.shapes[key][0]))
-        if part in _FLUX_DOUBLE:
-            return Target(f"{UNET}double_blocks.{n}.{_FLUX_DOUBLE[part]}.weight")
-        if part not in _FLUX_QKV:
-            return None
-        stream, index = _FLUX_QKV[part]
-        key = f"{UNET}double_blocks.{n}.{stream}_attn.qkv.weight"
-        width = self.shapes[key][0] // 3 if key in self.shapes else 0
-        return Target(key, (index * width, (index + 1) * width))
 
     def _openclip(self, base: str, rest: str) -> Target | None:
         m = _LAYER.match(rest)
@@ -156,8 +124,9 @@ class KeyMap:
 
 def kohya_name(name: str) -> str:
     """A PEFT/diffusers module name ("unet.down_blocks.0…to_q") in kohya form ("lora_unet_down_blocks_0…to_q")."""
-    if name.startswith("lora_transformer_"):  # Flux in diffusers names, kohya-style prefix
-        return "lora_unet_" + name[len("lora_transformer_") :]
+    for prefix, replacement in _UNDERSCORED.items():  # OneTrainer, SimpleTuner's LyCORIS: diffusers names
+        if name.startswith(prefix):
+            return replacement + name[len(prefix) :]
     if name.startswith("lora_"):
         return name
     for prefix, replacement in _PEFT:

@@ -22,6 +22,7 @@ from lib_merge.errors import Cancelled, LoraFormatError, LoraMismatchError, Para
 from lib_merge.io.hashing import file_sha256
 from lib_merge.io.source import SourceModel
 from lib_merge.lora.blocks import lora_block_vector
+from lib_merge.lora.dit import diffusers_name
 from lib_merge.lora.factor import Factoring, RankRule, factorise
 from lib_merge.lora.file import LoraFile, base_shapes, match, target_shape
 from lib_merge.lora.formats import LoraModule, factor_shape, module_bias_delta, module_delta
@@ -85,7 +86,7 @@ def merge_loras(
         sources = []
         for spec, lora in zip(settings.inputs, loras, strict=True):
             if spec.blocks and schema is None:
-                raise ParameterError(f"{lora.name}: block weights need SD1, SD2 or SDXL, not {arch_id}")
+                raise ParameterError(f"{lora.name}: block weights need SD1, SD2, SDXL or Flux, not {arch_id}")
             vector = lora_block_vector(spec.blocks, schema.id, settings.presets) if spec.blocks else None
             if model is not None:
                 targets = match(lora, shapes, model.name).targets
@@ -98,7 +99,7 @@ def merge_loras(
         for done, (target, members) in enumerate(groups.items()):
             if should_stop is not None and should_stop():
                 raise Cancelled("LoRA merge cancelled")
-            name = names[target].name if target in names else kohya_name(members[0][1].name)
+            name = _output_name(target, names, shapes, members[0][1].name)
             weights = [src.spec.strength * _block(src, target, schema) for src, _ in members]
             if settings.method == "concat":
                 out = _concat(members, weights, target_shape(target, shapes))
@@ -116,6 +117,14 @@ def merge_loras(
     finally:
         if model is not None:
             model.close()
+
+
+def _output_name(target: Target, names: dict, shapes: dict, first: str) -> str:
+    """kohya's name for a whole weight; diffusers' (`transformer.…`) for a row slice of a fused Flux/SD3
+    weight or a weight in diffusers' row order (what loaders read for them); else the input's own name."""
+    if target in names:
+        return names[target].name
+    return diffusers_name(target, shapes) or kohya_name(first)
 
 
 def _common_base(loras: list[LoraFile]) -> str:

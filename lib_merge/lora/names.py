@@ -4,7 +4,8 @@ extraction targets.
 The names are the inverse of lora/keymap.py: SD1/SD2 UNets in diffusers block names
 (`lora_unet_down_blocks_0_attentions_0_…`), SDXL in the checkpoint's own block names
 (`lora_unet_input_blocks_4_1_…`), Flux in its block names, text encoders as `lora_te_` (SD1, SD2),
-`lora_te1_`/`lora_te2_` (SDXL); q/k/v of OpenCLIP's fused in_proj weight as row slices. The
+`lora_te1_`/`lora_te2_` (SDXL; Flux's CLIP-L, SD3's CLIP-L and CLIP-G); q/k/v of OpenCLIP's fused in_proj
+weight as row slices; the Flux and SD3 transformers' block linears in their own names. The
 round trip name → KeyMap → key is tested for every target.
 """
 
@@ -27,6 +28,9 @@ _OPENCLIP_NAMES = {"attn.out_proj": "self_attn_out_proj", "mlp.c_fc": "mlp_fc1",
 _CLIP = {
     "cond_stage_model.transformer.text_model.encoder.layers.": "lora_te_text_model_encoder_layers_",
     "conditioner.embedders.0.transformer.text_model.encoder.layers.": "lora_te1_text_model_encoder_layers_",
+    # Flux and SD3 (kohya's lora_flux.py / lora_sd3.py); their T5 is not extracted, as kohya trains none by default
+    "text_encoders.clip_l.transformer.text_model.encoder.layers.": "lora_te1_text_model_encoder_layers_",
+    "text_encoders.clip_g.transformer.text_model.encoder.layers.": "lora_te2_text_model_encoder_layers_",
 }
 _OPENCLIP = {
     "cond_stage_model.model.transformer.resblocks.": "lora_te_text_model_encoder_layers_",
@@ -34,7 +38,7 @@ _OPENCLIP = {
 }
 _CLIP_PARTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
 _UNET_BLOCK = re.compile(r"(input_blocks|output_blocks)\.(\d+)\.(\d+)\.(.+)$|middle_block\.(\d+)\.(.+)$")
-_FLUX_BLOCK = re.compile(r"(double_blocks|single_blocks)\.\d+\.")
+_DIT_BLOCK = re.compile(r"(double_blocks|single_blocks|joint_blocks)\.\d+\.")  # Flux, Chroma; SD3, SD3.5
 
 
 @dataclass(frozen=True)
@@ -97,8 +101,8 @@ def module_targets(shapes: Mapping[str, tuple[int, ...]], arch_id: str) -> list[
 
 def _unet_target(key: str, shape: tuple[int, ...], arch_id: str) -> list[ModuleTarget]:
     rest = key[len(UNET) : -len(".weight")]
-    if arch_id == "flux":
-        if not _FLUX_BLOCK.match(rest):
+    if arch_id not in ("sd1", "sd2", "sdxl", "sdxl_refiner"):
+        if not _DIT_BLOCK.match(rest):
             return []
         return [ModuleTarget("lora_unet_" + rest.replace(".", "_"), Target(key))]
     if not _UNET_BLOCK.match(rest) or rest.startswith("input_blocks.0."):
