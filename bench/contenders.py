@@ -85,7 +85,7 @@ def alloy(inputs: list[str], out: str, alpha: float, threads: str) -> None:
         cmd += ["--c", inputs[2], "--mode", "add_difference"]
     else:
         cmd += ["--mode", "weighted_sum"]
-    cmd += ["--alpha", str(alpha), "-o", out]
+    cmd += ["--alpha", str(alpha), "--dtype", os.environ.get("ALLOY_BENCH_DTYPE", "fp16"), "-o", out]
     if threads != "0":
         cmd += ["--threads", threads]
     # exec, so this process's peak RSS is Alloy's own.

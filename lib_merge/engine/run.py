@@ -17,6 +17,7 @@ from concurrent.futures import Future
 
 import torch
 
+from lib_merge.engine.fp8_table import by_table, table_leaves
 from lib_merge.engine.options import CancelToken, EngineOptions, EngineReport, Sink
 from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step, is_leaf
 from lib_merge.engine.progress import ProgressEvent
@@ -24,7 +25,7 @@ from lib_merge.engine.threads import worker_pool
 from lib_merge.errors import NonFiniteError, ParameterError
 from lib_merge.io.cache import TensorCache, peak_magnitude, read_through
 from lib_merge.io.dtypes import is_fp8
-from lib_merge.io.fp8 import to_fp8
+from lib_merge.io.fp8 import to_fp8, widen
 from lib_merge.io.writer import PlannedTensor
 
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of fp32 per operand: inputs, result and temporaries stay in L2
@@ -193,11 +194,11 @@ class _KeyComputer:
     def _fp8(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
         """An fp8 output: computed as fp32 (fp8 is a storage format), then range-checked as it is cast."""
         wide = dataclasses.replace(job, out=PlannedTensor(job.key, torch.float32, job.out.shape))
-        result = to_fp8(self._compute(wide, cancel), job.out.dtype, job.key, self.clamp)
+        result = to_fp8(self._compute(wide, cancel, job.out.dtype), job.out.dtype, job.key, self.clamp)
         direct = self.write_into(job.key, job.out.dtype) if self.write_into else None
         return direct.copy_(result) if direct is not None else result
 
-    def _compute(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
+    def _compute(self, job: KeyJob, cancel: CancelToken, fp8_out: torch.dtype | None = None) -> torch.Tensor:
         cancel.check()
         leaves = job.leaves()
         merging = job.cast and not is_leaf(job.tree)
@@ -215,6 +216,13 @@ class _KeyComputer:
             self._count(raw, job)
             if not job.cast:
                 return raw[id(job.tree)]
+            table = table_leaves(job.tree, raw, leaves) if fp8_out is not None and merging else None
+            if table:  # fp8 to fp8: each element looked up among the key's few possible results
+                evaluate = functools.partial(self._eval, job.tree, key=job.key)
+                looked = by_table(job.tree, raw, table, fp8_out, self.clamp, evaluate)
+                if looked is not None:
+                    return looked
+            raw = {k: widen(t) if is_fp8(t.dtype) else t for k, t in raw.items()}  # computed from fp16 up
             if not merging and not job.inpaint_channels:
                 direct = self.write_into(job.key, job.out.dtype) if self.write_into else None
                 if direct is not None:

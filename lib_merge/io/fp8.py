@@ -9,14 +9,34 @@ clamping it is refused naming the key, and with clamping it is clamped to ±max 
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 
 from lib_merge.errors import Fp8RangeError
 from lib_merge.io.dtypes import FP8_DTYPES, output_dtype_name
 
 _SIGN_OFF = 0x7F  # fp8 is sign-magnitude: the low 7 bits order the magnitudes (NaN codes highest)
+
+
+@functools.cache
+def _fp16_values(dtype: torch.dtype) -> np.ndarray:
+    """The fp16 value of each of the 256 codes of an fp8 dtype (a read-only table)."""
+    table = torch.arange(256, dtype=torch.int32).to(torch.uint8).view(dtype).to(torch.float16).numpy()
+    table.flags.writeable = False
+    return table
+
+
+def widen(tensor: torch.Tensor) -> torch.Tensor:
+    """An fp8 tensor as fp16, exactly: every e4m3fn and e5m2 value (NaN too) is an fp16 value. A table
+    lookup per byte, about 3x faster than torch's fp8 cast on the CPU, which merges of fp8 files spend
+    most of their time in (bench/run.py --arch flux)."""
+    if tensor.device.type != "cpu":
+        return tensor.to(torch.float16)
+    codes = tensor.contiguous().view(torch.uint8).numpy()
+    return torch.from_numpy(_fp16_values(tensor.dtype)[codes])
 
 
 def fp8_max(dtype: torch.dtype) -> float:
