@@ -198,6 +198,11 @@ class WebUIIntegration(Protocol):
         """The inputs of every txt2img script (ControlNet and the like), as the txt2img button gets them."""
         ...
 
+    def checkpoint_title(self, choice: str) -> str | None:
+        """The title of `checkpoint_titles` that a value of the WebUI's checkpoint dropdown names (a title, or
+        the file name Forge and Forge Neo list); model A while that is the live merge; None for no file."""
+        ...
+
 
 class Host(ModelFiles, Protocol):
     """A host: its model files (the host object itself), its options, and the optional ports (None: not offered)."""

@@ -3,7 +3,9 @@ save through, so the same request gives the same defaults, the same row and the 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from lib_merge.app.requests import SaveRequest
 from lib_merge.engine.bind import BoundRecipe
 from lib_merge.engine.options import EngineOptions
 from lib_merge.engine.to_file import MergeResult, SaveOptions
+from lib_merge.errors import HostPatchError
 from lib_merge.io.dtypes import parse_output_dtype
 from lib_merge.io.tempfiles import format_for_output
 from lib_merge.recipe.nodes import Node
@@ -62,3 +65,21 @@ def save_and_log(
     )
     record = dict(job.settings, save=asdict(save))
     return merge_and_log(recipe, options, engine, models_dir, history, record, warn, job.row_name)
+
+
+@contextlib.contextmanager
+def loaded_or_removed(path: str, fresh: bool, refresh: Callable[[], None]) -> Iterator[None]:
+    """Save and load: when the host cannot load the merge just written to `path`, a file the save made
+    anew (`fresh`) is removed again and the checkpoint list refreshed, so the failed merge leaves no file
+    behind; a file written over one the user asked to overwrite stays. One clear error either way."""
+    try:
+        yield
+    except Exception as e:
+        fate = f"{os.path.basename(path)} stays"
+        if fresh:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+            refresh()
+            fate = f"{os.path.basename(path)} was removed again"
+        reason = str(e) if isinstance(e, HostPatchError) else f"{type(e).__name__}: {e}"
+        raise HostPatchError(f"the WebUI could not load the saved merge ({reason}); {fate}") from e

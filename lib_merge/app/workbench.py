@@ -36,7 +36,7 @@ from lib_merge.app.requests import (
     MergeRequest,
     SaveRequest,
 )
-from lib_merge.app.saving import SaveJob, save_and_log
+from lib_merge.app.saving import SaveJob, loaded_or_removed, save_and_log
 from lib_merge.app.toolkit import run_autoprune
 from lib_merge.app.upkeep import Upkeep
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
@@ -198,8 +198,9 @@ class Workbench(LoraJobs, Upkeep):
         name = os.path.splitext(os.path.basename(path))[0]
         history_id = row.id if row else 0
         message = f"Saved {path}"
-        if self.host.live is not None:  # save and load: the written merge is loaded
-            with self._exclusive():
+        if self.host.live is not None:  # save and load: the written merge is loaded, else its new file removed
+            fresh = not (request.save and request.save.overwrite)  # an overwrite may have replaced a file
+            with self._exclusive(), loaded_or_removed(path, fresh, self.host.refresh_checkpoints):
                 self.host.live.load_checkpoint(path)
             self.live = LiveMerge(name, recipe, history_id, bound.primary.path, path)
             message += " and selected it"

@@ -69,12 +69,12 @@ class A1111Host(MergeEntry, Txt2ImgRuns):
 
     # -- checkpoints -------------------------------------------------------------------------
     def model_folders(self) -> list[str]:
+        """Where the WebUI lists checkpoints: models/Stable-diffusion, then A1111's and Forge's --ckpt-dir
+        or Forge Neo's --ckpt-dirs (a list; Neo has no --ckpt-dir)."""
         from modules import sd_models, shared
 
-        folders = [sd_models.model_path]
-        if getattr(shared.cmd_opts, "ckpt_dir", None):
-            folders.append(os.path.abspath(shared.cmd_opts.ckpt_dir))
-        return folders
+        extra = [getattr(shared.cmd_opts, "ckpt_dir", None), *(getattr(shared.cmd_opts, "ckpt_dirs", None) or [])]
+        return [sd_models.model_path, *(os.path.abspath(folder) for folder in extra if folder)]
 
     def checkpoint_titles(self) -> list[str]:
         from modules import sd_models
@@ -86,6 +86,14 @@ class A1111Host(MergeEntry, Txt2ImgRuns):
 
         title = shared.opts.data.get("sd_model_checkpoint")
         info = sd_models.checkpoint_aliases.get(title) if title else None
+        if info is not None and info is self._entry:  # the live merge: its model A
+            info = self._base_entry
+        return info.title if info is not None and info.title in sd_models.checkpoints_list else None
+
+    def checkpoint_title(self, choice: str) -> str | None:
+        from modules import sd_models
+
+        info = sd_models.checkpoint_aliases.get(choice) or sd_models.get_closet_checkpoint_match(choice)
         if info is not None and info is self._entry:  # the live merge: its model A
             info = self._base_entry
         return info.title if info is not None and info.title in sd_models.checkpoints_list else None
@@ -105,9 +113,11 @@ class A1111Host(MergeEntry, Txt2ImgRuns):
             raise ModelNotFoundError(f"{title!r} is the live merge, not a file: choose the models it came from")
         if info is not None:
             path = os.path.abspath(info.filename)
-        else:
-            path = os.path.abspath(os.path.join(sd_models.model_path, title))
-            if not any(inside_folder(path, folder, follow_links=False) for folder in self.model_folders()):
+        else:  # a path, or a name inside one of the folders (the first that has it)
+            folders = self.model_folders()
+            found = [os.path.abspath(os.path.join(folder, title)) for folder in folders]
+            path = next((p for p in found if os.path.isfile(p)), found[0])
+            if not any(inside_folder(path, folder, follow_links=False) for folder in folders):
                 raise UnsafePathError(f"{title!r} points outside the WebUI's checkpoint folders")
         if not os.path.isfile(path):
             raise ModelNotFoundError(f"checkpoint not found: {title!r}")
@@ -126,7 +136,12 @@ class A1111Host(MergeEntry, Txt2ImgRuns):
         return getattr(shared.cmd_opts, "lora_dir", None) or os.path.join(paths.models_path, "Lora")
 
     def save_folder(self) -> str:
-        return self.model_folders()[-1] if len(self.model_folders()) > 1 else self.model_folders()[0]
+        """Where the WebUI's own Checkpoint Merger writes: --ckpt-dir when given, else models/Stable-diffusion
+        (Forge Neo's too, whatever --ckpt-dirs lists)."""
+        from modules import sd_models, shared
+
+        given = getattr(shared.cmd_opts, "ckpt_dir", None)
+        return os.path.abspath(given) if given else sd_models.model_path
 
     def grid_folder(self) -> str:
         from modules import shared

@@ -18,12 +18,13 @@ the checkpoint folder and selected through Forge's own checkpoint switch.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 
 import torch
 
 from lib_merge.app.ports import MergeIdentity
-from lib_merge.errors import AlloyError, HostPatchError
+from lib_merge.errors import AlloyError, HostPatchError, ModelNotFoundError
 from lib_merge.host.a1111 import A1111Host
 from lib_merge.host.forge_keys import ForgeModelView, trace_conversion
 from lib_merge.io.source import SourceModel
@@ -51,7 +52,9 @@ class ForgeHost(A1111Host):
         if info is None:
             sd_models.list_models()
             info = self._entry_for(path)
-        main_entry.checkpoint_change(info.title)
+        if info is None:
+            raise ModelNotFoundError(f"{path} is not in Forge's checkpoint list")
+        choose_checkpoint(main_entry.checkpoint_change, info.title)
         if self.can_patch:
             sd_models.forge_model_reload()
 
@@ -186,6 +189,19 @@ class ForgeHost(A1111Host):
             parameters[MERGE_PARAMETER] = recipe_hash
         data.forge_loading_parameters = parameters
         data.forge_hash = str(parameters)
+
+
+def choose_checkpoint(checkpoint_change, title: str) -> None:
+    """Select a checkpoint as Forge's own dropdown does. Forge's switch is `checkpoint_change(ckpt_name,
+    save=True, refresh=True)`; Forge Neo's also takes the UI preset the choice is made under
+    (`checkpoint_change(ckpt_name, preset, save=True, refresh=True)`, kept as that preset's checkpoint,
+    which Neo's page load shows again): Alloy passes the preset in use, as Neo's dropdown does."""
+    from modules import shared
+
+    if "preset" in inspect.signature(checkpoint_change).parameters:
+        checkpoint_change(title, preset=getattr(shared.opts, "forge_preset", None))
+    else:
+        checkpoint_change(title)
 
 
 def exposes_component_modules() -> bool:

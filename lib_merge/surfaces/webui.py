@@ -54,15 +54,25 @@ CHECKPOINT_SELECTOR = "setting_sd_model_checkpoint"  # the WebUI's checkpoint dr
 
 
 def after_component(component, **kwargs) -> None:
-    """Model A follows the WebUI's checkpoint dropdown: our tab is built first, the dropdown later."""
+    """Model A follows the WebUI's checkpoint dropdown: our tab is built first, the dropdown later.
+    Gradio 4 also builds a component anew, outside any Blocks, for each property update it sends (Forge
+    Neo's page load sends the dropdown its choices), and the WebUI reports that copy here too: it takes
+    no event, so only a dropdown built inside the page's Blocks is followed."""
     elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
     components = workbench().host.components
     if elem_id == MODEL_A:
         components[MODEL_A] = component
-    elif elem_id == CHECKPOINT_SELECTOR and MODEL_A in components:
+    elif elem_id == CHECKPOINT_SELECTOR and MODEL_A in components and _inside_blocks():
         from lib_merge.ui.app import follow_checkpoint
 
         follow_checkpoint(component, components[MODEL_A], workbench().host)
+
+
+def _inside_blocks() -> bool:
+    """Whether a component made now is part of a Blocks being built (Gradio refuses events otherwise)."""
+    from gradio.context import Context
+
+    return Context.root_block is not None
 
 
 def ui_tabs():

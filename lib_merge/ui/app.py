@@ -36,11 +36,10 @@ TAB_LABELS = tuple(tab.label for tab in TABS)
 def follow_checkpoint(selector, model_a, host) -> None:
     """Model A follows the host's checkpoint selector: the title chosen there, or model A of a loaded merge."""
 
-    def follow(title):
-        if title in host.checkpoint_titles():
-            return update(value=title)
-        selected = host.selected_checkpoint()
-        return update(value=selected) if selected else update()
+    def follow(choice):
+        # Forge and Neo list file names; their own handler of the same event may not have set the option yet
+        title = (host.webui.checkpoint_title(choice) if choice else None) or host.selected_checkpoint()
+        return update(value=title) if title else update()
 
     selector.change(follow, [selector], [model_a])
 
