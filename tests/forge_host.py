@@ -15,6 +15,7 @@ from lib_merge.host.a1111 import DEFAULT_GEN
 from lib_merge.recipe.form import MergeSettings
 
 FORGE = Path(__file__).parent / "forge_double"
+NEO = Path(__file__).parent / "neo_double"  # Forge Neo: put before FORGE
 DOUBLES = ("modules", "modules_forge", "networks", "backend", "huggingface_guess")
 
 
@@ -26,9 +27,11 @@ def _forget_doubles() -> None:
 class Forge:
     """The Forge double, started with model A selected and loaded, and Alloy connected."""
 
-    def __init__(self, root: Path, models_src: list[Path], patch: bool = True):
+    def __init__(self, root: Path, models_src: list[Path], patch: bool = True, neo: bool = False):
         _forget_doubles()
-        sys.path.insert(0, str(FORGE))
+        self.doubles = [str(FORGE), str(NEO)] if neo else [str(FORGE)]
+        for double in self.doubles:
+            sys.path.insert(0, double)
         from modules import processing, sd_models, shared
         from modules_forge import main_entry
 
@@ -45,7 +48,8 @@ class Forge:
         shared.opts.data["sd_model_checkpoint"] = "model_a.safetensors"
         shared.opts.data["alloy_history_file"] = str(root / "history.csv")
         main_entry.refresh_model_loading_parameters()
-        sd_models.forge_model_reload()  # Forge loads the selected checkpoint at start-up
+        if not neo:
+            sd_models.forge_model_reload()  # Forge loads the selected checkpoint at start-up; Neo at the first run
         if not patch:
             forge.exposes_component_modules = lambda: False
         self.host = forge.ForgeHost()
@@ -73,13 +77,15 @@ class Forge:
         return self.workbench.merge(MergeRequest(settings=settings, **kw))
 
     def choose(self, stem: str) -> None:
-        """The user picks a checkpoint in Forge's dropdown."""
-        self.main_entry.checkpoint_change(self.title(stem))
+        """The user picks a checkpoint in Forge's dropdown (Neo's passes the UI preset too)."""
+        preset = (self.shared.opts.data.get("forge_preset"),) if "forge_preset" in self.shared.opts.data else ()
+        self.main_entry.checkpoint_change(self.title(stem), *preset)
 
     def close(self) -> None:
         import lib_merge.host.forge as forge
 
-        sys.path.remove(str(FORGE))
+        for double in self.doubles:
+            sys.path.remove(double)
         _forget_doubles()
         forge.exposes_component_modules = EXPOSES
 

@@ -29,13 +29,11 @@ class CheckpointInfo:
     def __init__(self, filename):
         self.filename = filename
         abspath = os.path.abspath(filename)
-        ckpt_dir = os.path.abspath(shared.cmd_opts.ckpt_dir) if shared.cmd_opts.ckpt_dir else None
-        if ckpt_dir and abspath.startswith(ckpt_dir):
-            name = abspath.replace(ckpt_dir, "")
-        elif abspath.startswith(model_path):
-            name = abspath.replace(model_path, "")
-        else:
-            name = os.path.basename(filename)
+        name = os.path.basename(filename)  # named relative to the first folder that holds it
+        for folder in [*_extra_folders(), model_path]:
+            if abspath.startswith(os.path.abspath(folder)):
+                name = abspath.replace(os.path.abspath(folder), "")
+                break
         name = name.lstrip("/\\")
         self.name = name
         self.name_for_extra = os.path.splitext(os.path.basename(filename))[0]
@@ -71,10 +69,16 @@ class CheckpointInfo:
         return self.shorthash
 
 
+def _extra_folders():
+    """A1111's and Forge's --ckpt-dir, or Forge Neo's --ckpt-dirs (a list; Neo has no --ckpt-dir)."""
+    one = getattr(shared.cmd_opts, "ckpt_dir", None)
+    return [one] if one else list(getattr(shared.cmd_opts, "ckpt_dirs", None) or [])
+
+
 def list_models():
     checkpoints_list.clear()
     checkpoint_aliases.clear()
-    folders = [model_path] + ([shared.cmd_opts.ckpt_dir] if shared.cmd_opts.ckpt_dir else [])
+    folders = [model_path, *_extra_folders()]
     for folder in folders:
         for root, _, files in os.walk(folder):
             for f in sorted(files):
