@@ -21,6 +21,7 @@ from lib_merge.errors import CorruptModelError
 from lib_merge.io.dtypes import SAFETENSORS_DTYPES, itemsize
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+PREFETCH_BYTES = 1 << 20  # tensors from this size on are read ahead as a whole when mapped
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,12 @@ class SafetensorsFile:
         if self._map is None:
             # Private mapping: writable for torch, but nothing is ever written back.
             self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
+        if info.nbytes >= PREFETCH_BYTES:
+            # Ask for the whole range at once: faulted in page by page, a tensor the page cache does not hold
+            # is read in small pieces, a third slower than reading the file through (Flux files of 12 GB).
+            page = mmap.PAGESIZE
+            start = info.offset // page * page
+            self._map.madvise(mmap.MADV_WILLNEED, start, info.offset + info.nbytes - start)
         count = info.nbytes // info.dtype.itemsize
         return torch.frombuffer(self._map, dtype=info.dtype, count=count, offset=info.offset).reshape(info.shape)
 
