@@ -171,6 +171,13 @@ def test_converting_a_single_file_leaves_its_encoders_out_with_a_note(single, tm
     assert all(not k.startswith(("text_encoders.", "vae.")) for k in load(out))
     refused = cli("merge", "--a", single[0], "--b", single[1], "--layout", "sideways", "-o", tmp_path / "x.safetensors")
     assert refused.returncode == 2 and "sideways" in refused.stderr
+    for arch, layout in (("sd3", "bfl"), ("chroma", "diffusers")):
+        synth = cli("synth", arch, tmp_path / "s.safetensors", "--scale", 64, "--layout", layout)
+        assert (
+            synth.returncode == 2
+            and "not one Alloy writes" in synth.stderr
+            and not (tmp_path / "s.safetensors").exists()
+        )
 
 
 def test_schnell_chroma_and_padded_block_names(models, tmp_path):

@@ -20,6 +20,9 @@ SINGLE_FILE = "single-file"
 BFL = "bfl"
 DIFFUSERS = "diffusers"
 LAYOUTS = (SINGLE_FILE, BFL, DIFFUSERS)
+# The architectures whose files come in several layouts, and which ones Alloy writes (diffusers names
+# Chroma's guidance layer otherwise than BFL, and that mapping is not known here).
+LAYOUT_FAMILIES = {"flux": LAYOUTS, "chroma": (SINGLE_FILE, BFL)}
 LAYOUT_LABELS = {
     SINGLE_FILE: "single-file layout (model.diffusion_model. with text encoders and VAE)",
     BFL: "BFL layout (the transformer alone)",

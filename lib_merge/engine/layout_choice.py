@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from lib_merge.arch.layouts import LAYOUT_LABELS, LAYOUTS, SINGLE_FILE, stored_parts
+from lib_merge.arch.layouts import LAYOUT_FAMILIES, LAYOUT_LABELS, LAYOUTS, SINGLE_FILE, stored_parts
 from lib_merge.errors import ArchMismatchError, ParameterError
 from lib_merge.io.writer import PlannedTensor
-
-LAYOUT_FAMILIES = ("flux", "chroma")  # the architectures whose files come in several layouts
 
 
 def output_layout(sources: list, roles: list[str], asked: str | None) -> str:
@@ -16,9 +14,9 @@ def output_layout(sources: list, roles: list[str], asked: str | None) -> str:
     if asked is not None:
         if asked not in LAYOUTS:
             raise ParameterError(f"unknown layout {asked!r}; valid: {', '.join(LAYOUTS)}")
-        if asked != SINGLE_FILE and primary.arch.id not in LAYOUT_FAMILIES:
+        if asked not in LAYOUT_FAMILIES.get(primary.arch.id, (SINGLE_FILE,)):
             label = primary.arch.label
-            raise ParameterError(f"layout {asked!r} is for Flux and Chroma files; model A is {label}")
+            raise ParameterError(f"layout {asked!r} is not one Alloy writes for {label} (model A)")
         return asked
     for role, source in zip(roles[1:], sources[1:]):
         if source.layout != primary.layout:

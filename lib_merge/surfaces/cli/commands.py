@@ -152,6 +152,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    from lib_merge.arch.layouts import LAYOUT_FAMILIES, SINGLE_FILE
     from lib_merge.arch.registry import ARCHITECTURES
     from lib_merge.io.dtypes import parse_output_dtype
     from lib_merge.io.synth import SynthSpec, write_synthetic
@@ -164,6 +165,8 @@ def cmd_synth(args) -> int:
         raise UsageError(
             f"{arch.label} has no variant {args.variant!r}; named: {', '.join(arch.named_variants) or 'none'}"
         )
+    if args.layout not in LAYOUT_FAMILIES.get(args.arch, (SINGLE_FILE,)):
+        raise UsageError(f"--layout {args.layout} is not one Alloy writes for {arch.label}")
     components = tuple(c.strip() for c in args.components.split(",")) if args.components else None
     unknown = [c for c in components or () if c not in arch.components]
     if unknown:
