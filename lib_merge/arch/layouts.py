@@ -82,6 +82,21 @@ _BLOCK_INDEX = re.compile(
 )
 
 
+def flux_diffusers_modules() -> dict[tuple[str, str], tuple[str, int, str, bool]]:
+    """(section, diffusers module) -> (canonical module, part index, split, swap halves) for the weights of
+    diffusers' Flux transformer; section is "double", "single" or "top". LoRA module names of diffusers
+    trainers are these modules (lora/dit.py), so the same table serves the files and the LoRAs."""
+    out = {}
+    sections = (("double", _DOUBLE), ("single", _SINGLE), ("top", _TOP + (_FINAL_MODULATION,)))
+    for section, table in sections:
+        for module, stored, sizes, params in table:
+            if params is not _LINEAR:
+                continue
+            for index, name in enumerate(stored):
+                out[(section, name)] = (module, index, sizes, module == _FINAL_MODULATION[0])
+    return out
+
+
 def _block_counts(keys: Iterable[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for key in keys:

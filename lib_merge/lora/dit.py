@@ -14,32 +14,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 
+from lib_merge.arch.layouts import flux_diffusers_modules
 from lib_merge.lora.target import UNET, Target
 
 _BLOCK = re.compile(r"(single_)?transformer_blocks_(\d+)_(.+)$")
 
-# Flux double block n: (image or text stream, which third of qkv)
-_FLUX_QKV = {
-    "attn_to_q": ("img", 0), "attn_to_k": ("img", 1), "attn_to_v": ("img", 2),
-    "attn_add_q_proj": ("txt", 0), "attn_add_k_proj": ("txt", 1), "attn_add_v_proj": ("txt", 2),
-}  # fmt: skip
-_FLUX_DOUBLE = {
-    "attn_to_out_0": "img_attn.proj", "attn_to_add_out": "txt_attn.proj",
-    "ff_net_0_proj": "img_mlp.0", "ff_net_2": "img_mlp.2",
-    "ff_context_net_0_proj": "txt_mlp.0", "ff_context_net_2": "txt_mlp.2",
-    "norm1_linear": "img_mod.lin", "norm1_context_linear": "txt_mod.lin",
-}  # fmt: skip
-_FLUX_SINGLE = {"proj_out": "linear2", "norm_linear": "modulation.lin"}
-_FLUX_SINGLE_ROWS = {"attn_to_q": 0, "attn_to_k": 1, "attn_to_v": 2, "proj_mlp": 3}  # × hidden width; mlp: the rest
-_FLUX_TOP = {
-    "x_embedder": "img_in", "context_embedder": "txt_in", "proj_out": "final_layer.linear",
-    "time_text_embed_timestep_embedder_linear_1": "time_in.in_layer",
-    "time_text_embed_timestep_embedder_linear_2": "time_in.out_layer",
-    "time_text_embed_text_embedder_linear_1": "vector_in.in_layer",
-    "time_text_embed_text_embedder_linear_2": "vector_in.out_layer",
-    "time_text_embed_guidance_embedder_linear_1": "guidance_in.in_layer",
-    "time_text_embed_guidance_embedder_linear_2": "guidance_in.out_layer",
-}  # fmt: skip
+# Flux's diffusers modules, from the table the layouts read diffusers' Flux files by, keyed by the
+# underscored names LoRA files use: (section, name) -> (canonical module, part, split, swap halves).
+_FLUX = {(section, name.replace(".", "_")): entry for (section, name), entry in flux_diffusers_modules().items()}
+_FLUX_NAMES = {(section, entry[0], entry[1]): name for (section, name), entry in flux_diffusers_modules().items()}
+_FLUX_PREFIX = {"double": "double_blocks.{n}.", "single": "single_blocks.{n}.", "top": ""}
 
 # SD3/SD3.5 transformer block n = joint_blocks.n: (fused weight, which third)
 _SD3_QKV = {
@@ -62,32 +46,26 @@ _SD3_TOP = {
     "time_text_embed_text_embedder_linear_1": "y_embedder.mlp.0",
     "time_text_embed_text_embedder_linear_2": "y_embedder.mlp.2",
 }  # fmt: skip
-_NORM_OUT = ("norm_out_linear", "final_layer.adaLN_modulation.1")  # both: scale, shift in diffusers
+_NORM_OUT = "final_layer.adaLN_modulation.1"  # diffusers' norm_out.linear: scale, shift (in _FLUX's top)
 
 
 def dit_targets(rest: str, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[Target]:
     """The Flux and SD3 places a diffusers name (underscored, after `lora_unet_`) may mean; the caller
     keeps the one whose key the checkpoint has."""
-    if rest == _NORM_OUT[0]:
-        yield Target(f"{UNET}{_NORM_OUT[1]}.weight", swap_halves=True)
-        return
-    for table in (_FLUX_TOP, _SD3_TOP):
-        if rest in table:
-            yield Target(f"{UNET}{table[rest]}.weight")
+    flux = _flux_target("top", "", rest, shapes)
+    if flux is not None:
+        yield flux
+    if rest in _SD3_TOP:
+        yield Target(f"{UNET}{_SD3_TOP[rest]}.weight")
     m = _BLOCK.match(rest)
     if not m:
         return
     single, n, part = m.groups()
+    flux = _flux_target("single" if single else "double", n, part, shapes)
+    if flux is not None:
+        yield flux
     if single:
-        target = _flux_single(int(n), part, shapes)
-        if target is not None:
-            yield target
         return
-    if part in _FLUX_DOUBLE:
-        yield Target(f"{UNET}double_blocks.{n}.{_FLUX_DOUBLE[part]}.weight")
-    elif part in _FLUX_QKV:
-        stream, index = _FLUX_QKV[part]
-        yield third(f"{UNET}double_blocks.{n}.{stream}_attn.qkv.weight", index, shapes)
     if part in _SD3_BLOCK:
         key = f"{UNET}joint_blocks.{n}.{_SD3_BLOCK[part]}.weight"
         yield Target(key, swap_halves=part == "norm1_context_linear" and _pre_only(key, shapes))
@@ -96,12 +74,17 @@ def dit_targets(rest: str, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[Ta
         yield third(f"{UNET}joint_blocks.{n}.{where}.qkv.weight", index, shapes)
 
 
-def _flux_single(n: int, part: str, shapes: Mapping[str, tuple[int, ...]]) -> Target | None:
-    if part in _FLUX_SINGLE:
-        return Target(f"{UNET}single_blocks.{n}.{_FLUX_SINGLE[part]}.weight")
-    if part not in _FLUX_SINGLE_ROWS:
+def _flux_target(section: str, n: str, part: str, shapes: Mapping[str, tuple[int, ...]]) -> Target | None:
+    entry = _FLUX.get((section, part))
+    if entry is None:
         return None
-    return linear1_part(f"{UNET}single_blocks.{n}.linear1.weight", _FLUX_SINGLE_ROWS[part], shapes)
+    module, index, split, swap = entry
+    key = f"{UNET}{_FLUX_PREFIX[section].format(n=n)}{module}.weight"
+    if split == "thirds":
+        return third(key, index, shapes)
+    if split == "qkv+mlp":
+        return linear1_part(key, index, shapes)
+    return Target(key, swap_halves=swap)
 
 
 def third(key: str, index: int, shapes: Mapping[str, tuple[int, ...]]) -> Target:
@@ -136,10 +119,6 @@ def _pre_only(key: str, shapes: Mapping[str, tuple[int, ...]]) -> bool:
     return shape is not None and len(shape) == 2 and shape[0] == 2 * shape[1]
 
 
-_FLUX_ROW_NAMES = {
-    "img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
-    "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
-}
 _SD3_ROW_NAMES = {
     "x_block.attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
     "context_block.attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
@@ -152,7 +131,7 @@ def diffusers_name(target: Target, shapes: Mapping[str, tuple[int, ...]]) -> str
     """The diffusers module name (`transformer.…`, as ComfyUI and diffusers read it) of a row slice of a
     fused Flux/SD3 weight, or of a weight in diffusers' row order: what a merged LoRA calls such a module."""
     if target.swap_halves:
-        if target.key == f"{UNET}{_NORM_OUT[1]}.weight":
+        if target.key == f"{UNET}{_NORM_OUT}.weight":
             return "transformer.norm_out.linear"
         m = _ROW_KEY.match(target.key)
         return f"transformer.transformer_blocks.{m.group(2)}.norm1_context.linear" if m else None
@@ -161,11 +140,13 @@ def diffusers_name(target: Target, shapes: Mapping[str, tuple[int, ...]]) -> str
         return None
     kind, n, rest = m.groups()
     rows, hidden = shapes[target.key][:2]
-    if kind == "single_blocks" and rest == "linear1":
-        index = min(target.rows[0] // hidden, 3)
-        part = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")[index]
-        return f"transformer.single_transformer_blocks.{n}.{part}"
-    names = (_FLUX_ROW_NAMES if kind == "double_blocks" else _SD3_ROW_NAMES).get(rest)
-    if names is None or kind == "single_blocks":
-        return None
-    return f"transformer.transformer_blocks.{n}.{names[target.rows[0] // (rows // 3)]}"
+    if kind == "single_blocks":
+        name = _FLUX_NAMES.get(("single", rest, min(target.rows[0] // hidden, 3)))
+        return f"transformer.single_transformer_blocks.{n}.{name}" if name else None
+    index = target.rows[0] // (rows // 3)
+    if kind == "double_blocks":
+        name = _FLUX_NAMES.get(("double", rest, index))
+    else:
+        names = _SD3_ROW_NAMES.get(rest)
+        name = names[index] if names else None
+    return f"transformer.transformer_blocks.{n}.{name}" if name else None
