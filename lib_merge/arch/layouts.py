@@ -155,8 +155,8 @@ def canonical_parts(layout: str, stored: Iterable[str]) -> dict[str, Parts]:
 
 
 def stored_parts(layout: str, canonical: Iterable[str]) -> dict[str, Parts]:
-    """Canonical key -> the stored keys a file of `layout` writes it as; None-free: keys a layout
-    cannot hold (text encoders and VAE outside the single file) are left out."""
+    """Canonical key -> the stored keys a file of `layout` writes it as; keys the layout cannot hold
+    (text encoders and VAE beside a transformer alone) have no entry."""
     canonical = list(canonical)
     if layout == SINGLE_FILE:
         return {k: Parts((k,)) for k in canonical}

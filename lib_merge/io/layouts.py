@@ -27,7 +27,7 @@ class LayoutView:
         self.size = file.size
         self.mtime_ns = file.mtime_ns
         self._parts = canonical_parts(layout, file.keys())
-        name = file.path.rsplit("/", 1)[-1]
+        name = os.path.basename(file.path)
         self.tensors = {key: _joined_info(name, key, parts, file.tensors) for key, parts in self._parts.items()}
         # Visit tensors in the order their first bytes lie in the file.
         self.tensors = dict(sorted(self.tensors.items(), key=lambda kv: kv[1].offset))
@@ -41,12 +41,10 @@ class LayoutView:
 
     def read(self, key: str) -> torch.Tensor:
         parts = self._parts[key]
-        if len(parts.keys) == 1 and not parts.swap_halves:
-            return self.file.read(parts.keys[0])
-        joined = (
-            torch.cat([self.file.read(k) for k in parts.keys]) if len(parts.keys) > 1 else self.file.read(parts.keys[0])
-        )
-        return _swap_halves(joined) if parts.swap_halves else joined
+        if len(parts.keys) == 1:
+            stored = self.file.read(parts.keys[0])
+            return _swap_halves(stored) if parts.swap_halves else stored
+        return torch.cat([self.file.read(k) for k in parts.keys])  # parts are row blocks; none is swapped
 
     def view(self, key: str) -> torch.Tensor:
         parts = self._parts[key]
