@@ -193,3 +193,15 @@ def test_a_method_with_a_seed_past_2_53_stays_exact_in_recipe_history_and_metada
     )
     unknown = api.post("/alloy/v1/merge", json=dict(body, method="nope"))
     assert unknown.status_code == 400 and unknown.json()["error"].startswith("unknown method 'nope'; methods: ties")
+
+
+def test_a_bad_save_dtype_or_layout_is_refused_before_the_merge(api, webui):
+    """Found only when the file was written, a wrong save field left a live merge standing unsaved."""
+    body = {"a": webui.title("model_a"), "b": webui.title("model_b"), "mode": "ws", "alpha": 0.3}
+    before = {k: t.clone() for k, t in model_tensors(webui.model).items()}
+    for save, word in (({"name": "x", "dtype": "fp7"}, "fp7"), ({"name": "x", "layout": "diffusers"}, "diffusers")):
+        answer = api.post("/alloy/v1/merge", json={**body, "save": save})
+        assert answer.status_code == 400 and word in answer.json()["error"], answer.text
+        live = model_tensors(webui.model)
+        assert all(torch.equal(live[k], t) for k, t in before.items())
+    assert not list(webui.folder.glob("x.*"))

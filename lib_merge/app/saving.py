@@ -14,6 +14,7 @@ from lib_merge.app.history.record import merge_and_log
 from lib_merge.app.history.rows import HistoryRow
 from lib_merge.app.requests import SaveRequest
 from lib_merge.engine.bind import BoundRecipe
+from lib_merge.engine.layout_choice import output_layout
 from lib_merge.engine.options import EngineOptions
 from lib_merge.engine.to_file import MergeResult, SaveOptions
 from lib_merge.errors import HostPatchError
@@ -40,6 +41,14 @@ def save_request_for(output: str, dtype: str | None, format_name: str | None, **
     ending its format, so its row reads like the same save asked for by name."""
     stem, _ = os.path.splitext(os.path.basename(output))
     return SaveRequest(name=stem, dtype=dtype or "", format=format_for_output(output, format_name), **flags)
+
+
+def check_save(save: SaveRequest, bound: BoundRecipe) -> None:
+    """A save's dtype and layout checked before the merge reads a tensor: found only when the file is
+    written, a bad one would leave a live merge standing unsaved."""
+    if save.dtype:
+        parse_output_dtype(save.dtype)
+    output_layout([bound.sources[r] for r in bound.models], [bound.role(r) for r in bound.models], save.layout or None)
 
 
 def save_and_log(

@@ -36,7 +36,7 @@ from lib_merge.app.requests import (
     MergeRequest,
     SaveRequest,
 )
-from lib_merge.app.saving import SaveJob, loaded_or_removed, save_and_log
+from lib_merge.app.saving import SaveJob, check_save, loaded_or_removed, save_and_log
 from lib_merge.app.toolkit import run_autoprune
 from lib_merge.app.upkeep import Upkeep
 from lib_merge.engine.bind import BoundRecipe, bind_recipe, hashed_recipe
@@ -129,6 +129,8 @@ class Workbench(LoraJobs, Upkeep):
             root = self.recipe_of(request)
             # The one bind of this merge: the live patch, the name and a save after it all use it.
             with bind_recipe(root, self.host.save_folder()) as bound:
+                if request.save:
+                    check_save(request.save, bound)
                 if patchable(self.host) is None:
                     return self._merge_to_file(bound, request, started)
                 with self._exclusive():
