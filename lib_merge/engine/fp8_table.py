@@ -7,6 +7,7 @@ inputs, merging and casting back takes about four times as long on the CPU (benc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -40,11 +41,13 @@ def table_leaves(tree: Reduced, raw: dict[int, torch.Tensor], leaves: list) -> l
     return leaves
 
 
-def _grid(dtype: torch.dtype, count: int) -> list[torch.Tensor]:
-    """Every combination of `count` fp8 codes, as fp16 values (first input's code in the high byte)."""
+@functools.cache
+def _grid(dtype: torch.dtype, count: int) -> tuple[torch.Tensor, ...]:
+    """Every combination of `count` fp8 codes, as fp16 values (first input's code in the high byte); made
+    once per dtype, and only read (the evaluation copies its leaves, as methods write into their inputs)."""
     codes = torch.arange(256**count, dtype=torch.int32)
     parts = [codes] if count == 1 else [codes >> 8, codes & 0xFF]
-    return [widen(p.to(torch.uint8).view(dtype)) for p in parts]
+    return tuple(widen(p.to(torch.uint8).view(dtype)) for p in parts)
 
 
 def _codes(results: torch.Tensor, dtype: torch.dtype, clamp: bool) -> np.ndarray:
