@@ -165,14 +165,29 @@ def test_cli_method_flags_equal_the_recipe(four, tmp_path):
 
 
 def test_model_counts_are_checked():
-    with pytest.raises(InvalidComboError, match="at most 16 models"):
-        build_method_recipe(MethodSettings("a", [f"m{i}" for i in range(17)], "n_average"))
+    """64 models besides A for the methods that read a slice at a time, 16 for the others; the message says which."""
+    many = [f"m{i}" for i in range(64)]
+    assert len(build_method_recipe(MethodSettings("a", many, "n_average")).inputs) == 65
+    with pytest.raises(InvalidComboError, match=r"^n_average takes at most 64 models besides A, got 65$"):
+        build_method_recipe(MethodSettings("a", [*many, "m64"], "n_average"))
+    assert len(build_method_recipe(MethodSettings("a", many[:16], "task_arithmetic")).inputs) == 17
+    with pytest.raises(InvalidComboError, match=r"^task_arithmetic takes at most 16 models besides A \(it holds all"):
+        build_method_recipe(MethodSettings("a", many[:17], "task_arithmetic"))
     with pytest.raises(InvalidComboError, match="slerp takes 1 models besides A, got 2"):
         build_method_recipe(MethodSettings("a", ["b", "c"], "slerp"))
-    text = "alloy-recipe 1\n" + "".join(f'M{i} = model("m{i}")\n' for i in range(18))
-    text += "merged = n_average(" + ", ".join(f"M{i}" for i in range(18)) + ")\n"
-    with pytest.raises(RecipeTypeError, match="at most 16 models per method"):
-        parse_recipe(text)
+
+    def recipe(method: str, count: int) -> str:
+        text = "alloy-recipe 1\n" + "".join(f'M{i} = model("m{i}")\n' for i in range(count))
+        return text + f"merged = {method}(" + ", ".join(f"M{i}" for i in range(count)) + ")\n"
+
+    for method in ("ties", "dare", "dare_ties", "model_stock", "geometric_median", "n_average"):
+        assert len(parse_recipe(recipe(method, 65)).inputs) == 65
+        with pytest.raises(RecipeTypeError, match=f"got 66: {method} takes at most 64 models besides A$"):
+            parse_recipe(recipe(method, 66))
+    for method in ("della", "task_arithmetic"):
+        assert len(parse_recipe(recipe(method, 17)).inputs) == 17
+        with pytest.raises(RecipeTypeError, match=f"got 18: {method} takes at most 16 models besides A .*ties, dare"):
+            parse_recipe(recipe(method, 18))
     with pytest.raises(RecipeTypeError, match="must be one of sum, count, mean"):
         parse_recipe('alloy-recipe 1\nA = model("a")\nB = model("b")\nmerged = ties(A, B, sign="most")\n')
 
@@ -206,7 +221,7 @@ def test_kth_largest_is_exact(case):
     """TIES's trim threshold: the sampled bracket gives exactly what a full partition gives."""
     import numpy as np
 
-    from lib_merge.methods.modern import kth_largest
+    from lib_merge.methods.many import kth_largest
 
     rng = np.random.default_rng(7)
     n = 300_000

@@ -21,6 +21,7 @@ from lib_merge.engine.fp8_table import by_table, table_leaves
 from lib_merge.engine.options import CancelToken, EngineOptions, EngineReport, Sink
 from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step, is_leaf
 from lib_merge.engine.progress import ProgressEvent
+from lib_merge.engine.streamed import evaluate_streamed, streams
 from lib_merge.engine.threads import worker_pool
 from lib_merge.errors import NonFiniteError, ParameterError
 from lib_merge.io.cache import TensorCache, peak_magnitude, read_through
@@ -253,7 +254,7 @@ class _KeyComputer:
             part = self._elementwise if _elementwise_tree(job.tree) else self._whole
             out[:, :n] = part(job, sliced, tuple(next(iter(sliced.values())).shape))
             return out
-        if not _elementwise_tree(job.tree):
+        if not _elementwise_tree(job.tree) or streams(job.tree, self.device):
             return self._whole(job, raw, job.out.shape)
         return self._elementwise(job, raw, job.out.shape)
 
@@ -355,6 +356,8 @@ class _KeyComputer:
             if buffers is not None:
                 return next(buffers)[: source.numel()].view(source.shape).copy_(source)
             return source.to(self.device, self.cdt, copy=True)
+        if buffers is None and streams(node, self.device):  # many-model methods: a slice of every input at a time
+            return evaluate_streamed(node, chunk, key, self._eval, self.cache is None)
         args = [self._eval(i, chunk, key, into if n == 0 else None, buffers) for n, i in enumerate(node.inputs)]
         extra = {"key": key} if node.method.needs_key else {}
         return node.method.fn(*args, **node.params, **extra)

@@ -8,11 +8,13 @@ its resident size, so without that a merge of two 7 GB files would look like it 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,7 @@ from lib_merge.errors import CorruptModelError
 from lib_merge.io.dtypes import SAFETENSORS_DTYPES, itemsize
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+RANGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # read a slice at a time by range_reader
 PREFETCH_BYTES = 1 << 20  # tensors from this size on are read ahead as a whole when mapped
 
 
@@ -58,15 +61,30 @@ class SafetensorsFile:
         """A fresh copy of the tensor at `key`."""
         info = self.tensors[key]
         buf = fresh_bytes(info.nbytes)
-        if info.nbytes:
-            view = memoryview(buf.numpy())
-            got = 0
-            while got < info.nbytes:
-                n = os.preadv(self._fd, [view[got:]], info.offset + got)
-                if n <= 0:
-                    raise CorruptModelError(f"{self.path}: unexpected end of file while reading {key!r}")
-                got += n
+        self._pread(buf, info.offset, key)
         return buf.view(info.dtype).reshape(info.shape)
+
+    def range_reader(self, key: str) -> Callable[[int, int], torch.Tensor] | None:
+        """`read_range` for this key where its dtype is one merges compute from directly (fp16, bf16, fp32)."""
+        return functools.partial(self.read_range, key) if self.tensors[key].dtype in RANGE_DTYPES else None
+
+    def read_range(self, key: str, start: int, end: int) -> torch.Tensor:
+        """Elements [start, end) of the flat tensor at `key`, read into memory of their own: nothing is
+        mapped, so a method reading many files a slice at a time holds no more of them than that slice."""
+        info = self.tensors[key]
+        size = itemsize(info.dtype)
+        buf = torch.empty((end - start) * size, dtype=torch.uint8)
+        self._pread(buf, info.offset + start * size, key)
+        return buf.view(info.dtype)
+
+    def _pread(self, buf: torch.Tensor, offset: int, key: str) -> None:
+        view = memoryview(buf.numpy())
+        got = 0
+        while got < len(view):
+            n = os.preadv(self._fd, [view[got:]], offset + got)
+            if n <= 0:
+                raise CorruptModelError(f"{self.path}: unexpected end of file while reading {key!r}")
+            got += n
 
     def view(self, key: str) -> torch.Tensor:
         """The tensor at `key` without a copy; never write to it, and `release` it after use."""

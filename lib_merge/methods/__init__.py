@@ -12,9 +12,9 @@ from types import MappingProxyType, ModuleType
 
 from lib_merge.errors import RecipeTypeError
 from lib_merge.methods import adjust, calc, cast, classic, cosine, lora, modern, rebasin
-from lib_merge.methods.registry import MethodSpec, ParamSpec
+from lib_merge.methods.registry import MAX_STREAMED_MODELS, MethodSpec, ParamSpec
 
-__all__ = ["METHODS", "MODE_ALIASES", "MethodSpec", "ParamSpec", "get_method", "names_of_kind"]
+__all__ = ["METHODS", "MODE_ALIASES", "MethodSpec", "ParamSpec", "get_method", "model_limit", "names_of_kind"]
 
 
 def _collect(*modules: ModuleType) -> MappingProxyType:
@@ -47,3 +47,12 @@ def get_method(name: str, kind: str | None = None) -> MethodSpec:
             raise RecipeTypeError(f"unknown method {name!r}; methods: {', '.join(names_of_kind('method'))}")
         raise RecipeTypeError(f"unknown merge method {name!r}; known: {', '.join(METHODS)}")
     return spec
+
+
+def model_limit(spec: MethodSpec) -> str:
+    """What a refusal of too many models says: this method's limit, and which methods take more."""
+    text = f"{spec.name} takes at most {spec.max_models - 1} models besides A"
+    if spec.streams:
+        return text
+    more = ", ".join(name for name, s in METHODS.items() if s.streams and s.variadic)
+    return f"{text} (it holds all of a key's inputs at once; {more} take up to {MAX_STREAMED_MODELS})"

@@ -51,6 +51,11 @@ Seed = Annotated[int, Bounds(0, 2**63 - 1, enforce=True)]
 # their mean, which is the sign of their sum (the same result, named as other tools name it).
 Sign = Literal["sum", "count", "mean"]
 
+# Models besides A a method takes: 16 where a key's inputs are all in memory at once, 64 where the
+# method reads them a slice at a time (streams=True), so its memory does not grow with their count.
+MAX_MODELS = 16
+MAX_STREAMED_MODELS = 64
+
 # The largest weight an unbounded parameter takes (SuperMerger's sliders stop at -1 and 2).
 MAX_MAGNITUDE = 1000.0
 
@@ -116,7 +121,8 @@ class MethodSpec:
     prepass: Callable[[torch.Tensor, torch.Tensor], object] | None = None
     finish: Callable[[list], dict[str, float]] | None = None
     variadic: bool = False  # inputs: the named ones, then any number of further models
-    max_models: int = 17  # A plus 16
+    # Its inputs may be Operands, read a slice at a time (methods/operand.py): memory independent of their count.
+    streams: bool = False
     # Inputs named by keyword in recipes (re-basin's ref=), after the positional ones: they shape
     # how the method reads its other inputs and are never read per key themselves.
     references: tuple[str, ...] = ()
@@ -124,6 +130,11 @@ class MethodSpec:
     # other spellings of them (SuperMerger's "smoothAdd MT"); empty for every other kind.
     calc_modes: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
     calc_aliases: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def max_models(self) -> int:
+        """Inputs at most, A counted."""
+        return 1 + (MAX_STREAMED_MODELS if self.streams else MAX_MODELS)
 
     @property
     def per_key_inputs(self) -> int:
@@ -165,6 +176,7 @@ def merge_method(
     references: tuple[str, ...] = (),
     calc_modes: dict[str, dict[str, object]] | None = None,
     calc_aliases: dict[str, str] | None = None,
+    streams: bool = False,
 ) -> Callable[[Callable], Callable]:
     """Mark a function as a merge method; its MethodSpec is built from its signature.
 
@@ -172,6 +184,7 @@ def merge_method(
     `references`: models the recipe names by keyword (`ref=A`), listed after the positional inputs.
     `calc_modes` (kind "calc"): its calc-mode names with the parameters each fixes; default: the label.
     `calc_aliases`: other spellings of those names; a label that differs from them is one.
+    `streams`: the function also takes Operands (methods/operand.py) and reads them a slice at a time.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
@@ -211,6 +224,7 @@ def merge_method(
             prepass=prepass,
             finish=finish,
             variadic=variadic,
+            streams=streams,
             references=references,
             calc_modes=tuple((name, tuple(fixed.items())) for name, fixed in modes.items()),
             calc_aliases=tuple(aliases.items()),

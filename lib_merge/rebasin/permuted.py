@@ -110,6 +110,10 @@ class PermutedModel:
     def release(self, key: str) -> None:
         self.b.release(key)
 
+    def range_reader(self, key: str):
+        """B's own reads where no permutation can move the key; a permuted tensor is a copy of its own."""
+        return None if self.covers(key) else self.b.range_reader(key)
+
     def _permuted(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
         if self.permutations is None:
             raise RuntimeError("re-basin: B read before its permutations were matched")

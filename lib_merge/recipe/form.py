@@ -13,7 +13,7 @@ from typing import Any
 
 from lib_merge.arch.blocks import SCHEMAS
 from lib_merge.errors import AlloyError, InvalidComboError, ParameterError
-from lib_merge.methods import get_method, names_of_kind
+from lib_merge.methods import get_method, model_limit, names_of_kind
 from lib_merge.methods.adjust import parse_adjust
 from lib_merge.recipe.elemental import parse_elemental
 from lib_merge.recipe.filters import KeyFilter
@@ -266,7 +266,7 @@ def build_method_recipe(s: MethodSettings) -> MergeNode:
         count = f"{len(spec.inputs) - 1}" if not spec.variadic else f"at least {len(spec.inputs) - 1}"
         raise InvalidComboError(f"{s.method} takes {count} models besides A, got {len(s.models)}")
     if len(inputs) > spec.max_models:
-        raise InvalidComboError(f"{s.method}: at most 16 models besides A, got {len(s.models)}")
+        raise InvalidComboError(f"{model_limit(spec)}, got {len(s.models)}")
     given = {name: value for name, value in (s.params or {}).items() if value is not None}
     params = method_params(spec, given, len(inputs))
     return MergeNode(spec.name, _rebased([ModelRef(m) for m in inputs], s.rebasin, s.max_sweeps), params)

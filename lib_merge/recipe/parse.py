@@ -12,7 +12,7 @@ import os
 import re
 
 from lib_merge.errors import RecipeError, RecipeSyntaxError, RecipeTypeError
-from lib_merge.methods import METHODS, MethodSpec
+from lib_merge.methods import METHODS, MethodSpec, model_limit
 from lib_merge.recipe.elemental import Elemental, parse_elemental
 from lib_merge.recipe.filters import KeyFilter
 from lib_merge.recipe.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_STATEMENTS, MAX_SYNTAX_NODES, check_size
@@ -237,7 +237,7 @@ def _merge(spec: MethodSpec, args: list, kwargs: dict) -> MergeNode:
         if not len(spec.inputs) <= len(args) <= spec.max_models:
             raise RecipeTypeError(
                 f"{spec.name}() takes {len(spec.inputs)} to {spec.max_models} models, got {len(args)}"
-                + ("; at most 16 models per method" if len(args) > spec.max_models else "")
+                + (f": {model_limit(spec)}" if len(args) > spec.max_models else "")
             )
     elif len(args) != len(spec.inputs):
         named = f" (the last as {', '.join(r + '=' for r in spec.references)})" if spec.references else ""

@@ -1,0 +1,43 @@
+"""A key whose tree is one step of a many-model method: its inputs read a slice at a time.
+
+Such methods (declared with streams=True: TIES, DARE, model stock, geometric median, N-model
+average) take Operands (methods/operand.py). Each model file of the step comes to the method as
+an Operand that reads the slices it asks for from the file (``pread``, from the page cache after
+the first pass; the key's mapped view only asked the kernel to read it ahead), so the key's memory
+does not grow with the number of models. An input that is itself a merge is computed whole first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from lib_merge.engine.plan import Reduced, Step, is_leaf
+from lib_merge.methods.operand import Operand
+
+
+def streams(tree: Reduced, device: torch.device) -> bool:
+    """Whether the tree is a step that reads its inputs a slice at a time (on the CPU)."""
+    return isinstance(tree, Step) and tree.method.streams and device.type == "cpu"
+
+
+def evaluate_streamed(
+    step: Step,
+    raw: dict[int, torch.Tensor],
+    key: str,
+    evaluate: Callable[[Reduced, dict[int, torch.Tensor], str], torch.Tensor],
+    from_files: bool,
+) -> torch.Tensor:
+    """The step's fp32 result. `from_files`: the leaves are read from their files (no RAM cache holds them),
+    where `raw` has the key's whole stored tensor (not an inpainting model's sliced channels, an fp8 table)."""
+    args = []
+    for node in step.inputs:
+        if is_leaf(node):
+            tensor, info = raw[id(node)], node.info(key)
+            whole = from_files and tuple(tensor.shape) == tuple(info.shape) and tensor.dtype == info.dtype
+            args.append(Operand(tensor, node.range_reader(key) if whole else None))
+        else:
+            args.append(Operand(evaluate(node, raw, key)))
+    extra = {"key": key} if step.method.needs_key else {}
+    return step.method.fn(*args, **step.params, **extra)

@@ -1,0 +1,251 @@
+"""Many models in one pass: the many-model methods read their inputs a slice at a time.
+
+With one slice covering a whole tensor, the methods do the whole-tensor fp32 arithmetic they did
+before they streamed; TIES, DARE(-TIES) and the average give those bits in any slicing. Model
+stock and geometric median add up their norms and dot products slice by slice in float64 (the
+whole-tensor versions summed in fp32): they are held to float64 formulas written here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import load
+from safetensors.torch import save_file
+from test_merge import merge
+from test_modern import mask
+
+from lib_merge.io.safetensors_reader import SafetensorsFile
+from lib_merge.methods import METHODS, modern, operand
+
+STREAMED = ("ties", "dare", "dare_ties", "model_stock", "geometric_median", "n_average")
+BASED = ("ties", "dare", "dare_ties", "model_stock")
+PARAMS = {
+    "ties": {"alpha": 0.8, "density": 0.3, "sign": "count"},
+    "dare": {"alpha": 0.7, "p": 0.4, "seed": 5},
+    "dare_ties": {"alpha": 0.9, "p": 0.3, "seed": 9, "sign": "sum"},
+    "model_stock": {},
+    "geometric_median": {"eps": 1e-9, "max_iter": 50},
+    "n_average": {},
+}
+KEY = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight"
+
+
+def tiny(monkeypatch) -> None:
+    """Slices of a few elements, so miniature tensors are read in many of them."""
+    monkeypatch.setattr(operand, "STREAM_ELEMENTS", 96)
+    monkeypatch.setattr(operand, "MAX_SLICE", 40)
+    monkeypatch.setattr(operand, "MIN_SLICE", 5)
+
+
+@pytest.fixture
+def tiny_slices(monkeypatch):
+    tiny(monkeypatch)
+
+
+def inputs(count: int, shape=(37, 29), seed: int = 0) -> list[torch.Tensor]:
+    """A base and fine-tunes of it (shared direction plus noise), one of them equal to the base."""
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randn(shape, generator=gen)
+    common = torch.randn(shape, generator=gen) * 0.05
+    models = [base + common + torch.randn(shape, generator=gen) * 0.03 for _ in range(count - 2)]
+    return [base, *models, base.clone()]
+
+
+def call(method: str, tensors: list[torch.Tensor], key: str = KEY) -> torch.Tensor:
+    spec = METHODS[method]
+    key = {"key": key} if spec.needs_key else {}
+    return spec.fn(*[t.clone() for t in tensors], **PARAMS[method], **key)
+
+
+@pytest.mark.parametrize("method", ["ties", "dare", "dare_ties", "n_average"])
+def test_slicing_changes_no_bit(method, monkeypatch):
+    tensors = inputs(19)
+    whole = call(method, tensors)  # one slice: the whole-tensor arithmetic
+    tiny(monkeypatch)
+    assert torch.equal(call(method, tensors), whole)
+
+
+def test_ties_and_dare_are_the_whole_tensor_formulas(tiny_slices):
+    base, *models = inputs(12)
+    deltas = [m - base for m in models]
+    trimmed = []
+    for d in deltas:  # the k-th largest |δ| by a full sort, k = ⌈0.3·numel⌉
+        limit = torch.sort(d.abs().reshape(-1), descending=True).values[math.ceil(0.3 * d.numel()) - 1]
+        trimmed.append(d * (d.abs() >= limit))
+    stack = torch.stack(trimmed)
+    sigma = torch.sign(torch.sign(stack).sum(0))
+    agree = (stack * sigma > 0).float()
+    tau = (stack * agree).sum(0) / agree.sum(0).clamp(min=1)
+    got = call("ties", [base, *models])
+    np.testing.assert_allclose(got.numpy(), (base + 0.8 * tau).numpy(), rtol=1e-6, atol=1e-7)
+    # DARE: each model's mask is one draw of the whole shape from its own generator, cut into slices
+    keep = np.float32(0.6)  # torch compares fp32 draws with the keep probability as fp32
+    kept = [d * (torch.from_numpy(mask(5, i, KEY, d.shape, keep)).float() * (1 / 0.6)) for i, d in enumerate(deltas)]
+    total = kept[0]
+    for k in kept[1:]:
+        total = total + k
+    assert torch.equal(call("dare", [base, *models]), torch.add(base, total, alpha=0.7))
+
+
+def test_average_sums_in_the_models_order(tiny_slices):
+    """The plain mean adds the models up in their order and divides once: the bits of torch's stacked mean for
+    large tensors (which pairs them otherwise below some 64K elements, as the whole-tensor code did there)."""
+    tensors = inputs(17)
+    total = tensors[0].clone()
+    for t in tensors[1:]:
+        total += t
+    got = call("n_average", tensors)
+    assert torch.equal(got, total / 17)
+    np.testing.assert_allclose(got.numpy(), torch.stack(tensors).mean(0).numpy(), rtol=1e-6, atol=1e-6)
+    weights = tuple(float(i % 4) for i in range(17))
+    expected = sum(w * t.double() for w, t in zip(weights, tensors, strict=True)) / sum(weights)
+    got = METHODS["n_average"].fn(*[t.clone() for t in tensors], weights=weights)
+    np.testing.assert_allclose(got.double().numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("count", [3, 18, 40])
+def test_model_stock_and_geometric_median_match_float64_formulas(count, tiny_slices):
+    tensors = inputs(count, seed=count)
+    a, *ms = [t.double().reshape(-1).numpy() for t in tensors]
+    deltas = [m - a for m in ms]
+    norms = [np.linalg.norm(d) for d in deltas]
+    cosines = [
+        deltas[i] @ deltas[j] / (norms[i] * norms[j])
+        for i in range(len(ms))
+        for j in range(i + 1, len(ms))
+        if norms[i] > 0 and norms[j] > 0  # the model equal to the base has no direction
+    ]
+    c = np.mean(cosines) if cosines else 0.0  # three inputs: one fine-tune, one equal to the base
+    t = len(ms) * c / (1 + (len(ms) - 1) * c)
+    stock = t * np.mean(ms, axis=0) + (1 - t) * a
+    got = call("model_stock", tensors).double().reshape(-1).numpy()
+    np.testing.assert_allclose(got, stock, rtol=1e-5, atol=1e-6)
+
+    points = [a, *ms]
+    x = np.mean(points, axis=0)
+    for _ in range(50):
+        w = np.array([1 / max(np.linalg.norm(p - x), 1e-8) for p in points])
+        new = sum(wi * p for wi, p in zip(w, points, strict=True)) / w.sum()
+        done = np.linalg.norm(new - x) <= 1e-9 * max(np.linalg.norm(x), 1)
+        x = new
+        if done:
+            break
+    got = call("geometric_median", tensors).double().reshape(-1).numpy()
+    np.testing.assert_allclose(got, x, rtol=1e-5, atol=1e-6)
+
+
+def test_model_stock_of_orthogonal_and_equal_deltas():
+    zero = torch.zeros(2)
+    assert modern.model_stock(zero, torch.tensor([1.0, 0]), torch.tensor([0.0, 1])).tolist() == [0, 0]
+    assert modern.model_stock(zero, torch.tensor([1.0, 2]), torch.tensor([1.0, 2])).tolist() == pytest.approx([1, 2])
+    # deltas of zero length take no part: with one left there is no pair, c = 0 and t = 0
+    assert modern.model_stock(zero, zero.clone(), torch.tensor([3.0, 4])).tolist() == [0, 0]
+
+
+@pytest.fixture(scope="module")
+def twenty(models):
+    """Twenty miniature SD1 checkpoints: more than the 16 models besides A that other methods take."""
+    return [models(f"many_{i}", arch="sd1", seed=100 + i, components=("unet",)) for i in range(20)]
+
+
+def recipe(method: str, paths: list[Path], **params) -> str:
+    names = [f"M{i}" for i in range(len(paths))]
+    lines = ["alloy-recipe 1"] + [f'{n} = model("{p}")' for n, p in zip(names, paths, strict=True)]
+    args = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in params.items()]
+    return "\n".join(lines + [f"merged = {method}({', '.join(names + args)})"]) + "\n"
+
+
+def test_twenty_models_through_the_engine_give_the_method_on_whole_tensors(twenty, tmp_path, monkeypatch):
+    """The engine hands the model files over as Operands that read the slices asked for from the file (nothing
+    mapped); the result is the method called on the whole tensors, and no read is more than a slice."""
+    reads: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    plain = SafetensorsFile.read_range
+
+    def record(self, key, start, end):
+        reads.setdefault((self.path, key), []).append((start, end))
+        return plain(self, key, start, end)
+
+    monkeypatch.setattr(SafetensorsFile, "read_range", record)
+    loaded = [load(p) for p in twenty]
+    for method in STREAMED:
+        reads.clear()
+        out = load(merge(recipe(method, twenty, **PARAMS[method]), tmp_path / f"{method}.safetensors").path)
+        for key in (KEY, "model.diffusion_model.out.2.bias"):
+            expected = call(method, [m[key].float() for m in loaded], key).half()
+            assert torch.equal(out[key], expected), (method, key)
+        numel = loaded[0][KEY].numel()
+        limit = max(operand.MIN_SLICE, operand.STREAM_ELEMENTS // 20)
+        for path in map(str, twenty):
+            spans = sorted(set(reads[(path, KEY)]))
+            assert spans[0][0] == 0 and spans[-1][1] == numel and all(e - s <= limit for s, e in spans), method
+            assert all(a[1] <= b[0] or a[0] == b[0] for a, b in zip(spans, spans[1:])), method
+
+
+def test_a_merge_inside_a_many_model_step(twenty, tmp_path):
+    paths = twenty[:5]
+    text = recipe("ties", paths, density=0.4).replace("M2, M3", "weighted_sum(M2, M3, alpha=0.25)")
+    out = load(merge(text, tmp_path / "nested.safetensors", torch.float32).path)
+    a, b, c, d, e = (load(p)[KEY].float() for p in paths)
+    expected = modern.ties(a, b, torch.lerp(c, d, 0.25), e, alpha=1.0, density=0.4, sign="sum")
+    np.testing.assert_allclose(out[KEY].numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_range_reads_are_the_stored_elements(tmp_path):
+    path = tmp_path / "kinds.safetensors"
+    tensors = {
+        "pad": torch.ones(7, dtype=torch.int8),
+        "h": torch.randn(3, 1001).half(),
+        "b": torch.randn(50, 3).bfloat16(),
+        "f": torch.randn(999),
+        "e": torch.randn(64).to(torch.float8_e4m3fn),
+    }
+    save_file(tensors, str(path))
+    f = SafetensorsFile(str(path))
+    try:
+        for key in ("h", "b", "f"):
+            flat = tensors[key].reshape(-1)
+            for start, end in ((0, flat.numel()), (13, 14), (5, 2000 if key == "h" else 100), (7, 7)):
+                assert torch.equal(f.range_reader(key)(start, end), flat[start:end]), (key, start, end)
+        assert f.range_reader("e") is None and f.range_reader("pad") is None  # widened or kept whole, not sliced
+    finally:
+        f.close()
+
+
+def _rss_growth(run) -> int:
+    """Peak resident bytes above the resident size before `run` (the high-water mark reset first)."""
+
+    def status(field: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status("VmRSS:")
+    run()
+    return status("VmHWM:") - before
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_memory_does_not_grow_with_the_count(tmp_path):
+    """One 4M-element tensor per file (8 MB in fp16, 16 MB as fp32): merging 24 of them holds no more
+    than merging 4 (all at once, 24 inputs would be 24 × 24 MB)."""
+    gen = torch.Generator().manual_seed(3)
+    paths = []
+    for i in range(25):
+        path = tmp_path / f"big_{i}.safetensors"
+        save_file({"w": torch.randn(2048, 2048, generator=gen).half()}, str(path))
+        paths.append(path)
+    for method in ("ties", "model_stock", "geometric_median", "n_average"):
+        params = {"max_iter": 3} if method == "geometric_median" else {}
+        growth = {}
+        for count in (5, 25):
+            out = tmp_path / f"out_{count}.safetensors"
+            growth[count] = _rss_growth(lambda: merge(recipe(method, paths[:count], **params), out))  # noqa: B023
+            out.unlink()
+        assert growth[25] < growth[5] + 40e6, (method, growth)
