@@ -11,9 +11,9 @@ import hashlib
 import math
 from typing import Annotated
 
-import numpy as np
 import torch
 
+from lib_merge.methods.filters import smooth
 from lib_merge.methods.registry import (
     SCALAR,
     Bounds,
@@ -49,12 +49,10 @@ def train_difference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha
 )
 def smooth_add(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: Weight = 0.5) -> torch.Tensor:
     """a + α · gaussian(median(b − c, size 3), σ 1), scipy.ndimage defaults, over every dimension."""
-    from scipy.ndimage import gaussian_filter, median_filter
-
-    d = (b - c).cpu().numpy().astype(np.float32, copy=False)
-    if d.ndim:
-        d = gaussian_filter(median_filter(d, size=3), sigma=1)
-    return a.add_(torch.from_numpy(np.ascontiguousarray(d)).to(a.device), alpha=alpha)
+    d = (b - c).cpu()
+    if d.dim():
+        d = smooth(d)
+    return a.add_(d.to(a.device), alpha=alpha)
 
 
 @merge_method("extract", "calc")

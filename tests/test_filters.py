@@ -1,0 +1,83 @@
+"""smoothAdd's median filter on min/max networks gives scipy's values exactly, at every rank and edge."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter, median_filter
+
+from lib_merge.methods import calc, filters
+
+SHAPES = [
+    (1,), (2,), (3,), (4,), (11,),  # biases and norms
+    (2, 2), (3, 3), (1, 7), (7, 1), (5, 4), (17, 9), (64, 40),  # linear layers, embeddings
+    (1, 6, 5), (4, 3, 2), (6, 1, 3),  # position embeddings (1, tokens, width)
+    (4, 3, 3, 3), (9, 8, 3, 3), (5, 2, 3, 3), (6, 7, 1, 1), (2, 2, 2, 2), (3, 1, 3, 1), (8, 5, 2, 2),  # convolutions
+]  # fmt: skip
+
+
+def _values(shape: tuple[int, ...], kind: str, rng: np.random.Generator) -> np.ndarray:
+    x = rng.standard_normal(shape).astype(np.float32)
+    if kind == "ties":  # few distinct values: every window has repeats
+        return np.round(x * 2).astype(np.float32)
+    if kind == "difference":  # b − c of fp16 weights, as smoothAdd filters them
+        b = (rng.standard_normal(shape) * 0.02).astype(np.float16).astype(np.float32)
+        return b - (b + (rng.standard_normal(shape) * 0.001).astype(np.float16)).astype(np.float32)
+    return x
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("kind", ["normal", "ties", "difference"])
+def test_median_equals_scipy(shape, kind):
+    rng = np.random.default_rng(abs(hash((shape, kind))) % 2**32)
+    x = _values(shape, kind, rng)
+    got = filters.median_filter3(torch.from_numpy(x))
+    assert got.shape == shape and got.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), median_filter(x, size=3))
+
+
+def test_median_across_chunks_and_their_halos(monkeypatch):
+    """Chunks of one row: every chunk edge is a halo; the result is the one-chunk result."""
+    x = np.random.default_rng(5).standard_normal((7, 6, 3, 3)).astype(np.float32)
+    monkeypatch.setattr(filters, "PLANE_ELEMENTS", 1)
+    np.testing.assert_array_equal(filters.median_filter3(torch.from_numpy(x)).numpy(), median_filter(x, size=3))
+
+
+def test_median_of_a_full_size_convolution_slice():
+    x = np.random.default_rng(2).standard_normal((40, 320, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(filters.median_filter3(torch.from_numpy(x)).numpy(), median_filter(x, size=3))
+
+
+@pytest.mark.parametrize("m, n", [(1, 1), (2, 1), (3, 3), (6, 3), (9, 9), (18, 9), (5, 8)])
+def test_merge_network_sorts_every_pair_of_sorted_runs(m, n):
+    """The 0-1 principle: a network that merges every pair of sorted 0/1 runs merges every pair of runs."""
+    comparators, order = filters.merge_network(m, n)
+    for zeros_a, zeros_b in itertools.product(range(m + 1), range(n + 1)):
+        slots = [0] * zeros_a + [1] * (m - zeros_a) + [0] * zeros_b + [1] * (n - zeros_b)
+        for i, j, _, _ in comparators:
+            slots[i], slots[j] = min(slots[i], slots[j]), max(slots[i], slots[j])
+        assert [slots[k] for k in order] == sorted(slots)
+
+
+def test_pruned_network_computes_fewer_comparisons_and_the_same_ranks():
+    full, _ = filters.merge_network(27, 27)
+    band = filters._band(27)
+    pruned, order = filters.merge_network(27, 27, band)
+    assert sum(a + b for *_, a, b in pruned) < 2 * len(full)
+    rng = np.random.default_rng(0)
+    a, b = np.sort(rng.standard_normal((27, 50)), 0), np.sort(rng.standard_normal((27, 50)), 0)
+    merged = filters._merge((pruned, order), list(a), list(b))
+    np.testing.assert_array_equal(np.stack(merged), np.sort(np.concatenate([a, b]), 0)[list(band)])
+
+
+def test_smooth_add_is_supermergers_formula():
+    """a + α · gaussian_filter(median_filter(b − c, size=3), sigma=1), computed here with scipy alone."""
+    rng = np.random.default_rng(3)
+    a, b, c = (torch.from_numpy(rng.standard_normal((6, 5, 3, 3)).astype(np.float32)) for _ in range(3))
+    filtered = gaussian_filter(median_filter((b - c).numpy(), size=3), sigma=1)
+    np.testing.assert_array_equal(filters.smooth(b - c).numpy(), filtered)
+    got = calc.smooth_add(a.clone(), b.clone(), c.clone(), alpha=0.7)
+    torch.testing.assert_close(got, a + 0.7 * torch.from_numpy(filtered), rtol=0, atol=1e-6)
