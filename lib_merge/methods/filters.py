@@ -9,7 +9,8 @@ merge shared by the neighbouring windows that hold both runs; along the last axi
 rank is selected. A selection copies a value, so the result is scipy's, bit for bit (NaN aside:
 scipy's own order of NaNs is arbitrary). "reflect" with a window of 3 repeats the edge value.
 
-The Gaussian stays scipy's own: its cost is a few percent of the median's.
+The Gaussian stays scipy's own (exact by definition): numpy steps repeating its float64 arithmetic
+ran 2–4× slower than scipy's C loops.
 """
 
 from __future__ import annotations
@@ -64,14 +65,23 @@ def merge_network(m: int, n: int, ranks: tuple[int, ...] | None = None) -> Netwo
 
 
 def _merge(network: Network, a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:
+    """Run a network on sorted runs of arrays; results reuse the arrays this call made (fewer fresh pages)."""
     comparators, order = network
     slots: list[np.ndarray | None] = [*a, *b]
+    made: set[int] = set()  # ids of the arrays made here: only the slots hold them (the inputs outlive the call)
     for i, j, keep_min, keep_max in comparators:
         x, y = slots[i], slots[j]
         if x is y:  # a value against itself (an edge window repeats its edge): nothing to exchange
             continue
-        slots[i] = np.minimum(x, y) if keep_min else None
-        slots[j] = np.maximum(x, y) if keep_max else None
+        spare = x if id(x) in made else y if id(y) in made else None
+        if keep_min and keep_max:
+            low = np.minimum(x, y)
+            high = np.maximum(x, y, out=spare)
+        else:
+            low = np.minimum(x, y, out=spare) if keep_min else None
+            high = None if keep_min else np.maximum(x, y, out=spare)
+        made.update(id(t) for t in (low, high) if t is not None)
+        slots[i], slots[j] = low, high
     return [slots[k] for k in order]
 
 
@@ -92,9 +102,10 @@ def _middle(pair_band: list[np.ndarray], run: list[np.ndarray]) -> np.ndarray:
     The k-th smallest of two sorted runs is min over c of max(C[c], X[k − c]) (1-based, C[0] = −∞).
     """
     m = len(run)
-    result = pair_band[-1]  # c = 0: X[k]
-    for c in range(1, m + 1):
-        result = np.minimum(result, np.maximum(run[c - 1], pair_band[m - c]))
+    result = np.minimum(pair_band[-1], np.maximum(run[0], pair_band[m - 1]))  # c = 0 and c = 1
+    scratch = np.empty_like(result)
+    for c in range(2, m + 1):
+        np.minimum(result, np.maximum(run[c - 1], pair_band[m - c], out=scratch), out=result)
     return result
 
 
