@@ -21,7 +21,7 @@ from lib_merge.engine.fp8_table import by_table, table_leaves
 from lib_merge.engine.options import CancelToken, EngineOptions, EngineReport, Sink
 from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step, is_leaf
 from lib_merge.engine.progress import ProgressEvent
-from lib_merge.engine.streamed import evaluate_streamed, streams
+from lib_merge.engine.streamed import evaluate_streamed, held_bytes, streams
 from lib_merge.engine.threads import worker_pool
 from lib_merge.errors import NonFiniteError, ParameterError
 from lib_merge.io.cache import TensorCache, peak_magnitude, read_through
@@ -89,7 +89,7 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
             try:
                 for job in plan.jobs:
                     cancel.check()
-                    cost = job.read_bytes + job.out.nbytes
+                    cost = held_bytes(job, device, options.cache is None)
                     # Hand finished keys to the sink until this one fits in the budget.
                     while pending and not budget.try_acquire(cost):
                         done = drain(done)

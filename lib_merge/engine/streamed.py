@@ -9,17 +9,29 @@ does not grow with the number of models. An input that is itself a merge is comp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
-from lib_merge.engine.plan import Reduced, Step, is_leaf
+from lib_merge.engine.plan import KeyJob, Reduced, Step, is_leaf
+from lib_merge.methods import operand
 from lib_merge.methods.operand import Operand
 
 
 def streams(tree: Reduced, device: torch.device) -> bool:
     """Whether the tree is a step that reads its inputs a slice at a time (on the CPU)."""
     return isinstance(tree, Step) and tree.method.streams and device.type == "cpu"
+
+
+def held_bytes(job: KeyJob, device: torch.device, from_files: bool) -> int:
+    """The memory a key holds while it is read and computed: its inputs and output, or for a step that
+    reads model files a slice at a time, its output, a few fp32 buffers of one input's size (result,
+    a threshold's magnitudes and their masks) and the slices, whatever the number of models."""
+    tree = job.tree
+    if not (from_files and streams(tree, device) and all(is_leaf(i) for i in tree.inputs)):
+        return job.read_bytes + job.out.nbytes
+    return job.out.nbytes + 12 * math.prod(job.out.shape) + 4 * operand.STREAM_ELEMENTS
 
 
 def evaluate_streamed(

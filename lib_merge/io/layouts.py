@@ -57,7 +57,7 @@ class LayoutView:
         if len(parts.keys) == 1 and not parts.swap_halves:
             self.file.release(parts.keys[0])
 
-    def range_reader(self, key: str) -> Callable[[int, int], torch.Tensor] | None:
+    def range_reader(self, key: str) -> Callable[..., torch.Tensor] | None:
         """Reads of a slice of a tensor stored as it is seen (one part, not swapped); else None."""
         parts = self._parts[key]
         if len(parts.keys) != 1 or parts.swap_halves:

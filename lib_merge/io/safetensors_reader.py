@@ -64,16 +64,17 @@ class SafetensorsFile:
         self._pread(buf, info.offset, key)
         return buf.view(info.dtype).reshape(info.shape)
 
-    def range_reader(self, key: str) -> Callable[[int, int], torch.Tensor] | None:
+    def range_reader(self, key: str) -> Callable[..., torch.Tensor] | None:
         """`read_range` for this key where its dtype is one merges compute from directly (fp16, bf16, fp32)."""
         return functools.partial(self.read_range, key) if self.tensors[key].dtype in RANGE_DTYPES else None
 
-    def read_range(self, key: str, start: int, end: int) -> torch.Tensor:
-        """Elements [start, end) of the flat tensor at `key`, read into memory of their own: nothing is
-        mapped, so a method reading many files a slice at a time holds no more of them than that slice."""
+    def read_range(self, key: str, start: int, end: int, into: torch.Tensor | None = None) -> torch.Tensor:
+        """Elements [start, end) of the flat tensor at `key`, read into `into` (a byte tensor of their size)
+        or memory of their own: nothing is mapped, so a method reading many files a slice at a time holds
+        no more of them than that slice."""
         info = self.tensors[key]
         size = itemsize(info.dtype)
-        buf = torch.empty((end - start) * size, dtype=torch.uint8)
+        buf = into if into is not None else torch.empty((end - start) * size, dtype=torch.uint8)
         self._pread(buf, info.offset + start * size, key)
         return buf.view(info.dtype)
 

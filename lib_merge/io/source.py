@@ -64,7 +64,7 @@ class SourceModel:
     def release(self, key: str) -> None:
         self.file.release(self._file_key[key])
 
-    def range_reader(self, key: str) -> Callable[[int, int], torch.Tensor] | None:
+    def range_reader(self, key: str) -> Callable[..., torch.Tensor] | None:
         """A function reading elements [start, end) of `key` from the file without mapping them, where the
         file can (safetensors, fp16/bf16/fp32 stored as one tensor); else None."""
         reader = getattr(self.file, "range_reader", None)  # a pickled checkpoint is in memory already

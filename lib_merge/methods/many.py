@@ -16,25 +16,30 @@ import numpy as np
 import torch
 
 from lib_merge.methods.calc import key_generator
-from lib_merge.methods.operand import Operand, result_like, slices
+from lib_merge.methods.operand import Operand, buffers, result_like, slices
 
 Combine = Callable[[list[torch.Tensor], int, int], torch.Tensor]  # (deltas of one slice, start, end) -> τ
 
 
-def elect(deltas: list[torch.Tensor], sign: str) -> torch.Tensor:
+def elect(deltas: list[torch.Tensor], sign: str, spare: torch.Tensor | None = None) -> torch.Tensor:
     """TIES steps 2–3: the elected sign per element, then the mean of the deltas that agree with it.
 
     A delta agrees where δ·σ > 0, which leaves out zeros and elements without an elected sign.
-    The deltas are consumed (one pass each, no stacked copy of all of them).
+    The deltas are consumed (one pass each, no stacked copy of all of them). `spare`: four buffers
+    of at least their size (rows of a 2-D tensor) for the sums and temporaries; the result is the first.
     """
-    total = torch.zeros_like(deltas[0])
-    for d in deltas:
-        total.add_(torch.sign(d) if sign == "count" else d)  # "mean": the sign of the sum
-    sigma = torch.sign(total)
+    shape, n = deltas[0].shape, deltas[0].numel()
+    if spare is None:
+        spare = torch.empty((4, n), dtype=deltas[0].dtype, device=deltas[0].device)
+    total, count, sigma, tmp = (row[:n].view(shape) for row in spare[:4])
     total.zero_()
-    count = torch.zeros_like(total)
     for d in deltas:
-        agree = (d * sigma).gt_(0).to(d.dtype)
+        total.add_(torch.sign(d, out=tmp) if sign == "count" else d)  # "mean": the sign of the sum
+    torch.sign(total, out=sigma)
+    total.zero_()
+    count.zero_()
+    for d in deltas:
+        agree = torch.mul(d, sigma, out=tmp).gt_(0)
         total.add_(d.mul_(agree))
         count.add_(agree)
     return total.div_(count.clamp_(min=1))
@@ -43,59 +48,69 @@ def elect(deltas: list[torch.Tensor], sign: str) -> torch.Tensor:
 def add_combined(base: Operand, models: list[Operand], alpha: float, combine: Combine) -> torch.Tensor:
     """base + α·combine(the models' deltas), one slice of every input at a time."""
     out = result_like(base)
-    for start, end in slices(base.numel, len(models) + 1):
-        b = base.read(start, end)
-        deltas = [m.read(start, end).sub_(b) for m in models]
+    count = len(models) + 1
+    work = buffers(count, count, base)
+    for start, end in slices(base.numel, count):
+        n = end - start
+        b = base.read(start, end, work[0, :n])
+        deltas = [m.read(start, end, work[i, :n]).sub_(b) for i, m in enumerate(models, 1)]
         torch.add(b, combine(deltas, start, end), alpha=alpha, out=out[start:end])
     return out.reshape(base.shape)
 
 
 def ties(base: Operand, models: list[Operand], alpha: float, density: float, sign: str) -> torch.Tensor:
-    scratch: list[torch.Tensor] = []  # one input's magnitudes, reused for every model
-    limits = [trim_threshold(base, m, density, scratch) for m in models]
+    limits = trim_thresholds(base, models, density)
+    spare = buffers(4, len(models) + 1, base)
 
     def combine(deltas: list[torch.Tensor], start: int, end: int) -> torch.Tensor:
-        # multiplying by a 0/1 float mask is several times faster than masked_fill with a bool mask
-        return elect([d.mul_(d.abs().ge_(t)) for d, t in zip(deltas, limits, strict=True)], sign)
+        tmp = spare[3, : end - start]
+        for d, t in zip(deltas, limits, strict=True):
+            # multiplying by a 0/1 float mask is several times faster than masked_fill with a bool mask
+            d.mul_(torch.abs(d, out=tmp).ge_(t))
+        return elect(deltas, sign, spare)
 
     return add_combined(base, models, alpha, combine)
 
 
-def trim_threshold(base: Operand, model: Operand, density: float, scratch: list[torch.Tensor]) -> float:
-    """The k-th largest |model − base| (k = ⌈density·numel⌉): elements at or above it survive the trim."""
+def trim_thresholds(base: Operand, models: list[Operand], density: float) -> list[float]:
+    """Each model's k-th largest |model − base| (k = ⌈density·numel⌉), one model at a time: elements at
+    or above it survive the trim."""
     n = base.numel
     k = math.ceil(density * n)
-    if k >= n:
-        return 0.0
-    if k <= 0:
-        return math.inf
-    if not scratch:
-        scratch.append(result_like(base))
-    magnitude = scratch[0]
-    for start, end in slices(n, 2):
-        torch.sub(model.read(start, end), base.read(start, end), out=magnitude[start:end]).abs_()
-    if magnitude.device.type == "cpu":  # numpy beats kthvalue; in place on the scratch buffer
-        return kth_largest(magnitude.numpy(), k)
-    return float(magnitude.kthvalue(n - k + 1).values)
+    if k >= n or k <= 0:
+        return [0.0 if k >= n else math.inf] * len(models)
+    magnitude, work = result_like(base), buffers(2, 2, base)
+    limits = []
+    for model in models:
+        for start, end in slices(n, 2):
+            b, m = base.read(start, end, work[0, : end - start]), model.read(start, end, work[1, : end - start])
+            torch.sub(m, b, out=magnitude[start:end]).abs_()
+        if magnitude.device.type == "cpu":  # numpy beats kthvalue; in place on the scratch buffer
+            limits.append(kth_largest(magnitude.numpy(), k))
+        else:
+            limits.append(float(magnitude.kthvalue(n - k + 1).values))
+    return limits
 
 
-SAMPLE = 4096
+SAMPLE = 4096  # the sample's size at least; up to MAX_SAMPLE for large tensors (a tighter bracket)
+MAX_SAMPLE = 1 << 16
 
 
 def kth_largest(values: np.ndarray, k: int) -> float:
     """The exact k-th largest of `values` (1 ≤ k ≤ size; may reorder them).
 
-    A seeded sample brackets it; two counting passes find how many lie above the bracket, and
-    only the few inside it are partitioned. A bracket that misses (it cannot, but for ties and
-    bad luck) falls back to partitioning everything: the answer is exact either way.
+    A seeded sample brackets it; a counting pass finds how many lie above the bracket, and only
+    the few inside it (some 3% for large tensors) are partitioned. A bracket that misses (it cannot,
+    but for ties and bad luck) falls back to partitioning everything: the answer is exact either way.
     """
     n = values.size
-    if n > 16 * SAMPLE:
-        sample = np.sort(values[np.random.default_rng(n).integers(0, n, SAMPLE)])
-        at = (n - k) / n * SAMPLE
-        margin = 4 * math.isqrt(SAMPLE) + 8
+    size = min(MAX_SAMPLE, max(SAMPLE, n // 64))
+    if n > 16 * size:
+        sample = np.sort(values[np.random.default_rng(n).integers(0, n, size)])
+        at = (n - k) / n * size
+        margin = 4 * math.isqrt(size) + 8
         low = sample[max(0, int(at) - margin)]
-        high = sample[min(SAMPLE - 1, int(at) + margin)]
+        high = sample[min(size - 1, int(at) + margin)]
         above = int(np.count_nonzero(values > high))
         if above < k:
             inside = values[(values >= low) & (values <= high)]
@@ -114,12 +129,15 @@ def dare(
     generator, drawn slice after slice (the same numbers as one draw of the whole shape)."""
     generators = [key_generator(int(seed), str(i), key) for i in range(len(models))]
     keep, scale = 1 - p, 1 / (1 - p)
+    spare = buffers(5, len(models) + 1, base)
 
     def combine(deltas: list[torch.Tensor], start: int, end: int) -> torch.Tensor:
+        draw = spare[4, : end - start]
+        on_cpu = draw if draw.device.type == "cpu" else torch.empty_like(draw, device="cpu")
         for d, gen in zip(deltas, generators, strict=True):
-            draw = torch.rand(end - start, generator=gen, dtype=torch.float32)
-            d.mul_(draw.lt_(keep).mul_(scale).to(d.device))
-        return elect(deltas, tie) if tie else add_all(deltas)
+            torch.rand(end - start, generator=gen, dtype=torch.float32, out=on_cpu)
+            d.mul_(on_cpu.lt_(keep).mul_(scale).to(d.device))
+        return elect(deltas, tie, spare) if tie else add_all(deltas)
 
     return add_combined(base, models, alpha, combine)
 
@@ -138,21 +156,23 @@ def model_stock(base: Operand, models: list[Operand]) -> torch.Tensor:
     One pass for the norms, one for the mean and Σuᵢ, one to mix with the base.
     """
     n, numel = len(models), base.numel
+    work = buffers(4, n + 1, base)
     squares = [0.0] * n
     for start, end in slices(numel, n + 1):
-        b = base.read(start, end)
+        b = base.read(start, end, work[0, : end - start])
         for i, m in enumerate(models):
-            d = m.read(start, end).sub_(b)
+            d = m.read(start, end, work[1, : end - start]).sub_(b)
             squares[i] += float(torch.dot(d, d))
     scales = {i: 1 / math.sqrt(q) for i, q in enumerate(squares) if q > 0}  # zero deltas have no direction
     out = result_like(base)
     summed = units = 0.0
     for start, end in slices(numel, n + 1):
-        b = base.read(start, end)
-        total, unit = None, torch.zeros_like(b)
+        b, total, unit, x = (row[: end - start] for row in work)
+        base.read(start, end, b)
+        unit.zero_()
         for i, m in enumerate(models):
-            x = m.read(start, end)
-            total = x.clone() if total is None else total.add_(x)
+            m.read(start, end, x)
+            total.copy_(x) if i == 0 else total.add_(x)
             if i in scales:
                 u = x.sub_(b).mul_(scales[i])
                 units += float(torch.dot(u, u))
@@ -162,9 +182,9 @@ def model_stock(base: Operand, models: list[Operand]) -> torch.Tensor:
     pairs = len(scales) * (len(scales) - 1)
     c = (summed - units) / pairs if pairs else 0.0
     t = n * c / (1 + (n - 1) * c) if (1 + (n - 1) * c) != 0 else 0.0
-    for start, end in slices(numel, 2):
+    for start, end in slices(numel, n + 1):
         mean = out[start:end]
-        mean.copy_(base.read(start, end).mul_(1 - t).add_(mean, alpha=t))
+        mean.copy_(base.read(start, end, work[0, : end - start]).mul_(1 - t).add_(mean, alpha=t))
     return out.reshape(base.shape)
 
 
@@ -176,10 +196,12 @@ def geometric_median(models: list[Operand], eps: float, max_iter: int) -> torch.
     """
     n, numel = len(models), models[0].numel
     x = result_like(models[0])
+    work = buffers(n + 2, n, models[0])
     squares = [0.0] * n
     for start, end in slices(numel, n):
-        parts = [m.read(start, end) for m in models]
-        mean = add_all([parts[0].clone(), *parts[1:]]).div_(n)
+        parts = [m.read(start, end, work[i, : end - start]) for i, m in enumerate(models)]
+        mean = work[n, : end - start]
+        add_all([mean.copy_(parts[0]), *parts[1:]]).div_(n)
         x[start:end] = mean
         _add_distances(squares, parts, mean)
     for _ in range(int(max_iter)):
@@ -188,8 +210,12 @@ def geometric_median(models: list[Operand], eps: float, max_iter: int) -> torch.
         step = size = 0.0
         squares = [0.0] * n
         for start, end in slices(numel, n):
-            parts = [m.read(start, end) for m in models]
-            new = add_all([p * wi for p, wi in zip(parts, w, strict=True)]).div_(weight_sum)
+            parts = [m.read(start, end, work[i, : end - start]) for i, m in enumerate(models)]
+            new, tmp = work[n, : end - start], work[n + 1, : end - start]
+            torch.mul(parts[0], w[0], out=new)
+            for p, wi in zip(parts[1:], w[1:], strict=True):
+                new.add_(torch.mul(p, wi, out=tmp))
+            new.div_(weight_sum)
             old = x[start:end]
             size += float(torch.dot(old, old))
             old.sub_(new)
@@ -208,15 +234,15 @@ def _add_distances(squares: list[float], parts: list[torch.Tensor], point: torch
 
 
 def average(models: list[Operand], weights: tuple[float, ...] | None) -> torch.Tensor:
-    """Σ wᵢ·Mᵢ / Σ wᵢ, or the plain mean without weights."""
+    """Σ wᵢ·Mᵢ / Σ wᵢ, or the plain mean without weights (added up in the models' order, divided once)."""
     out = result_like(models[0])
+    work = buffers(2, len(models), models[0])
     for start, end in slices(models[0].numel, len(models)):
-        if weights is None:
-            total = add_all([m.read(start, end) for m in models]).div_(len(models))
-        else:
-            total = models[0].read(start, end).mul_(weights[0])
-            for weight, model in zip(weights[1:], models[1:], strict=True):
-                total.add_(model.read(start, end), alpha=weight)
-            total.div_(sum(weights))
-        out[start:end] = total
+        total, part = work[0, : end - start], work[1, : end - start]
+        models[0].read(start, end, total)
+        if weights is not None:
+            total.mul_(weights[0])
+        for i, model in enumerate(models[1:], 1):
+            total.add_(model.read(start, end, part), alpha=1 if weights is None else weights[i])
+        out[start:end] = total.div_(len(models) if weights is None else sum(weights))
     return out.reshape(models[0].shape)

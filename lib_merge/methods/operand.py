@@ -22,12 +22,13 @@ MIN_SLICE = 1 << 12
 class Operand:
     """One input of one key, read as fp32 slices of its flat elements."""
 
-    def __init__(self, tensor: torch.Tensor, reader: Callable[[int, int], torch.Tensor] | None = None):
+    def __init__(self, tensor: torch.Tensor, reader: Callable[..., torch.Tensor] | None = None):
         self.flat = tensor.reshape(-1)
         self.shape = tuple(tensor.shape)
-        # Reads elements [start, end) from the tensor's file into memory of their own (engine/streamed.py).
-        # Mapped pages would count as the process's own memory; a read slice is gone with its copy.
+        # reader(start, end, into): elements [start, end) read from the tensor's file into the byte buffer
+        # `into` (engine/streamed.py). Mapped pages would count as the process's own memory.
         self.reader = reader
+        self._bytes: torch.Tensor | None = None
 
     @property
     def numel(self) -> int:
@@ -37,11 +38,19 @@ class Operand:
     def device(self) -> torch.device:
         return self.flat.device
 
-    def read(self, start: int, end: int) -> torch.Tensor:
-        """Elements [start, end) as an fp32 copy the caller may overwrite."""
+    def read(self, start: int, end: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Elements [start, end) in fp32: written into `out` (a buffer of end − start elements) and
+        returned, or a fresh copy; either way the caller may overwrite them."""
         if self.reader is not None:
-            return self.reader(start, end).to(torch.float32)  # a fresh slice: widened, or itself if fp32
-        return self.flat[start:end].to(torch.float32, copy=True)
+            nbytes = (end - start) * self.flat.element_size()
+            if self._bytes is None or self._bytes.numel() < nbytes:
+                self._bytes = torch.empty(nbytes, dtype=torch.uint8)
+            part = self.reader(start, end, self._bytes[:nbytes])
+        else:
+            part = self.flat[start:end]
+        if out is not None:
+            return out.copy_(part)
+        return part.to(torch.float32, copy=True)
 
 
 def operands(*inputs: torch.Tensor | Operand) -> list[Operand]:
@@ -49,12 +58,22 @@ def operands(*inputs: torch.Tensor | Operand) -> list[Operand]:
     return [x if isinstance(x, Operand) else Operand(x) for x in inputs]
 
 
+def slice_size(count: int) -> int:
+    """Elements per slice when `count` inputs are read side by side: together near STREAM_ELEMENTS."""
+    return min(MAX_SLICE, max(MIN_SLICE, STREAM_ELEMENTS // max(count, 1)))
+
+
 def slices(numel: int, count: int) -> Iterator[tuple[int, int]]:
-    """[start, end) ranges over `numel` elements, sized so that one slice of each of `count` inputs
-    together stays near STREAM_ELEMENTS."""
-    step = min(MAX_SLICE, max(MIN_SLICE, STREAM_ELEMENTS // max(count, 1)))
+    """[start, end) ranges over `numel` elements, slice_size(count) long."""
+    step = slice_size(count)
     for start in range(0, numel, step):
         yield start, min(numel, start + step)
+
+
+def buffers(rows: int, count: int, like: Operand) -> torch.Tensor:
+    """`rows` fp32 buffers of one slice each (rows × slice_size(count)), made once per key: fresh memory for
+    every slice would cost more than the arithmetic on it."""
+    return torch.empty((rows, slice_size(count)), dtype=torch.float32, device=like.device)
 
 
 def result_like(first: Operand) -> torch.Tensor:

@@ -1,0 +1,155 @@
+"""Many models in one pass: the many-model methods over 16 full-size SD1.5 inputs, side by side in one run.
+
+    python bench/many.py [--mecha-python /path/to/venv/bin/python] [--only ties n_average] [--count 16]
+
+Writes bench/models/sd1_a … sd1_p where missing (bench/make_models.py, 2.1 GB each). Then, in one run:
+a baseline that reads every input once (plain 16 MiB reads), and each method through the CLI as its own
+process (fp16 output to --out-dir; the inputs' hashes cached beforehand, as after a model's first merge),
+and with --mecha-python sd-mecha on the same files. The 16 files (34 GB) do not fit in the page cache,
+and each file's cached pages are dropped before every run (posix_fadvise), so every run reads from disk.
+A baseline runs before every contender and once after the last; a contender's ratio is to the mean of
+the baselines on its two sides, so drift in disk speed cancels. Peak RSS from wait4.
+
+Geometric median runs twice: max_iter=1 (the mean, and one Weiszfeld step: two passes over the inputs)
+and the default (to convergence), so the cost of its further iterations shows apart. sd-mecha's geometric
+median stops only on a 1e-20 change of its objective; it runs with maxiter=1 against Alloy's max_iter=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+BUFFER = 16 << 20
+
+# name: (Alloy's recipe expression over the roles, the sd-mecha recipe's name or None)
+METHODS = {
+    "ties": ("ties({all}, alpha=1.0, density=0.5)", "ties"),
+    "dare_ties": ("dare_ties({all}, alpha=1.0, p=0.5, seed=0)", "dare_ties"),
+    "model_stock": ("model_stock({all})", "model_stock"),
+    "geometric_median_1": ("geometric_median({all}, max_iter=1)", "geometric_median_1"),
+    "geometric_median": ("geometric_median({all})", None),
+    "n_average": ("n_average({all})", "n_average"),
+}
+
+
+def read_once(paths: list[str]) -> None:
+    """The baseline: every input read once, whole, in plain reads."""
+    buf = bytearray(BUFFER)
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+
+def mecha_merge(method: str, out: str, paths: list[str]) -> None:
+    """The same merge in sd-mecha (run with its own python)."""
+    import sd_mecha
+    import torch
+
+    base, *rest = models = [sd_mecha.model(p) for p in paths]
+    recipes = {
+        "ties": lambda: sd_mecha.add_difference_ties(base, *rest, alpha=1.0, k=0.5),
+        "dare_ties": lambda: sd_mecha.add_ties_with_dare(base, *rest, probability=0.5, alpha=1.0, seed=0, k=1.0,
+                                                         vote_sgn=True),
+        "model_stock": lambda: sd_mecha.n_model_stock(base, *rest),
+        "geometric_median_1": lambda: sd_mecha.geometric_median(*models, maxiter=1),
+        "n_average": lambda: sd_mecha.n_average(*models),
+    }  # fmt: skip
+    sd_mecha.merge(recipes[method](), output=out, output_dtype=torch.float16)
+
+
+def drop_cached(paths: list[Path]) -> None:
+    """Evict these files' pages from the page cache (only theirs), so the next run reads them from disk."""
+    os.sync()
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def measure(cmd: list[str], env: dict, inputs: list[Path], out: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one process, started with the inputs out of the page cache."""
+    drop_cached(inputs)
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+            raise SystemExit(f"{' '.join(cmd[:4])} … failed")
+    out.unlink(missing_ok=True)
+    return seconds, usage.ru_maxrss / 1024
+
+
+def recipe_file(expr: str, inputs: list[Path], folder: Path) -> Path:
+    names = [f"M{i}" for i in range(len(inputs))]
+    text = "alloy-recipe 1\n" + "".join(f'{n} = model("{p}")\n' for n, p in zip(names, inputs, strict=True))
+    path = folder / f"many_{expr.split('(')[0]}.alloy"
+    path.write_text(text + f"merged = {expr.format(all=', '.join(names))}\n", encoding="utf-8")
+    return path
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("--read-once", "--mecha-run"):
+        if sys.argv[1] == "--read-once":
+            read_once(sys.argv[2:])
+        else:
+            mecha_merge(sys.argv[2], sys.argv[3], sys.argv[4:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=16, help="inputs (roles a, b, …; at most 16)")
+    ap.add_argument("--only", nargs="*", choices=list(METHODS), help="methods to run (default: all)")
+    ap.add_argument("--mecha-python", help="a python with sd-mecha installed (its own environment)")
+    ap.add_argument("--out-dir", type=Path, default=HERE / "models")
+    args = ap.parse_args()
+    from make_models import ROLES, make
+
+    inputs = make("sd1", list(ROLES[: args.count]))
+    home = tempfile.mkdtemp(prefix="alloy-many-home-")
+    env = dict(os.environ, ALLOY_HOME=home, PYTHONPATH=str(ROOT))
+    hashing = "import sys; from lib_merge.io.hashing import file_sha256; [file_sha256(p) for p in sys.argv[1:]]"
+    subprocess.run([sys.executable, "-c", hashing, *map(str, inputs)], env=env, check=True)
+    out = args.out_dir / "many_out.safetensors"
+    contenders: list[tuple[str, list[str]]] = []
+    for name in args.only or list(METHODS):
+        expr, mecha = METHODS[name]
+        recipe = recipe_file(expr, inputs, Path(home))
+        cli = ["-m", "lib_merge", "--no-progress", "--quiet", "merge", str(recipe), "-o", str(out), "--dtype", "fp16"]
+        contenders.append((f"alloy {name}", [sys.executable, *cli, "--overwrite", "--no-history"]))
+        if mecha and args.mecha_python:
+            contenders.append((f"mecha {name}", [args.mecha_python, __file__, "--mecha-run", mecha, str(out)]))
+    baseline = [sys.executable, __file__, "--read-once", *map(str, inputs)]
+    gib = sum(p.stat().st_size for p in inputs) / 2**30
+    print(f"{len(inputs)} inputs, {gib:.1f} GiB; {os.cpu_count()} cores", flush=True)
+    reads = [measure(baseline, env, inputs, out)]
+    print(f"  read once: {reads[-1][0]:.1f} s, {reads[-1][1]:,.0f} MB", flush=True)
+    rows = []
+    for name, cmd in contenders:
+        cmd = cmd + ([str(p) for p in inputs] if name.startswith("mecha") else [])
+        seconds, rss = measure(cmd, env, inputs, out)
+        reads.append(measure(baseline, env, inputs, out))
+        paired = (reads[-2][0] + reads[-1][0]) / 2
+        rows.append((name, seconds, rss, seconds / paired))
+        print(f"  {name}: {seconds:.1f} s, {rss:,.0f} MB peak RSS, {seconds / paired:.2f}x read once "
+              f"(read once: {reads[-1][0]:.1f} s)", flush=True)  # fmt: skip
+    print(f"\ncontender                 time     x read once   peak RSS   (read once: {min(r for r, _ in reads):.1f} "
+          f"to {max(r for r, _ in reads):.1f} s, {max(m for _, m in reads):,.0f} MB)")  # fmt: skip
+    for name, seconds, rss, ratio in rows:
+        print(f"{name:24} {seconds:7.1f} s {ratio:8.2f}x   {rss / 1024:7.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
