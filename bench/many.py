@@ -54,10 +54,13 @@ def mecha_merge(method: str, out: str, paths: list[str]) -> None:
     """The same merge in sd-mecha (run with its own python)."""
     import sd_mecha
     import torch
+    from sd_mecha.extensions.builtin.merge_methods import linear
 
     base, *rest = models = [sd_mecha.model(p) for p in paths]
+    deltas = [sd_mecha.subtract(m, base) for m in rest]
     recipes = {
-        "ties": lambda: sd_mecha.add_difference_ties(base, *rest, alpha=1.0, k=0.5),
+        # its add_difference_ties wrapper fails on merge spaces in 1.1.8: the same recipe spelled out
+        "ties": lambda: linear.add_difference(base, sd_mecha.ties_sum(*deltas, k=0.5, vote_sgn=True), alpha=1.0),
         "dare_ties": lambda: sd_mecha.add_ties_with_dare(base, *rest, probability=0.5, alpha=1.0, seed=0, k=1.0,
                                                          vote_sgn=True),
         "model_stock": lambda: sd_mecha.n_model_stock(base, *rest),
@@ -78,19 +81,30 @@ def drop_cached(paths: list[Path]) -> None:
             os.close(fd)
 
 
-def measure(cmd: list[str], env: dict, inputs: list[Path], out: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of one process, started with the inputs out of the page cache."""
+def measure(cmd: list[str], env: dict, inputs: list[Path], out: Path, limit: float | None = None) -> tuple:
+    """(seconds, peak RSS in MB) of one process, started with the inputs out of the page cache; None for a
+    run that failed or passed `limit` seconds (its error's end is printed)."""
     drop_cached(inputs)
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        stopped = False
+        while True:  # wait4 for the child's own peak RSS; polled, so a run past `limit` can be stopped
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if limit and time.perf_counter() - start > limit and not stopped:
+                proc.kill()
+                stopped = True
+            time.sleep(0.05)
         seconds = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        out.unlink(missing_ok=True)
+        if code != 0 or stopped:
             log.seek(0)
-            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
-            raise SystemExit(f"{' '.join(cmd[:4])} … failed")
-    out.unlink(missing_ok=True)
+            sys.stderr.write(log.read().decode(errors="replace")[-3000:])
+            print(f"  failed or stopped after {seconds:.0f} s: {' '.join(cmd[:5])} …", flush=True)
+            return None
     return seconds, usage.ru_maxrss / 1024
 
 
@@ -114,6 +128,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", choices=list(METHODS), help="methods to run (default: all)")
     ap.add_argument("--mecha-python", help="a python with sd-mecha installed (its own environment)")
     ap.add_argument("--out-dir", type=Path, default=HERE / "models")
+    ap.add_argument("--limit", type=float, default=1200, help="seconds a contender may run before it is stopped")
     args = ap.parse_args()
     from make_models import ROLES, make
 
@@ -138,9 +153,12 @@ def main() -> None:
     print(f"  read once: {reads[-1][0]:.1f} s, {reads[-1][1]:,.0f} MB", flush=True)
     rows = []
     for name, cmd in contenders:
-        cmd = cmd + ([str(p) for p in inputs] if name.startswith("mecha") else [])
-        seconds, rss = measure(cmd, env, inputs, out)
+        mecha = name.startswith("mecha")
+        measured = measure(cmd + ([str(p) for p in inputs] if mecha else []), env, inputs, out, args.limit)
         reads.append(measure(baseline, env, inputs, out))
+        if measured is None:
+            continue
+        seconds, rss = measured
         paired = (reads[-2][0] + reads[-1][0]) / 2
         rows.append((name, seconds, rss, seconds / paired))
         print(f"  {name}: {seconds:.1f} s, {rss:,.0f} MB peak RSS, {seconds / paired:.2f}x read once "
