@@ -139,13 +139,15 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", hashing, *map(str, inputs)], env=env, check=True)
     out = args.out_dir / "many_out.safetensors"
     contenders: list[tuple[str, list[str]]] = []
+    others: list[tuple[str, list[str]]] = []
     for name in args.only or list(METHODS):
         expr, mecha = METHODS[name]
         recipe = recipe_file(expr, inputs, Path(home))
         cli = ["-m", "lib_merge", "--no-progress", "--quiet", "merge", str(recipe), "-o", str(out), "--dtype", "fp16"]
         contenders.append((f"alloy {name}", [sys.executable, *cli, "--overwrite", "--no-history"]))
-        if mecha and args.mecha_python:
-            contenders.append((f"mecha {name}", [args.mecha_python, __file__, "--mecha-run", mecha, str(out)]))
+        if mecha and args.mecha_python:  # after all of Alloy's
+            others.append((f"mecha {name}", [args.mecha_python, __file__, "--mecha-run", mecha, str(out)]))
+    contenders += others
     baseline = [sys.executable, __file__, "--read-once", *map(str, inputs)]
     gib = sum(p.stat().st_size for p in inputs) / 2**30
     print(f"{len(inputs)} inputs, {gib:.1f} GiB; {os.cpu_count()} cores", flush=True)
