@@ -65,22 +65,26 @@ def merge_network(m: int, n: int, ranks: tuple[int, ...] | None = None) -> Netwo
 
 
 def _merge(network: Network, a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:
-    """Run a network on sorted runs of arrays; results reuse the arrays this call made (fewer fresh pages)."""
+    """Run a network on sorted runs of arrays; results reuse the arrays this call made (fewer fresh pages).
+
+    The loop runs once per comparison of every chunk, so it is kept to plain local operations.
+    """
     comparators, order = network
     slots: list[np.ndarray | None] = [*a, *b]
     made: set[int] = set()  # ids of the arrays made here: only the slots hold them (the inputs outlive the call)
+    minimum, maximum, mark = np.minimum, np.maximum, made.add
     for i, j, keep_min, keep_max in comparators:
         x, y = slots[i], slots[j]
         if x is y:  # a value against itself (an edge window repeats its edge): nothing to exchange
             continue
         spare = x if id(x) in made else y if id(y) in made else None
-        if keep_min and keep_max:
-            low = np.minimum(x, y)
-            high = np.maximum(x, y, out=spare)
-        else:
-            low = np.minimum(x, y, out=spare) if keep_min else None
-            high = None if keep_min else np.maximum(x, y, out=spare)
-        made.update(id(t) for t in (low, high) if t is not None)
+        low = high = None
+        if keep_min:
+            low = minimum(x, y) if keep_max else minimum(x, y, out=spare)
+            mark(id(low))
+        if keep_max:
+            high = maximum(x, y, out=spare)
+            mark(id(high))
         slots[i], slots[j] = low, high
     return [slots[k] for k in order]
 
