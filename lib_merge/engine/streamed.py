@@ -18,6 +18,8 @@ from lib_merge.engine.plan import KeyJob, Reduced, Step, is_leaf
 from lib_merge.methods import operand
 from lib_merge.methods.operand import Operand
 
+READ_AHEAD_BYTES = 64 << 20  # per input file
+
 
 def streams(tree: Reduced, device: torch.device) -> bool:
     """Whether the tree is a step that reads its inputs a slice at a time (on the CPU)."""
@@ -45,6 +47,10 @@ def evaluate_streamed(
     where `raw` has the key's whole stored tensor (not an inpainting model's sliced channels, an fp8 table)."""
     args = []
     for node in step.inputs:
+        if is_leaf(node) and from_files:
+            # The bytes after this key in every input, read while it is computed: keys are planned in file
+            # order, so these are the next keys' (a key's own read-ahead comes only when it starts).
+            node.read_ahead(key, READ_AHEAD_BYTES)
         if is_leaf(node):
             tensor, info = raw[id(node)], node.info(key)
             whole = from_files and tuple(tensor.shape) == tuple(info.shape) and tensor.dtype == info.dtype

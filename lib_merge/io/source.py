@@ -70,6 +70,12 @@ class SourceModel:
         reader = getattr(self.file, "range_reader", None)  # a pickled checkpoint is in memory already
         return reader(self._file_key[key]) if reader is not None else None
 
+    def read_ahead(self, key: str, nbytes: int) -> None:
+        """The `nbytes` of the file after `key` into the page cache, where the file can."""
+        ahead = getattr(self.file, "read_ahead", None)
+        if ahead is not None:
+            ahead(self._file_key[key], nbytes)
+
     @property
     def metadata(self) -> dict[str, str]:
         return self.file.metadata

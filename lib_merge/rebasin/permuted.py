@@ -110,6 +110,9 @@ class PermutedModel:
     def release(self, key: str) -> None:
         self.b.release(key)
 
+    def read_ahead(self, key: str, nbytes: int) -> None:
+        self.b.read_ahead(key, nbytes)
+
     def range_reader(self, key: str):
         """B's own reads where no permutation can move the key; a permuted tensor is a copy of its own."""
         return None if self.covers(key) else self.b.range_reader(key)
