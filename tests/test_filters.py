@@ -81,3 +81,13 @@ def test_smooth_add_is_supermergers_formula():
     np.testing.assert_array_equal(filters.smooth(b - c).numpy(), filtered)
     got = calc.smooth_add(a.clone(), b.clone(), c.clone(), alpha=0.7)
     torch.testing.assert_close(got, a + 0.7 * torch.from_numpy(filtered), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gaussian_equals_scipy_bit_for_bit(shape, monkeypatch):
+    """scipy's own along long axes, numpy's repetition of its float64 steps along short ones (blocks of a row)."""
+    monkeypatch.setattr(filters, "GAUSSIAN_BLOCK", 1)
+    x = np.random.default_rng(len(shape) * 31 + sum(shape)).standard_normal(shape).astype(np.float32)
+    got = filters.gaussian_filter1(x)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.view(np.uint32), gaussian_filter(x, sigma=1).view(np.uint32))
