@@ -1,13 +1,19 @@
-"""smoothAdd's filters on a full-size model: scipy's median against Alloy's, same tensors, same run.
+"""smoothAdd on a full-size SD1.5 model: the filters against scipy's, and the merge against add difference.
 
-    python bench/filters.py [--every 8] [--arch sd1]
+    python bench/filters.py [--every 8]                         # the filters alone
+    python bench/filters.py --merge [--old-checkout DIR] [--repeat 2]   # whole merges
+
+--merge times, as CLI processes in one run (bench/methods.py's way: fp16 output, best of
+--repeat after a warm-up), add_difference(A, B, C) (the baseline), smooth_add(A, B, C), and with
+--old-checkout the same smooth_add run by another checkout of Alloy (the scipy median before this
+change: `git worktree add DIR 008ef75`), once, after the others warmed the page cache.
 
 Needs bench/models/<arch>_b and _c (python bench/make_models.py --roles a b c). For every
 --every-th floating-point key of each rank (by name order) the difference B − C is filtered once by
 scipy.ndimage (median_filter size 3, then gaussian_filter σ 1: the old smoothAdd) and once by
-lib_merge.methods.filters.smooth; the results must be equal. Prints per tensor rank the seconds of
-each (one thread each, as each merge worker runs one key) and the ratio, and the estimate for the
-whole model (the sums times --every).
+lib_merge.methods.filters (median_filter3, gaussian_filter1); the results must be equal. Prints per
+tensor rank the seconds of each step (one thread, as each merge worker runs one key) and the
+ratios, and the estimate for the whole model (the sums times --every).
 """
 
 from __future__ import annotations
@@ -26,20 +32,48 @@ import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from scipy.ndimage import gaussian_filter, median_filter  # noqa: E402
 
-from lib_merge.methods.filters import median_filter3  # noqa: E402
+from bench.methods import recipe_file, run_once  # noqa: E402
+from lib_merge.methods.filters import gaussian_filter1, median_filter3  # noqa: E402
+
+MERGES = ["add_difference(A, B, C, alpha=0.5)", "smooth_add(A, B, C, alpha=0.5)"]
+
+
+def merges(repeat: int, old_checkout: Path | None) -> None:
+    """Whole merges, each its own CLI process, against add difference in the same run."""
+    folder = ROOT / "bench" / "models"
+    out = folder / "bench_out.safetensors"
+    print(f"SD1.5, three models, fp16 out; best of {repeat} after a warm-up")
+    base = None
+    for expr in MERGES:
+        recipe = recipe_file(expr, folder)
+        run_once(recipe, out)
+        best = min(run_once(recipe, out) for _ in range(repeat))
+        recipe.unlink()
+        base = base or best
+        print(f"  {expr:<40} {best:8.2f} s  {best / base:6.2f}x", flush=True)
+    if old_checkout:
+        recipe = recipe_file(MERGES[1], folder)
+        seconds = run_once(recipe, out, cwd=old_checkout)
+        recipe.unlink()
+        print(f"  {MERGES[1] + ' (old checkout)':<40} {seconds:8.2f} s  {seconds / base:6.2f}x", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--every", type=int, default=8)
     ap.add_argument("--arch", default="sd1")
+    ap.add_argument("--merge", action="store_true", help="time whole merges instead of the filters")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--old-checkout", type=Path, help="another checkout of Alloy to run smooth_add with")
     args = ap.parse_args()
+    if args.merge:
+        return merges(args.repeat, args.old_checkout)
     torch.set_num_threads(1)
     models = ROOT / "bench" / "models"
     paths = [models / f"{args.arch}_{role}.safetensors" for role in "bc"]
     if not all(p.exists() for p in paths):
         sys.exit(f"missing {paths}: run python bench/make_models.py --arch {args.arch} --roles a b c")
-    seconds: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0])
+    seconds: dict[str, list[float]] = defaultdict(lambda: [0.0] * 4 + [0])  # scipy's, alloy's: median, Gaussian
     with safe_open(paths[0], "pt") as b_file, safe_open(paths[1], "pt") as c_file:
         by_rank = defaultdict(list)  # every --every-th key of each rank, so that each rank is sampled
         for key in sorted(b_file.keys()):
@@ -50,27 +84,32 @@ def main() -> None:
             if not d.dim():
                 continue
             row = seconds[f"{d.dim()}D" + ("" if d.dim() < 4 else f" {d.shape[2]}x{d.shape[3]}")]
-            start = time.perf_counter()
-            old_median = median_filter(d.numpy(), size=3)
-            row[0] += time.perf_counter() - start
-            start = time.perf_counter()
-            new_median = median_filter3(d).numpy()
-            row[1] += time.perf_counter() - start
-            start = time.perf_counter()
-            gaussian_filter(new_median, sigma=1)
-            row[2] += time.perf_counter() - start
-            row[3] += d.numel()
-            if not np.array_equal(old_median, new_median):
-                sys.exit(f"{key}: the medians differ")
-    print(f"{args.arch}, every {args.every}th key, one thread; the medians are equal on every key")
-    print(f"{'rank':<8} {'elements':>12} {'scipy median s':>15} {'alloy median s':>15} {'ratio':>7} {'gaussian s':>11}")
-    total = [0.0, 0.0, 0.0]
-    for name, (old, new, gauss, count) in sorted(seconds.items()):
-        print(f"{name:<8} {count:>12,} {old:>15.2f} {new:>15.2f} {old / new:>6.1f}x {gauss:>11.2f}")
-        total = [total[0] + old, total[1] + new, total[2] + gauss]
-    old_smooth, new_smooth = total[0] + total[2], total[1] + total[2]
-    print(f"smoothAdd's filters, whole model (x{args.every}): scipy {old_smooth * args.every:.0f} s, "
-          f"alloy {new_smooth * args.every:.0f} s: {old_smooth / new_smooth:.1f}x faster")  # fmt: skip
+            steps = (
+                (median_filter, lambda x: (x.numpy(), 3)),  # scipy: median of d, then Gaussian of that
+                (gaussian_filter, lambda x: (x, 1)),
+                (lambda x: median_filter3(torch.from_numpy(x)).numpy(), lambda x: (x.numpy(),)),  # alloy's
+                (gaussian_filter1, lambda x: (x,)),
+            )
+            results = []
+            for column, (step, arguments) in enumerate(steps):
+                given = arguments(d if column in (0, 2) else results[column - 1])
+                start = time.perf_counter()
+                results.append(step(*given))
+                row[column] += time.perf_counter() - start
+            row[4] += d.numel()
+            if not (np.array_equal(results[0], results[2]) and np.array_equal(results[1], results[3])):
+                sys.exit(f"{key}: the results differ")
+    print(f"{args.arch}, every {args.every}th key of each rank, one thread; the results are equal on every key")
+    print(f"{'rank':<8} {'elements':>12} {'median: scipy s':>16} {'alloy s':>8} {'ratio':>6} "
+          f"{'Gaussian: scipy s':>18} {'alloy s':>8} {'ratio':>6}")  # fmt: skip
+    total = [0.0] * 4
+    for name, (*row, count) in sorted(seconds.items()):
+        print(f"{name:<8} {count:>12,} {row[0]:>16.2f} {row[2]:>8.2f} {row[0] / row[2]:>5.1f}x "
+              f"{row[1]:>18.2f} {row[3]:>8.2f} {row[1] / row[3]:>5.1f}x")  # fmt: skip
+        total = [t + r for t, r in zip(total, row, strict=True)]
+    old, new = total[0] + total[1], total[2] + total[3]
+    print(f"smoothAdd's filters, whole model (x{args.every}): scipy {old * args.every:.0f} s, "
+          f"alloy {new * args.every:.0f} s: {old / new:.1f}x faster")  # fmt: skip
 
 
 if __name__ == "__main__":

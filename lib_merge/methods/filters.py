@@ -22,7 +22,10 @@ import math
 import numpy as np
 import torch
 
-PLANE_ELEMENTS = 1 << 14  # elements per comparison: the arrays in flight stay in the caches, the calls few
+# Elements per comparison: the arrays in flight stay in the caches and the calls are few. A kernel's
+# 81-value windows keep hundreds of arrays in flight, a linear layer's 9-value windows a few dozen.
+PLANE_ELEMENTS = 1 << 14
+PLANE_ELEMENTS_WITHOUT_SHORT_AXES = 1 << 16
 GAUSSIAN_BLOCK = 1 << 18  # elements of one block of lines (larger blocks: fewer calls; measured best)
 RADIUS = 4  # scipy's Gaussian reach: int(truncate · σ + 0.5), truncate 4, σ 1
 SHORT = 3  # axes this short (convolution kernels) are held as one run per position
@@ -179,7 +182,8 @@ def median_filter3(values: torch.Tensor) -> torch.Tensor:
     x = x.transpose(long_axes + short_axes)  # planes: the long axes, largest first; one per short position
     k, n = len(long_axes), x.shape[0]
     out = np.empty(x.shape, dtype=x.dtype)
-    rows = max(1, PLANE_ELEMENTS // max(1, math.prod(x.shape[1:k])))
+    plane = PLANE_ELEMENTS if short_axes else PLANE_ELEMENTS_WITHOUT_SHORT_AXES
+    rows = max(1, plane // max(1, math.prod(x.shape[1:k])))
     positions = list(itertools.product(*(range(size) for size in x.shape[k:])))
     for start in range(0, n, rows):
         stop = min(n, start + rows)
