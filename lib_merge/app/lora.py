@@ -16,6 +16,7 @@ import torch
 from lib_merge.app.naming import custom_file_name, sanitize
 from lib_merge.app.requests import LoraExtractRequest, LoraMergeRequest
 from lib_merge.errors import ModelNotFoundError, ParameterError
+from lib_merge.io.device import check_device
 from lib_merge.io.dtypes import is_fp8, parse_output_dtype
 from lib_merge.lora.blocks import lora_block_vector
 from lib_merge.lora.extract import ExtractSettings
@@ -146,8 +147,12 @@ def merge_settings(
     return LoraMergeSettings(inputs, request.method, rule, factoring, model, presets, model_if_same_base)
 
 
-def extract_settings(request: LoraExtractRequest, resolve: Callable[[str], str]) -> ExtractSettings:
-    """ΔW = alpha·A − beta·B factorised at the request's rank (or energy, or ratio): every surface's extraction."""
+def extract_settings(
+    request: LoraExtractRequest, resolve: Callable[[str], str], device: str = "cpu"
+) -> ExtractSettings:
+    """ΔW = alpha·A − beta·B factorised at the request's rank (or energy, or ratio) on `device` (the CLI's
+    --device, the host's setting): every surface's extraction. A device this machine lacks is refused here."""
+    check_device(device)
     by_share = request.energy is not None or request.ratio is not None
     rule = RankRule(None if by_share else request.rank, request.energy, request.ratio, request.max_rank)
     conv = None if not request.conv_rank else RankRule(rank=request.conv_rank, max_rank=request.max_rank)
@@ -162,6 +167,7 @@ def extract_settings(request: LoraExtractRequest, resolve: Callable[[str], str])
         factoring=Factoring(full_svd=request.full_svd, seed=request.seed, clamp=request.clamp),
         te_threshold=request.te_threshold,
         output_alpha=request.network_alpha,
+        device=device,
     )
 
 

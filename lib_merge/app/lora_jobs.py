@@ -79,7 +79,7 @@ class LoraJobs:
 
     def extract_lora(self, request: LoraExtractRequest) -> LoraOutcome:
         """A LoRA of A − B written to the LoRA folder."""
-        settings = extract_settings(request, self.host.resolve_checkpoint)
+        settings = extract_settings(request, self.host.resolve_checkpoint, self.host.config().device)
         stems = [os.path.splitext(os.path.basename(p))[0] for p in (settings.a, settings.b)]
         name = lora_output_name(request.name, f"{stems[0]}-minus-{stems[1]}-r{request.rank}")
         job = LoraJob(f"extracting {name}", name, request.dtype, request.overwrite, [settings.a, settings.b])

@@ -45,6 +45,7 @@ from lib_merge.engine.options import CancelToken, EngineOptions
 from lib_merge.engine.progress import ProgressEvent
 from lib_merge.errors import AlloyError, BusyError, ParameterError, UnsafePathError
 from lib_merge.io.cache import CacheStats, TensorCache
+from lib_merge.io.device import check_device
 from lib_merge.io.dtypes import parse_compute_dtype
 from lib_merge.paths import inside_folder
 from lib_merge.recipe import parse_recipe
@@ -120,6 +121,7 @@ class Workbench(LoraJobs, Upkeep):
 
     def merge(self, request: MergeRequest) -> MergeOutcome:
         self.hold.check()
+        check_device(self.host.config().device)  # the setting, refused before any file is read or model loaded
         if not self._lock.acquire(blocking=request.wait):
             raise BusyError("a merge is running")
         try:

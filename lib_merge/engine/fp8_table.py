@@ -68,7 +68,7 @@ def by_table(
     """The key's fp8 result by table lookup; None when some element's result is beyond the range or
     not finite (the caller then merges element by element, which refuses or clamps it by name)."""
     grid = _grid(raw[id(leaves[0])].dtype, len(leaves))
-    table = _codes(evaluate({id(leaf): g for leaf, g in zip(leaves, grid)}).float(), out_dtype, clamp)
+    table = _codes(evaluate({id(leaf): g for leaf, g in zip(leaves, grid)}).to("cpu", torch.float32), out_dtype, clamp)
     first = raw[id(leaves[0])].contiguous().view(torch.uint8).numpy().reshape(-1)
     second = raw[id(leaves[1])].contiguous().view(torch.uint8).numpy().reshape(-1) if len(leaves) > 1 else None
     looked = np.empty(first.shape, dtype=np.uint8)

@@ -247,8 +247,8 @@ class ResidentModel:
 class LiveModelSink:
     """Engine sink that writes each merged tensor into the model's own parameter.
 
-    Where a parameter is a contiguous CPU tensor of the result's dtype, the engine computes
-    straight into it (`write_into`); the backup is taken first.
+    Where a parameter is a contiguous tensor of the result's dtype, on the CPU or on the device the
+    engine computes on, the engine writes straight into it (`write_into`); the backup is taken first.
     """
 
     def __init__(
@@ -290,8 +290,7 @@ class LiveModelSink:
             key: tensor if tensor.is_inference() else tensor.detach()
             for key, tensor in self.targets.items()
             if isinstance(tensor, torch.Tensor)  # not stored in parts (Forge's split projections)
-            and tensor.device.type == "cpu"
-            and tensor.is_contiguous()
+            and tensor.is_contiguous()  # on the CPU, or on a GPU the engine computes on (engine/run.py _direct)
         }
 
     def _back_up(self, key: str) -> None:

@@ -12,6 +12,7 @@ import torch
 from lib_merge.engine.progress import ProgressFn
 from lib_merge.errors import Cancelled
 from lib_merge.io.cache import TensorCache
+from lib_merge.io.device import check_device
 from lib_merge.io.writer import PlannedTensor
 
 
@@ -52,6 +53,9 @@ class EngineOptions:
     progress: ProgressFn | None = None
     cancel: CancelToken | None = None
     cache: TensorCache | None = None  # source tensors kept between merges (off by default)
+
+    def __post_init__(self) -> None:
+        check_device(self.device)  # a device this machine lacks is refused before any file is read
 
 
 @dataclass

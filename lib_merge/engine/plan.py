@@ -43,6 +43,25 @@ def is_leaf(node: Reduced) -> bool:
     return not isinstance(node, Step)
 
 
+def elementwise_tree(node: Reduced) -> bool:
+    """Whether every step of the tree may run on matching chunks of its inputs."""
+    if is_leaf(node):
+        return True
+    return node.method.elementwise and all(elementwise_tree(i) for i in node.inputs)
+
+
+def leaf_uses(node: Reduced) -> int:
+    """How many times the tree reads a leaf (a leaf used twice counts twice: methods write into their inputs)."""
+    return 1 if is_leaf(node) else sum(leaf_uses(i) for i in node.inputs)
+
+
+def bounded_tree(node: Reduced) -> bool:
+    """Whether every step keeps finite inputs finite with its parameters (convex combinations)."""
+    if is_leaf(node):
+        return True
+    return node.method.bounded(node.params) and all(bounded_tree(i) for i in node.inputs)
+
+
 @dataclass(frozen=True)
 class KeyJob:
     key: str

@@ -7,6 +7,7 @@ keys in flight are capped, so peak memory does not grow with the model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -19,30 +20,20 @@ import torch
 
 from lib_merge.engine.fp8_table import by_table, table_leaves
 from lib_merge.engine.options import CancelToken, EngineOptions, EngineReport, Sink
-from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step, is_leaf
+from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step, bounded_tree, elementwise_tree, is_leaf, leaf_uses
 from lib_merge.engine.progress import ProgressEvent
 from lib_merge.engine.streamed import evaluate_streamed, held_bytes, streams
 from lib_merge.engine.threads import worker_pool
-from lib_merge.errors import NonFiniteError, ParameterError
+from lib_merge.errors import NonFiniteError
 from lib_merge.io.cache import TensorCache, peak_magnitude, read_through
+from lib_merge.io.device import Transfer, check_device, uses_pinned
 from lib_merge.io.dtypes import is_fp8
 from lib_merge.io.fp8 import to_fp8, widen
 from lib_merge.io.writer import PlannedTensor
 
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of fp32 per operand: inputs, result and temporaries stay in L2
+DEVICE_CHUNK_ELEMENTS = 1 << 22  # 16 MiB of fp32 per operand on a GPU: few kernel launches and copies per tensor
 IN_FLIGHT_BYTES = 512 * 1024 * 1024  # inputs + outputs of the keys being read, computed or written
-
-
-def check_device(device: str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ParameterError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError(f"device {device!r} asked for, but CUDA is not available here")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ParameterError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps")
-    return dev
 
 
 class DictSink:
@@ -179,6 +170,8 @@ class _KeyComputer:
         self.clamp = clamp
         self.inference = inference
         self.device = device
+        self.on_host = device.type == "cpu" and not uses_pinned(device)  # computed where it is read
+        self.chunk = DEVICE_CHUNK_ELEMENTS if uses_pinned(device) else CHUNK_ELEMENTS
         self.cdt = cdt
         self.nonfinite = nonfinite
         self.report = report
@@ -196,7 +189,7 @@ class _KeyComputer:
         """An fp8 output: computed as fp32 (fp8 is a storage format), then range-checked as it is cast."""
         wide = dataclasses.replace(job, out=PlannedTensor(job.key, torch.float32, job.out.shape))
         result = to_fp8(self._compute(wide, cancel, job.out.dtype), job.out.dtype, job.key, self.clamp)
-        direct = self.write_into(job.key, job.out.dtype) if self.write_into else None
+        direct = self._direct(job.key, job.out.dtype)
         return direct.copy_(result) if direct is not None else result
 
     def _compute(self, job: KeyJob, cancel: CancelToken, fp8_out: torch.dtype | None = None) -> torch.Tensor:
@@ -225,7 +218,7 @@ class _KeyComputer:
                     return looked
             raw = {k: widen(t) if is_fp8(t.dtype) else t for k, t in raw.items()}  # computed from fp16 up
             if not merging and not job.inpaint_channels:
-                direct = self.write_into(job.key, job.out.dtype) if self.write_into else None
+                direct = self._direct(job.key, job.out.dtype)
                 if direct is not None:
                     return direct.copy_(raw[id(job.tree)].view(direct.shape))
                 return raw[id(job.tree)].to(job.out.dtype, copy=self.cache is not None)
@@ -251,23 +244,30 @@ class _KeyComputer:
             sliced = {k: t[:, :n].contiguous() for k, t in raw.items()}
             base = job.leaves()[0]
             out = raw[id(base)].to(job.out.dtype, copy=True)
-            part = self._elementwise if _elementwise_tree(job.tree) else self._whole
+            part = self._elementwise if elementwise_tree(job.tree) else self._whole
             out[:, :n] = part(job, sliced, tuple(next(iter(sliced.values())).shape))
             return out
-        if not _elementwise_tree(job.tree) or streams(job.tree, self.device):
+        if not elementwise_tree(job.tree) or (self.on_host and streams(job.tree, self.device)):
             return self._whole(job, raw, job.out.shape)
         return self._elementwise(job, raw, job.out.shape)
 
     def _whole(self, job: KeyJob, raw: dict[int, torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
         """Methods that look at a whole tensor (norms, filters, slices, one draw per key)."""
-        out = self._eval(job.tree, raw, job.key).to("cpu", job.out.dtype).reshape(shape).contiguous()
+        stage = self._stage()
+        if stage is None:
+            out = self._eval(job.tree, raw, job.key).to("cpu", job.out.dtype).reshape(shape).contiguous()
+        else:  # the inputs to the device and the result back through page-locked buffers
+            out = torch.empty(shape, dtype=job.out.dtype)
+            with stage.using():
+                moved = {k: stage.to_device(t) for k, t in raw.items()}
+                stage.to_host(self._eval(job.tree, moved, job.key), out)
         self._check_finite(out, job, raw)
         return out
 
     def _elementwise(self, job: KeyJob, raw: dict[int, torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
         """Evaluate the key's tree in cache-sized chunks straight into the output tensor."""
         odt = job.out.dtype
-        direct = self.write_into(job.key, odt) if self.write_into and not job.inpaint_channels else None
+        direct = self._direct(job.key, odt) if not job.inpaint_channels else None
         fused = self._fused_step(job.tree, raw, odt)
         check = not self._finite_by_bounds(job, odt)
         if fused is not None and not check:  # no chunk to look at while it is in cache: one call
@@ -283,27 +283,49 @@ class _KeyComputer:
         out = direct.view(-1) if direct is not None else torch.empty(numel, dtype=odt)
         # Output in the compute dtype: the first input's copy is made into the output itself, and
         # the methods (which may overwrite their first argument) compute there.
-        in_place = odt == self.cdt and self.device.type == "cpu"
-        buffers = self._scratch(_leaf_uses(job.tree)) if fused is None else []
-        for start in range(0, numel, CHUNK_ELEMENTS):
-            end = min(numel, start + CHUNK_ELEMENTS)
-            chunk = {k: t[start:end] for k, t in flat.items()}
-            target = out[start:end]
-            if fused is not None:
-                fused.method.fused(*(chunk[id(i)] for i in fused.inputs), out=target, **fused.params)
-            else:
-                result = self._eval(job.tree, chunk, job.key, target if in_place else None, iter(buffers))
-                if result.data_ptr() != target.data_ptr():
-                    target.copy_(result)
-            if check:
-                self._check_finite(target, job, chunk)
+        in_place = odt == self.cdt and self.on_host
+        stage = self._stage()
+        with stage.using() if stage is not None else contextlib.nullcontext():
+            buffers = self._scratch(leaf_uses(job.tree)) if fused is None else []
+            for start in range(0, numel, self.chunk):
+                end = min(numel, start + self.chunk)
+                chunk = {k: t[start:end] for k, t in flat.items()}
+                if stage is not None:  # to the GPU in the stored dtype (fp16 crosses the bus as fp16)
+                    chunk = {k: stage.to_device(t) for k, t in chunk.items()}
+                target = out[start:end]
+                if fused is not None:
+                    fused.method.fused(*(chunk[id(i)] for i in fused.inputs), out=target, **fused.params)
+                else:
+                    result = self._eval(job.tree, chunk, job.key, target if in_place else None, iter(buffers))
+                    if stage is not None:
+                        stage.to_host(result, target)
+                    elif result.data_ptr() != target.data_ptr():
+                        target.copy_(result)
+                if check:
+                    self._check_finite(target, job, chunk)
         return out.reshape(shape)
+
+    def _direct(self, key: str, dtype: torch.dtype) -> torch.Tensor | None:
+        """The sink's own tensor to put the key's result in, where it is on the CPU or on this device."""
+        direct = self.write_into(key, dtype) if self.write_into else None
+        if direct is None or direct.device.type == "cpu" or direct.device == self.device:
+            return direct
+        return None
+
+    def _stage(self) -> Transfer | None:
+        """This worker's page-locked buffers and stream, when chunks go to a CUDA device (io/device.py)."""
+        if not uses_pinned(self.device):
+            return None
+        stage = getattr(self.local, "stage", None)
+        if stage is None:
+            stage = self.local.stage = Transfer(self.device)
+        return stage
 
     def _finite_by_bounds(self, job: KeyJob, odt: torch.dtype) -> bool:
         """Whether the result is finite without looking: a convex combination of inputs whose
         largest magnitudes are known (RAM-resident inputs, checked once when they came in) and
         far from the output dtype's overflow."""
-        if not _bounded_tree(job.tree):
+        if not bounded_tree(job.tree):
             return False
         limit = torch.finfo(odt).max / 4
         for source in job.leaves():
@@ -319,7 +341,7 @@ class _KeyComputer:
         """A single step whose method computes in fp32 internally on fp16/bf16 tensors and rounds
         once, or widens them into an fp32 output itself: the same bits as converting to fp32,
         computing and casting, without the copies."""
-        if not isinstance(tree, Step) or tree.method.fused is None or self.device.type != "cpu":
+        if not isinstance(tree, Step) or tree.method.fused is None or not self.on_host:
             return None
         if self.cdt != torch.float32 or odt not in (torch.float16, torch.bfloat16, torch.float32):
             return None
@@ -334,7 +356,7 @@ class _KeyComputer:
         is an allocation (and pages to fault in) every time."""
         buffers = getattr(self.local, "scratch", [])
         while len(buffers) < count:
-            buffers.append(torch.empty(CHUNK_ELEMENTS, dtype=self.cdt, device=self.device))
+            buffers.append(torch.empty(self.chunk, dtype=self.cdt, device=self.device))
         self.local.scratch = buffers
         return buffers[:count]
 
@@ -356,7 +378,7 @@ class _KeyComputer:
             if buffers is not None:
                 return next(buffers)[: source.numel()].view(source.shape).copy_(source)
             return source.to(self.device, self.cdt, copy=True)
-        if buffers is None and streams(node, self.device):  # many-model methods: a slice of every input at a time
+        if buffers is None and self.on_host and streams(node, self.device):  # many-model methods: slice by slice
             return evaluate_streamed(node, chunk, key, self._eval, self.cache is None)
         args = [self._eval(i, chunk, key, into if n == 0 else None, buffers) for n, i in enumerate(node.inputs)]
         extra = {"key": key} if node.method.needs_key else {}
@@ -375,22 +397,3 @@ class _KeyComputer:
             return
         bad = int((~torch.isfinite(result)).sum())
         raise NonFiniteError(f"key {job.key} produced {bad} NaN/Inf values (method {job.tree.method.name})")
-
-
-def _elementwise_tree(node: Reduced) -> bool:
-    """Whether every step of the tree may run on matching chunks of its inputs."""
-    if is_leaf(node):
-        return True
-    return node.method.elementwise and all(_elementwise_tree(i) for i in node.inputs)
-
-
-def _leaf_uses(node: Reduced) -> int:
-    """How many times the tree reads a leaf (a leaf used twice counts twice: methods write into their inputs)."""
-    return 1 if is_leaf(node) else sum(_leaf_uses(i) for i in node.inputs)
-
-
-def _bounded_tree(node: Reduced) -> bool:
-    """Whether every step keeps finite inputs finite with its parameters (convex combinations)."""
-    if is_leaf(node):
-        return True
-    return node.method.bounded(node.params) and all(_bounded_tree(i) for i in node.inputs)

@@ -2,7 +2,8 @@
 (docs/FORMULAS.md §10.2).
 
 Streams weight by weight (a fused q/k/v weight once for its three modules): only two weights and
-their factors are in memory at a time. Spatial (3×3) convolutions take their own rank; a text encoder
+their factors are in memory at a time, on the device the settings name (ΔW and its SVD there, the
+factors back on the CPU). Spatial (3×3) convolutions take their own rank; a text encoder
 whose largest change is below the threshold is left out, and the notes say so.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lib_merge.errors import ArchMismatchError, Cancelled, ParameterError, ShapeMismatchError
+from lib_merge.io.device import check_device
 from lib_merge.io.source import SourceModel
 from lib_merge.lora.factor import Factoring, RankRule, factorise
 from lib_merge.lora.names import ModuleTarget, module_targets
@@ -36,6 +38,7 @@ class ExtractSettings:
     factoring: Factoring = field(default_factory=Factoring)
     te_threshold: float = 1e-4
     output_alpha: float | None = None  # None: alpha = rank (scale 1)
+    device: str = "cpu"  # where ΔW is formed and factorised
 
 
 def extract_lora(
@@ -45,6 +48,7 @@ def extract_lora(
 ) -> LoraBuild:
     if settings.output_alpha is not None and not 0 < settings.output_alpha < float("inf"):
         raise ParameterError(f"network alpha {settings.output_alpha}: give a positive number")
+    device = check_device(settings.device)
     a, b = SourceModel(settings.a), SourceModel(settings.b)
     try:
         if a.arch.arch is None:
@@ -67,7 +71,7 @@ def extract_lora(
         for done, (key, group) in enumerate(by_key.items()):
             if should_stop is not None and should_stop():
                 raise Cancelled("LoRA extraction cancelled")
-            delta = _delta(key, a, b, settings)
+            delta = _delta(key, a, b, settings, device)
             encoder = group[0].text_encoder
             if encoder:
                 largest[encoder] = max(largest.get(encoder, 0.0), float(delta.abs().max()))
@@ -91,8 +95,8 @@ def extract_lora(
         b.close()
 
 
-def _delta(key: str, a: SourceModel, b: SourceModel, settings: ExtractSettings) -> torch.Tensor:
-    wa, wb = a.read(key).float(), b.read(key).float()
+def _delta(key: str, a: SourceModel, b: SourceModel, settings: ExtractSettings, device: torch.device) -> torch.Tensor:
+    wa, wb = a.read(key).to(device, torch.float32), b.read(key).to(device, torch.float32)
     if wa.shape != wb.shape:
         raise ShapeMismatchError(f"{key}: {tuple(wa.shape)} in {a.name} but {tuple(wb.shape)} in {b.name}")
     return settings.alpha * wa - settings.beta * wb
@@ -108,7 +112,7 @@ def _factorised(delta: torch.Tensor, module: ModuleTarget, settings: ExtractSett
     if settings.output_alpha is not None:  # (alpha / rank) · up' · down = up · down
         alpha = settings.output_alpha
         up = up * (pair.rank / alpha)
-    return OutModule(up, pair.down, alpha)
+    return OutModule(up.cpu(), pair.down.cpu(), alpha)
 
 
 def _drop_quiet_text_encoders(

@@ -1,7 +1,8 @@
 """A weight change ΔW as a low-rank LoRA pair: up · down ≈ ΔW (docs/FORMULAS.md §10.3).
 
-ΔW is flattened to [out, in·kh·kw]; U, S, Vᵀ come from a randomized SVD (torch.svd_lowrank,
-seeded, q = rank + oversample, 2 power iterations) or a full SVD. The rank is fixed, or the
+ΔW is flattened to [out, in·kh·kw]; U, S, Vᵀ come from a randomized SVD (torch.svd_lowrank's algorithm,
+its random test matrix drawn on the CPU from the seed, q = rank + oversample, 2 power iterations) or a
+full SVD, on the device ΔW is on. The rank is fixed, or the
 smallest whose energy Σ S_i² / ‖ΔW‖² reaches a threshold, or the count of S_i ≥ ratio · S_1.
 The split is balanced (up = U·√S, down = √S·Vᵀ), optionally clamped to a quantile of |up, down|.
 """
@@ -95,10 +96,24 @@ def svd_top(matrix: torch.Tensor, k: int, how: Factoring) -> tuple[torch.Tensor,
     if how.full_svd or q >= smaller:
         u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
         return u[:, :k], s[:k], vh[:k]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(how.seed)
-        u, s, v = torch.svd_lowrank(matrix, q=q, niter=how.power_iterations)
+    u, s, v = randomized_svd(matrix, q, how.power_iterations, how.seed)
     return u[:, :k], s[:k], v[:, :k].T
+
+
+def randomized_svd(matrix: torch.Tensor, q: int, iterations: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """(U, S, V) of rank q by Halko, Martinsson and Tropp's randomized range finder with power
+    iterations (their algorithms 4.4 and 5.1), the steps torch.svd_lowrank takes, so on the CPU the
+    bits are its own under torch.manual_seed(seed). The random test matrix is drawn on the CPU from
+    its own generator: the same draw on every device, and no global random state touched."""
+    tall = matrix if matrix.shape[0] >= matrix.shape[1] else matrix.T
+    draw = torch.randn(tall.shape[1], q, generator=torch.Generator().manual_seed(seed), dtype=matrix.dtype)
+    basis = torch.linalg.qr(tall @ draw.to(matrix.device)).Q
+    for _ in range(iterations):
+        basis = torch.linalg.qr(tall.T @ basis).Q
+        basis = torch.linalg.qr(tall @ basis).Q
+    u, s, vh = torch.linalg.svd(basis.T @ tall, full_matrices=False)
+    u, v = basis @ u, vh.T
+    return (u, s, v) if tall is matrix else (v, s, u)
 
 
 def factorise(delta: torch.Tensor, rule: RankRule, how: Factoring, what: str = "a module") -> LowRank | None:
@@ -111,7 +126,7 @@ def factorise(delta: torch.Tensor, rule: RankRule, how: Factoring, what: str = "
     if total == 0.0:
         return None
     u, s, vh = svd_top(matrix, min(rule.most, min(matrix.shape)), how)
-    k = rule.choose(s, total)
+    k = rule.choose(s.cpu(), total)
     root = s[:k].sqrt()
     up = u[:, :k] * root
     down = root[:, None] * vh[:k]

@@ -19,9 +19,11 @@ from http.cookies import CookieError, SimpleCookie
 
 from lib_merge.app.optimize.desk import OptimizeDesk
 from lib_merge.app.plots.desk import PlotDesk
+from lib_merge.app.ports import HostConfig
 from lib_merge.app.workbench import Workbench
 from lib_merge.errors import ParameterError
 from lib_merge.host.folder import FolderHost
+from lib_merge.io.device import check_device
 from lib_merge.io.tempfiles import remove_own_temp_files
 from lib_merge.surfaces.http import add_routes
 from lib_merge.ui.app import build_ui
@@ -34,6 +36,7 @@ class ServeOptions:
     port: int = 7870
     auth: dict[str, str] | None = None  # user -> password
     insecure: bool = False  # bind a non-loopback address without auth anyway
+    device: str = "cpu"  # where merges, re-basin matching and LoRA extraction compute (the WebUI's setting)
 
 
 def parse_auth(text: str) -> dict[str, str]:
@@ -151,10 +154,12 @@ def create_app(models_dir: str | None = None, workbench: Workbench | None = None
     return app, desk.workbench
 
 
-def _app_and_desk(models_dir: str | None, workbench: Workbench | None, auth: dict[str, str] | None):
+def _app_and_desk(
+    models_dir: str | None, workbench: Workbench | None, auth: dict[str, str] | None, device: str = "cpu"
+):
     from fastapi import FastAPI
 
-    workbench = workbench or Workbench(FolderHost(models_dir or "."))
+    workbench = workbench or Workbench(FolderHost(models_dir or ".", HostConfig(device=device)))
     desk, studies = PlotDesk(workbench), OptimizeDesk(workbench)
     demo = enable_queue(build_ui(workbench, desk, studies))
     app = FastAPI(title="Alloy")
@@ -171,11 +176,13 @@ def serve(models_dir: str, options: ServeOptions) -> None:
             f"binding {options.host} lets other machines merge and read models here: "
             "give --auth USER:PASS (or --insecure if that is meant)"
         )
-    app, desk = _app_and_desk(models_dir, None, options.auth)
+    check_device(options.device)  # refused at start, not at the first merge
+    app, desk = _app_and_desk(models_dir, None, options.auth, options.device)
     for line in desk.workbench.clean_leftovers():
         print(f"Alloy: {line}", flush=True)
     guarded = " (HTTP Basic auth)" if options.auth else ""
-    print(f"Alloy on http://{options.host}:{options.port}/{guarded} (models: {models_dir})", flush=True)
+    print(f"Alloy on http://{options.host}:{options.port}/{guarded} (models: {models_dir}, device: {options.device})",
+          flush=True)  # fmt: skip
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning")
     _run_server(config, desk.stop, lambda: remove_own_temp_files(desk.workbench.host.save_folder()))
 

@@ -192,7 +192,8 @@ def cmd_ui(args) -> int:
         raise UsageError(f"the UI needs gradio: pip install gradio ({e})") from None
     from lib_merge.surfaces.standalone import ServeOptions, parse_auth
 
-    options = ServeOptions(args.host, args.port, parse_auth(args.auth) if args.auth else None, args.insecure)
+    auth = parse_auth(args.auth) if args.auth else None
+    options = ServeOptions(args.host, args.port, auth, args.insecure, device=args.device)
     try:
         serve(args.models_dir or os.environ.get("ALLOY_MODELS_DIR") or ".", options)
     except (KeyboardInterrupt, Terminated):  # the server hands its stop signal back when it has stopped

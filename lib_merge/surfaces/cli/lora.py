@@ -90,7 +90,7 @@ def _extract(args) -> int:
     names = ("rank", "conv_rank", "full_svd", "dtype", "overwrite", "energy", "ratio", "max_rank", "alpha", "beta",
              "network_alpha", "te_threshold", "clamp", "seed")  # fmt: skip
     request = LoraExtractRequest(args.a, args.b, **_given(args, *names))
-    settings = extract_settings(request, str)
+    settings = extract_settings(request, str, args.device)
     return _write(extract_lora(settings, progress=_progress(args, "extracting")), request.dtype, args)
 
 

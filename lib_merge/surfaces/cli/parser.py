@@ -206,7 +206,7 @@ def _merge_command(sub) -> argparse.ArgumentParser:
     m.add_argument("--beta-blocks", help="beta as a block vector, same forms as --blocks (triple_sum, sum_twice)")
     m.add_argument("--preset", help="alpha as a block-weight preset name")
     save_dtype_options(m, "default: a recipe's cast(…), else fp16")
-    m.add_argument("--device", default="cpu")
+    m.add_argument("--device", default="cpu", help="compute on: cpu (default), cuda, cuda:N or mps")
     m.add_argument("--threads", type=whole_number)
     m.add_argument("-o", "--output", help="output file: .safetensors (or .ckpt)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -327,6 +327,7 @@ def _other_commands(sub) -> None:
     u.add_argument("--port", type=whole_number, default=7870)
     u.add_argument("--auth", metavar="USER:PASS", help="HTTP Basic credentials for the page and the HTTP API")
     u.add_argument("--insecure", action="store_true", help="bind another address without --auth anyway")
+    u.add_argument("--device", default="cpu", help="merge, match and extract LoRAs on: cpu, cuda, cuda:N or mps")
 
     c = sub.add_parser("clean", help="remove temporary files that killed merges left behind")
     c.add_argument("folder", nargs="?", help="default: --models-dir, $ALLOY_MODELS_DIR or the current folder")

@@ -93,6 +93,7 @@ def _lora_extract_command(lsub) -> None:
     le.add_argument("--te-threshold", type=finite_float,
                     help="leave out a text encoder whose largest |ΔW| is at most this "
                          f"({_of(LoraExtractRequest, 'te_threshold')})")  # fmt: skip
+    le.add_argument("--device", default="cpu", help="where ΔW is formed and factorised: cpu, cuda, cuda:N or mps")
     _lora_output_options(le, LoraExtractRequest)
 
 

@@ -32,18 +32,19 @@ def cmd_rebasin(args) -> int:
 
 def _self_check(a: str, max_sweeps: int, args) -> None:
     """The symmetry checks on real-layout blocks, then A matched to itself must give identities."""
-    from lib_merge.engine.run import check_device
+    from lib_merge.io.device import check_device
     from lib_merge.io.source import SourceModel
     from lib_merge.rebasin.groups import permutation_groups
     from lib_merge.rebasin.matching import MatchSettings
     from lib_merge.rebasin.selfcheck import check_blocks, check_identity
 
+    device = str(check_device(args.device))  # refused before the checks and the read
     checks = check_blocks()
     model = SourceModel(a)
     try:
         groups = permutation_groups(model.shapes, model.arch.id)
         progress = count_progress(args, "self-check", "layer")
-        settings = MatchSettings(max_sweeps, str(check_device(args.device)))
+        settings = MatchSettings(max_sweeps, device)
         checked = check_identity(model, groups, settings, progress=progress)
     finally:
         model.close()
