@@ -27,11 +27,16 @@ GROUPS = {
 }  # fmt: skip
 
 
-def recipe_file(expr: str, folder: Path) -> Path:
+def recipe_text(expr: str, models: Path = MODELS, arch: str = "sd1") -> str:
+    """A recipe of `expr` over <models>/<arch>_{a,b,c}.safetensors (also bench/gpu.py's)."""
     names = [n for n in "ABC" if f"{n}," in expr or f"{n})" in expr]
-    text = "alloy-recipe 1\n" + "".join(f'{n} = model("{MODELS}/sd1_{n.lower()}.safetensors")\n' for n in names)
+    text = "alloy-recipe 1\n" + "".join(f'{n} = model("{models}/{arch}_{n.lower()}.safetensors")\n' for n in names)
+    return text + f"merged = {expr}\n"
+
+
+def recipe_file(expr: str, folder: Path) -> Path:
     path = folder / f"bench_{expr.split('(')[0]}.alloy"
-    path.write_text(text + f"merged = {expr}\n", encoding="utf-8")
+    path.write_text(recipe_text(expr), encoding="utf-8")
     return path
 
 
