@@ -40,13 +40,14 @@ def recipe_file(expr: str, folder: Path) -> Path:
     return path
 
 
-def run_once(recipe: Path, out: Path) -> float:
+def run_once(recipe: Path, out: Path, cwd: Path = ROOT) -> float:
+    """One merge as its own CLI process (of the checkout at `cwd`), in seconds."""
     subprocess.run(["sync"], check=True)
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "lib_merge", "--no-progress", "--quiet", "merge", str(recipe), "-o", str(out),
          "--overwrite", "--no-history"],
-        cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+        cwd=cwd, check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     out.unlink()
