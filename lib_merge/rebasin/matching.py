@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
+from lib_merge.rebasin.assignment import optimal_assignment
 from lib_merge.rebasin.groups import Group, Slice
 
 
@@ -32,6 +32,9 @@ class TensorReader(Protocol):
 class MatchSettings:
     max_sweeps: int = 10
     device: str = "cpu"  # where the score products run; the assignment solve runs on the CPU
+    # Solver calls run on threads of their own (their heavy parts let go of the GIL) while the next
+    # layers' scores are computed; 0 solves in line. The result is the same either way.
+    solver_threads: int = 2
 
 
 @dataclass
@@ -72,23 +75,24 @@ def match_models(
     layers = _layers(groups)
     dirty = {g.name for g in groups}
     result = MatchResult(perms, 0, False)
-    while dirty and result.sweeps < settings.max_sweeps:
-        result.sweeps += 1
-        changed: set[str] = set()
-        todo = [layer for layer in layers if any(g.name in dirty for g in layer.groups)]
-        for done, (layer, tensors) in enumerate(_read_layers(todo, a, b, device, check), 1):
-            for g in layer.groups:
-                if g.name not in dirty:
-                    continue
-                scores = _scores(g, tensors, dependents.slices, perms)
-                new, solved = _assign(scores)
-                result.solver_calls += solved
-                if _improves(scores, perms[g.name], new):
-                    perms[g.name] = new
-                    changed.add(g.name)
-            if progress is not None:
-                progress(done, len(todo))
-        dirty = {d for name in changed for d in dependents.of.get(name, ())}
+    with _Solver(settings.solver_threads) as solver:
+        while dirty and result.sweeps < settings.max_sweeps:
+            result.sweeps += 1
+            changed: set[str] = set()
+            todo = [layer for layer in layers if any(g.name in dirty for g in layer.groups)]
+            for done, (layer, tensors) in enumerate(_read_layers(todo, a, b, device, check), 1):
+                for g in layer.groups:
+                    if g.name not in dirty:
+                        continue
+                    # Scores read the current π of the groups sharing a tensor with g: settle those first.
+                    solver.settle(dependents.read_by.get(g.name, ()), perms, changed)
+                    scores = _scores(g, tensors, dependents.slices, perms)
+                    solver.assign(g.name, scores, perms, changed)
+                if progress is not None:
+                    progress(done, len(todo))
+            solver.settle(None, perms, changed)
+            dirty = {d for name in changed for d in dependents.of.get(name, ())}
+    result.solver_calls = solver.calls
     result.converged = not dirty
     result.seconds = time.perf_counter() - start
     return result
@@ -98,6 +102,7 @@ def match_models(
 class _Dependents:
     of: dict[str, set[str]]  # group -> groups whose scores read a tensor this group permutes on another axis
     slices: dict[str, list[tuple[Slice, str]]]  # key -> (slice, group) of every group on that key
+    read_by: dict[str, set[str]] = field(default_factory=dict)  # group -> groups whose π its scores read
 
 
 def _dependents(groups: list[Group]) -> _Dependents:
@@ -111,7 +116,11 @@ def _dependents(groups: list[Group]) -> _Dependents:
             for t, other in entries:
                 if t.axis != s.axis and other != name:
                     of.setdefault(other, set()).add(name)
-    return _Dependents(of, by_key)
+    read_by: dict[str, set[str]] = {}
+    for name, readers in of.items():
+        for reader in readers:
+            read_by.setdefault(reader, set()).add(name)
+    return _Dependents(of, by_key, read_by)
 
 
 def _layers(groups: list[Group]) -> list[_Layer]:
@@ -182,17 +191,64 @@ def full_index(length: int, windows: list[tuple[Slice, torch.Tensor]]) -> torch.
 
 def _assign(scores: torch.Tensor) -> tuple[torch.Tensor, int]:
     """The assignment maximising Σ S[i, π(i)], and 1 when the solver was needed."""
-    n = scores.shape[0]
+    fast = _argmax_assignment(scores)
+    return (fast, 0) if fast is not None else (solve(scores), 1)
+
+
+def _argmax_assignment(scores: torch.Tensor) -> torch.Tensor | None:
+    """Each row's best column when no two rows share one (then nothing can do better), else None."""
     best = scores.argmax(dim=1).cpu()
-    if bool((torch.bincount(best, minlength=n) == 1).all()):
-        return best, 0  # every row has its own column: nothing can do better
-    return solve(scores), 1
+    return best if bool((torch.bincount(best, minlength=scores.shape[0]) == 1).all()) else None
+
+
+class _Solver:
+    """Assignments of the groups of one sweep: the argmax fast path at once, solver calls on a
+    thread pool (bounded: each holds an n × n matrix), each group's π updated when its call ends."""
+
+    def __init__(self, threads: int):
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="rebasin-solve") if threads > 0 else None
+        self.limit = max(threads, 1)
+        self.pending: dict[str, tuple[Future, torch.Tensor]] = {}
+        self.calls = 0
+
+    def __enter__(self) -> _Solver:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pending.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def assign(self, name: str, scores: torch.Tensor, perms: dict[str, torch.Tensor], changed: set[str]) -> None:
+        if self.pool is None:
+            new, solved = _assign(scores)
+        else:
+            new, solved = _argmax_assignment(scores), 0
+        if new is not None:
+            self.calls += solved
+            _update(name, scores, new, perms, changed)
+            return
+        self.calls += 1
+        while len(self.pending) >= self.limit:
+            self.settle([next(iter(self.pending))], perms, changed)
+        self.pending[name] = (self.pool.submit(solve, scores), scores)
+
+    def settle(self, names, perms: dict[str, torch.Tensor], changed: set[str]) -> None:
+        """Wait for the pending calls of these groups (None: all) and apply their results."""
+        for name in list(self.pending) if names is None else [n for n in names if n in self.pending]:
+            future, scores = self.pending.pop(name)
+            _update(name, scores, future.result(), perms, changed)
+
+
+def _update(name: str, scores: torch.Tensor, new: torch.Tensor, perms: dict[str, torch.Tensor], changed: set[str]):
+    if _improves(scores, perms[name], new):
+        perms[name] = new
+        changed.add(name)
 
 
 def solve(scores: torch.Tensor) -> torch.Tensor:
-    """The optimal assignment by scipy's solver (exact, on the CPU, in float64)."""
-    _, cols = linear_sum_assignment(scores.double().cpu().numpy(), maximize=True)
-    return torch.from_numpy(cols.astype(np.int64))
+    """The optimal assignment (exact, on the CPU): sparse candidates proven optimal, else scipy's dense solver."""
+    return optimal_assignment(scores)
 
 
 def _improves(scores: torch.Tensor, current: torch.Tensor, new: torch.Tensor) -> bool:
