@@ -91,3 +91,11 @@ def test_gaussian_equals_scipy_bit_for_bit(shape, monkeypatch):
     got = filters.gaussian_filter1(x)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got.view(np.uint32), gaussian_filter(x, sigma=1).view(np.uint32))
+
+
+def test_smooth_of_an_empty_tensor_is_empty():
+    for shape in [(0,), (0, 4), (3, 0, 3, 3)]:
+        x = np.zeros(shape, dtype=np.float32)
+        got = filters.smooth(torch.from_numpy(x))
+        assert got.shape == shape
+        np.testing.assert_array_equal(got.numpy(), gaussian_filter(median_filter(x, size=3), sigma=1))

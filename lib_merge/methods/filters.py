@@ -258,4 +258,6 @@ def gaussian_filter1(values: np.ndarray) -> np.ndarray:
 
 def smooth(difference: torch.Tensor) -> torch.Tensor:
     """gaussian_filter(median_filter(d, size=3), sigma=1), scipy's defaults, for any rank ≥ 1 (float32)."""
+    if not difference.numel():  # an empty tensor: nothing to filter (and no first row to size a chunk by)
+        return difference.float()
     return torch.from_numpy(gaussian_filter1(median_filter3(difference.float()).numpy()))
