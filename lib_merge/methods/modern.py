@@ -82,7 +82,7 @@ def della(
     for i, d in enumerate(_deltas(base, models)):
         n = d.numel()
         ranks = torch.empty(n, dtype=torch.float32)
-        ranks[d.abs().reshape(-1).argsort()] = torch.arange(n, dtype=torch.float32)
+        ranks[d.abs().reshape(-1).argsort().cpu()] = torch.arange(n, dtype=torch.float32)  # ranks live on the CPU
         q = (density - epsilon + 2 * epsilon * ranks / max(n - 1, 1)).clamp_(1e-6, 1).reshape(d.shape).to(d.device)
         mask = _bernoulli(d.shape, q.cpu(), seed, key, i).to(d.device)
         kept.append(d.mul_(mask).div_(q))
