@@ -12,6 +12,7 @@ NEEDED = {
     "numpy": "numpy",
     "scipy": "scipy",
     "tqdm": "tqdm",
+    "numba": "numba",  # smoothAdd's filters compiled
     "optuna": "optuna",  # Optimize
     "cmaes": "cmaes",
     "choix": "choix",  # Optimize with a person (pairwise choices)

@@ -9,11 +9,11 @@
 change: `git worktree add DIR 008ef75`), once, after the others warmed the page cache.
 
 Needs bench/models/<arch>_b and _c (python bench/make_models.py --roles a b c). For every
---every-th floating-point key of each rank (by name order) the difference B − C is filtered once by
-scipy.ndimage (median_filter size 3, then gaussian_filter σ 1: the old smoothAdd) and once by
-lib_merge.methods.filters (median_filter3, gaussian_filter1); the results must be equal. Prints per
-tensor rank the seconds of each step (one thread, as each merge worker runs one key) and the
-ratios, and the estimate for the whole model (the sums times --every).
+--every-th floating-point key of each rank (by name order) the difference B − C is filtered by
+scipy.ndimage (median_filter size 3, then gaussian_filter σ 1: the old smoothAdd), by Alloy's numpy
+arithmetic (filters.smooth(compiled=False)) and by its numba kernels (filters.smooth); the three
+results must be equal. Prints per tensor rank the seconds of each (one thread, as each merge worker
+runs one key) and the ratios to scipy, and the estimate for the whole model (the sums times --every).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from safetensors import safe_open  # noqa: E402
 from scipy.ndimage import gaussian_filter, median_filter  # noqa: E402
 
 from bench.methods import recipe_file, run_once  # noqa: E402
-from lib_merge.methods.filters import gaussian_filter1, median_filter3  # noqa: E402
+from lib_merge.methods.filters import smooth  # noqa: E402
 
 MERGES = ["add_difference(A, B, C, alpha=0.5)", "smooth_add(A, B, C, alpha=0.5)"]
 
@@ -73,7 +73,8 @@ def main() -> None:
     paths = [models / f"{args.arch}_{role}.safetensors" for role in "bc"]
     if not all(p.exists() for p in paths):
         sys.exit(f"missing {paths}: run python bench/make_models.py --arch {args.arch} --roles a b c")
-    seconds: dict[str, list[float]] = defaultdict(lambda: [0.0] * 4 + [0])  # scipy's, alloy's: median, Gaussian
+    smooth(torch.ones(4, 4, 3, 3))  # numba's kernels compiled (or loaded from its cache) before the clock
+    seconds: dict[str, list[float]] = defaultdict(lambda: [0.0] * 3 + [0])  # scipy, numpy, numba; elements
     with safe_open(paths[0], "pt") as b_file, safe_open(paths[1], "pt") as c_file:
         by_rank = defaultdict(list)  # every --every-th key of each rank, so that each rank is sampled
         for key in sorted(b_file.keys()):
@@ -85,31 +86,28 @@ def main() -> None:
                 continue
             row = seconds[f"{d.dim()}D" + ("" if d.dim() < 4 else f" {d.shape[2]}x{d.shape[3]}")]
             steps = (
-                (median_filter, lambda x: (x.numpy(), 3)),  # scipy: median of d, then Gaussian of that
-                (gaussian_filter, lambda x: (x, 1)),
-                (lambda x: median_filter3(torch.from_numpy(x)).numpy(), lambda x: (x.numpy(),)),  # alloy's
-                (gaussian_filter1, lambda x: (x,)),
+                lambda x: gaussian_filter(median_filter(x.numpy(), size=3), sigma=1),
+                lambda x: smooth(x, compiled=False).numpy(),
+                lambda x: smooth(x).numpy(),
             )
             results = []
-            for column, (step, arguments) in enumerate(steps):
-                given = arguments(d if column in (0, 2) else results[column - 1])
+            for column, step in enumerate(steps):
                 start = time.perf_counter()
-                results.append(step(*given))
+                results.append(step(d))
                 row[column] += time.perf_counter() - start
-            row[4] += d.numel()
-            if not (np.array_equal(results[0], results[2]) and np.array_equal(results[1], results[3])):
+            row[3] += d.numel()
+            if not all(np.array_equal(results[0], r) for r in results[1:]):
                 sys.exit(f"{key}: the results differ")
     print(f"{args.arch}, every {args.every}th key of each rank, one thread; the results are equal on every key")
-    print(f"{'rank':<8} {'elements':>12} {'median: scipy s':>16} {'alloy s':>8} {'ratio':>6} "
-          f"{'Gaussian: scipy s':>18} {'alloy s':>8} {'ratio':>6}")  # fmt: skip
-    total = [0.0] * 4
+    print(f"{'rank':<8} {'elements':>12} {'scipy s':>9} {'numpy s':>9} {'ratio':>6} {'numba s':>9} {'ratio':>6}")
+    total = [0.0] * 3
     for name, (*row, count) in sorted(seconds.items()):
-        print(f"{name:<8} {count:>12,} {row[0]:>16.2f} {row[2]:>8.2f} {row[0] / row[2]:>5.1f}x "
-              f"{row[1]:>18.2f} {row[3]:>8.2f} {row[1] / row[3]:>5.1f}x")  # fmt: skip
+        print(f"{name:<8} {count:>12,} {row[0]:>9.2f} {row[1]:>9.2f} {row[0] / row[1]:>5.1f}x "
+              f"{row[2]:>9.2f} {row[0] / row[2]:>5.1f}x")  # fmt: skip
         total = [t + r for t, r in zip(total, row, strict=True)]
-    old, new = total[0] + total[1], total[2] + total[3]
-    print(f"smoothAdd's filters, whole model (x{args.every}): scipy {old * args.every:.0f} s, "
-          f"alloy {new * args.every:.0f} s: {old / new:.1f}x faster")  # fmt: skip
+    print(f"smoothAdd's filters, whole model (x{args.every}): scipy {total[0] * args.every:.0f} s, "
+          f"numpy {total[1] * args.every:.0f} s ({total[0] / total[1]:.1f}x faster), "
+          f"numba {total[2] * args.every:.0f} s ({total[0] / total[2]:.1f}x faster)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -249,3 +249,48 @@ def test_memory_does_not_grow_with_the_count(tmp_path):
             growth[count] = _rss_growth(lambda: merge(recipe(method, paths[:count], **params), out))  # noqa: B023
             out.unlink()
         assert growth[25] < growth[5] + 40e6, (method, growth)
+
+
+@pytest.mark.parametrize("method", ["ties", "dare_ties"])
+@pytest.mark.parametrize("sign", ["sum", "count"])
+def test_compiled_ties_gives_torchs_bits(method, sign, monkeypatch):
+    """numba's trim, sign election and mean (many_kernels.py) against torch's, in slices; with zeros,
+    negative zeros and deltas equal across models, where the election ties."""
+    from lib_merge.methods import many
+
+    assert many._compiled(operand.Operand(torch.zeros(1))) is not None  # numba is installed: the path is taken
+    tensors = inputs(9, shape=(61, 47), seed=3)
+    tensors[2][:5] = tensors[0][:5]  # δ = 0
+    tensors[3][5:9] = -tensors[0][5:9] * 0  # some −0
+    tensors[4][9:12] = tensors[5][9:12]  # equal deltas
+    tensors[6][12:14] = 2 * tensors[0][12:14] - tensors[7][12:14]  # opposite deltas: sums of exactly 0
+    tiny(monkeypatch)
+    params = {**PARAMS[method], "sign": sign}
+    spec = METHODS[method]
+    key = {"key": KEY} if spec.needs_key else {}
+    compiled = spec.fn(*[t.clone() for t in tensors], **params, **key)
+    monkeypatch.setattr(many, "_compiled", lambda like: None)
+    plain = spec.fn(*[t.clone() for t in tensors], **params, **key)
+    np.testing.assert_array_equal(compiled.numpy().view(np.int32), plain.numpy().view(np.int32))
+
+
+def test_compiled_election_keeps_torchs_nan_and_signed_zeros():
+    from lib_merge.methods import many, many_kernels
+
+    rng = np.random.default_rng(1)
+    deltas = (rng.standard_normal((7, 3000)) * 0.01).astype(np.float32)
+    deltas[:, :50] = 0
+    deltas[:, 50:90] = -0.0
+    deltas[0, 90:95] = np.nan
+    deltas[1, 95:99] = np.inf
+    limits = np.array([many_kernels.kth_largest_magnitude(np.abs(d), 1200) for d in deltas], np.float32)
+    for trim in (True, False):
+        for count in (True, False):
+            reference = torch.from_numpy(deltas.copy())
+            if trim:
+                for d, t in zip(reference, limits, strict=True):
+                    d.mul_(torch.abs(d).ge_(float(t)))
+            expected = many.elect(list(reference), "count" if count else "sum").numpy()
+            got = np.empty(3000, np.float32)
+            many_kernels.elect(deltas.copy(), limits, trim, count, got)
+            np.testing.assert_array_equal(got.view(np.int32), expected.view(np.int32))

@@ -216,12 +216,17 @@ def test_n_average_with_weights(four, tmp_path):
         parse_recipe(text + "merged = n_average(A, B, C, D, weights=[1, 2])\n")
 
 
-@pytest.mark.parametrize("case", ["normal", "ties", "constant", "small_k", "large_k", "skewed"])
-def test_kth_largest_is_exact(case):
-    """TIES's trim threshold: the sampled bracket gives exactly what a full partition gives."""
+@pytest.mark.parametrize(
+    "case", ["normal", "ties", "constant", "small_k", "large_k", "skewed", "zeros_and_nan", "tiny"]
+)
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "numba"])
+def test_kth_largest_is_exact(case, compiled):
+    """TIES's trim threshold, numpy's sampled bracket and numba's two counting passes over the bits (many_kernels.py):
+    exactly what a full sort gives, a NaN counted above +inf as a sort puts it."""
     import numpy as np
 
     from lib_merge.methods.many import kth_largest
+    from lib_merge.methods.many_kernels import kth_largest_magnitude
 
     rng = np.random.default_rng(7)
     n = 300_000
@@ -232,8 +237,14 @@ def test_kth_largest_is_exact(case):
         "small_k": np.abs(rng.standard_normal(n)),
         "large_k": np.abs(rng.standard_normal(n)),
         "skewed": np.abs(rng.standard_cauchy(n)),
+        "zeros_and_nan": np.where(rng.random(n) < 0.3, 0.0, np.abs(rng.standard_normal(n))),
+        "tiny": np.abs(rng.standard_normal(n)) * 1e-40,  # subnormal in float32
     }[case].astype(np.float32)
-    ks = {"small_k": [1, 2, 17], "large_k": [n - 1, n]}.get(case, [n // 2, n // 10, n // 3 + 1])
-    for k in ks:
-        expected = np.sort(values)[n - k]
-        assert kth_largest(values.copy(), k) == expected, (case, k)
+    if case == "zeros_and_nan":
+        values[:7], values[7:9] = np.nan, np.inf
+    ks = {"small_k": [1, 2, 17], "large_k": [n - 1, n], "zeros_and_nan": [1, 7, 8, 9, 10, n // 2, n]}
+    ordered = np.sort(values)
+    for k in ks.get(case, [n // 2, n // 10, n // 3 + 1]):
+        expected = ordered[n - k]
+        got = kth_largest_magnitude(values.copy(), k) if compiled else kth_largest(values.copy(), k)
+        assert got == expected or (np.isnan(got) and np.isnan(expected)), (case, k, got)

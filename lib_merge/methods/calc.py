@@ -49,9 +49,9 @@ def train_difference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha
 )
 def smooth_add(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, alpha: Weight = 0.5) -> torch.Tensor:
     """a + α · gaussian(median(b − c, size 3), σ 1), scipy.ndimage defaults, over every dimension."""
-    d = (b - c).cpu()
+    d = b.sub_(c).cpu()  # b is this call's own copy
     if d.dim():
-        d = smooth(d)
+        d = smooth(d, overwrite=True)
     return a.add_(d.to(a.device), alpha=alpha)
 
 

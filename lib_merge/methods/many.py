@@ -5,6 +5,9 @@ mask generator is known, so they give the same bits whatever the slicing. Model 
 median need sums over whole tensors (norms, dot products); those are added up slice by slice in
 float64, where the whole-tensor versions summed in fp32: the results differ from those in the last
 bits only (tests/test_many.py holds them to the formulas).
+
+On the CPU with numba installed, TIES's thresholds and its trim, election and mean run as compiled
+kernels (many_kernels.py), with torch's bits; the torch arithmetic here is the path without them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from lib_merge.methods.calc import key_generator
 from lib_merge.methods.operand import Operand, buffers, result_like, slices
 
-Combine = Callable[[list[torch.Tensor], int, int], torch.Tensor]  # (deltas of one slice, start, end) -> τ
+Combine = Callable[[torch.Tensor, int, int], torch.Tensor]  # (the slice's deltas, a row per model; start, end) -> τ
 
 
 def elect(deltas: list[torch.Tensor], sign: str, spare: torch.Tensor | None = None) -> torch.Tensor:
@@ -49,25 +52,32 @@ def add_combined(base: Operand, models: list[Operand], alpha: float, combine: Co
     """base + α·combine(the models' deltas), one slice of every input at a time."""
     out = result_like(base)
     count = len(models) + 1
-    work = buffers(count, count, base)
+    memory = buffers(count, count, base).view(-1)
     for start, end in slices(base.numel, count):
         n = end - start
-        b = base.read(start, end, work[0, :n])
-        deltas = [m.read(start, end, work[i, :n]).sub_(b) for i, m in enumerate(models, 1)]
-        torch.add(b, combine(deltas, start, end), alpha=alpha, out=out[start:end])
+        work = memory[: count * n].view(count, n)  # contiguous for every slice length (one kernel signature)
+        b = base.read(start, end, work[0])
+        for i, m in enumerate(models, 1):
+            m.read(start, end, work[i]).sub_(b)
+        torch.add(b, combine(work[1:], start, end), alpha=alpha, out=out[start:end])
     return out.reshape(base.shape)
 
 
 def ties(base: Operand, models: list[Operand], alpha: float, density: float, sign: str) -> torch.Tensor:
     limits = trim_thresholds(base, models, density)
     spare = buffers(4, len(models) + 1, base)
+    compiled, limits32 = _compiled(base), np.asarray(limits, np.float32)  # fp32 thresholds: exact
 
-    def combine(deltas: list[torch.Tensor], start: int, end: int) -> torch.Tensor:
+    def combine(deltas: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        if compiled is not None:  # trim, elect and mean in one kernel
+            out = spare[0, : end - start]
+            compiled.elect(deltas.numpy(), limits32, True, sign == "count", out.numpy())
+            return out
         tmp = spare[3, : end - start]
         for d, t in zip(deltas, limits, strict=True):
             # multiplying by a 0/1 float mask is several times faster than masked_fill with a bool mask
             d.mul_(torch.abs(d, out=tmp).ge_(t))
-        return elect(deltas, sign, spare)
+        return elect(list(deltas), sign, spare)
 
     return add_combined(base, models, alpha, combine)
 
@@ -80,12 +90,15 @@ def trim_thresholds(base: Operand, models: list[Operand], density: float) -> lis
     if k >= n or k <= 0:
         return [0.0 if k >= n else math.inf] * len(models)
     magnitude, work = result_like(base), buffers(2, 2, base)
+    compiled = _compiled(base)
     limits = []
     for model in models:
         for start, end in slices(n, 2):
             b, m = base.read(start, end, work[0, : end - start]), model.read(start, end, work[1, : end - start])
             torch.sub(m, b, out=magnitude[start:end]).abs_()
-        if magnitude.device.type == "cpu":  # numpy beats kthvalue; in place on the scratch buffer
+        if compiled is not None:  # two counting passes over the bits
+            limits.append(float(compiled.kth_largest_magnitude(magnitude.numpy(), k)))
+        elif magnitude.device.type == "cpu":  # numpy beats kthvalue; in place on the scratch buffer
             limits.append(kth_largest(magnitude.numpy(), k))
         else:
             limits.append(float(magnitude.kthvalue(n - k + 1).values))
@@ -102,6 +115,7 @@ def kth_largest(values: np.ndarray, k: int) -> float:
     A seeded sample brackets it; a counting pass finds how many lie above the bracket, and only
     the few inside it (some 3% for large tensors) are partitioned. A bracket that misses (it cannot,
     but for ties and bad luck) falls back to partitioning everything: the answer is exact either way.
+    NaNs count as the largest, as a sort puts them (and as many_kernels.kth_largest_magnitude does).
     """
     n = values.size
     size = min(MAX_SAMPLE, max(SAMPLE, n // 64))
@@ -111,7 +125,7 @@ def kth_largest(values: np.ndarray, k: int) -> float:
         margin = 4 * math.isqrt(size) + 8
         low = sample[max(0, int(at) - margin)]
         high = sample[min(size - 1, int(at) + margin)]
-        above = int(np.count_nonzero(values > high))
+        above = int(np.count_nonzero(values > high)) + int(np.count_nonzero(np.isnan(values)))  # NaN: sorted last
         if above < k:
             inside = values[(values >= low) & (values <= high)]
             need = k - above
@@ -130,16 +144,32 @@ def dare(
     generators = [key_generator(int(seed), str(i), key) for i in range(len(models))]
     keep, scale = 1 - p, 1 / (1 - p)
     spare = buffers(5, len(models) + 1, base)
+    compiled = _compiled(base) if tie else None
 
-    def combine(deltas: list[torch.Tensor], start: int, end: int) -> torch.Tensor:
+    def combine(deltas: torch.Tensor, start: int, end: int) -> torch.Tensor:
         draw = spare[4, : end - start]
         on_cpu = draw if draw.device.type == "cpu" else torch.empty_like(draw, device="cpu")
         for d, gen in zip(deltas, generators, strict=True):
             torch.rand(end - start, generator=gen, dtype=torch.float32, out=on_cpu)
             d.mul_(on_cpu.lt_(keep).mul_(scale).to(d.device))
-        return elect(deltas, tie, spare) if tie else add_all(deltas)
+        if compiled is not None:
+            out = spare[0, : end - start]
+            compiled.elect(deltas.numpy(), np.empty(0, np.float32), False, tie == "count", out.numpy())
+            return out
+        return elect(list(deltas), tie, spare) if tie else add_all(list(deltas))
 
     return add_combined(base, models, alpha, combine)
+
+
+def _compiled(like: Operand):  # noqa: ANN202 - the module many_kernels, or None
+    """numba's TIES kernels for inputs on the CPU, when numba is installed (they give torch's bits)."""
+    if like.device.type != "cpu":
+        return None
+    try:
+        from lib_merge.methods import many_kernels
+    except ImportError:
+        return None
+    return many_kernels
 
 
 def add_all(parts: list[torch.Tensor]) -> torch.Tensor:
