@@ -280,3 +280,49 @@ def test_cast_is_a_dtype_hint_left_out_of_the_hash(sd1, tmp_path):
     bad.write_text("alloy-recipe 1\n" + body + 'merged = cast(m1, dtype="fp64")\n')
     failed = cli("recipe", "print", bad)
     assert failed.returncode != 0 and "must be one of fp16, bf16, fp32" in failed.stderr
+
+
+def test_a_signal_inside_threadings_lock_code_waits_until_the_main_thread_leaves_it():
+    """Raised in Condition.__enter__ (its lock taken, the caller's `with` not yet set up), Ctrl-C would leave the
+    lock held and a pool worker waiting for it forever; the handler tries again once the main thread is out."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    from lib_merge.surfaces.cli import signals as cli_signals
+
+    frames = []
+
+    class Lock:  # a lock that notes who entered it: Condition.__enter__, in threading.py
+        def __enter__(self):
+            frames.append(sys._getframe(1))
+            return True
+
+        def __exit__(self, *exc):
+            return False
+
+        def acquire(self, *args):
+            return True
+
+        def release(self):
+            pass
+
+    with threading.Condition(Lock()):
+        pass
+    inside = frames[0]
+    assert inside.f_code.co_name == "__enter__" and cli_signals.in_lock_code(inside)
+    assert not cli_signals.in_lock_code(sys._getframe())
+
+    noted: list[str] = []
+    previous = cli_signals.handle_signals(noted)
+    try:
+        handle = signal.getsignal(signal.SIGINT)
+        handle(signal.SIGINT, inside)  # deferred: no exception now, a retry timer instead
+        assert noted == [] and signal.getitimer(signal.ITIMER_REAL)[0] > 0
+        with pytest.raises(KeyboardInterrupt):
+            time.sleep(1)  # the retry finds the main thread here, out of threading's code, and raises
+        assert noted == ["cancelled"]
+    finally:
+        cli_signals.restore_signals(previous)
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0

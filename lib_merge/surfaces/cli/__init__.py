@@ -8,9 +8,7 @@ is removed and the exit code is 143. The last stdout line of a successful merge 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 
 from lib_merge.errors import AlloyError, message_for
 from lib_merge.surfaces.cli import commands, toolkit
@@ -29,13 +27,14 @@ from lib_merge.surfaces.cli.merge import cmd_merge
 from lib_merge.surfaces.cli.optimize import cmd_optimize
 from lib_merge.surfaces.cli.parser import build_parser, parse_arguments
 from lib_merge.surfaces.cli.rebasin import cmd_rebasin
+from lib_merge.surfaces.cli.signals import handle_signals, restore_signals
 from lib_merge.surfaces.cli.xyz_run import cmd_xyz_run
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     signals: list[str] = []  # "cancelled" (SIGINT) or "terminated" (SIGTERM), as they arrive
-    previous = _handle_signals(signals)
+    previous = handle_signals(signals)
     try:
         parser = build_parser()
         args = parse_arguments(parser, argv)
@@ -48,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # noqa: BLE001 - every failure becomes one line and an exit code
         return _failure(e, signals)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        restore_signals(previous)
 
 
 _SIGNALLED = {"cancelled": EXIT_CANCELLED, "terminated": EXIT_TERMINATED}
@@ -84,27 +82,6 @@ def _fail(message: str, code: int) -> int:
     except (BrokenPipeError, ValueError):
         pass
     return code
-
-
-def _handle_signals(signals: list[str]) -> dict:
-    """SIGINT raises KeyboardInterrupt and SIGTERM Terminated in the main thread, each noted in `signals`;
-    a second signal during the cleanup is ignored. Returns the handlers to put back."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(outcome: str, error: type[BaseException]):
-        def handle(signum, frame):
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signals.append(outcome)
-            raise error
-
-        return handle
-
-    return {
-        signal.SIGINT: signal.signal(signal.SIGINT, handler("cancelled", KeyboardInterrupt)),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, handler("terminated", Terminated)),
-    }
 
 
 def _quiet_broken_pipe() -> int:
