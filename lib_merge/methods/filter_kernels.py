@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 TILE = 512  # elements per tile: a 4-D kernel's ~250 scratch rows then fill about half of L2
+STRETCH = 2048  # the Gaussian's float64 sums of one stretch of lines: 16 KiB, in L1
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
@@ -72,25 +73,29 @@ def gaussian_along(values: np.ndarray, out: np.ndarray, weights: np.ndarray, tap
     """One axis of scipy's gaussian_filter for float32 `values` seen as (before, axis, after), C-contiguous.
 
     taps[p, j]: the position along the axis that tap j of output p reads (the line reflected at its
-    ends); weights: scipy's float64 kernel, centre at `radius`. Lines run side by side along `after`.
+    ends); weights: scipy's float64 kernel, centre at `radius`. Lines run side by side along `after`,
+    a stretch at a time, so that the float64 sums stay in L1.
     """
     radius = weights.shape[0] // 2
     before, length, after = values.shape
-    total = np.empty(after, np.float64)
+    total = np.empty(STRETCH, np.float64)
     for o in range(before):
-        for p in range(length):
-            centre = values[o, taps[p, radius]]
-            w = weights[radius]
-            for i in range(after):
-                total[i] = np.float64(centre[i]) * w
-            for j in range(radius, 0, -1):
-                left, right = values[o, taps[p, radius - j]], values[o, taps[p, radius + j]]
-                w = weights[radius - j]
-                for i in range(after):
-                    total[i] += (np.float64(left[i]) + np.float64(right[i])) * w
-            line = out[o, p]
-            for i in range(after):
-                line[i] = np.float32(total[i])
+        for first in range(0, after, STRETCH):
+            size = min(STRETCH, after - first)
+            for p in range(length):
+                centre = values[o, taps[p, radius], first : first + size]
+                w = weights[radius]
+                for i in range(size):
+                    total[i] = np.float64(centre[i]) * w
+                for j in range(radius, 0, -1):
+                    left = values[o, taps[p, radius - j], first : first + size]
+                    right = values[o, taps[p, radius + j], first : first + size]
+                    w = weights[radius - j]
+                    for i in range(size):
+                        total[i] += (np.float64(left[i]) + np.float64(right[i])) * w
+                line = out[o, p, first : first + size]
+                for i in range(size):
+                    line[i] = np.float32(total[i])
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
