@@ -219,14 +219,15 @@ def test_n_average_with_weights(four, tmp_path):
 @pytest.mark.parametrize(
     "case", ["normal", "ties", "constant", "small_k", "large_k", "skewed", "zeros_and_nan", "tiny"]
 )
-@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "numba"])
-def test_kth_largest_is_exact(case, compiled):
-    """TIES's trim threshold, numpy's sampled bracket and numba's two counting passes over the bits (many_kernels.py):
-    exactly what a full sort gives, a NaN counted above +inf as a sort puts it."""
+@pytest.mark.parametrize("path", ["torch", "numba", "one_slice"])
+def test_trim_thresholds_are_exact(case, path, monkeypatch):
+    """TIES's trim threshold, each model's k-th largest |δ|, from the counts of the bits over the slices
+    (numba's kernels or torch's bincount) or, for a key of one slice, partitioned whole: exactly what a
+    full sort gives, a NaN counted above +inf as a sort puts it."""
     import numpy as np
 
-    from lib_merge.methods.many import kth_largest
-    from lib_merge.methods.many_kernels import kth_largest_magnitude
+    from lib_merge.methods import many, operand
+    from lib_merge.methods.operand import Operand
 
     rng = np.random.default_rng(7)
     n = 300_000
@@ -242,9 +243,18 @@ def test_kth_largest_is_exact(case, compiled):
     }[case].astype(np.float32)
     if case == "zeros_and_nan":
         values[:7], values[7:9] = np.nan, np.inf
-    ks = {"small_k": [1, 2, 17], "large_k": [n - 1, n], "zeros_and_nan": [1, 7, 8, 9, 10, n // 2, n]}
+    base = torch.zeros(n)  # |m − 0|: the values themselves
+    signs = torch.from_numpy(np.where(rng.random(n) < 0.5, -1, 1).astype(np.float32))
+    models = [torch.from_numpy(values), torch.from_numpy(values[::-1].copy()) * signs]
+    if path == "torch":
+        monkeypatch.setattr(many, "_compiled", lambda like: None)
+    if path == "one_slice":
+        monkeypatch.setattr(operand, "MAX_SLICE", n)
+        monkeypatch.setattr(operand, "STREAM_ELEMENTS", 3 * n)
     ordered = np.sort(values)
+    ks = {"small_k": [1, 2, 17], "large_k": [n - 1, n - 2], "zeros_and_nan": [1, 7, 8, 9, 10, n // 2, n - 1]}
     for k in ks.get(case, [n // 2, n // 10, n // 3 + 1]):
+        got = many.trim_thresholds(Operand(base), [Operand(m) for m in models], (k - 0.5) / n)  # ⌈density·n⌉ = k
         expected = ordered[n - k]
-        got = kth_largest_magnitude(values.copy(), k) if compiled else kth_largest(values.copy(), k)
-        assert got == expected or (np.isnan(got) and np.isnan(expected)), (case, k, got)
+        for limit in got:  # both models hold the same magnitudes
+            assert limit == expected or (np.isnan(limit) and np.isnan(expected)), (case, k, limit)

@@ -1,13 +1,13 @@
 """The many-model methods' arithmetic, a slice of every input at a time (see operand.py).
 
-TIES and DARE(-TIES) are elementwise once each model's trim threshold (one model at a time) or its
-mask generator is known, so they give the same bits whatever the slicing. Model stock and geometric
+TIES and DARE(-TIES) are elementwise once each model's trim threshold (counted over all models
+together) or its mask generator is known, so they give the same bits whatever the slicing. Model stock and geometric
 median need sums over whole tensors (norms, dot products); those are added up slice by slice in
 float64, where the whole-tensor versions summed in fp32: the results differ from those in the last
 bits only (tests/test_many.py holds them to the formulas).
 
-On the CPU with numba installed, TIES's thresholds and its trim, election and mean run as compiled
-kernels (many_kernels.py), with torch's bits; the torch arithmetic here is the path without them.
+On the CPU with numba installed, TIES's threshold counts and its trim, election and mean run as
+compiled kernels (many_kernels.py), with torch's bits; the torch arithmetic here is the path without them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lib_merge.methods.calc import key_generator
-from lib_merge.methods.operand import Operand, buffers, result_like, slices
+from lib_merge.methods.operand import Operand, buffers, result_like, slice_size, slices
 
 Combine = Callable[[torch.Tensor, int, int], torch.Tensor]  # (the slice's deltas, a row per model; start, end) -> τ
 
@@ -48,17 +48,25 @@ def elect(deltas: list[torch.Tensor], sign: str, spare: torch.Tensor | None = No
     return total.div_(count.clamp_(min=1))
 
 
+def read_rows(base: Operand, models: list[Operand], start: int, end: int, memory: torch.Tensor) -> torch.Tensor:
+    """Elements [start, end) of the base (row 0) and of every model (rows 1…) in fp32, in `memory`
+    (contiguous for every slice length: one kernel signature)."""
+    work = memory[: (len(models) + 1) * (end - start)].view(len(models) + 1, end - start)
+    base.read(start, end, work[0])
+    for i, m in enumerate(models, 1):
+        m.read(start, end, work[i])
+    return work
+
+
 def add_combined(base: Operand, models: list[Operand], alpha: float, combine: Combine) -> torch.Tensor:
     """base + α·combine(the models' deltas), one slice of every input at a time."""
     out = result_like(base)
     count = len(models) + 1
     memory = buffers(count, count, base).view(-1)
     for start, end in slices(base.numel, count):
-        n = end - start
-        work = memory[: count * n].view(count, n)  # contiguous for every slice length (one kernel signature)
-        b = base.read(start, end, work[0])
-        for i, m in enumerate(models, 1):
-            m.read(start, end, work[i]).sub_(b)
+        work = read_rows(base, models, start, end, memory)
+        b = work[0]
+        work[1:].sub_(b)
         torch.add(b, combine(work[1:], start, end), alpha=alpha, out=out[start:end])
     return out.reshape(base.shape)
 
@@ -82,58 +90,72 @@ def ties(base: Operand, models: list[Operand], alpha: float, density: float, sig
     return add_combined(base, models, alpha, combine)
 
 
+HALVES = 1 << 16  # values of 16 bits
+
+
 def trim_thresholds(base: Operand, models: list[Operand], density: float) -> list[float]:
-    """Each model's k-th largest |model − base| (k = ⌈density·numel⌉), one model at a time: elements at
-    or above it survive the trim."""
+    """Each model's k-th largest |model − base| (k = ⌈density·numel⌉): elements at or above it survive the trim.
+
+    Found from the bits, which sort as the values do for non-negative floats: a count of the top 16 bits
+    of every model's |δ| finds the bucket that holds it, a count of the low 16 bits of that bucket's
+    values the value. Two passes over all the inputs together, a slice at a time: nothing of a model's
+    size is held, and the base is read once a pass. A NaN counts above +inf, as a sort puts it.
+    """
     n = base.numel
     k = math.ceil(density * n)
     if k >= n or k <= 0:
         return [0.0 if k >= n else math.inf] * len(models)
-    magnitude, work = result_like(base), buffers(2, 2, base)
+    count = len(models) + 1
+    memory = buffers(count, count, base).view(-1)
+    if n <= slice_size(count):  # one slice: partitioned whole (the counts would cost more than the values)
+        rows = _magnitude_bits(read_rows(base, models, 0, n, memory)).view(torch.float32).cpu().numpy()
+        return [float(np.partition(row, n - k)[n - k]) for row in rows]  # NaN last, as a sort puts it
     compiled = _compiled(base)
-    limits = []
-    for model in models:
-        for start, end in slices(n, 2):
-            b, m = base.read(start, end, work[0, : end - start]), model.read(start, end, work[1, : end - start])
-            torch.sub(m, b, out=magnitude[start:end]).abs_()
-        if compiled is not None:  # two counting passes over the bits
-            limits.append(float(compiled.kth_largest_magnitude(magnitude.numpy(), k)))
-        elif magnitude.device.type == "cpu":  # numpy beats kthvalue; in place on the scratch buffer
-            limits.append(kth_largest(magnitude.numpy(), k))
+    top, low = np.zeros((2, len(models), HALVES), np.int64)
+    for start, end in slices(n, count):
+        rows = read_rows(base, models, start, end, memory)
+        if compiled is not None:
+            compiled.count_top(rows.numpy(), top)
         else:
-            limits.append(float(magnitude.kthvalue(n - k + 1).values))
-    return limits
+            _count_top(rows, top)
+    buckets, above = _find_buckets(top, k)
+    for start, end in slices(n, count):
+        rows = read_rows(base, models, start, end, memory)
+        if compiled is not None:
+            compiled.count_low(rows.numpy(), buckets, low)
+        else:
+            _count_low(rows, buckets, low)
+    rests, _ = _find_buckets(low, k - above)
+    return [float(v) for v in ((buckets << 16) | rests).astype(np.uint32).view(np.float32)]
 
 
-SAMPLE = 4096  # the sample's size at least; up to MAX_SAMPLE for large tensors (a tighter bracket)
-MAX_SAMPLE = 1 << 16
+def _find_buckets(counts: np.ndarray, k: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `counts` (a model's values by bucket), the bucket of its k-th largest value and how many
+    values lie in the buckets above."""
+    from_top = np.cumsum(counts[:, ::-1], axis=1)
+    ks = np.broadcast_to(np.asarray(k, np.int64), (counts.shape[0],))
+    index = np.array([np.searchsorted(row, kk) for row, kk in zip(from_top, ks, strict=True)], np.int64)
+    rows = np.arange(counts.shape[0])
+    bucket = HALVES - 1 - index
+    return bucket, from_top[rows, index] - counts[rows, bucket]
 
 
-def kth_largest(values: np.ndarray, k: int) -> float:
-    """The exact k-th largest of `values` (1 ≤ k ≤ size; may reorder them).
+def _magnitude_bits(rows: torch.Tensor) -> torch.Tensor:
+    """|model − base| of every model row, as the int32 bits of the floats (non-negative: they sort as the values)."""
+    return rows[1:].sub(rows[0]).abs_().view(torch.int32)
 
-    A seeded sample brackets it; a counting pass finds how many lie above the bracket, and only
-    the few inside it (some 3% for large tensors) are partitioned. A bracket that misses (it cannot,
-    but for ties and bad luck) falls back to partitioning everything: the answer is exact either way.
-    NaNs count as the largest, as a sort puts them (and as many_kernels.kth_largest_magnitude does).
-    """
-    n = values.size
-    size = min(MAX_SAMPLE, max(SAMPLE, n // 64))
-    if n > 16 * size:
-        sample = np.sort(values[np.random.default_rng(n).integers(0, n, size)])
-        at = (n - k) / n * size
-        margin = 4 * math.isqrt(size) + 8
-        low = sample[max(0, int(at) - margin)]
-        high = sample[min(size - 1, int(at) + margin)]
-        above = int(np.count_nonzero(values > high)) + int(np.count_nonzero(np.isnan(values)))  # NaN: sorted last
-        if above < k:
-            inside = values[(values >= low) & (values <= high)]
-            need = k - above
-            if need <= inside.size:
-                inside.partition(inside.size - need)
-                return float(inside[inside.size - need])
-    values.partition(n - k)
-    return float(values[n - k])
+
+def _count_top(rows: torch.Tensor, top: np.ndarray) -> None:
+    """Where numba's kernels are not used (no numba, a GPU): adds each model's count of its |δ| by top 16 bits."""
+    for m, bits in enumerate(_magnitude_bits(rows)):
+        top[m] += torch.bincount(bits >> 16, minlength=HALVES).cpu().numpy()
+
+
+def _count_low(rows: torch.Tensor, buckets: np.ndarray, low: np.ndarray) -> None:
+    """The same, by the low 16 bits, of the values in each model's bucket."""
+    for m, bits in enumerate(_magnitude_bits(rows)):
+        inside = bits[(bits >> 16) == int(buckets[m])] & 0xFFFF
+        low[m] += torch.bincount(inside, minlength=HALVES).cpu().numpy()
 
 
 def dare(

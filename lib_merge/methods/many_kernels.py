@@ -1,8 +1,8 @@
 """TIES's two costly steps compiled by numba (many.py uses them on the CPU when numba is installed).
 
-- `kth_largest_magnitude`: the exact k-th largest of non-negative floats by their bits (the bits of
-  non-negative floats sort as the values do): a count of the top 16 bits finds the bucket that holds
-  it, a count of the low 16 bits of that bucket's values finds the value. Two passes, no sort.
+- `count_top`, `count_low`: the counts by the bits of every model's |δ| from which trim_thresholds
+  finds each model's exact k-th largest (the bits of non-negative floats sort as the values do),
+  computed from a slice of the inputs as they are read: no |δ| is stored, no sort.
 - `elect`: TIES's sign election and disjoint mean over one slice of every model's delta, in two
   passes per model instead of torch's ten. The operations and their order are torch's (fp32 sums in
   the models' order, one division), so the bits are the same.
@@ -13,31 +13,30 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-BUCKETS = 1 << 16
 TILE = 4096  # elements of a slice at a time: the sums in L1, every model's tile in L2
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
-def kth_largest_magnitude(values: np.ndarray, k: int) -> float:
-    """The k-th largest (1 ≤ k ≤ size) of non-negative float32 values (|δ|; a NaN counts above +inf,
-    as a sort puts it)."""
-    bits = values.view(np.uint32)
-    counts = np.zeros(BUCKETS, np.int64)
-    for i in range(bits.size):
-        counts[bits[i] >> 16] += 1
-    above, bucket = 0, BUCKETS - 1
-    while above + counts[bucket] < k:
-        above += counts[bucket]
-        bucket -= 1
-    low = np.zeros(BUCKETS, np.int64)
-    for i in range(bits.size):
-        if bits[i] >> 16 == bucket:
-            low[bits[i] & 0xFFFF] += 1
-    rest = BUCKETS - 1
-    while above + low[rest] < k:
-        above += low[rest]
-        rest -= 1
-    return np.uint32((bucket << 16) | rest).view(np.float32)
+def count_top(rows: np.ndarray, top: np.ndarray) -> None:
+    """Adds to top[m] the count of |rows[m + 1] − rows[0]| (a model's |δ| over one slice) by the top 16 bits
+    of the float32: the first of trim_thresholds' two counts (many.py), with no |δ| written anywhere."""
+    base = rows[0]
+    for m in range(rows.shape[0] - 1):
+        row, counts = rows[m + 1], top[m]
+        for i in range(base.size):
+            counts[np.float32(abs(row[i] - base[i])).view(np.uint32) >> 16] += 1
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def count_low(rows: np.ndarray, buckets: np.ndarray, low: np.ndarray) -> None:
+    """The second: of the |δ| whose top 16 bits are the model's bucket, the count by the low 16 bits."""
+    base = rows[0]
+    for m in range(rows.shape[0] - 1):
+        row, counts, bucket = rows[m + 1], low[m], buckets[m]
+        for i in range(base.size):
+            bits = np.float32(abs(row[i] - base[i])).view(np.uint32)
+            if bits >> 16 == bucket:
+                counts[bits & 0xFFFF] += 1
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
