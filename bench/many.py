@@ -108,10 +108,11 @@ def measure(cmd: list[str], env: dict, inputs: list[Path], out: Path, limit: flo
     return seconds, usage.ru_maxrss / 1024
 
 
-def recipe_file(expr: str, inputs: list[Path], folder: Path) -> Path:
+def recipe_file(name: str, expr: str, inputs: list[Path], folder: Path) -> Path:
+    """The contender's recipe, in a file named after it (two contenders may share a method)."""
     names = [f"M{i}" for i in range(len(inputs))]
     text = "alloy-recipe 1\n" + "".join(f'{n} = model("{p}")\n' for n, p in zip(names, inputs, strict=True))
-    path = folder / f"many_{expr.split('(')[0]}.alloy"
+    path = folder / f"many_{name}.alloy"
     path.write_text(text + f"merged = {expr.format(all=', '.join(names))}\n", encoding="utf-8")
     return path
 
@@ -142,7 +143,7 @@ def main() -> None:
     others: list[tuple[str, list[str]]] = []
     for name in args.only or list(METHODS):
         expr, mecha = METHODS[name]
-        recipe = recipe_file(expr, inputs, Path(home))
+        recipe = recipe_file(name, expr, inputs, Path(home))
         cli = ["-m", "lib_merge", "--no-progress", "--quiet", "merge", str(recipe), "-o", str(out), "--dtype", "fp16"]
         contenders.append((f"alloy {name}", [sys.executable, *cli, "--overwrite", "--no-history"]))
         if mecha and args.mecha_python:  # after all of Alloy's
