@@ -1,10 +1,10 @@
 """The many-model methods' arithmetic, a slice of every input at a time (see operand.py).
 
 TIES and DARE(-TIES) are elementwise once each model's trim threshold (counted over all models
-together) or its mask generator is known, so they give the same bits whatever the slicing. Model stock and geometric
-median need sums over whole tensors (norms, dot products); those are added up slice by slice in
-float64, where the whole-tensor versions summed in fp32: the results differ from those in the last
-bits only (tests/test_many.py holds them to the formulas).
+together) or its mask generator is known, so they give the same bits whatever the slicing. Model
+stock and geometric median need sums over whole tensors (norms, dot products); those are added up
+slice by slice in float64, where the whole-tensor versions summed in fp32: the results differ from
+those in the last bits only (tests/test_many.py holds them to the formulas).
 
 On the CPU with numba installed, TIES's threshold counts and its trim, election and mean run as
 compiled kernels (many_kernels.py), with torch's bits; the torch arithmetic here is the path without them.
@@ -110,21 +110,13 @@ def trim_thresholds(base: Operand, models: list[Operand], density: float) -> lis
     if n <= slice_size(count):  # one slice: partitioned whole (the counts would cost more than the values)
         rows = _magnitude_bits(read_rows(base, models, 0, n, memory)).view(torch.float32).cpu().numpy()
         return [float(np.partition(row, n - k)[n - k]) for row in rows]  # NaN last, as a sort puts it
-    compiled = _compiled(base)
+    kernels = _compiled(base)
     top, low = np.zeros((2, len(models), HALVES), np.int64)
     for start, end in slices(n, count):
-        rows = read_rows(base, models, start, end, memory)
-        if compiled is not None:
-            compiled.count_top(rows.numpy(), top)
-        else:
-            _count_top(rows, top)
+        _count_top(read_rows(base, models, start, end, memory), top, kernels)
     buckets, above = _find_buckets(top, k)
     for start, end in slices(n, count):
-        rows = read_rows(base, models, start, end, memory)
-        if compiled is not None:
-            compiled.count_low(rows.numpy(), buckets, low)
-        else:
-            _count_low(rows, buckets, low)
+        _count_low(read_rows(base, models, start, end, memory), buckets, low, kernels)
     rests, _ = _find_buckets(low, k - above)
     return [float(v) for v in ((buckets << 16) | rests).astype(np.uint32).view(np.float32)]
 
@@ -145,14 +137,21 @@ def _magnitude_bits(rows: torch.Tensor) -> torch.Tensor:
     return rows[1:].sub(rows[0]).abs_().view(torch.int32)
 
 
-def _count_top(rows: torch.Tensor, top: np.ndarray) -> None:
-    """Where numba's kernels are not used (no numba, a GPU): adds each model's count of its |δ| by top 16 bits."""
+def _count_top(rows: torch.Tensor, top: np.ndarray, kernels) -> None:  # noqa: ANN001 - many_kernels or None
+    """Adds each model's count of its |δ| by the top 16 bits: numba's kernel, or torch's bincount where it is
+    not used (no numba, a GPU)."""
+    if kernels is not None:
+        kernels.count_top(rows.numpy(), top)
+        return
     for m, bits in enumerate(_magnitude_bits(rows)):
         top[m] += torch.bincount(bits >> 16, minlength=HALVES).cpu().numpy()
 
 
-def _count_low(rows: torch.Tensor, buckets: np.ndarray, low: np.ndarray) -> None:
+def _count_low(rows: torch.Tensor, buckets: np.ndarray, low: np.ndarray, kernels) -> None:  # noqa: ANN001
     """The same, by the low 16 bits, of the values in each model's bucket."""
+    if kernels is not None:
+        kernels.count_low(rows.numpy(), buckets, low)
+        return
     for m, bits in enumerate(_magnitude_bits(rows)):
         inside = bits[(bits >> 16) == int(buckets[m])] & 0xFFFF
         low[m] += torch.bincount(inside, minlength=HALVES).cpu().numpy()
