@@ -29,8 +29,8 @@ def streams(tree: Reduced, device: torch.device) -> bool:
 def held_bytes(job: KeyJob, device: torch.device, from_files: bool) -> int:
     """The memory a key holds while it is read and computed: its inputs and output, or for a step that
     reads model files a slice at a time, its output, the method's fp32 result (one input's size) and
-    the slices with their buffers, whatever the number of models (an over-estimate keeps the other
-    worker waiting: the budget is shared)."""
+    the slices with their buffers, whatever the number of models (an over-estimate keeps a worker
+    waiting: the budget is shared by the keys computed and those finished but not yet written)."""
     tree = job.tree
     if not (from_files and streams(tree, device) and all(is_leaf(i) for i in tree.inputs)):
         return job.read_bytes + job.out.nbytes
