@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib_merge.app.apply import resolve_recipe
-from lib_merge.app.optimize.human import HumanPacer, pair_json
-from lib_merge.app.optimize.pairs import PairBook
+from lib_merge.app.optimize.human import HumanPacer, pair_book, pair_json
 from lib_merge.app.optimize.preference import best as preference_best
 from lib_merge.app.optimize.request import (
     StudyPlan,
@@ -101,7 +100,7 @@ class OptimizeDesk:
             study = open_study(plan, instance)  # the storage answers (or its error is the request's) first
             run = self._runs[plan.name] = StudyRun(plan, instance=instance)
             if plan.human:
-                run.pacer = HumanPacer(plan, PairBook(study), run.control.stop)
+                run.pacer = HumanPacer(plan, pair_book(study), run.control.stop)
             run.control.planned = planned_trials(study, plan.request.trials)  # the first answer tells it too
             name = f"alloy-study-{plan.name}"
             run.thread = threading.Thread(target=self._run, args=(run, study), name=name, daemon=True)

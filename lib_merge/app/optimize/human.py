@@ -10,7 +10,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from lib_merge.app.optimize.pairs import PairBook
+from lib_merge.app.optimize.pairs import Pair, PairBook
 from lib_merge.app.optimize.preference import Utility, fit_utilities, opponent, propose
 from lib_merge.app.optimize.request import StudyPlan, trial_folder
 
@@ -26,11 +26,12 @@ class HumanPacer:
     generating: int | None = None  # the trial being made now, for "pair": null answers
 
     def pair_new(self, study, trial) -> str | None:
-        """The new trial's pair with its opponent (from the second finished trial on): its id."""
+        """The new trial's pair (once a finished trial comes before it): its id. Its opponent is chosen when
+        the pairs before it are answered."""
         self.generating = None
-        if trial.state.name != "COMPLETE" or len(_complete(study)) < 2:
+        if trial.state.name != "COMPLETE" or not any(t.number < trial.number for t in _complete(study)):
             return None
-        return self.book.add(trial.number, opponent(trial.number, self.fit(study))).id
+        return self.book.add(trial.number).id
 
     def wait_for_answers(self, open_pairs: int = 0) -> None:
         """The study pauses here until at most `open_pairs` pairs are unanswered, or it is stopped."""
@@ -62,6 +63,15 @@ class HumanPacer:
     def chosen(self) -> None:
         with self.changed:
             self.changed.notify_all()
+
+
+def pair_book(study) -> PairBook:
+    """The study's pairs, each new trial meeting the best of the trials before it."""
+
+    def opponent_of(new: int, pairs: list[Pair]) -> int:
+        return opponent(new, fit_utilities([t.number for t in _complete(study) if t.number < new], pairs))
+
+    return PairBook(study, opponent_of)
 
 
 def pair_json(book: PairBook, plan: StudyPlan, reason: str, files: bool = False) -> dict:

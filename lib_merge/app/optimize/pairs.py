@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from lib_merge.errors import ParameterError
@@ -16,15 +17,20 @@ WINNERS = ("left", "right", "tie", "skip")
 class Pair:
     id: str
     left: int  # trial numbers; the left one is the newer trial
-    right: int
+    right: int | None  # None until every earlier pair is answered: then the best of the trials before `left`
     winner: str | None = None  # one of WINNERS once answered
 
 
 class PairBook:
-    """One study's pairs; one book per study in a process, so its lock orders the choices and new pairs."""
+    """One study's pairs; one book per study in a process, so its lock orders the choices and new pairs.
 
-    def __init__(self, study) -> None:
+    A new trial's opponent is chosen when the person reaches its pair, from every answer before it
+    (`opponent_of(new trial, pairs)`): a trial made while the previous pair was still open then meets the
+    winner of that pair, and the pairs depend on the choices alone, not on how fast they came."""
+
+    def __init__(self, study, opponent_of: Callable[[int, list[Pair]], int]) -> None:
         self.study = study
+        self.opponent_of = opponent_of
         self._lock = threading.Lock()
         if "pairs" not in study.user_attrs:  # marks the study as scored by a person from its start
             self._write([])
@@ -35,9 +41,10 @@ class PairBook:
     def pending(self) -> list[Pair]:
         return [p for p in self.all() if p.winner is None]
 
-    def add(self, left: int, right: int) -> Pair:
+    def add(self, left: int) -> Pair:
+        """The new trial's pair; its opponent waits for the answers to the pairs before it."""
         with self._lock:
-            pair = Pair(secrets.token_hex(6), left, right)
+            pair = Pair(secrets.token_hex(6), left, None)
             self._write([*self.all(), pair])
             return pair
 
@@ -59,4 +66,8 @@ class PairBook:
             return pair
 
     def _write(self, pairs: list[Pair]) -> None:
+        """Stores the pairs, the first open one with its opponent (in one write, so no reader sees it without)."""
+        first_open = next((p for p in pairs if p.winner is None), None)
+        if first_open is not None and first_open.right is None:
+            first_open.right = self.opponent_of(first_open.left, pairs)
         self.study.set_user_attr("pairs", [asdict(p) for p in pairs])
