@@ -160,17 +160,29 @@ def recipe(method: str, paths: list[Path], **params) -> str:
     return "\n".join(lines + [f"merged = {method}({', '.join(names + args)})"]) + "\n"
 
 
-def test_twenty_models_through_the_engine_give_the_method_on_whole_tensors(twenty, tmp_path, monkeypatch):
-    """The engine hands the model files over as Operands that read the slices asked for from the file (nothing
-    mapped); the result is the method called on the whole tensors, and no read is more than a slice."""
+@pytest.mark.parametrize("path", ["sliced", "whole"])
+def test_twenty_models_through_the_engine_give_the_method_on_whole_tensors(path, twenty, tmp_path, monkeypatch):
+    """Sliced (a key larger than the arena): the engine hands the model files over as Operands that read the
+    slices asked for from the file (nothing mapped), and no read is more than a slice. Whole (the arena holds
+    the key): each input's key is read once, past the page cache, and the passes run in memory. Either way
+    the result is the method called on the whole tensors."""
+    from lib_merge.engine import streamed
+
     reads: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    plain = SafetensorsFile.read_range
+    plain, plain_direct = SafetensorsFile.read_range, SafetensorsFile.read_direct
 
     def record(self, key, start, end, into=None):
         reads.setdefault((self.path, key), []).append((start, end))
         return plain(self, key, start, end, into)
 
+    def record_direct(self, key, into):
+        reads.setdefault((self.path, key), []).append((0, math.prod(self.tensors[key].shape)))
+        return plain_direct(self, key, into)
+
     monkeypatch.setattr(SafetensorsFile, "read_range", record)
+    monkeypatch.setattr(SafetensorsFile, "read_direct", record_direct)
+    if path == "sliced":
+        monkeypatch.setattr(streamed, "WHOLE_READ_MAX", 0)
     loaded = [load(p) for p in twenty]
     for method in STREAMED:
         reads.clear()
@@ -179,11 +191,13 @@ def test_twenty_models_through_the_engine_give_the_method_on_whole_tensors(twent
             expected = call(method, [m[key].float() for m in loaded], key).half()
             assert torch.equal(out[key], expected), (method, key)
         numel = loaded[0][KEY].numel()
-        limit = max(operand.MIN_SLICE, operand.STREAM_ELEMENTS // 20)
-        for path in map(str, twenty):
-            spans = sorted(set(reads[(path, KEY)]))
+        limit = max(operand.MIN_SLICE, operand.STREAM_ELEMENTS // 20) if path == "sliced" else numel
+        for p in map(str, twenty):
+            spans = sorted(set(reads[(p, KEY)]))
             assert spans[0][0] == 0 and spans[-1][1] == numel and all(e - s <= limit for s, e in spans), method
             assert all(a[1] <= b[0] or a[0] == b[0] for a, b in zip(spans, spans[1:])), method
+            if path == "whole":
+                assert reads[(p, KEY)] == [(0, numel)], method  # once, whatever the method's passes
 
 
 def test_a_merge_inside_a_many_model_step(twenty, tmp_path):
@@ -232,26 +246,34 @@ def _rss_growth(run) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
-def test_memory_does_not_grow_with_the_count(tmp_path):
-    """One 4M-element tensor per file (8 MB in fp16, 16 MB as fp32): merging 24 of them holds no more
-    than merging 4 (all at once, 24 inputs would be 24 × 24 MB)."""
+def test_memory_does_not_grow_with_the_count(tmp_path, monkeypatch):
+    """One 4M-element tensor per file (8 MB in fp16, 16 MB as fp32). Read a slice at a time, merging 24 of them
+    holds no more than merging 4 (all at once, 24 inputs would be 24 × 24 MB). Read whole, the inputs go to the
+    arena only while they fit it (here made 48 MB, room for the 5 files and not for the 25): the memory is
+    bounded by the arena, whatever the count."""
+    from lib_merge.engine import streamed
+
     gen = torch.Generator().manual_seed(3)
     paths = []
     for i in range(25):
         path = tmp_path / f"big_{i}.safetensors"
         save_file({"w": torch.randn(2048, 2048, generator=gen).half()}, str(path))
         paths.append(path)
-    for method in ("ties", "model_stock", "geometric_median", "n_average"):
-        params = {"max_iter": 3} if method == "geometric_median" else {}
-        warm = tmp_path / "warm.safetensors"  # numba's kernels loaded (or compiled) before anything is measured
-        merge(recipe(method, paths, **params), warm)
-        warm.unlink()
-        growth = {}
-        for count in (5, 25):
-            out = tmp_path / f"out_{count}.safetensors"
-            growth[count] = _rss_growth(lambda: merge(recipe(method, paths[:count], **params), out))  # noqa: B023
-            out.unlink()
-        assert growth[25] < growth[5] + 40e6, (method, growth)
+    for whole_read_max in (0, 48 << 20):
+        monkeypatch.setattr(streamed, "WHOLE_READ_MAX", whole_read_max)
+        for method in ("ties", "model_stock", "geometric_median", "n_average"):
+            params = {"max_iter": 3} if method == "geometric_median" else {}
+            warm = tmp_path / "warm.safetensors"  # numba's kernels loaded (or compiled) before anything is measured
+            merge(recipe(method, paths, **params), warm)
+            warm.unlink()
+            growth = {}
+            for count in (5, 25):
+                out = tmp_path / f"out_{count}.safetensors"
+                growth[count] = _rss_growth(lambda: merge(recipe(method, paths[:count], **params), out))  # noqa: B023
+                out.unlink()
+            assert growth[25] < growth[5] + 40e6, (method, whole_read_max, growth)
+            if whole_read_max:  # the five were read whole: their 40 MB in the arena, and little more
+                assert 40e6 < growth[5] < 40e6 + 90e6, (method, growth)
 
 
 @pytest.mark.parametrize("method", ["ties", "dare_ties"])
@@ -299,21 +321,44 @@ def test_compiled_election_keeps_torchs_nan_and_signed_zeros():
             np.testing.assert_array_equal(got.view(np.int32), expected.view(np.int32))
 
 
+class _Leaf:
+    """A model file's leaf as the budget sees it: the key's stored size, and whether it reads past the cache."""
+
+    def __init__(self, shape: tuple[int, ...], direct: bool):
+        self.shape, self.direct = shape, direct
+
+    def info(self, key):
+        from lib_merge.io.safetensors_reader import TensorInfo
+
+        return TensorInfo(key, torch.float16, self.shape, 0, 2 * math.prod(self.shape))
+
+    def direct_bytes(self, key) -> int:
+        return self.info(key).nbytes + 4096 if self.direct else 0
+
+
+@pytest.mark.parametrize("direct", [False, True])
 @pytest.mark.parametrize("method", STREAMED)
-def test_three_of_sd1s_largest_streamed_keys_fit_in_the_budget_at_once(method):
+def test_three_of_sd1s_largest_streamed_keys_fit_in_the_budget_at_once(method, direct):
     """A key streamed from its files is charged what it holds, its output, its fp32 result and its slices. Three of
     SD1's largest convolutions fit in the budget: one computed by each worker and one finished, waiting for the
     keys before it to be written (results go out in order). Charged for TIES's magnitudes and masks too, as they
-    once were, two did not, and a worker waited (py-spy: idle 15–25 % of an N-model average of 16 SD1.5 files)."""
-    from lib_merge.engine import run
+    once were, two did not, and a worker waited (py-spy: idle 15–25 % of an N-model average of 16 SD1.5 files).
+    Read whole into the arena (`direct`), its inputs and result are the arena's: charged its output and slices,
+    against the smaller budget kept beside the arena."""
+    from lib_merge.engine import budget
     from lib_merge.engine.plan import KeyJob, Step
-    from lib_merge.engine.streamed import held_bytes
+    from lib_merge.engine.streamed import held_bytes, reads_whole
     from lib_merge.io.writer import PlannedTensor
 
     key, shape = "model.diffusion_model.middle_block.0.in_layers.2.weight", (1280, 1280, 3, 3)
-    inputs = tuple(object() for _ in range(16))  # sixteen model files' leaves
+    inputs = tuple(_Leaf(shape, direct) for _ in range(16))  # sixteen model files' leaves
     job = KeyJob(key, PlannedTensor(key, torch.float16, shape), Step(METHODS[method], inputs, {}), cast=True)
     cost = held_bytes(job, torch.device("cpu"), from_files=True)
     numel = math.prod(shape)
-    assert cost >= 2 * numel + 4 * numel + 4 * operand.STREAM_ELEMENTS  # fp16 output, fp32 result, the slices
-    assert 3 * cost <= run.IN_FLIGHT_BYTES
+    assert reads_whole(job.tree, key, torch.device("cpu"), True) == direct
+    if direct:
+        assert cost >= 2 * numel + 4 * operand.STREAM_ELEMENTS  # fp16 output, the slices
+        assert 3 * cost <= budget.in_flight_bytes(arena_used=True)
+    else:
+        assert cost >= 2 * numel + 4 * numel + 4 * operand.STREAM_ELEMENTS  # fp16 output, fp32 result, the slices
+        assert 3 * cost <= budget.in_flight_bytes(arena_used=False)

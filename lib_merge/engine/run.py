@@ -2,7 +2,8 @@
 
 Worker threads read a key's inputs (``pread`` releases the GIL) and compute it in bounded
 fp32 chunks; the calling thread hands results to the sink in plan order. The bytes of
-keys in flight are capped, so peak memory does not grow with the model.
+keys in flight are capped, so peak memory does not grow with the model. Many-model keys
+that fit the arena are read by a thread of their own, ahead of the workers (engine/arena.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from concurrent.futures import Future
 
 import torch
 
+from lib_merge.engine.arena import Arena, WholeRead
+from lib_merge.engine.budget import ByteBudget, in_flight_bytes
 from lib_merge.engine.fp8_table import by_table, table_leaves
 from lib_merge.engine.options import CancelToken, EngineOptions, EngineReport, Sink
 from lib_merge.engine.plan import KeyJob, MergePlan, Reduced, Step, bounded_tree, elementwise_tree, is_leaf, leaf_uses
 from lib_merge.engine.progress import ProgressEvent
-from lib_merge.engine.streamed import evaluate_streamed, held_bytes, streams
+from lib_merge.engine.streamed import evaluate_streamed, held_bytes, reads_whole, streams
 from lib_merge.engine.threads import worker_pool
 from lib_merge.errors import NonFiniteError
 from lib_merge.io.cache import TensorCache, peak_magnitude, read_through
@@ -33,7 +36,6 @@ from lib_merge.io.writer import PlannedTensor
 
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of fp32 per operand: inputs, result and temporaries stay in L2
 DEVICE_CHUNK_ELEMENTS = 1 << 22  # 16 MiB of fp32 per operand on a GPU: few kernel launches and copies per tensor
-IN_FLIGHT_BYTES = 512 * 1024 * 1024  # inputs + outputs of the keys being read, computed or written
 
 
 class DictSink:
@@ -58,7 +60,6 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     device = check_device(options.device)
     report = EngineReport(keys=len(plan.jobs), bytes_total=sum(t.nbytes for t in plan.tensors))
     cancel = options.cancel or CancelToken()
-    budget = _ByteBudget(IN_FLIGHT_BYTES)
     write_into = getattr(sink, "write_into", None)  # a sink whose own tensors take results directly
     pending: deque[tuple[KeyJob, Future, int]] = deque()
     done = 0
@@ -75,8 +76,10 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
             device, options.compute_dtype, options.nonfinite, report, options.cache, write_into, inference,
             options.clamp,
         )  # fmt: skip
+        budget = ByteBudget(in_flight_bytes(any(compute.reads_whole(job) for job in plan.jobs)))
         drain = functools.partial(_drain_one, pending, sink, budget, report, options, source)
-        with worker_pool(options.threads, "alloy-merge") as pool:
+        # One reader fills the arena with many-model keys in plan order while the workers compute.
+        with worker_pool(options.threads, "alloy-merge") as pool, worker_pool(1, "alloy-read") as reader:
             try:
                 for job in plan.jobs:
                     cancel.check()
@@ -86,7 +89,8 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
                         done = drain(done)
                     if not pending:
                         budget.acquire_anyway(cost)
-                    pending.append((job, pool.submit(compute, job, cancel), cost))
+                    whole = reader.submit(compute.arena.read, job, cancel.check) if compute.reads_whole(job) else None
+                    pending.append((job, pool.submit(compute, job, cancel, whole), cost))
                 while pending:
                     done = drain(done)
             except BaseException:
@@ -135,25 +139,6 @@ def _drain_one(
     return done
 
 
-class _ByteBudget:
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.used = 0
-
-    def try_acquire(self, n: int) -> bool:
-        if self.used + n > self.limit:
-            return False
-        self.used += n
-        return True
-
-    def acquire_anyway(self, n: int) -> None:
-        if self.used == 0 or self.used + n <= self.limit:
-            self.used += n
-
-    def release(self, n: int) -> None:
-        self.used = max(0, self.used - n)
-
-
 class _KeyComputer:
     def __init__(
         self,
@@ -178,24 +163,45 @@ class _KeyComputer:
         self.lock = threading.Lock()
         self.local = threading.local()  # each worker's scratch buffers
         self.write_into = write_into  # the sink's own tensor for a key, when the result may go straight there
+        self.arena = Arena()  # many-model keys read whole (engine/arena.py)
 
-    def __call__(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
-        with torch.inference_mode(self.inference):
-            if job.cast and is_fp8(job.out.dtype):
-                return self._fp8(job, cancel)
-            return self._compute(job, cancel)
+    def reads_whole(self, job: KeyJob) -> bool:
+        """Whether the key's inputs are read whole into the arena by the reader thread (engine/arena.py)."""
+        merging = job.cast and not is_leaf(job.tree)
+        return merging and self.cache is None and self.on_host and reads_whole(job.tree, job.key, self.device, True)
 
-    def _fp8(self, job: KeyJob, cancel: CancelToken) -> torch.Tensor:
+    def __call__(self, job: KeyJob, cancel: CancelToken, whole: Future | None = None) -> torch.Tensor:
+        """The key's result; `whole`: its inputs, being read into the arena."""
+        read = whole.result() if whole is not None else None
+        try:
+            with torch.inference_mode(self.inference):
+                if job.cast and is_fp8(job.out.dtype):
+                    return self._fp8(job, cancel, read)
+                return self._compute(job, cancel, None, read)
+        finally:
+            if read is not None:
+                self.arena.give_back(read.region)
+
+    def _fp8(self, job: KeyJob, cancel: CancelToken, read: WholeRead | None) -> torch.Tensor:
         """An fp8 output: computed as fp32 (fp8 is a storage format), then range-checked as it is cast."""
         wide = dataclasses.replace(job, out=PlannedTensor(job.key, torch.float32, job.out.shape))
-        result = to_fp8(self._compute(wide, cancel, job.out.dtype), job.out.dtype, job.key, self.clamp)
+        result = to_fp8(self._compute(wide, cancel, job.out.dtype, read), job.out.dtype, job.key, self.clamp)
         direct = self._direct(job.key, job.out.dtype)
         return direct.copy_(result) if direct is not None else result
 
-    def _compute(self, job: KeyJob, cancel: CancelToken, fp8_out: torch.dtype | None = None) -> torch.Tensor:
+    def _compute(
+        self, job: KeyJob, cancel: CancelToken, fp8_out: torch.dtype | None = None, read: WholeRead | None = None
+    ) -> torch.Tensor:
         cancel.check()
         leaves = job.leaves()
         merging = job.cast and not is_leaf(job.tree)
+        if read is not None:
+            self.local.lent_result = read.result  # for the step in _eval
+            try:
+                result = self._from_raw(job, read.raw, leaves, fp8_out)
+            finally:
+                self.local.lent_result = None
+            return result.clone() if self.arena.holds(result) else result  # the region goes to the next key
         # A merge's inputs die with this call: without a cache they are mapped, not copied,
         # and their pages dropped afterwards. Tensors passed on as they are get a real read.
         mapped = merging and self.cache is None
@@ -207,26 +213,33 @@ class _KeyComputer:
         else:
             raw = {id(s): s.read(job.key) for s in leaves}
         try:
-            self._count(raw, job)
-            if not job.cast:
-                return raw[id(job.tree)]
-            table = table_leaves(job.tree, raw, leaves) if fp8_out is not None and merging else None
-            if table:  # fp8 to fp8: each element looked up among the key's few possible results
-                evaluate = functools.partial(self._eval, job.tree, key=job.key)
-                looked = by_table(job.tree, raw, table, fp8_out, self.clamp, evaluate)
-                if looked is not None:
-                    return looked
-            raw = {k: widen(t) if is_fp8(t.dtype) else t for k, t in raw.items()}  # computed from fp16 up
-            if not merging and not job.inpaint_channels:
-                direct = self._direct(job.key, job.out.dtype)
-                if direct is not None:
-                    return direct.copy_(raw[id(job.tree)].view(direct.shape))
-                return raw[id(job.tree)].to(job.out.dtype, copy=self.cache is not None)
-            return self._merge(job, raw)
+            return self._from_raw(job, raw, leaves, fp8_out)
         finally:
             if mapped:
                 for s in leaves:
                     s.release(job.key)
+
+    def _from_raw(
+        self, job: KeyJob, raw: dict[int, torch.Tensor], leaves: list, fp8_out: torch.dtype | None
+    ) -> torch.Tensor:
+        """The key's result from its inputs' stored tensors."""
+        merging = job.cast and not is_leaf(job.tree)
+        self._count(raw, job)
+        if not job.cast:
+            return raw[id(job.tree)]
+        table = table_leaves(job.tree, raw, leaves) if fp8_out is not None and merging else None
+        if table:  # fp8 to fp8: each element looked up among the key's few possible results
+            evaluate = functools.partial(self._eval, job.tree, key=job.key)
+            looked = by_table(job.tree, raw, table, fp8_out, self.clamp, evaluate)
+            if looked is not None:
+                return looked
+        raw = {k: widen(t) if is_fp8(t.dtype) else t for k, t in raw.items()}  # computed from fp16 up
+        if not merging and not job.inpaint_channels:
+            direct = self._direct(job.key, job.out.dtype)
+            if direct is not None:
+                return direct.copy_(raw[id(job.tree)].view(direct.shape))
+            return raw[id(job.tree)].to(job.out.dtype, copy=self.cache is not None)
+        return self._merge(job, raw)
 
     def _count(self, raw: dict[int, torch.Tensor], job: KeyJob) -> dict[int, torch.Tensor]:
         with self.lock:
@@ -379,7 +392,8 @@ class _KeyComputer:
                 return next(buffers)[: source.numel()].view(source.shape).copy_(source)
             return source.to(self.device, self.cdt, copy=True)
         if buffers is None and self.on_host and streams(node, self.device):  # many-model methods: slice by slice
-            return evaluate_streamed(node, chunk, key, self._eval, self.cache is None)
+            lent, self.local.lent_result = getattr(self.local, "lent_result", None), None  # for one step
+            return evaluate_streamed(node, chunk, key, self._eval, self.cache is None, lent)
         args = [self._eval(i, chunk, key, into if n == 0 else None, buffers) for n, i in enumerate(node.inputs)]
         extra = {"key": key} if node.method.needs_key else {}
         return node.method.fn(*args, **node.params, **extra)

@@ -46,6 +46,17 @@ class LayoutView:
             return _swap_halves(stored) if parts.swap_halves else stored
         return torch.cat([self.file.read(k) for k in parts.keys])  # parts are row blocks; none is swapped
 
+    def direct_bytes(self, key: str) -> int:
+        parts = self._parts[key]
+        size = getattr(self.file, "direct_bytes", None)
+        return size(parts.keys[0]) if len(parts.keys) == 1 and not parts.swap_halves and size is not None else 0
+
+    def read_direct(self, key: str, into: torch.Tensor) -> torch.Tensor:
+        """Past the page cache for a tensor stored as it is seen; a joined or swapped one is read as `read`."""
+        if self.direct_bytes(key):
+            return self.file.read_direct(self._parts[key].keys[0], into)
+        return self.read(key)
+
     def view(self, key: str) -> torch.Tensor:
         parts = self._parts[key]
         if len(parts.keys) == 1 and not parts.swap_halves:

@@ -57,6 +57,17 @@ class SourceModel:
         """A copy the caller owns."""
         return self.file.read(self._file_key[key])
 
+    def direct_bytes(self, key: str) -> int:
+        """The buffer `read_direct` needs for `key` (0: it reads into memory of its own)."""
+        size = getattr(self.file, "direct_bytes", None)
+        return size(self._file_key[key]) if size is not None else 0
+
+    def read_direct(self, key: str, into: torch.Tensor) -> torch.Tensor:
+        """The tensor read past the page cache into `into` (a page-aligned buffer of `direct_bytes(key)`) where
+        the file can (safetensors on Linux), else a copy the caller owns."""
+        direct = getattr(self.file, "read_direct", None)
+        return direct(self._file_key[key], into) if direct is not None else self.read(key)
+
     def view(self, key: str) -> torch.Tensor:
         """A read-only view for a short use; call `release` when done."""
         return self.file.view(self._file_key[key])

@@ -28,6 +28,7 @@ from lib_merge.io.tempfiles import TempFile, seal
 from lib_merge.io.writeback import Writeback
 
 HEADER_SLACK = 256
+DATA_ALIGN = 8
 HASH_QUEUE = 8  # tensors waiting to be hashed while later ones are written
 
 
@@ -59,7 +60,10 @@ class SafetensorsWriter:
         self.plan = plan
         self._index = 0
         self._header_entries = _header_entries(plan)
-        self._reserved = len(_header_bytes(self._header_entries, metadata_estimate)) + HEADER_SLACK
+        reserved = len(_header_bytes(self._header_entries, metadata_estimate)) + HEADER_SLACK
+        # The data starts on a multiple of 8 bytes, as the safetensors library writes it: every tensor then lies
+        # on its elements' alignment, and a reader can view it without a copy (io/safetensors_reader.py).
+        self._reserved = -(-(8 + reserved) // DATA_ALIGN) * DATA_ALIGN - 8
         self.data_bytes = sum(p.nbytes for p in plan)
         check_free_space(os.path.dirname(self.target), 8 + self._reserved + self.data_bytes)
         self._temp = TempFile(self.target)

@@ -22,12 +22,20 @@ MIN_SLICE = 1 << 12
 class Operand:
     """One input of one key, read as fp32 slices of its flat elements."""
 
-    def __init__(self, tensor: torch.Tensor, reader: Callable[..., torch.Tensor] | None = None):
+    def __init__(
+        self,
+        tensor: torch.Tensor,
+        reader: Callable[..., torch.Tensor] | None = None,
+        result: torch.Tensor | None = None,
+    ):
         self.flat = tensor.reshape(-1)
         self.shape = tuple(tensor.shape)
         # reader(start, end, into): elements [start, end) read from the tensor's file into the byte buffer
         # `into` (engine/streamed.py). Mapped pages would count as the process's own memory.
         self.reader = reader
+        # fp32 memory that a method whose first input this is may put its result in (`result_like`): the engine
+        # lends a region it reuses for every key, where fresh memory would cost a page fault per 4 KiB.
+        self.result = result
         self._bytes: torch.Tensor | None = None
 
     @property
@@ -77,5 +85,9 @@ def buffers(rows: int, count: int, like: Operand) -> torch.Tensor:
 
 
 def result_like(first: Operand) -> torch.Tensor:
-    """The method's fp32 result: one input's size, on the inputs' device."""
+    """The method's fp32 result: one input's size, on the inputs' device (in the memory lent with the first
+    input, where there is)."""
+    lent = first.result
+    if lent is not None and lent.dtype == torch.float32 and lent.numel() >= first.numel and lent.device == first.device:
+        return lent[: first.numel]
     return torch.empty(first.numel, dtype=torch.float32, device=first.device)
