@@ -18,7 +18,8 @@ from safetensors.torch import save_file
 from lib_merge.engine.arena import Arena
 from lib_merge.engine.options import CancelToken
 from lib_merge.errors import Cancelled
-from lib_merge.io.safetensors_reader import DIRECT_ALIGN, SafetensorsFile
+from lib_merge.io.direct_read import DIRECT_ALIGN
+from lib_merge.io.safetensors_reader import SafetensorsFile
 
 TENSORS = {
     "h": torch.randn(3, 1001).half(),  # odd byte counts put the next tensors off their 4-byte alignment
@@ -158,5 +159,28 @@ def test_written_files_start_their_data_on_eight_bytes(tmp_path, note):
     try:
         assert f.data_start % 8 == 0 and f.metadata["note"] == note
         assert all(info.offset % info.dtype.itemsize == 0 for info in f.tensors.values())
+    finally:
+        f.close()
+
+
+def test_a_run_of_small_tensors_is_one_request(tmp_path, monkeypatch):
+    """Small tensors between large ones: the first of a run reads the run, the rest come from memory; a large
+    tensor is a request of its own and ends the run."""
+    tensors = {f"s{i}": torch.randn(100 + i) for i in range(6)} | {"big": torch.randn(300_000)}
+    tensors |= {f"t{i}": torch.randn(50) for i in range(3)}
+    path = tmp_path / "runs.safetensors"
+    _write_with_header_padding(path, tensors, 0)  # in this order: small, large, small
+    f = SafetensorsFile(str(path))
+    requests = []
+    plain = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, bufs, at, *a: requests.append(at) or plain(fd, bufs, at, *a))
+    try:
+        order = sorted(tensors, key=lambda k: f.tensors[k].offset)
+        for key in order:
+            got = f.read_direct(key, _aligned(f.direct_bytes(key)))
+            assert torch.equal(got, tensors[key]), key
+        big_at = order.index("big")
+        runs = [order[:big_at], order[big_at + 1 :]]
+        assert all(len(run) > 1 for run in runs) and len(requests) == 3, (order, requests)
     finally:
         f.close()

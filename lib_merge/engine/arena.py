@@ -12,16 +12,18 @@ cores work at once; it waits while the regions taken leave no room.
 
 from __future__ import annotations
 
+import functools
 import math
 import mmap
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import torch
 
 from lib_merge.engine.plan import KeyJob
-from lib_merge.io.safetensors_reader import DIRECT_ALIGN
+from lib_merge.io.direct_read import DIRECT_ALIGN
 
 ARENA_BYTES = 1 << 30  # the inputs of SD1's largest key over 16 models (0.94 GB)
 
@@ -42,8 +44,9 @@ class Arena:
         self._taken: dict[int, int] = {}  # start: end
         self._changed = threading.Condition()
 
-    def read(self, job: KeyJob, check: Callable[[], None]) -> WholeRead:
-        """The key's inputs read past the page cache into a region (give it back with `give_back`)."""
+    def read(self, job: KeyJob, check: Callable[[], None], io: Executor | None = None) -> WholeRead:
+        """The key's inputs read past the page cache into a region (give it back with `give_back`); `io`: threads
+        that read the files side by side, so that the disk's round trips for small tensors overlap."""
         leaves = job.leaves()
         sizes = [leaf.direct_bytes(job.key) for leaf in leaves]
         result_bytes = 4 * math.prod(job.out.shape)
@@ -51,11 +54,15 @@ class Arena:
             result_bytes = 0
         region = self._take(sum(sizes) + result_bytes, check)
         try:
-            raw, at = {}, 0
-            for leaf, size in zip(leaves, sizes, strict=True):
-                check()
-                raw[id(leaf)] = leaf.read_direct(job.key, region[at : at + size])
-                at += size
+            check()
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            reads = [
+                functools.partial(leaf.read_direct, job.key, region[at : at + size])
+                for leaf, at, size in zip(leaves, starts, sizes, strict=True)
+            ]
+            tensors = list(io.map(lambda read: read(), reads)) if io is not None else [read() for read in reads]
+            raw = {id(leaf): t for leaf, t in zip(leaves, tensors, strict=True)}
+            at = sum(sizes)
             result = region[at : at + result_bytes].view(torch.float32) if result_bytes else None
             return WholeRead(region, raw, result)
         except BaseException:

@@ -1,4 +1,4 @@
-"""The first pass of methods that need one: read every key once, then fix parameters.
+"""What runs before the keys are read: re-basin's matching, and the first pass of methods that need one.
 
 Steps of such a method are grouped by their input models; each group reads its keys (VAE
 excluded), the method's `finish` turns what was collected into parameters, and those are set
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from lib_merge.arch.blocks import VAE_SLOT
-from lib_merge.engine.options import CancelToken, EngineOptions
+from lib_merge.engine.options import CancelToken, EngineOptions, EngineReport
 from lib_merge.engine.plan import MergePlan, Step, is_leaf
 from lib_merge.engine.progress import ProgressEvent
 from lib_merge.engine.threads import worker_pool
@@ -78,3 +78,14 @@ def _collect(
             if options.progress:
                 options.progress(ProgressEvent(f"{method.name} pre-pass", done, len(steps), "tensors"))
     return method.finish(parts), prepared
+
+
+def match_rebasin(plan: MergePlan, options: EngineOptions, cancel: CancelToken, report: EngineReport) -> None:
+    """Re-basin inputs get their permutations (from the cache, or matched now) before any key is read."""
+    for permuted in plan.permuted:
+
+        def progress(done: int, total: int, name: str = permuted.name) -> None:
+            if options.progress:
+                options.progress(ProgressEvent("rebasin", done, total, "layers", item=name))
+
+        report.notes.append(permuted.prepare(options.device, cancel.check, progress).note)

@@ -35,23 +35,8 @@ from lib_merge.io.fp8 import to_fp8, widen
 from lib_merge.io.writer import PlannedTensor
 
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of fp32 per operand: inputs, result and temporaries stay in L2
+IO_THREADS = 4  # reads of a key's model files side by side (engine/arena.py)
 DEVICE_CHUNK_ELEMENTS = 1 << 22  # 16 MiB of fp32 per operand on a GPU: few kernel launches and copies per tensor
-
-
-class DictSink:
-    """Collects results in memory (tests and small tools)."""
-
-    def __init__(self) -> None:
-        self.tensors: dict[str, torch.Tensor] = {}
-
-    def begin(self, plan: list[PlannedTensor]) -> None:
-        self.tensors = {}
-
-    def put(self, key: str, tensor: torch.Tensor) -> None:
-        self.tensors[key] = tensor
-
-    def abort(self) -> None:
-        self.tensors = {}
 
 
 def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) -> EngineReport:
@@ -63,9 +48,9 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
     write_into = getattr(sink, "write_into", None)  # a sink whose own tensors take results directly
     pending: deque[tuple[KeyJob, Future, int]] = deque()
     done = 0
-    from lib_merge.engine.prepass import run_prepass
+    from lib_merge.engine.prepass import match_rebasin, run_prepass
 
-    _match_rebasin(plan, options, cancel, report)
+    match_rebasin(plan, options, cancel, report)
     run_prepass(plan, options, cancel)
     source = "reading from disk" if _reads_disk(plan, options.cache) else "inputs in RAM"
     try:  # from the sink's first step on (a file sink's temporary file), any exit aborts it
@@ -79,7 +64,11 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
         budget = ByteBudget(in_flight_bytes(any(compute.reads_whole(job) for job in plan.jobs)))
         drain = functools.partial(_drain_one, pending, sink, budget, report, options, source)
         # One reader fills the arena with many-model keys in plan order while the workers compute.
-        with worker_pool(options.threads, "alloy-merge") as pool, worker_pool(1, "alloy-read") as reader:
+        with (
+            worker_pool(options.threads, "alloy-merge") as pool,
+            worker_pool(1, "alloy-read") as reader,
+            worker_pool(IO_THREADS, "alloy-io") as io,
+        ):
             try:
                 for job in plan.jobs:
                     cancel.check()
@@ -89,8 +78,10 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
                         done = drain(done)
                     if not pending:
                         budget.acquire_anyway(cost)
-                    whole = reader.submit(compute.arena.read, job, cancel.check) if compute.reads_whole(job) else None
-                    pending.append((job, pool.submit(compute, job, cancel, whole), cost))
+                    read = (
+                        reader.submit(compute.arena.read, job, cancel.check, io) if compute.reads_whole(job) else None
+                    )
+                    pending.append((job, pool.submit(compute, job, cancel, read), cost))
                 while pending:
                     done = drain(done)
             except BaseException:
@@ -102,17 +93,6 @@ def run_plan(plan: MergePlan, sink: Sink, options: EngineOptions | None = None) 
         sink.abort()
         raise
     return report
-
-
-def _match_rebasin(plan: MergePlan, options: EngineOptions, cancel: CancelToken, report: EngineReport) -> None:
-    """Re-basin inputs get their permutations (from the cache, or matched now) before any key is read."""
-    for permuted in plan.permuted:
-
-        def progress(done: int, total: int, name: str = permuted.name) -> None:
-            if options.progress:
-                options.progress(ProgressEvent("rebasin", done, total, "layers", item=name))
-
-        report.notes.append(permuted.prepare(options.device, cancel.check, progress).note)
 
 
 def _reads_disk(plan: MergePlan, cache: TensorCache | None) -> bool:

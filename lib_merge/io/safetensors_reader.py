@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from lib_merge.errors import CorruptModelError
+from lib_merge.io.direct_read import DIRECT_ALIGN, DirectReader, aligned_down, aligned_up
 from lib_merge.io.dtypes import SAFETENSORS_DTYPES, itemsize
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-DIRECT_ALIGN = 4096  # O_DIRECT wants offsets, lengths and buffers on the device's block size; a page covers all
 RANGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # read a slice at a time by range_reader
 PREFETCH_BYTES = 1 << 20  # tensors from this size on are read ahead as a whole when mapped
 
@@ -46,14 +46,14 @@ class SafetensorsFile:
     def __init__(self, path: str):
         self.path = path
         self._map: mmap.mmap | None = None
-        self._direct_fd: int | None = None  # opened on first use; -1 where the system has no O_DIRECT
-        self._direct_refused = False
+        self._direct: DirectReader | None = None
         self._fd = os.open(path, os.O_RDONLY)
         try:
             st = os.fstat(self._fd)
             self.size = st.st_size
             self.mtime_ns = st.st_mtime_ns
             self.tensors, self.metadata, self.data_start = _parse_header(self._fd, path, self.size)
+            self._direct = DirectReader(self._fd, [(t.offset, t.offset + t.nbytes) for t in self.tensors.values()])
         except BaseException:
             self.close()
             raise
@@ -71,60 +71,32 @@ class SafetensorsFile:
     def direct_bytes(self, key: str) -> int:
         """The size of the page-aligned buffer `read_direct` reads `key` into; 0 where it reads through the cache."""
         info = self.tensors[key]
-        if self._open_direct() < 0:
+        if self._direct is None or not self._direct.available():
             return 0
-        return _aligned_up(info.offset + info.nbytes) - _aligned_down(info.offset)
+        return aligned_up(info.offset + info.nbytes) - aligned_down(info.offset)
 
     def read_direct(self, key: str, into: torch.Tensor) -> torch.Tensor:
-        """The tensor at `key` read past the page cache (O_DIRECT) into `into`, a page-aligned byte buffer of
-        at least `direct_bytes(key)`, and returned as a view of it; where the system has no O_DIRECT, a fresh
-        copy as `read`. For inputs larger than the RAM, read once: the kernel neither copies them out of its
-        cache (on two cores that copy costs as much CPU as a many-model merge's arithmetic) nor evicts other
-        pages to hold them. The buffer is the caller's to reuse: fresh pages cost a fault each."""
+        """The tensor at `key` read past the page cache (io/direct_read.py) into `into`, a page-aligned byte buffer
+        of at least `direct_bytes(key)`, and returned as a view of it; where the system has no O_DIRECT, a fresh
+        copy as `read`. The buffer is the caller's to reuse: fresh pages cost a fault each."""
         info = self.tensors[key]
-        fd = self._open_direct() if info.nbytes else -1
-        if fd < 0:
+        size = self.direct_bytes(key) if info.nbytes else 0
+        if not size:
             return self.read(key)
-        start, size = _aligned_down(info.offset), self.direct_bytes(key)
         if into.numel() < size or into.data_ptr() % DIRECT_ALIGN:
             raise ValueError(f"read_direct needs a page-aligned buffer of {size} bytes")
-        view, need, got = memoryview(into[:size].numpy()), info.offset + info.nbytes - start, 0
         try:
-            while got < need:
-                n = os.preadv(fd, [view[got:]], start + got)
-                if n <= 0 or (n % DIRECT_ALIGN and got + n < need):  # a short read is the end of the file
-                    raise CorruptModelError(f"{self.path}: unexpected end of file while reading {key!r}")
-                got += n
+            complete = self._direct.read(info.offset, info.nbytes, into[:size])
         except OSError:  # refused after all (EINVAL on some file systems): read through the cache from now on
-            self._direct_refused = True  # the descriptor stays open until close: another worker may be reading
             return self.read(key)
-        at = info.offset - start
+        if not complete:
+            raise CorruptModelError(f"{self.path}: unexpected end of file while reading {key!r}")
+        at = info.offset - aligned_down(info.offset)
         misaligned = at % itemsize(info.dtype)
         if misaligned:  # a file whose data does not start on 8 bytes: moved back onto the elements' alignment
             ctypes.memmove(into.data_ptr() + at - misaligned, into.data_ptr() + at, info.nbytes)
             at -= misaligned
         return into[at : at + info.nbytes].view(info.dtype).reshape(info.shape)
-
-    def _open_direct(self) -> int:
-        """A second descriptor of this same open file (not its path: the file may have been replaced since)
-        with O_DIRECT, or -1."""
-        if self._direct_fd is None:
-            fd, flag = -1, getattr(os, "O_DIRECT", 0)
-            if flag and self._fd >= 0:
-                try:
-                    fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY | flag)
-                except OSError:
-                    pass
-            if self._direct_fd is None:  # another worker may have opened it meanwhile
-                self._direct_fd = fd
-            elif fd >= 0:
-                os.close(fd)
-        return -1 if self._direct_refused else self._direct_fd
-
-    def _close_direct(self) -> None:
-        if self._direct_fd is not None and self._direct_fd >= 0:
-            os.close(self._direct_fd)
-        self._direct_fd = None
 
     def range_reader(self, key: str) -> Callable[..., torch.Tensor] | None:
         """`read_range` for this key where its dtype is one merges compute from directly (fp16, bf16, fp32)."""
@@ -191,7 +163,8 @@ class SafetensorsFile:
             except BufferError:  # a view is still alive; the map goes with it
                 pass
             self._map = None
-        self._close_direct()
+        if getattr(self, "_direct", None) is not None:
+            self._direct.close()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -273,14 +246,6 @@ def _check_overlaps(name: str, tensors: dict[str, TensorInfo]) -> None:
 
 
 OWN_MAPPING_BYTES = 1 << 20
-
-
-def _aligned_down(offset: int) -> int:
-    return offset // DIRECT_ALIGN * DIRECT_ALIGN
-
-
-def _aligned_up(offset: int) -> int:
-    return -(-offset // DIRECT_ALIGN) * DIRECT_ALIGN
 
 
 def fresh_bytes(nbytes: int) -> torch.Tensor:
