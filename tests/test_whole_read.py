@@ -5,7 +5,6 @@ page-aligned regions first fit, waits while it is full and stops waiting on a ca
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import struct
 import threading
@@ -18,7 +17,7 @@ from safetensors.torch import save_file
 from lib_merge.engine.arena import Arena
 from lib_merge.engine.options import CancelToken
 from lib_merge.errors import Cancelled
-from lib_merge.io.direct_read import DIRECT_ALIGN
+from lib_merge.io.direct_read import DIRECT_ALIGN, aligned_bytes
 from lib_merge.io.safetensors_reader import SafetensorsFile
 
 TENSORS = {
@@ -28,10 +27,6 @@ TENSORS = {
     "big": torch.randn(700, 1031),  # several pages, not a multiple of one
     "empty": torch.zeros(0),
 }
-
-
-def _aligned(nbytes: int) -> torch.Tensor:
-    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=torch.uint8)
 
 
 def _write_with_header_padding(path, tensors: dict[str, torch.Tensor], padding: int) -> None:
@@ -58,13 +53,13 @@ def test_direct_reads_are_the_stored_tensors_at_any_alignment(tmp_path, padding)
         for key, expected in TENSORS.items():
             size = f.direct_bytes(key)
             assert size % DIRECT_ALIGN == 0
-            into = _aligned(size + 1)  # dirty: nothing of it may show through
+            into = aligned_bytes(size + 1)  # dirty: nothing of it may show through
             into.fill_(0xA5)
             got = f.read_direct(key, into)
             assert got.dtype == expected.dtype and torch.equal(got, expected), (key, padding)
             assert got.numel() == 0 or got.data_ptr() % got.element_size() == 0
         with pytest.raises(ValueError, match="page-aligned"):
-            f.read_direct("big", _aligned(1 << 22)[1:])
+            f.read_direct("big", aligned_bytes(1 << 22)[1:])
     finally:
         f.close()
 
@@ -89,7 +84,7 @@ def test_the_direct_descriptor_is_the_open_file_not_its_path(tmp_path):
     f = SafetensorsFile(str(path))
     try:
         os.replace(_other(tmp_path), path)
-        got = f.read_direct("w", _aligned(f.direct_bytes("w")))
+        got = f.read_direct("w", aligned_bytes(f.direct_bytes("w")))
         assert torch.equal(got, torch.ones(4096))
     finally:
         f.close()
@@ -177,7 +172,7 @@ def test_a_run_of_small_tensors_is_one_request(tmp_path, monkeypatch):
     try:
         order = sorted(tensors, key=lambda k: f.tensors[k].offset)
         for key in order:
-            got = f.read_direct(key, _aligned(f.direct_bytes(key)))
+            got = f.read_direct(key, aligned_bytes(f.direct_bytes(key)))
             assert torch.equal(got, tensors[key]), key
         big_at = order.index("big")
         runs = [order[:big_at], order[big_at + 1 :]]

@@ -13,8 +13,8 @@ cores work at once; it waits while the regions taken leave no room.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
-import mmap
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from lib_merge.engine.plan import KeyJob
-from lib_merge.io.direct_read import DIRECT_ALIGN
+from lib_merge.io.direct_read import DIRECT_ALIGN, aligned_bytes
 
 ARENA_BYTES = 1 << 30  # the inputs of SD1's largest key over 16 models (0.94 GB)
 
@@ -55,7 +55,7 @@ class Arena:
         region = self._take(sum(sizes) + result_bytes, check)
         try:
             check()
-            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            starts = [0, *itertools.accumulate(sizes)][:-1]
             reads = [
                 functools.partial(leaf.read_direct, job.key, region[at : at + size])
                 for leaf, at, size in zip(leaves, starts, sizes, strict=True)
@@ -92,8 +92,8 @@ class Arena:
                 check()
                 self._changed.wait(0.5)
             self._taken[start] = start + nbytes
-            if self._buffer is None:  # a mapping of its own: page-aligned, whatever its size
-                self._buffer = torch.frombuffer(mmap.mmap(-1, self.size), dtype=torch.uint8)
+            if self._buffer is None:
+                self._buffer = aligned_bytes(self.size)
             return self._buffer[start : start + nbytes]
 
     def _first_fit(self, nbytes: int) -> int | None:

@@ -176,11 +176,11 @@ class _KeyComputer:
         leaves = job.leaves()
         merging = job.cast and not is_leaf(job.tree)
         if read is not None:
-            self.local.lent_result = read.result  # for the step in _eval
+            self.local.whole = read  # for the step in _eval
             try:
                 result = self._from_raw(job, read.raw, leaves, fp8_out)
             finally:
-                self.local.lent_result = None
+                self.local.whole = None
             return result.clone() if self.arena.holds(result) else result  # the region goes to the next key
         # A merge's inputs die with this call: without a cache they are mapped, not copied,
         # and their pages dropped afterwards. Tensors passed on as they are get a real read.
@@ -372,8 +372,9 @@ class _KeyComputer:
                 return next(buffers)[: source.numel()].view(source.shape).copy_(source)
             return source.to(self.device, self.cdt, copy=True)
         if buffers is None and self.on_host and streams(node, self.device):  # many-model methods: slice by slice
-            lent, self.local.lent_result = getattr(self.local, "lent_result", None), None  # for one step
-            return evaluate_streamed(node, chunk, key, self._eval, self.cache is None, lent)
+            read, self.local.whole = getattr(self.local, "whole", None), None  # the key's inputs read whole, if so
+            from_files = self.cache is None and read is None
+            return evaluate_streamed(node, chunk, key, self._eval, from_files, read.result if read else None)
         args = [self._eval(i, chunk, key, into if n == 0 else None, buffers) for n, i in enumerate(node.inputs)]
         extra = {"key": key} if node.method.needs_key else {}
         return node.method.fn(*args, **node.params, **extra)

@@ -64,11 +64,9 @@ def evaluate_streamed(
     from_files: bool,
     result: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The step's fp32 result. `from_files`: the leaves are read from their files (no RAM cache holds them),
-    where `raw` has the key's whole stored tensor (not an inpainting model's sliced channels, an fp8 table).
-    `result`: fp32 memory lent for the result (methods/operand.result_like)."""
-    if from_files and reads_whole(step, key, torch.device("cpu"), from_files):
-        from_files = False  # `raw` holds the inputs whole, in memory
+    """The step's fp32 result. `from_files`: the leaves are read from their files (no RAM cache holds them, and
+    they were not read whole into the arena), where `raw` has the key's whole stored tensor (not an inpainting
+    model's sliced channels, an fp8 table). `result`: fp32 memory lent for the result (operand.result_like)."""
     args = []
     for node in step.inputs:
         if is_leaf(node) and from_files and not node.direct_bytes(key):
