@@ -179,3 +179,18 @@ def test_a_run_of_small_tensors_is_one_request(tmp_path, monkeypatch):
         assert all(len(run) > 1 for run in runs) and len(requests) == 3, (order, requests)
     finally:
         f.close()
+
+
+def test_a_file_cut_short_after_it_was_opened_is_one_clear_error(tmp_path):
+    """Truncated while a merge runs (another program rewriting it): the error names the file and the key."""
+    from lib_merge.errors import CorruptModelError
+
+    path = tmp_path / "cut.safetensors"
+    save_file({"a": torch.randn(10), "big": torch.randn(300_000)}, str(path))
+    f = SafetensorsFile(str(path))
+    try:
+        os.truncate(path, f.tensors["big"].offset + 1000)
+        with pytest.raises(CorruptModelError, match=r"cut\.safetensors.*'big'"):
+            f.read_direct("big", aligned_bytes(f.direct_bytes("big")))
+    finally:
+        f.close()
